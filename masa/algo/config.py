@@ -1,0 +1,132 @@
+"""Frozen, validated settings of the algorithm (GRPO / MASA / MASA-efficient).
+
+These are plain data: the pure functions in `masa.algo` take explicit scalars, and the steps
+(`masa.steps`) unpack these dataclasses into those scalars. Defaults follow the paper where it gives
+one (arXiv 2510.03259, Sec. 4 and App. B).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from masa.configbase import check, raise_if
+
+Algorithm = Literal["grpo", "masa", "masa-efficient"]
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Meta-reward weights (pass rate, length, notion) and the length-reward bound convention."""
+
+    weight_pass_rate: float = 1.0
+    weight_length: float = 1.0
+    weight_notion: float = 1.0
+    # The reference code uses strict bounds (min < L < max); we default to the inclusive range.
+    length_strict: bool = False
+    meta_reward: str = "weighted-mean"
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        for k in ("weight_pass_rate", "weight_length", "weight_notion"):
+            check(getattr(self, k) >= 0, k, "must be >= 0", p)
+        check(self.weight_pass_rate + self.weight_length + self.weight_notion > 0, "weight_*",
+              "at least one meta-reward weight must be positive", p)
+        raise_if(p)
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    estimator: str = "grpo"  # "grpo" (divide by std) or "drgrpo" (mean-centred only)
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(self.eps > 0, "eps", "must be > 0", p)
+        raise_if(p)
+
+
+@dataclass(frozen=True)
+class GatingConfig:
+    """Predictive gating (MASA-efficient): skip solution rollouts of prompts predicted trivial/unsolvable."""
+
+    enabled: bool = True
+    # Skip when the median predicted pass rate (integer 0..G) is <= low or >= high; None means 0 / G.
+    low: int | None = None
+    high: int | None = None
+    # Turn on only after `min_rounds` rounds and once the running pass-rate MAE (as a fraction of G,
+    # over the last `window` rounds) is below `mae_threshold`.
+    min_rounds: int = 2
+    window: int = 3
+    mae_threshold: float = 0.2
+    # Share of gated prompts still rolled out, so the meta path's error keeps being measured.
+    explore_share: float = 0.1
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(self.min_rounds >= 0, "min_rounds", "must be >= 0", p)
+        check(self.window >= 1, "window", "must be >= 1", p)
+        check(0 < self.mae_threshold <= 1, "mae_threshold", "must be in (0, 1]", p)
+        check(0 <= self.explore_share <= 1, "explore_share", "must be in [0, 1]", p)
+        raise_if(p)
+
+
+@dataclass(frozen=True)
+class CutoffConfig:
+    """Early cutoff (MASA-efficient): per-prompt budget ceil(multiplier * predicted length)."""
+
+    enabled: bool = True
+    multiplier: float = 2.0
+    min_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(self.multiplier > 0, "multiplier", "must be > 0", p)
+        check(self.min_tokens >= 1, "min_tokens", "must be >= 1", p)
+        raise_if(p)
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Expert meta trajectories cloned by behaviour cloning (MASA)."""
+
+    enabled: bool = True
+    min_reward: float = 0.5
+    bc_coef: float = 0.1
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(0 <= self.min_reward <= 1, "min_reward", "must be in [0, 1]", p)
+        check(self.bc_coef >= 0, "bc_coef", "must be >= 0", p)
+        raise_if(p)
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    name: Algorithm = "masa"
+    n_solution: int = 8  # G, solution rollouts per prompt
+    n_meta: int = 8  # meta rollouts per prompt
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    gating: GatingConfig = field(default_factory=GatingConfig)
+    cutoff: CutoffConfig = field(default_factory=CutoffConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(self.name in ("grpo", "masa", "masa-efficient"), "name",
+              f"must be one of grpo, masa, masa-efficient; got {self.name!r}", p)
+        check(self.n_solution >= 2, "n_solution", "must be >= 2 (GRPO needs a group)", p)
+        check(self.n_meta >= 1 or self.name == "grpo", "n_meta", "must be >= 1 for MASA", p)
+        for k in ("low", "high"):
+            v = getattr(self.gating, k)
+            check(v is None or 0 <= v <= self.n_solution, f"gating.{k}", f"must be in 0..{self.n_solution}", p)
+        raise_if(p)
+
+    @property
+    def uses_meta(self) -> bool:
+        return self.name != "grpo"
+
+    @property
+    def efficient(self) -> bool:
+        return self.name == "masa-efficient"
