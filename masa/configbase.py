@@ -38,7 +38,7 @@ def _check_type(value: Any, tp: Any) -> bool:
         if args and args[-1] is Ellipsis:
             return all(_check_type(v, args[0]) for v in value)
         if args and origin is tuple:
-            return len(args) == len(value) and all(_check_type(v, a) for v, a in zip(value, args))
+            return len(args) == len(value) and all(_check_type(v, a) for v, a in zip(value, args, strict=True))
         return all(_check_type(v, args[0]) for v in value) if args else True
     if origin is dict:
         return isinstance(value, dict)
