@@ -1,0 +1,144 @@
+"""Tests of masa.algo.gating: medians, gate thresholds, the reliability switch, seeded exploration."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masa.algo.gating import (
+    apply_exploration,
+    gate_mask,
+    gating_active,
+    gating_decision,
+    median_prediction,
+    pass_rate_mae,
+    round_generator,
+)
+
+T, F = True, False
+
+
+def test_median_prediction_hand_values():
+    # Row 0: valid {8, 0, 8} -> sorted 0, 8, 8 -> median 8 (odd count, the middle one).
+    # Row 1: valid {2, 6} -> mean of the two middles (2 + 6) / 2 = 4 (the 99 is invalid and ignored).
+    # Row 2: nothing valid -> NaN, has_pred False.
+    # Row 3: valid {5} -> 5.
+    pred = torch.tensor([[8, 0, 8, 3], [2, 99, 6, 0], [1, 2, 3, 4], [7, 7, 5, 7]])
+    valid = torch.tensor([[T, T, T, F], [T, F, T, F], [F, F, F, F], [F, F, T, F]])
+    med, has = median_prediction(pred, valid)
+    assert has.tolist() == [T, T, F, T]
+    assert med[[0, 1, 3]].tolist() == [8.0, 4.0, 5.0] and math.isnan(med[2])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 16), st.booleans()), min_size=1, max_size=9),
+                min_size=1, max_size=6).filter(lambda rows: len({len(r) for r in rows}) == 1))
+def test_median_matches_statistics_median(rows):
+    pred = torch.tensor([[v for v, _ in r] for r in rows])
+    valid = torch.tensor([[ok for _, ok in r] for r in rows])
+    med, has = median_prediction(pred, valid)
+    for i, r in enumerate(rows):
+        vals = [v for v, ok in r if ok]
+        assert bool(has[i]) == bool(vals)
+        if vals:
+            assert med[i].item() == statistics.median(vals)
+
+
+def test_gate_mask_thresholds_and_missing_predictions():
+    # G = 8, defaults low 0, high 8: skip medians 0 and 8 only; 0.5 (e.g. {0, 1}) is not gated; NaN never.
+    med = torch.tensor([0.0, 8.0, 0.5, 4.0, math.nan, 7.5])
+    has = torch.tensor([T, T, T, T, F, T])
+    assert gate_mask(med, has, n_solution=8).tolist() == [T, T, F, F, F, F]
+    # Wider band: low 1, high 7 also gates 0.5 and 7.5.
+    assert gate_mask(med, has, n_solution=8, low=1, high=7).tolist() == [T, T, T, F, F, T]
+    # has_pred False wins even over an extreme value left in `median`.
+    assert not gate_mask(torch.tensor([0.0]), torch.tensor([F]), n_solution=8).any()
+    with pytest.raises(ValueError, match="low < high"):
+        gate_mask(med, has, n_solution=8, low=4, high=4)
+    with pytest.raises(ValueError, match="high <= n_solution"):
+        gate_mask(med, has, n_solution=8, high=9)
+
+
+def test_gating_active_switch():
+    kw = dict(min_rounds=2, window=3, mae_threshold=0.2)
+    assert not gating_active([], **kw)
+    assert not gating_active([0.05], **kw)  # too few rounds
+    assert gating_active([0.05, 0.1], **kw)  # mean 0.075 < 0.2 over the 2 available
+    # Last 3 of [0.9, 0.1, 0.2, 0.2] -> mean 0.5/3 = 0.1667 < 0.2 (the old 0.9 left the window).
+    assert gating_active([0.9, 0.1, 0.2, 0.2], **kw)
+    # Last 3 of [0.1, 0.1, 0.1, 0.4] -> 0.2, not strictly below: off again when the meta path drifts.
+    assert not gating_active([0.1, 0.1, 0.1, 0.4], **kw)
+    # min_rounds 0 still needs one measured round.
+    assert not gating_active([], min_rounds=0, window=1, mae_threshold=0.5)
+    with pytest.raises(ValueError, match="bad at rounds \\[1\\]"):
+        gating_active([0.1, math.nan], **kw)
+
+
+def test_pass_rate_mae_hand_value():
+    # G = 8. Prompt 0: |8 - 6| / 8 = 0.25; prompt 1: |0 - 0| = 0; prompt 2 not rolled out; prompt 3 has no
+    # prediction. MAE = (0.25 + 0) / 2 = 0.125 over 2 prompts.
+    med = torch.tensor([8.0, 0.0, 4.0, math.nan], dtype=torch.float64)
+    has = torch.tensor([T, T, T, F])
+    observed = torch.tensor([6, 0, -1, 3])
+    rolled = torch.tensor([T, T, F, T])
+    mae, n = pass_rate_mae(med, has, observed, rolled, n_solution=8)
+    assert mae.item() == pytest.approx(0.125) and n.item() == 2
+    mae0, n0 = pass_rate_mae(med, has, observed, torch.zeros(4, dtype=torch.bool), n_solution=8)
+    assert n0.item() == 0 and math.isnan(mae0.item())
+
+
+def test_exploration_is_seeded_and_a_subset():
+    skip = torch.tensor([T, F, T, T, F, T, T, T, T, F, T, T])  # 9 skipped
+    a = apply_exploration(skip, explore_share=0.5, generator=round_generator(3, 7))
+    b = apply_exploration(skip, explore_share=0.5, generator=round_generator(3, 7))
+    assert torch.equal(a, b)  # rerun of the same round: identical decisions
+    assert not (a & ~skip).any()  # never skips a prompt that was not gated
+    assert (skip & ~a).sum().item() in (4, 5)  # 0.5 * 9 = 4.5 -> floor or ceil
+    # Other rounds draw other prompts (with 9 choose 4/5 options, 8 rounds all equal is ~impossible).
+    others = {tuple(apply_exploration(skip, explore_share=0.5, generator=round_generator(3, r)).tolist())
+              for r in range(8)}
+    assert len(others) > 1
+    assert torch.equal(apply_exploration(skip, explore_share=0.0, generator=round_generator(0, 0)), skip)
+    assert not apply_exploration(skip, explore_share=1.0, generator=round_generator(0, 0)).any()
+
+
+def test_exploration_rate_is_unbiased_on_small_batches():
+    # 3 gated prompts, share 0.1: 0.3 prompts per round on average (stochastic rounding), not 0 forever.
+    skip = torch.tensor([T, T, T, F])
+    explored = sum(int((skip & ~apply_exploration(skip, explore_share=0.1, generator=round_generator(1, r)))
+                       .sum()) for r in range(2000))
+    assert 0.25 * 2000 < explored < 0.35 * 2000
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.lists(st.booleans(), min_size=0, max_size=40), share=st.floats(0.0, 1.0),
+       seed=st.integers(0, 10**6))
+def test_exploration_count_bounds(bits, share, seed):
+    skip = torch.tensor(bits, dtype=torch.bool)
+    out = apply_exploration(skip, explore_share=share, generator=round_generator(seed, 0))
+    n, explored = int(skip.sum()), int((skip & ~out).sum())
+    assert not (out & ~skip).any()
+    assert math.floor(share * n) <= explored <= math.ceil(share * n)
+
+
+def test_gating_decision_inactive_then_active():
+    pred = torch.tensor([[0, 0, 1], [8, 8, 8], [3, 4, 5], [0, 8, 9]])
+    valid = torch.tensor([[T, T, T], [T, T, T], [T, T, T], [T, T, F]])
+    kw = dict(n_solution=8, min_rounds=1, window=2, mae_threshold=0.2, explore_share=0.0,
+              generator=round_generator(0, 0))
+    skip, med, has = gating_decision(pred, valid, [0.5], **kw)  # unreliable meta path: nothing skipped
+    assert not skip.any() and med.tolist() == [0.0, 8.0, 4.0, 4.0]
+    skip, _, _ = gating_decision(pred, valid, [0.5, 0.05, 0.1], **kw)  # mean(0.05, 0.1) < 0.2
+    assert skip.tolist() == [T, T, F, F]
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match="pred \\[B, Gm\\]"):
+        median_prediction(torch.zeros(3), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="explore_share"):
+        apply_exploration(torch.zeros(3, dtype=torch.bool), explore_share=1.5, generator=round_generator(0, 0))
