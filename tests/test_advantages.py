@@ -1,0 +1,124 @@
+"""Group advantages: hand values, loop reference, masked-position invariance, ragged form, bounds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masa.algo.advantages import ESTIMATORS, flat_advantages, group_advantages, pad_groups
+
+EPS = 1e-6
+
+
+def test_grpo_hand_values_unbiased_and_biased():
+    # r = [1, 0, 0, 0]: mean 0.25, deviations [0.75, -0.25, -0.25, -0.25], sum of squares 0.75.
+    #   unbiased var = 0.75 / 3 = 0.25 -> std 0.5      -> A = [1.5, -0.5, -0.5, -0.5]
+    #   biased   var = 0.75 / 4        -> std sqrt(3)/4 -> A = [sqrt(3), -1/sqrt(3), ...]
+    r = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    adv, zv = group_advantages(r, eps=EPS)
+    torch.testing.assert_close(adv, torch.tensor([[1.5, -0.5, -0.5, -0.5]]), atol=1e-5, rtol=0)
+    adv_b, _ = group_advantages(r, eps=EPS, unbiased=False)
+    s3 = math.sqrt(3)
+    torch.testing.assert_close(adv_b, torch.tensor([[s3, -1 / s3, -1 / s3, -1 / s3]]), atol=1e-5, rtol=0)
+    assert zv.tolist() == [False]
+
+
+def test_drgrpo_hand_values():
+    # r = [1, 0, 0, 0] -> A = r - 0.25; std is not used
+    adv, _ = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), estimator="drgrpo")
+    torch.testing.assert_close(adv, torch.tensor([[0.75, -0.25, -0.25, -0.25]]))
+
+
+def test_zero_variance_and_singleton_groups_get_zero():
+    r = torch.tensor([[1.0, 1.0, 1.0], [0.3, 0.3, 0.3], [5.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    mask = torch.tensor([[True] * 3, [True] * 3, [True, False, False], [False] * 3])
+    for est in ESTIMATORS:
+        adv, zv = group_advantages(r, mask, estimator=est, eps=EPS)
+        assert zv.tolist() == [True, True, True, True]
+        assert torch.equal(adv, torch.zeros_like(adv))
+
+
+def _loop_reference(r, mask, estimator, unbiased):
+    adv, zv = torch.zeros_like(r), []
+    for b in range(r.shape[0]):
+        idx = [g for g in range(r.shape[1]) if mask[b, g]]
+        vals = r[b, idx]
+        flat = len(idx) < 2 or float(vals.max() - vals.min()) <= 1e-6
+        zv.append(flat)
+        if flat:
+            continue
+        centred = vals - vals.mean()
+        out = centred / (vals.std(correction=1 if unbiased else 0) + EPS) if estimator == "grpo" else centred
+        adv[b, idx] = out
+    return adv, torch.tensor(zv)
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "drgrpo"])
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_matches_loop_reference(estimator, unbiased):
+    g = torch.Generator().manual_seed(1)
+    r = torch.rand(16, 8, generator=g).round(decimals=1)
+    mask = torch.rand(16, 8, generator=g) < 0.7
+    got = group_advantages(r, mask, estimator=estimator, eps=EPS, unbiased=unbiased)
+    want = _loop_reference(r, mask, estimator, unbiased)
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "drgrpo"])
+def test_masked_positions_do_not_affect_others(estimator):
+    g = torch.Generator().manual_seed(2)
+    r = torch.rand(6, 8, generator=g)
+    mask = torch.rand(6, 8, generator=g) < 0.6
+    base, zv = group_advantages(r, mask, estimator=estimator)
+    for junk in (torch.full_like(r, float("nan")), torch.full_like(r, float("inf")), r * 1000 - 7):
+        got, zv2 = group_advantages(torch.where(mask, r, junk), mask, estimator=estimator)
+        assert torch.equal(got, base) and torch.equal(zv2, zv)
+    assert bool((base[~mask] == 0).all())
+
+
+def test_flat_form_matches_padded_and_pads_round_trip():
+    # groups 0: 3 rows, 1: 1 row, 2: 2 rows, in shuffled order
+    gi = torch.tensor([2, 0, 1, 0, 2, 0])
+    r = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    padded, mask, slot = pad_groups(r, gi)
+    assert mask.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
+    assert torch.equal(padded[gi, slot], r)
+    adv, zv = flat_advantages(r, gi, eps=EPS)
+    # group 0: [0, 1, 1]: mean 2/3, unbiased std sqrt(1/3) -> A = [-2/3, 1/3, 1/3] / 0.57735
+    s = math.sqrt(1 / 3)
+    torch.testing.assert_close(adv[[1, 3, 5]], torch.tensor([-2 / 3, 1 / 3, 1 / 3]) / s, atol=1e-5, rtol=0)
+    # group 2: [1, 0]: mean 0.5, unbiased std sqrt(0.5) -> A = +-0.5/0.7071 = +-0.7071
+    torch.testing.assert_close(adv[[0, 4]], torch.tensor([0.5, -0.5]) / math.sqrt(0.5), atol=1e-5, rtol=0)
+    assert float(adv[2]) == 0.0  # singleton group
+    assert zv.tolist() == [False, False, True, False, False, False]
+
+
+def test_bad_input_errors():
+    with pytest.raises(KeyError, match="valid: drgrpo, grpo"):
+        group_advantages(torch.zeros(2, 2), estimator="ppo")
+    with pytest.raises(ValueError, match=r"\[B, G\]"):
+        group_advantages(torch.zeros(4))
+    with pytest.raises(ValueError, match="mask must be bool"):
+        group_advantages(torch.zeros(2, 2), torch.ones(2, 3, dtype=torch.bool))
+
+
+@settings(max_examples=80, deadline=None)
+@given(B=st.integers(1, 6), G=st.integers(1, 10), seed=st.integers(0, 2**31 - 1),
+       estimator=st.sampled_from(["grpo", "drgrpo"]), unbiased=st.booleans())
+def test_advantages_sum_to_zero_per_group(B, G, seed, estimator, unbiased):
+    g = torch.Generator().manual_seed(seed)
+    r = (torch.rand(B, G, generator=g) < 0.5).float() * torch.rand(B, G, generator=g)
+    mask = torch.rand(B, G, generator=g) < 0.8
+    adv, zv = group_advantages(r, mask, estimator=estimator, unbiased=unbiased)
+    assert torch.isfinite(adv).all()
+    sums = (adv * mask).sum(-1)
+    assert bool((sums.abs() < 1e-4 * mask.sum(-1).clamp(min=1)).all())
+    if estimator == "grpo":
+        # a z-score in a group of n is bounded: (n-1)/sqrt(n) with unbiased std, sqrt(n-1) with biased; both <= sqrt(n)
+        n = mask.sum(-1, keepdim=True).clamp(min=1).float()
+        assert bool((adv.abs() <= n.sqrt() + 1e-4).all())
