@@ -1,0 +1,76 @@
+"""Expert meta trajectories: the best meta rollout of a prompt, corrected to what actually happened.
+
+Vanilla GRPO has no such targets. In MASA (arXiv 2510.03259, Sec. 3, expert trajectories), for each
+prompt the meta rollout with the highest meta reward becomes a behaviour-cloning target after its
+predicted values are replaced by the observed statistics of the same prompt's solution rollouts, so
+the model is cloned towards *correct* meta predictions with its own reasoning and notions.
+
+    expert(b) = argmax_j r_meta[b, j]   over valid j,  kept only if r_meta[b, expert(b)] > min_reward
+    target pass_rate       = round(p_b * G)             p_b = observed fraction correct (= #correct if G rows)
+    target solution_length = round(mean length of correct rollouts), or of all rollouts if none is correct
+
+How we differ from the paper's released code (akatigre/MASA-RL, ``masa_ray_trainer.py`` and
+``masa_naive.py``):
+
+- Selection ranks by the full meta reward (strictly above `min_reward`); the reference ranks by the
+  notion score alone (kept at >= 0.2), so a trajectory with a badly wrong pass rate could be cloned.
+- The written pass_rate is the integer count 0..G the meta prompt asks for; the reference writes the
+  fraction 0..1, contradicting its own prompt's integer scale.
+- The written solution_length is the mean over *correct* rollouts; the reference divides the sum of
+  correct lengths by the number of *all* rollouts (shrinking it by the pass rate). When none is
+  correct we use the mean of all rollouts: the length the model actually spends, which is what the
+  cutoff budget derives from, rather than 0.
+- The target is the canonical JSON (``meta.replace_meta_values``), not a Python dict repr.
+- Rounding is half-up (``floor(x + 0.5)``), not Python's banker's rounding.
+
+Shapes: B prompts, G solution rollouts, Gm meta rollouts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from masa.algo.meta import replace_meta_values
+
+
+def select_experts(meta_rewards: Tensor, valid: Tensor, *, min_reward: float) -> Tensor:
+    """Index of each prompt's expert meta rollout, or -1 when none beats `min_reward`.
+
+    meta_rewards: [B, Gm] float; valid: [B, Gm] bool (parsed, real rows)  ->  [B] long.
+    Ties go to the lowest index (deterministic).
+    """
+    if meta_rewards.shape != valid.shape or meta_rewards.dim() != 2:
+        raise ValueError(f"meta_rewards and valid must both be [B, Gm], got {tuple(meta_rewards.shape)} "
+                         f"and {tuple(valid.shape)}")
+    r = torch.where(valid, meta_rewards.to(torch.float32), torch.full_like(meta_rewards, -torch.inf,
+                                                                           dtype=torch.float32))
+    best, idx = r.max(-1)  # first maximal index on ties
+    return torch.where(best > min_reward, idx, torch.full_like(idx, -1))
+
+
+def _round_half_up(x: Tensor) -> Tensor:
+    return torch.floor(x + 0.5).to(torch.int64)
+
+
+def observed_targets(correct: Tensor, lengths: Tensor, valid: Tensor, *,
+                     n_solution: int) -> tuple[Tensor, Tensor]:
+    """The values an expert target states: integer pass count of G and a length in tokens.
+
+    correct, valid: [B, G] bool; lengths: [B, G] tokens  ->  pass_rate [B] long in 0..G, solution_length
+    [B] long >= 1 (mean over correct rows, else over all valid rows; 1 for a prompt with no rows).
+    """
+    ok = correct & valid
+    n = valid.sum(-1)
+    pass_rate = _round_half_up(ok.sum(-1).to(torch.float32) / n.clamp(min=1) * n_solution)
+    lens = lengths.to(torch.float32)
+    n_ok = ok.sum(-1)
+    mean_ok = torch.where(ok, lens, 0.0).sum(-1) / n_ok.clamp(min=1)
+    mean_all = torch.where(valid, lens, 0.0).sum(-1) / n.clamp(min=1)
+    length = _round_half_up(torch.where(n_ok > 0, mean_ok, mean_all)).clamp(min=1)
+    return pass_rate, length
+
+
+def expert_text(meta_text: str, *, pass_rate: int, solution_length: int) -> str:
+    """The behaviour-cloning target: the chosen meta response with the observed values written in."""
+    return replace_meta_values(meta_text, pass_rate=pass_rate, solution_length=solution_length)

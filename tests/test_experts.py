@@ -1,0 +1,70 @@
+"""Expert selection and targets: hand values, masked-row invariance, loop reference, text rewrite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masa.algo.experts import expert_text, observed_targets, select_experts
+from masa.algo.meta import MetaPrediction, format_meta_completion, parse_meta
+
+
+def test_select_experts_hand_values():
+    r = torch.tensor([[0.2, 0.9, 0.9, 0.1],    # tie 0.9 at 1 and 2 -> lowest index 1
+                      [0.5, 0.4, 0.3, 0.2],    # best 0.5 is NOT strictly above 0.5 -> -1
+                      [0.1, 0.95, 0.7, 0.0],   # 0.95 is invalid (parse failure) -> next best 0.7 at 2
+                      [0.9, 0.9, 0.9, 0.9]])   # nothing valid -> -1
+    valid = torch.tensor([[True] * 4, [True] * 4, [True, False, True, True], [False] * 4])
+    assert select_experts(r, valid, min_reward=0.5).tolist() == [1, -1, 2, -1]
+
+
+def test_select_experts_ignores_invalid_values():
+    g = torch.Generator().manual_seed(0)
+    r = torch.rand(8, 6, generator=g)
+    valid = torch.rand(8, 6, generator=g) < 0.6
+    base = select_experts(r, valid, min_reward=0.3)
+    for junk in (torch.full_like(r, float("nan")), torch.full_like(r, 5.0)):
+        assert torch.equal(select_experts(torch.where(valid, r, junk), valid, min_reward=0.3), base)
+
+
+@settings(max_examples=60, deadline=None)
+@given(B=st.integers(1, 5), Gm=st.integers(1, 6), seed=st.integers(0, 2**31 - 1), thr=st.floats(0, 1))
+def test_select_experts_matches_loop(B, Gm, seed, thr):
+    g = torch.Generator().manual_seed(seed)
+    r = (torch.rand(B, Gm, generator=g) * 4).round() / 4  # coarse values: ties happen
+    valid = torch.rand(B, Gm, generator=g) < 0.7
+    want = []
+    for b in range(B):
+        cands = [(float(r[b, j]), -j) for j in range(Gm) if valid[b, j]]
+        best = max(cands) if cands else None
+        want.append(-best[1] if best and best[0] > thr else -1)
+    assert select_experts(r, valid, min_reward=thr).tolist() == want
+
+
+def test_observed_targets_hand_values():
+    G = 4
+    correct = torch.tensor([[True, False, True, False],   # 2 of 4; correct lengths 10, 21 -> 15.5 -> 16
+                            [False, False, False, False],  # 0 of 4; mean of all (8+9+10+11)/4 = 9.5 -> 10
+                            [True, True, True, False],     # only 2 valid rows, both correct: 2/2 * 4 = 4
+                            [False] * 4])                  # gated: no rows -> 0, length 1
+    lengths = torch.tensor([[10, 30, 21, 50], [8, 9, 10, 11], [6, 7, 999, 999], [0, 0, 0, 0]])
+    valid = torch.tensor([[True] * 4, [True] * 4, [True, True, False, False], [False] * 4])
+    k, n = observed_targets(correct, lengths, valid, n_solution=G)
+    assert k.tolist() == [2, 0, 4, 0]
+    assert n.tolist() == [16, 10, 7, 1]  # (6 + 7) / 2 = 6.5 -> 7 (half up)
+
+
+def test_expert_text_rewrites_values_keeping_reasoning_and_notions():
+    meta = format_meta_completion("looks like an easy parity argument", notions=["parity", "modular arithmetic"],
+                                  pass_rate=1, solution_length=300)
+    out = expert_text(meta, pass_rate=7, solution_length=42)
+    assert out.startswith("<meta>looks like an easy parity argument</meta>\n")
+    assert parse_meta(out, n_solution=8, max_response_tokens=512) == MetaPrediction(
+        ("parity", "modular arithmetic"), 7, 42)
+
+
+def test_select_experts_shape_error():
+    with pytest.raises(ValueError, match=r"\[B, Gm\]"):
+        select_experts(torch.zeros(2, 3), torch.ones(2, 2, dtype=torch.bool), min_reward=0.1)
