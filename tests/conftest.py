@@ -1,0 +1,29 @@
+# ---- engines (masa/engines): vLLM CPU env + tiny random Qwen2 model; owner: engines ----
+import os
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Qwen2 model + byte-level BPE tokenizer with a chat template (see tests/tiny_model.py)."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+# ---- end engines ----
+
+
+# ---- storage (masa/storage): real S3 server on loopback; owner: storage ----
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS S3 server for the whole session (tests/s3server.py: .env(), .make_bucket(), .client())."""
+    from s3server import seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+# ---- end storage ----
