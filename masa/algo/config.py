@@ -32,17 +32,29 @@ class RewardConfig:
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
         check(self.weight_pass_rate + self.weight_length + self.weight_notion > 0, "weight_*",
               "at least one meta-reward weight must be positive", p)
+        from masa.algo.rewards import META_REWARDS  # lazy: keeps torch out of plain config loading
+
+        check(self.meta_reward in META_REWARDS, "meta_reward",
+              f"unknown meta reward {self.meta_reward!r}; valid: {', '.join(META_REWARDS.names())}", p)
         raise_if(p)
 
 
 @dataclass(frozen=True)
 class AdvantageConfig:
+    """Group-relative advantages: estimator name (masa.algo.advantages.ESTIMATORS) and std convention."""
+
     estimator: str = "grpo"  # "grpo" (divide by std) or "drgrpo" (mean-centred only)
     eps: float = 1e-6
+    # Bessel-corrected std (n - 1), as verl's torch.std; False uses the population std (n).
+    unbiased_std: bool = True
 
     def __post_init__(self) -> None:
         p: list[str] = []
         check(self.eps > 0, "eps", "must be > 0", p)
+        from masa.algo.advantages import ESTIMATORS  # lazy: keeps torch out of plain config loading
+
+        check(self.estimator in ESTIMATORS, "estimator",
+              f"unknown advantage estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS.names())}", p)
         raise_if(p)
 
 
@@ -91,6 +103,7 @@ class ExpertConfig:
     """Expert meta trajectories cloned by behaviour cloning (MASA)."""
 
     enabled: bool = True
+    # A prompt's best meta rollout becomes a target only if its meta reward is strictly above this.
     min_reward: float = 0.5
     bc_coef: float = 0.1
 
