@@ -107,6 +107,8 @@ class ResourcesConfig:
     cpu_request: str = "2"
     memory_request: str = "8Gi"
     retries: int = 2
+    metrics_port: int = 9400  # Prometheus endpoint of long-running steps (0 = off)
+    s3_secret: str = "masa-s3-credentials"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MASA_S3_ENDPOINT_URL
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -223,3 +225,41 @@ def load_config(preset: str = "toy", overrides: list[str] | tuple[str, ...] = ()
 
 def config_from_json(text: str) -> RunConfig:
     return from_dict(RunConfig, json.loads(text))
+
+
+# Pipeline parameters shown in the Kubeflow UI → config keys. Structural settings (rounds, compare,
+# algorithm) are fixed when the pipeline is compiled, since the rounds are unrolled into the DAG.
+UI_PARAMETERS = {
+    "model": "model",
+    "train_data": "data.train",
+    "store": "store",
+    "prompts_per_round": "prompts_per_round",
+    "n_solution": "algorithm.n_solution",
+    "n_meta": "algorithm.n_meta",
+    "learning_rate": "train.lr",
+    "temperature": "rollout.temperature",
+    "max_response_tokens": "rollout.max_response_tokens",
+    "seed": "seed",
+}
+
+
+def ui_defaults(cfg: RunConfig) -> dict[str, Any]:
+    data = cfg.to_dict()
+    out = {}
+    for name, key in UI_PARAMETERS.items():
+        node: Any = data
+        for part in key.split("."):
+            node = node[part]
+        out[name] = node
+    return out
+
+
+def apply_parameters(config_json: str, **params: Any) -> str:
+    """The compiled config with UI parameters applied, validated; returns canonical JSON."""
+    data = json.loads(config_json)
+    unknown = set(params) - set(UI_PARAMETERS)
+    if unknown:
+        raise ConfigError([f"{k}: unknown pipeline parameter" for k in sorted(unknown)])
+    for name, value in params.items():
+        _apply(data, UI_PARAMETERS[name].split("."), value)
+    return from_dict(RunConfig, data).to_json()

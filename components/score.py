@@ -1,0 +1,17 @@
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+
+def score(config_json: str, branch: str, round_idx: int, rollouts: Input[Dataset], policy: Input[Model],
+          scored: Output[Dataset], history_out: Output[Artifact], metrics: Output[Metrics],
+          history: Input[Artifact] = None):
+    """Verify solutions, score meta predictions, compute advantages and pick expert trajectories."""
+    from masa.config import config_from_json
+    from masa.steps.progress import log_metrics
+    from masa.steps.rounds import score_step
+
+    stats = score_step(config_from_json(config_json), branch=branch, round_idx=round_idx,
+                       rollouts_ptr=rollouts.path, policy_ptr=policy.path,
+                       history_path=history.path if history else None, out_ptr=scored.path,
+                       history_out=history_out.path)
+    scored.metadata.update({"train_accuracy": stats.get("train_accuracy"), "reused": stats["reused"]})
+    log_metrics(metrics, stats, step="score", branch=branch, round_idx=round_idx)

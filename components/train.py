@@ -1,0 +1,14 @@
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+
+def train(config_json: str, branch: str, round_idx: int, policy: Input[Model], scored: Input[Dataset],
+          new_policy: Output[Model], metrics: Output[Metrics]):
+    """One round of policy updates on DeepSpeed; writes the next consolidated checkpoint."""
+    from masa.config import config_from_json
+    from masa.steps.progress import log_metrics
+    from masa.steps.rounds import train_step
+
+    stats = train_step(config_from_json(config_json), branch=branch, round_idx=round_idx,
+                       policy_ptr=policy.path, scored_ptr=scored.path, out_ptr=new_policy.path)
+    new_policy.metadata.update({"name": branch, "round": round_idx, "reused": stats["reused"]})
+    log_metrics(metrics, stats, step="train", branch=branch, round_idx=round_idx)

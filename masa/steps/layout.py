@@ -1,0 +1,102 @@
+"""Where a run's artifacts live in the store, pointer artifacts, and run-once steps.
+
+Large outputs (checkpoints, rollout shards) live in the artifact store under
+`<run_id>/<branch>/round-NNN/<part>/`, each a directory written files-first, manifest-last
+(`masa.storage`). KFP artifacts carry only small JSON *pointers* to them, so the Kubeflow UI shows
+lineage without copying gigabytes through the pipeline root.
+
+`run_once` makes every step idempotent: a part whose manifest exists and whose recorded input
+fingerprint matches is reused, not recomputed. A step killed mid-way leaves no manifest, so its
+rerun recomputes exactly that part; later steps never see a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from masa.storage import get_dir_verified, is_complete, open_store, put_dir_atomic
+
+STATS_FILE = "stats.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    store_uri: str
+    run_id: str
+
+    def part(self, branch: str, round_idx: int, part: str) -> str:
+        return f"{self.run_id}/{branch}/round-{round_idx:03d}/{part}"
+
+    def base(self, part: str) -> str:
+        return f"{self.run_id}/base/{part}"
+
+    def uri(self, prefix: str) -> str:
+        return open_store(self.store_uri).uri(prefix)
+
+
+def write_pointer(path: str | Path, **fields: Any) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(fields, sort_keys=True, indent=1))
+
+
+def read_pointer(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"artifact {path} is not a masa pointer: {e}") from e
+    if not isinstance(data, dict) or "store" not in data or "prefix" not in data:
+        raise ValueError(f"artifact {path} is not a masa pointer (needs store and prefix)")
+    return data
+
+
+def cached_stats(store_uri: str, prefix: str, fingerprint: str) -> dict[str, Any] | None:
+    """The stats of a complete part with the same input fingerprint, or None."""
+    store = open_store(store_uri)
+    if not is_complete(store, prefix):
+        return None
+    stats = json.loads(store.get_bytes(f"{prefix}/{STATS_FILE}"))
+    return stats if stats.get("fingerprint") == fingerprint else None
+
+
+def run_once(store_uri: str, prefix: str, fingerprint: str,
+             produce: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run `produce(tmpdir) -> stats` unless a complete part with this fingerprint exists; publish
+    the directory atomically (files, then manifest) and return its stats (with `reused`)."""
+    hit = cached_stats(store_uri, prefix, fingerprint)
+    if hit is not None:
+        return {**hit, "reused": True}
+    work = Path(tempfile.mkdtemp(prefix="masa-part-"))
+    try:
+        stats = produce(work)
+        stats = {**stats, "fingerprint": fingerprint}
+        (work / STATS_FILE).write_text(json.dumps(stats, sort_keys=True, indent=1, default=float))
+        put_dir_atomic(open_store(store_uri), str(work), prefix)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {**stats, "reused": False}
+
+
+def fetch(store_uri: str, prefix: str, dest: str | Path) -> Path:
+    """Download a complete part, verifying every file against its manifest."""
+    dest = Path(dest)
+    get_dir_verified(open_store(store_uri), prefix, str(dest))
+    return dest
+
+
+def local_path_or_fetch(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
+    """A local directory holding the part: the store's own directory when it is local and
+    verified, else a verified download under `cache_root`."""
+    dest = Path(cache_root) / prefix.replace("/", "__")
+    if (dest / ".verified").exists():
+        return dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    fetch(store_uri, prefix, dest)
+    (dest / ".verified").touch()
+    return dest

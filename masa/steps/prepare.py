@@ -1,0 +1,151 @@
+"""Steps before the rounds: the base model and the data filter.
+
+`prepare_base` builds the embedded toy (model + task) or resolves the configured model, and
+publishes it to the artifact store, so that every later step, on any node, reads the same verified
+checkpoint. `filter_data` validates, normalises, de-duplicates, decontaminates and length-filters
+the training problems and samples the held-out set; every dropped row is counted by reason.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+from masa.config import RunConfig
+from masa.data.filter import (
+    drop_benchmark_overlap,
+    drop_exact_duplicates,
+    drop_long_prompts,
+    drop_near_duplicates,
+)
+from masa.data.records import DataError, Problem, Rejected, load_problems, write_verl_parquet
+from masa.steps.layout import RunLayout, local_path_or_fetch, run_once, write_pointer
+
+TOY = "toy"
+
+
+def run_layout(cfg: RunConfig) -> RunLayout:
+    if not cfg.store:
+        raise ValueError("store: the artifact store URI is not set (masa run sets <out>/store)")
+    return RunLayout(cfg.store, f"{cfg.name}-{cfg.fingerprint()}")
+
+
+def _toy_artifacts(cfg: RunConfig):
+    from masa.toy import build, recipe_for
+
+    return build(recipe_for(cfg.toy_recipe))
+
+
+def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
+    """Publish the base checkpoint (and, for the toy, its data) to the store; write a Model pointer."""
+    layout = run_layout(cfg)
+    prefix = layout.base("checkpoint")
+
+    def produce(work: Path) -> dict[str, Any]:
+        if cfg.model == TOY:
+            art = _toy_artifacts(cfg)
+            src, extra = Path(art.model_dir), {"toy_warm_start": _plain(art.stats)}
+            shutil.copy(art.train_parquet, work / "toy-train.parquet")
+            shutil.copy(art.heldout_parquet, work / "toy-heldout.parquet")
+        else:
+            from masa.storage import resolve_model
+
+            src, extra = Path(resolve_model(cfg.model)), {}
+        shutil.copytree(src, work, dirs_exist_ok=True)
+        return {"model": cfg.model, **extra}
+
+    stats = run_once(cfg.store, prefix, f"{cfg.model}:{cfg.toy_recipe}", produce)
+    write_pointer(model_out, store=cfg.store, prefix=prefix, name="base")
+    return stats
+
+
+def _plain(obj: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+
+
+def filter_data(cfg: RunConfig, *, base_model: str, prompts_out: str, heldout_out: str,
+                report_out: str) -> dict[str, Any]:
+    """Filter training problems; write kept prompts, the held-out sample and a drop report."""
+    layout = run_layout(cfg)
+    base_dir = local_path_or_fetch(cfg.store, layout.base("checkpoint"), Path(base_model).parent / "cache")
+    train_src = str(base_dir / "toy-train.parquet") if cfg.data.train == TOY else cfg.data.train
+    heldout_src = (str(base_dir / "toy-heldout.parquet") if cfg.data.heldout == TOY else cfg.data.heldout)
+
+    problems, rejected = load_problems(train_src, split=cfg.data.split)
+    counts = _count(rejected)
+    n_in = len(problems) + len(rejected)
+    heldout: list[Problem] = []
+    if heldout_src:
+        heldout, bad = load_problems(heldout_src, split="test")
+        rng = random.Random(cfg.seed)
+        heldout = rng.sample(heldout, min(cfg.data.heldout_size, len(heldout)))
+        counts.update({f"heldout_{k}": v for k, v in _count(bad).items()})
+
+    problems, d = drop_exact_duplicates(problems)
+    counts.update(_count(d))
+    problems, d = drop_near_duplicates(problems, n=cfg.data.near_dup_n, threshold=cfg.data.near_dup_threshold)
+    counts.update(_count(d))
+    bench = [p.problem for p in heldout] + _benchmark_texts(cfg)
+    problems, d = drop_benchmark_overlap(problems, bench, n=cfg.data.overlap_n, threshold=cfg.data.overlap_threshold)
+    counts.update(_count(d))
+    problems, d = drop_long_prompts(problems, _token_counter(base_dir), max_tokens=cfg.data.max_prompt_tokens)
+    counts.update(_count(d))
+    if not problems:
+        raise DataError(f"no usable training problems in {cfg.data.train}: all {n_in} rows dropped "
+                        f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'empty source'})")
+    random.Random(cfg.seed).shuffle(problems)
+    if cfg.data.max_prompts:
+        problems = problems[: cfg.data.max_prompts]
+    write_verl_parquet(problems, prompts_out, split="train")
+    write_verl_parquet(heldout, heldout_out, split="heldout")
+    stats = {"rows_in": n_in, "kept": len(problems), "heldout": len(heldout), "dropped": dict(sorted(counts.items()))}
+    Path(report_out).write_text(_report_markdown(cfg, stats))
+    return stats
+
+
+def _count(rejected: list[Rejected]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rejected:
+        out[r.reason] = out.get(r.reason, 0) + 1
+    return out
+
+
+def _benchmark_texts(cfg: RunConfig) -> list[str]:
+    texts: list[str] = []
+    for src in cfg.benchmark.datasets:
+        if src == TOY:
+            continue  # the toy benchmark is the held-out split, already included
+        try:
+            probs, _ = load_problems(src, split="test")
+        except DataError:
+            continue  # an unavailable benchmark cannot contaminate; the benchmark step reports it
+        texts += [p.problem for p in probs]
+    return texts
+
+
+def _token_counter(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+
+    def count(problem: str) -> int:
+        if tok.chat_template:
+            return len(tok.apply_chat_template([{"role": "user", "content": problem}], tokenize=True,
+                                               add_generation_prompt=True))
+        return len(tok(problem)["input_ids"])
+
+    return count
+
+
+def _report_markdown(cfg: RunConfig, stats: dict[str, Any]) -> str:
+    lines = [f"# Data filter: {cfg.data.train}", "", f"{stats['kept']} of {stats['rows_in']} problems kept; "
+             f"{stats['heldout']} held out.", "", "| reason | dropped |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in stats["dropped"].items()] or ["| (none) | 0 |"]
+    return "\n".join(lines) + "\n\n```json\n" + json.dumps(stats, indent=1) + "\n```\n"

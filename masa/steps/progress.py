@@ -1,0 +1,54 @@
+"""Step results → KFP Metrics and one progress line per finished step.
+
+`log_metrics` flattens a step's stats into scalar KFP metrics (shown in the Kubeflow UI) and prints
+`MASA-PROGRESS {json}` for `masa run`'s terminal view (`masa.pipeline.local`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+PROGRESS = "MASA-PROGRESS "
+# The few figures shown per step in the terminal, by step name.
+SHOWN = {
+    "prepare": ("model",),
+    "data_filter": ("kept", "heldout"),
+    "rollout": ("samples", "tokens", "gated_prompts", "cutoff_samples", "wall_s"),
+    "score": ("train_accuracy", "meta_pass_rate_mae", "heldout_accuracy"),
+    "train": ("policy_loss", "grad_norm", "wall_s"),
+    "benchmark": ("accuracy",),
+    "report": ("speedup_tokens",),
+}
+
+
+def flatten(stats: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested stats as `a.b.c` → float (booleans as 0/1, non-finite dropped)."""
+    out: dict[str, float] = {}
+    for k, v in stats.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (bool, int, float)) and not (isinstance(v, float) and not math.isfinite(v)):
+            out[key] = float(v)
+    return out
+
+
+def progress_line(step: str, stats: Mapping[str, Any], *, branch: str | None = None,
+                  round_idx: int | None = None, shown: Iterable[str] | None = None) -> str:
+    info: dict[str, Any] = {"step": step, "reused": bool(stats.get("reused"))}
+    if branch is not None:
+        info.update(branch=branch, round=round_idx)
+    flat = {**flatten(stats), **{k: v for k, v in stats.items() if isinstance(v, str)}}
+    info["show"] = {k: flat[k] for k in (shown or SHOWN.get(step, ())) if k in flat}
+    return PROGRESS + json.dumps(info, default=str)
+
+
+def log_metrics(metrics, stats: Mapping[str, Any], *, step: str, branch: str | None = None,
+                round_idx: int | None = None) -> None:
+    """Log scalar stats to a KFP Metrics artifact and print the progress line."""
+    for key, value in flatten(stats).items():
+        metrics.log_metric(key.replace(".", "_"), value)
+    print(progress_line(step, stats, branch=branch, round_idx=round_idx), flush=True)

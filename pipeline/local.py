@@ -1,0 +1,113 @@
+"""`masa run`: the whole DAG on this machine with `kfp.local.SubprocessRunner`.
+
+KFP's local runner prints every task's executor input and logs to stdout; we send all of that to
+`<out>/pipeline.log` and show one line per finished step instead (the steps announce themselves
+with a `MASA-PROGRESS {json}` line, see `masa.steps.report.log_metrics`). kfp.local's cache lives
+in `<out>/kfp-cache` and our store-level run-once markers in `<out>/store`, so a second run with the
+same output directory reuses finished steps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from masa.config import RunConfig
+from masa.pipeline.dag import build_pipeline
+
+PROGRESS = "MASA-PROGRESS "
+
+
+def total_steps(cfg: RunConfig) -> int:
+    return 4 + len(cfg.branches) * (3 * cfg.rounds + 1) + 1
+
+
+class _ProgressTee(io.TextIOBase):
+    """Everything to the log file; progress lines, reformatted, to the terminal."""
+
+    def __init__(self, log: TextIO, term: TextIO, total: int) -> None:
+        self.log, self.term, self.total, self.done = log, term, total, 0
+        self.start, self._buf = time.monotonic(), ""
+
+    def write(self, s: str) -> int:
+        self.log.write(s)
+        self._buf += s
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self._line(line)
+        return len(s)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.term.flush()
+
+    def _line(self, line: str) -> None:
+        i = line.find(PROGRESS)
+        if i < 0:
+            if "finished with status" in line and "FAILURE" in line:
+                self.term.write(f"  ✗ {line.strip()}\n")
+            return
+        try:
+            info = json.loads(line[i + len(PROGRESS):])
+        except json.JSONDecodeError:
+            return
+        self.done += 1
+        self.term.write(f"[{self.done:>3}/{self.total}] {format_progress(info)}"
+                        f"  ({time.monotonic() - self.start:6.0f}s)\n")
+        self.term.flush()
+
+
+def format_progress(info: dict[str, Any]) -> str:
+    where = info.get("step", "?")
+    if "branch" in info:
+        where = f"{info['branch']} · round {info['round'] + 1} · {where}"
+    shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("show", {}).items()]
+    return f"{where:<34} {'(reused) ' if info.get('reused') else ''}{' '.join(shown)}"
+
+
+def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dict[str, Any]:
+    """Run the pipeline locally; returns the report path, final checkpoints and the log path."""
+    from kfp import local
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.store:
+        cfg = replace(cfg, store=str(out / "store"))
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
+               enable_caching=True, cache_root=str(out / "kfp-cache"), raise_on_error=True)
+    pipeline = build_pipeline(cfg)
+    log_path = out / "pipeline.log"
+    term = sys.stdout
+    with log_path.open("a") as log:
+        tee = _ProgressTee(log, term, total_steps(cfg))
+        sys.stdout = tee if quiet_kfp else sys.stdout
+        try:
+            pipeline()
+        except BaseException as e:
+            sys.stdout = term
+            raise RuntimeError(f"pipeline failed ({type(e).__name__}: {e}); full log: {log_path}") from e
+        finally:
+            sys.stdout = term
+    return {"out": str(out), "log": str(log_path), **_summary(out)}
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    """Report files and final checkpoints, found through the report's own JSON."""
+    reports = sorted((out / "kfp").glob("*/report/report_json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        return {}
+    report = json.loads(reports[-1].read_text())
+    folder = out / "report"
+    folder.mkdir(exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=1))
+    html = reports[-1].parent / "report_html"
+    if html.exists():
+        (folder / "report.html").write_text(html.read_text())
+    return {"report_json": str(folder / "report.json"), "report_html": str(folder / "report.html"),
+            "checkpoints": report.get("checkpoints", {})}
