@@ -92,12 +92,15 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") ->
             problems.append(f"{prefix}{name}: expected {_describe(tp)}, got {value!r}")
             continue
         kwargs[name] = value
+    # Build even when some keys were bad, so value checks (`__post_init__`) report too: the user
+    # sees every problem in one go.
+    try:
+        obj = cls(**kwargs)
+    except ValueError as e:
+        problems.extend(f"{prefix}{msg}" for msg in str(e).split("\n"))
     if problems:
         raise ConfigError(problems)
-    try:
-        return cls(**kwargs)
-    except ValueError as e:
-        raise ConfigError([f"{prefix}{msg}" for msg in str(e).split("\n")]) from None
+    return obj
 
 
 def check(condition: bool, key: str, message: str, problems: list[str]) -> None:

@@ -1,0 +1,29 @@
+HELP = "create a recurring run (scheduled retraining) on a Kubeflow Pipelines endpoint"
+
+
+def add_arguments(p):
+    from masa.commands._common import add_config_arguments
+
+    add_config_arguments(p, default_preset="paper")
+    p.add_argument("--host", required=True, help="KFP API endpoint")
+    p.add_argument("--cron", required=True, help="6-field cron: seconds minutes hours day month weekday")
+    p.add_argument("--experiment", default="masa", help="experiment name (default: %(default)s)")
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--job-name", default=None)
+
+
+def run(args) -> int:
+    import sys
+
+    from masa.commands._common import load
+    from masa.pipeline.compile import schedule
+
+    cfg = load(args)
+    try:
+        job = schedule(cfg, host=args.host, cron=args.cron, experiment=args.experiment,
+                       job_name=args.job_name, namespace=args.namespace)
+    except ValueError as e:
+        print(f"masa: {e}", file=sys.stderr)
+        return 2
+    print(f"recurring run {job} created: cron {args.cron!r}, max concurrency 1, no catch-up")
+    return 0
