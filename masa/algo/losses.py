@@ -32,9 +32,9 @@ shard's *share* of the full-batch loss when given the full batch's denominators:
 
 So the trainer must (1) before the first micro-batch, sum `loss_denominators` over every micro-batch of every
 rank (a SUM all-reduce of the local totals); (2) pass them to every loss call; (3) make the gradient the SUM of
-the shares: DDP and DeepSpeed *average* gradients over ranks, and DeepSpeed also divides the loss by
-gradient_accumulation_steps in `engine.backward`, so multiply each share by `world_size * gas` before backward
-(or disable those scalings). Without global_* the denominator is the shard's own, which weights short and
+the shares: DDP and DeepSpeed *average* gradients over ranks (multiply each share by world_size), and
+DeepSpeed's `engine.backward` also divides the loss by gradient_accumulation_steps unless called with
+`scale_wrt_gas=False`. Without global_* the denominator is the shard's own, which weights short and
 long micro-batches unequally (the bias DAPO and Dr.GRPO describe).
 """
 
