@@ -122,3 +122,19 @@ def test_advantages_sum_to_zero_per_group(B, G, seed, estimator, unbiased):
         # a z-score in a group of n is bounded: (n-1)/sqrt(n) with unbiased std, sqrt(n-1) with biased; both <= sqrt(n)
         n = mask.sum(-1, keepdim=True).clamp(min=1).float()
         assert bool((adv.abs() <= n.sqrt() + 1e-4).all())
+
+
+def test_pad_groups_with_empty_groups():
+    # 4 groups, rows only in groups 1 and 3; empty groups are all-masked and zero-variance
+    gi = torch.tensor([3, 1, 3])
+    padded, mask, slot = pad_groups(torch.tensor([1.0, 2.0, 0.0]), gi, n_groups=4)
+    assert padded.tolist() == [[0, 0], [2, 0], [0, 0], [1, 0]]
+    assert mask.tolist() == [[False, False], [True, False], [False, False], [True, True]]
+    _, zv = group_advantages(padded, mask)
+    assert zv.tolist() == [True, True, True, False]
+    empty = pad_groups(torch.zeros(0), torch.zeros(0, dtype=torch.long), n_groups=2)
+    assert empty[0].shape == (2, 0) and empty[2].shape == (0,)
+    adv, zv = group_advantages(empty[0], empty[1])
+    assert adv.shape == (2, 0) and zv.tolist() == [True, True]
+    adv, zv = flat_advantages(torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    assert adv.shape == (0,) and zv.shape == (0,)

@@ -82,26 +82,30 @@ def group_advantages(rewards: Tensor, mask: Tensor | None = None, *, estimator: 
     if mask.shape != rewards.shape or mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool of shape {tuple(rewards.shape)}, got {mask.dtype} "
                          f"{tuple(mask.shape)}")
-    return ESTIMATORS.get(estimator)(rewards, mask, eps=eps, unbiased=unbiased)
+    fn = ESTIMATORS.get(estimator)
+    if rewards.shape[-1] == 0:  # no rollouts at all (e.g. every prompt gated): nothing to normalise
+        return torch.zeros(rewards.shape, dtype=torch.float32), torch.ones(rewards.shape[0], dtype=torch.bool)
+    return fn(rewards, mask, eps=eps, unbiased=unbiased)
 
 
-def pad_groups(values: Tensor, group_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def pad_groups(values: Tensor, group_index: Tensor, *, n_groups: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Scatter flat per-row values into padded groups.
 
     values: [N]; group_index: [N] long in 0..B-1 (any order)  ->  padded [B, Gmax], mask [B, Gmax],
-    slot [N] (each row's column, so ``padded[group_index, slot] == values``).
+    slot [N] (each row's column, so ``padded[group_index, slot] == values``). B is `n_groups`
+    (groups without rows are all-masked) or max(group_index) + 1.
     """
     if values.shape != group_index.shape or values.dim() != 1:
         raise ValueError(f"values and group_index must both be [N], got {tuple(values.shape)} and "
                          f"{tuple(group_index.shape)}")
-    # Shapes must be known on the host here (this is batch assembly, not a loss), hence int().
-    n_groups = int(group_index.max()) + 1 if group_index.numel() else 0
+    if n_groups is None:  # shapes must be known on the host (batch assembly, not a loss), hence int()
+        n_groups = int(group_index.max()) + 1 if group_index.numel() else 0
     order = torch.argsort(group_index, stable=True)
     counts = torch.bincount(group_index, minlength=n_groups)
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.empty_like(group_index)
     slot[order] = torch.arange(group_index.numel()) - starts[group_index[order]]
-    width = int(counts.max()) if n_groups else 0
+    width = int(counts.max()) if group_index.numel() else 0
     padded = torch.zeros(n_groups, width, dtype=values.dtype)
     mask = torch.zeros(n_groups, width, dtype=torch.bool)
     padded[group_index, slot] = values
