@@ -1,0 +1,285 @@
+"""Scoring step: verify solutions, reward both paths, compute group advantages, pick expert targets.
+
+`score_shard` reads a rollout shard (docs/rollout-shard.md), and writes `scored.parquet` (every input
+column plus correct, verifier_error, reward, reward_pass_rate/length/notion, advantage, zero_variance)
+and `experts.parquet`, returning the round's statistics.
+
+Decisions (see docs/algorithm.md):
+
+- Meta rows are re-parsed here with `masa.algo.meta.parse_meta` (the same function the rollout step
+  uses), so the rewarded values always follow this step's G and token budget; the meta_* columns are
+  rewritten with the result.
+- The meta path is rewarded against the solution rows' *rewards*: a rollout stopped by early cutoff
+  counts as incorrect in the observed pass rate, the correct-length range and the notion counts.
+- A gated prompt (no solution rows) gives its meta rows reward 0, null components, advantage 0 and
+  zero_variance True: with nothing observed there is nothing to align to, and a zero advantage keeps
+  them out of the policy gradient (they still cost nothing but their tokens in the batch).
+- GRPO groups are (group_id, path), normalised separately with the configured estimator.
+- Experts: per prompt the best parsed meta row strictly above `expert.min_reward`, its JSON values
+  replaced by the observed statistics, re-tokenized with the model's tokenizer, EOS appended (the
+  sampled responses end with it, and the clone must learn to stop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from masa.algo.advantages import flat_advantages, pad_groups
+from masa.algo.config import AlgorithmConfig
+from masa.algo.experts import expert_text, observed_targets, select_experts
+from masa.algo.meta import MetaPrediction, parse_meta
+from masa.algo.rewards import (
+    length_reward,
+    meta_reward,
+    notion_rewards,
+    observed_pass_rate,
+    pass_rate_reward,
+    solution_reward,
+)
+
+SOLUTION, META = "solution", "meta"
+REQUIRED = ("prompt_id", "group_id", "path", "sample_idx", "problem", "answer", "prompt_token_ids",
+            "response_token_ids", "text", "finish_reason")
+EXPERT_SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt_token_ids", pa.list_(pa.int32())),
+                           ("response_token_ids", pa.list_(pa.int32())), ("text", pa.string()),
+                           ("reward", pa.float32())])
+
+
+def _read(rollouts_path: str) -> tuple[pa.Table, dict[str, list]]:
+    table = pq.read_table(rollouts_path)
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{rollouts_path}: rollout shard lacks columns {', '.join(missing)} "
+                         f"(see docs/rollout-shard.md)")
+    cols = table.to_pydict()
+    bad = sorted({p for p in cols["path"] if p not in (SOLUTION, META)})
+    if bad:
+        raise ValueError(f"{rollouts_path}: unknown path values {bad}; expected {SOLUTION!r} or {META!r}")
+    return table, cols
+
+
+def _verify(cols: dict[str, list], sol: list[int], timeout_s: float,
+            workers: int | None) -> tuple[list[bool | None], list[str | None]]:
+    from masa.algo.verifier import verify_batch
+
+    n = len(cols["path"])
+    correct: list[bool | None] = [None] * n
+    errors: list[str | None] = [None] * n
+    verdicts = verify_batch([(cols["text"][i], cols["answer"][i]) for i in sol], timeout_s=timeout_s,
+                            workers=workers)
+    for i, v in zip(sol, verdicts, strict=True):
+        correct[i], errors[i] = bool(v.correct), v.error
+    return correct, errors
+
+
+def _padded(values: Sequence | dict, rows: list[int], prompt_of: list[int], n_prompts: int,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row values of `rows` as [B, width] by prompt, with mask and each row's slot."""
+    gi = torch.tensor([prompt_of[i] for i in rows], dtype=torch.long)
+    vals = torch.tensor([values[i] for i in rows], dtype=dtype)
+    return pad_groups(vals, gi, n_groups=n_prompts)
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What each prompt's solution rollouts did: ok = rewarded 1 (verified and not cut off)."""
+
+    ok: torch.Tensor  # [B, G] bool
+    length: torch.Tensor  # [B, G] long, response tokens
+    mask: torch.Tensor  # [B, G] bool, real rows
+    rows: list[list[int]]  # shard row indices of each prompt's solution rows, in slot order
+
+
+def _observe(sol: list[int], sol_reward: torch.Tensor, lengths: list[int], prompt_of: list[int],
+             n_prompts: int) -> _Observed:
+    ok_by_row = dict(zip(sol, (sol_reward > 0).tolist(), strict=True))
+    ok, mask, _ = _padded(ok_by_row, sol, prompt_of, n_prompts, torch.bool)
+    length, _, _ = _padded(lengths, sol, prompt_of, n_prompts, torch.long)
+    rows: list[list[int]] = [[] for _ in range(n_prompts)]
+    for i in sol:  # `sol` is ordered by (prompt, sample_idx), the same order pad_groups gives slots
+        rows[prompt_of[i]].append(i)
+    return _Observed(ok, length, mask, rows)
+
+
+def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n_prompts: int,
+                     obs: _Observed, algo: AlgorithmConfig) -> dict[str, torch.Tensor]:
+    """Meta reward, components, validity and |k/G - p| per meta row ([M] each)."""
+    G = algo.n_solution
+    sol_ok, sol_len, sol_mask = obs.ok, obs.length, obs.mask
+    parsed = [isinstance(p, MetaPrediction) for p in preds]
+    k = [p.pass_rate if isinstance(p, MetaPrediction) else 0 for p in preds]
+    L = [p.solution_length if isinstance(p, MetaPrediction) else 1 for p in preds]
+    local = list(range(len(meta)))
+    pos = {row: j for j, row in enumerate(meta)}
+    mprompt = [prompt_of[i] for i in meta]
+    pk, _, slot = _padded(k, local, mprompt, n_prompts, torch.long)
+    pL, _, _ = _padded(L, local, mprompt, n_prompts, torch.long)
+    gi = torch.tensor(mprompt, dtype=torch.long)
+    observed = observed_pass_rate(sol_ok, sol_mask)
+    r_pass = pass_rate_reward(pk, observed, n_solution=G)[gi, slot]
+    r_len = length_reward(pL, sol_len, sol_ok, strict=algo.reward.length_strict)[gi, slot]
+    r_not = torch.zeros(len(meta))
+    for b in range(n_prompts):
+        rows = [i for i in meta if prompt_of[i] == b]
+        if not rows or not obs.rows[b]:
+            continue
+        notions = [preds[pos[i]].notions if parsed[pos[i]] else None for i in rows]
+        ok = sol_ok[b][sol_mask[b]].tolist()
+        r = notion_rewards(notions, problem=cols["problem"][rows[0]],
+                           solution_texts=[cols["text"][i] for i in obs.rows[b]], solution_correct=ok)
+        r_not[[pos[i] for i in rows]] = r
+    ok_mask = torch.tensor(parsed, dtype=torch.bool) & sol_mask.any(-1)[gi]
+    rw = algo.reward
+    reward = meta_reward(r_pass, r_len, r_not, ok_mask, variant=rw.meta_reward, weight_pass_rate=rw.weight_pass_rate,
+                         weight_length=rw.weight_length, weight_notion=rw.weight_notion)
+    err = (pk.to(torch.float32) / G - observed.unsqueeze(-1)).abs()[gi, slot]
+    return {"reward": reward, "pass_rate": r_pass, "length": r_len, "notion": r_not, "parsed": ok_mask,
+            "parse_ok": torch.tensor(parsed, dtype=torch.bool), "abs_err": err}
+
+
+def _experts(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[int], n_prompts: int,
+             obs: _Observed, tokenizer_path: str, algo: AlgorithmConfig) -> list[dict[str, Any]]:
+    """Expert rows (EXPERT_SCHEMA) of the prompts whose best meta row beats the threshold."""
+    if not (algo.uses_meta and algo.expert.enabled and meta):
+        return []
+    mprompt = [prompt_of[i] for i in meta]
+    local = list(range(len(meta)))
+    rew, _, _ = _padded(m["reward"].tolist(), local, mprompt, n_prompts, torch.float32)
+    ok, mask, slot = _padded(m["parsed"].tolist(), local, mprompt, n_prompts, torch.bool)
+    chosen = select_experts(rew, ok & mask, min_reward=algo.expert.min_reward)
+    k, L = observed_targets(obs.ok, obs.length, obs.mask, n_solution=algo.n_solution)
+    row_at = {(mprompt[j], int(slot[j])): meta[j] for j in local}
+    picks = [(b, row_at[(b, int(chosen[b]))]) for b in range(n_prompts) if int(chosen[b]) >= 0]
+    if not picks:
+        return []
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    out = []
+    for b, i in picks:
+        text = expert_text(cols["text"][i], pass_rate=int(k[b]), solution_length=int(L[b]))
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if tok.eos_token_id is not None:
+            ids = ids + [tok.eos_token_id]
+        out.append({"prompt_id": cols["prompt_id"][i], "prompt_token_ids": list(cols["prompt_token_ids"][i]),
+                    "response_token_ids": ids, "text": text, "reward": float(rew[b, int(chosen[b])])})
+    return out
+
+
+def _set(table: pa.Table, name: str, values: list, typ: pa.DataType) -> pa.Table:
+    arr = pa.array(values, type=typ)
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, name, arr) if i >= 0 else table.append_column(name, arr)
+
+
+def _meta_columns(n: int, meta: list[int], preds: list) -> dict[str, list]:
+    cols: dict[str, list] = {k: [None] * n for k in ("meta_pass_rate", "meta_solution_length", "meta_notions",
+                                                      "meta_parse_error")}
+    for i, p in zip(meta, preds, strict=True):
+        if isinstance(p, MetaPrediction):
+            cols["meta_pass_rate"][i], cols["meta_solution_length"][i] = p.pass_rate, p.solution_length
+            cols["meta_notions"][i] = list(p.notions)
+        else:
+            cols["meta_parse_error"][i] = p.reason
+    return cols
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(sum(xs) / len(xs)) if len(xs) else 0.0
+
+
+def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, obs) -> dict[str, Any]:
+    lengths = [len(t) for t in cols["response_token_ids"]]
+    gated = cols.get("gated") or [False] * len(lengths)
+    groups = {int(g): bool(z) for g, z in zip(gidx.tolist(), zero_var.tolist(), strict=True)}
+    out: dict[str, Any] = {
+        "n_prompts": len(obs.rows), "n_solution_rows": len(sol), "n_meta_rows": len(meta),
+        "train_accuracy": _mean(sol_reward.tolist()),
+        "gated_prompts": len({prompt_of[i] for i, g in enumerate(gated) if g}),
+        "cutoff_samples": sum(fr == "cutoff" for fr in cols["finish_reason"]),
+        "zero_variance_groups": sum(groups.values()),
+        "zero_variance_solution_groups": sum(z for g, z in groups.items() if g % 2 == 0),
+        "zero_variance_meta_groups": sum(z for g, z in groups.items() if g % 2 == 1),
+        "rollout_tokens": sum(lengths),
+        "solution_tokens": sum(lengths[i] for i in sol), "meta_tokens": sum(lengths[i] for i in meta),
+        "n_experts": len(experts),
+    }
+    if m is not None:
+        ok = m["parsed"]
+        scorable = [bool(obs.mask[prompt_of[i]].any()) for i in meta]
+        out["meta_parse_rate"] = _mean(m["parse_ok"].tolist())
+        out["meta_pass_rate_mae"] = _mean(m["abs_err"][ok].tolist())
+        out["meta_reward_mean"] = _mean([r for r, s in zip(m["reward"].tolist(), scorable, strict=True) if s])
+        for k in ("pass_rate", "length", "notion"):
+            out[f"meta_reward_{k}_mean"] = _mean(m[k][ok].tolist())
+    return out
+
+
+def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: AlgorithmConfig,
+                max_response_tokens: int, verifier_timeout_s: float = 5.0,
+                verifier_workers: int | None = None) -> dict[str, Any]:
+    """Score a rollout shard into out_dir/scored.parquet and out_dir/experts.parquet; return stats.
+
+    `verifier_workers` is passed to `verify_batch` (None: one process per CPU; 0: in process).
+    """
+    table, cols = _read(rollouts_path)
+    n = len(cols["path"])
+    index = {g: b for b, g in enumerate(sorted(set(cols["group_id"])))}
+    prompt_of = [index[g] for g in cols["group_id"]]
+    n_prompts = len(index)
+    by_slot = sorted(range(n), key=lambda i: (prompt_of[i], cols["sample_idx"][i]))
+    sol = [i for i in by_slot if cols["path"][i] == SOLUTION]
+    meta = [i for i in by_slot if cols["path"][i] == META]
+
+    correct, verr = _verify(cols, sol, verifier_timeout_s, verifier_workers)
+    cutoff = torch.tensor([cols["finish_reason"][i] == "cutoff" for i in sol], dtype=torch.bool)
+    sol_reward = solution_reward(torch.tensor([bool(correct[i]) for i in sol], dtype=torch.bool), cutoff)
+    obs = _observe(sol, sol_reward, [len(t) for t in cols["response_token_ids"]], prompt_of, n_prompts)
+    preds = [parse_meta(cols["text"][i], n_solution=algo.n_solution, max_response_tokens=max_response_tokens)
+             for i in meta]
+    m = _meta_components(cols, meta, preds, prompt_of, n_prompts, obs, algo) if meta else None
+
+    reward = [0.0] * n
+    parts: dict[str, list] = {k: [None] * n for k in ("pass_rate", "length", "notion")}
+    for i, r in zip(sol, sol_reward.tolist(), strict=True):
+        reward[i] = r
+    if m is not None:
+        for j, i in enumerate(meta):
+            reward[i] = float(m["reward"][j])
+            if bool(m["parsed"][j]):  # components only where a prediction met observations
+                for k in parts:
+                    parts[k][i] = float(m[k][j])
+
+    # One GRPO group per (prompt, path): even ids solution, odd ids meta.
+    gidx = torch.tensor([2 * prompt_of[i] + (cols["path"][i] == META) for i in range(n)], dtype=torch.long)
+    adv_cfg = algo.advantage
+    adv, zero_var = flat_advantages(torch.tensor(reward, dtype=torch.float32), gidx, estimator=adv_cfg.estimator,
+                                    eps=adv_cfg.eps, unbiased=adv_cfg.unbiased_std)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, vals in _meta_columns(n, meta, preds).items():
+        typ = pa.list_(pa.string()) if name == "meta_notions" else (
+            pa.string() if name == "meta_parse_error" else pa.int32())
+        table = _set(table, name, vals, typ)
+    table = _set(table, "correct", correct, pa.bool_())
+    table = _set(table, "verifier_error", verr, pa.string())
+    table = _set(table, "reward", reward, pa.float32())
+    for k, vals in parts.items():
+        table = _set(table, f"reward_{k}", vals, pa.float32())
+    table = _set(table, "advantage", adv.tolist(), pa.float32())
+    table = _set(table, "zero_variance", zero_var.tolist(), pa.bool_())
+    pq.write_table(table, out / "scored.parquet")
+
+    experts = _experts(cols, meta, m, prompt_of, n_prompts, obs, tokenizer_path, algo) if m is not None else []
+    pq.write_table(pa.Table.from_pylist(experts, schema=EXPERT_SCHEMA), out / "experts.parquet")
+    stats = _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, obs)
+    stats["verifier_errors"] = sum(e is not None for e in verr)
+    return stats

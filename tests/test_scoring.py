@@ -1,0 +1,185 @@
+"""Scoring step on a hand-built rollout shard: rewards, advantages, experts and stats by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from masa.algo.config import AdvantageConfig, AlgorithmConfig, RewardConfig
+from masa.algo.meta import format_meta_completion, parse_meta
+from masa.steps.scoring import score_shard
+
+G, GM, MAXT = 4, 2, 64
+SCHEMA = pa.schema([
+    ("prompt_id", pa.string()), ("group_id", pa.int32()), ("path", pa.string()), ("sample_idx", pa.int32()),
+    ("round", pa.int32()), ("algorithm", pa.string()), ("problem", pa.string()), ("answer", pa.string()),
+    ("prompt_token_ids", pa.list_(pa.int32())), ("response_token_ids", pa.list_(pa.int32())),
+    ("logprobs", pa.list_(pa.float32())), ("text", pa.string()), ("finish_reason", pa.string()),
+    ("meta_pass_rate", pa.int32()), ("meta_solution_length", pa.int32()), ("meta_notions", pa.list_(pa.string())),
+    ("meta_parse_error", pa.string()), ("gated", pa.bool_()), ("max_tokens", pa.int32()),
+])
+
+P0_META = format_meta_completion("a small sum", notions=["Addition", "integers"], pass_rate=2, solution_length=4)
+P1_META_GOOD = format_meta_completion("easy", notions=["subtraction"], pass_rate=4, solution_length=2)
+P1_META_BAD = format_meta_completion("hard", notions=[], pass_rate=0, solution_length=60)
+
+
+def _row(gid, path, idx, problem, answer, text, n_tokens, finish="stop", gated=False):
+    return {"prompt_id": f"q{gid}", "group_id": gid, "path": path, "sample_idx": idx, "round": 0,
+            "algorithm": "masa", "problem": problem, "answer": answer, "prompt_token_ids": [1, 2, gid],
+            "response_token_ids": list(range(3, 3 + n_tokens)), "logprobs": [-1.0] * n_tokens, "text": text,
+            "finish_reason": finish, "meta_pass_rate": None, "meta_solution_length": None, "meta_notions": None,
+            "meta_parse_error": None, "gated": gated, "max_tokens": MAXT}
+
+
+def build_shard(path):
+    p0, p1, p2 = "What is 2+3?", "What is 10-4?", "What is 7*6?"
+    rows = [
+        # prompt 0: rewards [1, 1, 0, 0] (s3 is correct but cut off); correct lengths {3, 5}
+        _row(0, "solution", 0, p0, "5", "Add them with addition: \\boxed{5}", 3),
+        _row(0, "solution", 1, p0, "5", "Count on with addition and integers: \\boxed{5}", 5),
+        _row(0, "solution", 2, p0, "5", "Guess with integers: \\boxed{6}", 4),
+        _row(0, "solution", 3, p0, "5", "Count with addition: \\boxed{5}", 8, finish="cutoff"),
+        _row(0, "meta", 1, p0, "5", "<meta>hmm</meta> no idea", 6),  # listed out of order on purpose
+        _row(0, "meta", 0, p0, "5", P0_META, 7),
+        # prompt 1 (group id 5): all correct, all length 2 -> zero-variance solution group
+        *[_row(5, "solution", i, p1, "6", "\\boxed{6}", 2) for i in range(G)],
+        _row(5, "meta", 0, p1, "6", P1_META_GOOD, 5),
+        _row(5, "meta", 1, p1, "6", P1_META_BAD, 5),
+        # prompt 2 (group id 7): gated, meta rows only
+        _row(7, "meta", 0, p2, "42", P1_META_GOOD, 4, gated=True),
+        _row(7, "meta", 1, p2, "42", P1_META_BAD, 4, gated=True),
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = set()
+    for t in (P0_META, P1_META_GOOD, P1_META_BAD):
+        words.update(pre_tokenizers.Whitespace().pre_tokenize_str(t))
+    vocab = {"[UNK]": 0, "[EOS]": 1}
+    for w, _ in sorted(words):
+        vocab.setdefault(w, len(vocab))
+    for d in "0123456789":
+        vocab.setdefault(d, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    out = tmp_path_factory.mktemp("tok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[EOS]").save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, tokenizer_dir):
+    d = tmp_path_factory.mktemp("score")
+    build_shard(d / "rollouts.parquet")
+    algo = AlgorithmConfig(name="masa", n_solution=G, n_meta=GM)
+    stats = score_shard(str(d / "rollouts.parquet"), str(d / "out"), tokenizer_path=tokenizer_dir, algo=algo,
+                        max_response_tokens=MAXT, verifier_workers=0)
+    table = pq.read_table(d / "out" / "scored.parquet").to_pylist()
+    by = {(r["group_id"], r["path"], r["sample_idx"]): r for r in table}
+    experts = pq.read_table(d / "out" / "experts.parquet").to_pylist()
+    return stats, by, experts, d
+
+
+def test_solution_rewards_and_advantages(scored):
+    _, by, _, _ = scored
+    r = [by[(0, "solution", i)] for i in range(G)]
+    assert [x["correct"] for x in r] == [True, True, False, True]  # the cut-off one is still verified
+    assert [x["reward"] for x in r] == [1.0, 1.0, 0.0, 0.0]        # ... but scores 0
+    # [1, 1, 0, 0]: mean 0.5, unbiased std sqrt(4 * 0.25 / 3) = 0.57735 -> A = +-0.5 / 0.57735 = +-0.86603
+    a = 0.5 / math.sqrt(1 / 3)
+    assert [x["advantage"] for x in r] == pytest.approx([a, a, -a, -a], abs=1e-5)
+    assert not any(x["zero_variance"] for x in r)
+    ones = [by[(5, "solution", i)] for i in range(G)]
+    assert all(x["zero_variance"] and x["advantage"] == 0.0 and x["reward"] == 1.0 for x in ones)
+
+
+def test_meta_rewards_by_hand(scored):
+    _, by, _, _ = scored
+    m0 = by[(0, "meta", 0)]
+    # observed p = 2/4 (cutoff row counts as incorrect), predicted k = 2 -> r_pass = 0.01 ** 0 = 1
+    # correct lengths {3, 5}, predicted 4 -> r_length = 1
+    # notions: addition +1 (s0) +1 (s1) -1 (s3, cut off = incorrect) = +1 > 0;
+    #          integer  +1 (s1) -1 (s2) = 0  -> r_notion = 1/2
+    # reward = (1 + 1 + 0.5) / 3 = 0.83333
+    assert (m0["reward_pass_rate"], m0["reward_length"], m0["reward_notion"]) == (1.0, 1.0, 0.5)
+    assert m0["reward"] == pytest.approx(2.5 / 3)
+    assert m0["meta_pass_rate"] == 2 and m0["meta_notions"] == ["Addition", "integers"]
+    bad = by[(0, "meta", 1)]
+    assert bad["reward"] == 0.0 and bad["meta_parse_error"] == "no JSON object" and bad["reward_pass_rate"] is None
+    # meta group [0.8333, 0]: two values -> A = +-1/sqrt(2) with the unbiased std
+    assert m0["advantage"] == pytest.approx(1 / math.sqrt(2), abs=1e-5)
+    assert bad["advantage"] == pytest.approx(-1 / math.sqrt(2), abs=1e-5)
+    # prompt 1: good = (1 + 1 + 0) / 3 (lengths all 2, inclusive range [2, 2]; "subtraction" never used)
+    #           bad  = (0.01 ** |1 - 0| + 0 + 0) / 3 = 0.01 / 3
+    assert by[(5, "meta", 0)]["reward"] == pytest.approx(2 / 3)
+    assert by[(5, "meta", 1)]["reward"] == pytest.approx(0.01 / 3)
+
+
+def test_gated_prompt_meta_rows_are_neutral(scored):
+    _, by, _, _ = scored
+    for i in range(GM):
+        r = by[(7, "meta", i)]
+        assert r["reward"] == 0.0 and r["advantage"] == 0.0 and r["zero_variance"]
+        assert r["reward_pass_rate"] is None and r["meta_pass_rate"] is not None  # parsed, not scorable
+
+
+def test_experts(scored, tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    _, _, experts, _ = scored
+    assert [e["prompt_id"] for e in experts] == ["q0", "q5"]
+    e0, e1 = experts
+    # prompt 0: 2 of 4 rewarded -> pass_rate 2; mean correct length (3 + 5) / 2 = 4
+    assert parse_meta(e0["text"], n_solution=G, max_response_tokens=MAXT).pass_rate == 2
+    assert e0["text"].startswith("<meta>a small sum</meta>\n") and '"solution_length": 4' in e0["text"]
+    assert e0["reward"] == pytest.approx(2.5 / 3) and e0["prompt_token_ids"] == [1, 2, 0]
+    # prompt 1: the good prediction (2/3 > 0.5), values replaced by 4 of 4 and length 2
+    assert '"pass_rate": 4, "solution_length": 2' in e1["text"]
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert e1["response_token_ids"][-1] == tok.eos_token_id
+    assert e1["response_token_ids"][:-1] == tok(e1["text"], add_special_tokens=False)["input_ids"]
+
+
+def test_stats(scored):
+    stats, _, _, _ = scored
+    assert stats["train_accuracy"] == pytest.approx(6 / 8)
+    assert stats["meta_parse_rate"] == pytest.approx(5 / 6)
+    # parsed meta rows of prompts with solutions: |2/4 - 1/2| = 0, |4/4 - 1| = 0, |0/4 - 1| = 1
+    assert stats["meta_pass_rate_mae"] == pytest.approx(1 / 3)
+    assert stats["meta_reward_mean"] == pytest.approx((2.5 / 3 + 0 + 2 / 3 + 0.01 / 3) / 4)
+    assert stats["meta_reward_pass_rate_mean"] == pytest.approx((1 + 1 + 0.01) / 3)
+    assert stats["meta_reward_length_mean"] == pytest.approx(2 / 3)
+    assert stats["meta_reward_notion_mean"] == pytest.approx(0.5 / 3)
+    assert (stats["n_experts"], stats["gated_prompts"], stats["cutoff_samples"]) == (2, 1, 1)
+    assert (stats["zero_variance_solution_groups"], stats["zero_variance_meta_groups"]) == (1, 1)
+    assert stats["rollout_tokens"] == (3 + 5 + 4 + 8 + 6 + 7) + (4 * 2 + 5 + 5) + (4 + 4)
+    assert stats["n_prompts"] == 3 and stats["verifier_errors"] == 0
+
+
+def test_strict_length_and_drgrpo(scored, tokenizer_dir, tmp_path):
+    _, _, _, d = scored
+    algo = AlgorithmConfig(n_solution=G, n_meta=GM, reward=RewardConfig(length_strict=True),
+                           advantage=AdvantageConfig(estimator="drgrpo"))
+    score_shard(str(d / "rollouts.parquet"), str(tmp_path), tokenizer_path=tokenizer_dir, algo=algo,
+                max_response_tokens=MAXT, verifier_workers=0)
+    by = {(r["group_id"], r["path"], r["sample_idx"]): r for r in pq.read_table(tmp_path / "scored.parquet").to_pylist()}
+    # strict: 4 is inside (3, 5) -> still 1; prompt 1's single length 2 is not inside (2, 2) -> 0
+    assert by[(0, "meta", 0)]["reward_length"] == 1.0 and by[(5, "meta", 0)]["reward_length"] == 0.0
+    # drgrpo: solution group [1, 1, 0, 0] -> r - 0.5
+    assert by[(0, "solution", 0)]["advantage"] == pytest.approx(0.5)
+
+
+def test_bad_shard_errors(tmp_path, tokenizer_dir):
+    pq.write_table(pa.table({"prompt_id": ["a"]}), tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="lacks columns group_id"):
+        score_shard(str(tmp_path / "bad.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir,
+                    algo=AlgorithmConfig(n_solution=G), max_response_tokens=MAXT, verifier_workers=0)
