@@ -248,10 +248,55 @@ def bc_loss(
     return loss, stats
 
 
-def _row_chunks(logits: Tensor, chunk_rows: int):
-    flat = logits.reshape(-1, logits.shape[-1])
-    for start in range(0, flat.shape[0], chunk_rows):
-        yield start, flat[start : start + chunk_rows]
+def _blocks(n: int, t: int, chunk_rows: int):
+    """(sequence slice, token slice) blocks of about `chunk_rows` positions covering an [n, t] grid."""
+    if t <= chunk_rows:
+        step = max(1, chunk_rows // max(t, 1))
+        for a in range(0, n, step):
+            yield slice(a, a + step), slice(None)
+    else:
+        for a in range(n):
+            for b in range(0, t, chunk_rows):
+                yield slice(a, a + 1), slice(b, b + chunk_rows)
+
+
+class _ChunkedTokenLogProb(torch.autograd.Function):
+    """log softmax(x / temp)[token] for x [N, T, V], recomputing the softmax block by block in backward.
+
+    Works on views (e.g. `logits[:, :-1]`) without copying them whole, and saves only the input (already
+    alive in the model's graph), the tokens and the log-normaliser [N, T]: no float32 [N, T, V] tensor
+    outlives a block, where log_softmax keeps its whole float32 output for backward.
+    d out_nt / d x_ntv = (1[v = token_nt] - softmax(x_nt / temp)_v) / temp.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, tokens: Tensor, temperature: float, chunk_rows: int) -> Tensor:
+        lse = torch.empty(tokens.shape, dtype=torch.float32, device=logits.device)
+        out = torch.empty_like(lse)
+        for sn, st in _blocks(*tokens.shape, chunk_rows):
+            x = logits[sn, st].float()
+            if temperature != 1.0:
+                x = x / temperature
+            lse[sn, st] = torch.logsumexp(x, dim=-1)
+            out[sn, st] = x.gather(-1, tokens[sn, st, None]).squeeze(-1)
+        out -= lse
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        logits, tokens, lse = ctx.saved_tensors
+        temp = ctx.temperature
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        for sn, st in _blocks(*tokens.shape, ctx.chunk_rows):
+            g = grad_out[sn, st, None].float()
+            x = logits[sn, st].float()
+            # One fresh float32 block, then in place: -softmax * g, + g at the token, / temp.
+            p = (x / temp if temp != 1.0 else x).sub(lse[sn, st, None]).exp_().mul_(-g)
+            p.scatter_add_(-1, tokens[sn, st, None], g)
+            grad[sn, st] = p.div_(temp) if temp != 1.0 else p
+        return grad, None, None, None
 
 
 def token_logprobs(
@@ -259,35 +304,31 @@ def token_logprobs(
 ) -> Tensor:
     """log softmax(logits / temperature)[tokens]: logits [N, T, V], tokens [N, T] long -> [N, T] float32.
 
-    Memory: never materialises a full [N, T, V] log-softmax; rows are processed `chunk_rows` at a time as
-    gather - logsumexp in float32 (bf16 logsumexp loses ~1e-2 nats on 100k vocabularies). `temperature` must
-    be the sampler's, or the ratio to the rollout engine's log-probs is biased.
+    Memory: works on blocks of about `chunk_rows` positions at a time in float32 (bf16 logsumexp loses ~1e-2 nats on 100k
+    vocabularies) and, under autograd, keeps only the input logits and a [N, T] normaliser for backward
+    (`_ChunkedTokenLogProb`), instead of log_softmax's full float32 [N, T, V] output; bench/bench_logprobs.py
+    measures both. `temperature` must be the sampler's, or the ratio to the engine's log-probs is biased.
     """
     if logits.dim() != 3 or tokens.shape != logits.shape[:2]:
         raise ValueError(f"need logits [N, T, V] and tokens [N, T]; got {tuple(logits.shape)} and "
                          f"{tuple(tokens.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    flat_tok = tokens.reshape(-1, 1).long()
-    out = []
-    for start, chunk in _row_chunks(logits, chunk_rows):
-        x = chunk.float() / temperature if temperature != 1.0 else chunk.float()
-        picked = x.gather(-1, flat_tok[start : start + chunk.shape[0]]).squeeze(-1)
-        out.append(picked - torch.logsumexp(x, dim=-1))
-    return torch.cat(out).reshape(tokens.shape)
+    if temperature <= 0 or chunk_rows < 1:
+        raise ValueError(f"need temperature > 0 and chunk_rows >= 1; got {temperature}, {chunk_rows}")
+    return _ChunkedTokenLogProb.apply(logits, tokens.long(), float(temperature), int(chunk_rows))
 
 
 def entropy_from_logits(logits: Tensor, *, temperature: float = 1.0, chunk_rows: int = 4096) -> Tensor:
     """Entropy of softmax(logits / temperature) per position: [N, T, V] -> [N, T] float32.
 
-    H = logsumexp(x) - sum softmax(x) x, chunked over rows like `token_logprobs`. For statistics; callers
+    H = logsumexp(x) - sum softmax(x) x, in blocks like `token_logprobs` (differentiable, but under autograd
+    every block's float32 softmax is kept). For statistics; callers
     that do not need its gradient should call it under torch.no_grad().
     """
     if logits.dim() != 3:
         raise ValueError(f"need logits [N, T, V], got {tuple(logits.shape)}")
-    out = []
-    for _, chunk in _row_chunks(logits, chunk_rows):
-        x = chunk.float() / temperature
+    out = torch.empty(logits.shape[:2], dtype=torch.float32, device=logits.device)
+    for sn, st in _blocks(*logits.shape[:2], chunk_rows):
+        x = logits[sn, st].float() / temperature
         p = torch.softmax(x, dim=-1)
-        out.append(torch.logsumexp(x, dim=-1) - (p * x).sum(dim=-1))
-    return torch.cat(out).reshape(logits.shape[:2])
+        out[sn, st] = torch.logsumexp(x, dim=-1) - (p * x).sum(dim=-1)
+    return out
