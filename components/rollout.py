@@ -1,7 +1,8 @@
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 
-def rollout(config_json: str, branch: str, round_idx: int, prompts: Input[Dataset], policy: Input[Model],
+def rollout(config_json: str, branch: str, round_idx: int, prompts: Input[Dataset], heldout: Input[Dataset],
+            policy: Input[Model],
             rollouts: Output[Dataset], metrics: Output[Metrics], history: Input[Artifact] = None):
     """Sample the round's solution (and meta) rollouts on vLLM; gating and cutoff for masa-efficient."""
     from masa.config import config_from_json
@@ -10,6 +11,7 @@ def rollout(config_json: str, branch: str, round_idx: int, prompts: Input[Datase
 
     stats = rollout_step(config_from_json(config_json), branch=branch, round_idx=round_idx,
                          prompts_path=prompts.path, policy_ptr=policy.path,
-                         history_path=history.path if history else None, out_ptr=rollouts.path)
+                         history_path=history.path if history else None, out_ptr=rollouts.path,
+                         heldout_path=heldout.path)
     rollouts.metadata.update({"samples": stats.get("samples", 0), "reused": stats["reused"]})
     log_metrics(metrics, stats, step="rollout", branch=branch, round_idx=round_idx)

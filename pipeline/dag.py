@@ -72,7 +72,7 @@ def build_pipeline(cfg: RunConfig):
             for r in range(cfg.rounds):
                 extra = {"history": history} if history is not None else {}
                 ro = step(c.rollout(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
-                                    policy=policy, **extra), "rollout", f"{branch} · round {r + 1} · rollout")
+                                    heldout=data.outputs["heldout"], policy=policy, **extra), "rollout", f"{branch} · round {r + 1} · rollout")
                 sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=ro.outputs["rollouts"],
                                   policy=policy, **extra), "score", f"{branch} · round {r + 1} · score")
                 tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,

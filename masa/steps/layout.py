@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +56,14 @@ def read_pointer(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def cached_stats(store_uri: str, prefix: str, fingerprint: str) -> dict[str, Any] | None:
+def cached_stats(store_uri: str, prefix: str, fingerprint: str, *, stats_key: str | None = None,
+                 ) -> dict[str, Any] | None:
     """The stats of a complete part with the same input fingerprint, or None."""
     store = open_store(store_uri)
-    if not is_complete(store, prefix):
+    stats_key = stats_key or f"{prefix}/{STATS_FILE}"
+    if not is_complete(store, prefix) or not store.exists(stats_key):
         return None
-    stats = json.loads(store.get_bytes(f"{prefix}/{STATS_FILE}"))
+    stats = json.loads(store.get_bytes(stats_key))
     return stats if stats.get("fingerprint") == fingerprint else None
 
 
@@ -72,9 +75,11 @@ def run_once(store_uri: str, prefix: str, fingerprint: str,
     if hit is not None:
         return {**hit, "reused": True}
     work = Path(tempfile.mkdtemp(prefix="masa-part-"))
+    started = time.time()
     try:
         stats = produce(work)
-        stats = {**stats, "fingerprint": fingerprint}
+        # wall-clock stamps let the report measure the run end to end (timing.total_s)
+        stats = {**stats, "fingerprint": fingerprint, "started_at": started, "finished_at": time.time()}
         (work / STATS_FILE).write_text(json.dumps(stats, sort_keys=True, indent=1, default=float))
         put_dir_atomic(open_store(store_uri), str(work), prefix)
     finally:

@@ -84,8 +84,8 @@ def filter_data(cfg: RunConfig, *, base_model: str, prompts_out: str, heldout_ou
     heldout: list[Problem] = []
     if heldout_src:
         heldout, bad = load_problems(heldout_src, split="test")
-        rng = random.Random(cfg.seed)
-        heldout = rng.sample(heldout, min(cfg.data.heldout_size, len(heldout)))
+        # the first N, not a sample: the toy benchmark's `max_problems` first problems are the same set
+        heldout = heldout[: cfg.data.heldout_size]
         counts.update({f"heldout_{k}": v for k, v in _count(bad).items()})
 
     problems, d = drop_exact_duplicates(problems)

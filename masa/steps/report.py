@@ -1,0 +1,267 @@
+"""The run report: `report.json` (schema in docs/report.md), a self-contained `report.html` with
+inline SVG plots, and a Markdown summary for the Kubeflow UI.
+
+Sources: the benchmark results of each checkpoint (KFP artifacts) and the per-round stats that every
+step published beside its part in the store (`masa.steps.layout`).
+
+Efficiency figures (paper, Sec. 5.3, "1.28x faster to the same accuracy"): each branch's held-out
+accuracy curve is indexed by the *cumulative rollout tokens* (and wall time) spent before the policy
+that was measured; the speedup is GRPO's cost to reach its own final held-out accuracy divided by
+MASA's cost to reach the same accuracy (null when MASA never does). Tokens saved by gating and
+cutoff are estimated against the GRPO branch, which sampled the same prompts in the same round:
+a gated prompt saves what GRPO spent on that prompt's solutions, a cut sample saves the mean excess
+of GRPO's samples of that prompt over the cut sample's budget. Without a GRPO branch they are
+estimated from MASA's own round mean length (documented in the JSON as `estimate_basis`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from masa.config import RunConfig
+from masa.steps import svg
+from masa.steps.layout import STATS_FILE
+from masa.steps.prepare import run_layout
+from masa.storage import open_store
+
+PARTS = ("rollouts", "scored", "checkpoint")
+
+
+def _stats(store, prefix: str, part: str) -> dict[str, Any]:
+    key = f"{prefix}.stats.json" if part == "checkpoint" else f"{prefix}/{STATS_FILE}"
+    return json.loads(store.get_bytes(key)) if store.exists(key) else {}
+
+
+def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
+    store, layout = open_store(cfg.store), run_layout(cfg)
+    rows = []
+    for r in range(cfg.rounds):
+        ro, sc, tr = (_stats(store, layout.part(branch, r, p), p) for p in PARTS)
+        rows.append({
+            "round": r, "train_accuracy": sc.get("train_accuracy"),
+            "heldout_accuracy": (ro.get("heldout") or {}).get("accuracy"),
+            "rollout_tokens": ro.get("tokens"), "meta_tokens": sc.get("meta_tokens"),
+            "solution_tokens": sc.get("solution_tokens"),
+            "wall_s": sum(x.get("wall_s", 0.0) or 0.0 for x in (ro, tr)) + _span(sc),
+            "generation_s": ro.get("wall_s"), "scoring_s": _span(sc), "training_s": tr.get("wall_s"),
+            "gated_prompts": ro.get("gated_prompts"), "cutoff_samples": ro.get("cutoff_samples"),
+            "gating_active": ro.get("gating_active"),
+            "meta": {"pass_rate_mae": sc.get("meta_pass_rate_mae"), "parse_rate": sc.get("meta_parse_rate"),
+                     "reward": sc.get("meta_reward_mean")},
+            "policy_loss": tr.get("policy_loss"), "grad_norm": tr.get("grad_norm"),
+            "_stamps": [x for y in (ro, sc, tr) for x in (y.get("started_at"), y.get("finished_at")) if x],
+        })
+    return rows
+
+
+def _span(stats: dict[str, Any]) -> float:
+    a, b = stats.get("started_at"), stats.get("finished_at")
+    return float(b - a) if a and b else 0.0
+
+
+def cost_to_reach(curve: list[tuple[float, float | None]], target: float) -> float | None:
+    """First cumulative cost at which the accuracy reaches `target` (None if never)."""
+    for cost, acc in curve:
+        if acc is not None and acc >= target - 1e-9:
+            return cost
+    return None
+
+
+def curves(rows: list[dict[str, Any]], final_acc: float | None, key: str) -> list[tuple[float, float | None]]:
+    """(cost spent before the measured policy, its held-out accuracy), round by round, then the final."""
+    out, spent = [], 0.0
+    for row in rows:
+        out.append((spent, row["heldout_accuracy"]))
+        spent += float(row[key] or 0.0)
+    out.append((spent, final_acc if final_acc is not None else (rows[-1]["heldout_accuracy"] if rows else None)))
+    return out
+
+
+def efficiency(rounds: dict[str, list], finals: dict[str, float | None], savings: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"speedup_tokens": None, "speedup_wall": None, **savings}
+    if "grpo" in rounds and "masa" in rounds:
+        for key, name in (("rollout_tokens", "speedup_tokens"), ("wall_s", "speedup_wall")):
+            g, m = curves(rounds["grpo"], finals.get("grpo"), key), curves(rounds["masa"], finals.get("masa"), key)
+            target = g[-1][1]
+            cg, cm = (cost_to_reach(g, target), cost_to_reach(m, target)) if target is not None else (None, None)
+            out[name] = (cg / cm) if cg and cm else None
+            out[f"{name}_target_accuracy"] = target
+    return out
+
+
+def _solution_lengths(cfg: RunConfig, branch: str, r: int) -> dict[str, list[tuple[int, str, int]]]:
+    """prompt_id → [(length, finish_reason, budget)] of the round's solution samples."""
+    import pyarrow.parquet as pq
+
+    store, layout = open_store(cfg.store), run_layout(cfg)
+    key = f"{layout.part(branch, r, 'scored')}/scored.parquet"
+    if not store.exists(key):
+        return {}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store.get_file(key, f"{tmp}/s.parquet")
+        t = pq.read_table(f"{tmp}/s.parquet", columns=["prompt_id", "path", "response_token_ids", "finish_reason",
+                                                       "max_tokens"]).to_pylist()
+    out: dict[str, list] = {}
+    for row in t:
+        if row["path"] == "solution":
+            out.setdefault(row["prompt_id"], []).append((len(row["response_token_ids"]), row["finish_reason"],
+                                                         row["max_tokens"]))
+    return out
+
+
+def token_savings(cfg: RunConfig, masa_branch: str, gated: list[list[str]]) -> dict[str, Any]:
+    """Estimated solution tokens saved by gating and by cutoff in the MASA branch (see module doc)."""
+    g_total = c_total = 0.0
+    basis = "grpo-same-prompts" if cfg.compare else "masa-round-mean"
+    G = cfg.algorithm.n_solution
+    for r in range(cfg.rounds):
+        masa = _solution_lengths(cfg, masa_branch, r)
+        ref = _solution_lengths(cfg, "grpo", r) if cfg.compare else {}
+        own = [ln for samples in masa.values() for ln, fr, _ in samples if fr != "cutoff"]
+        mean_len = sum(own) / len(own) if own else 0.0
+        for pid in gated[r] if r < len(gated) else []:
+            g_total += sum(ln for ln, _, _ in ref[pid]) if pid in ref else G * mean_len
+        for pid, samples in masa.items():
+            for ln, fr, budget in samples:
+                if fr != "cutoff":
+                    continue
+                longer = [x for x, _, _ in ref.get(pid, [])] if ref else [x for x in own]
+                c_total += max(0.0, (sum(longer) / len(longer) if longer else ln) - budget)
+    return {"tokens_saved_gating": round(g_total), "tokens_saved_cutoff": round(c_total),
+            "estimate_basis": basis}
+
+
+def _gated_prompts(cfg: RunConfig, branch: str) -> list[list[str]]:
+    """Per round, the prompt ids whose solution samples were gated out."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    store, layout, out = open_store(cfg.store), run_layout(cfg), []
+    for r in range(cfg.rounds):
+        key = f"{layout.part(branch, r, 'rollouts')}/rollouts.parquet"
+        if not store.exists(key):
+            out.append([])
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            store.get_file(key, f"{tmp}/r.parquet")
+            rows = pq.read_table(f"{tmp}/r.parquet", columns=["prompt_id", "gated"]).to_pylist()
+        out.append(sorted({x["prompt_id"] for x in rows if x["gated"]}))
+    return out
+
+
+def _load_eval(path: str | None) -> dict[str, Any] | None:
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else None
+
+
+def _eval_section(res: dict[str, Any]) -> dict[str, Any]:
+    keep = ("accuracy", "pass_at_k", "k", "n_problems", "meta", "tokens", "wall_s", "samples_per_s")
+    return {name: {k: b.get(k) for k in keep} for name, b in res["benchmarks"].items()}
+
+
+def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dict[str, str | None],
+                 json_out: str, html_out: str, md_out: str) -> dict[str, Any]:
+    """Assemble report.json / report.html / report.md from the evals and the store's round stats."""
+    results = {k: r for k, p in evals.items() if (r := _load_eval(p))}
+    masa_branch = next((b for b in cfg.branches if b != "grpo"), None)
+    rounds = {("grpo" if b == "grpo" else "masa"): round_records(cfg, b) for b in cfg.branches}
+    # the final point of each accuracy curve: the first benchmark (for the toy, the held-out split
+    # measured with the same settings as every round's held-out accuracy)
+    finals = {k: next(iter(r["benchmarks"].values()))["accuracy"] for k, r in results.items()}
+    savings = (token_savings(cfg, masa_branch, _gated_prompts(cfg, masa_branch)) if masa_branch
+               else {"tokens_saved_gating": 0, "tokens_saved_cutoff": 0})
+    stamps = [s for rows in rounds.values() for row in rows for s in row.pop("_stamps")]
+    total = (max(stamps) - min(stamps)) if stamps else 0.0
+    compute = sum((row["generation_s"] or 0) + (row["scoring_s"] or 0) + (row["training_s"] or 0)
+                  for rows in rounds.values() for row in rows)
+    compute += sum(r.get("wall_s", 0.0) for r in results.values())
+    report = {
+        "run": {"name": cfg.name, "branches": list(cfg.branches), "rounds": cfg.rounds, "config": cfg.to_dict(),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "eval": {k: _eval_section(r) for k, r in results.items()},
+        "rounds": rounds,
+        "efficiency": efficiency(rounds, finals, savings),
+        "timing": {"total_s": round(total, 2), "overhead_s": round(max(0.0, total - compute), 2),
+                   "compute_s": round(compute, 2)},
+        "checkpoints": {k: r.get("uri") for k, r in results.items()},
+    }
+    Path(json_out).write_text(json.dumps(report, indent=1, default=str))
+    Path(html_out).write_text(render_html(report, results))
+    Path(md_out).write_text(render_markdown(report))
+    e = report["efficiency"]
+    return {"speedup_tokens": e["speedup_tokens"], "speedup_wall": e["speedup_wall"],
+            "tokens_saved_gating": e["tokens_saved_gating"], "tokens_saved_cutoff": e["tokens_saved_cutoff"],
+            **{f"{k}.accuracy": v for k, v in finals.items()}}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return escape(str(v))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: dict[str, Any], results: dict[str, Any]) -> str:
+    rounds, eff = report["rounds"], report["efficiency"]
+    acc = svg.line_chart("Held-out accuracy per round", {
+        b: [(r["round"] + 1, r["heldout_accuracy"]) for r in rows if r["heldout_accuracy"] is not None]
+        for b, rows in rounds.items()}, xlabel="round", ylabel="accuracy", y_range=(0, 1))
+    train = svg.line_chart("Training-rollout accuracy per round", {
+        b: [(r["round"] + 1, r["train_accuracy"]) for r in rows if r["train_accuracy"] is not None]
+        for b, rows in rounds.items()}, xlabel="round", ylabel="pass rate", y_range=(0, 1))
+    calib = svg.scatter("Meta-awareness: predicted vs observed pass rate", {
+        k: [(c["observed"], c["predicted"]) for c in next(iter(r["benchmarks"].values())).get("calibration", [])]
+        for k, r in results.items()}, xlabel="observed pass rate", ylabel="predicted pass rate")
+    saved = svg.bar_chart("Solution tokens saved (estimate)", {
+        "gating": eff.get("tokens_saved_gating") or 0, "cutoff": eff.get("tokens_saved_cutoff") or 0},
+        ylabel="tokens")
+    evals = [[ck, bn, b["accuracy"], b["k"], b["n_problems"], *(b["pass_at_k"].get(str(k)) for k in (1, b["k"])),
+              *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae", "spearman", "length_in_range", "notion"))]
+             for ck, bs in report["eval"].items() for bn, b in bs.items()]
+    round_rows = [[b, r["round"] + 1, r["train_accuracy"], r["heldout_accuracy"], r["rollout_tokens"], r["wall_s"],
+                   r["gated_prompts"], r["cutoff_samples"], r["meta"]["pass_rate_mae"]]
+                  for b, rows in rounds.items() for r in rows]
+    css = ("body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;margin:8px 0}"
+           "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
+           ".charts{display:flex;flex-wrap:wrap;gap:12px}")
+    t = report["timing"]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>MASA run report: {escape(report['run']['name'])}</title>
+<style>{css}</style></head><body>
+<h1>MASA run report: {escape(report['run']['name'])}</h1>
+<p>Branches: {escape(' vs '.join(report['run']['branches']))}; {report['run']['rounds']} rounds.
+Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b> in rollout tokens,
+<b>{_fmt(eff['speedup_wall'])}×</b> in wall time. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.</p>
+<div class="charts">{acc}{train}{calib}{saved}</div>
+<h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
+                         'spearman', 'length in range', 'notion'], evals)}
+<h2>Rounds</h2>{_table(['algorithm', 'round', 'train acc', 'held-out acc', 'rollout tokens', 'wall s', 'gated',
+                      'cutoff', 'meta MAE'], round_rows)}
+<h2>Efficiency</h2>{_table(list(eff), [list(eff.values())])}
+<h2>Checkpoints</h2>{_table(['checkpoint', 'uri'], [[k, v] for k, v in report['checkpoints'].items()])}
+</body></html>"""
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    eff, lines = report["efficiency"], [f"# MASA run report: {report['run']['name']}", ""]
+    lines += [f"Speedup (tokens): {_fmt(eff['speedup_tokens'])}; speedup (wall): {_fmt(eff['speedup_wall'])}; "
+              f"tokens saved by gating {_fmt(eff['tokens_saved_gating'])}, by cutoff {_fmt(eff['tokens_saved_cutoff'])}.",
+              "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | spearman |", "|---|---|---|---|---|---|"]
+    for ck, bs in report["eval"].items():
+        for bn, b in bs.items():
+            m = b.get("meta") or {}
+            lines.append(f"| {ck} | {bn} | {_fmt(b['accuracy'])} | {_fmt(b['pass_at_k'].get(str(b['k'])))} | "
+                         f"{_fmt(m.get('pass_rate_mae'))} | {_fmt(m.get('spearman'))} |")
+    return "\n".join(lines) + "\n"

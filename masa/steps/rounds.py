@@ -1,0 +1,197 @@
+"""The round steps as the pipeline runs them: rollout → score → train, per branch and round.
+
+Each step reads its inputs through pointers (`masa.steps.layout`), runs one library entry point
+(`masa.steps.rollout`, `masa.steps.scoring`, `masa.steps.train`) and publishes its part to the store
+under a fingerprint of its inputs, so a rerun reuses finished parts and recomputes only the one that
+was interrupted. Every branch sees the same prompts in the same round (same seed), so GRPO and MASA
+differ only by algorithm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from masa.config import RunConfig
+from masa.data.records import Problem, load_problems
+from masa.steps.layout import (
+    cached_stats,
+    local_path_or_fetch,
+    read_pointer,
+    run_once,
+    write_pointer,
+)
+from masa.steps.prepare import run_layout
+from masa.storage import open_store
+
+MANIFEST = "MANIFEST.json"
+
+
+def algorithm_for(cfg: RunConfig, branch: str):
+    return dataclasses.replace(cfg.algorithm, name=branch)
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _manifest_digest(ptr: dict[str, Any]) -> str:
+    data = open_store(ptr["store"]).get_bytes(f"{ptr['prefix']}/{MANIFEST}")
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def local_model(ptr: dict[str, Any], cache_root: str | Path) -> Path:
+    """A verified local copy of the checkpoint behind a Model pointer."""
+    return local_path_or_fetch(ptr["store"], ptr["prefix"], cache_root)
+
+
+def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -> str:
+    """The toy task's parquet of `split`, shipped beside the base checkpoint in the store."""
+    base = local_path_or_fetch(cfg.store, run_layout(cfg).base("checkpoint"), Path(cache_root) / "base")
+    return str(base / f"toy-{split}.parquet")
+
+
+def round_prompts(prompts_path: str, round_idx: int, n: int, seed: int) -> list[Problem]:
+    """The round's prompts: consecutive slices of one seeded permutation (wrapping), so every
+    prompt is seen once before any is seen twice, and all branches get the same ones."""
+    problems, _ = load_problems(prompts_path)
+    order = list(range(len(problems)))
+    random.Random(seed).shuffle(order)
+    start = (round_idx * n) % len(order)
+    idx = [order[(start + i) % len(order)] for i in range(min(n, len(order)))]
+    return [problems[i] for i in idx]
+
+
+def _history(path: str | None) -> list[dict[str, Any]]:
+    return json.loads(Path(path).read_text()) if path else []
+
+
+def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: str, policy_ptr: str,
+                 history_path: str | None, out_ptr: str, heldout_path: str | None = None) -> dict[str, Any]:
+    """Roll out the round's prompts; also measure the policy's held-out accuracy (the report's
+    accuracy-per-round curve) with the benchmark's sampling settings, on the same engine."""
+    from masa.engines import EngineConfig, make_engine
+    from masa.steps.rollout import SamplingSettings, run_rollout_step
+
+    layout, ptr = run_layout(cfg), read_pointer(policy_ptr)
+    prefix = layout.part(branch, round_idx, "rollouts")
+    problems = round_prompts(prompts_path, round_idx, cfg.prompts_per_round, cfg.seed)
+    maes = [h["meta_pass_rate_mae"] for h in _history(history_path) if h.get("meta_pass_rate_mae") is not None]
+    algo = algorithm_for(cfg, branch)
+    settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    fp = _digest(_manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
+                 dataclasses.asdict(settings), round_idx, cfg.seed, maes)
+
+    heldout = load_problems(heldout_path)[0] if heldout_path else []
+
+    def produce(work: Path) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="masa-rollout-") as tmp:
+            model_dir = local_model(ptr, tmp)
+            engine = make_engine(EngineConfig(
+                model=str(model_dir), backend=cfg.rollout.backend, dtype=cfg.rollout.dtype, seed=cfg.seed,
+                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+                max_model_len=settings.max_prompt_tokens + max(settings.max_response_tokens, cfg.benchmark.max_tokens)))
+            try:
+                stats = dataclasses.asdict(run_rollout_step(
+                    problems, str(model_dir), work, algorithm=algo, settings=settings, round_index=round_idx,
+                    seed=cfg.seed, mae_history=maes, engine=engine))
+                stats["startup_s"] = engine.startup_s
+                if heldout:
+                    stats["heldout"] = heldout_accuracy(cfg, engine, heldout)
+            finally:
+                engine.close()
+        return stats
+
+    stats = run_once(cfg.store, prefix, fp, produce)
+    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="rollouts")
+    return stats
+
+
+def heldout_accuracy(cfg: RunConfig, engine, problems: list[Problem]) -> dict[str, Any]:
+    """Accuracy of the engine's policy on the held-out problems, sampled as the benchmark samples."""
+    from masa.steps.evaluate import EvalSettings, evaluate
+
+    b = cfg.benchmark
+    s = EvalSettings(k=b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
+                     n_solution=cfg.algorithm.n_solution, max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed)
+    r = evaluate(engine, problems, s, meta=False)
+    return {"accuracy": r["accuracy"], "n_problems": r["n_problems"], "tokens": r["tokens"]}
+
+
+def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str, policy_ptr: str,
+               history_path: str | None, out_ptr: str, history_out: str) -> dict[str, Any]:
+    from masa.steps.scoring import score_shard
+
+    layout, rptr, ptr = run_layout(cfg), read_pointer(rollouts_ptr), read_pointer(policy_ptr)
+    prefix = layout.part(branch, round_idx, "scored")
+    algo = algorithm_for(cfg, branch)
+    fp = _digest(_manifest_digest(rptr), dataclasses.asdict(algo), cfg.rollout.max_response_tokens)
+
+    def produce(work: Path) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="masa-score-") as tmp:
+            shard = local_path_or_fetch(rptr["store"], rptr["prefix"], Path(tmp) / "r")
+            model_dir = local_model(ptr, Path(tmp) / "m")  # the tokenizer re-tokenizes expert targets
+            return score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
+                               max_response_tokens=cfg.rollout.max_response_tokens)
+
+    stats = run_once(cfg.store, prefix, fp, produce)
+    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="scored")
+    record = {"round": round_idx, **{k: stats.get(k) for k in ("train_accuracy", "meta_pass_rate_mae",
+                                                              "gated_prompts", "cutoff_samples")}}
+    history = [h for h in _history(history_path) if h["round"] != round_idx] + [record]
+    Path(history_out).write_text(json.dumps(history, indent=1))
+    return stats
+
+
+def train_config_for(cfg: RunConfig, branch: str, round_idx: int):
+    """GRPO clones no experts; each round shuffles its micro-batches with its own seed."""
+    bc = cfg.algorithm.expert.bc_coef if branch != "grpo" and cfg.algorithm.expert.enabled else 0.0
+    return dataclasses.replace(cfg.train, bc_coef=bc, seed=cfg.seed * 1000 + round_idx)
+
+
+def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
+               out_ptr: str) -> dict[str, Any]:
+    """Train on the round's scored shard. The trainer publishes the checkpoint itself (manifest last);
+    our stats, with the input fingerprint, go beside it as `<prefix>.stats.json`."""
+    from masa.steps.train import train_round
+
+    layout, ptr, sptr = run_layout(cfg), read_pointer(policy_ptr), read_pointer(scored_ptr)
+    prefix = layout.part(branch, round_idx, "checkpoint")
+    store = open_store(cfg.store)
+    tcfg = train_config_for(cfg, branch, round_idx)
+    fp = _digest(_manifest_digest(ptr), _manifest_digest(sptr), dataclasses.asdict(tcfg), cfg.train_processes)
+    stats = cached_stats(cfg.store, prefix, fp, stats_key=f"{prefix}.stats.json")
+    if stats is None:
+        started = time.time()
+        with tempfile.TemporaryDirectory(prefix="masa-train-in-") as tmp:
+            scored = local_path_or_fetch(sptr["store"], sptr["prefix"], tmp)
+            experts = scored / "experts.parquet"
+            result = train_round(open_store(ptr["store"]).uri(ptr["prefix"]), str(scored / "scored.parquet"),
+                                 str(experts) if experts.exists() else None, store.uri(prefix), tcfg,
+                                 nproc=cfg.train_processes, resume_root=store.uri(layout.part(branch, round_idx, "resume")))
+        stats = {**summarize_steps(result["steps"]), "global_step": result["global_step"],
+                 "resumed_from": result["resumed_from"], "fingerprint": fp, "started_at": started,
+                 "finished_at": time.time()}
+        store.put_bytes(f"{prefix}.stats.json", json.dumps(stats, sort_keys=True, indent=1).encode())
+        stats = {**stats, "reused": False}
+    else:
+        stats = {**stats, "reused": True}
+    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx)
+    return stats
+
+
+def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of each numeric per-step metric over the round, plus the total wall time."""
+    out: dict[str, Any] = {"optimizer_steps": len(steps)}
+    keys = {k for s in steps for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k in sorted(keys):
+        vals = [s[k] for s in steps if isinstance(s.get(k), (int, float))]
+        out[k] = sum(vals) / len(vals)
+    out["wall_s"] = sum(s.get("step_time_s", 0.0) for s in steps)
+    return out

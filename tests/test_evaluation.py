@@ -1,0 +1,51 @@
+import math
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from masa.algo.evaluation import avg_at_k, pass_at_k, spearman
+
+
+def test_pass_at_k_hand_values():
+    # n=4, c=2, k=2: 1 - C(2,2)/C(4,2) = 1 - 1/6 = 5/6
+    # n=4, c=0, k=1: no correct sample → 0;  n=4, c=4, k=3 → 1
+    # n=5, c=1, k=1: c/n = 0.2 (pass@1 is the mean accuracy)
+    got = pass_at_k(torch.tensor([4, 4, 4, 5]), torch.tensor([2, 0, 4, 1]), 1)
+    assert torch.allclose(got, torch.tensor([0.5, 0.0, 1.0, 0.2]))
+    assert math.isclose(float(pass_at_k(torch.tensor([4]), torch.tensor([2]), 2)[0]), 5 / 6, rel_tol=1e-6)
+    assert float(pass_at_k(torch.tensor([4]), torch.tensor([4]), 3)[0]) == 1.0
+
+
+@given(st.integers(1, 40), st.data())
+def test_pass_at_k_matches_binomial_formula(n, data):
+    c = data.draw(st.integers(0, n))
+    k = data.draw(st.integers(1, n))
+    expected = 1.0 - math.comb(n - c, k) / math.comb(n, k)
+    got = float(pass_at_k(torch.tensor([n]), torch.tensor([c]), k)[0])
+    assert math.isclose(got, expected, abs_tol=1e-5)
+
+
+def test_pass_at_k_needs_k_samples():
+    import pytest
+
+    with pytest.raises(ValueError, match="at least k samples"):
+        pass_at_k(torch.tensor([2]), torch.tensor([1]), 4)
+
+
+def test_avg_at_k_ignores_invalid():
+    correct = torch.tensor([[1, 0], [1, 1]])
+    valid = torch.tensor([[True, True], [True, False]])
+    # (1 + 0 + 1) / 3 valid samples
+    assert math.isclose(float(avg_at_k(correct, valid)), 2 / 3, rel_tol=1e-6)
+
+
+def test_spearman_hand_values():
+    # monotone → 1, reversed → -1
+    assert float(spearman(torch.tensor([1.0, 2, 3]), torch.tensor([10.0, 20, 30]))) == 1.0
+    assert float(spearman(torch.tensor([1.0, 2, 3]), torch.tensor([3.0, 2, 1]))) == -1.0
+    # ties: x ranks [1.5, 1.5, 3], y ranks [1, 2, 3]; centred x [-.5,-.5,1], y [-1,0,1];
+    # cov 1.5, |x|^2 1.5, |y|^2 2 → 1.5 / sqrt(3) = 0.8660
+    assert math.isclose(float(spearman(torch.tensor([1.0, 1, 2]), torch.tensor([1.0, 2, 3]))), 1.5 / math.sqrt(3),
+                        rel_tol=1e-6)
+    assert math.isnan(float(spearman(torch.tensor([1.0, 1, 1]), torch.tensor([1.0, 2, 3]))))
