@@ -1,0 +1,49 @@
+HELP = "benchmark a checkpoint: avg@k, pass@k and meta-awareness on math benchmarks (JSON)"
+
+
+def add_arguments(p):
+    p.add_argument("--model", required=True, help="checkpoint: local dir, s3:// URI or Hugging Face id")
+    p.add_argument("--data", required=True, action="append",
+                   help="benchmark: verl .parquet, .jsonl, or HF dataset id (repeatable)")
+    p.add_argument("--k", type=int, default=4, help="samples per problem (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=512, help="new tokens per sample")
+    p.add_argument("--max-problems", type=int, default=None)
+    p.add_argument("--n-solution", type=int, default=8, help="G of the meta prompt's pass-rate range")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for benchmark.json (default: print to stdout)")
+
+
+def run(args) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from masa.data.records import DataError
+    from masa.engines import ModelNotFoundError
+    from masa.steps.evaluate import EvalSettings, run_benchmarks
+
+    if args.k < 1 or args.max_tokens < 1:
+        print("masa benchmark: --k and --max-tokens must be >= 1", file=sys.stderr)
+        return 2
+    s = EvalSettings(k=args.k, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                     max_problems=args.max_problems, n_solution=args.n_solution, seed=args.seed)
+    try:
+        from masa.storage import resolve_model
+
+        model = resolve_model(args.model)
+        result = run_benchmarks(model, args.data, s, backend=args.backend)
+    except (DataError, ModelNotFoundError, FileNotFoundError) as e:
+        print(f"masa benchmark: {e}", file=sys.stderr)
+        return 2
+    result["model"] = args.model
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "benchmark.json").write_text(text)
+        print(f"wrote {Path(args.out) / 'benchmark.json'}")
+    else:
+        print(text)
+    return 0
