@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # pytest's own options (e.g. PYTEST_ARGS="-k verifier -x")
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lint clean
+.PHONY: run test venv lint clean tools
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -26,14 +26,28 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# --- tool venv for the offline checks of images/ and manifests/ (checkov, kubectl/kustomize): kept apart
+# from .venv because checkov's dependency tree would fight our pins. Owner: images/manifests. ---
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+$(TOOLS_STAMP): images/tools-requirements.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	test -d $(TOOLS_VENV) || $(PY) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
+	$(TOOLS_VENV)/bin/pip install -q -r images/tools-requirements.txt
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+# --- end tool venv ---
+
 run: $(STAMP)
 	$(VENV)/bin/masa run --preset toy
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache
