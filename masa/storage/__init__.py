@@ -1,0 +1,53 @@
+"""Artifact storage: local directories and S3 behind one `Store` protocol, manifest-committed
+directory artifacts (checkpoints), and model resolution with a verified download cache.
+
+    store = open_store("s3://bucket/run-1")          # or "/data/run-1", "file:///data/run-1"
+    put_dir_atomic(store, "out/step-12", "ckpt/step-000012", meta={"step": 12})
+    prefix = latest_complete(store, "ckpt")          # 'ckpt/step-000012' (partial ones skipped)
+    get_dir_verified(store, prefix, "/tmp/resume")   # CheckpointError names any bad file
+    model_dir = resolve_model("s3://bucket/models/qwen")  # cached by ETag, reused
+
+See docs/storage.md.
+"""
+
+from masa.storage.base import (
+    IntegrityError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    StorageError,
+    Store,
+    open_store,
+)
+from masa.storage.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    FileEntry,
+    Manifest,
+    get_dir_verified,
+    is_complete,
+    latest_complete,
+    put_dir_atomic,
+    read_manifest,
+)
+from masa.storage.models import ModelNotFoundError, check_model_dir, resolve_model
+
+__all__ = [
+    "MANIFEST",
+    "CheckpointError",
+    "FileEntry",
+    "IntegrityError",
+    "Manifest",
+    "ModelNotFoundError",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "StorageError",
+    "Store",
+    "check_model_dir",
+    "get_dir_verified",
+    "is_complete",
+    "latest_complete",
+    "open_store",
+    "put_dir_atomic",
+    "read_manifest",
+    "resolve_model",
+]

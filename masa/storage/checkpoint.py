@@ -1,0 +1,189 @@
+"""Atomic directory artifacts (checkpoints, models) on any store, committed by a manifest.
+
+Protocol: a writer uploads every file first and `MANIFEST.json` LAST; the manifest lists each
+file's size and sha256. A prefix without a readable manifest is incomplete and is never loaded;
+a reader verifies every downloaded file against the manifest and refuses, naming the file, any
+that is missing, truncated or altered. Re-writing a prefix deletes its old manifest first, so a
+half-rewritten prefix is incomplete rather than "complete with mixed files".
+
+This replaces verl's / the MASA code's convention of "the newest `global_step_N` directory plus a
+`latest_checkpointed_iteration.txt`", which trusts whatever a crashed writer left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from masa.storage.base import (
+    TMP_PREFIX,
+    IntegrityError,
+    ObjectNotFoundError,
+    StorageError,
+    Store,
+    join_key,
+    sha256_file,
+)
+
+MANIFEST = "MANIFEST.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(StorageError):
+    """A directory artifact is incomplete, or a file in it is missing or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Contents of MANIFEST.json: relative path -> FileEntry, plus free-form `meta` (e.g. step)."""
+
+    files: dict[str, FileEntry]
+    created_at: str
+    format_version: int = FORMAT_VERSION
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["files"] = {k: asdict(v) for k, v in sorted(self.files.items())}
+        return json.dumps(d, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str) -> Manifest:
+        try:
+            d = json.loads(data)
+            version = d["format_version"]
+            if version != FORMAT_VERSION:
+                raise CheckpointError(f"{where}: manifest format_version {version} is not supported "
+                                      f"(this code reads {FORMAT_VERSION})")
+            files = {k: FileEntry(size=int(v["size"]), sha256=str(v["sha256"])) for k, v in d["files"].items()}
+            return cls(files=files, created_at=str(d["created_at"]), format_version=version,
+                       meta=dict(d.get("meta", {})))
+        except CheckpointError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{where}: unreadable manifest ({type(e).__name__}: {e})") from e
+
+
+def _local_files(local_dir: Path) -> list[str]:
+    """Relative '/'-paths of the regular files under `local_dir` (no manifest, no temp files)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(local_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(TMP_PREFIX))
+        for name in sorted(filenames):
+            rel = (Path(dirpath) / name).relative_to(local_dir).as_posix()
+            if rel != MANIFEST and not name.startswith(TMP_PREFIX):
+                out.append(rel)
+    return out
+
+
+def put_dir_atomic(store: Store, local_dir: str, key_prefix: str, *, meta: dict | None = None) -> Manifest:
+    """Upload every file of `local_dir` under `key_prefix/`, then commit it with MANIFEST.json.
+
+    The sha256 recorded is the one computed from the bytes actually sent. Returns the manifest.
+    Raises StorageError (no manifest written: the prefix stays incomplete) if any upload fails.
+    """
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"cannot upload {local_dir}: not a directory")
+    rels = _local_files(root)
+    if not rels:
+        raise CheckpointError(f"cannot upload {local_dir}: no files in it")
+    manifest_key = join_key(key_prefix, MANIFEST)
+    if store.exists(manifest_key):
+        store.delete(manifest_key)  # uncommit first: a half-overwritten prefix must read as incomplete
+    files = {}
+    for rel in rels:
+        info = store.put_file(str(root / rel), join_key(key_prefix, rel))
+        sha = info.sha256 or sha256_file(str(root / rel))[0]
+        files[rel] = FileEntry(size=info.size, sha256=sha)
+    manifest = Manifest(files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        meta=dict(meta or {}))
+    store.put_bytes(manifest_key, manifest.to_json())
+    return manifest
+
+
+def read_manifest(store: Store, prefix: str) -> Manifest:
+    """The manifest of the artifact at `prefix`; CheckpointError if absent (incomplete) or unreadable."""
+    key = join_key(prefix, MANIFEST)
+    try:
+        data = store.get_bytes(key)
+    except ObjectNotFoundError as e:
+        raise CheckpointError(f"incomplete artifact {store.uri(join_key(prefix))}: no {MANIFEST}") from e
+    return Manifest.from_json(data, where=store.uri(key))
+
+
+def is_complete(store: Store, prefix: str) -> bool:
+    """True iff `prefix` has a readable manifest and every file it lists exists with its size.
+
+    Cheap (one GET and one LIST); content hashes are checked on download by `get_dir_verified`.
+    """
+    try:
+        manifest = read_manifest(store, prefix)
+    except CheckpointError:
+        return False
+    sizes = {i.key: i.size for i in store.list_info(join_key(prefix) + "/")}
+    return all(sizes.get(join_key(prefix, rel)) == e.size for rel, e in manifest.files.items())
+
+
+def get_dir_verified(store: Store, prefix: str, local_dir: str) -> Manifest:
+    """Download the artifact at `prefix` into `local_dir`, verifying each file against the manifest.
+
+    Raises CheckpointError naming the file when it is missing or its size/sha256 differ (the bad
+    local copy is removed), or when the prefix has no manifest. Files already verified stay in
+    `local_dir`; MANIFEST.json is written there last, so a complete local copy is recognisable.
+    """
+    manifest = read_manifest(store, prefix)
+    root = Path(local_dir)
+    for rel, entry in sorted(manifest.files.items()):
+        key = join_key(prefix, rel)
+        dest = root / rel
+        try:
+            store.get_file(key, str(dest))
+        except ObjectNotFoundError as e:
+            raise CheckpointError(f"checkpoint file {rel} missing: {store.uri(key)} is listed in the "
+                                  "manifest but does not exist") from e
+        except IntegrityError as e:
+            raise CheckpointError(f"checkpoint file {rel} failed verification: {e}") from e
+        sha, size = sha256_file(str(dest))
+        if size != entry.size or sha != entry.sha256:
+            dest.unlink(missing_ok=True)
+            what = f"size {size} != {entry.size}" if size != entry.size else f"sha256 {sha[:12]}… != {entry.sha256[:12]}…"
+            raise CheckpointError(f"checkpoint file {rel} failed verification ({what}): {store.uri(key)}")
+    from masa.storage.local import atomic_write
+
+    atomic_write(root / MANIFEST, [manifest.to_json()], uri=(root / MANIFEST).absolute().as_uri())
+    return manifest
+
+
+def latest_complete(store: Store, prefix_root: str, pattern: str = r"step-(\d+)") -> str | None:
+    """The prefix (e.g. 'ckpt/step-000012') of the newest complete artifact under `prefix_root`.
+
+    Candidates are the direct children of `prefix_root` whose name fully matches the regex
+    `pattern`; its first group, as an integer, orders them. Incomplete ones are skipped.
+    """
+    regex = re.compile(pattern)
+    if regex.groups < 1:
+        raise ValueError(f"pattern {pattern!r} needs a capturing group with the step number")
+    base = join_key(prefix_root)
+    children: dict[str, int] = {}
+    for key in store.list(base + "/" if base else ""):
+        name = key[len(base) + 1 if base else 0:].split("/", 1)[0]
+        m = regex.fullmatch(name)
+        if m and "/" in key[len(base):].lstrip("/"):
+            children[name] = int(m.group(1))
+    for name in sorted(children, key=lambda n: children[n], reverse=True):
+        candidate = join_key(base, name)
+        if is_complete(store, candidate):
+            return candidate
+    return None
