@@ -1,0 +1,135 @@
+"""Checkpoints of the training step: the consolidated Hugging Face model and the resumable DeepSpeed state.
+
+Layout written to the artifact store (via `masa.storage`, files first, MANIFEST.json last):
+
+    {out}/                 consolidated HF checkpoint (safetensors, config, tokenizer, generation_config):
+                           what the next rollout step's vLLM loads directly
+    {out}/train_state/     DeepSpeed state (optimizer moments, LR scheduler) + train_state.json, so the
+                           next round continues AdamW and the warm-up instead of restarting them
+    {resume_root}/step-NNNNNN/   the same state, saved every `save_every` optimizer steps inside a round
+
+Each of these is its own manifest-sealed directory: a reader trusts only one whose manifest is present
+and whose files match it, so a rank killed mid-save leaves nothing that can be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+STATE_DIR = "train_state"
+STATE_FILE = "train_state.json"
+DS_TAG = "ds"
+# files of a HF model directory that the training step rewrites; everything else (tokenizer, chat
+# template, ...) is copied over unchanged from the input model
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", "MANIFEST.json",
+              "metrics.jsonl", STATE_FILE}
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> None:
+    """Copy the non-weight files of a HF model dir (tokenizer, chat template, ...) to dst."""
+    for f in Path(src).iterdir():
+        if f.is_file() and f.name not in _REWRITTEN and not f.name.endswith(_WEIGHT_SUFFIXES):
+            shutil.copy2(f, Path(dst) / f.name)
+
+
+def consolidated_state_dict(engine, zero_stage: int) -> dict | None:
+    """The full model weights on rank 0 (None elsewhere). Collective under ZeRO-3: call on every rank."""
+    import torch.distributed as dist
+
+    if zero_stage == 3:
+        sd = engine._zero3_consolidated_16bit_state_dict()  # gathers partitions (despite its name: model dtype)
+    else:
+        sd = engine.module.state_dict() if dist.get_rank() == 0 else None  # ZeRO-2: weights are replicated
+    return sd if dist.get_rank() == 0 else None
+
+
+def save_hf(engine, zero_stage: int, model_src: Path, out_dir: Path) -> None:
+    """Write the consolidated HF checkpoint to out_dir (rank 0 writes; every rank must call)."""
+    import torch.distributed as dist
+
+    sd = consolidated_state_dict(engine, zero_stage)
+    if dist.get_rank() == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+        engine.module.save_pretrained(out_dir, state_dict=sd, safe_serialization=True)
+        copy_tokenizer_files(model_src, out_dir)
+    dist.barrier()
+
+
+def save_state(engine, state_dir: Path, train_state: dict) -> None:
+    """DeepSpeed state + train_state.json into state_dir (every rank calls; shared local directory)."""
+    import torch.distributed as dist
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engine.save_checkpoint(str(state_dir), tag=DS_TAG, save_latest=False)
+    if dist.get_rank() == 0:
+        (state_dir / STATE_FILE).write_text(json.dumps(train_state, indent=1))
+    dist.barrier()
+
+
+def read_train_state(state_dir: Path) -> dict | None:
+    f = Path(state_dir) / STATE_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def load_state(engine, state_dir: Path, *, with_optimizer: bool) -> None:
+    """Restore DeepSpeed state saved by `save_state` (module weights, and optimizer + LR scheduler)."""
+    path, _ = engine.load_checkpoint(str(state_dir), tag=DS_TAG, load_optimizer_states=with_optimizer,
+                                     load_lr_scheduler_states=with_optimizer)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed found no checkpoint under {state_dir}/{DS_TAG}")
+
+
+# ---- artifact store side (parent process and rank 0) ----
+
+def step_prefix(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def publish(local_dir: Path, uri: str) -> None:
+    """Upload local_dir to `uri` atomically (files first, manifest last)."""
+    from masa.storage import open_store, put_dir_atomic
+
+    put_dir_atomic(open_store(uri), str(local_dir), "")
+
+
+def fetch_verified(uri: str, local_dir: Path) -> Path:
+    """Download a manifest-sealed directory, refusing a missing or altered file (CheckpointError)."""
+    from masa.storage import get_dir_verified, open_store
+
+    get_dir_verified(open_store(uri), "", str(local_dir))
+    return local_dir
+
+
+def is_complete(uri: str) -> bool:
+    from masa.storage import is_complete as _complete
+    from masa.storage import open_store
+
+    return _complete(open_store(uri), "")
+
+
+def latest_resume_point(resume_root: str) -> str | None:
+    """URI of the newest complete step-NNNNNN state under resume_root, or None. Incomplete ones are skipped."""
+    from masa.storage import latest_complete, open_store
+
+    prefix = latest_complete(open_store(resume_root), "", pattern=r"step-(\d+)")
+    return None if prefix is None else resume_root.rstrip("/") + "/" + prefix
+
+
+def verify_local(model_dir: Path) -> None:
+    """Check a local directory against its MANIFEST.json (if it has one), naming any missing/altered file."""
+    from masa.storage import MANIFEST, CheckpointError, open_store, read_manifest
+    from masa.storage.base import sha256_file
+
+    if not (Path(model_dir) / MANIFEST).is_file():
+        return
+    for rel, entry in sorted(read_manifest(open_store(str(model_dir)), "").files.items()):
+        f = Path(model_dir) / rel
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint file {rel} missing from {model_dir}")
+        sha, size = sha256_file(str(f))
+        if (sha, size) != (entry.sha256, entry.size):
+            raise CheckpointError(f"checkpoint file {rel} failed verification (altered) in {model_dir}")

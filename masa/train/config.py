@@ -1,0 +1,72 @@
+"""Settings of the training step (one round of policy updates), frozen and validated.
+
+Defaults follow the paper (arXiv 2510.03259, App. B): lr 1e-6 with 20 warm-up steps, AdamW with weight
+decay 0.1, gradient clipping 1.0, asymmetric PPO clip (0.2 low, 0.28 high: "clip-higher"), no KL term and
+no entropy bonus. `bc_coef` weights the behaviour-cloning loss on the round's expert meta trajectories
+(the pipeline copies it from `AlgorithmConfig.expert.bc_coef`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from masa.configbase import check, raise_if
+
+LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # optimiser (AdamW with linear warm-up, then constant, as in the paper)
+    lr: float = 1e-6
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    # objective
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    dual_clip: float = 10.0
+    loss_agg: LossAgg = "token-mean"
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    bc_coef: float = 0.1
+    # reference model for the KL term; None = the round's input policy. Loaded only when kl_coef > 0.
+    ref_model: str | None = None
+    # recompute "old" log-probs with the training model instead of trusting the rollout engine's
+    recompute_logprobs: bool = False
+    # batching: one round = steps_per_round optimizer steps; each consumes samples_per_step samples
+    # (all ranks together; None = every sample of the round split evenly over the steps)
+    steps_per_round: int = 1
+    samples_per_step: int | None = None
+    # dynamic batch size: a micro-batch holds at most this many (prompt + response) tokens per rank
+    max_tokens_per_microbatch: int = 8192
+    seed: int = 0
+    # runtime
+    zero_stage: Literal[2, 3] = 2
+    gradient_checkpointing: bool | None = None  # None = on for GPU, off for CPU
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    save_every: int = 0  # save resumable DeepSpeed state every N optimizer steps (0 = never)
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(self.lr > 0, "lr", "must be > 0", p)
+        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0", p)
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0", p)
+        check(all(0 <= b < 1 for b in self.betas), "betas", "each must be in [0, 1)", p)
+        check(self.adam_eps > 0, "adam_eps", "must be > 0", p)
+        check(self.grad_clip > 0, "grad_clip", "must be > 0 (use a large value to disable)", p)
+        check(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1)", p)
+        check(self.clip_high >= 0, "clip_high", "must be >= 0", p)
+        check(self.dual_clip > 1, "dual_clip", "must be > 1", p)
+        for k in ("kl_coef", "entropy_coef", "bc_coef"):
+            check(getattr(self, k) >= 0, k, "must be >= 0", p)
+        check(self.steps_per_round >= 1, "steps_per_round", "must be >= 1", p)
+        check(self.samples_per_step is None or self.samples_per_step >= 1, "samples_per_step",
+              "must be >= 1 or null", p)
+        check(self.max_tokens_per_microbatch >= 16, "max_tokens_per_microbatch", "must be >= 16", p)
+        check(self.zero_stage in (2, 3), "zero_stage", f"must be 2 or 3; got {self.zero_stage!r}", p)
+        check(self.save_every >= 0, "save_every", "must be >= 0", p)
+        raise_if(p)

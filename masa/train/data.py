@@ -1,0 +1,186 @@
+"""Samples of one training round: loading the shards, planning steps, sharding over ranks, packing.
+
+Every rank loads the whole (small) shard and computes the same plan, so ranks agree on the global loss
+denominators and on how many micro-batches each optimizer step has without any collective. Each rank
+then trains on a disjoint share of each step's samples.
+
+How we differ from verl (which the paper's code uses): verl balances sequence lengths over data-parallel
+ranks and packs micro-batches by a token budget ("dynamic batch size") too, but rebuilds the batch
+through a single-controller; here the plan is a pure function of (shard, config, world size).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+PATHS = ("solution", "meta")
+EXPERT = "expert"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sequence to train on: prompt and response token ids (lists of ints).
+
+    `old_logp` holds the sampling policy's log-probability of each response token (None for experts,
+    which are cloned, not importance-weighted). `path` is "solution", "meta" or "expert".
+    """
+
+    prompt: tuple[int, ...]
+    response: tuple[int, ...]
+    old_logp: tuple[float, ...] | None
+    advantage: float
+    path: str
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.prompt) + len(self.response)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One optimizer step: micro-batches per rank (lists of sample indices) and the global denominators.
+
+    `micro[r]` is rank r's list of micro-batches; every rank has the same number of micro-batches (short
+    ranks get empty ones) because ZeRO-2/3 reduce gradients in every backward, a collective all ranks
+    must join. `policy_tokens`/`policy_seqs` count solution+meta response tokens/sequences of the whole
+    step over all ranks; `expert_tokens`/`expert_seqs` the same for the behaviour-cloned samples.
+    """
+
+    micro: tuple[tuple[tuple[int, ...], ...], ...]
+    policy_tokens: int
+    policy_seqs: int
+    expert_tokens: int
+    expert_seqs: int
+
+
+def _need(table, path: Path, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; see docs/rollout-shard.md")
+
+
+def load_policy_samples(path: str | Path) -> list[Sample]:
+    """Solution and meta rows of a scored shard (docs/rollout-shard.md). Empty responses are skipped."""
+    path = Path(path)
+    cols = ("path", "prompt_token_ids", "response_token_ids", "logprobs", "advantage")
+    table = pq.read_table(path)
+    _need(table, path, cols)
+    rows = table.select(list(cols)).to_pylist()
+    out = []
+    for i, r in enumerate(rows):
+        if r["path"] not in PATHS:
+            raise ValueError(f"{path}: row {i}: path must be one of {PATHS}, got {r['path']!r}")
+        resp = r["response_token_ids"] or []
+        if not resp:
+            continue
+        lp = r["logprobs"]
+        if lp is None or len(lp) != len(resp):
+            raise ValueError(f"{path}: row {i}: logprobs has {0 if lp is None else len(lp)} entries "
+                             f"for {len(resp)} response tokens")
+        out.append(Sample(tuple(r["prompt_token_ids"]), tuple(resp), tuple(lp), float(r["advantage"]),
+                          r["path"]))
+    return out
+
+
+def load_expert_samples(path: str | Path | None) -> list[Sample]:
+    """Expert meta trajectories (experts.parquet), cloned with the behaviour-cloning loss."""
+    if path is None:
+        return []
+    path = Path(path)
+    table = pq.read_table(path)
+    _need(table, path, ("prompt_token_ids", "response_token_ids"))
+    rows = table.select(["prompt_token_ids", "response_token_ids"]).to_pylist()
+    return [Sample(tuple(r["prompt_token_ids"]), tuple(r["response_token_ids"]), None, 0.0, EXPERT)
+            for r in rows if r["response_token_ids"]]
+
+
+def _chunks(items: list[int], n: int) -> list[list[int]]:
+    """Split `items` into n contiguous chunks whose sizes differ by at most one."""
+    q, r = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + q + (1 if i < r else 0)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
+def split_steps(n_policy: int, n_expert: int, *, steps: int, samples_per_step: int | None,
+                seed: int) -> list[list[int]]:
+    """Indices (policy 0..n_policy-1, then experts) of each optimizer step, shuffled with `seed`.
+
+    With `samples_per_step` None every policy sample is used once, split evenly over `steps`; otherwise
+    each step takes the next `samples_per_step` shuffled policy samples (cycling if the round is short).
+    Experts are spread evenly over the steps.
+    """
+    rng = random.Random(seed)
+    pol = list(range(n_policy))
+    rng.shuffle(pol)
+    exp = list(range(n_policy, n_policy + n_expert))
+    rng.shuffle(exp)
+    if samples_per_step is None:
+        pol_steps = _chunks(pol, steps)
+    else:
+        if n_policy == 0:
+            pol_steps = [[] for _ in range(steps)]
+        else:
+            flat = [pol[i % n_policy] for i in range(steps * samples_per_step)]
+            pol_steps = [flat[i * samples_per_step:(i + 1) * samples_per_step] for i in range(steps)]
+    return [p + e for p, e in zip(pol_steps, _chunks(exp, steps), strict=True)]
+
+
+def shard_balanced(indices: list[int], lengths: list[int], world: int) -> list[list[int]]:
+    """Disjoint per-rank shares with balanced token counts (longest first onto the lightest rank)."""
+    loads = [0] * world
+    shares: list[list[int]] = [[] for _ in range(world)]
+    for i in sorted(indices, key=lambda i: (-lengths[i], i)):
+        r = min(range(world), key=lambda r: (loads[r], r))
+        shares[r].append(i)
+        loads[r] += lengths[i]
+    return shares
+
+
+def pack_microbatches(indices: list[int], lengths: list[int], budget: int) -> list[tuple[int, ...]]:
+    """Pack samples into micro-batches whose padded size (count x longest) stays within `budget` tokens.
+
+    Samples are taken longest first so padding stays small; a sample longer than the budget goes alone.
+    """
+    out: list[tuple[int, ...]] = []
+    cur: list[int] = []
+    for i in sorted(indices, key=lambda i: (-lengths[i], i)):
+        longest = lengths[cur[0]] if cur else lengths[i]
+        if cur and (len(cur) + 1) * longest > budget:
+            out.append(tuple(cur))
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(tuple(cur))
+    return out
+
+
+def plan_round(samples: list[Sample], *, world: int, steps: int, samples_per_step: int | None,
+               token_budget: int, seed: int) -> list[StepPlan]:
+    """The full, deterministic plan of a round (every rank computes the same one).
+
+    `samples` lists policy samples first, then experts.
+    """
+    n_policy = sum(s.path != EXPERT for s in samples)
+    if any(s.path == EXPERT for s in samples[:n_policy]):
+        raise ValueError("plan_round: policy samples must come before expert samples")
+    lengths = [s.n_tokens for s in samples]
+    plans = []
+    for idx in split_steps(n_policy, len(samples) - n_policy, steps=steps,
+                           samples_per_step=samples_per_step, seed=seed):
+        shares = shard_balanced(idx, lengths, world)
+        micro = [pack_microbatches(sh, lengths, token_budget) for sh in shares]
+        n_micro = max(1, max(len(m) for m in micro))
+        micro = [tuple(m) + ((),) * (n_micro - len(m)) for m in micro]
+        pol = [samples[i] for i in idx if samples[i].path != EXPERT]
+        exp = [samples[i] for i in idx if samples[i].path == EXPERT]
+        plans.append(StepPlan(tuple(micro), sum(len(s.response) for s in pol), len(pol),
+                              sum(len(s.response) for s in exp), len(exp)))
+    return plans

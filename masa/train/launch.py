@@ -1,0 +1,68 @@
+"""Launch the training workers as N local processes (torchrun) and collect what they wrote.
+
+torchrun, not the `deepspeed` launcher: on CPU the DeepSpeed launcher counts NUMA nodes as devices and
+needs `--bind_cores_to_rank` tuning, while torchrun starts exactly N processes with RANK/WORLD_SIZE/
+LOCAL_RANK set, which `deepspeed.init_distributed` reads on CPU (gloo) and GPU (NCCL) alike. When any
+rank dies, torchrun's agent stops the others and exits non-zero; we raise with the tail of the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+
+class TrainingFailed(RuntimeError):
+    """The workers exited non-zero; the message carries the exit code and the log's tail."""
+
+
+def ds_config_path(zero_stage: int) -> str:
+    """Path of the repository's DeepSpeed JSON config for this ZeRO stage (masa/configs/ds_zeroN.json)."""
+    return str(resources.files("masa") / "configs" / f"ds_zero{zero_stage}.json")
+
+
+def worker_env(nproc: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    # CPU ranks share the machine's cores; without a cap every rank spawns one thread per core
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.update(extra or {})
+    return env
+
+
+def torchrun_command(spec_path: Path, nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "masa.train.worker", str(spec_path)]
+
+
+def run_workers(spec: dict, nproc: int, *, env: dict[str, str] | None = None,
+                on_line: Callable[[str], None] | None = None, log_tail: int = 60) -> None:
+    """Write spec into its work_dir, run `nproc` workers to completion, stream their output to on_line."""
+    work = Path(spec["work_dir"])
+    work.mkdir(parents=True, exist_ok=True)
+    spec_path = work / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    tail: deque[str] = deque(maxlen=log_tail)
+    with (work / "workers.log").open("a") as log, subprocess.Popen(
+            torchrun_command(spec_path, nproc), env=worker_env(nproc, env), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            tail.append(line.rstrip())
+            if on_line:
+                on_line(line.rstrip())
+        rc = proc.wait()
+    if rc != 0:
+        raise TrainingFailed(f"training workers exited with code {rc}; last lines of {work}/workers.log:\n"
+                             + "\n".join(tail))
+
+
+def read_metrics(work_dir: Path) -> list[dict]:
+    f = Path(work_dir) / "metrics.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.is_file() else []

@@ -1,0 +1,232 @@
+"""One rank of the distributed training step: `python -m masa.train.worker SPEC.json` under torchrun,
+the `deepspeed` launcher, or a Kubeflow Trainer TrainJob (any launcher that sets RANK/WORLD_SIZE/...).
+
+The same code runs on 2 CPU processes over gloo and on many GPUs over NCCL. Equivalence with 1 rank
+holds because (a) the plan (`masa.train.data.plan_round`) gives each rank a disjoint share of every step
+and the same global denominators, (b) each micro-batch's loss is its share of the full-batch loss, and
+(c) we undo DeepSpeed's averaging: `engine.backward(loss * world, scale_wrt_gas=False)` with
+`managed_gradient_accumulation: false` (the step boundary is ours, whatever the micro-batch count),
+so the reduced gradient is the SUM of the shares = the full-batch gradient.
+
+The spec (written by `masa.train.launch`) names local paths only; the parent process downloads inputs
+and uploads outputs, except intermediate resume points, which rank 0 publishes while training runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from masa.configbase import from_dict
+from masa.train import checkpoint as ckpt
+from masa.train.config import TrainConfig
+from masa.train.data import EXPERT, Sample, StepPlan, load_expert_samples, load_policy_samples, plan_round
+from masa.train.metrics import METRICS_PREFIX, StepAccumulator
+from masa.train.objective import Denominators, MicroBatch, collate, microbatch_loss, sequence_logprobs
+
+FAULT_ENV = "MASA_TRAIN_FAULT"  # test hook: "rank=R,step=S,micro=M" -> SIGKILL self after that backward
+
+
+def _fault(rank: int) -> tuple[int, int] | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    kv = dict(item.split("=") for item in spec.split(","))
+    return (int(kv["step"]), int(kv.get("micro", 0))) if int(kv["rank"]) == rank else None
+
+
+def _device_and_dtype(cfg: TrainConfig) -> tuple[torch.device, torch.dtype]:
+    if torch.cuda.is_available():
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+        return dev, torch.float32 if cfg.dtype == "float32" else torch.bfloat16
+    return torch.device("cpu"), torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+
+
+def _ds_config(path: str, cfg: TrainConfig, dtype: torch.dtype) -> dict:
+    ds = json.loads(Path(path).read_text())
+    ds["gradient_clipping"] = cfg.grad_clip
+    ds["bf16"] = {"enabled": dtype == torch.bfloat16}
+    ds["zero_optimization"]["stage"] = cfg.zero_stage
+    ds["train_micro_batch_size_per_gpu"] = 1
+    ds["gradient_accumulation_steps"] = 1
+    ds["managed_gradient_accumulation"] = False
+    return ds
+
+
+def build_engine(model_dir: str, cfg: TrainConfig, ds_config_path: str, device, dtype):
+    import deepspeed
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else device.type == "cuda":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
+                            weight_decay=cfg.weight_decay)
+    warm = cfg.warmup_steps
+    # linear warm-up over the first `warm` optimizer steps of the whole run (the step count survives
+    # rounds through the saved scheduler state), then constant, as in the paper
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
+                                           config=_ds_config(ds_config_path, cfg, dtype))
+    return engine
+
+
+def load_reference(path: str, device, dtype):
+    from transformers import AutoModelForCausalLM
+
+    ref = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan], rank: int, pad_id: int,
+                           device) -> tuple[list[Sample], float, int]:
+    """Replace this rank's policy samples' old log-probs with the training model's (before any update).
+
+    Returns (samples, sum of |rollout - recomputed| over tokens, token count) for the gap metric.
+    """
+    samples = list(samples)
+    gap, n = 0.0, 0
+    with torch.no_grad():
+        for plan in plans:
+            for idx in plan.micro[rank]:
+                idx = [i for i in idx if samples[i].path != EXPERT]
+                if not idx:
+                    continue
+                mb = collate([samples[i] for i in idx], pad_id).to(device)
+                logp, _ = sequence_logprobs(engine, mb, with_entropy=False)
+                gap += float((logp - mb.old_logp).abs()[mb.mask].sum())
+                n += int(mb.mask.sum())
+                for row, i in enumerate(idx):
+                    new = logp[row][mb.mask[row]].float().cpu().tolist()
+                    samples[i] = dataclasses.replace(samples[i], old_logp=tuple(new))
+    return samples, gap, n
+
+
+def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainConfig, *, rank: int,
+               world: int, pad_id: int, device, fault_micro: int | None) -> StepAccumulator:
+    """Forward/backward every micro-batch of this rank, then one optimizer step."""
+    den = Denominators(plan.policy_tokens, plan.policy_seqs, plan.expert_tokens, plan.expert_seqs)
+    acc = StepAccumulator()
+    for j, idx in enumerate(plan.micro[rank]):
+        mb: MicroBatch = collate([samples[i] for i in idx], pad_id).to(device)
+        with torch.set_grad_enabled(True):
+            logp, ent = sequence_logprobs(engine, mb, with_entropy=True)
+        ref_logp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_logp, _ = sequence_logprobs(ref, mb, with_entropy=False)
+        loss, stats = microbatch_loss(
+            logp, mb, den, clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip,
+            agg=cfg.loss_agg, bc_coef=cfg.bc_coef, kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef,
+            ref_logp=ref_logp, entropy=ent if cfg.entropy_coef > 0 else ent.detach())
+        # DeepSpeed averages gradients over ranks; our loss is already a share of the global mean
+        engine.backward(loss * world, scale_wrt_gas=False)
+        acc.add(stats, loss=loss.detach(), tokens=mb.n_tokens if idx else 0)  # padding batches: 0
+        if acc.first_gap is None:
+            pol = mb.mask & ~mb.rows(EXPERT)[:, None]
+            acc.first_gap = ((logp.detach() - mb.old_logp).abs()[pol].sum(), pol.sum())
+        if fault_micro is not None and j == fault_micro:
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die mid-step, like a lost node
+    acc.lr = engine.get_lr()[0]
+    engine.step()
+    acc.grad_norm = engine.get_global_grad_norm()
+    return acc
+
+
+def run(spec: dict) -> None:
+    import deepspeed
+
+    cfg = from_dict(TrainConfig, spec["cfg"])
+    device, dtype = _device_and_dtype(cfg)
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(cfg.seed)
+    work = Path(spec["work_dir"])
+
+    samples = load_policy_samples(spec["scored_path"]) + load_expert_samples(spec.get("experts_path"))
+    plans = plan_round(samples, world=world, steps=cfg.steps_per_round, samples_per_step=cfg.samples_per_step,
+                       token_budget=cfg.max_tokens_per_microbatch, seed=cfg.seed)
+    engine = build_engine(spec["model_dir"], cfg, spec["ds_config"], device, dtype)
+    pad_id = engine.module.config.pad_token_id or 0
+    ref = load_reference(spec["ref_model_dir"], device, dtype) if cfg.kl_coef > 0 else None
+
+    start, global_step, restored = 0, 0, "none"
+    for key in ("resume_dir", "init_state_dir"):  # a resume point of this round wins over last round's
+        sdir = spec.get(key)
+        st = ckpt.read_train_state(Path(sdir)) if sdir else None
+        if st is None:
+            continue
+        same_world = st["world"] == world
+        ckpt.load_state(engine, Path(sdir), with_optimizer=same_world)
+        global_step = st["global_step"]
+        if not same_world:  # ZeRO partitions depend on the world size: keep the step, reset moments
+            engine.lr_scheduler.last_epoch = global_step - 1
+            engine.lr_scheduler.step()
+        if key == "resume_dir":
+            if st["fingerprint"] != spec["fingerprint"]:
+                raise RuntimeError(f"resume point {sdir} belongs to another round's inputs; refusing it")
+            start = st["step_in_round"]
+        restored = f"{key}:{st['global_step']}"
+        break
+
+    gap0 = None
+    if cfg.recompute_logprobs:
+        samples, g, n = recompute_old_logprobs(engine, samples, plans, rank, pad_id, device)
+        gap0 = (torch.tensor(g), torch.tensor(float(n)))
+
+    fault = _fault(rank)
+    metrics_path = work / "metrics.jsonl"
+    for k in range(start, len(plans)):
+        t0 = time.perf_counter()
+        acc = train_step(engine, ref, plans[k], samples, cfg, rank=rank, world=world, pad_id=pad_id,
+                         device=device, fault_micro=fault[1] if fault and fault[0] == k else None)
+        global_step += 1
+        row = acc.reduce(step=global_step, step_in_round=k + 1, seconds=time.perf_counter() - t0,
+                         gap=gap0 if gap0 is not None else (acc.first_gap if k == start else None),
+                         device=device)
+        row["restored_from"] = restored
+        if rank == 0:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(METRICS_PREFIX + json.dumps(row), flush=True)
+        done = k + 1
+        if cfg.save_every and done % cfg.save_every == 0 and done < len(plans) and spec.get("resume_root"):
+            sdir = work / "resume" / ckpt.step_prefix(global_step)
+            ckpt.save_state(engine, sdir, {"global_step": global_step, "step_in_round": done, "world": world,
+                                           "fingerprint": spec["fingerprint"]})
+            if rank == 0:
+                ckpt.publish(sdir, spec["resume_root"].rstrip("/") + "/" + ckpt.step_prefix(global_step))
+            dist.barrier()
+
+    out = work / "out"
+    ckpt.save_hf(engine, cfg.zero_stage, Path(spec["model_dir"]), out)
+    ckpt.save_state(engine, work / "state", {"global_step": global_step, "step_in_round": len(plans),
+                                                   "world": world, "fingerprint": spec["fingerprint"]})
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m masa.train.worker SPEC.json", file=sys.stderr)
+        return 2
+    run(json.loads(Path(argv[0]).read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
