@@ -23,8 +23,11 @@ def reference(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
 
 
+CHUNK_ROWS = 1024
+
+
 def chunked(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    return token_logprobs(logits, tokens)
+    return token_logprobs(logits, tokens, chunk_rows=CHUNK_ROWS)
 
 
 def _sync(device: torch.device) -> None:
@@ -64,7 +67,10 @@ def main() -> None:
     ap.add_argument("--v", type=int, default=32000)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--chunk-rows", type=int, default=1024)
     a = ap.parse_args()
+    global CHUNK_ROWS
+    CHUNK_ROWS = a.chunk_rows
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
     g = torch.Generator(device=device).manual_seed(0)
@@ -72,7 +78,7 @@ def main() -> None:
     tokens = torch.randint(0, a.v, (a.n, a.t), generator=g, device=device)
     gap = (chunked(full[:, :-1], tokens) - reference(full[:, :-1], tokens)).abs().max().item()
     logits_bytes = full.numel() * full.element_size()
-    print(f"device={device} dtype={a.dtype} N={a.n} T={a.t} V={a.v} logits={logits_bytes / 2**30:.2f} GiB "
+    print(f"device={device} dtype={a.dtype} N={a.n} T={a.t} V={a.v} chunk_rows={a.chunk_rows} logits={logits_bytes / 2**30:.2f} GiB "
           f"max|diff|={gap:.2e}")
     t_ref, m_ref = measure(reference, full, tokens, a.reps)
     t_chk, m_chk = measure(chunked, full, tokens, a.reps)

@@ -300,7 +300,7 @@ class _ChunkedTokenLogProb(torch.autograd.Function):
 
 
 def token_logprobs(
-    logits: Tensor, tokens: Tensor, *, temperature: float = 1.0, chunk_rows: int = 4096
+    logits: Tensor, tokens: Tensor, *, temperature: float = 1.0, chunk_rows: int = 1024
 ) -> Tensor:
     """log softmax(logits / temperature)[tokens]: logits [N, T, V], tokens [N, T] long -> [N, T] float32.
 
@@ -317,7 +317,7 @@ def token_logprobs(
     return _ChunkedTokenLogProb.apply(logits, tokens.long(), float(temperature), int(chunk_rows))
 
 
-def entropy_from_logits(logits: Tensor, *, temperature: float = 1.0, chunk_rows: int = 4096) -> Tensor:
+def entropy_from_logits(logits: Tensor, *, temperature: float = 1.0, chunk_rows: int = 1024) -> Tensor:
     """Entropy of softmax(logits / temperature) per position: [N, T, V] -> [N, T] float32.
 
     H = logsumexp(x) - sum softmax(x) x, in blocks like `token_logprobs` (differentiable, but under autograd
