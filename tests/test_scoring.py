@@ -183,3 +183,21 @@ def test_bad_shard_errors(tmp_path, tokenizer_dir):
     with pytest.raises(ValueError, match="lacks columns group_id"):
         score_shard(str(tmp_path / "bad.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir,
                     algo=AlgorithmConfig(n_solution=G), max_response_tokens=MAXT, verifier_workers=0)
+
+
+def test_grpo_shard_without_meta_rows(tmp_path, tokenizer_dir):
+    table = pq.read_table(_shard_only_solutions(tmp_path))
+    assert set(table.column("path").to_pylist()) == {"solution"}
+    stats = score_shard(str(tmp_path / "sol.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir,
+                        algo=AlgorithmConfig(name="grpo", n_solution=G), max_response_tokens=MAXT, verifier_workers=0)
+    assert stats["n_experts"] == 0 and stats["meta_pass_rate_mae"] is None and stats["meta_parse_rate"] is None
+    assert stats["train_accuracy"] == pytest.approx(6 / 8)
+    assert pq.read_table(tmp_path / "o" / "experts.parquet").num_rows == 0
+
+
+def _shard_only_solutions(tmp_path):
+    build_shard(tmp_path / "all.parquet")
+    t = pq.read_table(tmp_path / "all.parquet")
+    keep = [i for i, p in enumerate(t.column("path").to_pylist()) if p == "solution"]
+    pq.write_table(t.take(keep), tmp_path / "sol.parquet")
+    return tmp_path / "sol.parquet"

@@ -211,6 +211,9 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         "solution_tokens": sum(lengths[i] for i in sol), "meta_tokens": sum(lengths[i] for i in meta),
         "n_experts": len(experts),
     }
+    meta_keys = ("meta_parse_rate", "meta_pass_rate_mae", "meta_reward_mean", "meta_reward_pass_rate_mean",
+                 "meta_reward_length_mean", "meta_reward_notion_mean")
+    out.update(dict.fromkeys(meta_keys))  # None without meta rows (GRPO), so every round has the same keys
     if m is not None:
         ok = m["parsed"]
         scorable = [bool(obs.mask[prompt_of[i]].any()) for i in meta]
