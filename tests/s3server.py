@@ -73,6 +73,7 @@ class SeaweedFS:
         # ~15 s re-electing itself from its old raft log. Volumes and filer metadata persist; the
         # new master learns the file-id high-water mark from the volume server's heartbeats.
         self.starts = 0
+        self._buckets: set[str] = set()
 
     @property
     def endpoint_url(self) -> str:
@@ -88,19 +89,28 @@ class SeaweedFS:
         }
 
     def client(self, **config):
+        """A new boto3 S3 client for this server (botocore.config.Config options as keywords)."""
         import boto3
         import botocore.config
+        import botocore.session
 
-        cfg = botocore.config.Config(s3={"addressing_style": "path"}, **config)
-        return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name=self.region, config=cfg)
+        from masa.storage.s3 import _model_loader
+
+        cfg = botocore.config.Config(s3={"addressing_style": "path"}, region_name=self.region, **config)
+        bs = botocore.session.get_session()
+        bs.register_component("data_loader", _model_loader())  # skip re-parsing the S3 model
+        # Credentials given explicitly, not read from the environment (a test may have changed it).
+        session = boto3.session.Session(aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                                         botocore_session=bs)
+        return session.client("s3", endpoint_url=self.endpoint_url, config=cfg)
 
     def make_bucket(self, name: str) -> str:
         """Create bucket `name` (3-63 chars, lowercase) if missing; return 's3://name'."""
-        c = self.client()
-        with contextlib.suppress(c.exceptions.BucketAlreadyOwnedByYou, c.exceptions.BucketAlreadyExists):
-            c.create_bucket(Bucket=name)
+        if name not in self._buckets:
+            c = self.client()
+            with contextlib.suppress(c.exceptions.BucketAlreadyOwnedByYou, c.exceptions.BucketAlreadyExists):
+                c.create_bucket(Bucket=name)
+            self._buckets.add(name)
         return f"s3://{name}"
 
     def _command(self) -> list[str]:
@@ -209,7 +219,7 @@ def seaweedfs(data_dir: str | Path | None = None, *, timeout_s: float = 60.0) ->
         server.start(timeout_s)
         yield server
     finally:
-        server.stop()
+        server.kill()  # nothing needs a graceful shutdown at the end (it takes seconds)
         if owned:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -115,6 +115,7 @@ def _resolve_s3(uri: str, cache: Path) -> Path:
         tmp = cache / f"{TMP_PREFIX}{entry.name}-{uuid.uuid4().hex[:8]}"
         try:
             _download(store, infos, tmp)
+            check_model_dir(tmp, ref=uri)  # never cache something that is not a model
             (tmp / _DONE).write_text(uri + "\n")
             if entry.exists():  # a stale, unfinished entry (no marker) from an older layout
                 shutil.rmtree(entry)
