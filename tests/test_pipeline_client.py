@@ -1,0 +1,84 @@
+"""compile / submit / schedule. Submit and schedule run against a local HTTP STAND-IN for the KFP
+API server (tests/kfp_standin.py): no KFP backend or Kubernetes runs here, so these tests check what
+the kfp client would send, not what a cluster would do with it."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from masa.config import load_config
+from masa.pipeline.compile import compile_pipeline, schedule, submit
+from tests.kfp_standin import KfpStandIn
+
+COMPONENTS = {"configure", "prepare", "data-filter", "rollout", "score", "train", "benchmark", "report"}
+
+
+def test_compile_holds_every_component_and_round(tmp_path):
+    cfg = load_config("toy", ["rounds=2"])
+    spec = yaml.safe_load(compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
+    names = {k.removeprefix("comp-").rstrip("-0123456789") for k in spec["components"]}
+    assert COMPONENTS <= names
+    tasks = spec["root"]["dag"]["tasks"]
+    # 4 before the rounds (configure, prepare, data filter, base benchmark) + per branch 3 x rounds + 1 + report
+    assert len(tasks) == 4 + 2 * (3 * 2 + 1) + 1
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"model", "train_data", "store", "n_solution", "learning_rate"} <= set(params)
+    execs = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in execs.values()}
+    assert images == {cfg.images.cpu, cfg.images.vllm, cfg.images.deepspeed}
+
+
+def test_compile_cli_writes_yaml_without_credentials(tmp_path, monkeypatch):
+    secret = "AKIAEXAMPLESECRET1234"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", secret)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret + "xyz")
+    out = tmp_path / "pipeline.yaml"
+    r = subprocess.run([sys.executable, "-m", "masa.cli", "compile", "--preset", "paper", "--set", "rounds=2",
+                        "-o", str(out)],
+                       capture_output=True, text=True, check=True)
+    text = out.read_text()
+    assert secret not in text and secret not in r.stdout + r.stderr
+    # on S3 the credentials come from the Secret named in the config, by reference only
+    assert "masa-s3-credentials" in text
+
+
+def test_submit_sends_the_compiled_pipeline():
+    cfg = load_config("smoke")
+    with KfpStandIn() as kfp:
+        run_id = submit(cfg, host=kfp.host, experiment="masa-tests")
+    assert run_id == "run-standin"
+    runs = [b for m, p, b in kfp.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")]
+    assert len(runs) == 1
+    spec = runs[0]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "masa-smoke"
+    assert runs[0]["experiment_id"] == "exp-standin"
+
+
+def test_schedule_sends_cron_concurrency_one_no_catchup():
+    cfg = load_config("smoke")
+    with KfpStandIn() as kfp:
+        job = schedule(cfg, host=kfp.host, cron="0 0 3 * * *", experiment="retrain")
+    assert job == "rr-standin"
+    (body,) = [b for m, p, b in kfp.requests if m == "POST" and p.startswith("/apis/v2beta1/recurringruns")]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert int(body["max_concurrency"]) == 1
+    assert body["no_catchup"] is True
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "masa-smoke"
+
+
+def test_schedule_rejects_five_field_cron():
+    with pytest.raises(ValueError, match="6 fields"):
+        schedule(load_config("smoke"), host="http://127.0.0.1:9", cron="0 3 * * *", experiment="x")
+
+
+def test_bad_config_fails_before_anything_runs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "masa.cli", "run", "--preset", "smoke", "--out", str(tmp_path),
+                        "--set", "algorithm.name=ppo", "--set", "rounds=0", "--set", "train.lr=-1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    for key in ("algorithm.name", "rounds", "train.lr"):
+        assert key in r.stderr
+    assert "'grpo', 'masa', 'masa-efficient'" in r.stderr
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written
