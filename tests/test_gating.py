@@ -142,3 +142,13 @@ def test_bad_shapes_are_named():
         median_prediction(torch.zeros(3), torch.zeros(3, dtype=torch.bool))
     with pytest.raises(ValueError, match="explore_share"):
         apply_exploration(torch.zeros(3, dtype=torch.bool), explore_share=1.5, generator=round_generator(0, 0))
+
+
+def test_gating_config_bounds_and_validation():
+    from masa.algo.config import GatingConfig
+    from masa.configbase import ConfigError, from_dict
+
+    assert GatingConfig().bounds(8) == (0, 8)
+    assert from_dict(GatingConfig, {"low": 1, "high": 7}).bounds(8) == (1, 7)
+    with pytest.raises(ConfigError, match="low: must be < high"):
+        from_dict(GatingConfig, {"low": 5, "high": 3})

@@ -63,7 +63,8 @@ class GatingConfig:
     """Predictive gating (MASA-efficient): skip solution rollouts of prompts predicted trivial/unsolvable."""
 
     enabled: bool = True
-    # Skip when the median predicted pass rate (integer 0..G) is <= low or >= high; None means 0 / G.
+    # Skip when the median predicted pass rate (0..G; a half-integer for an even count) is <= low or
+    # >= high; None means 0 / G.
     low: int | None = None
     high: int | None = None
     # Turn on only after `min_rounds` rounds and once the running pass-rate MAE (as a fraction of G,
@@ -80,7 +81,12 @@ class GatingConfig:
         check(self.window >= 1, "window", "must be >= 1", p)
         check(0 < self.mae_threshold <= 1, "mae_threshold", "must be in (0, 1]", p)
         check(0 <= self.explore_share <= 1, "explore_share", "must be in [0, 1]", p)
+        check(self.low is None or self.high is None or self.low < self.high, "low", "must be < high", p)
         raise_if(p)
+
+    def bounds(self, n_solution: int) -> tuple[int, int]:
+        """(low, high) for `masa.algo.gating.gate_mask`, with None resolved to 0 and G = n_solution."""
+        return (0 if self.low is None else self.low, n_solution if self.high is None else self.high)
 
 
 @dataclass(frozen=True)

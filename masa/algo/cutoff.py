@@ -7,8 +7,9 @@ Shapes: B prompts, Gm meta rollouts per prompt.
 
 where median_b is the median (`masa.algo.gating.median_prediction`) of the meta group's parsed
 `solution_length` predictions. The rollout engine uses budget_b as the prompt's max new tokens; a solution
-cut off by it usually has no final answer yet and then scores incorrect. The rationale: rollouts far longer
-than the model itself expects are mostly failing (looping, rambling) and are the most expensive ones. Vanilla GRPO uses one global max_response_tokens for every prompt.
+cut off by it is rewarded 0 (`masa.algo.rewards.solution_reward`). The rationale: rollouts far longer than
+the model itself expects are mostly failing (looping, rambling) and are the most expensive ones. Vanilla
+GRPO uses one global max_response_tokens for every prompt.
 
 How this differs from the paper's released code (akatigre/MASA-RL, as stored at 80b3cfa): its trainer has no
 cutoff path (every solution runs to the global response length; a predicted length only reaches the solution

@@ -98,8 +98,9 @@ def pass_rate_mae(median: Tensor, has_pred: Tensor, observed: Tensor, rolled_out
                   n_solution: int) -> tuple[Tensor, Tensor]:
     """This round's mean |median prediction - observed correct count| / G, and how many prompts it covers.
 
-    median, has_pred: [B] from `median_prediction`; observed: [B] correct solutions out of G (any value
-    where not rolled out); rolled_out: [B] bool. Returns (mae scalar float64, count scalar long); the MAE is
+    median, has_pred: [B] from `median_prediction`; observed: [B] correct solutions *counted* out of G, the
+    prediction's unit (i.e. `masa.algo.rewards.observed_pass_rate(...) * n_solution`; any value where not
+    rolled out); rolled_out: [B] bool. Returns (mae scalar float64, count scalar long); the MAE is
     NaN when count is 0, and the caller then appends nothing to the history.
     """
     if n_solution < 1:

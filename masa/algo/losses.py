@@ -139,7 +139,7 @@ def k3_kl(logp: Tensor, ref_logp: Tensor) -> Tensor:
     Clamped to [0, 10] (verl's "low_var_kl") so one far-off token cannot dominate. Shapes [N, T].
     """
     d = torch.clamp(ref_logp - logp, -_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-    return torch.clamp(torch.exp(d) - d - 1.0, min=0.0, max=_MAX_K3)
+    return torch.clamp(torch.expm1(d) - d, min=0.0, max=_MAX_K3)
 
 
 def _check_clip(clip_low: float, clip_high: float, dual_clip: float, kl_coef: float) -> None:
@@ -216,7 +216,9 @@ def policy_loss(
         stats["clip_frac_high"] = _masked_mean(((adv > 0) & (r > 1.0 + clip_high)).to(r.dtype), mask)
         stats["dual_clip_frac"] = _masked_mean(((adv < 0) & (r > dual_clip)).to(r.dtype), mask)
         # k3 of KL(old || new) from samples of old: (r - 1) - log r >= 0 (Schulman's estimator).
-        stats["approx_kl"] = _masked_mean(r - 1.0 - log_ratio.detach(), mask)
+        # expm1 avoids float32 cancellation near r = 1 (r - 1 - ln r went slightly negative there).
+        lr = log_ratio.detach()
+        stats["approx_kl"] = _masked_mean(torch.clamp(torch.expm1(lr) - lr, min=0.0), mask)
         stats["pg_loss"] = aggregate(pg.detach(), mask, agg, global_tokens=global_tokens,
                                      global_seqs=global_seqs)
         if entropy is not None:
