@@ -25,7 +25,7 @@ COLLECTIONS = frozenset({"tuple", "list", "set", "interval", "matrix", "union"})
 MAX_ITEMS = 200
 MAX_ALTERNATIVES = 16
 N_POINTS = 3
-REL_TOL = 1e-9
+REL_TOL = 1e-11  # float noise is ~1e-15; 2.718281828 must not pass for e
 _POINTS_RNG_SEED = 20251003  # fixed: the same answer pair always gets the same verdict
 
 
@@ -36,15 +36,16 @@ def equivalent(a: tuple, b: tuple) -> bool:
     if a[0] == "rel" or b[0] == "rel":
         return _relations_equivalent(a, b)
     if _has_pm(a) or _has_pm(b):
-        xs, ys = _expand_pm(a), _expand_pm(b)
-        return len(xs) == len(ys) and _match_unordered(xs, ys)
+        xs, ys = _alternatives(a), _alternatives(b)
+        return _match_unordered(xs, ys) if "set" not in (a[0], b[0]) else _covers(xs, ys) and _covers(ys, xs)
     if a[0] in COLLECTIONS or b[0] in COLLECTIONS:
         return _collections_equivalent(a, b)
     return scalars_equivalent(a, b)
 
 
 def _lone_symbol(n: tuple) -> bool:
-    return n[0] == "sym" or (n[0] == "fn" and n[2][0] == "sym")  # x = 3, f(x) = ..
+    """A name being defined: `x` in `x = 3`, or `f(x)` (parsed as f*x) in `f(x) = x^2`."""
+    return n[0] == "sym" or (n[0] == "mul" and len(n[1]) == 2 and all(c[0] == "sym" for c in n[1]))
 
 
 def _relations_equivalent(a: tuple, b: tuple) -> bool:
@@ -85,6 +86,13 @@ def _expand_pm(n: tuple) -> list[tuple]:
     if not isinstance(n[0], str):  # a tuple of child nodes
         return _capped([tuple(c) for c in product(*(_expand_pm(c) for c in n))])
     return _capped([(n[0], *rest) for rest in product(*(_expand_pm(c) for c in n[1:]))])
+
+
+def _alternatives(n: tuple) -> list[tuple]:
+    """The values an answer lists: `1\\pm\\sqrt2` -> two; `\\{1\\pm\\sqrt5, -2\\}` -> three."""
+    if n[0] in ("list", "set"):
+        return _capped([alt for item in n[1] for alt in _expand_pm(item)])
+    return _expand_pm(n)
 
 
 def _capped(xs: list) -> list:
@@ -156,8 +164,11 @@ def _infinity_sign(n: tuple) -> int:
 
 
 def _text_name(n: tuple) -> str | None:
+    """The spelling of a word: `\\text{odd}`, and `{odd}` or `odd` which parse as o*d*d."""
     if n[0] == "text" or (n[0] == "sym" and len(n[1]) == 1):
         return n[1].casefold()
+    if n[0] == "mul" and all(c[0] == "sym" and len(c[1]) == 1 for c in n[1]):
+        return "".join(c[1] for c in n[1]).casefold()
     return None
 
 
@@ -174,10 +185,8 @@ def scalars_equivalent(a: tuple, b: tuple) -> bool:
     ea, eb = exact(a), exact(b)
     if ea is not None and eb is not None:
         return ea == eb
-    names = free_symbols(a)
-    if names != free_symbols(b):
-        return False
-    return _agree_numerically(a, b, sorted(names))
+    # Compared over the union of symbols: sin^2 x + cos^2 x equals 1 although only one side has x.
+    return _agree_numerically(a, b, sorted(free_symbols(a) | free_symbols(b)))
 
 
 def _agree_numerically(a: tuple, b: tuple, names: list[str]) -> bool:

@@ -29,14 +29,14 @@ class Verdict:
 
 _INTEGER = re.compile(r"[+-]?\d{1,30}")
 _CANON_DROP = re.compile(
-    r"\\(?:text|textbf|textrm|textit|textnormal|mbox|mathrm|mathbf|displaystyle)(?![a-zA-Z])"
+    r"(\\\\)|\\(?:text|textbf|textrm|textit|textnormal|mbox|mathrm|mathbf|displaystyle)(?![a-zA-Z])"
     r"|\\(?:left|right)(?![a-zA-Z])|\\[,;:! ]|\\q?quad(?![a-zA-Z])|\$|\s+|\^\{?\\circ\}?|\\%|%"
 )
 
 
 def canonical_string(s: str) -> str:
     """Presentation-free spelling used for the string-equality shortcut (`\\text{(B)}` -> `B`)."""
-    s = _CANON_DROP.sub("", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = _CANON_DROP.sub(lambda m: m.group(1) or "", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = s.rstrip(".")
     while len(s) >= 2 and s[0] == "{" and s[-1] == "}" and _balanced(s[1:-1]):
         s = s[1:-1]
@@ -54,23 +54,39 @@ def _balanced(s: str) -> bool:
     return depth == 0
 
 
-def to_ast(answer: str) -> tuple:
+def to_ast(answer: str, separators: bool = True) -> tuple:
     """Parse one answer string; raises VerifierSyntaxError / VerifierLimit."""
-    return parse(tokenize(clean(answer)))
+    return parse(tokenize(clean(answer), separators))
+
+
+_GROUPED_DIGITS = re.compile(r"\d,\d{3}(?!\d)")
 
 
 def judge(pred: str, gold: str) -> tuple[bool, str | None]:
     """(correct, error) for a predicted answer against the reference answer."""
+    if not gold.strip():
+        return False, "empty reference answer"
+    if not pred.strip():
+        return False, None
     if _INTEGER.fullmatch(pred) and _INTEGER.fullmatch(gold):
         return int(pred) == int(gold), None
     if canonical_string(pred) == canonical_string(gold):
         return True, None
+    correct, error = _judge_parsed(pred, gold, separators=True)
+    if not correct and (_GROUPED_DIGITS.search(gold) or _GROUPED_DIGITS.search(pred)):
+        # `45,135` is 45135 or the list 45, 135: either reading, applied to both sides alike, may match.
+        correct, other_error = _judge_parsed(pred, gold, separators=False)
+        error = None if correct else error or other_error
+    return correct, error
+
+
+def _judge_parsed(pred: str, gold: str, separators: bool) -> tuple[bool, str | None]:
     try:
-        gold_ast = to_ast(gold)
+        gold_ast = to_ast(gold, separators)
     except (VerifierSyntaxError, VerifierLimit) as e:
         return False, f"cannot parse reference answer: {e}"
     try:
-        return equivalent(to_ast(pred), gold_ast), None
+        return equivalent(to_ast(pred, separators), gold_ast), None
     except VerifierSyntaxError:
         return False, None  # an answer we cannot read is a wrong answer, not a failure to judge
     except (VerifierLimit, RecursionError) as e:

@@ -53,7 +53,7 @@ ALIASES = {"dfrac": "frac", "tfrac": "frac", "cfrac": "frac", "dbinom": "binom",
 TEXT_COMMANDS = frozenset("text textbf textrm textit textnormal mbox mathrm mathbf mathit rm bf".split())
 UNICODE = {"≤": "<=", "≥": ">=", "≠": "!=", "×": "*", "·": "*", "÷": "/", "−": "-", "–": "-",
            "±": "±", "∞": "\\infty ", "π": "\\pi ", "√": "\\sqrt", "∪": "cup", "∈": "in"}
-SINGLE_OPS = frozenset("+-*/^_()[]{},=<>!|&;:'")
+SINGLE_OPS = frozenset("+-*/^_()[]{},=<>!|&:'")
 
 UNIT_WORDS = frozenset(
     """cm m mm km in inch inches ft feet foot yd yard yards mi mile miles unit units sq square cubic
@@ -63,12 +63,14 @@ UNIT_WORDS = frozenset(
     mph kph liter liters l ml gallon gallons per mps s cms""".split()
 )
 
+# A row break `\\\\` comes first so that `\\\\ 3` is never read as `\\` + the space command `\ `.
 _SPACING = re.compile(
-    r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])|\\[,;: ]|\\q?quad(?![a-zA-Z])|\\displaystyle"
+    r"(\\\\)|\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])|\\[,;: ]|\\q?quad(?![a-zA-Z])|\\displaystyle"
     r"|\\(?:mathrm|text)\{\s*\}|~"
 )
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°")
 _THIN_SPACE = re.compile(r"\\!")
+_EXPLICIT_SEPARATOR = re.compile(r"(?<=\d),\s*\\!\s*(?=\d{3}(?!\d))")
 _PERCENT = re.compile(r"\\?%")
 _DOLLAR = re.compile(r"\\\$|\$")
 _BRACED_COMMA = re.compile(r"(?<=\d)\{,\}(?=\d)")
@@ -101,8 +103,9 @@ def clean(s: str) -> str:
     if len(s) > MAX_CHARS:
         raise VerifierLimit(f"answer longer than {MAX_CHARS} characters")
     s = _DOLLAR.sub("", s)
+    s = _EXPLICIT_SEPARATOR.sub("", s)  # `11,\! 111,\! 100`: typeset digit groups
     s = _THIN_SPACE.sub("", s)  # `15,\!000`: a negative space only ever glues
-    s = _SPACING.sub(" ", s)
+    s = _SPACING.sub(lambda m: m.group(1) or " ", s)
     s = _DEGREES.sub("", s)
     s = _PERCENT.sub("", s)
     s = _BRACED_COMMA.sub("", s)
@@ -139,12 +142,13 @@ def normalise_text(body: str) -> str:
     return t
 
 
+_LETTERS = re.compile(r"[a-zA-Z]+")
 _NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])|\d{1,3}(?:,\d{3})+(?=,\d{1,2}(?!\d)|,\d{4})")
 
 
-def _lex_number(s: str, i: int, depth: int) -> tuple[str, int]:
-    if depth == 0:
+def _lex_number(s: str, i: int, depth: int, separators: bool) -> tuple[str, int]:
+    if depth == 0 and separators:
         m = _GROUPED.match(s, i)
         # `1,000` is a thousands separator only outside brackets: `(1,000)` is a pair.
         if m and "," in m.group(0):
@@ -167,8 +171,11 @@ def _split_command(name: str) -> list[Token]:
     return [("id", "\\" + name)]
 
 
-def tokenize(s: str) -> list[Token]:
-    """Tokens of the cleaned answer text `s` (see module docstring)."""
+def tokenize(s: str, separators: bool = True) -> list[Token]:
+    """Tokens of the cleaned answer text `s` (see module docstring).
+
+    separators=False reads `45,135` as two numbers instead of 45135 (the caller tries both readings).
+    """
     toks: list[Token] = []
     depth, i, n = 0, 0, len(s)
     while i < n:
@@ -178,7 +185,7 @@ def tokenize(s: str) -> list[Token]:
         if c.isspace():
             i += 1
         elif c.isdigit() or (c == "." and i + 1 < n and s[i + 1].isdigit()):
-            num, i = _lex_number(s, i, depth)
+            num, i = _lex_number(s, i, depth, separators)
             toks.append(("num", num))
         elif c.isalpha() and c.isascii():
             toks.append(("id", c))
@@ -188,6 +195,11 @@ def tokenize(s: str) -> list[Token]:
             depth += {"\\{": 1, "\\}": -1}.get(toks[-1][1], 0) if toks else 0
         elif c in UNICODE:
             toks.extend(tokenize(UNICODE[c]) if UNICODE[c].startswith("\\") else [("op", UNICODE[c])])
+            i += 1
+        elif c == ";":  # `(-4,27);(2,15)`: a list written with semicolons
+            toks.append(("op", ","))
+            i += 1
+        elif c == "," and toks and toks[-1] == ("op", ","):  # `2, 3, \text{and} 4` left two commas
             i += 1
         elif c in SINGLE_OPS:
             toks.append(("op", c))
@@ -199,7 +211,7 @@ def tokenize(s: str) -> list[Token]:
 
 
 def _lex_backslash(s: str, i: int, toks: list[Token]) -> int:
-    m = re.compile(r"[a-zA-Z]+").match(s, i + 1)
+    m = _LETTERS.match(s, i + 1)
     if m is None:
         nxt = s[i + 1 : i + 2]
         if nxt == "\\":
@@ -233,7 +245,9 @@ def _lex_backslash(s: str, i: int, toks: list[Token]) -> int:
             k += 1
         if k < len(s) and s[k] == "{":
             body, j = _read_group(s, k)
-            toks.extend(_text_tokens(body))
+            for tok in _text_tokens(body):
+                if tok != ("op", ",") or (toks and toks[-1] != ("op", ",")):
+                    toks.append(tok)
         return j
     toks.extend(_split_command(name))
     return j
@@ -244,6 +258,11 @@ def _text_tokens(body: str) -> list[Token]:
     t = normalise_text(body)
     if not t:
         return []
+    if t.strip(",") in ("and", "or"):  # `2, 3 \text{, and } 4`, `-2 \text{ or } -12`
+        return [("op", ",")]
+    if "," in t:  # \text{A,D}: a list of choices
+        parts = [_text_tokens(p) for p in t.split(",")]
+        return [tok for k, p in enumerate(parts) for tok in ([("op", ",")] if k else []) + p]
     if re.fullmatch(r"[\d.,+\-/()]+|[a-zA-Z]", t):
         return tokenize(t)
     return [("text", t)]

@@ -25,7 +25,7 @@ from masa.algo.verifier.lexer import FUNCTIONS, Token, VerifierLimit, VerifierSy
 
 MAX_DEPTH = 60
 MATRIX_ENVS = frozenset({"pmatrix", "bmatrix", "matrix", "Bmatrix", "smallmatrix", "array"})
-RELOPS = frozenset({"=", "<", ">", "<=", ">=", "!=", "in"})
+RELOPS = frozenset({"=", "<", ">", "<=", ">=", "!=", "in", ":"})  # `:` is a ratio, compared side by side
 _FLIP = {">": "<", ">=": "<="}
 _ATOM_START = frozenset({"num", "id", "cmd", "text", "begin"})
 _ATOM_START_OPS = frozenset({"(", "{", "\\{"})
@@ -232,7 +232,7 @@ class Parser:
     def arg(self) -> tuple:
         """A command argument: `{...}` or one character (`\\frac12`)."""
         t = self.peek()
-        if t is not None and t[0] == "num" and len(t[1]) > 1:
+        if t is not None and t[0] == "num" and t[1][:1].isdigit() and t[1][1:] not in ("", "."):
             self.toks = self.toks[: self.i] + [("num", t[1][0]), ("num", t[1][1:])] + self.toks[self.i + 1 :]
         if self.at("op", "{"):
             self.take()
