@@ -153,6 +153,30 @@ def _check_clip(clip_low: float, clip_high: float, dual_clip: float, kl_coef: fl
         raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
 
 
+def clipped_surrogate(ratio: Tensor, adv: Tensor, *, clip_low: float, clip_high: float,
+                      dual_clip: float) -> Tensor:
+    """Per-token PPO surrogate with clip-higher and dual clip; ratio, adv: [N, T] -> [N, T].
+
+    max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)), then min(., -A c) where A < 0.
+    """
+    pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high))
+    return torch.where(adv < 0, torch.minimum(pg, -adv * dual_clip), pg)
+
+
+def _ratio_stats(log_ratio: Tensor, adv: Tensor, mask: Tensor, clip_low: float, clip_high: float,
+                 dual_clip: float) -> dict[str, Tensor]:
+    """Clip fractions and k3 KL(old || new), local token means over mask (see `policy_loss`)."""
+    r = torch.exp(log_ratio)
+    # k3 of KL(old || new) from samples of old: r - 1 - ln r >= 0 (Schulman's estimator), as expm1(lr) - lr
+    # because r - 1 - ln r cancels to slightly negative values near r = 1 in float32.
+    return {
+        "clip_frac_low": _masked_mean(((adv < 0) & (r < 1.0 - clip_low)).to(r.dtype), mask),
+        "clip_frac_high": _masked_mean(((adv > 0) & (r > 1.0 + clip_high)).to(r.dtype), mask),
+        "dual_clip_frac": _masked_mean(((adv < 0) & (r > dual_clip)).to(r.dtype), mask),
+        "approx_kl": _masked_mean(torch.clamp(torch.expm1(log_ratio) - log_ratio, min=0.0), mask),
+    }
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -194,12 +218,8 @@ def policy_loss(
     adv = torch.where(mask, advantages.detach(), 0.0).to(logp.dtype)
 
     log_ratio = torch.clamp(logp - old_logp, -_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-    ratio = torch.exp(log_ratio)
-    unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    pg = torch.maximum(unclipped, clipped)
-    pg = torch.where(adv < 0, torch.minimum(pg, -adv * dual_clip), pg)
-
+    pg = clipped_surrogate(torch.exp(log_ratio), adv, clip_low=clip_low, clip_high=clip_high,
+                           dual_clip=dual_clip)
     loss_mat = pg
     stats: dict[str, Tensor] = {}
     if ref_logp is not None:
@@ -211,14 +231,7 @@ def policy_loss(
     loss = aggregate(loss_mat, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs)
 
     with torch.no_grad():
-        r = ratio.detach()
-        stats["clip_frac_low"] = _masked_mean(((adv < 0) & (r < 1.0 - clip_low)).to(r.dtype), mask)
-        stats["clip_frac_high"] = _masked_mean(((adv > 0) & (r > 1.0 + clip_high)).to(r.dtype), mask)
-        stats["dual_clip_frac"] = _masked_mean(((adv < 0) & (r > dual_clip)).to(r.dtype), mask)
-        # k3 of KL(old || new) from samples of old: (r - 1) - log r >= 0 (Schulman's estimator).
-        # expm1 avoids float32 cancellation near r = 1 (r - 1 - ln r went slightly negative there).
-        lr = log_ratio.detach()
-        stats["approx_kl"] = _masked_mean(torch.clamp(torch.expm1(lr) - lr, min=0.0), mask)
+        stats.update(_ratio_stats(log_ratio.detach(), adv, mask, clip_low, clip_high, dual_clip))
         stats["pg_loss"] = aggregate(pg.detach(), mask, agg, global_tokens=global_tokens,
                                      global_seqs=global_seqs)
         if entropy is not None:
