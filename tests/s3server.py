@@ -21,9 +21,11 @@ import os
 import secrets
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +209,75 @@ class SeaweedFS:
             os.killpg(os.getpgid(self.proc.pid), 9)
             self.proc.wait(10)
         self._remove_sockets()
+
+
+class CuttingProxy:
+    """A loopback TCP proxy that can cut connections mid-request: a real network fault.
+
+    Forwards `listen_url` -> `upstream` ("host:port"). While `cuts_left > 0`, a connection whose
+    client->server bytes exceed `cut_after` has exactly `cut_after` bytes forwarded and is then
+    reset on both sides (SO_LINGER 0 -> RST), i.e. the server sees a request body torn in the middle.
+    """
+
+    def __init__(self, upstream: str, *, cut_after: int, cuts: int) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.cut_after, self.cuts_left, self.cuts_done = cut_after, cuts, 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.listen_url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    @staticmethod
+    def _reset(*socks: socket.socket) -> None:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        sent = 0
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            if upstream and sent + len(data) > self.cut_after:
+                with self._lock:
+                    cut = self.cuts_left > 0
+                    if cut:
+                        self.cuts_left -= 1
+                        self.cuts_done += 1
+                if cut:
+                    with contextlib.suppress(OSError):
+                        dst.sendall(data[: self.cut_after - sent])
+                    self._reset(src, dst)
+                    return
+            try:
+                dst.sendall(data)
+            except OSError:
+                self._reset(src, dst)
+                return
+            sent += len(data)
 
 
 @contextlib.contextmanager

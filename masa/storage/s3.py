@@ -131,7 +131,8 @@ class S3Store:
         if region is None and self.endpoint_url:
             region = "us-east-1"  # S3-compatible servers ignore it, but SigV4 needs one
         bc = botocore.config.Config(
-            retries={"mode": c.retry_mode, "max_attempts": c.max_attempts},
+            # total_max_attempts counts the first try (botocore's "max_attempts" would count retries only).
+            retries={"mode": c.retry_mode, "total_max_attempts": c.max_attempts},
             connect_timeout=c.connect_timeout_s,
             read_timeout=c.read_timeout_s,
             s3=s3_opts,
