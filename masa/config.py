@@ -107,7 +107,8 @@ class ResourcesConfig:
     cpu_request: str = "2"
     memory_request: str = "8Gi"
     retries: int = 2
-    metrics_port: int = 9400  # Prometheus endpoint of long-running steps (0 = off)
+    metrics_port: int = 9090  # Prometheus endpoint of long-running steps (0 = off); images expose 9090
+    service_account: str = "masa-pipeline"  # manifests/rbac.yaml: may create TrainJobs, read one Secret
     s3_secret: str = "masa-s3-credentials"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MASA_S3_ENDPOINT_URL
 
     def __post_init__(self) -> None:

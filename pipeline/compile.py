@@ -33,7 +33,8 @@ def submit(cfg: RunConfig, *, host: str, experiment: str, namespace: str | None 
         package = compile_pipeline(cfg, Path(d) / "pipeline.yaml")
         run = client.create_run_from_pipeline_package(
             str(package), arguments={}, run_name=run_name or f"masa-{cfg.name}",
-            experiment_name=experiment, namespace=namespace, enable_caching=True)
+            experiment_name=experiment, namespace=namespace, enable_caching=True,
+            service_account=cfg.resources.service_account)
     return run.run_id
 
 
@@ -51,5 +52,5 @@ def schedule(cfg: RunConfig, *, host: str, cron: str, experiment: str, job_name:
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=job_name or f"masa-{cfg.name}-retrain",
             cron_expression=cron, max_concurrency=1, no_catchup=True, pipeline_package_path=str(package),
-            enable_caching=True)
+            enable_caching=True, service_account=cfg.resources.service_account)
     return job.recurring_run_id

@@ -22,15 +22,20 @@ def _resources(task, cfg: RunConfig, step: str) -> None:
     task.set_retry(num_retries=r.retries, backoff_duration="30s", backoff_factor=2.0)
     task.set_caching_options(True)
     task.set_env_variable("MASA_METRICS_PORT", str(r.metrics_port))
-    if cfg.store.startswith("s3://") and r.s3_secret:
-        from kfp import kubernetes
+    from kfp import kubernetes
 
+    # non-root image user (images/*.Dockerfile), a writable /tmp for caches on a read-only root,
+    # and the label the PodMonitor selects (manifests/podmonitor.yaml)
+    kubernetes.set_security_context(task, run_as_user=10001, run_as_group=10001, run_as_non_root=True)
+    kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp")
+    kubernetes.add_pod_label(task, "masa.io/metrics", "true")
+    if cfg.store.startswith("s3://") and r.s3_secret:
+        # credentials by reference to a Secret: no value ever enters the compiled spec
         kubernetes.use_secret_as_env(task, secret_name=r.s3_secret, secret_key_to_env={
             "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
             "MASA_S3_ENDPOINT_URL": "MASA_S3_ENDPOINT_URL",
         })
-        kubernetes.add_pod_label(task, "masa.io/metrics", "true")
 
 
 def build_pipeline(cfg: RunConfig):

@@ -54,6 +54,7 @@ def test_submit_sends_the_compiled_pipeline():
     spec = runs[0]["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "masa-smoke"
     assert runs[0]["experiment_id"] == "exp-standin"
+    assert runs[0]["service_account"] == "masa-pipeline"  # manifests/rbac.yaml's account
 
 
 def test_schedule_sends_cron_concurrency_one_no_catchup():
@@ -65,6 +66,7 @@ def test_schedule_sends_cron_concurrency_one_no_catchup():
     assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert int(body["max_concurrency"]) == 1
     assert body["no_catchup"] is True
+    assert body["service_account"] == "masa-pipeline"
     assert body["pipeline_spec"]["pipelineInfo"]["name"] == "masa-smoke"
 
 
