@@ -174,3 +174,11 @@ def test_manifest_in_source_dir_is_not_uploaded_as_a_file(tmp_path):
     get_dir_verified(store, "a", str(tmp_path / "copy"))
     m = put_dir_atomic(store, str(tmp_path / "copy"), "b")
     assert set(m.files) == set(FILES)
+
+
+def test_artifact_at_the_store_root(store, tmp_path):
+    """Prefix '' (the store URI itself is the checkpoint directory) works like any other prefix."""
+    put_dir_atomic(store, str(make_ckpt(tmp_path / "src", FILES)), "")
+    assert is_complete(store, "") and read_manifest(store, "").files.keys() == FILES.keys()
+    get_dir_verified(store, "", str(tmp_path / "dst"))
+    assert (tmp_path / "dst" / "optim" / "rank0.pt").read_bytes() == FILES["optim/rank0.pt"]

@@ -132,7 +132,8 @@ def is_complete(store: Store, prefix: str) -> bool:
         manifest = read_manifest(store, prefix)
     except CheckpointError:
         return False
-    sizes = {i.key: i.size for i in store.list_info(join_key(prefix) + "/")}
+    base = join_key(prefix)
+    sizes = {i.key: i.size for i in store.list_info(base + "/" if base else "")}
     return all(sizes.get(join_key(prefix, rel)) == e.size for rel, e in manifest.files.items())
 
 
