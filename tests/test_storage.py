@@ -152,7 +152,9 @@ def test_s3_multipart_upload_and_download(s3_root, tmp_path):
     assert info.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
     got = store.get_file("big.bin", str(tmp_path / "back.bin"))
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
-    assert got.sha256 == info.sha256  # recorded as object metadata on upload
+    assert got.size == 11 << 20
+    head = store.client.head_object(Bucket=store.bucket, Key=store.prefix + "big.bin")
+    assert head["Metadata"]["sha256"] == info.sha256  # recorded as object metadata on upload
 
 
 @pytest.mark.slow

@@ -39,7 +39,8 @@ class ObjectInfo:
     """One stored object.
 
     `etag` changes whenever the object is rewritten (S3 ETag; mtime+size for local files) but is
-    NOT a content hash. `sha256` is set only where the store computed it (on writes).
+    NOT a content hash. `sha256`, when set, was computed by this call over the very bytes it moved
+    (always on writes; on local reads); None where the store did not hash them (listings, S3 reads).
     """
 
     key: str

@@ -50,8 +50,12 @@ def _io_error(action: str, uri: str, e: OSError) -> StorageError:
     return StorageError(e.errno, f"{action} {uri}: {reason}")
 
 
-def atomic_write(dest: Path, chunks, *, uri: str) -> tuple[str, int]:
-    """Write the byte `chunks` to `dest` atomically (temp + fsync + replace); return (sha256, size)."""
+def atomic_write(dest: Path, chunks, *, uri: str, durable: bool = True) -> tuple[str, int]:
+    """Write the byte `chunks` to `dest` atomically (temp + replace); return (sha256, size).
+
+    `durable` also fsyncs the file and its directory (store writes: a crash right after must not
+    lose the object). Downloads skip it: a lost local copy is simply fetched again.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f"{TMP_PREFIX}{dest.name}-{uuid.uuid4().hex[:12]}"
     h = hashlib.sha256()
@@ -63,9 +67,11 @@ def atomic_write(dest: Path, chunks, *, uri: str) -> tuple[str, int]:
                 h.update(chunk)
                 size += len(chunk)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        if durable:
+            _fsync_dir(dest.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise _io_error("writing", uri, e) from e
@@ -117,7 +123,8 @@ class LocalStore:
         src = self._path(key)
         try:
             info = self._info(key, src)
-            sha, size = atomic_write(Path(local).absolute(), _read_chunks(src), uri=Path(local).absolute().as_uri())
+            dest = Path(local).absolute()
+            sha, size = atomic_write(dest, _read_chunks(src), uri=dest.as_uri(), durable=False)
         except FileNotFoundError as e:
             if not src.is_file():
                 raise ObjectNotFoundError(errno.ENOENT, f"no object {self.uri(key)}") from e

@@ -212,8 +212,8 @@ class S3Store:
         if size != head["ContentLength"]:
             os.unlink(local)
             raise IntegrityError(f"downloading {self.uri(key)}: got {size} bytes, object has {head['ContentLength']}")
-        return ObjectInfo(key=key, size=size, etag=head["ETag"].strip('"'),
-                          sha256=head.get("Metadata", {}).get("sha256"))
+        # sha256 stays None: the uploader's x-amz-meta-sha256 is a claim, not a hash of these bytes.
+        return ObjectInfo(key=key, size=size, etag=head["ETag"].strip('"'))
 
     def get_bytes(self, key: str) -> bytes:
         try:
