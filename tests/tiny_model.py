@@ -17,11 +17,21 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 _CORPUS = [
     "What is 2 + 3? The answer is \\boxed{5}.",
     "Solve for x: 3x + 1 = 10. So x = 3, and the answer is \\boxed{3}.",
-    'Return JSON: {"pass_rate": 4, "solution_length": 120, "notions": ["algebra", "counting"]}',
+    'Return JSON: {"math_notion": ["algebra"], "pass_rate": 4, "solution_length": 120}',
+    '{"math_notion": [], "pass_rate": 0, "solution_length": 5} {"math_notion": [], "pass_rate": 2}',
     "Let me think step by step about the geometry of the triangle and its area.",
     "Compute the sum of the first n integers: n(n+1)/2. Probability, modular arithmetic, primes.",
     "user assistant system Please reason step by step, and put your final answer within \\boxed{}.",
 ]
+
+
+def _meta_prompt_sample() -> list[str]:
+    """The meta prompt's fixed wording, so BPE merges it into few tokens (fast tests of the meta path)."""
+    try:
+        from masa.algo.meta import render_meta_prompt
+    except ImportError:
+        return []
+    return [render_meta_prompt("What is 2 + 3?", n_solution=4, max_response_tokens=32)]
 
 
 def build_tokenizer(vocab_size: int = 512):
@@ -36,7 +46,7 @@ def build_tokenizer(vocab_size: int = 512):
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator((_CORPUS + _meta_prompt_sample()) * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>"],
@@ -74,4 +84,46 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden: int = 64, la
     )
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def overfit_tiny_model(model_dir: str | Path, out_dir: str | Path, pairs: list[tuple[str, str]], *,
+                       steps: int = 200, lr: float = 1e-2, target_loss: float = 2e-3, seed: int = 0) -> Path:
+    """Train the model of `model_dir` until it answers each chat user turn with its given text, then
+    save it to `out_dir`. `pairs` are (user text, assistant response); the response ends with EOS.
+
+    Tests of the meta path need a policy that emits parseable meta JSON: a random model never does.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    seqs, masks = [], []
+    for user, response in pairs:
+        prompt = tok.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=False)
+        answer = tok.encode(response, add_special_tokens=False) + [tok.eos_token_id]
+        seqs.append(list(prompt) + answer)
+        masks.append([0] * len(prompt) + [1] * len(answer))
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
+    loss_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], dtype=torch.float32)
+    attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)  # tiny matrices: threads only add contention on a shared machine
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        loss = (nll * loss_mask[:, 1:]).sum() / loss_mask[:, 1:].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < target_loss:
+            break
+    out = Path(out_dir)
+    model.eval().save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
     return out

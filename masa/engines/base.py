@@ -139,47 +139,17 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def resolve_model_dir(model: str) -> Path:
-    """A local directory holding `config.json` for `model` (local dir, HF id or s3:// URI).
+    """A local directory holding `config.json` and weights for `model` (local dir, HF id or s3:// URI).
 
-    Uses `masa.storage.resolve_model` when the storage package provides it; otherwise accepts local
-    directories and Hugging Face ids already in the local cache. Fails naming the path.
+    Resolution (download of s3:// and HF ids into the cache) is `masa.storage.resolve_model`'s; we add
+    the check that weights are there, so a bad model fails here, naming the path, not inside vLLM.
     """
+    from masa.storage import resolve_model
+
     try:
-        from masa.storage import resolve_model  # type: ignore[attr-defined]
-    except ImportError:
-        resolve_model = None
-    if resolve_model is not None:
-        try:
-            local = Path(resolve_model(model))
-        except Exception as e:  # noqa: BLE001 - re-raised with the path named
-            raise ModelNotFoundError(f"cannot resolve model {model!r}: {e}") from e
-    elif model.startswith("s3://"):
-        raise ModelNotFoundError(f"cannot resolve model {model!r}: masa.storage.resolve_model is unavailable")
-    elif Path(model).exists():
-        local = Path(model)
-    else:
-        local = _hf_cached(model)
-    _check_model_dir(model, local)
-    return local
-
-
-def _hf_cached(model: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception as e:  # noqa: BLE001
-        raise ModelNotFoundError(f"model {model!r} is neither a local directory nor a cached HF id: {e}") from e
-
-
-def _check_model_dir(model: str, local: Path) -> None:
-    if not local.is_dir():
-        raise ModelNotFoundError(f"model {model!r}: {local} is not a directory")
-    if not (local / "config.json").is_file():
-        raise ModelNotFoundError(f"model {model!r}: {local} has no config.json")
+        local = Path(resolve_model(model))
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"cannot load model {model!r}: {e}") from e
     if not any(local.glob("*.safetensors")) and not any(local.glob("*.bin")):
         raise ModelNotFoundError(f"model {model!r}: {local} has no *.safetensors or *.bin weights")
-    try:
-        (local / "config.json").read_bytes()
-    except OSError as e:
-        raise ModelNotFoundError(f"model {model!r}: cannot read {local / 'config.json'}: {e}") from e
+    return local

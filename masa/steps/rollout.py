@@ -1,0 +1,335 @@
+"""The rollout step: sample solution (and meta) paths for a batch of prompts; write a rollout shard.
+
+    grpo            G solution samples per prompt.
+    masa            G_meta meta + G solution samples per prompt, in ONE engine call.
+    masa-efficient  meta samples first; their parsed predictions decide, per prompt, whether the solution
+                    samples run at all (predictive gating, `masa.algo.gating`) and with which token budget
+                    (early cutoff, `masa.algo.cutoff`); then the solution samples of the kept prompts.
+
+How this differs from vanilla GRPO rollouts: the meta path, the gating/cutoff decisions, and a finish reason
+`cutoff` for samples stopped by their prompt's budget. How it differs from the paper's code (akatigre/
+MASA-RL): that trainer rolls out both paths every step (no gating/cutoff path; see masa.algo.gating);
+prompts longer than the limit are dropped and counted here (never truncated), and every request's seed is a
+pure function of (run seed, round, prompt id, path), so a rerun of a step reproduces its shard.
+
+Output: one row per sample, schema in docs/rollout-shard.md (`SHARD_SCHEMA`), plus `RolloutStats`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from masa.algo.config import AlgorithmConfig
+from masa.algo.cutoff import cutoff_budget
+from masa.algo.gating import gating_active, gating_decision, round_generator
+from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
+from masa.data.records import Problem
+from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Sampling settings of the step (the subset of `masa.config.RolloutConfig` the step needs)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_response_tokens: int = 512
+    max_prompt_tokens: int = 1024
+
+    @classmethod
+    def from_rollout_config(cls, rollout: Any, *, max_prompt_tokens: int) -> SamplingSettings:
+        return cls(rollout.temperature, rollout.top_p, rollout.top_k, rollout.max_response_tokens,
+                   max_prompt_tokens)
+
+
+@dataclass
+class RolloutStats:
+    prompts: int = 0  # prompts in the input batch
+    prompts_dropped_for_length: int = 0
+    gating_active: bool = False
+    gated_prompts: int = 0
+    samples: int = 0
+    meta_samples: int = 0
+    solution_samples: int = 0
+    meta_parse_failures: int = 0
+    cutoff_samples: int = 0
+    tokens: int = 0  # response tokens over all samples
+    engine_startup_s: float = 0.0
+    wall_s: float = 0.0  # the step's own time, engine start-up excluded
+    samples_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    engine_calls: int = 0
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    group_id: int
+    problem: Problem
+    solution_ids: tuple[int, ...]
+    meta_ids: tuple[int, ...] | None
+
+
+@dataclass
+class RolloutResult:
+    rows: list[dict[str, Any]]
+    stats: RolloutStats
+    skip: list[bool] = field(default_factory=list)  # per kept prompt: gated (masa-efficient)
+    budgets: list[int] = field(default_factory=list)  # per kept prompt: solution max_tokens
+
+
+def request_seed(seed: int, round_index: int, prompt_id: str, path: str) -> int:
+    """Seed of one (round, prompt, path) request; sample i of it uses seed + i (vLLM's convention)."""
+    digest = hashlib.sha256(f"{seed}/{round_index}/{prompt_id}/{path}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") >> 2  # < 2**30, so seed + i stays a valid int32
+
+
+def chat_ids(tokenizer, user_text: str) -> tuple[int, ...]:
+    """The model's chat template applied to one user turn, with the generation prompt."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": user_text}], add_generation_prompt=True,
+                                        tokenize=True, return_dict=False)
+    return tuple(int(i) for i in ids)
+
+
+def prepare_prompts(problems: Sequence[Problem], tokenizer, *, uses_meta: bool, n_solution: int,
+                    settings: SamplingSettings) -> tuple[list[_Prompt], int]:
+    """Tokenise each problem's solution (and meta) prompt; drop, and count, the ones over the limit."""
+    kept, dropped = [], 0
+    for gid, p in enumerate(problems):
+        sol = chat_ids(tokenizer, p.problem)
+        meta = None
+        if uses_meta:
+            meta = chat_ids(tokenizer, render_meta_prompt(p.problem, n_solution=n_solution,
+                                                          max_response_tokens=settings.max_response_tokens))
+        if max(len(sol), len(meta or ())) > settings.max_prompt_tokens:
+            dropped += 1
+            continue
+        kept.append(_Prompt(gid, p, sol, meta))
+    return kept, dropped
+
+
+def _spec(settings: SamplingSettings, *, n: int, seed: int, budget: int | None = None) -> SamplingSpec:
+    return SamplingSpec(n=n, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+                        max_tokens=settings.max_response_tokens, budget=budget, seed=seed)
+
+
+def _requests(prompts: Sequence[_Prompt], path: str, n: int, settings: SamplingSettings, *, seed: int,
+              round_index: int, budgets: Sequence[int | None] | None = None) -> list[GenerationRequest]:
+    budgets = budgets or [None] * len(prompts)
+    return [GenerationRequest(p.meta_ids if path == "meta" else p.solution_ids,
+                              _spec(settings, n=n, seed=request_seed(seed, round_index, p.problem.prompt_id, path),
+                                    budget=b))
+            for p, b in zip(prompts, budgets, strict=True)]
+
+
+def parse_group(samples: Sequence[Sample], *, n_solution: int, max_response_tokens: int) -> list:
+    return [parse_meta(s.text, n_solution=n_solution, max_response_tokens=max_response_tokens) for s in samples]
+
+
+def prediction_tensors(parsed: Sequence[Sequence[object]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pass_rate [B, Gm] long, solution_length [B, Gm] long, valid [B, Gm] bool) from parsed meta groups."""
+    ok = [[isinstance(m, MetaPrediction) for m in g] for g in parsed]
+    rate = [[m.pass_rate if isinstance(m, MetaPrediction) else 0 for m in g] for g in parsed]
+    length = [[m.solution_length if isinstance(m, MetaPrediction) else 0 for m in g] for g in parsed]
+    return torch.tensor(rate, dtype=torch.long), torch.tensor(length, dtype=torch.long), torch.tensor(ok)
+
+
+def decide(parsed: Sequence[Sequence[object]], algorithm: AlgorithmConfig, *, max_response_tokens: int,
+           mae_history: Sequence[float], seed: int, round_index: int) -> tuple[list[bool], list[int], bool]:
+    """MASA-efficient's per-prompt decisions from the meta groups: (skip, solution budget, gating active).
+
+    Thin glue over the pure `gating_decision` and `cutoff_budget`; exploration is seeded per round.
+    """
+    g = algorithm.gating
+    rate, length, valid = prediction_tensors(parsed)
+    skip = torch.zeros(len(parsed), dtype=torch.bool)
+    active = False
+    if g.enabled and len(parsed):
+        active = gating_active(mae_history, min_rounds=g.min_rounds, window=g.window, mae_threshold=g.mae_threshold)
+        low, high = g.bounds(algorithm.n_solution)
+        skip, _, _ = gating_decision(
+            rate, valid, mae_history, n_solution=algorithm.n_solution, low=low, high=high, min_rounds=g.min_rounds, window=g.window, mae_threshold=g.mae_threshold,
+            explore_share=g.explore_share, generator=round_generator(seed, round_index))
+    budget = torch.full((len(parsed),), max_response_tokens, dtype=torch.long)
+    c = algorithm.cutoff
+    if c.enabled and len(parsed):
+        budget = cutoff_budget(length, valid, multiplier=c.multiplier, min_tokens=min(c.min_tokens,
+                               max_response_tokens), max_tokens=max_response_tokens)
+    return skip.tolist(), budget.tolist(), active
+
+
+def _row(p: _Prompt, s: Sample, *, path: str, idx: int, round_index: int, algorithm: str, gated: bool,
+         max_tokens: int, meta: object = None) -> dict[str, Any]:
+    pred = meta if isinstance(meta, MetaPrediction) else None
+    return {
+        "prompt_id": p.problem.prompt_id, "group_id": p.group_id, "path": path, "sample_idx": idx,
+        "round": round_index, "algorithm": algorithm, "problem": p.problem.problem, "answer": p.problem.answer,
+        "prompt_token_ids": list(s.prompt_token_ids), "response_token_ids": list(s.response_token_ids),
+        "logprobs": list(s.logprobs), "text": s.text, "finish_reason": s.finish_reason,
+        "meta_pass_rate": pred.pass_rate if pred else None,
+        "meta_solution_length": pred.solution_length if pred else None,
+        "meta_notions": list(pred.notions) if pred else None,
+        "meta_parse_error": getattr(meta, "reason", None) if path == "meta" else None,
+        "gated": gated, "max_tokens": max_tokens,
+    }
+
+
+def _rows(prompts, meta_out, meta_parsed, sol_out, skip, budgets, *, round_index, algorithm) -> list[dict]:
+    """Shard rows: per prompt its meta rows then its solution rows (none when gated)."""
+    rows: list[dict[str, Any]] = []
+    sol_iter = iter(sol_out)
+    for i, p in enumerate(prompts):
+        common = dict(round_index=round_index, algorithm=algorithm, gated=skip[i], max_tokens=budgets[i])
+        for j, s in enumerate(meta_out[i] if meta_out else ()):
+            rows.append(_row(p, s, path="meta", idx=j, meta=meta_parsed[i][j], **common))
+        if not skip[i]:
+            rows.extend(_row(p, s, path="solution", idx=j, **common) for j, s in enumerate(next(sol_iter)))
+    return rows
+
+
+def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: AlgorithmConfig,
+            settings: SamplingSettings, round_index: int = 0, seed: int = 0,
+            mae_history: Sequence[float] = ()) -> RolloutResult:
+    """Run the rollout of one batch with a started `engine` (see the module docstring)."""
+    t0 = time.perf_counter()
+    stats = RolloutStats(prompts=len(problems), engine_startup_s=float(getattr(engine, "startup_s", 0.0)))
+    max_len = getattr(getattr(engine, "config", None), "max_model_len", None)
+    if max_len is not None and settings.max_prompt_tokens + settings.max_response_tokens > max_len:
+        raise ValueError(f"max_prompt_tokens ({settings.max_prompt_tokens}) + max_response_tokens "
+                         f"({settings.max_response_tokens}) exceeds the engine's max_model_len ({max_len})")
+    prompts, stats.prompts_dropped_for_length = prepare_prompts(
+        problems, engine.tokenizer, uses_meta=algorithm.uses_meta, n_solution=algorithm.n_solution,
+        settings=settings)
+    G, Gm, T = algorithm.n_solution, algorithm.n_meta, settings.max_response_tokens
+    ids = dict(seed=seed, round_index=round_index)
+    skip, budgets = [False] * len(prompts), [T] * len(prompts)
+    meta_out: list[list[Sample]] = []
+    if algorithm.name == "masa":  # both paths in one engine call
+        out = engine.generate(_requests(prompts, "meta", Gm, settings, **ids)
+                              + _requests(prompts, "solution", G, settings, **ids))
+        meta_out, sol_out = out[: len(prompts)], out[len(prompts):]
+        stats.engine_calls = 1
+    else:
+        if algorithm.efficient:
+            meta_out = engine.generate(_requests(prompts, "meta", Gm, settings, **ids))
+            skip, budgets, stats.gating_active = decide(
+                [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
+                max_response_tokens=T, mae_history=mae_history, **ids)
+        kept = [(p, b) for p, b, s in zip(prompts, budgets, skip, strict=True) if not s]
+        sol_out = engine.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
+                                            budgets=[b for _, b in kept])) if kept else []
+        stats.engine_calls = int(algorithm.efficient) + int(bool(kept))
+    meta_parsed = [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out]
+    rows = _rows(prompts, meta_out, meta_parsed, sol_out, skip, budgets, round_index=round_index,
+                 algorithm=algorithm.name)
+    _fill_stats(stats, rows, skip, time.perf_counter() - t0)
+    return RolloutResult(rows, stats, skip, budgets)
+
+
+def _fill_stats(stats: RolloutStats, rows: Sequence[dict], skip: Sequence[bool], wall_s: float) -> None:
+    stats.gated_prompts = sum(skip)
+    stats.samples = len(rows)
+    stats.meta_samples = sum(r["path"] == "meta" for r in rows)
+    stats.solution_samples = stats.samples - stats.meta_samples
+    stats.meta_parse_failures = sum(r["meta_parse_error"] is not None for r in rows)
+    stats.cutoff_samples = sum(r["finish_reason"] == "cutoff" for r in rows)
+    stats.tokens = sum(len(r["response_token_ids"]) for r in rows)
+    stats.wall_s = wall_s
+    stats.samples_per_s = stats.samples / wall_s if wall_s > 0 else 0.0
+    stats.tokens_per_s = stats.tokens / wall_s if wall_s > 0 else 0.0
+
+
+# ------------------------------------------------------------------ shard and step entry point
+
+
+def shard_schema():
+    """The rollout shard's Arrow schema (docs/rollout-shard.md)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("prompt_id", pa.string()), ("group_id", pa.int32()), ("path", pa.string()), ("sample_idx", pa.int32()),
+        ("round", pa.int32()), ("algorithm", pa.string()), ("problem", pa.string()), ("answer", pa.string()),
+        ("prompt_token_ids", pa.list_(pa.int32())), ("response_token_ids", pa.list_(pa.int32())),
+        ("logprobs", pa.list_(pa.float32())), ("text", pa.string()), ("finish_reason", pa.string()),
+        ("meta_pass_rate", pa.int32()), ("meta_solution_length", pa.int32()),
+        ("meta_notions", pa.list_(pa.string())), ("meta_parse_error", pa.string()),
+        ("gated", pa.bool_()), ("max_tokens", pa.int32()),
+    ])
+
+
+def write_shard(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write rows as a parquet rollout shard atomically (temp file, then rename)."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=shard_schema()), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_batch(prompts: str | Path | Sequence[Problem] | Sequence[dict[str, Any]]) -> list[Problem]:
+    """Problems from a verl-layout parquet/JSONL path, Problem records, or raw verl/flat row dicts.
+
+    Rows that cannot become a problem fail the step with their reasons (the data step filtered them).
+    """
+    from masa.data.records import load_problems, rows_to_problems
+
+    if isinstance(prompts, (str, Path)):
+        problems, rejected = load_problems(str(prompts))
+    elif all(isinstance(p, Problem) for p in prompts):
+        return list(prompts)  # type: ignore[arg-type]
+    else:
+        problems, rejected = rows_to_problems(prompts, source="records")  # type: ignore[arg-type]
+    if rejected:
+        shown = "; ".join(f"row {r.index}: {r.reason} ({r.detail})" for r in rejected[:5])
+        raise ValueError(f"{len(rejected)} prompt rows are not problems: {shown}")
+    return problems
+
+
+def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: str | Path, *,
+                     algorithm: AlgorithmConfig, settings: SamplingSettings, round_index: int = 0, seed: int = 0,
+                     mae_history: Sequence[float] = (), backend: str = "auto", dtype: str = "auto",
+                     gpu_memory_utilization: float = 0.2, engine: Engine | None = None) -> RolloutStats:
+    """The pipeline step: load prompts and policy, roll out, write `rollouts.parquet` + `rollout_stats.json`.
+
+    Pass a started `engine` to reuse it across rounds (its weights are then replaced from `model`
+    in place); otherwise one is started (and closed) here and its start-up time is in the stats.
+    """
+    from masa.engines import EngineConfig, make_engine
+
+    problems = load_batch(prompts)
+    own = engine is None
+    if own:
+        engine = make_engine(EngineConfig(
+            model=model, backend=backend, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=settings.max_prompt_tokens + settings.max_response_tokens))
+    reload_s = 0.0
+    if not own and Path(str(engine.model_dir)) != Path(model):
+        t0 = time.perf_counter()
+        engine.load_weights(model)
+        reload_s = time.perf_counter() - t0
+    try:
+        result = rollout(problems, engine, algorithm=algorithm, settings=settings, round_index=round_index,
+                         seed=seed, mae_history=mae_history)
+    finally:
+        if own:
+            engine.close()
+    if not own:  # a reused engine started earlier; this step only paid the weight reload
+        result.stats.engine_startup_s = reload_s
+    out = Path(out_dir)
+    write_shard(result.rows, out / "rollouts.parquet")
+    (out / "rollout_stats.json").write_text(json.dumps(asdict(result.stats), indent=2, sort_keys=True))
+    return result.stats

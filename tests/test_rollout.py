@@ -1,0 +1,207 @@
+"""The rollout step on the REAL vLLM CPU engine: grpo, masa, masa-efficient (gating and cutoff).
+
+The policy is the tiny Qwen2 model overfitted (in ~3 s) to answer every meta prompt of the test problems
+with a meta JSON whose pass_rate is 0, 2 or 4 (a per-problem solution_length), so the meta groups' medians
+vary from prompt to prompt and gating/cutoff have real decisions to make.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from masa.algo.config import AlgorithmConfig, CutoffConfig, GatingConfig
+from masa.algo.cutoff import cutoff_budget
+from masa.algo.gating import gating_decision, round_generator
+from masa.algo.meta import render_meta_prompt
+from masa.data.records import Problem, write_verl_parquet
+from masa.engines import EngineConfig, make_engine
+from masa.steps.rollout import (
+    SamplingSettings,
+    load_batch,
+    prepare_prompts,
+    request_seed,
+    rollout,
+    run_rollout_step,
+    shard_schema,
+)
+
+G, GM, T = 4, 4, 32
+# problem -> predicted solution_length taught to the model (5 -> budget 10 < T: cutoff; 30 -> 60 > T: none)
+TAUGHT = {"What is 1 + 1?": 5, "Compute 3 * 7.": 30, "Solve x + 2 = 5.": 5, "Is 9 a prime?": 30}
+PROBLEMS = [Problem(f"p{i}", q, str(i)) for i, q in enumerate(TAUGHT)]
+SETTINGS = SamplingSettings(max_response_tokens=T, max_prompt_tokens=256)
+
+
+def _algo(name: str, **gating) -> AlgorithmConfig:
+    g = dict(min_rounds=1, window=1, mae_threshold=0.2, explore_share=0.0) | gating
+    return AlgorithmConfig(name=name, n_solution=G, n_meta=GM, gating=GatingConfig(**g),
+                           cutoff=CutoffConfig(multiplier=2.0, min_tokens=4))
+
+
+@pytest.fixture(scope="module")
+def meta_model_dir(tiny_model_dir, tmp_path_factory):
+    from tiny_model import overfit_tiny_model
+
+    pairs = [(render_meta_prompt(q, n_solution=G, max_response_tokens=T),
+              json.dumps({"math_notion": ["arithmetic"], "pass_rate": k, "solution_length": n}))
+             for q, n in TAUGHT.items() for k in (0, 2, 4)]
+    # Per-token loss floor: the pass_rate digit is a 3-way choice (ln 3 over ~25 tokens ~ 0.045).
+    return overfit_tiny_model(tiny_model_dir, tmp_path_factory.mktemp("meta_model"), pairs, steps=150,
+                              target_loss=0.048)
+
+
+@pytest.fixture(scope="module")
+def engine(meta_model_dir):
+    e = make_engine(EngineConfig(model=str(meta_model_dir), backend="vllm", max_model_len=512))
+    yield e
+    e.close()
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def test_request_seed_is_a_pure_function_of_round_prompt_path():
+    assert request_seed(0, 1, "p0", "meta") == request_seed(0, 1, "p0", "meta")
+    seeds = {request_seed(s, r, p, path) for s in (0, 1) for r in (0, 1) for p in ("p0", "p1")
+             for path in ("meta", "solution")}
+    assert len(seeds) == 16
+    assert all(0 <= s < 2**30 for s in seeds)
+
+
+def test_long_prompts_are_dropped_and_counted_never_truncated(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    long = Problem("long", "What is 1 + 1? " * 200, "2")
+    kept, dropped = prepare_prompts([PROBLEMS[0], long, PROBLEMS[1]], tok, uses_meta=True, n_solution=G,
+                                    settings=SETTINGS)
+    assert dropped == 1
+    assert [p.group_id for p in kept] == [0, 2]  # group ids stay the batch indices
+    assert all(len(p.meta_ids) <= 256 and len(p.solution_ids) <= 256 for p in kept)
+
+
+def test_load_batch_reads_verl_parquet_and_rejects_bad_rows(tmp_path):
+    write_verl_parquet(PROBLEMS, tmp_path / "b.parquet")
+    assert [p.problem for p in load_batch(tmp_path / "b.parquet")] == list(TAUGHT)
+    with pytest.raises(ValueError, match="not problems"):
+        load_batch([{"prompt": [{"role": "user", "content": "x"}], "reward_model": {}}])
+
+
+# ------------------------------------------------------------------ real engine
+
+
+def _solution_rows(rows, gid):
+    return [r for r in rows if r["group_id"] == gid and r["path"] == "solution"]
+
+
+@pytest.mark.slow
+def test_grpo_rolls_out_g_solutions_per_prompt_reproducibly(engine):
+    long = Problem("long", "What is 1 + 1? " * 200, "2")
+    res = rollout(PROBLEMS + [long], engine, algorithm=_algo("grpo"), settings=SETTINGS, round_index=3, seed=1)
+    s = res.stats
+    assert (s.prompts, s.prompts_dropped_for_length, s.samples, s.meta_samples) == (5, 1, 4 * G, 0)
+    assert all(r["path"] == "solution" and r["round"] == 3 and r["max_tokens"] == T for r in res.rows)
+    assert all(len(r["logprobs"]) == len(r["response_token_ids"]) for r in res.rows)
+    assert s.tokens == sum(len(r["response_token_ids"]) for r in res.rows) and s.tokens_per_s > 0
+    again = rollout(PROBLEMS + [long], engine, algorithm=_algo("grpo"), settings=SETTINGS, round_index=3, seed=1)
+    assert again.rows == res.rows  # seeds per (round, prompt, sample): reruns are identical
+    other = rollout(PROBLEMS, engine, algorithm=_algo("grpo"), settings=SETTINGS, round_index=4, seed=1)
+    assert [r["response_token_ids"] for r in other.rows] != [r["response_token_ids"] for r in res.rows]
+
+
+@pytest.mark.slow
+def test_masa_samples_both_paths_in_one_engine_call(engine):
+    res = rollout(PROBLEMS, engine, algorithm=_algo("masa"), settings=SETTINGS, mae_history=[0.0])
+    s = res.stats
+    assert s.engine_calls == 1 and (s.meta_samples, s.solution_samples) == (4 * GM, 4 * G)
+    assert s.gated_prompts == 0 and s.cutoff_samples == 0  # plain masa neither gates nor cuts off
+    meta = [r for r in res.rows if r["path"] == "meta"]
+    parsed = [r for r in meta if r["meta_parse_error"] is None]
+    assert len(parsed) >= len(meta) // 2, [r["text"] for r in meta]
+    for r in parsed:
+        assert r["meta_pass_rate"] in (0, 2, 4) and r["meta_solution_length"] == TAUGHT[r["problem"]]
+        assert r["meta_notions"] == ["arithmetic"]
+
+
+def _expected_decision(rows, algorithm, mae_history, *, seed, round_index):
+    """The pure gating/cutoff decision recomputed from the meta predictions stored in the shard."""
+    meta = sorted((r for r in rows if r["path"] == "meta"), key=lambda r: (r["group_id"], r["sample_idx"]))
+    B = len(meta) // GM
+    valid = torch.tensor([r["meta_parse_error"] is None for r in meta]).view(B, GM)
+    rate = torch.tensor([r["meta_pass_rate"] or 0 for r in meta]).view(B, GM)
+    length = torch.tensor([r["meta_solution_length"] or 0 for r in meta]).view(B, GM)
+    g = algorithm.gating
+    low, high = g.bounds(G)
+    skip, _, _ = gating_decision(rate, valid, mae_history, n_solution=G, low=low, high=high,
+                                 min_rounds=g.min_rounds, window=g.window, mae_threshold=g.mae_threshold,
+                                 explore_share=g.explore_share, generator=round_generator(seed, round_index))
+    budget = cutoff_budget(length, valid, multiplier=2.0, min_tokens=4, max_tokens=T)
+    return skip.tolist(), budget.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("explore_share", [0.0, 0.5])
+def test_efficient_gates_and_cuts_off_exactly_as_the_pure_decision(engine, explore_share):
+    algo = _algo("masa-efficient", explore_share=explore_share)
+    problems = PROBLEMS * 2  # 8 prompts: more medians, more decisions
+    problems = [Problem(f"{p.prompt_id}-{i}", p.problem, p.answer) for i, p in enumerate(problems)]
+    res = rollout(problems, engine, algorithm=algo, settings=SETTINGS, round_index=2, seed=5, mae_history=[0.1])
+    assert res.stats.gating_active and res.stats.engine_calls in (1, 2)
+    skip, budget = _expected_decision(res.rows, algo, [0.1], seed=5, round_index=2)
+    assert res.skip == skip and res.budgets == budget
+    if explore_share == 0.0:
+        assert 0 < sum(skip) < len(skip), "the taught predictions must gate some prompts and keep others"
+        assert any(b < T for b, s in zip(budget, skip, strict=True) if not s)
+    for gid, (sk, b) in enumerate(zip(skip, budget, strict=True)):
+        sol = _solution_rows(res.rows, gid)
+        assert all(r["gated"] == sk and r["max_tokens"] == b for r in res.rows if r["group_id"] == gid)
+        assert len(sol) == (0 if sk else G)
+        for r in sol:
+            n = len(r["response_token_ids"])
+            assert n <= b
+            # Stopped by the prompt's budget below the global max -> cutoff; never "length" then.
+            if r["finish_reason"] != "stop":
+                assert r["finish_reason"] == ("cutoff" if b < T else "length") and n == b
+    assert res.stats.gated_prompts == sum(skip)
+    assert res.stats.cutoff_samples == sum(r["finish_reason"] == "cutoff" for r in res.rows)
+
+
+@pytest.mark.slow
+def test_efficient_before_gating_is_reliable_only_cuts_off(engine):
+    res = rollout(PROBLEMS, engine, algorithm=_algo("masa-efficient", min_rounds=2), settings=SETTINGS,
+                  mae_history=[0.0])  # one round of history < min_rounds: gating stays off
+    assert not res.stats.gating_active and res.stats.gated_prompts == 0
+    assert res.stats.solution_samples == 4 * G and res.stats.cutoff_samples > 0
+
+
+@pytest.mark.slow
+def test_step_writes_the_shard_and_stats(engine, meta_model_dir, tmp_path):
+    write_verl_parquet(PROBLEMS, tmp_path / "batch.parquet")
+    stats = run_rollout_step(tmp_path / "batch.parquet", str(meta_model_dir), tmp_path / "out",
+                             algorithm=_algo("masa-efficient"), settings=SETTINGS, round_index=1,
+                             mae_history=[0.1], engine=engine)
+    table = pq.read_table(tmp_path / "out" / "rollouts.parquet")
+    assert table.schema.equals(shard_schema())
+    assert table.num_rows == stats.samples == stats.meta_samples + stats.solution_samples
+    saved = json.loads((tmp_path / "out" / "rollout_stats.json").read_text())
+    assert saved["samples"] == stats.samples and saved["gated_prompts"] == stats.gated_prompts
+
+
+@pytest.mark.slow
+def test_step_with_transformers_backend_starts_its_own_engine(meta_model_dir, tmp_path):
+    stats = run_rollout_step(PROBLEMS[:2], str(meta_model_dir), tmp_path, algorithm=_algo("grpo"),
+                             settings=SamplingSettings(max_response_tokens=8, max_prompt_tokens=256),
+                             backend="transformers")
+    assert stats.samples == 2 * G and stats.engine_startup_s > 0
+    assert pq.read_table(tmp_path / "rollouts.parquet").num_rows == 2 * G
+
+
+def test_step_fails_naming_a_missing_model_before_generating(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        run_rollout_step(PROBLEMS, str(tmp_path / "nope"), tmp_path / "out", algorithm=_algo("grpo"),
+                         settings=SETTINGS)
+    assert not (tmp_path / "out").exists()
