@@ -89,26 +89,38 @@ def step_prefix(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def _store_and_prefix(uri: str):
+    """(store at the parent, last component): the artifact lives under a non-empty prefix of its parent."""
+    from masa.storage import open_store
+
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    if not name or not parent or parent.endswith(":/"):
+        raise ValueError(f"artifact URI {uri!r} needs a parent directory or bucket and a name")
+    return open_store(parent), name
+
+
 def publish(local_dir: Path, uri: str) -> None:
     """Upload local_dir to `uri` atomically (files first, manifest last)."""
-    from masa.storage import open_store, put_dir_atomic
+    from masa.storage import put_dir_atomic
 
-    put_dir_atomic(open_store(uri), str(local_dir), "")
+    store, prefix = _store_and_prefix(uri)
+    put_dir_atomic(store, str(local_dir), prefix)
 
 
 def fetch_verified(uri: str, local_dir: Path) -> Path:
     """Download a manifest-sealed directory, refusing a missing or altered file (CheckpointError)."""
-    from masa.storage import get_dir_verified, open_store
+    from masa.storage import get_dir_verified
 
-    get_dir_verified(open_store(uri), "", str(local_dir))
+    store, prefix = _store_and_prefix(uri)
+    get_dir_verified(store, prefix, str(local_dir))
     return local_dir
 
 
 def is_complete(uri: str) -> bool:
     from masa.storage import is_complete as _complete
-    from masa.storage import open_store
 
-    return _complete(open_store(uri), "")
+    store, prefix = _store_and_prefix(uri)
+    return _complete(store, prefix)
 
 
 def latest_resume_point(resume_root: str) -> str | None:
@@ -121,12 +133,13 @@ def latest_resume_point(resume_root: str) -> str | None:
 
 def verify_local(model_dir: Path) -> None:
     """Check a local directory against its MANIFEST.json (if it has one), naming any missing/altered file."""
-    from masa.storage import MANIFEST, CheckpointError, open_store, read_manifest
+    from masa.storage import MANIFEST, CheckpointError, read_manifest
     from masa.storage.base import sha256_file
 
     if not (Path(model_dir) / MANIFEST).is_file():
         return
-    for rel, entry in sorted(read_manifest(open_store(str(model_dir)), "").files.items()):
+    store, prefix = _store_and_prefix(str(Path(model_dir).absolute()))
+    for rel, entry in sorted(read_manifest(store, prefix).files.items()):
         f = Path(model_dir) / rel
         if not f.is_file():
             raise CheckpointError(f"checkpoint file {rel} missing from {model_dir}")

@@ -1,0 +1,171 @@
+"""The training step on real DeepSpeed workers (torchrun, gloo, 1 and 2 CPU processes).
+
+Launches are shared: one 1-rank and one 2-rank run of the same round feed the equivalence test, and
+the 2-rank run is also the reference the crash-and-resume test must reproduce.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from masa.steps.train import train_round
+from masa.storage import CheckpointError
+from masa.train import checkpoint as ckpt
+from masa.train.config import TrainConfig
+from masa.train.launch import TrainingFailed
+from masa.train.synthetic import write_synthetic_shards
+from masa.train.worker import FAULT_ENV
+
+pytestmark = pytest.mark.slow
+
+# warm-up 2 steps (lr 5e-4 then 1e-3): the resumed run must restore the scheduler to match.
+# A 48-token budget splits each rank's share into several micro-batches of unequal count.
+CFG = TrainConfig(lr=1e-3, warmup_steps=2, steps_per_round=2, max_tokens_per_microbatch=48, seed=3,
+                  bc_coef=0.1, save_every=1)
+
+
+def _weights(d) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(d) / "model.safetensors"))
+
+
+def _max_diff(a, b) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
+    scored, experts = write_synthetic_shards(root / "data", vocab_size=vocab, n_prompts=3, seed=1)
+    return {"root": root, "model": str(tiny_model_dir), "scored": str(scored), "experts": str(experts)}
+
+
+@pytest.fixture(scope="module")
+def runs(data):
+    """Run the round on 1 and on 2 ranks (lazily, once per module)."""
+    cache: dict[int, dict] = {}
+
+    def get(nproc: int) -> dict:
+        if nproc not in cache:
+            out = data["root"] / f"out{nproc}"
+            cache[nproc] = train_round(data["model"], data["scored"], data["experts"], str(out), CFG,
+                                       nproc=nproc, resume_root=str(data["root"] / f"resume{nproc}"))
+            cache[nproc]["out"] = out
+        return cache[nproc]
+
+    return get
+
+
+def test_two_ranks_give_the_weights_of_one_rank(runs, data):
+    one, two = runs(1), runs(2)
+    w0, w1, w2 = _weights(data["model"]), _weights(one["out"]), _weights(two["out"])
+    moved = _max_diff(w0, w1)
+    assert moved > 1e-4  # the update did something, so agreement below is not trivial
+    assert _max_diff(w1, w2) < 1e-5 * max(1.0, moved * 100)
+    for a, b in zip(one["steps"], two["steps"], strict=True):
+        for k in ("loss", "policy_loss", "bc_loss", "grad_norm", "lr", "solution/clip_frac_low",
+                  "meta/entropy", "solution/tokens", "expert/tokens", "tokens"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), k
+    assert [r["step"] for r in two["steps"]] == [1, 2] and two["global_step"] == 2
+    assert two["steps"][0]["lr"] == pytest.approx(5e-4) and two["steps"][1]["lr"] == pytest.approx(1e-3)
+    assert two["steps"][0]["logprob_gap"] > 0 and two["steps"][1]["logprob_gap"] is None
+
+
+def test_output_is_a_sealed_hf_checkpoint_with_state(runs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = runs(2)["out"]
+    assert ckpt.is_complete(str(out)) and ckpt.is_complete(f"{out}/{ckpt.STATE_DIR}")
+    for f in ("config.json", "generation_config.json", "tokenizer.json", "model.safetensors", "metrics.jsonl"):
+        assert (out / f).is_file(), f
+    AutoModelForCausalLM.from_pretrained(out)
+    AutoTokenizer.from_pretrained(out)
+    state = json.loads((out / ckpt.STATE_DIR / ckpt.STATE_FILE).read_text())
+    assert state["global_step"] == 2 and state["world"] == 2
+
+
+def test_killed_rank_resumes_from_last_complete_checkpoint(runs, data):
+    root = data["root"]
+    resume, out = root / "resume-kill", root / "out-kill"
+    args = (data["model"], data["scored"], data["experts"], str(out), CFG)
+    # rank 1 SIGKILLs itself after the first backward of the second step (step index 1)
+    with pytest.raises(TrainingFailed, match="exited with code"):
+        train_round(*args, nproc=2, resume_root=str(resume), env={FAULT_ENV: "rank=1,step=1,micro=0"})
+    assert ckpt.latest_resume_point(str(resume)) == f"{resume}/step-000001"
+    assert not ckpt.is_complete(str(out))  # nothing published for the dead run
+
+    again = train_round(*args, nproc=2, resume_root=str(resume))
+    assert again["resumed_from"] == f"{resume}/step-000001"
+    assert [r["step"] for r in again["steps"]] == [2]
+    assert again["steps"][0]["restored_from"] == "resume_dir:1"
+    # exactly the uninterrupted run: weights, optimizer moments and LR schedule were restored
+    assert _max_diff(_weights(out), _weights(runs(2)["out"])) < 1e-6
+    assert again["steps"][0]["loss"] == pytest.approx(runs(2)["steps"][1]["loss"], rel=1e-6)
+
+
+def test_damaged_checkpoints_are_refused_naming_the_file(runs, data, tmp_path):
+    two = runs(2)
+    args = (data["scored"], data["experts"], str(tmp_path / "never"), CFG)
+    # an altered file of a resume point: refused on download, naming it
+    bad = tmp_path / "resume-bad"
+    shutil.copytree(data["root"] / "resume2", bad)
+    victim = next(p for p in sorted((bad / "step-000001").rglob("*.pt")))
+    raw = bytearray(victim.read_bytes())
+    raw[-1] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    rel = victim.relative_to(bad / "step-000001").as_posix()
+    with pytest.raises(CheckpointError, match=re.escape(rel)):
+        train_round(data["model"], *args, nproc=1, resume_root=str(bad), work_dir=str(tmp_path / "w1"))
+    # a previous round's model with a missing file: refused, naming it
+    model = tmp_path / "model-missing"
+    shutil.copytree(two["out"], model)
+    (model / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json"):
+        train_round(str(model), *args, nproc=1, work_dir=str(tmp_path / "w2"))
+    # a resume point missing a file is incomplete: the older complete one is used instead
+    partial = tmp_path / "resume-partial"
+    shutil.copytree(data["root"] / "resume2", partial)
+    shutil.copytree(partial / "step-000001", partial / "step-000002")
+    next((partial / "step-000002").rglob("*.pt")).unlink()
+    assert ckpt.latest_resume_point(str(partial)) == f"{partial}/step-000001"
+
+
+def _logp_of(model_dir, prompt, response) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        lp = torch.log_softmax(m(ids).logits[0, :-1].float(), -1)
+    return lp[len(prompt) - 1 :, :].gather(-1, ids[0, len(prompt):, None]).squeeze(-1)
+
+
+def test_positive_advantage_raises_logprob_and_next_round_continues(data, tmp_path):
+    prompt, response = [5, 17, 33, 8], [40, 41, 42, 43, 44, 45]
+    shard = tmp_path / "pos.parquet"
+    pq.write_table(pa.Table.from_pylist([{
+        "path": "solution", "prompt_token_ids": prompt, "response_token_ids": response,
+        # stale rollout log-probs: recompute_logprobs replaces them with the trainer's (ratio 1)
+        "logprobs": [-9.0] * len(response), "advantage": 1.0}]), shard)
+    cfg = TrainConfig(lr=1e-4, warmup_steps=2, steps_per_round=1, bc_coef=0.0, recompute_logprobs=True)
+    r1 = train_round(data["model"], str(shard), None, str(tmp_path / "r1"), cfg, nproc=1)
+    before, after = _logp_of(data["model"], prompt, response), _logp_of(tmp_path / "r1", prompt, response)
+    assert after.sum() > before.sum() + 1e-3
+    row = r1["steps"][0]
+    assert row["logprob_gap"] == pytest.approx((before + 9.0).abs().mean().item(), rel=1e-4)
+    assert row["lr"] == pytest.approx(5e-5)
+    # the next round starts from r1's published state: the warm-up continues (lr 1e-4), not restarts
+    r2 = train_round(str(tmp_path / "r1"), str(shard), None, str(tmp_path / "r2"), cfg, nproc=1)
+    assert r2["global_step"] == 2 and r2["steps"][0]["lr"] == pytest.approx(1e-4)
+    assert r2["steps"][0]["restored_from"] == "init_state_dir:1"

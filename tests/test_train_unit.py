@@ -1,0 +1,198 @@
+"""Fast tests of the training step's pure parts: config, round plan, collate, objective, metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masa.configbase import ConfigError, from_dict
+from masa.train.config import TrainConfig
+from masa.train.data import EXPERT, Sample, pack_microbatches, plan_round, shard_balanced, split_steps
+from masa.train.metrics import KEYS, StepAccumulator
+from masa.train.objective import Denominators, collate, microbatch_loss
+
+# ---------------------------------------------------------------- config
+
+
+def test_config_defaults_follow_the_paper():
+    c = TrainConfig()
+    assert (c.lr, c.warmup_steps, c.weight_decay, c.grad_clip) == (1e-6, 20, 0.1, 1.0)
+    assert (c.kl_coef, c.entropy_coef, c.clip_low, c.clip_high) == (0.0, 0.0, 0.2, 0.28)
+    assert c.recompute_logprobs is False
+
+
+def test_config_reports_every_bad_key():
+    with pytest.raises(ConfigError) as e:
+        from_dict(TrainConfig, {"lr": -1, "zero_stage": 1, "steps_per_round": 0, "nope": 1})
+    msg = str(e.value)
+    assert "nope: unknown key" in msg and "zero_stage" in msg
+    with pytest.raises(ConfigError) as e:
+        from_dict(TrainConfig, {"lr": -1.0, "steps_per_round": 0})
+    assert "lr: must be > 0" in str(e.value) and "steps_per_round: must be >= 1" in str(e.value)
+
+
+# ---------------------------------------------------------------- plan
+
+
+def _samples(lengths, n_expert=0):
+    out = [Sample((1,) * 2, (5,) * (n - 2), (-1.0,) * (n - 2), 1.0, "solution") for n in lengths]
+    return out + [Sample((1, 1), (7, 7, 7), None, 0.0, EXPERT) for _ in range(n_expert)]
+
+
+def test_split_steps_uses_every_sample_once_and_is_seeded():
+    steps = split_steps(10, 3, steps=3, samples_per_step=None, seed=1)
+    flat = sorted(i for s in steps for i in s)
+    assert flat == list(range(13))
+    assert [len(s) for s in steps] == [4 + 1, 3 + 1, 3 + 1]
+    assert steps == split_steps(10, 3, steps=3, samples_per_step=None, seed=1)
+    assert steps != split_steps(10, 3, steps=3, samples_per_step=None, seed=2)
+
+
+def test_split_steps_with_fixed_samples_per_step_cycles():
+    steps = split_steps(5, 0, steps=3, samples_per_step=4, seed=0)
+    assert [len(s) for s in steps] == [4, 4, 4]
+    assert set(i for s in steps for i in s) == set(range(5))
+
+
+def test_pack_respects_budget_and_keeps_oversized_alone():
+    lengths = [10, 3, 3, 3, 40, 8]
+    mbs = pack_microbatches(list(range(6)), lengths, budget=20)
+    assert sorted(i for m in mbs for i in m) == list(range(6))
+    for m in mbs:
+        assert len(m) == 1 or len(m) * max(lengths[i] for i in m) <= 20
+    assert (4,) in mbs  # 40 tokens > budget: alone
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(3, 50), min_size=1, max_size=40), st.integers(1, 4), st.integers(16, 200))
+def test_plan_is_a_disjoint_cover_with_equal_microbatch_counts(lengths, world, budget):
+    samples = _samples(lengths, n_expert=2)
+    plans = plan_round(samples, world=world, steps=2, samples_per_step=None, token_budget=budget, seed=0)
+    seen = []
+    for p in plans:
+        assert len({len(m) for m in p.micro}) == 1  # every rank joins the same number of backwards
+        seen += [i for rank in p.micro for mb in rank for i in mb]
+    assert sorted(seen) == list(range(len(samples)))
+    assert sum(p.policy_seqs for p in plans) == len(lengths)
+    assert sum(p.policy_tokens for p in plans) == sum(n - 2 for n in lengths)
+    assert sum(p.expert_tokens for p in plans) == 6
+
+
+def test_shard_balanced_balances_tokens():
+    # longest first onto the lightest rank: 10->r0, 9->r1, 8->r1, 2, 1, 1 -> r0: loads 14 and 17
+    lengths = [10, 9, 8, 2, 1, 1]
+    shares = shard_balanced(list(range(6)), lengths, 2)
+    assert shares == [[0, 3, 4, 5], [1, 2]]
+    assert shard_balanced([0, 1, 2, 3], [5, 5, 5, 5], 2) == [[0, 2], [1, 3]]
+
+
+# ---------------------------------------------------------------- collate + objective
+
+
+def test_collate_aligns_response_with_next_token_positions():
+    s = Sample((11, 12, 13), (21, 22), (-0.5, -1.5), 2.0, "meta")
+    mb = collate([s, Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
+    assert mb.input_ids.tolist() == [[11, 12, 13, 21, 22], [11, 31, 0, 0, 0]]
+    # logits position j predicts token j+1: responses sit at positions P-1 .. P+R-2
+    assert mb.mask.tolist() == [[False, False, True, True], [True, False, False, False]]
+    assert mb.targets[0, 2:].tolist() == [21, 22] and mb.targets[1, 0].item() == 31
+    assert mb.old_logp[0, 2:].tolist() == [-0.5, -1.5] and mb.old_logp[1, 0].item() == -0.25
+    assert mb.path == ["meta", "solution"]
+
+
+def test_empty_microbatch_contributes_nothing():
+    mb = collate([], pad_id=0)
+    logp = torch.zeros(mb.mask.shape, requires_grad=True)
+    loss, _ = microbatch_loss(logp, mb, Denominators(5, 2, 3, 1), clip_low=0.2, clip_high=0.28,
+                              dual_clip=10.0, agg="token-mean", bc_coef=0.5)
+    loss.backward()
+    assert loss.item() == 0.0 and logp.grad.abs().sum().item() == 0.0
+
+
+def _hand_batch():
+    # A: solution, 2 response tokens, advantage +1, on-policy (ratio 1)
+    # B: meta, 1 response token, advantage -2, new logp = old + log 0.5 (ratio 0.5 < 1 - 0.2: clipped low)
+    # C: expert, 2 tokens with logp -1 and -3
+    a = Sample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution")
+    b = Sample((1,), (7,), (-1.0,), -2.0, "meta")
+    c = Sample((1,), (8, 9), None, 0.0, EXPERT)
+    mb = collate([a, b, c], pad_id=0)
+    logp = torch.zeros(mb.mask.shape)
+    logp[0, :2] = torch.tensor([-1.0, -2.0])
+    logp[1, 0] = -1.0 + math.log(0.5)
+    logp[2, :2] = torch.tensor([-1.0, -3.0])
+    return mb, logp
+
+
+def test_loss_of_hand_built_batch():
+    mb, logp = _hand_batch()
+    logp.requires_grad_(True)
+    # Whole-step denominators: this micro-batch plus, elsewhere (another rank), 1 more policy token and
+    # 2 more expert tokens: policy tokens 3 + 1 = 4, expert tokens 2 + 2 = 4.
+    den = Denominators(policy_tokens=4, policy_seqs=3, expert_tokens=4, expert_seqs=2)
+    loss, stats = microbatch_loss(logp, mb, den, clip_low=0.2, clip_high=0.28, dual_clip=10.0,
+                                  agg="token-mean", bc_coef=0.5)
+    # PG per token: A (r=1, A=+1): -1 each, 2 tokens -> -2.
+    # B (r=0.5, A=-2): max(-A r, -A clip(r, 0.8, 1.28)) = max(1.0, 1.6) = 1.6; dual clip min(1.6, 20) = 1.6.
+    # policy share = (-2 + 1.6) / 4 = -0.1.
+    # BC share = (1 + 3) / 4 = 1.0, weighted 0.5 -> 0.5.   Total = 0.4.
+    assert loss.item() == pytest.approx(0.4, abs=1e-6)
+    assert stats["solution/pg_loss_sum"].item() == pytest.approx(-0.5, abs=1e-6)
+    assert stats["meta/pg_loss_sum"].item() == pytest.approx(0.4, abs=1e-6)
+    assert stats["meta/clip_frac_low_sum"].item() == pytest.approx(1.0)  # 1 token clipped x 1 token
+    assert stats["expert/bc_loss_sum"].item() == pytest.approx(1.0, abs=1e-6)
+    loss.backward()
+    # d/dlogp of A's tokens: -A r / 4 = -0.25 (raising them lowers the loss); B is clipped: no gradient;
+    # expert tokens: -0.5 / 4 = -0.125.
+    assert logp.grad[0, :2].tolist() == pytest.approx([-0.25, -0.25])
+    assert logp.grad[1, 0].item() == 0.0
+    assert logp.grad[2, :2].tolist() == pytest.approx([-0.125, -0.125])
+
+
+def test_loss_ignores_masked_positions():
+    mb, logp = _hand_batch()
+    den = Denominators(4, 3, 4, 2)
+    kw = dict(clip_low=0.2, clip_high=0.28, dual_clip=10.0, agg="token-mean", bc_coef=0.5)
+    ref, _ = microbatch_loss(logp, mb, den, **kw)
+    junk = torch.where(mb.mask, logp, torch.full_like(logp, float("nan")))
+    mb.old_logp = torch.where(mb.mask, mb.old_logp, torch.full_like(logp, 1e9))
+    got, _ = microbatch_loss(junk, mb, den, **kw)
+    assert got.item() == ref.item()
+
+
+def test_split_over_microbatches_sums_to_full_batch_loss():
+    mb, logp = _hand_batch()
+    den = Denominators(3, 2, 2, 1)  # the denominators of exactly this batch
+    kw = dict(clip_low=0.2, clip_high=0.28, dual_clip=10.0, agg="token-mean", bc_coef=0.5)
+    full, _ = microbatch_loss(logp, mb, den, **kw)
+    parts = 0.0
+    for i in range(3):
+        sub = collate([[Sample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution"),
+                        Sample((1,), (7,), (-1.0,), -2.0, "meta"),
+                        Sample((1,), (8, 9), None, 0.0, EXPERT)][i]], pad_id=0)
+        sl = logp[i : i + 1, : sub.mask.shape[1]]
+        parts += microbatch_loss(sl, sub, den, **kw)[0].item()
+    assert parts == pytest.approx(full.item(), abs=1e-6)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_accumulator_weights_means_by_tokens():
+    acc = StepAccumulator()
+    acc.add({"solution/tokens": torch.tensor(1.0), "solution/entropy_sum": torch.tensor(1.0)},
+            loss=torch.tensor(0.5), tokens=4)
+    acc.add({"solution/tokens": torch.tensor(3.0), "solution/entropy_sum": torch.tensor(3.0 * 2.0)},
+            loss=torch.tensor(0.25), tokens=6)
+    acc.grad_norm, acc.lr = torch.tensor(2.0), 1e-6
+    row = acc.reduce(step=1, step_in_round=1, seconds=2.0, gap=None, device="cpu")
+    assert row["solution/entropy"] == pytest.approx((1 + 6) / 4)  # not the mean of means (1.5)
+    assert row["loss"] == pytest.approx(0.75) and row["tokens_per_s"] == pytest.approx(5.0)
+    assert row["meta/entropy"] is None and row["logprob_gap"] is None
+    with pytest.raises(KeyError, match="unexpected statistic"):
+        acc.add({"bogus": torch.tensor(1.0)}, loss=torch.tensor(0.0), tokens=0)
+    assert "expert/bc_loss_sum" in KEYS
