@@ -1,18 +1,34 @@
-"""Load math problems from verl-layout parquet, JSONL, a Hugging Face dataset id or an `s3://` URI.
+"""Load math problems from verl-layout parquet, JSONL/JSON, a Hugging Face dataset id or an `s3://` URI.
 
 Every source becomes a list of `Problem` records; rows that cannot become one are returned as
-`Rejected(index, reason, detail)` so callers can drop and count them by reason instead of crashing.
-The verl layout (see `../shared/data/README.md`) is the canonical on-disk form: `write_verl_parquet`
-writes it back, plus a stable `prompt_id` column.
+`Rejected(index, reason, detail)` so callers drop and count them by reason instead of crashing.
+`rows_to_problems` never raises on any row; a *source* that cannot be read at all (missing file,
+unreadable parquet, unknown HF id, missing S3 object) raises `DataError` naming it.
+
+Row reasons: `bad_json` (a JSONL line that is not JSON), `bad_row` (not an object),
+`missing_problem`, `bad_prompt` (present but not text, or chat messages nested wrongly),
+`missing_answer`, `bad_answer` (present but not a string/number: a list, a dict without `target`,
+NaN, a bool, a `reward_model` that is not a mapping), `empty_problem`, `empty_answer`, `bad_text`
+(not encodable as UTF-8, e.g. a lone surrogate from a JSON escape: parquet cannot store it),
+`too_long` (over `max_chars`: guards the tokenizer and the n-gram filters against huge rows) and
+`duplicate_id` (an explicit `id` field reused by a row with different content; the first wins).
+
+A missing or empty reference answer is recovered from the last `\\boxed{...}` of the row's
+solution when there is one: that is how MATH defines its answers, and it recovers the MATH rows
+whose released `target` is empty. The verl layout (see `../shared/data/README.md`) is the canonical
+on-disk form: `write_verl_parquet` writes it back, plus a stable `prompt_id` column.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,28 +36,44 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Problem:
-    prompt_id: str
+    prompt_id: str  # content hash of (problem, answer): equal content, equal id, on every node
     problem: str
     answer: str
     solution: str | None = None
     data_source: str = ""
     extra: Mapping[str, Any] | None = None
+    row: int = -1  # index of the source row (-1: built in code); rejections of later filters cite it
 
 
 @dataclass(frozen=True)
 class Rejected:
-    index: int
+    index: int  # source row index
     reason: str  # short machine-readable reason, counted in reports
     detail: str
+    prompt_id: str = ""  # set when the row had become a Problem (rejected by a filter)
 
 
 class DataError(ValueError):
-    """A data source that cannot be read at all (missing file, unknown format)."""
+    """A data source that cannot be used at all (missing file, unknown format, no usable rows)."""
 
 
-# JSONL / HF column names accepted for the problem text and the reference answer, in order.
+# JSONL / HF column names accepted for the problem text, the reference answer and an explicit id, in order.
 PROBLEM_KEYS = ("problem", "question", "prompt")
 ANSWER_KEYS = ("answer", "target", "ground_truth", "solution_answer")
+ID_KEYS = ("id", "problem_id", "unique_id")
+MAPPING_KEYS = ("problem", "answer", "solution", "id")
+MAX_CHARS = 100_000  # far above any prompt budget (>= ~20k tokens); rows beyond it are junk or attacks
+DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
+_MAX_DIGITS = 1000  # longer integer answers are junk; str() of one past 4300 digits raises
+_MAX_INT = 10**_MAX_DIGITS
+
+
+class _Reject(Exception):
+    """Internal: this row becomes `Rejected(row, reason, detail)`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 def normalise_text(text: str) -> str:
@@ -54,102 +86,202 @@ def stable_id(problem: str, answer: str) -> str:
     return hashlib.sha256(f"{problem}\x00{answer}".encode()).hexdigest()[:16]
 
 
-def _answer_text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces balanced; None if absent."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
         return None
-    if isinstance(value, (int, float)):
-        return str(value)
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None  # unbalanced: no answer rather than a truncated one
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _answer_text(value: Any, where: str) -> str | None:
+    """The answer as text; None when absent. Raises _Reject for a present value of the wrong kind."""
+    if value is None:
+        return None
     if isinstance(value, str):
-        return value.strip()
-    return None
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _Reject("bad_answer", f"{where} is {_kind(value)}, expected text or a number")
+    if isinstance(value, numbers.Integral):
+        if abs(int(value)) >= _MAX_INT:
+            raise _Reject("bad_answer", f"{where} is an integer of more than {_MAX_DIGITS} digits")
+        return str(int(value))
+    value = float(value)
+    if not math.isfinite(value):
+        raise _Reject("bad_answer", f"{where} is {value}, not a finite number")
+    # 3.0 (an integer column read back as float) must match a model's "3"
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
 
 
-def _problem_from_verl(row: Mapping[str, Any]) -> tuple[str | None, str | None, str, str | None]:
-    """(problem, answer, reason-if-bad, solution) from one verl-layout row."""
-    prompt = row.get("prompt")
-    if not isinstance(prompt, (list, tuple)) or not prompt:
-        return None, None, "bad_prompt: `prompt` must be a non-empty list of {role, content}", None
-    users = [m for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
+def _answer_fields(gt: Any, where: str) -> tuple[str | None, Any]:
+    """(answer, solution) from a ground truth that is a value or a `{target, solution}` mapping."""
+    if isinstance(gt, Mapping):
+        return _answer_text(gt.get("target"), f"{where}.target"), gt.get("solution")
+    return _answer_text(gt, where), None
+
+
+def _chat_user_text(messages: Any, where: str) -> str:
+    """The last user turn of a chat-message list `[{role, content}, ...]`."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise _Reject("bad_prompt", f"{where} is {_kind(messages)}, expected a non-empty list of {{role, content}}")
+    bad = next((i for i, m in enumerate(messages) if not isinstance(m, Mapping)), None)
+    if bad is not None:
+        raise _Reject("bad_prompt", f"{where}[{bad}] is {_kind(messages[bad])}, expected {{role, content}}")
+    users = [m for m in messages if m.get("role") == "user"]
     if not users:
-        return None, None, "bad_prompt: no user turn in `prompt`", None
+        raise _Reject("bad_prompt", f"no message with role 'user' in {where}")
     content = users[-1].get("content")
     if not isinstance(content, str):
-        return None, None, f"bad_prompt: user content is {type(content).__name__}, not text", None
-    rm = row.get("reward_model")
-    gt = rm.get("ground_truth") if isinstance(rm, Mapping) else None
-    if isinstance(gt, Mapping):
-        answer, solution = _answer_text(gt.get("target")), gt.get("solution")
-    else:
-        answer, solution = _answer_text(gt), None
-    if answer is None:
-        return content, None, "missing_answer: reward_model.ground_truth.target absent or not text", None
-    return content, answer, "", solution if isinstance(solution, str) else None
+        raise _Reject("bad_prompt", f"{where} user content is {_kind(content)}, not text")
+    return content
 
 
-def _problem_from_flat(row: Mapping[str, Any], mapping: Mapping[str, str]) -> tuple[str | None, str | None, str, str | None]:
+def _verl_fields(row: Mapping[str, Any]) -> tuple[str, str | None, Any]:
+    """(problem, answer, solution) of a verl-layout row."""
+    prompt = row["prompt"]
+    problem = prompt if isinstance(prompt, str) else _chat_user_text(prompt, "prompt")
+    rm = row["reward_model"]
+    if not isinstance(rm, Mapping):
+        raise _Reject("bad_answer", f"reward_model is {_kind(rm)}, expected {{ground_truth: {{target, ...}}}}")
+    answer, solution = _answer_fields(rm.get("ground_truth"), "reward_model.ground_truth")
+    return problem, answer, solution
+
+
+def _flat_fields(row: Mapping[str, Any], mapping: Mapping[str, str]) -> tuple[str, str | None, Any]:
+    """(problem, answer, solution) of a flat row (JSONL, HF columns), column names per `mapping`."""
     pkey = mapping.get("problem") or next((k for k in PROBLEM_KEYS if k in row), None)
-    akey = mapping.get("answer") or next((k for k in ANSWER_KEYS if k in row), None)
     if pkey is None or pkey not in row:
-        return None, None, f"missing_problem: none of {', '.join(PROBLEM_KEYS)} present", None
+        raise _Reject("missing_problem", f"no `{pkey}` column" if pkey else f"none of {', '.join(PROBLEM_KEYS)} present")
     content = row[pkey]
-    if isinstance(content, list):  # chat messages in a flat file
-        return _problem_from_verl({"prompt": content, "reward_model": {"ground_truth": row.get(akey)}})
-    if not isinstance(content, str):
-        return None, None, f"bad_prompt: `{pkey}` is {type(content).__name__}, not text", None
-    answer = _answer_text(row.get(akey)) if akey else None
+    if isinstance(content, (list, tuple)):  # chat messages in a flat file
+        content = _chat_user_text(content, pkey)
+    elif not isinstance(content, str):
+        raise _Reject("bad_prompt", f"`{pkey}` is {_kind(content)}, not text")
+    akey = mapping.get("answer") or next((k for k in ANSWER_KEYS if k in row), None)
+    answer, solution = _answer_fields(row.get(akey), f"`{akey}`") if akey else (None, None)
+    return content, answer, row.get(mapping.get("solution", "solution"), solution)
+
+
+def _row_problem(row: Any, i: int, *, source: str, mapping: Mapping[str, str], max_chars: int) -> Problem:
+    """One raw row as a Problem; raises _Reject with the reason."""
+    if isinstance(row, _Unparsable):
+        raise _Reject("bad_json", str(row))
+    if not isinstance(row, Mapping):
+        raise _Reject("bad_row", f"row is {_kind(row)}, not an object")
+    verl = "prompt" in row and "reward_model" in row and not mapping
+    problem, answer, solution = _verl_fields(row) if verl else _flat_fields(row, mapping)
+    solution = solution if isinstance(solution, str) else None
+    if not (answer or "").strip() and solution:
+        answer = last_boxed(solution)
     if answer is None:
-        return content, None, f"missing_answer: none of {', '.join(ANSWER_KEYS)} present as text", None
-    sol = row.get(mapping.get("solution", "solution"))
-    return content, answer, "", sol if isinstance(sol, str) else None
+        raise _Reject("missing_answer", "no reference answer (" + ("reward_model.ground_truth.target" if verl
+                      else ", ".join(ANSWER_KEYS)) + ") and no \\boxed{} in a solution")
+    data_source = row.get("data_source")
+    data_source = data_source if isinstance(data_source, str) and data_source else source
+    for name, text in (("problem", problem), ("answer", answer), ("solution", solution or ""),
+                       ("data_source", data_source)):
+        if len(text) > max_chars:
+            raise _Reject("too_long", f"{name} has {len(text)} characters > {max_chars}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise _Reject("bad_text", f"{name} is not valid Unicode text ({e.reason} at {e.start})") from None
+    problem, answer = normalise_text(problem), normalise_text(answer)
+    if not problem:
+        raise _Reject("empty_problem", "problem text is empty")
+    if not answer:
+        raise _Reject("empty_answer", "reference answer is empty")
+    extra = row.get("extra_info")
+    return Problem(stable_id(problem, answer), problem, answer, solution, data_source,
+                   extra if isinstance(extra, Mapping) else None, row=i)
+
+
+def _explicit_id(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None:
+    key = mapping.get("id") or next((k for k in ID_KEYS if k in row), None)
+    value = row.get(key) if key else None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None  # no usable id: identity falls back to the content hash
+    return str(value)
 
 
 def rows_to_problems(
-    rows: Iterable[Mapping[str, Any]], *, source: str, mapping: Mapping[str, str] | None = None
+    rows: Iterable[Any], *, source: str, mapping: Mapping[str, str] | None = None, max_chars: int = MAX_CHARS,
 ) -> tuple[list[Problem], list[Rejected]]:
-    """Validate raw rows; each becomes a Problem or a Rejected with its reason (never raises)."""
+    """Validate raw rows; each becomes a Problem or a Rejected with its reason. Never raises on a row.
+
+    `mapping` names the columns of flat rows (keys: problem, answer, solution, id). Rows sharing an
+    explicit id (`id`, `problem_id`, `unique_id`) with *different* content are ambiguous labels: the
+    first is kept, the others are `duplicate_id`. Same id and same content is an exact duplicate, left
+    to `drop_exact_duplicates` so it is counted there.
+    """
+    mapping = dict(mapping or {})
+    unknown = sorted(set(mapping) - set(MAPPING_KEYS))
+    if unknown:
+        raise DataError(f"column mapping: unknown keys {unknown}; valid keys: {', '.join(MAPPING_KEYS)}")
     kept: list[Problem] = []
     rejected: list[Rejected] = []
+    ids: dict[str, Problem] = {}
     for i, row in enumerate(rows):
-        if isinstance(row, _Unparsable):
-            rejected.append(Rejected(i, "bad_json", str(row)))
+        try:
+            p = _row_problem(row, i, source=source, mapping=mapping, max_chars=max_chars)
+        except _Reject as r:
+            rejected.append(Rejected(i, r.reason, r.detail))
             continue
-        if not isinstance(row, Mapping):
-            rejected.append(Rejected(i, "bad_row", f"row is {type(row).__name__}, not an object"))
+        rid = _explicit_id(row, mapping)
+        first = ids.setdefault(rid, p) if rid is not None else p
+        if first.prompt_id != p.prompt_id:
+            rejected.append(Rejected(i, "duplicate_id", f"id {rid!r} is already row {first.row} with different "
+                                     "content", p.prompt_id))
             continue
-        if "prompt" in row and "reward_model" in row and not mapping:
-            problem, answer, why, solution = _problem_from_verl(row)
-        else:
-            problem, answer, why, solution = _problem_from_flat(row, mapping or {})
-        if why:
-            reason, _, detail = why.partition(": ")
-            rejected.append(Rejected(i, reason, detail))
-            continue
-        problem, answer = normalise_text(problem), normalise_text(answer)
-        if not problem:
-            rejected.append(Rejected(i, "empty_problem", "problem text is empty"))
-            continue
-        if not answer:
-            rejected.append(Rejected(i, "empty_answer", "reference answer is empty"))
-            continue
-        extra = row.get("extra_info") if isinstance(row.get("extra_info"), Mapping) else None
-        kept.append(Problem(stable_id(problem, answer), problem, answer, solution,
-                            str(row.get("data_source") or source), extra))
+        kept.append(p)
     return kept, rejected
 
 
-def read_rows(source: str, *, split: str = "train", cache_dir: str | None = None) -> list[dict[str, Any]]:
-    """Raw rows of a parquet / JSONL file, an `s3://` object, or a Hugging Face dataset id."""
-    if source.startswith("s3://"):
-        from masa.storage import open_store  # storage layer; imported lazily for the offline path
+def count_reasons(rejected: Iterable[Rejected]) -> dict[str, int]:
+    """{reason: rows dropped}, sorted by reason."""
+    return dict(sorted(Counter(r.reason for r in rejected).items()))
 
-        bucket_prefix, _, name = source.rpartition("/")
-        local = Path(cache_dir or os.environ.get("MASA_CACHE_DIR", Path.home() / ".cache" / "masa")) / "data"
-        local.mkdir(parents=True, exist_ok=True)
-        target = local / f"{hashlib.sha256(source.encode()).hexdigest()[:12]}-{name}"
-        open_store(bucket_prefix).get_file(name, str(target))
-        return read_rows(str(target), split=split)
+
+def summarize_rejections(rejected: Sequence[Rejected], *, examples: int = 2) -> str:
+    """One line per reason, most frequent first, with the first `examples` rows and their details."""
+    by_reason: dict[str, list[Rejected]] = {}
+    for r in rejected:
+        by_reason.setdefault(r.reason, []).append(r)
+    lines = []
+    for reason, rs in sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        shown = "; ".join(f"row {r.index}: {r.detail[:120]}" for r in rs[:examples])
+        lines.append(f"{reason}: {len(rs)} ({shown}{'; ...' if len(rs) > examples else ''})")
+    return "\n".join(lines)
+
+
+def require_problems(problems: Sequence[Problem], rejected: Sequence[Rejected], *, source: str) -> None:
+    """Stop early, saying why, when a source yields no usable problem (every row dropped, or none)."""
+    if problems:
+        return
+    if not rejected:
+        raise DataError(f"no problems in {source}: the source has no rows")
+    raise DataError(f"no usable problems in {source}: all {len(rejected)} rows were dropped:\n"
+                    + summarize_rejections(rejected))
+
+
+def read_rows(source: str, *, split: str = "train", cache_dir: str | None = None) -> list[Any]:
+    """Raw rows of a parquet / JSONL / JSON file, an `s3://` object, or a Hugging Face dataset id."""
+    if not isinstance(source, str) or not source.strip():
+        raise DataError(f"invalid data source {source!r}: expected a file path, s3:// URI or HF dataset id")
+    if source.startswith("s3://"):
+        return read_rows(_fetch_s3(source, cache_dir), split=split)
     path = Path(source)
-    if path.suffix in (".parquet", ".jsonl", ".json"):
+    if path.suffix in DATA_SUFFIXES:
         if not path.is_file():
             raise DataError(f"data file not found: {source}")
         if path.suffix == ".parquet":
@@ -157,46 +289,77 @@ def read_rows(source: str, *, split: str = "train", cache_dir: str | None = None
 
             try:
                 return pq.read_table(path).to_pylist()
-            except Exception as e:  # corrupt or non-parquet file
+            except Exception as e:  # corrupt or non-parquet file: pyarrow raises several types
                 raise DataError(f"cannot read parquet file {source}: {e}") from e
-        return _read_jsonl(path)
+        return _read_json_lines(path)
     if path.exists():
-        raise DataError(f"unsupported data file {source}: expected .parquet, .jsonl or .json")
-    if source.count("/") == 1 and not source.startswith((".", "/")):
+        raise DataError(f"unsupported data file {source}: expected {', '.join(DATA_SUFFIXES)}")
+    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
         return _read_hf(source, split)
-    raise DataError(f"data source not found: {source} (a .parquet/.jsonl path, s3:// URI or HF dataset id)")
+    raise DataError(f"data source not found: {source} (a .parquet/.jsonl/.json path, s3:// URI or HF dataset id)")
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[Any] = []
+def _fetch_s3(uri: str, cache_dir: str | None) -> str:
+    """Download the object `uri` into the cache; the local path keeps its suffix (the format)."""
+    bucket_prefix, _, name = uri.rpartition("/")
+    if not name.endswith(DATA_SUFFIXES) or bucket_prefix in ("s3:", "s3:/"):
+        raise DataError(f"data URI {uri}: expected s3://bucket/[prefix/]file with one of {', '.join(DATA_SUFFIXES)}")
+    from masa.storage import StorageError, open_store  # storage layer; imported lazily for the offline path
+
+    local = Path(cache_dir or os.environ.get("MASA_CACHE_DIR", Path.home() / ".cache" / "masa")) / "data"
+    target = local / f"{hashlib.sha256(uri.encode()).hexdigest()[:12]}-{name}"
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+        open_store(bucket_prefix).get_file(name, str(target))
+    except (StorageError, OSError, ValueError) as e:
+        raise DataError(f"cannot fetch data {uri}: {e}") from e
+    return str(target)
+
+
+def _read_json_lines(path: Path) -> list[Any]:
+    """Rows of a JSONL file, or of a `.json` file holding one array of rows."""
     with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                rows.append(_Unparsable(f"line {n}: {e.msg}"))
-    return rows
+        text = f.read()
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except ValueError as e:  # JSONDecodeError, or an integer beyond Python's digit limit
+            raise DataError(f"cannot read {path}: not a JSON array ({e})") from None
+        return rows
+    out: list[Any] = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            out.append(_Unparsable(f"line {n}: {e.msg} (column {e.colno})"))
+        except ValueError as e:  # e.g. an integer beyond Python's 4300-digit limit
+            out.append(_Unparsable(f"line {n}: {e}"))
+    return out
 
 
 class _Unparsable(str):
-    """A JSONL line that is not JSON; rows_to_problems rejects it as `bad_row`."""
+    """A JSONL line that is not JSON; rows_to_problems rejects it as `bad_json`."""
 
 
-def _read_hf(dataset_id: str, split: str) -> list[dict[str, Any]]:
-    import datasets
-
+def _read_hf(dataset_id: str, split: str) -> list[Any]:
     try:
+        import datasets
+
         ds = datasets.load_dataset(dataset_id, split=split)
-    except Exception as e:  # offline, unknown id, missing split
-        raise DataError(f"cannot load Hugging Face dataset {dataset_id!r} (split {split!r}): {e}") from e
+    except Exception as e:  # offline, unknown id, missing split, datasets not installed
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        hint = " (HF_HUB_OFFLINE=1: only locally cached datasets load)" if offline else ""
+        raise DataError(f"cannot load Hugging Face dataset {dataset_id!r} (split {split!r}){hint}: "
+                        f"{type(e).__name__}: {e}") from e
     return list(ds)
 
 
 def load_problems(source: str, *, split: str = "train", mapping: Mapping[str, str] | None = None,
-                  ) -> tuple[list[Problem], list[Rejected]]:
-    return rows_to_problems(read_rows(source, split=split), source=source, mapping=mapping)
+                  max_chars: int = MAX_CHARS) -> tuple[list[Problem], list[Rejected]]:
+    """Problems of `source` and the rows rejected; raises DataError only if the source is unreadable."""
+    return rows_to_problems(read_rows(source, split=split), source=source, mapping=mapping, max_chars=max_chars)
 
 
 def write_verl_parquet(problems: Iterable[Problem], path: str | os.PathLike, *, split: str = "train") -> None:

@@ -21,7 +21,14 @@ from masa.data.filter import (
     drop_long_prompts,
     drop_near_duplicates,
 )
-from masa.data.records import DataError, Problem, Rejected, load_problems, write_verl_parquet
+from masa.data.records import (
+    DataError,
+    Problem,
+    Rejected,
+    load_problems,
+    require_problems,
+    write_verl_parquet,
+)
 from masa.steps.layout import RunLayout, local_path_or_fetch, run_once, write_pointer
 
 TOY = "toy"
@@ -79,6 +86,7 @@ def filter_data(cfg: RunConfig, *, base_model: str, prompts_out: str, heldout_ou
     heldout_src = (str(base_dir / "toy-heldout.parquet") if cfg.data.heldout == TOY else cfg.data.heldout)
 
     problems, rejected = load_problems(train_src, split=cfg.data.split)
+    require_problems(problems, rejected, source=cfg.data.train)  # stop before loading benchmarks/tokenizer
     counts = _count(rejected)
     n_in = len(problems) + len(rejected)
     heldout: list[Problem] = []
