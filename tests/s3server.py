@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,12 +168,20 @@ class SeaweedFS:
                                    f"see {self.data_dir / 'logs' / 'weed.out'}:\n{self._log_tail()}")
             try:
                 client.list_buckets()  # needs the S3 gateway, the filer and the credentials
-                return
+                if self._volume_server_joined():  # else reads of stored objects fail with HTTP 500
+                    return
+                last = RuntimeError("volume server not registered with the master yet")
             except Exception as e:  # connection refused / filer not ready yet
                 last = e
-                time.sleep(0.1)
+            time.sleep(0.1)
         raise TimeoutError(f"SeaweedFS S3 at {self.endpoint_url} not ready in time (last error: {last}); "
                            f"log tail:\n{self._log_tail()}")
+
+    def _volume_server_joined(self) -> bool:
+        url = f"http://127.0.0.1:{self.ports['master']}/dir/status"
+        with urllib.request.urlopen(url, timeout=2) as r:
+            topo = json.load(r)["Topology"]
+        return any(rack.get("DataNodes") for dc in topo.get("DataCenters") or [] for rack in dc.get("Racks") or [])
 
     def _log_tail(self, n: int = 20) -> str:
         try:

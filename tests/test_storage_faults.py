@@ -133,7 +133,7 @@ def test_server_gone_for_good_clear_error_and_artifact_stays_incomplete(server, 
     store.client.meta.events.register("before-send.s3.UploadPart", lambda **_: server.kill())
     t0 = time.monotonic()
     with pytest.raises(StorageError, match=rf"uploading s3://faults/gone/ckpt/step-2/a.bin at "
-                                           rf"{server.endpoint_url} failed after up to 2 attempts"):
+                                           rf"{server.endpoint_url} failed: .*at most 2 attempts"):
         put_dir_atomic(store, str(tmp_path / "src"), "ckpt/step-2")
     assert time.monotonic() - t0 < 30  # bounded: the retries give up, no hang
     server.start()

@@ -164,8 +164,8 @@ class S3Store:
             return StorageError(f"{action} {uri}: no S3 credentials found (set AWS_ACCESS_KEY_ID/"
                                 "AWS_SECRET_ACCESS_KEY or AWS_PROFILE; they are never read from config)")
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
-        return StorageError(f"{action} {uri}{where} failed after up to {self.config.max_attempts} "
-                            f"attempts: {type(e).__name__}: {e}")
+        return StorageError(f"{action} {uri}{where} failed: {type(e).__name__}: {e} (transient errors are "
+                            f"retried, at most {self.config.max_attempts} attempts in all)")
 
     def _head(self, key: str) -> dict:
         try:
