@@ -7,7 +7,10 @@ def benchmark(config_json: str, name: str, model: Input[Model], results: Output[
     from masa.config import config_from_json
     from masa.steps.evaluate import benchmark_step
     from masa.steps.progress import log_metrics
+    from masa.telemetry import step_telemetry
 
-    stats = benchmark_step(config_from_json(config_json), name=name, model_ptr=model.path,
-                           out_path=results.path)
+    cfg = config_from_json(config_json)
+    with step_telemetry("benchmark", run=cfg.name, grouping_key={"checkpoint": name}) as tel:
+        stats = benchmark_step(cfg, name=name, model_ptr=model.path, out_path=results.path)
+        tel.observe_benchmark(name, stats.pop("results"))
     log_metrics(metrics, stats, step="benchmark")

@@ -8,10 +8,13 @@ def rollout(config_json: str, branch: str, round_idx: int, prompts: Input[Datase
     from masa.config import config_from_json
     from masa.steps.progress import log_metrics
     from masa.steps.rounds import rollout_step
+    from masa.telemetry import step_telemetry
 
-    stats = rollout_step(config_from_json(config_json), branch=branch, round_idx=round_idx,
-                         prompts_path=prompts.path, policy_ptr=policy.path,
-                         history_path=history.path if history else None, out_ptr=rollouts.path,
-                         heldout_path=heldout.path)
+    cfg = config_from_json(config_json)
+    with step_telemetry("rollout", run=cfg.name, branch=branch, round_idx=round_idx) as tel:
+        stats = rollout_step(cfg, branch=branch, round_idx=round_idx, prompts_path=prompts.path,
+                             policy_ptr=policy.path, history_path=history.path if history else None,
+                             out_ptr=rollouts.path, heldout_path=heldout.path)
+        tel.observe_rollout(round_idx, stats)
     rollouts.metadata.update({"samples": stats.get("samples", 0), "reused": stats["reused"]})
     log_metrics(metrics, stats, step="rollout", branch=branch, round_idx=round_idx)

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from masa.telemetry import configure_logging
+
+    configure_logging()  # JSON lines when stderr is not a terminal
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -174,5 +174,5 @@ def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str
     result.update(checkpoint=name, uri=ptr.get("uri") or f"{ptr['store']}/{ptr['prefix']}")
     Path(out_path).write_text(json.dumps(result, indent=1))
     first = next(iter(result["benchmarks"].values()))
-    return {"accuracy": first["accuracy"], "wall_s": result["wall_s"],
+    return {"accuracy": first["accuracy"], "wall_s": result["wall_s"], "results": result,
             **{f"{n}.accuracy": r["accuracy"] for n, r in result["benchmarks"].items()}}

@@ -127,6 +127,7 @@ def heldout_accuracy(cfg: RunConfig, engine, problems: list[Problem]) -> dict[st
 def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str, policy_ptr: str,
                history_path: str | None, out_ptr: str, history_out: str) -> dict[str, Any]:
     from masa.steps.scoring import score_shard
+    from masa.telemetry import verifier_outcomes
 
     layout, rptr, ptr = run_layout(cfg), read_pointer(rollouts_ptr), read_pointer(policy_ptr)
     prefix = layout.part(branch, round_idx, "scored")
@@ -137,8 +138,11 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
         with tempfile.TemporaryDirectory(prefix="masa-score-") as tmp:
             shard = local_path_or_fetch(rptr["store"], rptr["prefix"], Path(tmp) / "r")
             model_dir = local_model(ptr, Path(tmp) / "m")  # the tokenizer re-tokenizes expert targets
-            return score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
-                               max_response_tokens=cfg.rollout.max_response_tokens)
+            stats = score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
+                                max_response_tokens=cfg.rollout.max_response_tokens)
+        # cached with the stats, so a reused part reports the same outcomes
+        stats["verifier_outcomes"] = verifier_outcomes(work / "scored.parquet")
+        return stats
 
     stats = run_once(cfg.store, prefix, fp, produce)
     write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="scored")
@@ -156,7 +160,7 @@ def train_config_for(cfg: RunConfig, branch: str, round_idx: int):
 
 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
-               out_ptr: str) -> dict[str, Any]:
+               out_ptr: str, on_step=None) -> dict[str, Any]:
     """Train on the round's scored shard. The trainer publishes the checkpoint itself (manifest last);
     our stats, with the input fingerprint, go beside it as `<prefix>.stats.json`."""
     from masa.steps.train import train_round
@@ -174,7 +178,8 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
             experts = scored / "experts.parquet"
             result = train_round(open_store(ptr["store"]).uri(ptr["prefix"]), str(scored / "scored.parquet"),
                                  str(experts) if experts.exists() else None, store.uri(prefix), tcfg,
-                                 nproc=cfg.train_processes, resume_root=store.uri(layout.part(branch, round_idx, "resume")))
+                                 nproc=cfg.train_processes, resume_root=store.uri(layout.part(branch, round_idx, "resume")),
+                                 on_step=on_step)
         stats = {**summarize_steps(result["steps"]), "global_step": result["global_step"],
                  "resumed_from": result["resumed_from"], "fingerprint": fp, "started_at": started,
                  "finished_at": time.time()}
@@ -193,5 +198,5 @@ def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
     for k in sorted(keys):
         vals = [s[k] for s in steps if isinstance(s.get(k), (int, float))]
         out[k] = sum(vals) / len(vals)
-    out["wall_s"] = sum(s.get("step_time_s", 0.0) for s in steps)
+    out["wall_s"] = sum(s.get("seconds", 0.0) for s in steps)
     return out
