@@ -11,6 +11,8 @@ import os
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from masa.storage import ObjectNotFoundError, StorageError, open_store
 from masa.storage.base import TMP_PREFIX, check_key, check_prefix, join_key
@@ -173,3 +175,28 @@ def test_s3_missing_credentials_clear_error_without_secrets(s3_root, s3_server, 
     with pytest.raises(StorageError) as e:
         store.put_bytes("x", b"1")
     assert s3_server.secret_key not in str(e.value) and s3_server.secret_key not in repr(store)
+
+
+_SEG = st.text(alphabet="ab1-_.", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))
+_KEY = st.lists(_SEG, min_size=1, max_size=3).map("/".join)
+
+
+def _no_file_dir_clash(keys: set[str]) -> bool:
+    """A filesystem cannot hold both 'a' and 'a/b' (documented local-store limitation)."""
+    return not any(k2.startswith(k + "/") for k in keys for k2 in keys)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.sets(_KEY, min_size=1, max_size=8).filter(_no_file_dir_clash),
+       prefix=st.one_of(st.just(""), _KEY, _KEY.map(lambda k: k + "/"), _KEY.map(lambda k: k[:-1] or k)))
+def test_local_list_matches_the_s3_reference_semantics(tmp_path_factory, keys, prefix):
+    """list(prefix) == sorted(k for k in keys if k.startswith(prefix)), for any keys and prefix."""
+    try:
+        check_prefix(prefix)
+    except ValueError:
+        return
+    store = LocalStore(str(tmp_path_factory.mktemp("prop")))
+    for k in keys:
+        store.put_bytes(k, k.encode())
+    assert store.list(prefix) == sorted(k for k in keys if k.startswith(prefix))
+    assert all(store.get_bytes(k) == k.encode() for k in keys)
