@@ -48,7 +48,7 @@ def respell(target: str) -> str | None:
         return f"x = {target}"
     if target.startswith("(") and target.endswith(")") and "(" not in target[1:]:
         return "\\left( " + target[1:-1].replace(",", ", ") + " \\right)"
-    if "," in target and not re.search(r"[()\[\]{}]", target):
+    if "," in target and not re.search(r"[()\[\]{}]|,\d{3}", target):
         return ", ".join(reversed(target.split(",")))
     if "\\frac" in target:
         return target.replace("\\frac", "\\dfrac")

@@ -31,6 +31,8 @@ EQUAL = [
     (r"30^\circ", "30"), (r"30^{\circ}", "30"), (r"\$5", "5"), (r"5\text{ cm}", "5"), (r"440\text{ cm}^2", "440"),
     (r"65 \text{ children tickets}", "65"), ("50\\%", "50"), ("1,000", "1000"), (r"1,\!000", "1000"),
     (r"8{,}880", "8880"), (r"\$1,\!000.50", "1000.5"), ("10,236", "10236"), (r"1{,}000{,}000", "10^6"),
+    (r"11,\! 111,\! 100", "11111100"), ("135, 45", "45,135"),  # `45,135` may be a list: both readings tried
+    (r"2, 3, \text{ and } 4", "4,3,2"), (r"-2 \text{ or } -12", "-12,-2"), (r"\text{A,D}", "{A,D}"),
     (r"\text{(B)}", "B"), ("(B)", "B"), (r"\text{ (C) }", "C"), (r"\mathrm{C}", "C"), (r"\text{odd}", "odd"),
     (r"\text{Evelyn}", "{Evelyn}"), ("-221_3", "-221_3"),
     # radicals, constants, operators, implicit multiplication
@@ -48,6 +50,7 @@ EQUAL = [
 DIFFERENT = [
     (r"\frac{1}{2004!}", r"\frac{1}{2006!}"),  # exact rationals: 1/2004! - 1/2006! != 0 though floats agree
     ("[1,2)", "[1,2]"), ("(1,2)", "(2,1)"), ("(1,2)", "[1,2]"), ("(1,2)", "1,2"), ("1,000", "(1,000)"),
+    ("000, 15", "15,000"), ("1, 0", "1,000"),  # a 0-led digit group is never read as a list item
     ("x+y=1", "y=1-x"),  # equations compare side by side, never moved to one side
     ("0.33", r"\frac13"), ("3.14", r"\pi"), (r"\sqrt{2}", "1.414"), ("e", "2.718281828"),
     (r"\frac{1}{3}", "0.3333333333333"), ("x^2", "x^3"), ("2", "3"), ("x", "y"), ("5", "5x"), ("x^2", "|x|^2+1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 
 import pytest
@@ -79,6 +80,19 @@ def test_hanging_worker_is_killed_and_the_rest_is_judged(monkeypatch):
     assert [v.correct for k, v in enumerate(verdicts) if k not in (1, 3)] == [True] * 22
 
 
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="the hook reaches workers by fork")
+def test_time_limit_works_from_a_non_main_thread(monkeypatch):
+    # signal.alarm would fail here: only the main thread may set signal handlers.
+    monkeypatch.setattr(pool, "verify", _hang_on_marker)
+    result: list = []
+    worker = threading.Thread(
+        target=lambda: result.extend(verify_batch([("HANG", "x"), (r"\boxed{2x}", "x+x")], timeout_s=0.3, workers=1))
+    )
+    worker.start()
+    worker.join(timeout=30)
+    assert result == [Verdict(False, None, "timeout"), Verdict(True, "2x", None)]
+
+
 def test_batch_matches_in_process_verdicts_and_order():
     pairs = [(rf"\boxed{{\frac{{{k}}}{{2}}}}", f"{k / 2}") for k in range(40)] + [(r"\boxed{7}", "8")] * 3
     assert verify_batch(pairs, workers=2) == verify_batch(pairs, workers=0) == [verify(r, a) for r, a in pairs]
@@ -100,7 +114,8 @@ def test_bad_arguments_are_rejected():
 
 LATEXISH = st.lists(st.sampled_from(list("0123456789+-*/^_{}()[],.=<>!|&\\ xyabe") + [
     r"\frac", r"\sqrt", r"\boxed{", r"\pi", r"\infty", r"\pm", r"\{", r"\}", r"\\", r"\text{", r"\begin{pmatrix}",
-    r"\end{pmatrix}", r"\cdot", r"\left(", r"\right)", "^\\circ", r"\%", r"\$", "1,000", r"\overline{"]), max_size=40).map("".join)
+    r"\end{pmatrix}", r"\cdot", r"\left(", r"\right)", "^\\circ", r"\%", r"\$", "1,000", r"\overline{",
+    "^{1/2}", "^{-2/3}", "^{0.5}", r"\sqrt[3]{", r"\sin", r"\log_", r"\binom", r"\cup", r"\le", "i", "&"]), max_size=40).map("".join)
 
 
 @settings(max_examples=300, deadline=None)

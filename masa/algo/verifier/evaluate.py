@@ -36,8 +36,9 @@ def _as_int(q: Fraction | None) -> int | None:
 
 
 def _exact_pow(base: Fraction, exp: Fraction) -> Fraction | None:
-    if exp.denominator != 1:
-        return _exact_root(base, exp.denominator) ** exp.numerator if exp.numerator else Fraction(1)
+    if exp.denominator != 1:  # 8^{2/3} = (8^{1/3})^2 when the root is rational
+        root = _exact_root(base, exp.denominator)
+        return None if root is None else _exact_pow(root, Fraction(exp.numerator))
     e = exp.numerator
     if base in (0, 1, -1):
         if base == 0 and e < 0:

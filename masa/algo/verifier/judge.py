@@ -59,7 +59,9 @@ def to_ast(answer: str, separators: bool = True) -> tuple:
     return parse(tokenize(clean(answer), separators))
 
 
-_GROUPED_DIGITS = re.compile(r"\d,\d{3}(?!\d)")
+# A digit group that could also be read as a list item: `45,135` (but not `15,000`: nobody writes 0 as 000).
+_AMBIGUOUS_GROUP = re.compile(r"\d,[1-9]\d{2}(?!\d)")
+_ZERO_GROUP = re.compile(r"\d,0\d{2}(?!\d)")
 
 
 def judge(pred: str, gold: str) -> tuple[bool, str | None]:
@@ -73,11 +75,16 @@ def judge(pred: str, gold: str) -> tuple[bool, str | None]:
     if canonical_string(pred) == canonical_string(gold):
         return True, None
     correct, error = _judge_parsed(pred, gold, separators=True)
-    if not correct and (_GROUPED_DIGITS.search(gold) or _GROUPED_DIGITS.search(pred)):
+    if not correct and _list_reading_plausible(pred, gold):
         # `45,135` is 45135 or the list 45, 135: either reading, applied to both sides alike, may match.
         correct, other_error = _judge_parsed(pred, gold, separators=False)
         error = None if correct else error or other_error
     return correct, error
+
+
+def _list_reading_plausible(pred: str, gold: str) -> bool:
+    both = pred + " " + gold
+    return bool(_AMBIGUOUS_GROUP.search(both)) and not _ZERO_GROUP.search(both)
 
 
 def _judge_parsed(pred: str, gold: str, separators: bool) -> tuple[bool, str | None]:
@@ -91,6 +98,8 @@ def _judge_parsed(pred: str, gold: str, separators: bool) -> tuple[bool, str | N
         return False, None  # an answer we cannot read is a wrong answer, not a failure to judge
     except (VerifierLimit, RecursionError) as e:
         return False, f"limit: {e or 'recursion'}"
+    except Exception as e:  # noqa: BLE001 - untrusted input must never crash the caller; the error says why
+        return False, f"internal error: {type(e).__name__}: {e}"
 
 
 def is_equivalent(pred: str, gold: str) -> bool:
