@@ -111,6 +111,14 @@ def test_local_writes_leave_no_temp_files(tmp_path):
     assert store.list() == ["a/b", "a/c"]
 
 
+def test_local_key_under_an_existing_file_is_a_storage_error(tmp_path):
+    store = LocalStore(str(tmp_path))
+    store.put_bytes("a", b"1")
+    with pytest.raises(StorageError, match=r"writing .*/a/b: "):
+        store.put_bytes("a/b", b"2")  # a file cannot also be a directory (S3 allows it)
+    assert store.get_bytes("a") == b"1"
+
+
 def test_open_store_uris(tmp_path):
     assert open_store(f"file://{tmp_path}").root == tmp_path.resolve()
     assert open_store(str(tmp_path)).uri("x/y") == (tmp_path / "x" / "y").resolve().as_uri()

@@ -165,6 +165,14 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(CheckpointError, match="format_version 99 is not supported"):
         read_manifest(store, "c")
     assert not is_complete(store, "c")
+    evil = {"format_version": 1, "created_at": "", "files": {"../../etc/x": {"size": 1, "sha256": "0"}}}
+    store.put_bytes(f"c/{MANIFEST}", json.dumps(evil).encode())
+    with pytest.raises(CheckpointError, match=r"unreadable manifest .*invalid key '../../etc/x'"):
+        get_dir_verified(store, "c", str(tmp_path / "dst"))  # never writes outside dst
+    make_ckpt(tmp_path / "src", FILES)
+    with pytest.raises(CheckpointError, match="meta is not JSON-serialisable"):
+        put_dir_atomic(store, str(tmp_path / "src"), "d", meta={"bad": object()})
+    assert store.list("d/") == []
 
 
 def test_manifest_in_source_dir_is_not_uploaded_as_a_file(tmp_path):

@@ -26,6 +26,7 @@ from masa.storage.base import (
     ObjectNotFoundError,
     StorageError,
     Store,
+    check_key,
     join_key,
     sha256_file,
 )
@@ -67,7 +68,8 @@ class Manifest:
             if version != FORMAT_VERSION:
                 raise CheckpointError(f"{where}: manifest format_version {version} is not supported "
                                       f"(this code reads {FORMAT_VERSION})")
-            files = {k: FileEntry(size=int(v["size"]), sha256=str(v["sha256"])) for k, v in d["files"].items()}
+            files = {check_key(k): FileEntry(size=int(v["size"]), sha256=str(v["sha256"]))
+                     for k, v in d["files"].items()}  # check_key: no '..' escaping the target dir
             return cls(files=files, created_at=str(d["created_at"]), format_version=version,
                        meta=dict(d.get("meta", {})))
         except CheckpointError:
@@ -100,6 +102,10 @@ def put_dir_atomic(store: Store, local_dir: str, key_prefix: str, *, meta: dict 
     rels = _local_files(root)
     if not rels:
         raise CheckpointError(f"cannot upload {local_dir}: no files in it")
+    try:
+        json.dumps(meta)
+    except TypeError as e:  # fail before uploading anything, not after
+        raise CheckpointError(f"cannot upload {local_dir}: meta is not JSON-serialisable ({e})") from e
     manifest_key = join_key(key_prefix, MANIFEST)
     if store.exists(manifest_key):
         store.delete(manifest_key)  # uncommit first: a half-overwritten prefix must read as incomplete

@@ -8,6 +8,7 @@ file is removed and a `StorageError` names the key (ENOSPC says "no space left")
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -50,17 +51,22 @@ def _io_error(action: str, uri: str, e: OSError) -> StorageError:
     return StorageError(e.errno, f"{action} {uri}: {reason}")
 
 
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
 def atomic_write(dest: Path, chunks, *, uri: str, durable: bool = True) -> tuple[str, int]:
     """Write the byte `chunks` to `dest` atomically (temp + replace); return (sha256, size).
 
     `durable` also fsyncs the file and its directory (store writes: a crash right after must not
     lose the object). Downloads skip it: a lost local copy is simply fetched again.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f"{TMP_PREFIX}{dest.name}-{uuid.uuid4().hex[:12]}"
     h = hashlib.sha256()
     size = 0
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
@@ -73,10 +79,10 @@ def atomic_write(dest: Path, chunks, *, uri: str, durable: bool = True) -> tuple
         if durable:
             _fsync_dir(dest.parent)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise _io_error("writing", uri, e) from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise
     return h.hexdigest(), size
 
