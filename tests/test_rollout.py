@@ -205,3 +205,19 @@ def test_step_fails_naming_a_missing_model_before_generating(tmp_path):
         run_rollout_step(PROBLEMS, str(tmp_path / "nope"), tmp_path / "out", algorithm=_algo("grpo"),
                          settings=SETTINGS)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_cli_rollout_writes_shard(meta_model_dir, tmp_path, capsys):
+    from masa.cli import main
+
+    write_verl_parquet(PROBLEMS[:2], tmp_path / "batch.parquet")
+    rc = main(["rollout", "--prompts", str(tmp_path / "batch.parquet"), "--model", str(meta_model_dir),
+               "--out", str(tmp_path / "out"), "--round", "1", "--mae-history", "0.1,0.1",
+               "--set", "rollout.backend=transformers", "--set", "rollout.max_response_tokens=16",
+               "--set", "algorithm.n_solution=2", "--set", "algorithm.n_meta=2"])
+    assert rc == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["samples"] == pq.read_table(tmp_path / "out" / "rollouts.parquet").num_rows > 0
+    assert main(["rollout", "--prompts", str(tmp_path / "missing.parquet"), "--model", str(meta_model_dir),
+                 "--out", str(tmp_path / "o2")]) == 2

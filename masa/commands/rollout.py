@@ -1,0 +1,56 @@
+"""`masa rollout --prompts P --model M --out DIR`: one rollout step outside the pipeline.
+
+Writes DIR/rollouts.parquet (schema: docs/rollout-shard.md) and DIR/rollout_stats.json, and prints the
+stats. Sampling and algorithm settings come from the run configuration (`--preset`, `--set`), e.g.
+`--set algorithm.name=masa-efficient --set rollout.max_response_tokens=256`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from masa.commands._common import add_config_arguments
+
+HELP = "sample one round of rollouts (grpo / masa / masa-efficient) into a parquet shard"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompts", required=True, help="prompt batch: verl .parquet or .jsonl (or s3:// URI)")
+    p.add_argument("--model", required=True, help="policy checkpoint: local dir, s3:// URI or Hugging Face id")
+    p.add_argument("--out", required=True, help="output directory for rollouts.parquet and rollout_stats.json")
+    p.add_argument("--round", type=int, default=0, help="training round (seeds, shard column)")
+    p.add_argument("--mae-history", default="",
+                   help="comma-separated pass-rate MAE of earlier rounds, oldest first (gating switch)")
+    add_config_arguments(p)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"masa rollout: --mae-history must be comma-separated numbers, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import sys
+
+    from masa.commands._common import load
+    from masa.data.records import DataError
+    from masa.engines import ModelNotFoundError
+    from masa.steps.rollout import SamplingSettings, run_rollout_step
+
+    cfg = load(args)
+    settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    try:
+        stats = run_rollout_step(
+            args.prompts, args.model, args.out, algorithm=cfg.algorithm, settings=settings,
+            round_index=args.round, seed=cfg.seed, mae_history=_floats(args.mae_history),
+            backend=cfg.rollout.backend, dtype=cfg.rollout.dtype,
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
+    except (DataError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
+        print(f"masa rollout: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(dataclasses.asdict(stats), indent=2, sort_keys=True))
+    return 0
