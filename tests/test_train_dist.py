@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from masa.cli import main
 from masa.steps.train import train_round
 from masa.storage import CheckpointError
 from masa.train import checkpoint as ckpt
@@ -151,7 +152,7 @@ def _logp_of(model_dir, prompt, response) -> torch.Tensor:
     return lp[len(prompt) - 1 :, :].gather(-1, ids[0, len(prompt):, None]).squeeze(-1)
 
 
-def test_positive_advantage_raises_logprob_and_next_round_continues(data, tmp_path):
+def test_positive_advantage_raises_logprob_and_next_round_continues(data, tmp_path, capsys):
     prompt, response = [5, 17, 33, 8], [40, 41, 42, 43, 44, 45]
     shard = tmp_path / "pos.parquet"
     pq.write_table(pa.Table.from_pylist([{
@@ -165,7 +166,21 @@ def test_positive_advantage_raises_logprob_and_next_round_continues(data, tmp_pa
     row = r1["steps"][0]
     assert row["logprob_gap"] == pytest.approx((before + 9.0).abs().mean().item(), rel=1e-4)
     assert row["lr"] == pytest.approx(5e-5)
-    # the next round starts from r1's published state: the warm-up continues (lr 1e-4), not restarts
-    r2 = train_round(str(tmp_path / "r1"), str(shard), None, str(tmp_path / "r2"), cfg, nproc=1)
-    assert r2["global_step"] == 2 and r2["steps"][0]["lr"] == pytest.approx(1e-4)
-    assert r2["steps"][0]["restored_from"] == "init_state_dir:1"
+    # the next round, through the CLI, starts from r1's published state: the warm-up continues
+    # (lr 1e-4 at global step 2), it does not restart
+    rc = main(["train", "--model", str(tmp_path / "r1"), "--scored", str(shard), "--out", str(tmp_path / "r2"),
+               "--nproc", "1", "--metrics-only", "--set", "train.lr=0.0001", "--set", "train.warmup_steps=2",
+               "--set", "train.steps_per_round=1", "--set", "train.recompute_logprobs=true"])
+    assert rc == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [r["step"] for r in rows] == [2] and rows[0]["lr"] == pytest.approx(1e-4)
+    assert rows[0]["restored_from"] == "init_state_dir:1"
+
+
+def test_cli_reports_bad_inputs(tmp_path, tiny_model_dir, capsys):
+    rc = main(["train", "--model", str(tiny_model_dir), "--scored", str(tmp_path / "missing.parquet"),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2 and "missing.parquet" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model", "m", "--scored", "s", "--out", "o", "--set", "train.zero_stage=1"])
+    assert e.value.code == 2 and "zero_stage" in capsys.readouterr().err

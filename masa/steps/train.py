@@ -76,6 +76,16 @@ def _previous_state(model_uri: str, work: Path) -> str | None:
     return str(ckpt.fetch_verified(uri, work / "init_state"))
 
 
+def train_config_for(run_cfg) -> TrainConfig:
+    """The TrainConfig of a RunConfig, with bc_coef taken from the algorithm's expert settings.
+
+    Behaviour cloning is part of MASA only: GRPO, or experts disabled, trains with bc_coef 0.
+    """
+    expert = run_cfg.algorithm.expert
+    bc = expert.bc_coef if run_cfg.algorithm.uses_meta and expert.enabled else 0.0
+    return dataclasses.replace(run_cfg.train, bc_coef=bc)
+
+
 def train_round(
     model_uri: str,
     scored_path: str,
@@ -104,6 +114,9 @@ def train_round(
     model_dir = _local_model(model_uri)
     scored = _local_file(scored_path, work)
     experts = _local_file(experts_path, work)
+    for what, path in (("scored shard", scored), ("experts shard", experts)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{what} {path!r} does not exist")
     fp = fingerprint(model_uri, scored, experts, cfg)
     resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None
     spec = {
