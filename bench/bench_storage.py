@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test helpers are top-level modules
+
+from s3server import seaweedfs  # noqa: E402
 
 from masa.storage import get_dir_verified, open_store, put_dir_atomic, resolve_model  # noqa: E402
-from tests.s3server import seaweedfs  # noqa: E402
 
 MIB = 1 << 20
 

@@ -22,7 +22,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A SeaweedFS S3 server for the whole session (tests/s3server.py: .env(), .make_bucket(), .client())."""
-    from tests.s3server import seaweedfs
+    from s3server import seaweedfs
 
     with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server

@@ -18,6 +18,7 @@ import threading
 import time
 
 import pytest
+from s3server import CuttingProxy, seaweedfs
 
 from masa.storage import (
     CheckpointError,
@@ -28,7 +29,6 @@ from masa.storage import (
     open_store,
     put_dir_atomic,
 )
-from tests.s3server import CuttingProxy, seaweedfs
 
 MIB = 1 << 20
 BUCKET = "faults"
