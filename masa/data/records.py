@@ -318,7 +318,8 @@ def _fetch_s3(uri: str, cache_dir: str | None) -> str:
 
 def _read_json_lines(path: Path) -> list[Any]:
     """Rows of a JSONL file, or of a `.json` file holding one array of rows."""
-    with path.open(encoding="utf-8", errors="replace") as f:
+    # newline="": a JSONL record ends at "\n" only; a stray "\r" is JSON whitespace, not a row break
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
         text = f.read()
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
