@@ -26,6 +26,7 @@ from masa.data.filter import (
 from masa.data.records import (
     DataError,
     Problem,
+    check_sources,
     count_reasons,
     last_boxed,
     load_problems,
@@ -172,6 +173,18 @@ def test_unreadable_sources_name_the_source(tmp_path, monkeypatch):
         load_problems("a/b/c")
     with pytest.raises(DataError, match="expected s3://bucket/"):
         load_problems("s3://bucket-only")
+
+
+def test_check_sources_reports_every_key_before_reading(tmp_path):
+    good = write_jsonl(tmp_path / "ok.jsonl", [])
+    problems = check_sources({"data.train": str(good), "data.heldout": str(tmp_path / "absent.parquet"),
+                              "benchmark.datasets[0]": "org/name", "benchmark.datasets[1]": "s3://b/dir/",
+                              "benchmark.datasets[2]": ""})
+    assert problems == [f"data.heldout: data file not found: {tmp_path}/absent.parquet",
+                        "benchmark.datasets[1]: data URI s3://b/dir/: expected s3://bucket/[prefix/]file with one "
+                        "of .parquet, .jsonl, .json",
+                        "benchmark.datasets[2]: invalid data source '': expected a file path, s3:// URI or HF "
+                        "dataset id"]
 
 
 def test_hf_id_offline_names_the_id(tmp_path, monkeypatch):

@@ -274,36 +274,61 @@ def require_problems(problems: Sequence[Problem], rejected: Sequence[Rejected], 
                     + summarize_rejections(rejected))
 
 
-def read_rows(source: str, *, split: str = "train", cache_dir: str | None = None) -> list[Any]:
-    """Raw rows of a parquet / JSONL / JSON file, an `s3://` object, or a Hugging Face dataset id."""
+def source_kind(source: Any) -> str:
+    """"s3", "file" or "hf" for a data source judged without reading it; raises DataError naming it
+    when it cannot be one (used before a run starts, so a typo fails in seconds, not after the model)."""
     if not isinstance(source, str) or not source.strip():
         raise DataError(f"invalid data source {source!r}: expected a file path, s3:// URI or HF dataset id")
     if source.startswith("s3://"):
-        return read_rows(_fetch_s3(source, cache_dir), split=split)
+        bucket_prefix, _, name = source.rpartition("/")
+        if not name.endswith(DATA_SUFFIXES) or bucket_prefix in ("s3:", "s3:/"):
+            raise DataError(f"data URI {source}: expected s3://bucket/[prefix/]file with one of "
+                            f"{', '.join(DATA_SUFFIXES)}")
+        return "s3"
     path = Path(source)
     if path.suffix in DATA_SUFFIXES:
         if not path.is_file():
             raise DataError(f"data file not found: {source}")
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            try:
-                return pq.read_table(path).to_pylist()
-            except Exception as e:  # corrupt or non-parquet file: pyarrow raises several types
-                raise DataError(f"cannot read parquet file {source}: {e}") from e
-        return _read_json_lines(path)
+        return "file"
     if path.exists():
         raise DataError(f"unsupported data file {source}: expected {', '.join(DATA_SUFFIXES)}")
     if source.count("/") == 1 and not source.startswith((".", "/", "~")):
-        return _read_hf(source, split)
+        return "hf"
     raise DataError(f"data source not found: {source} (a .parquet/.jsonl/.json path, s3:// URI or HF dataset id)")
 
 
+def check_sources(sources: Mapping[str, Any]) -> list[str]:
+    """Every problem of `{config key: source}` at once, as "key: why" (empty: all look usable)."""
+    problems = []
+    for key, source in sources.items():
+        try:
+            source_kind(source)
+        except DataError as e:
+            problems.append(f"{key}: {e}")
+    return problems
+
+
+def read_rows(source: str, *, split: str = "train", cache_dir: str | None = None) -> list[Any]:
+    """Raw rows of a parquet / JSONL / JSON file, an `s3://` object, or a Hugging Face dataset id."""
+    kind = source_kind(source)
+    if kind == "s3":
+        return read_rows(_fetch_s3(source, cache_dir), split=split)
+    if kind == "hf":
+        return _read_hf(source, split)
+    if source.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(source).to_pylist()
+        except Exception as e:  # corrupt or non-parquet file: pyarrow raises several types
+            raise DataError(f"cannot read parquet file {source}: {e}") from e
+    return _read_json_lines(Path(source))
+
+
 def _fetch_s3(uri: str, cache_dir: str | None) -> str:
-    """Download the object `uri` into the cache; the local path keeps its suffix (the format)."""
+    """Download the object `uri` (checked by `source_kind`) into the cache; the local path keeps its
+    suffix, which names the format."""
     bucket_prefix, _, name = uri.rpartition("/")
-    if not name.endswith(DATA_SUFFIXES) or bucket_prefix in ("s3:", "s3:/"):
-        raise DataError(f"data URI {uri}: expected s3://bucket/[prefix/]file with one of {', '.join(DATA_SUFFIXES)}")
     from masa.storage import StorageError, open_store  # storage layer; imported lazily for the offline path
 
     local = Path(cache_dir or os.environ.get("MASA_CACHE_DIR", Path.home() / ".cache" / "masa")) / "data"
