@@ -28,7 +28,7 @@ EQUAL = [
     (r"\begin{pmatrix} -4\\-3 \end{pmatrix}", r"\begin{pmatrix}-4\-3\end{pmatrix}"),  # MATH's lost backslash
     (r"1\pm\sqrt{2}", r"1+\sqrt2, 1-\sqrt2"), (r"\{1\pm\sqrt{5},-2\}", r"\{-2, 1+\sqrt5, 1-\sqrt5\}"),
     # units, signs, separators, text
-    (r"30^\circ", "30"), (r"30^{\circ}", "30"), (r"\$5", "5"), (r"5\text{ cm}", "5"), (r"440\text{ cm}^2", "440"),
+    (r"30^\circ", "30"), (r"30^{\circ}", "30"), (r"\cos 60^\circ", "0.5"), (r"2\sin(30^{\circ})", "1"), (r"\$5", "5"), (r"5\text{ cm}", "5"), (r"440\text{ cm}^2", "440"),
     (r"65 \text{ children tickets}", "65"), ("50\\%", "50"), ("1,000", "1000"), (r"1,\!000", "1000"),
     (r"8{,}880", "8880"), (r"\$1,\!000.50", "1000.5"), ("10,236", "10236"), (r"1{,}000{,}000", "10^6"),
     (r"11,\! 111,\! 100", "11111100"), ("135, 45", "45,135"),  # `45,135` may be a list: both readings tried
@@ -44,7 +44,8 @@ EQUAL = [
     # symbolic
     ("x^2+2x+1", "(x+1)^2"), (r"\frac{x}{2}", "0.5x"), (r"\pi r^2", r"r^2\pi"), ("a+b", "b+a"), ("5x-3", "-3+5x"),
     (r"\sin^2 x + \cos^2 x", "1"), (r"2\tan x", r"2\tanx"), (r"\frac{x+1}{2}", r"\frac12 x + 0.5"),
-    (r"\sqrt{x}", "x^{1/2}"),
+    (r"\sqrt{x}", "x^{1/2}"), (r"\frac{1}{s}", "1/s"), (r"\frac{2}{m}", r"2m^{-1}"),  # not units here
+    (r"8^{2/3}", "4"), (r"x^{3/2}", r"x\sqrt{x}"),
 ]
 
 DIFFERENT = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import time
 
@@ -64,6 +65,8 @@ def test_code_injection_has_no_effect(payload, tmp_path):
 def _hang_on_marker(response: str, answer: str) -> Verdict:
     if response == "HANG":
         time.sleep(3600)
+    if response == "DIE":
+        os._exit(3)  # a worker crash (e.g. the OOM killer), not an exception
     return verify(response, answer)
 
 
@@ -78,6 +81,15 @@ def test_hanging_worker_is_killed_and_the_rest_is_judged(monkeypatch):
     assert time.monotonic() - start < 30  # hang guard
     assert verdicts[1] == Verdict(False, None, "timeout") and verdicts[3] == Verdict(False, None, "timeout")
     assert [v.correct for k, v in enumerate(verdicts) if k not in (1, 3)] == [True] * 22
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="the hook reaches workers by fork")
+def test_a_dead_worker_is_replaced_and_the_rest_is_judged(monkeypatch):
+    monkeypatch.setattr(pool, "verify", _hang_on_marker)
+    pairs = [("DIE", "x"), (r"\boxed{x^2}", "x\\cdot x"), ("DIE", "y"), (r"\boxed{(1,2)}", "(1,2)")]
+    verdicts = verify_batch(pairs, timeout_s=5.0, workers=1, start_method="fork")
+    assert verdicts[0] == verdicts[2] == Verdict(False, None, "worker died")
+    assert verdicts[1].correct and verdicts[3].correct
 
 
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="the hook reaches workers by fork")
@@ -110,6 +122,8 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="workers"):
         verify_batch([], workers=-1)
     assert verify_batch([]) == []
+    with pytest.raises(TypeError, match=r"pairs\[1\] must be a \(response: str, answer: str\) pair"):
+        verify_batch([("a", "1"), ("b", 2)])
 
 
 LATEXISH = st.lists(st.sampled_from(list("0123456789+-*/^_{}()[],.=<>!|&\\ xyabe") + [

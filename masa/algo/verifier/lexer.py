@@ -68,6 +68,10 @@ _SPACING = re.compile(
     r"(\\\\)|\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])|\\[,;: ]|\\q?quad(?![a-zA-Z])|\\displaystyle"
     r"|\\(?:mathrm|text)\{\s*\}|~"
 )
+# `\\sin 30^\\circ`: the one place where a degree sign changes the value (radians below).
+_TRIG_DEGREES = re.compile(
+    r"(\\(?:sin|cos|tan|cot|sec|csc))\s*(\(?)\s*(-?\d+(?:\.\d+)?)\s*\^\s*\{?\s*\\circ\s*\}?"
+)
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°")
 _THIN_SPACE = re.compile(r"\\!")
 _EXPLICIT_SEPARATOR = re.compile(r"(?<=\d),\s*\\!\s*(?=\d{3}(?!\d))")
@@ -77,7 +81,8 @@ _BRACED_COMMA = re.compile(r"(?<=\d)\{,\}(?=\d)")
 _UNIT_TEXT = re.compile(
     r"\\(?:text|mbox|mathrm|textrm|textnormal)\s*\{([^{}]*)\}(\s*\^\s*\{?\s*[23]\s*\}?)?"
 )
-_UNIT_BARE = re.compile(r"(?<=[\d}])\s*\{([a-zA-Z ]+)\}(\s*\^\s*\{?\s*[23]\s*\}?)?")
+# `440{cm}^2` (MATH targets lost their \text); only after a digit, never `\frac{1}{s}`.
+_UNIT_BARE = re.compile(r"(?<=\d)\s*\{([a-zA-Z ]+)\}(\s*\^\s*\{?\s*[23]\s*\}?)?")
 
 
 def _is_unit(words: str) -> bool:
@@ -106,7 +111,8 @@ def clean(s: str) -> str:
     s = _EXPLICIT_SEPARATOR.sub("", s)  # `11,\! 111,\! 100`: typeset digit groups
     s = _THIN_SPACE.sub("", s)  # `15,\!000`: a negative space only ever glues
     s = _SPACING.sub(lambda m: m.group(1) or " ", s)
-    s = _DEGREES.sub("", s)
+    s = _TRIG_DEGREES.sub(r"\1\2(\3\\pi/180)", s)
+    s = _DEGREES.sub("", s)  # elsewhere a degree sign is a unit: 30^\circ = 30
     s = _PERCENT.sub("", s)
     s = _BRACED_COMMA.sub("", s)
     s = _drop_units(s)

@@ -107,6 +107,9 @@ def verify_batch(
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")
+    for k, pair in enumerate(pairs):
+        if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise TypeError(f"pairs[{k}] must be a (response: str, answer: str) pair, got {pair!r:.80}")
     if workers == 0:
         return [verify(r, a) for r, a in pairs]
     out: list[Verdict | None] = [None] * len(pairs)
