@@ -31,6 +31,7 @@ from masa.data.records import (
     last_boxed,
     load_problems,
     rows_to_problems,
+    write_rejections,
     write_verl_parquet,
 )
 
@@ -122,6 +123,18 @@ def test_jsonl_each_reason_counted(tmp_path):
     assert "id 'a' is already row 0" in detail[8] and "nan" in detail[11]
     # the same id with the same content is an exact duplicate, counted by the duplicate filter
     assert [r.index for r in drop_exact_duplicates(kept)[1]] == [10]
+
+
+def test_write_rejections_lists_every_dropped_row(tmp_path):
+    kept, rejected = rows_to_problems([{"problem": "a", "answer": "1"}, {"problem": "b"}, {"problem": "a", "answer": "1"}],
+                                      source="x")
+    out = tmp_path / "dropped.jsonl"
+    assert write_rejections(rejected, out, stage="load") == 1
+    assert write_rejections(drop_exact_duplicates(kept)[1], out, stage="dedup") == 1
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"row": 1, "reason": "missing_answer", "detail": rejected[0].detail, "prompt_id": "", "stage": "load"},
+        {"row": 2, "reason": "duplicate", "detail": f"same text as row 0 ({kept[0].prompt_id})",
+         "prompt_id": kept[1].prompt_id, "stage": "dedup"}]
 
 
 def test_json_array_file_and_column_mapping(tmp_path):

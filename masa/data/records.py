@@ -264,6 +264,17 @@ def summarize_rejections(rejected: Sequence[Rejected], *, examples: int = 2) -> 
     return "\n".join(lines)
 
 
+def write_rejections(rejected: Iterable[Rejected], path: str | os.PathLike, *, stage: str = "") -> int:
+    """Append every dropped row to a JSONL report (row, reason, detail, prompt_id, stage); returns the count."""
+    n = 0
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rejected:
+            f.write(json.dumps({"row": r.index, "reason": r.reason, "detail": r.detail, "prompt_id": r.prompt_id,
+                                "stage": stage}, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
 def require_problems(problems: Sequence[Problem], rejected: Sequence[Rejected], *, source: str) -> None:
     """Stop early, saying why, when a source yields no usable problem (every row dropped, or none)."""
     if problems:
