@@ -181,8 +181,8 @@ def _row_problem(row: Any, i: int, *, source: str, mapping: Mapping[str, str], m
     verl = "prompt" in row and "reward_model" in row and not mapping
     problem, answer, solution = _verl_fields(row) if verl else _flat_fields(row, mapping)
     solution = solution if isinstance(solution, str) else None
-    if not (answer or "").strip() and solution:
-        answer = last_boxed(solution)
+    boxed = last_boxed(solution) if solution and not (answer or "").strip() else None
+    answer = answer if boxed is None else boxed  # a blank answer with no box stays blank: empty_answer
     if answer is None:
         raise _Reject("missing_answer", "no reference answer (" + ("reward_model.ground_truth.target" if verl
                       else ", ".join(ANSWER_KEYS)) + ") and no \\boxed{} in a solution")
@@ -209,7 +209,7 @@ def _row_problem(row: Any, i: int, *, source: str, mapping: Mapping[str, str], m
 def _explicit_id(row: Mapping[str, Any], mapping: Mapping[str, str]) -> str | None:
     key = mapping.get("id") or next((k for k in ID_KEYS if k in row), None)
     value = row.get(key) if key else None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or isinstance(value, int) and abs(value) >= _MAX_INT:
         return None  # no usable id: identity falls back to the content hash
     return str(value)
 
