@@ -196,3 +196,21 @@ def test_accumulator_weights_means_by_tokens():
     with pytest.raises(KeyError, match="unexpected statistic"):
         acc.add({"bogus": torch.tensor(1.0)}, loss=torch.tensor(0.0), tokens=0)
     assert "expert/bc_loss_sum" in KEYS
+
+
+# ---------------------------------------------------------------- GPU MFU bench, CPU smoke run
+
+
+def test_gpu_mfu_bench_runs_tiny_on_cpu():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_train_mfu.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_mfu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.run(mod.parse(["--tiny", "--cpu", "--warmup", "1", "--max-steps", "2", "--time-box", "60"]))
+    assert out["steps_measured"] == 2 and out["tokens_per_s"] > 0 and out["mfu"] is None
+    # 6 x (non-embedding + LM head) + 12 x layers x heads x head_dim x seq, for the tiny shape
+    assert out["model_flops_per_token"] == 6 * (out["non_embedding_params"] + 64 * 512) + 12 * 2 * 2 * 32 * 64
+    assert math.isfinite(out["loss_last"])
