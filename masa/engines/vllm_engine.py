@@ -44,6 +44,21 @@ def iter_safetensors(model_dir: Path) -> Iterator[tuple[str, object]]:
                 yield name, st.get_tensor(name)
 
 
+def _cpu_scheduler_args(max_model_len: int) -> dict:
+    """On CPU, no chunked prefill: vLLM 0.32 rewinds a seeded request's generator after a partial
+    prefill with `Generator.set_offset`, which CPU generators do not support ("CPU Generator does not
+    use offset"), so any batch whose prompts exceed one step's token budget crashed with seeds set.
+    Whole prompts per step need a budget of at least max_model_len."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    from vllm.config import SchedulerConfig
+
+    default = getattr(SchedulerConfig, "DEFAULT_MAX_NUM_BATCHED_TOKENS", 2048)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, default)}
+
+
 class VLLMEngine:
     """An `Engine` backed by `vllm.LLM` (see `masa.engines.base`)."""
 
@@ -60,7 +75,7 @@ class VLLMEngine:
             model=str(self.model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
             max_model_len=config.max_model_len, gpu_memory_utilization=config.gpu_memory_utilization,
             tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
-            logprobs_mode="raw_logprobs",
+            logprobs_mode="raw_logprobs", **_cpu_scheduler_args(config.max_model_len),
         )
         self.startup_s = time.perf_counter() - t0
 
