@@ -96,22 +96,26 @@ def test_output_is_a_sealed_hf_checkpoint_with_state(runs):
     assert state["global_step"] == 2 and state["world"] == 2
 
 
-def test_killed_rank_resumes_from_last_complete_checkpoint(runs, data):
-    root = data["root"]
-    resume, out = root / "resume-kill", root / "out-kill"
-    args = (data["model"], data["scored"], data["experts"], str(out), CFG)
+def test_killed_rank_resumes_from_last_complete_checkpoint(runs, data, s3_server, monkeypatch, tmp_path):
+    # resume points and the output live on a real S3 server: rank 0 publishes while training runs
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    s3_server.make_bucket("train")
+    resume, out = "s3://train/kill/resume", "s3://train/kill/out"
+    args = (data["model"], data["scored"], data["experts"], out, CFG)
     # rank 1 SIGKILLs itself after the first backward of the second step (step index 1)
     with pytest.raises(TrainingFailed, match="exited with code"):
-        train_round(*args, nproc=2, resume_root=str(resume), env={FAULT_ENV: "rank=1,step=1,micro=0"})
-    assert ckpt.latest_resume_point(str(resume)) == f"{resume}/step-000001"
-    assert not ckpt.is_complete(str(out))  # nothing published for the dead run
+        train_round(*args, nproc=2, resume_root=resume, env={FAULT_ENV: "rank=1,step=1,micro=0"})
+    assert ckpt.latest_resume_point(resume) == f"{resume}/step-000001"
+    assert not ckpt.is_complete(out)  # nothing published for the dead run
 
-    again = train_round(*args, nproc=2, resume_root=str(resume))
+    again = train_round(*args, nproc=2, resume_root=resume)
     assert again["resumed_from"] == f"{resume}/step-000001"
     assert [r["step"] for r in again["steps"]] == [2]
     assert again["steps"][0]["restored_from"] == "resume_dir:1"
     # exactly the uninterrupted run: weights, optimizer moments and LR schedule were restored
-    assert _max_diff(_weights(out), _weights(runs(2)["out"])) < 1e-6
+    got = ckpt.fetch_verified(out, tmp_path / "got")
+    assert _max_diff(_weights(got), _weights(runs(2)["out"])) < 1e-6
     assert again["steps"][0]["loss"] == pytest.approx(runs(2)["steps"][1]["loss"], rel=1e-6)
 
 
