@@ -78,6 +78,9 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.store:
         cfg = replace(cfg, store=str(out / "store"))
+    # No retries locally: a failure here is deterministic or needs the user; rerunning `masa run`
+    # with the same --out reuses every finished step.
+    cfg = replace(cfg, resources=replace(cfg.resources, retries=0))
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
                enable_caching=True, cache_root=str(out / "kfp-cache"), raise_on_error=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from masa.config import RunConfig
-from masa.data.records import Problem, load_problems
+from masa.data.records import Problem, rows_to_problems
 from masa.steps.layout import (
     cached_stats,
     local_path_or_fetch,
@@ -57,10 +57,20 @@ def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -
     return str(base / f"toy-{split}.parquet")
 
 
+def read_problems(path: str) -> list[Problem]:
+    """Problems of a parquet Dataset artifact written by the data filter (KFP paths carry no suffix)."""
+    import pyarrow.parquet as pq
+
+    problems, rejected = rows_to_problems(pq.read_table(path).to_pylist(), source=path)
+    if rejected:
+        raise ValueError(f"{path}: {len(rejected)} rows are not problems (first: {rejected[0]})")
+    return problems
+
+
 def round_prompts(prompts_path: str, round_idx: int, n: int, seed: int) -> list[Problem]:
     """The round's prompts: consecutive slices of one seeded permutation (wrapping), so every
     prompt is seen once before any is seen twice, and all branches get the same ones."""
-    problems, _ = load_problems(prompts_path)
+    problems = read_problems(prompts_path)
     order = list(range(len(problems)))
     random.Random(seed).shuffle(order)
     start = (round_idx * n) % len(order)
@@ -88,7 +98,7 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     fp = _digest(_manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
                  dataclasses.asdict(settings), round_idx, cfg.seed, maes)
 
-    heldout = load_problems(heldout_path)[0] if heldout_path else []
+    heldout = read_problems(heldout_path) if heldout_path else []
 
     def produce(work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="masa-rollout-") as tmp:

@@ -195,6 +195,12 @@ def _mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if len(xs) else 0.0
 
 
+def _mean_or_none(xs: Sequence[float]) -> float | None:
+    """None, not 0, when nothing was measured: an MAE of 0 over no parsed prediction would switch
+    predictive gating on (it reads this value) although the meta path has shown nothing."""
+    return float(sum(xs) / len(xs)) if len(xs) else None
+
+
 def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, obs) -> dict[str, Any]:
     lengths = [len(t) for t in cols["response_token_ids"]]
     gated = cols.get("gated") or [False] * len(lengths)
@@ -218,10 +224,10 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         ok = m["parsed"]
         scorable = [bool(obs.mask[prompt_of[i]].any()) for i in meta]
         out["meta_parse_rate"] = _mean(m["parse_ok"].tolist())
-        out["meta_pass_rate_mae"] = _mean(m["abs_err"][ok].tolist())
-        out["meta_reward_mean"] = _mean([r for r, s in zip(m["reward"].tolist(), scorable, strict=True) if s])
+        out["meta_pass_rate_mae"] = _mean_or_none(m["abs_err"][ok].tolist())
+        out["meta_reward_mean"] = _mean_or_none([r for r, s in zip(m["reward"].tolist(), scorable, strict=True) if s])
         for k in ("pass_rate", "length", "notion"):
-            out[f"meta_reward_{k}_mean"] = _mean(m[k][ok].tolist())
+            out[f"meta_reward_{k}_mean"] = _mean_or_none(m[k][ok].tolist())
     return out
 
 
