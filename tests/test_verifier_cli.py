@@ -82,3 +82,11 @@ def test_unreadable_file_exits_non_zero(tmp_path):
     proc = _masa(str(tmp_path / "missing.jsonl"))
     assert proc.returncode == 2
     assert "cannot read" in proc.stderr and "missing.jsonl" in proc.stderr
+
+
+def test_non_utf8_file_exits_non_zero(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"response": "caf\xe9", "answer": "1"}\n')
+    proc = _masa(str(path))
+    assert proc.returncode == 2
+    assert "not UTF-8" in proc.stderr

@@ -5,8 +5,11 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from masa.algo.verifier import Verdict, extract_answer, is_equivalent, verify
+from masa.algo.verifier.compare import equivalent
 from masa.algo.verifier.evaluate import exact
 from masa.algo.verifier.judge import to_ast
 
@@ -120,3 +123,38 @@ def test_verify_reports_extracted_and_no_error():
 
 def test_unreadable_prediction_is_wrong_not_an_error():
     assert verify(r"\boxed{\frac{1}{}}", "1") == Verdict(False, r"\frac{1}{}", None)
+
+
+INTEGER_TEXT = st.builds(
+    lambda sign, zeros, n: f"{sign}{'0' * zeros}{n}", st.sampled_from(["", "-", "+"]), st.integers(0, 2),
+    st.integers(0, 10**12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=INTEGER_TEXT, b=INTEGER_TEXT)
+def test_integer_fast_path_agrees_with_the_parser(a, b):
+    # The fast path (int(a) == int(b)) is a shortcut of the full path, never a different rule.
+    assert is_equivalent(a, b) == equivalent(to_ast(a), to_ast(b)) == (int(a) == int(b))
+
+
+@settings(max_examples=300, deadline=None)
+@given(p=st.integers(-50, 50), q=st.integers(1, 50), r=st.integers(-50, 50), s=st.integers(1, 50))
+def test_fractions_compare_as_rationals(p, q, r, s):
+    # p/q = r/s exactly when p*s = r*q, whichever notation each side uses.
+    expected = p * s == r * q
+    assert is_equivalent(rf"\frac{{{p}}}{{{q}}}", f"{r}/{s}") == expected
+    assert is_equivalent(f"{p}/{q}", rf"\dfrac{{{r}}}{{{s}}}") == expected
+
+
+ATOMS = st.sampled_from(["x", "2", r"\pi", r"\sqrt{3}", r"\frac{1}{2}", "(x+1)", "y^2", "i", "0.25", "3!"])
+EXPRESSIONS = st.lists(st.tuples(st.sampled_from(["+", "-", r"\cdot ", "/", ""]), ATOMS), min_size=1, max_size=5).map(
+    lambda parts: "".join(op + atom for op, atom in parts).lstrip(r"+/\cdot ")
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=EXPRESSIONS, b=EXPRESSIONS)
+def test_equivalence_is_symmetric_and_reflexive(a, b):
+    assert is_equivalent(a, a)
+    assert is_equivalent(a, b) == is_equivalent(b, a)
