@@ -27,6 +27,7 @@ from masa.data.records import (
     Rejected,
     load_problems,
     require_problems,
+    write_rejections,
     write_verl_parquet,
 )
 from masa.steps.layout import RunLayout, local_path_or_fetch, run_once, write_pointer
@@ -78,33 +79,44 @@ def _plain(obj: Any) -> Any:
 
 
 def filter_data(cfg: RunConfig, *, base_model: str, prompts_out: str, heldout_out: str,
-                report_out: str) -> dict[str, Any]:
-    """Filter training problems; write kept prompts, the held-out sample and a drop report."""
+                report_out: str, dropped_out: str | None = None) -> dict[str, Any]:
+    """Filter training problems; write kept prompts, the held-out set, a Markdown summary and every
+    dropped row (JSONL: row, reason, detail, prompt_id, stage) to `dropped_out`."""
     layout = run_layout(cfg)
     base_dir = local_path_or_fetch(cfg.store, layout.base("checkpoint"), Path(base_model).parent / "cache")
     train_src = str(base_dir / "toy-train.parquet") if cfg.data.train == TOY else cfg.data.train
     heldout_src = (str(base_dir / "toy-heldout.parquet") if cfg.data.heldout == TOY else cfg.data.heldout)
+    dropped: list[tuple[str, Rejected]] = []
 
     problems, rejected = load_problems(train_src, split=cfg.data.split)
     require_problems(problems, rejected, source=cfg.data.train)  # stop before loading benchmarks/tokenizer
-    counts = _count(rejected)
+    dropped += [("load", r) for r in rejected]
     n_in = len(problems) + len(rejected)
     heldout: list[Problem] = []
     if heldout_src:
         heldout, bad = load_problems(heldout_src, split="test")
         # the first N, not a sample: the toy benchmark's `max_problems` first problems are the same set
         heldout = heldout[: cfg.data.heldout_size]
-        counts.update({f"heldout_{k}": v for k, v in _count(bad).items()})
-
-    problems, d = drop_exact_duplicates(problems)
-    counts.update(_count(d))
-    problems, d = drop_near_duplicates(problems, n=cfg.data.near_dup_n, threshold=cfg.data.near_dup_threshold)
-    counts.update(_count(d))
+        dropped += [("heldout", r) for r in bad]
     bench = [p.problem for p in heldout] + _benchmark_texts(cfg)
-    problems, d = drop_benchmark_overlap(problems, bench, n=cfg.data.overlap_n, threshold=cfg.data.overlap_threshold)
-    counts.update(_count(d))
-    problems, d = drop_long_prompts(problems, _token_counter(base_dir), max_tokens=cfg.data.max_prompt_tokens)
-    counts.update(_count(d))
+    count = _token_counter(base_dir)
+    stages = (
+        ("exact_duplicates", drop_exact_duplicates),
+        ("near_duplicates", lambda ps: drop_near_duplicates(ps, n=cfg.data.near_dup_n,
+                                                            threshold=cfg.data.near_dup_threshold)),
+        ("benchmark_overlap", lambda ps: drop_benchmark_overlap(ps, bench, n=cfg.data.overlap_n,
+                                                                threshold=cfg.data.overlap_threshold)),
+        ("length", lambda ps: drop_long_prompts(ps, count, max_tokens=cfg.data.max_prompt_tokens)),
+    )
+    for stage, drop in stages:
+        problems, d = drop(problems)
+        dropped += [(stage, r) for r in d]
+    counts = _count([r for stage, r in dropped if stage != "heldout"])
+    counts.update({f"heldout_{k}": v for k, v in _count([r for st, r in dropped if st == "heldout"]).items()})
+    if dropped_out:
+        Path(dropped_out).write_text("")
+        for stage in dict.fromkeys(st for st, _ in dropped):
+            write_rejections([r for st, r in dropped if st == stage], dropped_out, stage=stage)
     if not problems:
         raise DataError(f"no usable training problems in {cfg.data.train}: all {n_in} rows dropped "
                         f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'empty source'})")
@@ -126,19 +138,22 @@ def _count(rejected: list[Rejected]) -> dict[str, int]:
 
 
 def _benchmark_texts(cfg: RunConfig) -> list[str]:
+    """Problem texts of every configured benchmark, for decontamination. An unreadable benchmark is
+    an error here: skipping it would silently train on what may be its test set."""
     texts: list[str] = []
     for src in cfg.benchmark.datasets:
         if src == TOY:
             continue  # the toy benchmark is the held-out split, already included
         try:
             probs, _ = load_problems(src, split="test")
-        except DataError:
-            continue  # an unavailable benchmark cannot contaminate; the benchmark step reports it
+        except DataError as e:
+            raise DataError(f"benchmark.datasets: cannot read {src} to decontaminate the training data: {e}") from e
         texts += [p.problem for p in probs]
     return texts
 
 
 def _token_counter(model_dir: Path):
+    """Prompt tokens of a problem as the rollout step will send it (the model's chat template)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -146,7 +161,7 @@ def _token_counter(model_dir: Path):
     def count(problem: str) -> int:
         if tok.chat_template:
             return len(tok.apply_chat_template([{"role": "user", "content": problem}], tokenize=True,
-                                               add_generation_prompt=True))
+                                               add_generation_prompt=True, return_dict=False))
         return len(tok(problem)["input_ids"])
 
     return count
