@@ -51,6 +51,10 @@ class _ProgressTee(io.TextIOBase):
         if i < 0:
             if "finished with status" in line and "FAILURE" in line:
                 self.term.write(f"  ✗ {line.strip()}\n")
+            elif " cache hit " in line:  # kfp.local skipped a task whose inputs are unchanged
+                self.done += 1
+                task = line.split("Task ", 1)[-1].split(" cache hit", 1)[0]
+                self.term.write(f"[{self.done:>3}/{self.total}] {task:<34} (cached)\n")
             return
         try:
             info = json.loads(line[i + len(PROGRESS):])

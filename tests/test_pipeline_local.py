@@ -1,0 +1,116 @@
+"""The `smoke` DAG end to end with kfp.local's SubprocessRunner: local store, rerun reuse, report keys,
+report.html in headless Chromium, and the same DAG against a real SeaweedFS S3 server."""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from masa.config import load_config
+from masa.pipeline.local import run_local
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    cfg = load_config("smoke")
+    result = run_local(cfg, out)
+    return cfg, out, result
+
+
+def test_smoke_report_has_every_key(smoke):
+    cfg, out, result = smoke
+    report = json.loads(Path(result["report_json"]).read_text())
+    for ck in ("base", "grpo", "masa"):
+        b = report["eval"][ck]["toy"]
+        assert {"accuracy", "pass_at_k", "k", "n_problems"} <= set(b)
+        assert b["k"] == cfg.benchmark.k and b["n_problems"] > 0 and 0 <= b["accuracy"] <= 1
+        assert set(b["pass_at_k"]) == {"1", "2"}
+        assert {"pass_rate_mae", "spearman", "length_in_range", "notion"} <= set(b["meta"])
+    for algo in ("grpo", "masa"):
+        rows = report["rounds"][algo]
+        assert [r["round"] for r in rows] == list(range(cfg.rounds))
+        for r in rows:
+            assert {"train_accuracy", "heldout_accuracy", "rollout_tokens", "wall_s", "gated_prompts",
+                    "cutoff_samples"} <= set(r) and "pass_rate_mae" in r["meta"]
+            assert r["rollout_tokens"] > 0
+    assert report["rounds"]["masa"][0]["meta"]["parse_rate"] is not None  # MASA samples the meta path
+    assert report["rounds"]["grpo"][0]["meta"]["pass_rate_mae"] is None  # GRPO does not
+    assert {"speedup_tokens", "speedup_wall", "tokens_saved_gating", "tokens_saved_cutoff"} <= set(report["efficiency"])
+    assert report["timing"]["total_s"] > 0 and report["timing"]["overhead_s"] >= 0
+    for ck in ("base", "grpo", "masa"):
+        ckpt = Path(report["checkpoints"][ck].removeprefix("file://"))
+        assert (ckpt / "MANIFEST.json").is_file() and (ckpt / "config.json").is_file()
+
+
+def test_every_dropped_row_and_the_store_layout(smoke):
+    cfg, out, _ = smoke
+    store = out / "store"
+    (run_dir,) = [p for p in store.iterdir() if p.is_dir()]
+    for branch in cfg.branches:
+        for r in range(cfg.rounds):
+            for part in ("rollouts", "scored", "checkpoint"):
+                assert (run_dir / branch / f"round-{r:03d}" / part / "MANIFEST.json").is_file(), (branch, r, part)
+
+
+def test_second_run_reuses_finished_steps(smoke):
+    cfg, out, result = smoke
+    store = out / "store"
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    again = run_local(cfg, out)
+    log = Path(again["log"]).read_text()
+    # every task of the second run is a cache hit: nothing recomputed, nothing rewritten
+    assert log.count("cache hit") >= 4 + len(cfg.branches) * (3 * cfg.rounds + 1)
+    after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    assert after == before
+    assert json.loads(Path(again["report_json"]).read_text())["eval"] == \
+        json.loads(Path(result["report_json"]).read_text())["eval"]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_html_renders_its_plots_in_headless_chromium(smoke, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium not installed (Debian package `chromium`; .ci/run installs it)")
+    from PIL import Image
+
+    html = Path(smoke[2]["report_html"])
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600",
+                    f"--screenshot={shot}", html.as_uri()], check=True, capture_output=True, timeout=120)
+    img = Image.open(shot).convert("RGB")
+    colors = {"#1f77b4": (31, 119, 180), "#d62728": (214, 39, 40)}  # the two branches' series colours
+    counts = {name: 0 for name in colors}
+    for px in img.getdata():
+        for name, rgb in colors.items():
+            if all(abs(a - b) <= 8 for a, b in zip(px, rgb, strict=True)):
+                counts[name] += 1
+    # both algorithms' lines and points are drawn (hundreds of pixels each), not just the legend
+    assert all(n > 200 for n in counts.values()), counts
+
+
+def test_smoke_pipeline_on_seaweedfs_s3(s3_server, tmp_path, monkeypatch):
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = s3_server.make_bucket("masa-smoke")
+    cfg = load_config("smoke", [f"store=s3://{bucket}/runs", "rounds=1", "compare=false"])
+    result = run_local(cfg, tmp_path / "out")
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    run_prefix = {k.split("/")[1] for k in keys}
+    assert len(run_prefix) == 1
+    for part in ("rollouts", "scored", "checkpoint"):
+        assert any(k.endswith(f"masa-efficient/round-000/{part}/MANIFEST.json") for k in keys), part
+    assert any(k.endswith("base/checkpoint/model.safetensors") for k in keys)
+    report = json.loads(Path(result["report_json"]).read_text())
+    assert report["checkpoints"]["masa"].startswith(f"s3://{bucket}/runs/")
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in Path(result["log"]).read_text()
