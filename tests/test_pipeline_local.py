@@ -102,7 +102,8 @@ def test_report_html_renders_its_plots_in_headless_chromium(smoke, tmp_path):
 def test_smoke_pipeline_on_seaweedfs_s3(s3_server, tmp_path, monkeypatch):
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
-    bucket = s3_server.make_bucket("masa-smoke")
+    bucket = "masa-smoke"
+    s3_server.make_bucket(bucket)
     cfg = load_config("smoke", [f"store=s3://{bucket}/runs", "rounds=1", "compare=false"])
     result = run_local(cfg, tmp_path / "out")
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
