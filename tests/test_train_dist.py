@@ -188,3 +188,28 @@ def test_cli_reports_bad_inputs(tmp_path, tiny_model_dir, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--model", "m", "--scored", "s", "--out", "o", "--set", "train.zero_stage=1"])
     assert e.value.code == 2 and "zero_stage" in capsys.readouterr().err
+
+
+def test_trainjob_worker_path_stages_and_publishes_itself(runs, data, s3_server, monkeypatch, tmp_path):
+    """What a TrainJob's nodes run: a request of URIs only, workers download and publish themselves."""
+    from masa.storage import open_store, put_dir_atomic
+    from masa.train.inputs import round_request
+    from masa.train.launch import run_workers
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    s3_server.make_bucket("remote")
+    store = open_store("s3://remote")
+    put_dir_atomic(store, data["model"], "model")
+    store.put_file(data["scored"], "round/scored.parquet")
+    store.put_file(data["experts"], "round/experts.parquet")
+    req = round_request("s3://remote/model", "s3://remote/round/scored.parquet",
+                        "s3://remote/round/experts.parquet", "s3://remote/out", CFG, resume_root="s3://remote/resume")
+    run_workers({**req, "remote": True, "work_dir": str(tmp_path / "node")}, 2)
+
+    assert ckpt.is_complete("s3://remote/out") and ckpt.is_complete("s3://remote/out/train_state")
+    assert ckpt.latest_resume_point("s3://remote/resume") == "s3://remote/resume/step-000001"
+    got = ckpt.fetch_verified("s3://remote/out", tmp_path / "got")
+    assert _max_diff(_weights(got), _weights(runs(2)["out"])) < 1e-6  # same round as the local launch
+    rows = [json.loads(x) for x in (got / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]

@@ -4,12 +4,14 @@
 node, and publishes the consolidated HF checkpoint (loadable by vLLM as is) and the DeepSpeed state
 atomically to `out_uri`. With `resume_root`, workers save resumable state every `cfg.save_every` steps
 there, and a rerun after a crash continues from the newest *complete* one.
+
+`train_round_trainjob` runs the same round on several nodes through a Kubeflow Trainer TrainJob
+(runtime `masa-deepspeed`); there the workers stage and publish themselves (masa.train.remote).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import tempfile
@@ -18,62 +20,10 @@ from pathlib import Path
 
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
-from masa.train.launch import ds_config_path, read_metrics, run_workers
+from masa.train.inputs import round_request, stage
+from masa.train.launch import read_metrics, run_workers
 from masa.train.metrics import METRICS_PREFIX
-
-
-def _is_uri(s: str) -> bool:
-    return "://" in s
-
-
-def _local_model(uri: str) -> Path:
-    from masa.storage import resolve_model
-
-    path = Path(resolve_model(uri))
-    ckpt.verify_local(path)  # a previous round's local output: trust it only if its manifest matches
-    return path
-
-
-def _local_file(path: str | None, work: Path) -> str | None:
-    """A local copy of a shard given as a path or a store URI (s3://bucket/dir/scored.parquet)."""
-    if path is None or not _is_uri(path):
-        return path
-    from masa.storage import open_store
-
-    parent, name = path.rsplit("/", 1)
-    dest = work / "inputs" / name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    open_store(parent).get_file(name, str(dest))
-    return str(dest)
-
-
-def _sha256(path: str | None) -> str:
-    if path is None:
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fingerprint(model_uri: str, scored: str, experts: str | None, cfg: TrainConfig) -> str:
-    """Identity of a round's inputs: a resume point is only loaded by a rerun of the same round."""
-    blob = json.dumps([model_uri, _sha256(scored), _sha256(experts), dataclasses.asdict(cfg)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _previous_state(model_uri: str, work: Path) -> str | None:
-    """The DeepSpeed state a previous round published beside its model, if complete."""
-    if not _is_uri(model_uri) and not Path(model_uri, ckpt.STATE_DIR).is_dir():
-        return None
-    uri = model_uri.rstrip("/") + "/" + ckpt.STATE_DIR
-    try:
-        if not ckpt.is_complete(uri):
-            return None
-    except (FileNotFoundError, OSError):
-        return None
-    return str(ckpt.fetch_verified(uri, work / "init_state"))
+from masa.train.trainjob import TrainJobSettings
 
 
 def train_config_for(run_cfg) -> TrainConfig:
@@ -111,22 +61,9 @@ def train_round(
     for stale in ("out", "state", "resume", "metrics.jsonl"):  # a rerun in the same work dir starts clean
         p = work / stale
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    model_dir = _local_model(model_uri)
-    scored = _local_file(scored_path, work)
-    experts = _local_file(experts_path, work)
-    for what, path in (("scored shard", scored), ("experts shard", experts)):
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{what} {path!r} does not exist")
-    fp = fingerprint(model_uri, scored, experts, cfg)
+    request = round_request(model_uri, scored_path, experts_path, out_uri, cfg, resume_root=resume_root)
     resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None
-    spec = {
-        "cfg": dataclasses.asdict(cfg), "model_dir": str(model_dir), "scored_path": scored,
-        "experts_path": experts, "work_dir": str(work), "ds_config": ds_config_path(cfg.zero_stage),
-        "ref_model_dir": str(_local_model(cfg.ref_model)) if cfg.ref_model else str(model_dir),
-        "fingerprint": fp, "resume_root": resume_root,
-        "resume_dir": str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
-        "init_state_dir": _previous_state(model_uri, work),
-    }
+    spec = stage(request, work, resume_uri=resume_uri)
 
     def line(s: str) -> None:
         if on_step and s.startswith(METRICS_PREFIX):
@@ -141,3 +78,40 @@ def train_round(
     ckpt.publish(work / "out", out_uri)
     return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
             "resumed_from": resume_uri, "work_dir": str(work)}
+
+
+def train_round_trainjob(
+    model_uri: str,
+    scored_uri: str,
+    experts_uri: str | None,
+    out_uri: str,
+    cfg: TrainConfig,
+    *,
+    settings: TrainJobSettings,
+    name: str,
+    resume_root: str | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    timeout_s: float | None = None,
+) -> dict:
+    """`train_round` on `settings.num_nodes` nodes through a Kubeflow Trainer TrainJob.
+
+    Inputs and outputs must be store URIs the nodes can reach (s3://...). Returns the same dict as
+    `train_round` (metrics read back from the published checkpoint). Raises TrainingFailed with the
+    job's error.
+    """
+    from masa.storage import open_store
+    from masa.train.trainjob import follow, trainjob_manifest
+
+    request = round_request(model_uri, scored_uri, experts_uri, out_uri, cfg, resume_root=resume_root)
+    resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None  # for the report only
+
+    def line(s: str) -> None:
+        if on_step and s.startswith(METRICS_PREFIX):
+            on_step(json.loads(s[len(METRICS_PREFIX):]))
+
+    follow(trainjob_manifest(name, request, settings), on_line=line, timeout_s=timeout_s)
+    store = open_store(out_uri)
+    steps = [json.loads(x) for x in store.get_bytes("metrics.jsonl").decode().splitlines() if x.strip()]
+    state = json.loads(store.get_bytes(f"{ckpt.STATE_DIR}/{ckpt.STATE_FILE}"))
+    return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
+            "resumed_from": resume_uri, "work_dir": None}

@@ -107,6 +107,39 @@ def publish(local_dir: Path, uri: str) -> None:
     put_dir_atomic(store, str(local_dir), prefix)
 
 
+def publish_sharded(local_dir: Path, uri: str) -> None:
+    """`publish` for a directory whose files are spread over nodes (each rank's ZeRO partition is
+    written on its own node). Every rank calls it: each node's local rank 0 uploads the files its node
+    holds, then global rank 0 writes the manifest of all of them, last. On one node it is `publish`.
+    """
+    import os
+    import time
+
+    import torch.distributed as dist
+
+    from masa.storage import MANIFEST, FileEntry, Manifest
+    from masa.storage.base import join_key, sha256_file
+
+    store, prefix = _store_and_prefix(uri)
+    manifest_key = join_key(prefix, MANIFEST)
+    if dist.get_rank() == 0 and store.exists(manifest_key):
+        store.delete(manifest_key)  # uncommit first, as put_dir_atomic does
+    dist.barrier()
+    mine: dict[str, FileEntry] = {}
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        for f in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+            rel = f.relative_to(local_dir).as_posix()
+            info = store.put_file(str(f), join_key(prefix, rel))
+            mine[rel] = FileEntry(size=info.size, sha256=info.sha256 or sha256_file(str(f))[0])
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    if dist.get_rank() == 0:
+        files = {k: v for part in everyone for k, v in part.items()}
+        manifest = Manifest(files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        store.put_bytes(manifest_key, manifest.to_json())
+    dist.barrier()
+
+
 def fetch_verified(uri: str, local_dir: Path) -> Path:
     """Download a manifest-sealed directory, refusing a missing or altered file (CheckpointError)."""
     from masa.storage import get_dir_verified

@@ -1,5 +1,7 @@
-"""One rank of the distributed training step: `python -m masa.train.worker SPEC.json` under torchrun,
+"""One rank of the distributed training step: `python -m masa.train.worker SPEC` under torchrun,
 the `deepspeed` launcher, or a Kubeflow Trainer TrainJob (any launcher that sets RANK/WORLD_SIZE/...).
+SPEC is a JSON file or inline JSON: local paths (from `train_round`) or a request with URIs and
+`"remote": true` (from a TrainJob, see masa.train.remote).
 
 The same code runs on 2 CPU processes over gloo and on many GPUs over NCCL. Equivalence with 1 rank
 holds because (a) the plan (`masa.train.data.plan_round`) gives each rank a disjoint share of every step
@@ -31,6 +33,7 @@ from masa.train.config import TrainConfig
 from masa.train.data import EXPERT, Sample, StepPlan, load_expert_samples, load_policy_samples, plan_round
 from masa.train.metrics import METRICS_PREFIX, StepAccumulator
 from masa.train.objective import Denominators, MicroBatch, collate, microbatch_loss, sequence_logprobs
+from masa.train.remote import publish_round, stage_on_nodes
 
 FAULT_ENV = "MASA_TRAIN_FAULT"  # test hook: "rank=R,step=S,micro=M" -> SIGKILL self after that backward
 
@@ -153,6 +156,8 @@ def run(spec: dict) -> None:
     device, dtype = _device_and_dtype(cfg)
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    if spec.get("remote"):  # started by a TrainJob: the spec carries URIs, each node stages its copy
+        spec = stage_on_nodes(spec)
     torch.manual_seed(cfg.seed)
     work = Path(spec["work_dir"])
 
@@ -207,14 +212,14 @@ def run(spec: dict) -> None:
             sdir = work / "resume" / ckpt.step_prefix(global_step)
             ckpt.save_state(engine, sdir, {"global_step": global_step, "step_in_round": done, "world": world,
                                            "fingerprint": spec["fingerprint"]})
-            if rank == 0:
-                ckpt.publish(sdir, spec["resume_root"].rstrip("/") + "/" + ckpt.step_prefix(global_step))
-            dist.barrier()
+            ckpt.publish_sharded(sdir, spec["resume_root"].rstrip("/") + "/" + ckpt.step_prefix(global_step))
 
     out = work / "out"
     ckpt.save_hf(engine, cfg.zero_stage, Path(spec["model_dir"]), out)
     ckpt.save_state(engine, work / "state", {"global_step": global_step, "step_in_round": len(plans),
-                                                   "world": world, "fingerprint": spec["fingerprint"]})
+                                             "world": world, "fingerprint": spec["fingerprint"]})
+    if spec.get("publish_to"):  # workers started on their own nodes publish themselves (TrainJob)
+        publish_round(work, spec["publish_to"])
     dist.barrier()
     dist.destroy_process_group()
 
@@ -222,9 +227,10 @@ def run(spec: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m masa.train.worker SPEC.json", file=sys.stderr)
+        print("usage: python -m masa.train.worker SPEC.json|'{...inline JSON...}'", file=sys.stderr)
         return 2
-    run(json.loads(Path(argv[0]).read_text()))
+    # inline JSON: how a TrainJob passes its request (container args), no file to ship to the nodes
+    run(json.loads(argv[0] if argv[0].lstrip().startswith("{") else Path(argv[0]).read_text()))
     return 0
 
 

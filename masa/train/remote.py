@@ -1,0 +1,63 @@
+"""Workers that stage their own inputs and publish their own outputs: how a Kubeflow Trainer TrainJob
+runs the training step, with no launching process on the nodes.
+
+The TrainJob passes the worker a *request* (URIs: model, shards, out, resume_root, and the settings)
+with `"remote": true`. Global rank 0 picks the resume point (so every node loads the same one); the
+local rank 0 of each node downloads the inputs into that node's work dir; a staging error on any node
+fails every rank with its message instead of leaving the others waiting at a barrier. At the end the
+state is published by every node (`publish_sharded`: ZeRO partitions live on their ranks' nodes), then
+rank 0 publishes the consolidated model, manifest last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch.distributed as dist
+
+from masa.train import checkpoint as ckpt
+from masa.train.inputs import stage
+
+STAGED = "staged.json"
+
+
+def stage_on_nodes(request: dict) -> dict:
+    """Every rank calls it; returns the local spec (see masa.train.inputs.stage) on every rank."""
+    rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    work = Path(request.get("work_dir") or Path(tempfile.gettempdir()) / "masa-train")
+    choice = [ckpt.latest_resume_point(request["resume_root"])
+              if rank == 0 and request.get("resume_root") else None]
+    dist.broadcast_object_list(choice, src=0)
+    error = None
+    if local_rank == 0:
+        try:
+            for stale in ("out", "state", "resume", "metrics.jsonl", STAGED):
+                p = work / stale
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            spec = stage(request, work, resume_uri=choice[0])
+            (work / STAGED).write_text(json.dumps(spec))
+        except Exception as e:  # reported to every rank below, then raised everywhere
+            error = f"node of rank {rank}: {type(e).__name__}: {e}"
+    errors: list = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, error)
+    if any(errors):
+        raise RuntimeError("staging the round's inputs failed: " + "; ".join(e for e in errors if e))
+    spec = json.loads((work / STAGED).read_text())
+    spec["publish_to"] = request["out"]
+    spec["resumed_from"] = choice[0]
+    return spec
+
+
+def publish_round(work: Path, out_uri: str) -> None:
+    """Publish the round's state (all nodes), then the model with its metrics (rank 0), manifest last."""
+    ckpt.publish_sharded(work / "state", out_uri.rstrip("/") + "/" + ckpt.STATE_DIR)
+    if dist.get_rank() == 0:
+        metrics = work / "metrics.jsonl"
+        if metrics.is_file():
+            shutil.copy2(metrics, work / "out" / "metrics.jsonl")
+        ckpt.publish(work / "out", out_uri)
+    dist.barrier()
