@@ -153,6 +153,23 @@ def test_loss_of_hand_built_batch():
     assert logp.grad[2, :2].tolist() == pytest.approx([-0.125, -0.125])
 
 
+def test_kl_and_entropy_terms_add_their_global_shares():
+    mb, logp = _hand_batch()
+    den = Denominators(4, 3, 4, 2)
+    kw = dict(clip_low=0.2, clip_high=0.28, dual_clip=10.0, agg="token-mean", bc_coef=0.5)
+    base, _ = microbatch_loss(logp, mb, den, **kw)
+    # ref = logp + log 2 on every token: k3 = e^d - d - 1 with d = log 2: 2 - log 2 - 1 = 1 - log 2,
+    # on the 3 policy tokens, over 4 global policy tokens, times kl_coef 0.1
+    ref = logp + math.log(2.0)
+    with_kl, st = microbatch_loss(logp, mb, den, kl_coef=0.1, ref_logp=ref, **kw)
+    assert (with_kl - base).item() == pytest.approx(0.1 * 3 * (1 - math.log(2.0)) / 4, abs=1e-6)
+    assert st["solution/kl_ref_sum"].item() == pytest.approx(2 * (1 - math.log(2.0)), abs=1e-6)
+    # entropy 0.5 on every position: bonus -0.2 * (3 policy tokens x 0.5) / 4 (experts get none)
+    ent = torch.full_like(logp, 0.5)
+    with_ent, _ = microbatch_loss(logp, mb, den, entropy_coef=0.2, entropy=ent, **kw)
+    assert (with_ent - base).item() == pytest.approx(-0.2 * 1.5 / 4, abs=1e-6)
+
+
 def test_loss_ignores_masked_positions():
     mb, logp = _hand_batch()
     den = Denominators(4, 3, 4, 2)

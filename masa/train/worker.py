@@ -109,7 +109,7 @@ def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan],
                 if not idx:
                     continue
                 mb = collate([samples[i] for i in idx], pad_id).to(device)
-                logp, _ = sequence_logprobs(engine, mb, with_entropy=False)
+                logp, _ = sequence_logprobs(engine, mb)
                 gap += float((logp - mb.old_logp).abs()[mb.mask].sum())
                 n += int(mb.mask.sum())
                 for row, i in enumerate(idx):
@@ -125,16 +125,15 @@ def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainCon
     acc = StepAccumulator()
     for j, idx in enumerate(plan.micro[rank]):
         mb: MicroBatch = collate([samples[i] for i in idx], pad_id).to(device)
-        with torch.set_grad_enabled(True):
-            logp, ent = sequence_logprobs(engine, mb, with_entropy=True)
+        logp, ent = sequence_logprobs(engine, mb, entropy="grad" if cfg.entropy_coef > 0 else "stats")
         ref_logp = None
         if ref is not None:
             with torch.no_grad():
-                ref_logp, _ = sequence_logprobs(ref, mb, with_entropy=False)
+                ref_logp, _ = sequence_logprobs(ref, mb)
         loss, stats = microbatch_loss(
             logp, mb, den, clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip,
             agg=cfg.loss_agg, bc_coef=cfg.bc_coef, kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef,
-            ref_logp=ref_logp, entropy=ent if cfg.entropy_coef > 0 else ent.detach())
+            ref_logp=ref_logp, entropy=ent)
         # DeepSpeed averages gradients over ranks; our loss is already a share of the global mean
         engine.backward(loss * world, scale_wrt_gas=False)
         acc.add(stats, loss=loss.detach(), tokens=mb.n_tokens if idx else 0)  # padding batches: 0
