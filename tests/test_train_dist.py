@@ -6,6 +6,7 @@ the 2-rank run is also the reference the crash-and-resume test must reproduce.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -81,6 +82,15 @@ def test_two_ranks_give_the_weights_of_one_rank(runs, data):
     assert [r["step"] for r in two["steps"]] == [1, 2] and two["global_step"] == 2
     assert two["steps"][0]["lr"] == pytest.approx(5e-4) and two["steps"][1]["lr"] == pytest.approx(1e-3)
     assert two["steps"][0]["logprob_gap"] > 0 and two["steps"][1]["logprob_gap"] is None
+
+
+def test_zero3_gives_the_weights_of_zero2(runs, data):
+    # ZeRO-3 partitions the parameters too: the HF checkpoint is gathered from every rank's shard
+    cfg = dataclasses.replace(CFG, zero_stage=3, save_every=0)
+    out = data["root"] / "out-z3"
+    z3 = train_round(data["model"], data["scored"], data["experts"], str(out), cfg, nproc=2)
+    assert _max_diff(_weights(out), _weights(runs(1)["out"])) < 1e-5
+    assert z3["steps"][1]["loss"] == pytest.approx(runs(1)["steps"][1]["loss"], rel=1e-5)
 
 
 def test_output_is_a_sealed_hf_checkpoint_with_state(runs):
