@@ -16,9 +16,9 @@ LINES = [
 ]
 
 
-def _masa(*args: str) -> subprocess.CompletedProcess:
+def _masa(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "masa.cli", "verify", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "masa.cli", "verify", *args], input=stdin, capture_output=True, text=True, timeout=120
     )
 
 
@@ -46,6 +46,12 @@ def test_writes_output_file(jsonl, tmp_path):
 
 def test_writes_stdout_without_output_option(jsonl):
     proc = _masa(str(jsonl))
+    assert proc.returncode == 0, proc.stderr
+    _check([json.loads(line) for line in proc.stdout.splitlines()])
+
+
+def test_reads_stdin_with_dash(jsonl):
+    proc = _masa("-", stdin=jsonl.read_text(encoding="utf-8"))
     assert proc.returncode == 0, proc.stderr
     _check([json.loads(line) for line in proc.stdout.splitlines()])
 

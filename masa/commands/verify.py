@@ -1,4 +1,4 @@
-"""`masa verify IN.jsonl [-o OUT.jsonl]`: judge model responses against reference answers.
+"""`masa verify IN.jsonl [-o OUT.jsonl]`: judge model responses against reference answers (`-`: stdin).
 
 Each input line is a JSON object with string fields `response` and `answer`; every other field
 (e.g. `id`) is passed through.  Each output line adds `correct` (bool), `extracted` (the answer taken
@@ -23,7 +23,7 @@ BATCH_LINES = 4096  # judged together; bounds memory on large files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="JSONL file, one object per line with `response` and `answer`")
+    parser.add_argument("input", help="JSONL file (or - for stdin), one object per line with `response` and `answer`")
     parser.add_argument("-o", "--output", help="output JSONL file (default: stdout)")
     parser.add_argument("--timeout-s", type=float, default=5.0, help="time limit per item (default 5)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
@@ -78,7 +78,7 @@ def _judge_batch(batch: list[tuple[int, str]], args: argparse.Namespace, out: Te
 
 def run(args: argparse.Namespace) -> int:
     try:
-        src = open(args.input, encoding="utf-8")  # noqa: SIM115 - closed below
+        src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")  # noqa: SIM115
     except OSError as e:
         print(f"masa verify: cannot read {args.input}: {e.strerror}", file=sys.stderr)
         return 2
@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"masa verify: cannot read {args.input}: not UTF-8 text ({e.reason})", file=sys.stderr)
         return 2
     finally:
-        src.close()
+        if src is not sys.stdin:
+            src.close()
         if out is not sys.stdout:
             out.close()
     if bad:
