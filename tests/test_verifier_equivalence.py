@@ -35,6 +35,8 @@ EQUAL = [
     (r"65 \text{ children tickets}", "65"), ("50\\%", "50"), ("1,000", "1000"), (r"1,\!000", "1000"),
     (r"8{,}880", "8880"), (r"\$1,\!000.50", "1000.5"), ("10,236", "10236"), (r"1{,}000{,}000", "10^6"),
     (r"11,\! 111,\! 100", "11111100"), ("135, 45", "45,135"),  # `45,135` may be a list: both readings tried
+    (r"\frac{3}{4} \text{ of the pie}", r"\frac34"), (r"\text{5 dollars}", "5"), (r"1\frac{1}{2}\text{ cups}", "1.5"),
+    (r"\mathbb{R}", r"(-\infty,\infty)"), (r"x=2 \text{ or } x=3", "3,2"),
     (r"2, 3, \text{ and } 4", "4,3,2"), (r"-2 \text{ or } -12", "-12,-2"), (r"\text{A,D}", "{A,D}"),
     (r"\text{(B)}", "B"), ("(B)", "B"), (r"\text{ (C) }", "C"), (r"\mathrm{C}", "C"), (r"\text{odd}", "odd"),
     (r"\text{Evelyn}", "{Evelyn}"), ("-221_3", "-221_3"),
@@ -98,6 +100,7 @@ def test_exact_rationals_are_exact():
         (r"thus \boxed 5$.", "5"),
         (r"\fbox{42}", "42"),
         ("We find x.\nAnswer: $7$", "7"),
+        ("**Answer:** $12$", "12"),
         ("Therefore the answer is 12. Done.", "12"),
         ("So the final answer is $\\frac{3}{4}$.", r"\frac{3}{4}"),
         (r"\boxed{1} then \boxed{2", None),  # last box unclosed (cut off): no answer, no fallback to box 1

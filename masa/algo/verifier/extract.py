@@ -13,7 +13,7 @@ import re
 
 FALLBACK_WINDOW = 4000  # fallbacks look only at the end of the response
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
-_ANSWER_LINE = re.compile(r"^\W*(?:final\s+)?answer\W*?[:：]\s*(.+?)\s*$", re.IGNORECASE)
+_ANSWER_LINE = re.compile(r"^\W*(?:final\s+)?answer\W*?[:：][\s*_]*(.+?)\s*$", re.IGNORECASE)  # **Answer:** 5
 _ANSWER_IS = re.compile(r"answer\s+is\s*[:：]?\s*(.+?)(?:\.\s|\.?$|\n)", re.IGNORECASE | re.DOTALL)
 _MATH_DELIMS = re.compile(r"^(?:\$\$|\$|\\\(|\\\[)(.*?)(?:\$\$|\$|\\\)|\\\])$", re.DOTALL)
 

@@ -96,7 +96,9 @@ def _drop_units(s: str) -> str:
     def text_unit(m: re.Match) -> str:
         body, before = m.group(1), s[: m.start()].rstrip()
         # Words trailing a number (`65 \text{ children tickets}`) are a unit, not part of the value.
-        trailing = not s[m.end() :].strip() and before[-1:].isdigit() and re.fullmatch(r"[\sa-zA-Z.]+", body)
+        trailing = not s[m.end() :].strip() and before[-1:] in tuple("0123456789}") and re.fullmatch(
+            r"[\sa-zA-Z.]+", body
+        )
         return "" if _is_unit(body) or trailing else m.group(0)
 
     s = _UNIT_TEXT.sub(text_unit, s)
@@ -264,6 +266,9 @@ def _text_tokens(body: str) -> list[Token]:
     t = normalise_text(body)
     if not t:
         return []
+    quantity = re.fullmatch(r"\s*(-?[\d.,]+)\s+([a-zA-Z .]+)", body)
+    if quantity and _is_unit(quantity.group(2)):  # \text{5 dollars}
+        return tokenize(quantity.group(1))
     if t.strip(",") in ("and", "or"):  # `2, 3 \text{, and } 4`, `-2 \text{ or } -12`
         return [("op", ",")]
     if "," in t:  # \text{A,D}: a list of choices

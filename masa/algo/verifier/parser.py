@@ -30,6 +30,7 @@ _FLIP = {">": "<", ">=": "<="}
 _ATOM_START = frozenset({"num", "id", "cmd", "text", "begin"})
 _ATOM_START_OPS = frozenset({"(", "{", "\\{"})
 _CLOSERS = {"(": (")", "]"), "[": ("]", ")")}
+_REALS = ("tuple", (("neg", ("const", "inf")), ("const", "inf")))
 _UNARY_FUNCS = {"lfloor": ("rfloor", "floor"), "lceil": ("rceil", "ceil")}
 
 
@@ -275,7 +276,9 @@ class Parser:
             inner = self.arg()
             if name == "operatorname" and inner[0] == "text" and inner[1] in FUNCTIONS:
                 return self.function(inner[1])
-            return ("text", f"{name}:{inner}") if name == "mathbb" else inner
+            if name == "mathbb":  # \mathbb{R} is the interval (-inf, inf); other sets stay names
+                return _REALS if inner == ("sym", "R") else ("text", f"mathbb:{inner}")
+            return inner
         if name in ("overline", "vec", "hat", "bar", "widehat"):
             return ("sym", f"\\{name}{{{self.label()}}}")
         raise VerifierSyntaxError(f"unexpected \\{name}")
