@@ -180,17 +180,18 @@ def test_positive_advantage_raises_logprob_and_next_round_continues(data, tmp_pa
     row = r1["steps"][0]
     assert row["logprob_gap"] == pytest.approx((before + 9.0).abs().mean().item(), rel=1e-4)
     assert row["lr"] == pytest.approx(5e-5)
-    # the next round, through the CLI, starts from r1's published state: the warm-up continues
-    # (lr 1e-4 at global step 2), it does not restart
+    # the next round, through the CLI and on 2 ranks, starts from r1's published state: the warm-up
+    # continues (lr 1e-4 at global step 2), it does not restart; the 1-rank ZeRO moments cannot be split
+    # over 2 ranks, so they restart
     rc = main(["train", "--model", str(tmp_path / "r1"), "--scored", str(shard), "--out", str(tmp_path / "r2"),
-               "--nproc", "1", "--metrics-only", "--set", "train.lr=0.0001", "--set", "train.warmup_steps=2",
+               "--nproc", "2", "--metrics-only", "--set", "train.lr=0.0001", "--set", "train.warmup_steps=2",
                "--set", "train.steps_per_round=1", "--set", "train.recompute_logprobs=true",
                # also exercise the reference model (KL term) and the entropy bonus with its gradient
                "--set", "train.kl_coef=0.05", "--set", "train.entropy_coef=0.01"])
     assert rc == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [r["step"] for r in rows] == [2] and rows[0]["lr"] == pytest.approx(1e-4)
-    assert rows[0]["restored_from"] == "init_state_dir:1"
+    assert rows[0]["restored_from"] == "init_state_dir:1 (world 1 -> 2: optimizer moments reset)"
     # the reference is the round's input policy: before the update the KL to it is zero
     assert rows[0]["solution/kl_ref"] == pytest.approx(0.0, abs=1e-6) and rows[0]["solution/entropy"] > 0
 

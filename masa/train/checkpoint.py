@@ -75,7 +75,7 @@ def read_train_state(state_dir: Path) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def load_state(engine, state_dir: Path, *, with_optimizer: bool) -> None:
+def load_state(engine, state_dir: Path, *, with_optimizer: bool = True) -> None:
     """Restore DeepSpeed state saved by `save_state` (module weights, and optimizer + LR scheduler)."""
     path, _ = engine.load_checkpoint(str(state_dir), tag=DS_TAG, load_optimizer_states=with_optimizer,
                                      load_lr_scheduler_states=with_optimizer)

@@ -148,6 +148,32 @@ def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainCon
     return acc
 
 
+def restore(engine, spec: dict, world: int) -> tuple[int, int, str]:
+    """Load this round's resume point, else the previous round's state; (start step, global step, what).
+
+    A resume point must carry this round's fingerprint. ZeRO partitions depend on the world size: when it
+    changed since the state was saved, the weights stay those of the HF checkpoint, AdamW moments
+    restart, and only the step count (hence the LR schedule) carries over.
+    """
+    for key in ("resume_dir", "init_state_dir"):  # a resume point of this round wins over last round's
+        sdir = spec.get(key)
+        st = ckpt.read_train_state(Path(sdir)) if sdir else None
+        if st is None:
+            continue
+        if key == "resume_dir" and st["fingerprint"] != spec["fingerprint"]:
+            raise RuntimeError(f"resume point {sdir} belongs to another round's inputs; refusing it")
+        step = st["global_step"]
+        if st["world"] == world:
+            ckpt.load_state(engine, Path(sdir), with_optimizer=True)
+            what = f"{key}:{step}"
+        else:
+            engine.lr_scheduler.last_epoch = step - 1
+            engine.lr_scheduler.step()  # lr of step `step`, as after `step` optimizer steps
+            what = f"{key}:{step} (world {st['world']} -> {world}: optimizer moments reset)"
+        return (st["step_in_round"] if key == "resume_dir" else 0), step, what
+    return 0, 0, "none"
+
+
 def run(spec: dict) -> None:
     import deepspeed
 
@@ -167,24 +193,7 @@ def run(spec: dict) -> None:
     pad_id = engine.module.config.pad_token_id or 0
     ref = load_reference(spec["ref_model_dir"], device, dtype) if cfg.kl_coef > 0 else None
 
-    start, global_step, restored = 0, 0, "none"
-    for key in ("resume_dir", "init_state_dir"):  # a resume point of this round wins over last round's
-        sdir = spec.get(key)
-        st = ckpt.read_train_state(Path(sdir)) if sdir else None
-        if st is None:
-            continue
-        same_world = st["world"] == world
-        ckpt.load_state(engine, Path(sdir), with_optimizer=same_world)
-        global_step = st["global_step"]
-        if not same_world:  # ZeRO partitions depend on the world size: keep the step, reset moments
-            engine.lr_scheduler.last_epoch = global_step - 1
-            engine.lr_scheduler.step()
-        if key == "resume_dir":
-            if st["fingerprint"] != spec["fingerprint"]:
-                raise RuntimeError(f"resume point {sdir} belongs to another round's inputs; refusing it")
-            start = st["step_in_round"]
-        restored = f"{key}:{st['global_step']}"
-        break
+    start, global_step, restored = restore(engine, spec, world)
 
     gap0 = None
     if cfg.recompute_logprobs:
