@@ -1,0 +1,234 @@
+"""Graded arithmetic task of the toy profile: problems, digit-by-digit solutions, verl parquet rows.
+
+Problems are additions and subtractions of 1-4 digit numbers and multiplications of a 1-3 digit number
+by one digit. Every solution works column by column from the ones, naming each column and saying
+"carry" / "borrow" where they occur, and ends in ``\\boxed{N}``. Difficulty varies with the number of
+columns and of carries/borrows, so that a warm-started small model solves some prompts always, some
+never and many sometimes: the spread GRPO learns from and MASA's pass-rate predictions must track.
+
+The words of the notions ("addition", "subtraction", "multiplication", "carry", "borrow") appear in a
+solution exactly when the solution uses them, so the meta path's notion reward has a ground truth.
+Subtraction keeps a >= b (no negative answers): the toy exercises the algorithm, not sign handling.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Op = Literal["+", "-", "*"]
+OPS: tuple[Op, ...] = ("+", "-", "*")
+OP_NAMES: dict[str, str] = {"+": "addition", "-": "subtraction", "*": "multiplication"}
+COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands")
+DATA_SOURCE = "masa-toy/arithmetic"
+_BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One arithmetic problem `a op b`; everything else is derived from it."""
+
+    a: int
+    op: Op
+    b: int
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+        if self.a < 0 or self.b < 0:
+            raise ValueError(f"operands must be >= 0, got {self.a}, {self.b}")
+        if self.op == "-" and self.a < self.b:
+            raise ValueError(f"subtraction needs a >= b, got {self.a} - {self.b}")
+        if self.op == "*" and self.b > 9:
+            raise ValueError(f"multiplication takes a one-digit multiplier, got {self.b}")
+
+    @property
+    def question(self) -> str:
+        return f"What is {self.a} {self.op} {self.b}?"
+
+    @property
+    def answer(self) -> int:
+        return {"+": self.a + self.b, "-": self.a - self.b, "*": self.a * self.b}[self.op]
+
+    @property
+    def target(self) -> str:
+        return str(self.answer)
+
+    @property
+    def solution(self) -> str:
+        return _solve(self)[0]
+
+    @property
+    def regroups(self) -> int:
+        """Number of carries (addition, multiplication) or borrows (subtraction)."""
+        return _solve(self)[1]
+
+    @property
+    def notions(self) -> tuple[str, ...]:
+        word = "borrow" if self.op == "-" else "carry"
+        return (OP_NAMES[self.op], word) if self.regroups else (OP_NAMES[self.op],)
+
+    @property
+    def n_columns(self) -> int:
+        return max(len(str(self.a)), len(str(self.b)))
+
+    @property
+    def level(self) -> int:
+        """Difficulty 1..5: columns plus regroupings (a proxy; the measured pass rate is the truth)."""
+        return max(1, min(5, self.n_columns + self.regroups - 1))
+
+
+def _digit(n: int, i: int) -> int:
+    return n // 10**i % 10
+
+
+def _add_lines(a: int, b: int) -> tuple[list[str], int]:
+    lines, carry, regroups = [], 0, 0
+    for i in range(max(len(str(a)), len(str(b)))):
+        x, y = _digit(a, i), _digit(b, i)
+        s = x + y + carry
+        expr = f"{x}+{y}+{carry}" if carry else f"{x}+{y}"
+        line = f"{COLUMNS[i]}: {expr}={s}, write {s % 10}"
+        carry = s // 10
+        regroups += carry
+        lines.append(line + (f", carry {carry}." if carry else "."))
+    if carry:
+        lines.append(f"{COLUMNS[i + 1]}: write the carry {carry}.")
+    return lines, regroups
+
+
+def _sub_lines(a: int, b: int) -> tuple[list[str], int]:
+    lines, borrow, regroups = [], 0, 0
+    for i in range(len(str(a))):
+        x, y = _digit(a, i), _digit(b, i)
+        expr = f"{x}-{y}-{borrow}" if borrow else f"{x}-{y}"
+        d = x - y - borrow
+        if d < 0:
+            regroups += 1
+            lines.append(f"{COLUMNS[i]}: {expr}<0, borrow 1: 1{expr}={d + 10}, write {d + 10}.")
+            borrow = 1
+        else:
+            lines.append(f"{COLUMNS[i]}: {expr}={d}, write {d}.")
+            borrow = 0
+    return lines, regroups
+
+
+def _mul_lines(a: int, b: int) -> tuple[list[str], int]:
+    lines, carry, regroups = [], 0, 0
+    for i in range(len(str(a))):
+        x = _digit(a, i)
+        p = x * b + carry
+        expr = f"{x}*{b}+{carry}" if carry else f"{x}*{b}"
+        line = f"{COLUMNS[i]}: {expr}={p}, write {p % 10}"
+        carry = p // 10
+        regroups += carry > 0
+        lines.append(line + (f", carry {carry}." if carry else "."))
+    if carry:
+        lines.append(f"{COLUMNS[i + 1]}: write the carry {carry}.")
+    return lines, regroups
+
+
+def _solve(p: Problem) -> tuple[str, int]:
+    """(solution text, number of carries/borrows)."""
+    lines, regroups = {"+": _add_lines, "-": _sub_lines, "*": _mul_lines}[p.op](p.a, p.b)
+    # Short on purpose: every generated token is a chance to err, and a tiny model compounds errors.
+    head = f"Column {OP_NAMES[p.op]}, from the ones."
+    tail = f"Answer: \\boxed{{{p.answer}}}"
+    return "\n".join([head, *lines, tail]), regroups
+
+
+def extract_boxed_int(text: str) -> int | None:
+    """The integer in the last ``\\boxed{N}`` of `text`, or None (the toy's fast answer check)."""
+    found = _BOXED.findall(text)
+    return int(found[-1]) if found else None
+
+
+def meta_reasoning(p: Problem) -> str:
+    """Short meta-path reasoning for the warm start: the operation, its size, whether it regroups."""
+    word = "borrow" if p.op == "-" else "carry"
+    plural = {"carry": "carries", "borrow": "borrows"}[word]
+    regroup = f"{p.regroups} {word if p.regroups == 1 else plural}" if p.regroups else f"no {word}"
+    return f"A {p.n_columns}-digit {OP_NAMES[p.op]} with {regroup}."
+
+
+def _random_operand(rng: random.Random, max_digits: int) -> int:
+    digits = rng.randint(1, max_digits)
+    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+
+def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int) -> Problem:
+    """One problem: operation uniform, each operand's digit count uniform (so sizes, not values, are even)."""
+    op = rng.choice(OPS)
+    if op == "*":
+        return Problem(_random_operand(rng, max_mul_digits), "*", rng.randint(0, 9))
+    a, b = _random_operand(rng, max_digits), _random_operand(rng, max_digits)
+    if op == "-" and a < b:
+        a, b = b, a
+    return Problem(a, op, b)
+
+
+def generate_splits(n_train: int, n_heldout: int, *, seed: int, max_digits: int = 4,
+                    max_mul_digits: int = 3) -> tuple[list[Problem], list[Problem]]:
+    """Disjoint train and held-out problem lists, deterministic from `seed`."""
+    rng = random.Random(seed)
+    seen: set[Problem] = set()
+    out: list[Problem] = []
+    # The problem space is large (>10^7) for the default digits; the cap only guards tiny settings.
+    for _ in range(20 * (n_train + n_heldout) + 1000):
+        if len(out) == n_train + n_heldout:
+            break
+        p = random_problem(rng, max_digits=max_digits, max_mul_digits=max_mul_digits)
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    else:
+        raise ValueError(f"cannot draw {n_train + n_heldout} distinct problems with max_digits={max_digits}, "
+                         f"max_mul_digits={max_mul_digits}")
+    return out[:n_train], out[n_train:]
+
+
+def to_rows(problems: Sequence[Problem], split: str) -> list[dict]:
+    """verl rows, the layout of the shared MATH parquet files (plus its `level` and `type` columns)."""
+    return [
+        {
+            "level": f"Level {p.level}",
+            "type": OP_NAMES[p.op],
+            "data_source": DATA_SOURCE,
+            "prompt": [{"content": p.question, "role": "user"}],
+            "ability": "math",
+            "reward_model": {
+                "ground_truth": {"question": p.question, "solution": p.solution, "target": p.target},
+                "style": "rule",
+            },
+            "extra_info": {"index": i, "split": split},
+        }
+        for i, p in enumerate(problems)
+    ]
+
+
+def parquet_schema():
+    """The shared data's arrow schema (column order and struct field order included)."""
+    import pyarrow as pa
+
+    s = pa.string()
+    return pa.schema([
+        ("level", s), ("type", s), ("data_source", s),
+        ("prompt", pa.list_(pa.struct([("content", s), ("role", s)]))),
+        ("ability", s),
+        ("reward_model", pa.struct([
+            ("ground_truth", pa.struct([("question", s), ("solution", s), ("target", s)])),
+            ("style", s),
+        ])),
+        ("extra_info", pa.struct([("index", pa.int64()), ("split", s)])),
+    ])
+
+
+def write_parquet(problems: Sequence[Problem], split: str, path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(to_rows(problems, split), schema=parquet_schema())
+    pq.write_table(table, path)

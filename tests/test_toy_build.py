@@ -1,0 +1,132 @@
+"""The toy build end to end on the smoke recipe: artifacts, cache hits, determinism, transformers/vLLM load.
+
+The full `TOY` recipe is built and measured with vLLM once, in `test_toy_profile_has_learning_signal`
+(slow): that is the profile's promise to the pipeline, so it is checked with the real engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+from masa.toy import SMOKE, TOY, build  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("toy-cache")
+
+
+@pytest.fixture(scope="module")
+def smoke(cache):
+    return build(SMOKE, cache_dir=cache, progress=False)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_smoke_build_writes_the_artifacts(smoke) -> None:
+    assert not smoke.cache_hit and smoke.root.name == SMOKE.hash()
+    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+                 "tokenizer_config.json"):
+        assert (smoke.model_dir / name).is_file(), name
+    assert smoke.train_parquet.is_file() and smoke.heldout_parquet.is_file()
+    config = json.loads((smoke.model_dir / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForCausalLM"]
+    assert config["hidden_size"] // config["num_attention_heads"] in (32, 64, 128)
+    assert smoke.n_parameters < 1_000_000
+    ws = smoke.warm_start
+    assert ws.steps == SMOKE.max_steps or ws.stopped == "target"
+    assert 0 <= ws.probe_pass_rate <= 1 and 0 <= ws.probe_meta_parse_rate <= 1
+    assert ws.history and ws.history[-1][0] == ws.steps
+
+
+def test_parquet_splits(smoke) -> None:
+    import pyarrow.parquet as pq
+
+    train = pq.read_table(smoke.train_parquet).to_pylist()
+    heldout = pq.read_table(smoke.heldout_parquet).to_pylist()
+    assert len(train) == SMOKE.n_train and len(heldout) == SMOKE.n_heldout
+    questions = {r["prompt"][0]["content"] for r in train}
+    assert not questions & {r["prompt"][0]["content"] for r in heldout}
+    assert {r["extra_info"]["split"] for r in heldout} == {"heldout"}
+
+
+def test_second_build_is_a_cache_hit_and_force_rebuilds_identically(smoke, cache) -> None:
+    weights = _digest(smoke.model_dir / "model.safetensors")
+    again = build(SMOKE, cache_dir=cache, progress=False)
+    assert again.cache_hit and again.root == smoke.root and again.warm_start == smoke.warm_start
+    rebuilt = build(SMOKE, cache_dir=cache, force=True, progress=False)
+    assert not rebuilt.cache_hit
+    # deterministic: same recipe, same bytes (seeded everything, one torch thread)
+    assert _digest(rebuilt.model_dir / "model.safetensors") == weights
+    assert _digest(rebuilt.train_parquet) == _digest(smoke.train_parquet)
+
+
+def test_cache_dir_from_environment(monkeypatch, tmp_path) -> None:
+    from masa.toy import default_cache_dir
+
+    monkeypatch.setenv("MASA_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "toy"
+    monkeypatch.delenv("MASA_CACHE_DIR")
+    assert default_cache_dir() == Path.home() / ".cache" / "masa" / "toy"
+
+
+def test_model_loads_and_generates_in_transformers(smoke) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smoke.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(smoke.model_dir)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_cli_build_copies_to_out(smoke, cache, tmp_path, capsys) -> None:
+    from masa.cli import main
+
+    out = tmp_path / "out"
+    assert main(["toy", "build", "--recipe", "smoke", "--cache-dir", str(cache), "--out", str(out),
+                 "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cache_hit"] is True and printed["recipe_hash"] == SMOKE.hash()
+    assert (out / "model" / "model.safetensors").is_file() and (out / "data" / "train.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_vllm_loads_and_samples_the_smoke_model(smoke) -> None:
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=str(smoke.model_dir), dtype="float32", gpu_memory_utilization=0.2, enforce_eager=True,
+              max_model_len=SMOKE.max_model_len, seed=0)
+    tok = llm.get_tokenizer()
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    out = llm.generate([prompt], SamplingParams(n=4, temperature=1.0, max_tokens=32, seed=0), use_tqdm=False)
+    assert len(out[0].outputs) == 4
+    for o in out[0].outputs:
+        assert o.finish_reason in ("stop", "length") and 0 < len(o.token_ids) <= 32
+
+
+@pytest.mark.slow
+def test_toy_profile_has_learning_signal(tmp_path_factory) -> None:
+    """The promise: T=1, G=8 on a fixed sample of 64 training prompts, measured with vLLM."""
+    from masa.toy.evaluate import evaluate
+
+    art = build(TOY, cache_dir=tmp_path_factory.mktemp("toy-full"), progress=True)
+    report = evaluate(art, split="train", n_prompts=64, n_samples=8)
+    print(f"toy build {art.build_seconds:.0f}s, warm start {art.warm_start}; vLLM eval {report}")
+    assert report.mixed_fraction >= 0.3, report
+    assert report.meta_parse_rate >= 0.9, report
