@@ -8,6 +8,7 @@ the training problems and samples the held-out set; every dropped row is counted
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -42,9 +43,13 @@ def run_layout(cfg: RunConfig) -> RunLayout:
 
 
 def _toy_artifacts(cfg: RunConfig):
-    from masa.toy import build, recipe_for
+    """The embedded toy, warm-started for this run's G and token budget (the values its meta
+    prompt names), built once per recipe and cached."""
+    from masa.toy import build, get_recipe
 
-    return build(recipe_for(cfg.toy_recipe))
+    recipe = dataclasses.replace(get_recipe(cfg.toy_recipe), n_solution=cfg.algorithm.n_solution,
+                                 max_response_tokens=cfg.rollout.max_response_tokens)
+    return build(recipe, progress=False)
 
 
 def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
@@ -55,7 +60,8 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
     def produce(work: Path) -> dict[str, Any]:
         if cfg.model == TOY:
             art = _toy_artifacts(cfg)
-            src, extra = Path(art.model_dir), {"toy_warm_start": _plain(art.stats)}
+            src, extra = Path(art.model_dir), {"toy_warm_start": _plain(art.warm_start),
+                                               "toy_build_s": art.build_seconds, "toy_cache_hit": art.cache_hit}
             shutil.copy(art.train_parquet, work / "toy-train.parquet")
             shutil.copy(art.heldout_parquet, work / "toy-heldout.parquet")
         else:
@@ -65,14 +71,13 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
         shutil.copytree(src, work, dirs_exist_ok=True)
         return {"model": cfg.model, **extra}
 
-    stats = run_once(cfg.store, prefix, f"{cfg.model}:{cfg.toy_recipe}", produce)
+    fp = f"{cfg.model}:{cfg.toy_recipe}:{cfg.algorithm.n_solution}:{cfg.rollout.max_response_tokens}"
+    stats = run_once(cfg.store, prefix, fp, produce)
     write_pointer(model_out, store=cfg.store, prefix=prefix, name="base")
     return stats
 
 
 def _plain(obj: Any) -> Any:
-    import dataclasses
-
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
