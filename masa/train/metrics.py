@@ -39,11 +39,12 @@ class StepAccumulator:
         self.grad_norm: float | torch.Tensor | None = None
 
     def add(self, stats: dict[str, torch.Tensor], *, loss: torch.Tensor, tokens: int) -> None:
+        # kept on the device: one host sync per optimizer step (in reduce), not one per statistic
         for k, v in stats.items():
             if k not in self.sums:
                 raise KeyError(f"unexpected statistic {k!r}; known: {', '.join(KEYS)}")
-            self.sums[k] = self.sums[k] + v.detach().double().cpu()
-        self.sums["loss"] = self.sums["loss"] + loss.double().cpu()
+            self.sums[k] = self.sums[k] + v.detach().double()
+        self.sums["loss"] = self.sums["loss"] + loss.detach().double()
         self.sums["tokens"] = self.sums["tokens"] + tokens
 
     def reduce(self, *, step: int, step_in_round: int, seconds: float, gap, device) -> dict:
@@ -51,10 +52,10 @@ class StepAccumulator:
         import torch.distributed as dist
 
         if gap is not None:
-            self.sums["gap_sum"], self.sums["gap_n"] = (float(gap[0]), float(gap[1]))
-        vec = torch.tensor([float(self.sums[k]) for k in KEYS], dtype=torch.float64)
+            self.sums["gap_sum"], self.sums["gap_n"] = gap
+        vec = torch.stack([torch.as_tensor(self.sums[k], dtype=torch.float64, device=device).reshape(())
+                           for k in KEYS])
         if dist.is_initialized():
-            vec = vec.to(device)
             dist.all_reduce(vec)
         s = dict(zip(KEYS, vec.cpu().tolist(), strict=True))
         gn = self.grad_norm

@@ -124,7 +124,9 @@ def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainCon
     den = Denominators(plan.policy_tokens, plan.policy_seqs, plan.expert_tokens, plan.expert_seqs)
     acc = StepAccumulator()
     for j, idx in enumerate(plan.micro[rank]):
-        mb: MicroBatch = collate([samples[i] for i in idx], pad_id).to(device)
+        mb: MicroBatch = collate([samples[i] for i in idx], pad_id)
+        n_tokens = mb.n_tokens if idx else 0  # padding batches count nothing; counted before the copy
+        mb = mb.to(device)
         logp, ent = sequence_logprobs(engine, mb, entropy="grad" if cfg.entropy_coef > 0 else "stats")
         ref_logp = None
         if ref is not None:
@@ -136,10 +138,10 @@ def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainCon
             ref_logp=ref_logp, entropy=ent)
         # DeepSpeed averages gradients over ranks; our loss is already a share of the global mean
         engine.backward(loss * world, scale_wrt_gas=False)
-        acc.add(stats, loss=loss.detach(), tokens=mb.n_tokens if idx else 0)  # padding batches: 0
+        acc.add(stats, loss=loss.detach(), tokens=n_tokens)
         if acc.first_gap is None:
             pol = mb.mask & ~mb.rows(EXPERT)[:, None]
-            acc.first_gap = ((logp.detach() - mb.old_logp).abs()[pol].sum(), pol.sum())
+            acc.first_gap = (torch.where(pol, (logp.detach() - mb.old_logp).abs(), 0.0).sum(), pol.sum())
         if fault_micro is not None and j == fault_micro:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die mid-step, like a lost node
     acc.lr = engine.get_lr()[0]
