@@ -104,6 +104,27 @@ def test_collate_aligns_response_with_next_token_positions():
     assert mb.path == ["meta", "solution"]
 
 
+def test_sequence_logprobs_score_next_tokens_at_the_sampler_temperature():
+    from types import SimpleNamespace
+
+    from masa.train.objective import sequence_logprobs
+
+    torch.manual_seed(0)
+    mb = collate([Sample((3, 4), (5, 6), (-1.0, -1.0), 1.0, "solution")], pad_id=0)
+    logits = torch.randn(1, 4, 8)
+
+    def model(input_ids, attention_mask, use_cache):
+        return SimpleNamespace(logits=logits)
+
+    logp, ent = sequence_logprobs(model, mb, entropy="stats", temperature=2.0)
+    ref = torch.log_softmax(logits[:, :-1] / 2.0, -1)
+    # position 1 (prompt's last token) scores response token 5, position 2 scores token 6
+    assert logp[0, 1].item() == pytest.approx(ref[0, 1, 5].item(), abs=1e-6)
+    assert logp[0, 2].item() == pytest.approx(ref[0, 2, 6].item(), abs=1e-6)
+    assert ent[0, 1].item() == pytest.approx(-(ref[0, 1].exp() * ref[0, 1]).sum().item(), abs=1e-5)
+    assert not ent.requires_grad
+
+
 def test_empty_microbatch_contributes_nothing():
     mb = collate([], pad_id=0)
     logp = torch.zeros(mb.mask.shape, requires_grad=True)

@@ -37,6 +37,9 @@ class TrainConfig:
     ref_model: str | None = None
     # recompute "old" log-probs with the training model instead of trusting the rollout engine's
     recompute_logprobs: bool = False
+    # the policy is softmax(logits / temperature): must be the sampler's, or the ratio to the rollout
+    # log-probs is biased (the pipeline copies rollout.temperature)
+    temperature: float = 1.0
     # batching: one round = steps_per_round optimizer steps; each consumes samples_per_step samples
     # (all ranks together; None = every sample of the round split evenly over the steps)
     steps_per_round: int = 1
@@ -57,6 +60,7 @@ class TrainConfig:
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0", p)
         check(all(0 <= b < 1 for b in self.betas), "betas", "each must be in [0, 1)", p)
         check(self.adam_eps > 0, "adam_eps", "must be > 0", p)
+        check(self.temperature > 0, "temperature", "must be > 0", p)
         check(self.grad_clip > 0, "grad_clip", "must be > 0 (use a large value to disable)", p)
         check(0 <= self.clip_low < 1, "clip_low", "must be in [0, 1)", p)
         check(self.clip_high >= 0, "clip_high", "must be >= 0", p)

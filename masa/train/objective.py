@@ -79,18 +79,19 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
     return MicroBatch(ids, att, ids[:, 1:].clone(), mask, old, adv, [s.path for s in samples])
 
 
-def sequence_logprobs(model, mb: MicroBatch, *, entropy: str = "none") -> tuple[Tensor, Tensor | None]:
+def sequence_logprobs(model, mb: MicroBatch, *, entropy: str = "none",
+                      temperature: float = 1.0) -> tuple[Tensor, Tensor | None]:
     """Forward pass: per-position log-prob of the next token [n, L-1] (float32), and the entropy [n, L-1].
 
     entropy: "none"; "stats" (no gradient: a [rows, V] float32 softmax per chunk would otherwise be kept
     for backward, the largest activation of the step at 150k vocabularies); "grad" (entropy bonus on).
     """
     logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, use_cache=False).logits[:, :-1]
-    logp = token_logprobs(logits, mb.targets)
+    logp = token_logprobs(logits, mb.targets, temperature=temperature)
     if entropy == "none":
         return logp, None
     with torch.set_grad_enabled(entropy == "grad" and torch.is_grad_enabled()):
-        return logp, entropy_from_logits(logits)
+        return logp, entropy_from_logits(logits, temperature=temperature)
 
 
 @dataclass(frozen=True)

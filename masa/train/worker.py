@@ -95,7 +95,7 @@ def load_reference(path: str, device, dtype):
 
 
 def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan], rank: int, pad_id: int,
-                           device) -> tuple[list[Sample], float, int]:
+                           device, temperature: float) -> tuple[list[Sample], float, int]:
     """Replace this rank's policy samples' old log-probs with the training model's (before any update).
 
     Returns (samples, sum of |rollout - recomputed| over tokens, token count) for the gap metric.
@@ -109,7 +109,7 @@ def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan],
                 if not idx:
                     continue
                 mb = collate([samples[i] for i in idx], pad_id).to(device)
-                logp, _ = sequence_logprobs(engine, mb)
+                logp, _ = sequence_logprobs(engine, mb, temperature=temperature)
                 gap += float((logp - mb.old_logp).abs()[mb.mask].sum())
                 n += int(mb.mask.sum())
                 for row, i in enumerate(idx):
@@ -127,11 +127,12 @@ def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainCon
         mb: MicroBatch = collate([samples[i] for i in idx], pad_id)
         n_tokens = mb.n_tokens if idx else 0  # padding batches count nothing; counted before the copy
         mb = mb.to(device)
-        logp, ent = sequence_logprobs(engine, mb, entropy="grad" if cfg.entropy_coef > 0 else "stats")
+        logp, ent = sequence_logprobs(engine, mb, entropy="grad" if cfg.entropy_coef > 0 else "stats",
+                                      temperature=cfg.temperature)
         ref_logp = None
         if ref is not None:
             with torch.no_grad():
-                ref_logp, _ = sequence_logprobs(ref, mb)
+                ref_logp, _ = sequence_logprobs(ref, mb, temperature=cfg.temperature)
         loss, stats = microbatch_loss(
             logp, mb, den, clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip,
             agg=cfg.loss_agg, bc_coef=cfg.bc_coef, kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef,
@@ -199,7 +200,8 @@ def run(spec: dict) -> None:
 
     gap0 = None
     if cfg.recompute_logprobs:
-        samples, g, n = recompute_old_logprobs(engine, samples, plans, rank, pad_id, device)
+        samples, g, n = recompute_old_logprobs(engine, samples, plans, rank, pad_id, device,
+                                                 cfg.temperature)
         gap0 = (torch.tensor(g), torch.tensor(float(n)))
 
     fault = _fault(rank)
