@@ -119,6 +119,8 @@ def clean(s: str) -> str:
     s = _BRACED_COMMA.sub("", s)
     s = _drop_units(s)
     s = s.strip()
+    if s.endswith("\\") and not s.endswith("\\\\"):  # a dangling backslash (`x.\ ` once stripped)
+        s = s[:-1].rstrip()
     while s.endswith(".") and not s.endswith(".."):
         s = s[:-1].rstrip()
     return s
