@@ -13,6 +13,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -90,6 +91,8 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
                enable_caching=True, cache_root=str(out / "kfp-cache"), raise_on_error=True)
     pipeline = build_pipeline(cfg)
     log_path = out / "pipeline.log"
+    # kfp.local warns, per task, that cluster-only settings (images, resources) are ignored here
+    warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
     term = sys.stdout
     with log_path.open("a") as log:
         tee = _ProgressTee(log, term, total_steps(cfg))
