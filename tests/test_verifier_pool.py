@@ -73,11 +73,12 @@ def _hang_on_marker(response: str, answer: str) -> Verdict:
 @pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="the hook reaches workers by fork")
 def test_hanging_worker_is_killed_and_the_rest_is_judged(monkeypatch):
     # Forked workers inherit the patched module global, so one real worker process really hangs.
+    # The limit is generous because it also covers a fresh worker's start on a loaded machine.
     monkeypatch.setattr(pool, "verify", _hang_on_marker)
     pairs = [(r"\boxed{\frac12}", "0.5"), ("HANG", "x"), (r"\boxed{x+1}", "1+x"), ("HANG", "y")]
     pairs += [(rf"\boxed{{{k}/1}}", str(k)) for k in range(20)]
     start = time.monotonic()
-    verdicts = verify_batch(pairs, timeout_s=0.5, workers=2, start_method="fork")
+    verdicts = verify_batch(pairs, timeout_s=2.0, workers=2, start_method="fork")
     assert time.monotonic() - start < 30  # hang guard
     assert verdicts[1] == Verdict(False, None, "timeout") and verdicts[3] == Verdict(False, None, "timeout")
     assert [v.correct for k, v in enumerate(verdicts) if k not in (1, 3)] == [True] * 22
@@ -98,7 +99,7 @@ def test_time_limit_works_from_a_non_main_thread(monkeypatch):
     monkeypatch.setattr(pool, "verify", _hang_on_marker)
     result: list = []
     worker = threading.Thread(
-        target=lambda: result.extend(verify_batch([("HANG", "x"), (r"\boxed{2x}", "x+x")], timeout_s=0.3, workers=1))
+        target=lambda: result.extend(verify_batch([("HANG", "x"), (r"\boxed{2x}", "x+x")], timeout_s=2.0, workers=1))
     )
     worker.start()
     worker.join(timeout=30)
