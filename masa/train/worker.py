@@ -182,6 +182,10 @@ def run(spec: dict) -> None:
 
     cfg = from_dict(TrainConfig, spec["cfg"])
     device, dtype = _device_and_dtype(cfg)
+    # On CPU DeepSpeed JIT-compiles a shared-memory all-reduce at init (~150 s on a fresh machine, and
+    # a C++ toolchain in the image) that only its *inference* all-reduce uses; training collectives
+    # go through torch.distributed (gloo). Mark the op unavailable so it is never built.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if spec.get("remote"):  # started by a TrainJob: the spec carries URIs, each node stages its copy
