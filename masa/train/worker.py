@@ -10,8 +10,10 @@ and the same global denominators, (b) each micro-batch's loss is its share of th
 `managed_gradient_accumulation: false` (the step boundary is ours, whatever the micro-batch count),
 so the reduced gradient is the SUM of the shares = the full-batch gradient.
 
-The spec (written by `masa.train.launch`) names local paths only; the parent process downloads inputs
-and uploads outputs, except intermediate resume points, which rank 0 publishes while training runs.
+From `train_round` the spec names local paths: the launching process staged the inputs and publishes
+the outputs. Resume points are published by the workers while training runs (every node uploads its
+ranks' files, rank 0 writes the manifest: `checkpoint.publish_sharded`). From a TrainJob the workers
+also stage and publish the round themselves (masa.train.remote).
 """
 
 from __future__ import annotations
