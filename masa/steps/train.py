@@ -53,7 +53,9 @@ def train_round(
 
     Returns {"checkpoint": out_uri, "global_step", "steps": [per-step metrics rows], "resumed_from":
     URI or None, "work_dir"}. `on_step(row)` is called in this process for every optimizer step as the
-    workers report it (the hook for Prometheus). Raises TrainingFailed when a worker dies.
+    workers report it (the hook for Prometheus). Raises TrainingFailed when a worker dies (its message
+    names the scratch directory, kept for its logs). Without `work_dir`, a temporary scratch directory
+    is used and removed after a successful round.
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
@@ -76,8 +78,10 @@ def train_round(
     # state first, model manifest last: a complete model implies its state is complete too
     ckpt.publish(work / "state", out_uri.rstrip("/") + "/" + ckpt.STATE_DIR)
     ckpt.publish(work / "out", out_uri)
+    if work_dir is None:  # our own scratch (a model copy and optimizer state): gone once published
+        shutil.rmtree(work, ignore_errors=True)
     return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
-            "resumed_from": resume_uri, "work_dir": str(work)}
+            "resumed_from": resume_uri, "work_dir": work_dir}
 
 
 def train_round_trainjob(
