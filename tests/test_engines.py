@@ -234,3 +234,29 @@ def test_vllm_seeded_batch_larger_than_one_step_budget(vllm_engine):
     out = vllm_engine.generate([GenerationRequest(ids, SamplingSpec(n=2, max_tokens=4, seed=i))
                                 for i, ids in enumerate(prompts)])
     assert [len(g) for g in out] == [2] * 12
+
+
+def test_processed_logits_per_row_parameters_match_scalar_calls():
+    x = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    temps, ps, ks = [1.0, 0.5, 2.0], [1.0, 0.7, 0.9], [-1, 5, 20]
+    rows = processed_logits(x, temperature=torch.tensor(temps), top_p=torch.tensor(ps), top_k=torch.tensor(ks))
+    for i in range(3):
+        assert torch.equal(rows[i], processed_logits(x[i: i + 1], temperature=temps[i], top_p=ps[i], top_k=ks[i])[0])
+
+
+@pytest.mark.slow
+def test_transformers_batch_samples_do_not_depend_on_the_batch(tiny_model_dir):
+    engine = make_engine(EngineConfig(model=str(tiny_model_dir), backend="transformers"))
+    tok = engine.tokenizer
+    a = GenerationRequest(_prompt_ids(tok, "What is 2 + 3?"), SamplingSpec(n=2, max_tokens=12, seed=4))
+    b = GenerationRequest(_prompt_ids(tok, "Solve for x: 3x + 1 = 10, step by step."),
+                          SamplingSpec(n=3, max_tokens=6, budget=4, seed=9, temperature=0.7, top_k=20))
+    together = engine.generate([a, b])
+    assert [len(g) for g in together] == [2, 3]
+    assert all(len(s.response_token_ids) <= 4 for s in together[1])
+    for req, group in zip((a, b), together, strict=True):
+        alone = engine.generate([req])[0]
+        assert [s.response_token_ids for s in alone] == [s.response_token_ids for s in group]
+        assert max(abs(x - y) for s, t in zip(alone, group, strict=True)
+                   for x, y in zip(s.logprobs, t.logprobs, strict=True)) < 1e-4
+    _assert_logprobs_match(_hf_model(tiny_model_dir), together[0] + together[1], tol=1e-5)
