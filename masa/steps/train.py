@@ -3,7 +3,8 @@
 `train_round` downloads the inputs, launches `nproc` DeepSpeed workers (masa.train.worker) on this
 node, and publishes the consolidated HF checkpoint (loadable by vLLM as is) and the DeepSpeed state
 atomically to `out_uri`. With `resume_root`, workers save resumable state every `cfg.save_every` steps
-there, and a rerun after a crash continues from the newest *complete* one.
+there, and a rerun after a crash continues from the newest *complete* one; once the round's output is
+published, those resume points are deleted.
 
 `train_round_trainjob` runs the same round on several nodes through a Kubeflow Trainer TrainJob
 (runtime `masa-deepspeed`); there the workers stage and publish themselves (masa.train.remote).
@@ -78,6 +79,8 @@ def train_round(
     # state first, model manifest last: a complete model implies its state is complete too
     ckpt.publish(work / "state", out_uri.rstrip("/") + "/" + ckpt.STATE_DIR)
     ckpt.publish(work / "out", out_uri)
+    if resume_root:
+        ckpt.drop_resume_points(resume_root)
     if work_dir is None:  # our own scratch (a model copy and optimizer state): gone once published
         shutil.rmtree(work, ignore_errors=True)
     return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
@@ -114,6 +117,8 @@ def train_round_trainjob(
             on_step(json.loads(s[len(METRICS_PREFIX):]))
 
     follow(trainjob_manifest(name, request, settings), on_line=line, timeout_s=timeout_s)
+    if resume_root:
+        ckpt.drop_resume_points(resume_root)
     store = open_store(out_uri)
     steps = [json.loads(x) for x in store.get_bytes("metrics.jsonl").decode().splitlines() if x.strip()]
     state = json.loads(store.get_bytes(f"{ckpt.STATE_DIR}/{ckpt.STATE_FILE}"))

@@ -164,6 +164,18 @@ def latest_resume_point(resume_root: str) -> str | None:
     return None if prefix is None else resume_root.rstrip("/") + "/" + prefix
 
 
+def drop_resume_points(resume_root: str) -> int:
+    """Delete the step-NNNNNN states under resume_root (once the round's output is published they are
+    dead weight: a full optimizer state each). Manifests go first, so a crash mid-way leaves only
+    incomplete, never-loaded prefixes. Returns the number of objects deleted."""
+    from masa.storage import MANIFEST, open_store
+
+    store = open_store(resume_root)
+    steps = sorted({k.split("/", 1)[0] for k in store.list("step-") if "/" in k})
+    n = sum(store.delete(f"{s}/{MANIFEST}") for s in steps)
+    return n + sum(store.delete(f"{s}/") for s in steps)
+
+
 def verify_local(model_dir: Path) -> None:
     """Check a local directory against its MANIFEST.json (if it has one), naming any missing/altered file."""
     from masa.storage import MANIFEST, CheckpointError, read_manifest
