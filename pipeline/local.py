@@ -25,7 +25,9 @@ PROGRESS = "MASA-PROGRESS "
 
 
 def total_steps(cfg: RunConfig) -> int:
-    return 4 + len(cfg.branches) * (3 * cfg.rounds + 1) + 1
+    """Steps shown: prepare, data filter, base benchmark, per branch 3 per round + its benchmark, report
+    (the configure task is instantaneous and not shown)."""
+    return 3 + len(cfg.branches) * (3 * cfg.rounds + 1) + 1
 
 
 class _ProgressTee(io.TextIOBase):
