@@ -82,6 +82,11 @@ def test_plan_is_a_disjoint_cover_with_equal_microbatch_counts(lengths, world, b
     assert sum(p.expert_tokens for p in plans) == 6
 
 
+def test_plan_refuses_an_empty_round():
+    with pytest.raises(ValueError, match="no samples to train on"):
+        plan_round([], world=2, steps=1, samples_per_step=None, token_budget=64, seed=0)
+
+
 def test_shard_balanced_balances_tokens():
     # longest first onto the lightest rank: 10->r0, 9->r1, 8->r1, 2, 1, 1 -> r0: loads 14 and 17
     lengths = [10, 9, 8, 2, 1, 1]

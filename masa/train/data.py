@@ -168,6 +168,9 @@ def plan_round(samples: list[Sample], *, world: int, steps: int, samples_per_ste
 
     `samples` lists policy samples first, then experts.
     """
+    if not samples:
+        raise ValueError("no samples to train on: the scored shard has no non-empty responses and there "
+                         "are no experts")
     n_policy = sum(s.path != EXPERT for s in samples)
     if any(s.path == EXPERT for s in samples[:n_policy]):
         raise ValueError("plan_round: policy samples must come before expert samples")
