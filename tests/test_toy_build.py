@@ -107,17 +107,16 @@ def test_cli_build_copies_to_out(smoke, cache, tmp_path, capsys) -> None:
 
 @pytest.mark.slow
 def test_vllm_loads_and_samples_the_smoke_model(smoke) -> None:
-    from vllm import LLM, SamplingParams
+    """`evaluate` runs the real vLLM CPU engine on the built directory (weights, tokenizer, template)."""
+    from masa.toy.evaluate import evaluate
 
-    llm = LLM(model=str(smoke.model_dir), dtype="float32", gpu_memory_utilization=0.2, enforce_eager=True,
-              max_model_len=SMOKE.max_model_len, seed=0)
-    tok = llm.get_tokenizer()
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 12 + 30?"}], tokenize=False,
-                                     add_generation_prompt=True)
-    out = llm.generate([prompt], SamplingParams(n=4, temperature=1.0, max_tokens=32, seed=0), use_tqdm=False)
-    assert len(out[0].outputs) == 4
-    for o in out[0].outputs:
-        assert o.finish_reason in ("stop", "length") and 0 < len(o.token_ids) <= 32
+    report = evaluate(smoke, split="heldout", n_prompts=4, n_samples=2)
+    assert report.n_prompts == 4 and len(report.correct_counts) == 4
+    assert all(0 <= c <= 2 for c in report.correct_counts)
+    assert report.pass_rate == sum(report.correct_counts) / 8
+    assert abs(report.mixed_fraction + report.all_wrong_fraction + report.all_right_fraction - 1) < 1e-9
+    assert 0 < report.mean_solution_tokens <= SMOKE.max_response_tokens
+    assert 0 <= report.meta_parse_rate <= 1
 
 
 @pytest.mark.slow

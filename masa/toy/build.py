@@ -51,7 +51,8 @@ class ToyArtifacts:
     recipe_hash: str
     n_parameters: int
     warm_start: WarmStartSummary
-    build_seconds: float
+    build_seconds: float  # wall time of the build (not of a cache hit)
+    build_cpu_seconds: float | None = None  # CPU time of the build process (= wall on an idle core)
     cache_hit: bool = False
 
 
@@ -75,7 +76,8 @@ def _load(root: Path) -> ToyArtifacts:
     return ToyArtifacts(root=root, model_dir=root / "model", train_parquet=root / "data" / "train.parquet",
                         heldout_parquet=root / "data" / "heldout.parquet", recipe=recipe,
                         recipe_hash=info["recipe_hash"], n_parameters=info["n_parameters"], warm_start=ws,
-                        build_seconds=info["build_seconds"], cache_hit=True)
+                        build_seconds=info["build_seconds"], build_cpu_seconds=info.get("build_cpu_seconds"),
+                        cache_hit=True)
 
 
 def build(recipe: ToyRecipe | None = None, *, cache_dir: str | os.PathLike | None = None, force: bool = False,
@@ -127,9 +129,9 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
 
     from masa.toy import task
     from masa.toy.model import make_model, n_parameters
-    from masa.toy.warmstart import probe, warm_start
+    from masa.toy.warmstart import meta_parse_rate, probe, warm_start
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     torch.manual_seed(recipe.seed)
     (out / "data").mkdir(parents=True)
     train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed,
@@ -146,18 +148,27 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     _log(progress, f"Qwen2 {n_parameters(model):,} parameters, vocab {len(tokenizer)}; warm start")
     meta_parser, meta_prompt = _meta_fns(recipe)
     probe_set = train[: recipe.n_probe]
-    max_new = recipe.max_response_tokens
+    # Probes stop a little past the longest reference solution: a sample still going there is wrong
+    # anyway, and running wrong samples to the full budget would dominate the build time.
+    max_new = min(recipe.max_response_tokens, length_range[1] + 16)
 
     def probe_fn(step: int):
         return probe(model, tokenizer, probe_set, n=recipe.probe_samples, max_new_tokens=max_new,
                      seed=recipe.seed + step, step=step)
 
-    ws = warm_start(model, tokenizer, solutions, metas, probe_fn, lr=recipe.lr, batch_size=recipe.batch_size,
-                    meta_every=recipe.meta_every, warmup_steps=recipe.warmup_steps,
+    def meta_fn(step: int) -> float:
+        return meta_parse_rate(model, tokenizer, [meta_prompt(p.question) for p in probe_set],
+                               n=recipe.probe_samples, max_new_tokens=max_new, seed=recipe.seed + step + 1,
+                               parses=meta_parser)
+
+    ws = warm_start(model, tokenizer, solutions, metas, probe_fn, meta_fn, lr=recipe.lr,
+                    batch_size=recipe.batch_size, meta_every=recipe.meta_every, warmup_steps=recipe.warmup_steps,
                     probe_every=recipe.probe_every, target_pass_rate=recipe.target_pass_rate,
-                    max_steps=recipe.max_steps, seed=recipe.seed, log=lambda s: _log(progress, s))
-    final = probe(model, tokenizer, probe_set, n=recipe.probe_samples, max_new_tokens=max_new,
-                  seed=recipe.seed + 10**6, step=ws.steps, meta_parser=meta_parser, meta_prompt=meta_prompt)
+                    target_meta_parse_rate=recipe.target_meta_parse_rate, max_steps=recipe.max_steps,
+                    seed=recipe.seed, log=lambda s: _log(progress, s))
+    final = ws.final
+    if final.meta_parse_rate is None:  # stopped at max_steps before the pass-rate target
+        final = dataclasses.replace(final, meta_parse_rate=meta_fn(ws.steps))
     _log(progress, f"final probe: pass rate {final.pass_rate:.3f}, mixed {final.mixed_fraction:.2f}, "
                    f"meta parse {final.meta_parse_rate:.2f}")
     _save_model(model, tokenizer, out / "model")
@@ -167,9 +178,10 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
         meta_length_range=length_range,
         history=tuple((s.step, s.pass_rate, s.mixed_fraction) for s in ws.history))
     info = {"recipe": recipe.to_dict(), "recipe_hash": key, "n_parameters": n_parameters(model),
-            "warm_start": dataclasses.asdict(summary), "build_seconds": round(time.perf_counter() - start, 2)}
+            "warm_start": dataclasses.asdict(summary), "build_seconds": round(time.perf_counter() - start, 2),
+            "build_cpu_seconds": round(time.process_time() - cpu_start, 2)}
     (out / "artifacts.json").write_text(json.dumps(info, indent=2) + "\n")
-    _log(progress, f"built in {info['build_seconds']:.0f}s")
+    _log(progress, f"built in {info['build_seconds']:.0f}s ({info['build_cpu_seconds']:.0f}s CPU)")
 
 
 def _meta_fns(recipe: ToyRecipe):

@@ -23,7 +23,7 @@ class ToyEvalReport:
     all_wrong_fraction: float
     all_right_fraction: float
     meta_parse_rate: float
-    meta_pass_rate_mae: float | None  # |predicted k - observed k| / G over parsed meta samples
+    meta_pass_rate_mae: float | None  # |predicted k/G - observed pass rate| over parsed meta samples
     mean_solution_tokens: float
     seconds: float
     correct_counts: tuple[int, ...] = field(repr=False, default=())
@@ -64,16 +64,16 @@ def evaluate(art: ToyArtifacts, *, split: str = "train", n_prompts: int = 64, n_
     params = SamplingParams(n=n_samples, temperature=1.0, top_p=1.0, max_tokens=recipe.max_response_tokens,
                             seed=seed)
     sol = llm.generate([chat(q) for q, _ in problems], params, use_tqdm=False)
-    meta = llm.generate([chat(render_meta_prompt(q, n_solution=n_samples,
-                                                 max_response_tokens=recipe.max_response_tokens))
+    g = recipe.n_solution  # the G the meta prompt names (and the model was warm-started on)
+    meta = llm.generate([chat(render_meta_prompt(q, n_solution=g, max_response_tokens=recipe.max_response_tokens))
                          for q, _ in problems], params, use_tqdm=False)
     counts = tuple(sum(extract_boxed_int(o.text) == int(t) for o in out.outputs)
                    for (_, t), out in zip(problems, sol, strict=True))
     lengths = [len(o.token_ids) for out in sol for o in out.outputs]
-    parsed = [[parse_meta(o.text, n_solution=n_samples, max_response_tokens=recipe.max_response_tokens)
+    parsed = [[parse_meta(o.text, n_solution=g, max_response_tokens=recipe.max_response_tokens)
                for o in out.outputs] for out in meta]
-    errors = [abs(m.pass_rate - k) / n_samples for k, group in zip(counts, parsed, strict=True) for m in group
-              if isinstance(m, MetaPrediction)]
+    errors = [abs(m.pass_rate / g - k / n_samples) for k, group in zip(counts, parsed, strict=True)
+              for m in group if isinstance(m, MetaPrediction)]
     n_meta = n_prompts * n_samples
     return ToyEvalReport(
         split=split, n_prompts=len(problems), n_samples=n_samples,

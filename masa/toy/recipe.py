@@ -16,7 +16,7 @@ from masa.toy.model import VLLM_HEAD_DIMS
 
 # Bump when the build's code changes what it produces (task text, tokenizer, model, warm start):
 # it is part of the cache key, so old caches are not reused.
-CODE_VERSION = 1
+CODE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,10 @@ class ToyRecipe:
     n_heldout: int = 500
     max_digits: int = 4  # addition / subtraction operands: 1..max_digits digits
     max_mul_digits: int = 3  # multiplication: 1..max_mul_digits digits times one digit
-    # the run's G and token budget, as rendered in the meta prompt and bounding its values
+    # the run's G and token budget, as rendered in the meta prompt and bounding its values (the
+    # defaults are those of the `toy` preset; masa.steps.prepare replaces them with the run's)
     n_solution: int = 8
-    max_response_tokens: int = 128
+    max_response_tokens: int = 256
     max_model_len: int = 512
     # tokenizer and model (Qwen2)
     vocab_size: int = 512
@@ -39,15 +40,16 @@ class ToyRecipe:
     head_dim: int = 32
     intermediate_size: int = 256
     # warm start
-    lr: float = 2e-3
+    lr: float = 3e-3
     batch_size: int = 64
     warmup_steps: int = 20
-    meta_every: int = 5  # every meta_every-th batch is meta examples (0: none)
-    max_steps: int = 1500
+    meta_every: int = 4  # every meta_every-th batch is meta examples (0: none)
+    max_steps: int = 1200
     probe_every: int = 50
     n_probe: int = 32  # probe prompts (from the train split)
     probe_samples: int = 4  # samples per probe prompt, T=1
-    target_pass_rate: float = 0.5
+    target_pass_rate: float = 0.4
+    target_meta_parse_rate: float = 0.9
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -65,6 +67,7 @@ class ToyRecipe:
         check(self.lr > 0, "lr", "must be > 0", p)
         check(self.meta_every == 0 or self.meta_every >= 2, "meta_every", "must be 0 (no meta) or >= 2", p)
         check(0 < self.target_pass_rate <= 1, "target_pass_rate", "must be in (0, 1]", p)
+        check(0 <= self.target_meta_parse_rate <= 1, "target_meta_parse_rate", "must be in [0, 1]", p)
         raise_if(p)
 
     def to_dict(self) -> dict:
@@ -79,8 +82,10 @@ class ToyRecipe:
 TOY = ToyRecipe()
 # Same model shape and formats as TOY, so the pipeline's smoke run exercises the same code paths; it is
 # barely trained (it writes the formats only now and then), which is enough for plumbing tests.
-SMOKE = dataclasses.replace(TOY, name="smoke", n_train=128, n_heldout=32, max_steps=30, probe_every=30,
-                            n_probe=4, probe_samples=2)
+# Its G and token budget are those of the `smoke` preset, so `masa toy build --recipe smoke` is the
+# build the pipeline's smoke run uses (the pipeline replaces them with the run's values).
+SMOKE = dataclasses.replace(TOY, name="smoke", n_solution=4, max_response_tokens=128, n_train=128,
+                            n_heldout=32, max_steps=30, probe_every=30, n_probe=4, probe_samples=2)
 RECIPES = {"toy": TOY, "smoke": SMOKE}
 
 

@@ -154,19 +154,23 @@ def meta_reasoning(p: Problem) -> str:
     return f"A {p.n_columns}-digit {OP_NAMES[p.op]} with {regroup}."
 
 
-def _random_operand(rng: random.Random, max_digits: int) -> int:
-    digits = rng.randint(1, max_digits)
+def _random_number(rng: random.Random, digits: int) -> int:
     return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
 
 def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int) -> Problem:
-    """One problem: operation uniform, each operand's digit count uniform (so sizes, not values, are even)."""
+    """One problem. The operation is uniform and so is the number of columns (the longer operand's
+    digits), the shorter operand's digits uniform up to it: sizes, not values, are spread evenly, so
+    the warm-started model meets every difficulty from always solved to never solved."""
     op = rng.choice(OPS)
     if op == "*":
-        return Problem(_random_operand(rng, max_mul_digits), "*", rng.randint(0, 9))
-    a, b = _random_operand(rng, max_digits), _random_operand(rng, max_digits)
+        return Problem(_random_number(rng, rng.randint(1, max_mul_digits)), "*", rng.randint(0, 9))
+    columns = rng.randint(1, max_digits)
+    a, b = _random_number(rng, columns), _random_number(rng, rng.randint(1, columns))
     if op == "-" and a < b:
         a, b = b, a
+    elif op == "+" and rng.random() < 0.5:
+        a, b = b, a  # the longer operand comes first or second
     return Problem(a, op, b)
 
 

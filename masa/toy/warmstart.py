@@ -11,11 +11,13 @@ on two kinds of examples, the loss on completion tokens only:
 Why stop on the sampled pass rate and not on a step count: GRPO learns only from groups whose rewards
 differ. A checkpoint that is right greedily but wrong when sampled at temperature 1 (or always right)
 gives it no signal, so every `probe_every` steps we sample `probe_samples` completions at T=1 for a
-fixed probe set and stop once their mean pass rate reaches `target_pass_rate`.
+fixed probe set and stop once their mean pass rate reaches `target_pass_rate` (and the sampled meta
+responses parse at `target_meta_parse_rate`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -94,21 +96,23 @@ def sample(model, tokenizer, prompts: Sequence[str], *, n: int, max_new_tokens: 
     return [decoded[i * n: (i + 1) * n] for i in range(len(prompts))]
 
 
-def probe(model, tokenizer, problems: Sequence[Problem], *, n: int, max_new_tokens: int, seed: int, step: int,
-          meta_parser: Callable[[str], bool] | None = None,
-          meta_prompt: Callable[[str], str] | None = None) -> ProbeStats:
-    """Sampled pass rate (boxed integer == answer) and, given `meta_parser`, the meta parse rate."""
+def probe(model, tokenizer, problems: Sequence[Problem], *, n: int, max_new_tokens: int, seed: int,
+          step: int) -> ProbeStats:
+    """Sampled pass rate (boxed integer == answer) of `n` samples per problem."""
     outs = sample(model, tokenizer, [p.question for p in problems], n=n, max_new_tokens=max_new_tokens, seed=seed)
-    counts = tuple(sum(extract_boxed_int(t) == p.answer for t in group) for p, group in zip(problems, outs, strict=True))
-    parse_rate = None
-    if meta_parser is not None and meta_prompt is not None:
-        metas = sample(model, tokenizer, [meta_prompt(p.question) for p in problems], n=n,
-                       max_new_tokens=max_new_tokens, seed=seed + 1)
-        flat = [t for group in metas for t in group]
-        parse_rate = sum(map(meta_parser, flat)) / len(flat)
+    counts = tuple(sum(extract_boxed_int(t) == p.answer for t in group)
+                   for p, group in zip(problems, outs, strict=True))
     return ProbeStats(step=step, pass_rate=sum(counts) / (n * len(problems)),
                       mixed_fraction=sum(0 < c < n for c in counts) / len(problems),
-                      meta_parse_rate=parse_rate, correct_counts=counts)
+                      meta_parse_rate=None, correct_counts=counts)
+
+
+def meta_parse_rate(model, tokenizer, meta_prompts: Sequence[str], *, n: int, max_new_tokens: int, seed: int,
+                    parses: Callable[[str], bool]) -> float:
+    """Share of `n` sampled meta responses per prompt that `parses` accepts."""
+    outs = sample(model, tokenizer, meta_prompts, n=n, max_new_tokens=max_new_tokens, seed=seed)
+    flat = [t for group in outs for t in group]
+    return sum(map(parses, flat)) / len(flat)
 
 
 def _lr_at(step: int, *, lr: float, warmup: int) -> float:
@@ -116,10 +120,13 @@ def _lr_at(step: int, *, lr: float, warmup: int) -> float:
 
 
 def warm_start(model, tokenizer, solutions: Sequence[Example], metas: Sequence[Example],
-               probe_fn: Callable[[int], ProbeStats], *, lr: float, batch_size: int, meta_every: int,
-               warmup_steps: int, probe_every: int, target_pass_rate: float, max_steps: int, seed: int,
+               probe_fn: Callable[[int], ProbeStats], meta_fn: Callable[[int], float] | None, *, lr: float,
+               batch_size: int, meta_every: int, warmup_steps: int, probe_every: int, target_pass_rate: float,
+               target_meta_parse_rate: float, max_steps: int, seed: int,
                log: Callable[[str], None] = lambda s: None) -> WarmStartStats:
-    """Train until `probe_fn(step).pass_rate >= target_pass_rate` (checked every `probe_every` steps).
+    """Train until `probe_fn(step).pass_rate >= target_pass_rate` (checked every `probe_every` steps)
+    and then `meta_fn(step) >= target_meta_parse_rate` (checked only once the first holds: it is the
+    faster to learn, and probing it costs as much as the solution probe).
 
     Every `meta_every`-th batch is all meta examples, the others all solutions: meta prompts are about
     twice as long as solution examples, and mixing them would pad every batch to the meta length.
@@ -146,10 +153,14 @@ def warm_start(model, tokenizer, solutions: Sequence[Example], metas: Sequence[E
         step += 1
         if step % probe_every == 0 or step == max_steps:
             stats = probe_fn(step)
+            if stats.pass_rate >= target_pass_rate and meta_fn is not None:
+                stats = dataclasses.replace(stats, meta_parse_rate=meta_fn(step))
             history.append(stats)
             log(f"step {step} loss {loss.item():.3f} sampled pass rate {stats.pass_rate:.3f} "
-                f"mixed {stats.mixed_fraction:.2f} ({time.perf_counter() - start:.0f}s)")
-            if stats.pass_rate >= target_pass_rate:
+                f"mixed {stats.mixed_fraction:.2f} meta parse {stats.meta_parse_rate} "
+                f"({time.perf_counter() - start:.0f}s)")
+            if stats.pass_rate >= target_pass_rate and (meta_fn is None
+                                                        or stats.meta_parse_rate >= target_meta_parse_rate):
                 stopped = "target"
                 break
     model.eval()
