@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ from masa.configbase import ConfigError, check, from_dict, raise_if
 from masa.train.config import TrainConfig
 
 PRESETS = ("toy", "smoke", "paper")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,11 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError([f"{key}: cannot parse value {raw!r}: {e}"]) from None
+    if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string; users mean the number
+        try:
+            value = float(value) if _FLOAT.fullmatch(value.strip()) else value
+        except ValueError:
+            pass
     return key.strip().split("."), value
 
 

@@ -164,32 +164,55 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
 
 
 def train_config_for(cfg: RunConfig, branch: str, round_idx: int):
-    """GRPO clones no experts; each round shuffles its micro-batches with its own seed."""
-    bc = cfg.algorithm.expert.bc_coef if branch != "grpo" and cfg.algorithm.expert.enabled else 0.0
-    return dataclasses.replace(cfg.train, bc_coef=bc, seed=cfg.seed * 1000 + round_idx)
+    """The branch's TrainConfig: behaviour cloning only for MASA branches (`masa.steps.train`), the
+    rollout temperature (the trainer's log-probs must be those of the sampling policy), and a seed
+    per round so each round shuffles its micro-batches differently."""
+    from masa.steps.train import train_config_for as base
+
+    tcfg = base(dataclasses.replace(cfg, algorithm=algorithm_for(cfg, branch), compare=False))
+    return dataclasses.replace(tcfg, temperature=cfg.rollout.temperature, seed=cfg.seed * 1000 + round_idx)
+
+
+def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: Path, out_uri: str,
+           resume_uri: str, tcfg, on_step) -> dict[str, Any]:
+    """One node: DeepSpeed ranks in this pod. Several nodes: a Kubeflow Trainer TrainJob, which
+    reads its inputs from the store (so they must be S3 URIs the nodes can reach)."""
+    from masa.steps.train import train_round, train_round_trainjob
+
+    experts = scored / "experts.parquet"
+    r = cfg.resources
+    if r.train_nodes == 1:
+        return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
+                           out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step)
+    from masa.train.trainjob import TrainJobSettings, job_name
+
+    layout, store = run_layout(cfg), open_store(cfg.store)
+    scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
+    settings = TrainJobSettings(image=cfg.images.deepspeed, num_nodes=r.train_nodes, proc_per_node=r.train_gpus,
+                                accelerator=r.accelerator_type, s3_secret=r.s3_secret)
+    return train_round_trainjob(model_uri, f"{scored_uri}/scored.parquet",
+                                f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
+                                settings=settings, name=job_name(layout.run_id, branch, round_idx),
+                                resume_root=resume_uri, on_step=on_step)
 
 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
                out_ptr: str, on_step=None) -> dict[str, Any]:
     """Train on the round's scored shard. The trainer publishes the checkpoint itself (manifest last);
     our stats, with the input fingerprint, go beside it as `<prefix>.stats.json`."""
-    from masa.steps.train import train_round
-
     layout, ptr, sptr = run_layout(cfg), read_pointer(policy_ptr), read_pointer(scored_ptr)
     prefix = layout.part(branch, round_idx, "checkpoint")
     store = open_store(cfg.store)
     tcfg = train_config_for(cfg, branch, round_idx)
-    fp = _digest(_manifest_digest(ptr), _manifest_digest(sptr), dataclasses.asdict(tcfg), cfg.train_processes)
+    fp = _digest(_manifest_digest(ptr), _manifest_digest(sptr), dataclasses.asdict(tcfg), cfg.train_processes,
+                 cfg.resources.train_nodes)
     stats = cached_stats(cfg.store, prefix, fp, stats_key=f"{prefix}.stats.json")
     if stats is None:
         started = time.time()
         with tempfile.TemporaryDirectory(prefix="masa-train-in-") as tmp:
             scored = local_path_or_fetch(sptr["store"], sptr["prefix"], tmp)
-            experts = scored / "experts.parquet"
-            result = train_round(open_store(ptr["store"]).uri(ptr["prefix"]), str(scored / "scored.parquet"),
-                                 str(experts) if experts.exists() else None, store.uri(prefix), tcfg,
-                                 nproc=cfg.train_processes, resume_root=store.uri(layout.part(branch, round_idx, "resume")),
-                                 on_step=on_step)
+            result = _train(cfg, branch, round_idx, open_store(ptr["store"]).uri(ptr["prefix"]), scored,
+                            store.uri(prefix), store.uri(layout.part(branch, round_idx, "resume")), tcfg, on_step)
         stats = {**summarize_steps(result["steps"]), "global_step": result["global_step"],
                  "resumed_from": result["resumed_from"], "fingerprint": fp, "started_at": started,
                  "finished_at": time.time()}
