@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from masa import __version__
 from masa.algo.config import AlgorithmConfig
 from masa.configbase import ConfigError, check, from_dict, raise_if
 from masa.train.config import TrainConfig
@@ -123,11 +124,16 @@ class ResourcesConfig:
         raise_if(p)
 
 
+_REGISTRY = "ghcr.io/owner"  # placeholder, as in images/build.sh (MASA_IMAGE_REGISTRY)
+
+
 @dataclass(frozen=True)
 class ImagesConfig:
-    cpu: str = "ghcr.io/masa-pipeline/masa-cpu:0.1.0"
-    vllm: str = "ghcr.io/masa-pipeline/masa-vllm:0.1.0"
-    deepspeed: str = "ghcr.io/masa-pipeline/masa-deepspeed:0.1.0"
+    """Images of the steps, tagged with the package version by images/build.sh."""
+
+    cpu: str = f"{_REGISTRY}/masa-pipeline-cpu:{__version__}"
+    vllm: str = f"{_REGISTRY}/masa-pipeline-vllm:{__version__}"
+    deepspeed: str = f"{_REGISTRY}/masa-pipeline-deepspeed:{__version__}"
 
 
 @dataclass(frozen=True)
