@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
             shutil.copytree(art.root, args.out, dirs_exist_ok=True)
         print(json.dumps(_jsonable(art), indent=2))
         return 0
+    import os
+
+    # vLLM logs to stdout by default; leave stdout to the JSON report (its warnings still reach stderr).
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     from masa.toy.evaluate import evaluate
 
     art = build(recipe, cache_dir=args.cache_dir)
