@@ -11,30 +11,13 @@ from __future__ import annotations
 
 import re
 
+from masa.algo.verifier.lexer import group_end
+
 FALLBACK_WINDOW = 4000  # fallbacks look only at the end of the response
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _ANSWER_LINE = re.compile(r"^\W*(?:final\s+)?answer\W*?[:：][\s*_]*(.+?)\s*$", re.IGNORECASE)  # **Answer:** 5
 _ANSWER_IS = re.compile(r"answer\s+is\s*[:：]?\s*(.+?)(?:\.\s|\.?$|\n)", re.IGNORECASE | re.DOTALL)
 _MATH_DELIMS = re.compile(r"^(?:\$\$|\$|\\\(|\\\[)(.*?)(?:\$\$|\$|\\\)|\\\])$", re.DOTALL)
-
-
-def _group_end(s: str, i: int) -> int | None:
-    """`s[i]` is `{`; the index of its matching `}`, or None when it never closes."""
-    depth = 0
-    n = len(s)
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
 
 
 def last_boxed(response: str) -> str | None:
@@ -48,7 +31,7 @@ def last_boxed(response: str) -> str | None:
     while i < len(response) and response[i] == " ":
         i += 1
     if i < len(response) and response[i] == "{":
-        end = _group_end(response, i)
+        end = group_end(response, i)
         return response[i + 1 : end].strip() or None if end is not None else None
     m = re.compile(r"[^\s$]+").match(response, i)  # \boxed 5
     return m.group(0) if m else None

@@ -126,22 +126,31 @@ def clean(s: str) -> str:
     return s
 
 
-def _read_group(s: str, i: int) -> tuple[str, int]:
-    """`s[i]` is `{`; return the balanced group's content and the index after its `}`."""
-    depth, j = 0, i
-    while j < len(s):
-        c = s[j]
+def group_end(s: str, i: int) -> int | None:
+    """`s[i]` is `{`; the index of its matching `}` (escaped braces skipped), or None if it never closes."""
+    depth = 0
+    n = len(s)
+    while i < n:
+        c = s[i]
         if c == "\\":
-            j += 2
+            i += 2
             continue
         if c == "{":
             depth += 1
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return s[i + 1 : j], j + 1
-        j += 1
-    raise VerifierSyntaxError("unbalanced braces")
+                return i
+        i += 1
+    return None
+
+
+def _read_group(s: str, i: int) -> tuple[str, int]:
+    """`s[i]` is `{`; return the balanced group's content and the index after its `}`."""
+    j = group_end(s, i)
+    if j is None:
+        raise VerifierSyntaxError("unbalanced braces")
+    return s[i + 1 : j], j + 1
 
 
 def normalise_text(body: str) -> str:
