@@ -65,6 +65,7 @@ class RolloutStats:
     tokens: int = 0  # response tokens over all samples
     engine_startup_s: float = 0.0
     wall_s: float = 0.0  # the step's own time, engine start-up excluded
+    generate_s: float = 0.0  # of which inside engine.generate (the rest is the step's own overhead)
     samples_per_s: float = 0.0
     tokens_per_s: float = 0.0
     engine_calls: int = 0
@@ -195,6 +196,20 @@ def _rows(prompts, meta_out, meta_parsed, sol_out, skip, budgets, *, round_index
     return rows
 
 
+class _TimedEngine:
+    """Counts the calls and the seconds spent in `engine.generate` (for the step's stats)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.calls, self.seconds = engine, 0, 0.0
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        t0 = time.perf_counter()
+        out = self.engine.generate(requests)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
 def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: AlgorithmConfig,
             settings: SamplingSettings, round_index: int = 0, seed: int = 0,
             mae_history: Sequence[float] = ()) -> RolloutResult:
@@ -209,27 +224,27 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
         problems, engine.tokenizer, uses_meta=algorithm.uses_meta, n_solution=algorithm.n_solution,
         settings=settings)
     G, Gm, T = algorithm.n_solution, algorithm.n_meta, settings.max_response_tokens
+    gen = _TimedEngine(engine)
     ids = dict(seed=seed, round_index=round_index)
     skip, budgets = [False] * len(prompts), [T] * len(prompts)
     meta_out: list[list[Sample]] = []
     if algorithm.name == "masa":  # both paths in one engine call
-        out = engine.generate(_requests(prompts, "meta", Gm, settings, **ids)
+        out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids)
                               + _requests(prompts, "solution", G, settings, **ids))
         meta_out, sol_out = out[: len(prompts)], out[len(prompts):]
-        stats.engine_calls = 1
     else:
         if algorithm.efficient:
-            meta_out = engine.generate(_requests(prompts, "meta", Gm, settings, **ids))
+            meta_out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids))
             skip, budgets, stats.gating_active = decide(
                 [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
                 max_response_tokens=T, mae_history=mae_history, **ids)
         kept = [(p, b) for p, b, s in zip(prompts, budgets, skip, strict=True) if not s]
-        sol_out = engine.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
+        sol_out = gen.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
                                             budgets=[b for _, b in kept])) if kept else []
-        stats.engine_calls = int(algorithm.efficient) + int(bool(kept))
     meta_parsed = [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out]
     rows = _rows(prompts, meta_out, meta_parsed, sol_out, skip, budgets, round_index=round_index,
                  algorithm=algorithm.name)
+    stats.engine_calls, stats.generate_s = gen.calls, gen.seconds
     _fill_stats(stats, rows, skip, time.perf_counter() - t0)
     return RolloutResult(rows, stats, skip, budgets)
 
