@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from masa import __version__
+import masa
 from masa.algo.config import AlgorithmConfig
 from masa.configbase import ConfigError, check, from_dict, raise_if
 from masa.train.config import TrainConfig
@@ -60,7 +60,7 @@ class DataConfig:
 class RolloutConfig:
     """Sampling and engine settings of the rollout step."""
 
-    backend: Literal["vllm", "transformers"] = "vllm"
+    backend: Literal["auto", "vllm", "transformers"] = "auto"  # auto: vLLM wherever it is installed
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
@@ -131,9 +131,9 @@ _REGISTRY = "ghcr.io/owner"  # placeholder, as in images/build.sh (MASA_IMAGE_RE
 class ImagesConfig:
     """Images of the steps, tagged with the package version by images/build.sh."""
 
-    cpu: str = f"{_REGISTRY}/masa-pipeline-cpu:{__version__}"
-    vllm: str = f"{_REGISTRY}/masa-pipeline-vllm:{__version__}"
-    deepspeed: str = f"{_REGISTRY}/masa-pipeline-deepspeed:{__version__}"
+    cpu: str = f"{_REGISTRY}/masa-pipeline-cpu:{masa.__version__}"
+    vllm: str = f"{_REGISTRY}/masa-pipeline-vllm:{masa.__version__}"
+    deepspeed: str = f"{_REGISTRY}/masa-pipeline-deepspeed:{masa.__version__}"
 
 
 @dataclass(frozen=True)

@@ -164,13 +164,14 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
 
 
 def train_config_for(cfg: RunConfig, branch: str, round_idx: int):
-    """The branch's TrainConfig: behaviour cloning only for MASA branches (`masa.steps.train`), the
-    rollout temperature (the trainer's log-probs must be those of the sampling policy), and a seed
-    per round so each round shuffles its micro-batches differently."""
+    """The branch's TrainConfig: behaviour cloning only for MASA branches (`masa.steps.train`) and a
+    seed per round so each round shuffles its micro-batches differently. The trainer's temperature
+    stays 1: the engines record raw (T=1) log-probs as the "old" policy (docs/engines.md), so the
+    ratio is exactly 1 before the first update whatever the sampling temperature."""
     from masa.steps.train import train_config_for as base
 
     tcfg = base(dataclasses.replace(cfg, algorithm=algorithm_for(cfg, branch), compare=False))
-    return dataclasses.replace(tcfg, temperature=cfg.rollout.temperature, seed=cfg.seed * 1000 + round_idx)
+    return dataclasses.replace(tcfg, temperature=1.0, seed=cfg.seed * 1000 + round_idx)
 
 
 def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: Path, out_uri: str,
