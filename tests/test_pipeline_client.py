@@ -17,7 +17,8 @@ COMPONENTS = {"configure", "prepare", "data-filter", "rollout", "score", "train"
 
 def test_compile_holds_every_component_and_round(tmp_path):
     cfg = load_config("toy", ["rounds=2"])
-    spec = yaml.safe_load(compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
+    # two YAML documents: the pipeline spec, then the Kubernetes platform spec (kfp-kubernetes)
+    spec, platform = yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
     names = {k.removeprefix("comp-").rstrip("-0123456789") for k in spec["components"]}
     assert COMPONENTS <= names
     tasks = spec["root"]["dag"]["tasks"]
@@ -28,6 +29,11 @@ def test_compile_holds_every_component_and_round(tmp_path):
     execs = spec["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in execs.values()}
     assert images == {cfg.images.cpu, cfg.images.vllm, cfg.images.deepspeed}
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for e in executors.values():  # non-root, writable /tmp, scraped by the PodMonitor
+        assert e["securityContext"]["runAsNonRoot"] is True
+        assert e["emptyDirMounts"][0]["mountPath"] == "/tmp"
+        assert e["podMetadata"]["labels"]["masa.io/metrics"] == "true"
 
 
 def test_compile_cli_writes_yaml_without_credentials(tmp_path, monkeypatch):
