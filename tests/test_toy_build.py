@@ -120,11 +120,18 @@ def test_vllm_loads_and_samples_the_smoke_model(smoke) -> None:
 
 
 @pytest.mark.slow
-def test_toy_profile_has_learning_signal(tmp_path_factory) -> None:
+def test_toy_profile_has_learning_signal() -> None:
     """The promise: T=1, G=8 on a fixed sample of 64 training prompts, measured with vLLM."""
+    import os
+
+    from masa.toy import default_cache_dir
     from masa.toy.evaluate import evaluate
 
-    art = build(TOY, cache_dir=tmp_path_factory.mktemp("toy-full"), progress=True)
+    # The full build costs ~5-10 min on 2 cores: it is checked where the cache already holds it (after
+    # `make run` or `masa toy build`), or when asked for; CI would otherwise spend half its budget here.
+    if not (default_cache_dir() / TOY.hash()).is_dir() and os.environ.get("MASA_FULL_TOY") != "1":
+        pytest.skip("the full toy is not built here: run `masa toy build` first, or set MASA_FULL_TOY=1")
+    art = build(TOY, progress=True)
     report = evaluate(art, split="train", n_prompts=64, n_samples=8)
     print(f"toy build {art.build_seconds:.0f}s, warm start {art.warm_start}; vLLM eval {report}")
     assert report.mixed_fraction >= 0.3, report
