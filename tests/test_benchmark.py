@@ -1,0 +1,66 @@
+"""The benchmark step on real files: AIME 2025 from ../shared/data and a verl parquet written here,
+with the real vLLM CPU engine on a tiny model; pass@k and meta-awareness figures are well-formed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from masa.steps.evaluate import EvalSettings, benchmark_name, run_benchmarks
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+AIME = SHARED / "aime2025" / "test.parquet"
+
+
+def _verl_file(path: Path) -> Path:
+    rows = [{"data_source": "tests", "prompt": [{"role": "user", "content": f"What is {a} + {b}?"}],
+             "ability": "math", "reward_model": {"style": "rule", "ground_truth": {"target": str(a + b)}},
+             "extra_info": {"index": i, "split": "test"}} for i, (a, b) in enumerate([(1, 2), (20, 22), (7, 8)])]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_benchmark_names():
+    assert benchmark_name("../shared/data/aime2025/test.parquet") == "aime2025"
+    assert benchmark_name("/x/mine.jsonl") == "mine"
+    assert benchmark_name("HuggingFaceH4/MATH-500") == "MATH-500"
+
+
+@pytest.mark.slow
+def test_benchmark_runs_on_aime_and_a_new_verl_file(tiny_model_dir, tmp_path):
+    if not AIME.is_file():
+        pytest.skip(f"{AIME} absent (shared data not laid out beside the checkout)")
+    (tmp_path / "mine").mkdir()
+    mine = _verl_file(tmp_path / "mine" / "test.parquet")
+    s = EvalSettings(k=2, temperature=1.0, max_tokens=16, max_problems=5, n_solution=4, max_prompt_tokens=512)
+    result = run_benchmarks(str(tiny_model_dir), [str(AIME), str(mine)], s, backend="vllm")
+    assert set(result["benchmarks"]) == {"aime2025", "mine"}
+    for b in result["benchmarks"].values():
+        assert b["k"] == 2 and 0 < b["n_problems"] <= 5
+        assert 0 <= b["accuracy"] <= 1 and set(b["pass_at_k"]) == {"1", "2"}
+        assert b["pass_at_k"]["1"] == pytest.approx(b["accuracy"])  # pass@1 is avg@k
+        assert b["pass_at_k"]["2"] >= b["pass_at_k"]["1"]
+        assert set(b["meta"]) >= {"pass_rate_mae", "spearman", "length_in_range", "notion", "parse_rate"}
+        assert b["tokens"] > 0 and b["samples_per_s"] > 0
+    assert result["benchmarks"]["mine"]["n_problems"] == 3
+
+
+@pytest.mark.slow
+def test_benchmark_cli_writes_json(tiny_model_dir, tmp_path):
+    data = _verl_file(tmp_path / "b.parquet")
+    r = subprocess.run([sys.executable, "-m", "masa.cli", "benchmark", "--model", str(tiny_model_dir),
+                        "--data", str(data), "--k", "2", "--max-tokens", "8", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert out["benchmarks"]["b"]["n_problems"] == 3 and out["model"] == str(tiny_model_dir)
+
+
+def test_benchmark_cli_bad_input_is_named(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "masa.cli", "benchmark", "--model", str(tmp_path / "none"),
+                        "--data", str(tmp_path / "none.parquet")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "none" in r.stderr
