@@ -22,9 +22,11 @@ def _frame(title: str, xlabel: str, ylabel: str, x0: float, x1: float, y0: float
         yv = y0 + (y1 - y0) * i / 4
         ticks.append(f'<line x1="{PAD}" x2="{W - 16}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="#eee"/>'
                      f'<text x="{PAD - 6}" y="{sy(yv) + 4:.1f}" font-size="11" text-anchor="end">{yv:.2g}</text>')
-        xv = x0 + (x1 - x0) * i / 4
-        if xticks:
-            ticks.append(f'<text x="{sx(xv):.1f}" y="{H - PAD + 16}" font-size="11" text-anchor="middle">{xv:.3g}</text>')
+    # whole-number axes (rounds) get whole-number ticks
+    whole = xticks and float(x0).is_integer() and float(x1).is_integer() and 0 < x1 - x0 <= 12
+    xs = [x0 + k for k in range(int(x1 - x0) + 1)] if whole else [x0 + (x1 - x0) * i / 4 for i in range(5)]
+    for xv in xs if xticks else []:
+        ticks.append(f'<text x="{sx(xv):.1f}" y="{H - PAD + 16}" font-size="11" text-anchor="middle">{xv:.3g}</text>')
     leg = "".join(f'<rect x="{W - 150}" y="{28 + 16 * i}" width="10" height="10" fill="{COLORS[i % len(COLORS)]}"/>'
                   f'<text x="{W - 135}" y="{37 + 16 * i}" font-size="11">{escape(n)}</text>'
                   for i, n in enumerate(legend))
