@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import time
 import warnings
@@ -96,8 +97,13 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
     # kfp.local warns, per task, that cluster-only settings (images, resources) are ignored here
     warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
     term = sys.stdout
+    root = logging.getLogger()
     with log_path.open("a") as log:
         tee = _ProgressTee(log, term, total_steps(cfg))
+        # kfp.local reports cache hits through the root logger, outside its per-task log capture
+        handlers, level = root.handlers[:], root.level
+        root.handlers = [logging.StreamHandler(tee)]  # to the log file (and progress), not the terminal
+        root.setLevel(logging.INFO)
         sys.stdout = tee if quiet_kfp else sys.stdout
         try:
             pipeline()
@@ -106,6 +112,8 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
             raise RuntimeError(f"pipeline failed ({type(e).__name__}: {e}); full log: {log_path}") from e
         finally:
             sys.stdout = term
+            root.handlers = handlers
+            root.setLevel(level)
     return {"out": str(out), "log": str(log_path), **_summary(out)}
 
 

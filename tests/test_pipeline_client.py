@@ -57,8 +57,9 @@ def test_submit_sends_the_compiled_pipeline():
     assert run_id == "run-standin"
     runs = [b for m, p, b in kfp.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")]
     assert len(runs) == 1
-    spec = runs[0]["pipeline_spec"]
+    spec = runs[0]["pipeline_spec"]["pipeline_spec"]  # beside it: the Kubernetes platform_spec
     assert spec["pipelineInfo"]["name"] == "masa-smoke"
+    assert "kubernetes" in runs[0]["pipeline_spec"]["platform_spec"]["platforms"]
     assert runs[0]["experiment_id"] == "exp-standin"
     assert runs[0]["service_account"] == "masa-pipeline"  # manifests/rbac.yaml's account
 
@@ -73,7 +74,7 @@ def test_schedule_sends_cron_concurrency_one_no_catchup():
     assert int(body["max_concurrency"]) == 1
     assert body["no_catchup"] is True
     assert body["service_account"] == "masa-pipeline"
-    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "masa-smoke"
+    assert body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "masa-smoke"
 
 
 def test_schedule_rejects_five_field_cron():

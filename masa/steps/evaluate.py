@@ -129,9 +129,9 @@ def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) ->
 
 
 def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backend: str = "auto",
-                   dtype: str = "auto", gpu_memory_utilization: float = 0.2,
-                   engine: Engine | None = None) -> dict[str, Any]:
-    """Every benchmark in `sources` on one engine; figures keyed by benchmark name."""
+                   dtype: str = "auto", gpu_memory_utilization: float = 0.2, engine: Engine | None = None,
+                   names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every benchmark in `sources` on one engine; figures keyed by `names` (default: `benchmark_name`)."""
     from masa.engines import EngineConfig, make_engine
 
     own = engine is None
@@ -142,14 +142,14 @@ def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backe
                                           max_model_len=s.max_prompt_tokens + s.max_tokens))
     results: dict[str, Any] = {}
     try:
-        for src in sources:
+        for src, name in zip(sources, names or [benchmark_name(x) for x in sources], strict=True):
             problems, rejected = load_problems(src, split="test")
             if s.max_problems:
                 problems = problems[: s.max_problems]
             if not problems:
                 raise DataError(f"benchmark {src}: no usable problem ({len(rejected)} rows rejected)")
             t = time.monotonic()
-            results[benchmark_name(src)] = {**evaluate(engine, problems, s), "wall_s": round(time.monotonic() - t, 3),
+            results[name] = {**evaluate(engine, problems, s), "wall_s": round(time.monotonic() - t, 3),
                                             "source": src, "rejected_rows": len(rejected)}
     finally:
         if own:
@@ -166,11 +166,12 @@ def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str
     model_dir = local_model(ptr, Path(out_path).parent)
     b = cfg.benchmark
     sources = [toy_source(cfg, model_dir) if d == "toy" else d for d in b.datasets]
+    names = [d if d == "toy" else benchmark_name(d) for d in b.datasets]
     s = EvalSettings(k=b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
                      max_problems=b.max_problems, n_solution=cfg.algorithm.n_solution,
                      max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed)
     result = run_benchmarks(str(model_dir), sources, s, backend=cfg.rollout.backend, dtype=cfg.rollout.dtype,
-                            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
+                            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, names=names)
     result.update(checkpoint=name, uri=ptr.get("uri") or f"{ptr['store']}/{ptr['prefix']}")
     Path(out_path).write_text(json.dumps(result, indent=1))
     first = next(iter(result["benchmarks"].values()))

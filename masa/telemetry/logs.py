@@ -26,8 +26,16 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 LEVEL_ENV = "MASA_LOG_LEVEL"
 
 
+def _factory_fields() -> frozenset[str]:
+    """Attributes the installed record factory adds to every record (vLLM adds `vllm_process_name`):
+    they are context of the process, not the `extra=` fields of one call."""
+    record = logging.getLogRecordFactory()("", 0, "", 0, "", (), None)
+    return frozenset(record.__dict__) - _STANDARD
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    skip = _STANDARD | _factory_fields()
+    return {k: v for k, v in record.__dict__.items() if k not in skip and not k.startswith("_")}
 
 
 def _utc(created: float) -> str:
