@@ -14,19 +14,26 @@ def _scale(lo: float, hi: float, a: float, b: float):
     return lambda v: a + (v - lo) / span * (b - a)
 
 
+def _tick(v: float) -> str:
+    """Short tick labels: 170 not 1.7e+02, 12,500 with separators, 0.25 as is."""
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.0f}" if abs(v) >= 10 else f"{v:.3g}"
+
+
 def _frame(title: str, xlabel: str, ylabel: str, x0: float, x1: float, y0: float, y1: float, body: str,
-           legend: Sequence[str], *, xticks: bool = True) -> str:
+           legend: Sequence[str], *, xticks: bool = True, xint: bool = False) -> str:
     sx, sy = _scale(x0, x1, PAD, W - 16), _scale(y0, y1, H - PAD, 24)
     ticks = []
     for i in range(5):
         yv = y0 + (y1 - y0) * i / 4
         ticks.append(f'<line x1="{PAD}" x2="{W - 16}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="#eee"/>'
-                     f'<text x="{PAD - 6}" y="{sy(yv) + 4:.1f}" font-size="11" text-anchor="end">{yv:.2g}</text>')
+                     f'<text x="{PAD - 6}" y="{sy(yv) + 4:.1f}" font-size="11" text-anchor="end">{_tick(yv)}</text>')
     # whole-number axes (rounds) get whole-number ticks
-    whole = xticks and float(x0).is_integer() and float(x1).is_integer() and 0 < x1 - x0 <= 12
+    whole = xint and float(x0).is_integer() and float(x1).is_integer() and 0 < x1 - x0 <= 12
     xs = [x0 + k for k in range(int(x1 - x0) + 1)] if whole else [x0 + (x1 - x0) * i / 4 for i in range(5)]
     for xv in xs if xticks else []:
-        ticks.append(f'<text x="{sx(xv):.1f}" y="{H - PAD + 16}" font-size="11" text-anchor="middle">{xv:.3g}</text>')
+        ticks.append(f'<text x="{sx(xv):.1f}" y="{H - PAD + 16}" font-size="11" text-anchor="middle">{_tick(xv)}</text>')
     leg = "".join(f'<rect x="{W - 150}" y="{28 + 16 * i}" width="10" height="10" fill="{COLORS[i % len(COLORS)]}"/>'
                   f'<text x="{W - 135}" y="{37 + 16 * i}" font-size="11">{escape(n)}</text>'
                   for i, n in enumerate(legend))
@@ -56,7 +63,8 @@ def line_chart(title: str, series: Mapping[str, Sequence[tuple[float, float]]], 
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
         body += f'<polyline class="series" data-name="{escape(name)}" fill="none" stroke="{c}" stroke-width="2" points="{path}"/>'
         body += "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"/>' for x, y in s)
-    return _frame(title, xlabel, ylabel, x0, x1, y0, y1, body, list(series))
+    xint = all(float(p[0]).is_integer() for p in pts)
+    return _frame(title, xlabel, ylabel, x0, x1, y0, y1, body, list(series), xint=xint)
 
 
 def scatter(title: str, series: Mapping[str, Sequence[tuple[float, float]]], *, xlabel: str, ylabel: str) -> str:
