@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from masa.configbase import check, raise_if
+from masa.storage import ModelNotFoundError, resolve_model  # one error type for a bad model, wherever found
 
 FinishReason = Literal["stop", "length", "cutoff"]
 
@@ -134,18 +135,12 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """The model path/URI does not hold a loadable model (raised before any generation)."""
-
-
 def resolve_model_dir(model: str) -> Path:
     """A local directory holding `config.json` and weights for `model` (local dir, HF id or s3:// URI).
 
     Resolution (download of s3:// and HF ids into the cache) is `masa.storage.resolve_model`'s; we add
     the check that weights are there, so a bad model fails here, naming the path, not inside vLLM.
     """
-    from masa.storage import resolve_model
-
     try:
         local = Path(resolve_model(model))
     except (OSError, ValueError) as e:
