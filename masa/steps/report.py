@@ -93,22 +93,27 @@ def efficiency(rounds: dict[str, list], finals: dict[str, float | None], savings
     return out
 
 
-def _solution_lengths(cfg: RunConfig, branch: str, r: int) -> dict[str, list[tuple[int, str, int]]]:
-    """prompt_id → [(length, finish_reason, budget)] of the round's solution samples."""
-    import pyarrow.parquet as pq
-
-    store, layout = open_store(cfg.store), run_layout(cfg)
-    key = f"{layout.part(branch, r, 'scored')}/scored.parquet"
-    if not store.exists(key):
-        return {}
+def _part_rows(cfg: RunConfig, branch: str, r: int, part: str, name: str, columns: list[str]) -> list[dict]:
+    """Selected columns of one parquet file of a round's part in the store ([] if absent)."""
     import tempfile
 
+    import pyarrow.parquet as pq
+
+    store = open_store(cfg.store)
+    key = f"{run_layout(cfg).part(branch, r, part)}/{name}"
+    if not store.exists(key):
+        return []
     with tempfile.TemporaryDirectory() as tmp:
-        store.get_file(key, f"{tmp}/s.parquet")
-        t = pq.read_table(f"{tmp}/s.parquet", columns=["prompt_id", "path", "response_token_ids", "finish_reason",
-                                                       "max_tokens"]).to_pylist()
+        store.get_file(key, f"{tmp}/{name}")
+        return pq.read_table(f"{tmp}/{name}", columns=columns).to_pylist()
+
+
+def _solution_lengths(cfg: RunConfig, branch: str, r: int) -> dict[str, list[tuple[int, str, int]]]:
+    """prompt_id → [(length, finish_reason, budget)] of the round's solution samples."""
+    rows = _part_rows(cfg, branch, r, "scored", "scored.parquet",
+                      ["prompt_id", "path", "response_token_ids", "finish_reason", "max_tokens"])
     out: dict[str, list] = {}
-    for row in t:
+    for row in rows:
         if row["path"] == "solution":
             out.setdefault(row["prompt_id"], []).append((len(row["response_token_ids"]), row["finish_reason"],
                                                          row["max_tokens"]))
@@ -139,21 +144,9 @@ def token_savings(cfg: RunConfig, masa_branch: str, gated: list[list[str]]) -> d
 
 def _gated_prompts(cfg: RunConfig, branch: str) -> list[list[str]]:
     """Per round, the prompt ids whose solution samples were gated out."""
-    import tempfile
-
-    import pyarrow.parquet as pq
-
-    store, layout, out = open_store(cfg.store), run_layout(cfg), []
-    for r in range(cfg.rounds):
-        key = f"{layout.part(branch, r, 'rollouts')}/rollouts.parquet"
-        if not store.exists(key):
-            out.append([])
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            store.get_file(key, f"{tmp}/r.parquet")
-            rows = pq.read_table(f"{tmp}/r.parquet", columns=["prompt_id", "gated"]).to_pylist()
-        out.append(sorted({x["prompt_id"] for x in rows if x["gated"]}))
-    return out
+    return [sorted({x["prompt_id"] for x in _part_rows(cfg, branch, r, "rollouts", "rollouts.parquet",
+                                                       ["prompt_id", "gated"]) if x["gated"]})
+            for r in range(cfg.rounds)]
 
 
 def _load_eval(path: str | None) -> dict[str, Any] | None:
