@@ -64,3 +64,35 @@ def test_benchmark_cli_bad_input_is_named(tmp_path):
     r = subprocess.run([sys.executable, "-m", "masa.cli", "benchmark", "--model", str(tmp_path / "none"),
                         "--data", str(tmp_path / "none.parquet")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "none" in r.stderr
+
+
+def test_meta_awareness_hand_values():
+    # One problem, k = 4 solutions of which 2 are correct (observed 0.5), G = 8, three meta samples
+    # predicting 2, 4 and 7 of 8 (0.25, 0.5, 0.875) and one unparsable.
+    #   per-sample MAE = (|0.25-0.5| + |0.5-0.5| + |0.875-0.5|) / 3 = (0.25 + 0 + 0.375) / 3 = 0.208333
+    #   median of (2, 4, 7) = 4 -> 0.5, so the MAE of the median is 0; parse rate 3/4.
+    from types import SimpleNamespace
+
+    import torch
+
+    from masa.algo.meta import format_meta_completion
+    from masa.data.records import Problem
+    from masa.steps.evaluate import _meta_awareness
+
+    def meta(k):
+        return SimpleNamespace(text=format_meta_completion("An addition.", notions=["addition"], pass_rate=k,
+                                                           solution_length=10))
+
+    p = Problem(prompt_id="p", problem="What is 1 + 2?", answer="3")
+    sols = [[SimpleNamespace(text="addition \\boxed{3}")] * 4]
+    metas = [[meta(2), meta(4), meta(7), SimpleNamespace(text="no json")]]
+    correct = torch.tensor([[True, False, True, False]])
+    lengths = torch.tensor([[10, 12, 11, 9]])
+    figures, rows = _meta_awareness([p], sols, metas, correct, lengths,
+                                    EvalSettings(k=4, n_solution=8, max_tokens=64))
+    assert figures["pass_rate_mae"] == pytest.approx(0.625 / 3)
+    assert figures["pass_rate_mae_median"] == 0.0
+    assert figures["parse_rate"] == 0.75
+    assert rows == [{"prompt_id": "p", "observed": 0.5, "predicted": pytest.approx(13 / 24), "median": 0.5}]
+    # length 10 lies in the correct samples' range [10, 11] for all three parsed predictions
+    assert figures["length_in_range"] == 1.0

@@ -260,3 +260,16 @@ def test_transformers_batch_samples_do_not_depend_on_the_batch(tiny_model_dir):
         assert max(abs(x - y) for s, t in zip(alone, group, strict=True)
                    for x, y in zip(s.logprobs, t.logprobs, strict=True)) < 1e-4
     _assert_logprobs_match(_hf_model(tiny_model_dir), together[0] + together[1], tol=1e-5)
+
+
+def test_max_model_len_is_lowered_to_the_models_positions(tmp_path):
+    # A benchmark's default budget (1024 prompt + 256 new) on a 512-position model: vLLM would refuse
+    # it; we lower it to what the model has and leave smaller requests alone.
+    import json
+
+    from masa.engines.vllm_engine import fitted_max_model_len
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    assert fitted_max_model_len(tmp_path, 1280) == 512
+    assert fitted_max_model_len(tmp_path, 300) == 300
+    assert fitted_max_model_len(tmp_path / "missing", 1280) == 1280

@@ -255,6 +255,24 @@ def test_bc_loss_hand_values():
     assert bc_loss(logp, mask, global_tokens=6.0)[0].item() == pytest.approx(1.0)
 
 
+def test_bc_loss_token_weights_hand_values():
+    # Same NLLs as above (1, 2 | 3) with weights 1, 5 | 2 (padding weights are garbage and ignored):
+    # token-mean = (1*1 + 5*2 + 2*3) / 3 valid tokens = 17/3; the gradient is -w/3 on valid tokens.
+    # Weights of 1 give back the unweighted loss, and the stats stay unweighted.
+    logp = torch.tensor([[-1.0, -2.0, float("nan")], [-3.0, 5.0, 5.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    w = torch.tensor([[1.0, 5.0, float("inf")], [2.0, float("nan"), 7.0]])
+    loss, stats = bc_loss(logp, mask, weights=w)
+    assert loss.item() == pytest.approx(17 / 3)
+    assert stats["bc_nll"].item() == pytest.approx(2.0)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[-1 / 3, -5 / 3, 0.0], [-2 / 3, 0.0, 0.0]]))
+    ones = bc_loss(logp, mask, weights=torch.ones(2, 3))[0]
+    assert ones.item() == pytest.approx(bc_loss(logp, mask)[0].item())
+    with pytest.raises(ValueError, match="weights"):
+        bc_loss(logp, mask, weights=torch.ones(2, 2))
+
+
 @pytest.mark.parametrize("chunk_rows", [1, 4, 4096])
 def test_token_logprobs_and_entropy_match_log_softmax(chunk_rows):
     g = torch.Generator().manual_seed(1)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from masa.algo.config import AdvantageConfig, AlgorithmConfig, RewardConfig
+from masa.algo.config import AdvantageConfig, AlgorithmConfig, ExpertConfig, RewardConfig
 from masa.algo.meta import format_meta_completion, parse_meta
 from masa.steps.scoring import score_shard
 
@@ -147,6 +147,28 @@ def test_experts(scored, tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     assert e1["response_token_ids"][-1] == tok.eos_token_id
     assert e1["response_token_ids"][:-1] == tok(e1["text"], add_special_tokens=False)["input_ids"]
+
+
+def test_expert_token_weights_stress_the_predicted_values(tmp_path, tokenizer_dir):
+    # value_weight 10: the tokens spelling the written pass_rate (4) and solution_length (2) of prompt 1's
+    # expert weigh 10, every other token (eos included) 1. The default fixture (weight 1) is all ones.
+    from transformers import AutoTokenizer
+
+    build_shard(tmp_path / "rollouts.parquet")
+    algo = AlgorithmConfig(name="masa", n_solution=G, n_meta=GM, expert=ExpertConfig(value_weight=10.0))
+    score_shard(str(tmp_path / "rollouts.parquet"), str(tmp_path / "out"), tokenizer_path=tokenizer_dir,
+                algo=algo, max_response_tokens=MAXT, verifier_workers=0)
+    e1 = pq.read_table(tmp_path / "out" / "experts.parquet").to_pylist()[1]
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    stressed = [tok.convert_ids_to_tokens(t) for t, w in zip(e1["response_token_ids"], e1["token_weights"],
+                                                             strict=True) if w == 10.0]
+    assert stressed == ["4", "2"]
+    assert sorted(set(e1["token_weights"])) == [1.0, 10.0] and e1["token_weights"][-1] == 1.0
+
+
+def test_default_expert_token_weights_are_one(scored):
+    _, _, experts, _ = scored
+    assert all(set(e["token_weights"]) == {1.0} for e in experts)
 
 
 def test_stats(scored):

@@ -109,6 +109,15 @@ def test_collate_aligns_response_with_next_token_positions():
     assert mb.path == ["meta", "solution"]
 
 
+def test_collate_places_expert_token_weights_on_response_positions():
+    # an expert with weights (1, 5) beside a policy sample: weights sit where the mask is, 1 elsewhere;
+    # without any weighted sample the batch carries none (bc_loss then weighs every token 1)
+    e = Sample((11, 12), (21, 22), None, 0.0, "expert", (1.0, 5.0))
+    mb = collate([e, Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
+    assert mb.weights.tolist() == [[1.0, 1.0, 5.0], [1.0, 1.0, 1.0]]
+    assert collate([Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0).weights is None
+
+
 def test_sequence_logprobs_score_next_tokens_at_the_sampler_temperature():
     from types import SimpleNamespace
 

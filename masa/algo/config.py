@@ -112,11 +112,15 @@ class ExpertConfig:
     # A prompt's best meta rollout becomes a target only if its meta reward is strictly above this.
     min_reward: float = 0.5
     bc_coef: float = 0.1
+    # Weight, inside the BC token mean, of the tokens spelling the target's pass_rate and solution_length
+    # digits (1 = the paper's plain BC). They carry the whole calibration signal in ~2 of ~50 tokens.
+    value_weight: float = 1.0
 
     def __post_init__(self) -> None:
         p: list[str] = []
         check(0 <= self.min_reward <= 1, "min_reward", "must be in [0, 1]", p)
         check(self.bc_coef >= 0, "bc_coef", "must be >= 0", p)
+        check(self.value_weight >= 0, "value_weight", "must be >= 0", p)
         raise_if(p)
 
 

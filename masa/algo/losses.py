@@ -247,17 +247,26 @@ def bc_loss(
     agg: str = "token-mean",
     global_tokens: Tensor | float | None = None,
     global_seqs: Tensor | float | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Behaviour cloning of expert meta trajectories: the masked token negative log-likelihood.
+    """Behaviour cloning of expert meta trajectories: the (optionally weighted) masked token NLL.
 
-    L_BC = aggregate(-logp, mask) (cross-entropy of the expert tokens under the policy). logp, mask: [N, T].
-    The caller weights it (ExpertConfig.bc_coef); same global-denominator contract as `policy_loss`, with the
-    denominators of the *expert* batch. Stats: bc_nll (local token mean), bc_tokens (local valid tokens).
+    L_BC = aggregate(-w * logp, mask) (cross-entropy of the expert tokens under the policy). logp, mask,
+    weights: [N, T]; weights None means 1 everywhere (the paper's plain BC). Weights scale tokens inside
+    the same denominators, so a weight of c on a token counts it c times without changing how much the
+    other tokens weigh (used to stress the tokens spelling the predicted values, which carry the
+    calibration signal in ~2 of ~50 tokens). The caller weights the whole loss (ExpertConfig.bc_coef);
+    same global-denominator contract as `policy_loss`, with the denominators of the *expert* batch.
+    Stats: bc_nll (local unweighted token mean), bc_tokens (local valid tokens).
     """
     _check_shapes(mask, logp=logp)
     mask = mask.bool()
     nll = -torch.where(mask, logp, 0.0)
-    loss = aggregate(nll, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs)
+    weighted = nll
+    if weights is not None:
+        _check_shapes(mask, weights=weights)
+        weighted = nll * torch.where(mask, weights, 0.0)
+    loss = aggregate(weighted, mask, agg, global_tokens=global_tokens, global_seqs=global_seqs)
     with torch.no_grad():
         stats = {"bc_nll": _masked_mean(nll.detach(), mask), "bc_tokens": mask.sum().to(nll.dtype)}
     return loss, stats

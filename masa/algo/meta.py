@@ -331,6 +331,25 @@ def parse_meta(text: str, *, n_solution: int, max_response_tokens: int) -> MetaP
     return MetaPrediction(notions=notions, pass_rate=k, solution_length=n)  # type: ignore[arg-type]
 
 
+_VALUE = re.compile(r'"(pass_rate|solution_length)"\s*:\s*(\d+)')
+
+
+def meta_value_spans(text: str) -> tuple[tuple[int, int], ...]:
+    """[start, end) character spans of the pass_rate and solution_length digits of the last object.
+
+    Meant for canonical completions (expert targets from `replace_meta_values`), where the values are
+    plain integers; other spellings give no span. Lets behaviour cloning weight the few tokens that
+    carry the calibration signal (see `masa.algo.losses.bc_loss`).
+    """
+    cut = max(0, len(text) - MAX_PARSE_CHARS)
+    found = _last_object(text[cut:])
+    if found is None:
+        return ()
+    _, start, end = found
+    body = text[cut + start: cut + end]
+    return tuple((cut + start + m.start(2), cut + start + m.end(2)) for m in _VALUE.finditer(body))
+
+
 def replace_meta_values(text: str, *, pass_rate: int, solution_length: int) -> str:
     """`text` with its last JSON object rewritten canonically holding the given values.
 

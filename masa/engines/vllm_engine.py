@@ -8,6 +8,8 @@ pay the engine start-up again.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +23,24 @@ from masa.engines.base import (
     finish_reason,
     resolve_model_dir,
 )
+
+log = logging.getLogger(__name__)
+
+
+def fitted_max_model_len(model_dir: Path, requested: int) -> int:
+    """`requested`, lowered to the model's `max_position_embeddings` when its config.json is smaller.
+
+    vLLM refuses a max_model_len above the model's positions; a benchmark's default budget (1024 prompt
+    + N new tokens) would otherwise fail on small models. Prompts that still fit run; longer generations
+    stop at the model's limit with finish reason "length", as they would for the model anyway."""
+    try:
+        limit = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return requested
+    if isinstance(limit, int) and 8 <= limit < requested:
+        log.warning("max_model_len %d lowered to the model's max_position_embeddings %d", requested, limit)
+        return limit
+    return requested
 
 
 def _default_dtype(dtype: str) -> str:
@@ -71,11 +91,12 @@ class VLLMEngine:
         import vllm
 
         self._vllm = vllm
+        max_len = fitted_max_model_len(self.model_dir, config.max_model_len)
         self._llm = vllm.LLM(
             model=str(self.model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
-            max_model_len=config.max_model_len, gpu_memory_utilization=config.gpu_memory_utilization,
+            max_model_len=max_len, gpu_memory_utilization=config.gpu_memory_utilization,
             tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
-            logprobs_mode="raw_logprobs", **_cpu_scheduler_args(config.max_model_len),
+            logprobs_mode="raw_logprobs", **_cpu_scheduler_args(max_len),
         )
         self.startup_s = time.perf_counter() - t0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, me
 
 
 def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) -> tuple[dict, list]:
-    errs, in_range, notions, rows = [], [], [], []
+    errs, med_errs, in_range, notions, rows = [], [], [], [], []
     n_meta = 0
     for i, p in enumerate(problems):
         parsed = [parse_meta(m.text, n_solution=s.n_solution, max_response_tokens=s.max_tokens) for m in metas[i]]
@@ -114,15 +115,20 @@ def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) ->
                            solution_texts=[smp.text for smp in sols[i]], solution_correct=correct[i].tolist())
         notions.extend(float(v) for v, x in zip(r, parsed, strict=True) if isinstance(x, MetaPrediction))
         if preds:
+            # the median is what gating acts on (masa.algo.gating); the per-sample error above also
+            # charges the spread of the sampled predictions
+            median = statistics.median(x.pass_rate for x in preds) / s.n_solution
+            med_errs.append(abs(median - observed))
             rows.append({"prompt_id": p.prompt_id, "observed": observed,
-                         "predicted": sum(x.pass_rate for x in preds) / len(preds) / s.n_solution})
+                         "predicted": sum(x.pass_rate for x in preds) / len(preds) / s.n_solution,
+                         "median": median})
     rho = float(spearman(torch.tensor([r["predicted"] for r in rows]), torch.tensor([r["observed"] for r in rows]))) \
         if len(rows) >= 2 else float("nan")
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else None
 
-    meta = {"pass_rate_mae": mean(errs), "spearman": None if math.isnan(rho) else rho,
+    meta = {"pass_rate_mae": mean(errs), "pass_rate_mae_median": mean(med_errs), "spearman": None if math.isnan(rho) else rho,
             "length_in_range": mean([float(b) for b in in_range]), "notion": mean(notions),
             "parse_rate": len(errs) / n_meta if n_meta else None}
     return meta, rows

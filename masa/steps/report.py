@@ -222,7 +222,8 @@ def render_html(report: dict[str, Any], results: dict[str, Any]) -> str:
         "gating": eff.get("tokens_saved_gating") or 0, "cutoff": eff.get("tokens_saved_cutoff") or 0},
         ylabel="tokens")
     evals = [[ck, bn, b["accuracy"], b["k"], b["n_problems"], *(b["pass_at_k"].get(str(k)) for k in (1, b["k"])),
-              *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae", "spearman", "length_in_range", "notion"))]
+              *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae", "pass_rate_mae_median", "spearman",
+                                                         "length_in_range", "notion"))]
              for ck, bs in report["eval"].items() for bn, b in bs.items()]
     round_rows = [[b, r["round"] + 1, r["train_accuracy"], r["heldout_accuracy"], r["rollout_tokens"], r["wall_s"],
                    r["gated_prompts"], r["cutoff_samples"], r["meta"]["pass_rate_mae"]]
@@ -239,7 +240,7 @@ Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b
 <b>{_fmt(eff['speedup_wall'])}×</b> in wall time. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.</p>
 <div class="charts">{acc}{train}{calib}{saved}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
-                         'spearman', 'length in range', 'notion'], evals)}
+                         'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
 <h2>Rounds</h2>{_table(['algorithm', 'round', 'train acc', 'held-out acc', 'rollout tokens', 'wall s', 'gated',
                       'cutoff', 'meta MAE'], round_rows)}
 <h2>Efficiency</h2>{_table(list(eff), [list(eff.values())])}
@@ -251,10 +252,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     eff, lines = report["efficiency"], [f"# MASA run report: {report['run']['name']}", ""]
     lines += [f"Speedup (tokens): {_fmt(eff['speedup_tokens'])}; speedup (wall): {_fmt(eff['speedup_wall'])}; "
               f"tokens saved by gating {_fmt(eff['tokens_saved_gating'])}, by cutoff {_fmt(eff['tokens_saved_cutoff'])}.",
-              "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | spearman |", "|---|---|---|---|---|---|"]
+              "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | MAE of median | spearman |",
+              "|---|---|---|---|---|---|---|"]
     for ck, bs in report["eval"].items():
         for bn, b in bs.items():
             m = b.get("meta") or {}
             lines.append(f"| {ck} | {bn} | {_fmt(b['accuracy'])} | {_fmt(b['pass_at_k'].get(str(b['k'])))} | "
-                         f"{_fmt(m.get('pass_rate_mae'))} | {_fmt(m.get('spearman'))} |")
+                         f"{_fmt(m.get('pass_rate_mae'))} | {_fmt(m.get('pass_rate_mae_median'))} | "
+                         f"{_fmt(m.get('spearman'))} |")
     return "\n".join(lines) + "\n"

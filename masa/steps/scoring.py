@@ -34,7 +34,7 @@ import torch
 from masa.algo.advantages import flat_advantages, pad_groups
 from masa.algo.config import AlgorithmConfig
 from masa.algo.experts import expert_text, observed_targets, select_experts
-from masa.algo.meta import MetaPrediction, parse_meta
+from masa.algo.meta import MetaPrediction, meta_value_spans, parse_meta
 from masa.algo.rewards import (
     length_reward,
     meta_reward,
@@ -49,7 +49,7 @@ REQUIRED = ("prompt_id", "group_id", "path", "sample_idx", "problem", "answer", 
             "response_token_ids", "text", "finish_reason")
 EXPERT_SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt_token_ids", pa.list_(pa.int32())),
                            ("response_token_ids", pa.list_(pa.int32())), ("text", pa.string()),
-                           ("reward", pa.float32())])
+                           ("reward", pa.float32()), ("token_weights", pa.list_(pa.float32()))])
 
 
 def _read(rollouts_path: str) -> tuple[pa.Table, dict[str, list]]:
@@ -165,12 +165,23 @@ def _experts(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[
     out = []
     for b, i in picks:
         text = expert_text(cols["text"][i], pass_rate=int(k[b]), solution_length=int(L[b]))
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        if tok.eos_token_id is not None:
-            ids = ids + [tok.eos_token_id]
+        ids, weights = _expert_tokens(tok, text, algo.expert.value_weight)
         out.append({"prompt_id": cols["prompt_id"][i], "prompt_token_ids": list(cols["prompt_token_ids"][i]),
-                    "response_token_ids": ids, "text": text, "reward": float(rew[b, int(chosen[b])])})
+                    "response_token_ids": ids, "text": text, "reward": float(rew[b, int(chosen[b])]),
+                    "token_weights": weights})
     return out
+
+
+def _expert_tokens(tok, text: str, value_weight: float) -> tuple[list[int], list[float]]:
+    """Token ids of an expert target (+ eos) and their BC weights: `value_weight` on the tokens that
+    overlap the pass_rate / solution_length digits (fast tokenizer offsets), 1 elsewhere."""
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = meta_value_spans(text)
+    weights = [value_weight if any(a < e and s < b for s, e in spans) else 1.0 for a, b in enc["offset_mapping"]]
+    ids = list(enc["input_ids"])
+    if tok.eos_token_id is not None:
+        ids, weights = ids + [tok.eos_token_id], weights + [1.0]
+    return ids, weights
 
 
 def _set(table: pa.Table, name: str, values: list, typ: pa.DataType) -> pa.Table:

@@ -26,7 +26,8 @@ class Sample:
     """One sequence to train on: prompt and response token ids (lists of ints).
 
     `old_logp` holds the sampling policy's log-probability of each response token (None for experts,
-    which are cloned, not importance-weighted). `path` is "solution", "meta" or "expert".
+    which are cloned, not importance-weighted). `path` is "solution", "meta" or "expert". `weights`
+    (experts only, None = all 1) are the per-token behaviour-cloning weights of `masa.algo.losses.bc_loss`.
     """
 
     prompt: tuple[int, ...]
@@ -34,6 +35,7 @@ class Sample:
     old_logp: tuple[float, ...] | None
     advantage: float
     path: str
+    weights: tuple[float, ...] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -93,9 +95,18 @@ def load_expert_samples(path: str | Path | None) -> list[Sample]:
     path = Path(path)
     table = pq.read_table(path)
     _need(table, path, ("prompt_token_ids", "response_token_ids"))
-    rows = table.select(["prompt_token_ids", "response_token_ids"]).to_pylist()
-    return [Sample(tuple(r["prompt_token_ids"]), tuple(r["response_token_ids"]), None, 0.0, EXPERT)
-            for r in rows if r["response_token_ids"]]
+    # token_weights is optional: shards scored before it existed clone every token with weight 1
+    cols = [c for c in ("prompt_token_ids", "response_token_ids", "token_weights") if c in table.column_names]
+    out = []
+    for i, r in enumerate(table.select(cols).to_pylist()):
+        resp, w = r["response_token_ids"], r.get("token_weights")
+        if not resp:
+            continue
+        if w is not None and len(w) != len(resp):
+            raise ValueError(f"{path}: row {i}: token_weights has {len(w)} entries for {len(resp)} response tokens")
+        out.append(Sample(tuple(r["prompt_token_ids"]), tuple(resp), None, 0.0, EXPERT,
+                          None if w is None else tuple(w)))
+    return out
 
 
 def _chunks(items: list[int], n: int) -> list[list[int]]:

@@ -3,7 +3,8 @@
     L = PG(solution) + PG(meta) + bc_coef * BC(experts) - entropy_coef * H
 
 PG is `masa.algo.losses.policy_loss` (clip-higher, dual clip, optional k3 KL to a reference inside it) and
-BC is `bc_loss`, the expert meta trajectories' token NLL. Solution and meta rollouts share one policy loss
+BC is `bc_loss`, the expert meta trajectories' token NLL, each token weighted as experts.parquet says
+(`token_weights`: ExpertConfig.value_weight on the predicted values' digits, 1 elsewhere). Solution and meta rollouts share one policy loss
 in the paper; we call it once per path with the *same* global denominators (the step's solution+meta
 tokens), which sums to exactly the joint loss for every aggregation, and gives per-path statistics for
 free. Experts are normalised by their own global denominators, so bc_coef means the same whatever the
@@ -28,8 +29,8 @@ from masa.train.data import EXPERT, PATHS, Sample
 class MicroBatch:
     """Right-padded tensors of n samples, L = longest prompt+response.
 
-    input_ids, attention_mask: [n, L]; targets, mask, old_logp: [n, L-1] (see module docstring);
-    advantages: [n]; path: list of n path names. An empty micro-batch (padding for ranks with fewer
+    input_ids, attention_mask: [n, L]; targets, mask, old_logp, weights: [n, L-1] (see module docstring;
+    weights are the experts' BC token weights, 1 elsewhere); advantages: [n]; path: list of n path names. An empty micro-batch (padding for ranks with fewer
     samples) is one all-pad row with an all-false mask: it runs the model, and contributes zero.
     """
 
@@ -40,10 +41,12 @@ class MicroBatch:
     old_logp: Tensor
     advantages: Tensor
     path: list[str]
+    weights: Tensor | None = None  # None: all 1
 
     def to(self, device) -> MicroBatch:
         t = {k: getattr(self, k).to(device) for k in
              ("input_ids", "attention_mask", "targets", "mask", "old_logp", "advantages")}
+        t["weights"] = None if self.weights is None else self.weights.to(device)
         return MicroBatch(**t, path=self.path)
 
     def rows(self, path: str) -> Tensor:
@@ -66,6 +69,7 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
     att = torch.zeros(n, L, dtype=torch.long)
     mask = torch.zeros(n, L - 1, dtype=torch.bool)
     old = torch.zeros(n, L - 1)
+    weights = torch.ones(n, L - 1) if any(s.weights is not None for s in samples) else None
     for i, s in enumerate(samples):
         p, r = len(s.prompt), len(s.response)
         if p < 1:
@@ -75,8 +79,10 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
         mask[i, p - 1 : p + r - 1] = True
         if s.old_logp is not None:
             old[i, p - 1 : p + r - 1] = torch.tensor(s.old_logp)
+        if s.weights is not None:
+            weights[i, p - 1 : p + r - 1] = torch.tensor(s.weights)
     adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
-    return MicroBatch(ids, att, ids[:, 1:].clone(), mask, old, adv, [s.path for s in samples])
+    return MicroBatch(ids, att, ids[:, 1:].clone(), mask, old, adv, [s.path for s in samples], weights)
 
 
 def sequence_logprobs(model, mb: MicroBatch, *, entropy: str = "none",
@@ -144,7 +150,8 @@ def microbatch_loss(
             loss = loss - entropy_coef * _share(entropy, m, den.policy_tokens)
     m = mb.mask & mb.rows(EXPERT)[:, None]
     if bc_coef > 0.0 or bool(m.any()):
-        bl, st = bc_loss(logp, m, agg=agg, global_tokens=den.expert_tokens, global_seqs=den.expert_seqs)
+        bl, st = bc_loss(logp, m, agg=agg, global_tokens=den.expert_tokens, global_seqs=den.expert_seqs,
+                         weights=mb.weights)
         loss = loss + bc_coef * bl
         stats["expert/tokens"] = st["bc_tokens"]
         stats["expert/bc_loss_sum"] = bl.detach()
