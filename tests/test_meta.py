@@ -141,3 +141,14 @@ def test_latex_commands_survive_unescaped_and_escaped():
     # both mean LaTeX; "\n" before a non-letter ("\n2") is still JSON's newline escape.
     text = '{"math_notion": ["\\theta", "\\\\frac", "x\\n2"], "pass_rate": 1, "solution_length": 2}'
     assert parse(text).notions == ("\\theta", "\\frac", "x\n2")
+
+
+def test_meta_value_spans_point_at_the_written_digits():
+    from masa.algo.meta import meta_value_spans
+
+    t = format_meta_completion("A 2-digit addition.", notions=["addition"], pass_rate=5, solution_length=57)
+    assert [t[a:b] for a, b in meta_value_spans(t)] == ["5", "57"]
+    # a JSON object earlier in the reasoning is not the one read; no object, no spans
+    t2 = '<meta>like {"pass_rate": 1}</meta>\n' + t.split("\n", 1)[1]
+    assert [t2[a:b] for a, b in meta_value_spans(t2)] == ["5", "57"]
+    assert meta_value_spans("<meta>no json</meta>") == ()
