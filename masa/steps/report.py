@@ -90,7 +90,20 @@ def efficiency(rounds: dict[str, list], finals: dict[str, float | None], savings
             cg, cm = (cost_to_reach(g, target), cost_to_reach(m, target)) if target is not None else (None, None)
             out[name] = (cg / cm) if cg and cm else None
             out[f"{name}_target_accuracy"] = target
+            out[f"{name}_why_null"] = _why_null(target, cg, cm) if out[name] is None else None
     return out
+
+
+def _why_null(target: float | None, cost_grpo: float | None, cost_masa: float | None) -> str:
+    """Why a speedup is null, in words for the report (a bare null reads like a bug)."""
+    if target is None:
+        return "GRPO's held-out accuracy was not measured"
+    if cost_masa is None:
+        return f"MASA never reached GRPO's final held-out accuracy {target:.3f}"
+    if not cost_grpo:
+        return (f"the starting policy already had GRPO's final held-out accuracy {target:.3f} "
+                "(GRPO did not improve on it), so both costs are 0")
+    return f"MASA reached GRPO's final held-out accuracy {target:.3f} before spending anything"
 
 
 def _part_rows(cfg: RunConfig, branch: str, r: int, part: str, name: str, columns: list[str]) -> list[dict]:
@@ -237,7 +250,7 @@ def render_html(report: dict[str, Any], results: dict[str, Any]) -> str:
 <h1>MASA run report: {escape(report['run']['name'])}</h1>
 <p>Branches: {escape(' vs '.join(report['run']['branches']))}; {report['run']['rounds']} rounds.
 Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b> in rollout tokens,
-<b>{_fmt(eff['speedup_wall'])}×</b> in wall time. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.</p>
+<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{_null_note(eff)}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.</p>
 <div class="charts">{acc}{train}{calib}{saved}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
                          'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
@@ -248,9 +261,15 @@ Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b
 </body></html>"""
 
 
+def _null_note(eff: dict[str, Any]) -> str:
+    why = eff.get("speedup_tokens_why_null") or eff.get("speedup_wall_why_null")
+    return f" (null: {escape(why)})" if why else ""
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     eff, lines = report["efficiency"], [f"# MASA run report: {report['run']['name']}", ""]
-    lines += [f"Speedup (tokens): {_fmt(eff['speedup_tokens'])}; speedup (wall): {_fmt(eff['speedup_wall'])}; "
+    lines += [f"Speedup (tokens): {_fmt(eff['speedup_tokens'])}; speedup (wall): {_fmt(eff['speedup_wall'])}"
+              f"{_null_note(eff)}; "
               f"tokens saved by gating {_fmt(eff['tokens_saved_gating'])}, by cutoff {_fmt(eff['tokens_saved_cutoff'])}.",
               "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | MAE of median | spearman |",
               "|---|---|---|---|---|---|---|"]

@@ -1,0 +1,33 @@
+"""Speedup figures of the report, by hand: cost of each branch to reach GRPO's final held-out accuracy."""
+
+from masa.steps.report import cost_to_reach, curves, efficiency
+
+
+def _rows(accs, tokens):
+    return [{"heldout_accuracy": a, "rollout_tokens": t, "wall_s": t / 10} for a, t in zip(accs, tokens, strict=True)]
+
+
+def test_cost_to_reach_first_point_at_or_above_target():
+    assert cost_to_reach([(0, 0.4), (10, 0.5), (20, 0.6)], 0.5) == 10
+    assert cost_to_reach([(0, 0.4), (10, None)], 0.5) is None
+
+
+def test_speedup_by_hand():
+    # GRPO: accuracy 0.40 before any round, 0.45 after 100 tokens, final 0.50 after 200 tokens.
+    # MASA: 0.40, then 0.50 after 80 tokens. Target = GRPO's final 0.50: GRPO pays 200, MASA 80 -> 2.5x.
+    rounds = {"grpo": _rows([0.40, 0.45], [100, 100]), "masa": _rows([0.40, 0.50], [80, 80])}
+    assert curves(rounds["masa"], 0.55, "rollout_tokens") == [(0.0, 0.40), (80.0, 0.50), (160.0, 0.55)]
+    eff = efficiency(rounds, {"grpo": 0.50, "masa": 0.55}, {})
+    assert eff["speedup_tokens"] == 2.5 and eff["speedup_wall"] == 2.5
+    assert eff["speedup_tokens_target_accuracy"] == 0.50 and eff["speedup_tokens_why_null"] is None
+
+
+def test_null_speedups_say_why():
+    # GRPO ends at 0.38, below the starting 0.40: both branches "reach" it at cost 0.
+    rounds = {"grpo": _rows([0.40, 0.39], [100, 100]), "masa": _rows([0.40, 0.41], [80, 80])}
+    eff = efficiency(rounds, {"grpo": 0.38, "masa": 0.42}, {})
+    assert eff["speedup_tokens"] is None and "starting policy" in eff["speedup_tokens_why_null"]
+    # MASA never reaches GRPO's 0.50
+    rounds = {"grpo": _rows([0.40, 0.45], [100, 100]), "masa": _rows([0.40, 0.41], [80, 80])}
+    eff = efficiency(rounds, {"grpo": 0.50, "masa": 0.42}, {})
+    assert eff["speedup_wall"] is None and eff["speedup_wall_why_null"].startswith("MASA never reached")
