@@ -33,6 +33,8 @@ def test_config_reports_every_bad_key():
     with pytest.raises(ConfigError) as e:
         from_dict(TrainConfig, {"lr": -1.0, "steps_per_round": 0})
     assert "lr: must be > 0" in str(e.value) and "steps_per_round: must be >= 1" in str(e.value)
+    with pytest.raises(ConfigError, match="epochs"):
+        from_dict(TrainConfig, {"samples_per_step": 64, "epochs": 2})
 
 
 # ---------------------------------------------------------------- plan
@@ -56,6 +58,19 @@ def test_split_steps_with_fixed_samples_per_step_cycles():
     steps = split_steps(5, 0, steps=3, samples_per_step=4, seed=0)
     assert [len(s) for s in steps] == [4, 4, 4]
     assert set(i for s in steps for i in s) == set(range(5))
+
+
+def test_split_steps_epochs_pass_over_every_sample_each_time():
+    # 10 policy samples + 2 experts, 2 epochs over 4 steps: 20 policy and 4 expert slots, each sample
+    # exactly twice, 5 policy + 1 expert per step; the first pass is the 1-epoch order (same seed).
+    steps = split_steps(10, 2, steps=4, samples_per_step=None, seed=3, epochs=2)
+    flat = [i for s in steps for i in s]
+    assert sorted(flat) == sorted(list(range(12)) * 2)
+    assert [len(s) for s in steps] == [6, 6, 6, 6]
+    one = split_steps(10, 2, steps=2, samples_per_step=None, seed=3)
+    assert [i for s in steps[:2] for i in s if i < 10] == [i for s in one for i in s if i < 10]
+    with pytest.raises(ValueError, match="not both"):
+        split_steps(10, 2, steps=4, samples_per_step=4, seed=3, epochs=2)
 
 
 def test_pack_respects_budget_and_keeps_oversized_alone():

@@ -41,9 +41,11 @@ class TrainConfig:
     # log-probs is biased (the pipeline copies rollout.temperature)
     temperature: float = 1.0
     # batching: one round = steps_per_round optimizer steps; each consumes samples_per_step samples
-    # (all ranks together; None = every sample of the round split evenly over the steps)
+    # (all ranks together; None = `epochs` shuffled passes over the round's samples, experts included,
+    # split evenly over the steps: same steps for GRPO and MASA, as verl's ppo_epochs)
     steps_per_round: int = 1
     samples_per_step: int | None = None
+    epochs: int = 1
     # dynamic batch size: a micro-batch holds at most this many (prompt + response) tokens per rank
     max_tokens_per_microbatch: int = 8192
     seed: int = 0
@@ -70,6 +72,9 @@ class TrainConfig:
         check(self.steps_per_round >= 1, "steps_per_round", "must be >= 1", p)
         check(self.samples_per_step is None or self.samples_per_step >= 1, "samples_per_step",
               "must be >= 1 or null", p)
+        check(self.epochs >= 1, "epochs", "must be >= 1", p)
+        check(self.samples_per_step is None or self.epochs == 1, "epochs",
+              "passes over the round apply only when samples_per_step is null; set one of them", p)
         check(self.max_tokens_per_microbatch >= 16, "max_tokens_per_microbatch", "must be >= 16", p)
         check(self.zero_stage in (2, 3), "zero_stage", f"must be 2 or 3; got {self.zero_stage!r}", p)
         check(self.save_every >= 0, "save_every", "must be >= 0", p)

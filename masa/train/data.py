@@ -121,19 +121,33 @@ def _chunks(items: list[int], n: int) -> list[list[int]]:
 
 
 def split_steps(n_policy: int, n_expert: int, *, steps: int, samples_per_step: int | None,
-                seed: int) -> list[list[int]]:
+                seed: int, epochs: int = 1) -> list[list[int]]:
     """Indices (policy 0..n_policy-1, then experts) of each optimizer step, shuffled with `seed`.
 
-    With `samples_per_step` None every policy sample is used once, split evenly over `steps`; otherwise
-    each step takes the next `samples_per_step` shuffled policy samples (cycling if the round is short).
-    Experts are spread evenly over the steps.
+    With `samples_per_step` None the round's samples are passed over `epochs` times (each pass freshly
+    shuffled, as PPO epochs / verl's ppo_epochs) and the concatenated passes are split evenly over
+    `steps`; experts likewise. Otherwise each step takes the next `samples_per_step` shuffled policy
+    samples (cycling if the round is short) and the experts are spread once over the steps.
     """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if samples_per_step is not None and epochs != 1:
+        raise ValueError("give either samples_per_step or epochs > 1, not both")
     rng = random.Random(seed)
-    pol = list(range(n_policy))
-    rng.shuffle(pol)
-    exp = list(range(n_policy, n_policy + n_expert))
-    rng.shuffle(exp)
+
+    def passes(items: list[int], n: int) -> list[int]:
+        out: list[int] = []
+        for _ in range(n):
+            order = list(items)
+            rng.shuffle(order)
+            out += order
+        return out
+
+    pol = passes(list(range(n_policy)), 1)
+    exp = passes(list(range(n_policy, n_policy + n_expert)), 1)
     if samples_per_step is None:
+        pol = pol + passes(list(range(n_policy)), epochs - 1)
+        exp = exp + passes(list(range(n_policy, n_policy + n_expert)), epochs - 1)
         pol_steps = _chunks(pol, steps)
     else:
         if n_policy == 0:
@@ -174,7 +188,7 @@ def pack_microbatches(indices: list[int], lengths: list[int], budget: int) -> li
 
 
 def plan_round(samples: list[Sample], *, world: int, steps: int, samples_per_step: int | None,
-               token_budget: int, seed: int) -> list[StepPlan]:
+               token_budget: int, seed: int, epochs: int = 1) -> list[StepPlan]:
     """The full, deterministic plan of a round (every rank computes the same one).
 
     `samples` lists policy samples first, then experts.
@@ -188,7 +202,7 @@ def plan_round(samples: list[Sample], *, world: int, steps: int, samples_per_ste
     lengths = [s.n_tokens for s in samples]
     plans = []
     for idx in split_steps(n_policy, len(samples) - n_policy, steps=steps,
-                           samples_per_step=samples_per_step, seed=seed):
+                           samples_per_step=samples_per_step, seed=seed, epochs=epochs):
         shares = shard_balanced(idx, lengths, world)
         micro = [pack_microbatches(sh, lengths, token_budget) for sh in shares]
         n_micro = max(1, max(len(m) for m in micro))

@@ -197,6 +197,7 @@ def run(spec: dict) -> None:
 
     samples = load_policy_samples(spec["scored_path"]) + load_expert_samples(spec.get("experts_path"))
     plans = plan_round(samples, world=world, steps=cfg.steps_per_round, samples_per_step=cfg.samples_per_step,
+                       epochs=cfg.epochs,
                        token_budget=cfg.max_tokens_per_microbatch, seed=cfg.seed)
     engine = build_engine(spec["model_dir"], cfg, spec["ds_config"], device, dtype)
     pad_id = engine.module.config.pad_token_id or 0
