@@ -177,6 +177,9 @@ def test_stats(scored):
     assert stats["meta_parse_rate"] == pytest.approx(5 / 6)
     # parsed meta rows of prompts with solutions: |2/4 - 1/2| = 0, |4/4 - 1| = 0, |0/4 - 1| = 1
     assert stats["meta_pass_rate_mae"] == pytest.approx(1 / 3)
+    # medians (what gating acts on): prompt 0 -> 2 (observed 2 of 4): 0; prompt 1 -> (4 + 0) / 2 = 2
+    # (observed 4 of 4): |2 - 4| / 4 = 0.5; the gated prompt 2 has nothing observed. Mean 0.25.
+    assert stats["meta_pass_rate_mae_median"] == pytest.approx(0.25)
     assert stats["meta_reward_mean"] == pytest.approx((2.5 / 3 + 0 + 2 / 3 + 0.01 / 3) / 4)
     assert stats["meta_reward_pass_rate_mean"] == pytest.approx((1 + 1 + 0.01) / 3)
     assert stats["meta_reward_length_mean"] == pytest.approx(2 / 3)

@@ -12,6 +12,8 @@ measured on exactly the prompts gating acts on.
     reliable  = rounds >= min_rounds  and  mean(MAE of the last `window` rounds) < mae_threshold
     skip_b    = reliable and has_pred_b and (median_b <= low or median_b >= high) and not explored_b
     MAE       = mean_b |median_b - observed correct count_b| / G   over rolled-out prompts with a prediction
+                (the scoring step's `meta_pass_rate_mae_median`: the error of what gating acts on, not the
+                larger per-sample error, which also charges the spread of the sampled predictions)
 
 Vanilla GRPO has no gating (DAPO's dynamic sampling filters all-0/all-G groups *after* rolling them out).
 

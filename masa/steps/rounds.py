@@ -92,7 +92,9 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     layout, ptr = run_layout(cfg), read_pointer(policy_ptr)
     prefix = layout.part(branch, round_idx, "rollouts")
     problems = round_prompts(prompts_path, round_idx, cfg.prompts_per_round, cfg.seed)
-    maes = [h["meta_pass_rate_mae"] for h in _history(history_path) if h.get("meta_pass_rate_mae") is not None]
+    # gating acts on each prompt's median prediction, so its reliability is the median's error
+    maes = [h["meta_pass_rate_mae_median"] for h in _history(history_path)
+            if h.get("meta_pass_rate_mae_median") is not None]
     algo = algorithm_for(cfg, branch)
     settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens)
     fp = _digest(_manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
@@ -157,7 +159,8 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
     stats = run_once(cfg.store, prefix, fp, produce)
     write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="scored")
     record = {"round": round_idx, **{k: stats.get(k) for k in ("train_accuracy", "meta_pass_rate_mae",
-                                                              "gated_prompts", "cutoff_samples")}}
+                                                              "meta_pass_rate_mae_median", "gated_prompts",
+                                                              "cutoff_samples")}}
     history = [h for h in _history(history_path) if h["round"] != round_idx] + [record]
     Path(history_out).write_text(json.dumps(history, indent=1))
     return stats

@@ -34,6 +34,7 @@ import torch
 from masa.algo.advantages import flat_advantages, pad_groups
 from masa.algo.config import AlgorithmConfig
 from masa.algo.experts import expert_text, observed_targets, select_experts
+from masa.algo.gating import median_prediction, pass_rate_mae
 from masa.algo.meta import MetaPrediction, meta_value_spans, parse_meta
 from masa.algo.rewards import (
     length_reward,
@@ -140,8 +141,13 @@ def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n
     reward = meta_reward(r_pass, r_len, r_not, ok_mask, variant=rw.meta_reward, weight_pass_rate=rw.weight_pass_rate,
                          weight_length=rw.weight_length, weight_notion=rw.weight_notion)
     err = (pk.to(torch.float32) / G - observed.unsqueeze(-1)).abs()[gi, slot]
+    # the error of the group's median prediction: what gating acts on, so what its reliability is judged by
+    pparsed, pmask, _ = _padded(parsed, local, mprompt, n_prompts, torch.bool)
+    median, has = median_prediction(pk, pparsed & pmask)
+    median_mae, n_med = pass_rate_mae(median, has, observed * G, sol_mask.any(-1), n_solution=G)
     return {"reward": reward, "pass_rate": r_pass, "length": r_len, "notion": r_not, "parsed": ok_mask,
-            "parse_ok": torch.tensor(parsed, dtype=torch.bool), "abs_err": err}
+            "parse_ok": torch.tensor(parsed, dtype=torch.bool), "abs_err": err,
+            "median_mae": median_mae if int(n_med) > 0 else None}
 
 
 def _experts(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[int], n_prompts: int,
@@ -228,7 +234,7 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         "solution_tokens": sum(lengths[i] for i in sol), "meta_tokens": sum(lengths[i] for i in meta),
         "n_experts": len(experts),
     }
-    meta_keys = ("meta_parse_rate", "meta_pass_rate_mae", "meta_reward_mean", "meta_reward_pass_rate_mean",
+    meta_keys = ("meta_parse_rate", "meta_pass_rate_mae", "meta_pass_rate_mae_median", "meta_reward_mean", "meta_reward_pass_rate_mean",
                  "meta_reward_length_mean", "meta_reward_notion_mean")
     out.update(dict.fromkeys(meta_keys))  # None without meta rows (GRPO), so every round has the same keys
     if m is not None:
@@ -236,6 +242,7 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         scorable = [bool(obs.mask[prompt_of[i]].any()) for i in meta]
         out["meta_parse_rate"] = _mean(m["parse_ok"].tolist())
         out["meta_pass_rate_mae"] = _mean_or_none(m["abs_err"][ok].tolist())
+        out["meta_pass_rate_mae_median"] = None if m["median_mae"] is None else float(m["median_mae"])
         out["meta_reward_mean"] = _mean_or_none([r for r, s in zip(m["reward"].tolist(), scorable, strict=True) if s])
         for k in ("pass_rate", "length", "notion"):
             out[f"meta_reward_{k}_mean"] = _mean_or_none(m[k][ok].tolist())
