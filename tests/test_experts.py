@@ -68,3 +68,9 @@ def test_expert_text_rewrites_values_keeping_reasoning_and_notions():
 def test_select_experts_shape_error():
     with pytest.raises(ValueError, match=r"\[B, Gm\]"):
         select_experts(torch.zeros(2, 3), torch.ones(2, 2, dtype=torch.bool), min_reward=0.1)
+
+
+def test_select_experts_threshold_just_below_one():
+    # found by hypothesis: a reward of exactly 1 beats a threshold of 0.9999999999999999, which a float32
+    # comparison rounded up to 1.0
+    assert select_experts(torch.tensor([[1.0]]), torch.tensor([[True]]), min_reward=0.9999999999999999).tolist() == [0]

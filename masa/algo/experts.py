@@ -43,8 +43,9 @@ def select_experts(meta_rewards: Tensor, valid: Tensor, *, min_reward: float) ->
     if meta_rewards.shape != valid.shape or meta_rewards.dim() != 2:
         raise ValueError(f"meta_rewards and valid must both be [B, Gm], got {tuple(meta_rewards.shape)} "
                          f"and {tuple(valid.shape)}")
-    r = torch.where(valid, meta_rewards.to(torch.float32), torch.full_like(meta_rewards, -torch.inf,
-                                                                           dtype=torch.float32))
+    # float64: a float32 comparison would round a threshold such as 0.9999999999999999 up to 1.0
+    r = torch.where(valid, meta_rewards.to(torch.float64), torch.full_like(meta_rewards, -torch.inf,
+                                                                           dtype=torch.float64))
     best, idx = r.max(-1)  # first maximal index on ties
     return torch.where(best > min_reward, idx, torch.full_like(idx, -1))
 
