@@ -31,3 +31,13 @@ def test_null_speedups_say_why():
     rounds = {"grpo": _rows([0.40, 0.45], [100, 100]), "masa": _rows([0.40, 0.41], [80, 80])}
     eff = efficiency(rounds, {"grpo": 0.50, "masa": 0.42}, {})
     assert eff["speedup_wall"] is None and eff["speedup_wall_why_null"].startswith("MASA never reached")
+
+
+def test_markdown_states_why_a_speedup_is_null():
+    from masa.steps.report import render_markdown
+
+    why = "the starting policy already had GRPO's final held-out accuracy 0.504"
+    eff = {"speedup_tokens": None, "speedup_wall": None, "speedup_tokens_why_null": why,
+           "tokens_saved_gating": 0, "tokens_saved_cutoff": 0}
+    md = render_markdown({"run": {"name": "t"}, "efficiency": eff, "eval": {}})
+    assert f"(null: {why})" in md  # plain text in Markdown: no HTML entities

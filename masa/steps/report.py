@@ -251,7 +251,7 @@ def render_html(report: dict[str, Any], results: dict[str, Any]) -> str:
 <h1>MASA run report: {escape(report['run']['name'])}</h1>
 <p>Branches: {escape(' vs '.join(report['run']['branches']))}; {report['run']['rounds']} rounds.
 Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b> in rollout tokens,
-<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{_null_note(eff)}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.</p>
+<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.</p>
 <div class="charts">{acc}{train}{calib}{saved}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
                          'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
@@ -264,7 +264,7 @@ Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b
 
 def _null_note(eff: dict[str, Any]) -> str:
     why = eff.get("speedup_tokens_why_null") or eff.get("speedup_wall_why_null")
-    return f" (null: {escape(why)})" if why else ""
+    return f" (null: {why})" if why else ""
 
 
 def render_markdown(report: dict[str, Any]) -> str:
