@@ -143,6 +143,7 @@ def split_steps(n_policy: int, n_expert: int, *, steps: int, samples_per_step: i
             out += order
         return out
 
+    # first pass of each, then the extra ones: one epoch draws exactly as before `epochs` existed
     pol = passes(list(range(n_policy)), 1)
     exp = passes(list(range(n_policy, n_policy + n_expert)), 1)
     if samples_per_step is None:
