@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masa.algo.advantages import ESTIMATORS, flat_advantages, group_advantages, pad_groups
+from masa.algo.advantages import (ESTIMATORS, flat_advantages, flat_field_advantages, group_advantages, pad_groups,
+                                  token_advantages)
 
 EPS = 1e-6
 
@@ -138,3 +139,40 @@ def test_pad_groups_with_empty_groups():
     assert adv.shape == (2, 0) and zv.tolist() == [True, True]
     adv, zv = flat_advantages(torch.zeros(0), torch.zeros(0, dtype=torch.long))
     assert adv.shape == (0,) and zv.shape == (0,)
+
+
+# ---------------------------------------------------------------- per-field credit
+
+
+def test_token_advantages_hand_values():
+    # row 0: tokens (other, field 0, field 1, other) -> (A_seq, A_0, A_1, A_seq) = (0.5, 2, -3, 0.5)
+    # row 1: tokens (field 1, field 1, other, field 0) -> (0, 0, -1, 0.25)
+    seq = torch.tensor([0.5, -1.0])
+    field = torch.tensor([[2.0, -3.0], [0.25, 0.0]])
+    tf = torch.tensor([[-1, 0, 1, -1], [1, 1, -1, 0]])
+    assert token_advantages(seq, field, tf).tolist() == [[0.5, 2.0, -3.0, 0.5], [0.0, 0.0, -1.0, 0.25]]
+    # no field tokens at all: every token carries the sequence's advantage (plain GRPO)
+    assert token_advantages(seq, field, torch.full((2, 3), -1)).tolist() == [[0.5] * 3, [-1.0] * 3]
+    assert token_advantages(seq, field[:, :0], torch.full((2, 2), -1)).tolist() == [[0.5] * 2, [-1.0] * 2]
+
+
+def test_flat_field_advantages_normalise_each_field_alone():
+    # two groups; field 0 of group 0 = [1, 0.01] -> +-1/sqrt(2) (two values, unbiased std = |d|/sqrt(2));
+    # field 1 of group 0 = [0.5, 0.5] -> zero variance -> 0; group 1 is a singleton -> 0
+    r = torch.tensor([[1.0, 0.5], [0.01, 0.5], [0.3, 0.9]])
+    gi = torch.tensor([0, 0, 1])
+    a = flat_field_advantages(r, gi)
+    assert a[:, 0].tolist() == pytest.approx([1 / math.sqrt(2), -1 / math.sqrt(2), 0.0], abs=1e-5)
+    assert a[:, 1].tolist() == [0.0, 0.0, 0.0]
+    torch.manual_seed(0)
+    r, gi = torch.rand(12, 3), torch.randint(0, 3, (12,))
+    for f in range(3):  # vectorised over fields == the one-field form per column
+        assert torch.equal(flat_field_advantages(r, gi, estimator="drgrpo")[:, f],
+                           flat_advantages(r[:, f], gi, estimator="drgrpo")[0])
+
+
+def test_field_credit_bad_shapes():
+    with pytest.raises(ValueError, match=r"need seq_adv \[N\]"):
+        token_advantages(torch.zeros(2), torch.zeros(2, 1), torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"rewards must be \[N, F\]"):
+        flat_field_advantages(torch.zeros(3), torch.zeros(3, dtype=torch.long))

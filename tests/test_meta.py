@@ -152,3 +152,17 @@ def test_meta_value_spans_point_at_the_written_digits():
     t2 = '<meta>like {"pass_rate": 1}</meta>\n' + t.split("\n", 1)[1]
     assert [t2[a:b] for a, b in meta_value_spans(t2)] == ["5", "57"]
     assert meta_value_spans("<meta>no json</meta>") == ()
+
+
+def test_meta_field_spans_cover_each_value():
+    from masa.algo.meta import meta_field_spans
+
+    t = format_meta_completion("A 2-digit addition.", notions=["addition", "carry"], pass_rate=5, solution_length=57)
+    spans = meta_field_spans(t)
+    assert {k: t[a:b] for k, (a, b) in spans.items()} == {
+        "math_notion": '["addition", "carry"]', "pass_rate": "5", "solution_length": "57"}
+    # a notion string, a quoted pass_rate (no span: not plain digits) and a repeated key (the last counts)
+    t2 = '<meta>x</meta>{"math_notion": "sums", "pass_rate": "3", "solution_length": 9, "solution_length": 12}'
+    assert {k: t2[a:b] for k, (a, b) in meta_field_spans(t2).items()} == {"math_notion": '"sums"',
+                                                                           "solution_length": "12"}
+    assert meta_field_spans("<meta>no json</meta>") == {}

@@ -203,6 +203,49 @@ def test_strict_length_and_drgrpo(scored, tokenizer_dir, tmp_path):
     assert by[(0, "solution", 0)]["advantage"] == pytest.approx(0.5)
 
 
+def test_per_field_credit_gives_each_value_its_own_advantage(tmp_path, tokenizer_dir):
+    # Meta rows re-tokenized so the sampled ids spell their text. Field groups are the parsed meta rows:
+    # prompt 0 has one (the other did not parse) -> every field's advantage is 0 (singleton), so its
+    #   value tokens get 0 while the rest keep the sequence's +1/sqrt(2);
+    # prompt 1: pass [1, 0.01] and length [1, 0] -> +-1/sqrt(2), notion [0, 0] -> 0; sequence
+    #   [2/3, 0.01/3] -> +-1/sqrt(2): only the notion tokens differ from the sequence's advantage.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    build_shard(tmp_path / "r.parquet")
+    rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    for r in rows:
+        if r["path"] == "meta":
+            r["response_token_ids"] = tok(r["text"], add_special_tokens=False)["input_ids"]
+            r["logprobs"] = [-1.0] * len(r["response_token_ids"])
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "r.parquet")
+    algo = AlgorithmConfig(n_solution=G, n_meta=GM, advantage=AdvantageConfig(meta_credit="per-field"))
+    score_shard(str(tmp_path / "r.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir, algo=algo,
+                max_response_tokens=MAXT, verifier_workers=0)
+    by = {(r["group_id"], r["path"], r["sample_idx"]): r for r in pq.read_table(tmp_path / "o" / "scored.parquet").to_pylist()}
+    a = 1 / math.sqrt(2)
+
+    def credit(key):
+        r = by[key]
+        return [(w, round(x, 4)) for w, x in zip(tok.convert_ids_to_tokens(r["response_token_ids"]),
+                                                  r["token_advantages"], strict=True)]
+
+    zero = {w for w, x in credit((0, "meta", 0)) if x == 0.0}
+    assert zero == {'["', "Addition", '",', '"', "integers", '"],', "2", "4"}  # the three values' tokens
+    assert {x for _, x in credit((0, "meta", 0)) if x != 0.0} == {round(a, 4)}
+    good = credit((5, "meta", 0))
+    assert [w for w, x in good if x == 0.0] == ['["', "subtraction", '"],']
+    assert {x for _, x in good if x != 0.0} == {round(a, 4)}
+    assert {x for _, x in credit((5, "meta", 1)) if x != 0.0} == {round(-a, 4)}
+    # unparsed, gated and solution rows keep the scalar only
+    assert all(by[k]["token_advantages"] is None for k in [(0, "meta", 1), (7, "meta", 0), (0, "solution", 0)])
+
+
+def test_sequence_credit_writes_no_token_advantages(scored):
+    _, by, _, _ = scored
+    assert all(r["token_advantages"] is None for r in by.values())
+
+
 def test_bad_shard_errors(tmp_path, tokenizer_dir):
     pq.write_table(pa.table({"prompt_id": ["a"]}), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="lacks columns group_id"):

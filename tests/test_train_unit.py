@@ -133,6 +133,16 @@ def test_collate_places_expert_token_weights_on_response_positions():
     assert collate([Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0).weights is None
 
 
+def test_collate_places_per_token_advantages_on_response_positions():
+    # a meta sample with per-field credit (per-token advantages 0.5, -2) beside one with a scalar 1.0:
+    # the batch carries [n, L-1] advantages, the scalar broadcast, the per-token ones where the mask is
+    m = Sample((11, 12), (21, 22), (-1.0, -1.0), 3.0, "meta", token_advantages=(0.5, -2.0))
+    mb = collate([m, Sample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0)
+    assert mb.advantages.tolist() == [[3.0, 0.5, -2.0], [1.0, 1.0, 1.0]]
+    assert mb.mask.tolist() == [[False, True, True], [True, False, False]]
+    assert collate([Sample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0).advantages.shape == (1,)
+
+
 def test_sequence_logprobs_score_next_tokens_at_the_sampler_temperature():
     from types import SimpleNamespace
 

@@ -47,14 +47,20 @@ class AdvantageConfig:
     eps: float = 1e-6
     # Bessel-corrected std (n - 1), as verl's torch.std; False uses the population std (n).
     unbiased_std: bool = True
+    # "sequence": every token of a meta rollout gets its meta reward's advantage (GRPO, the paper);
+    # "per-field": the tokens of each predicted value get that value's own reward's advantage
+    # (masa.algo.advantages, "Per-field credit"). Solution rollouts are unaffected.
+    meta_credit: str = "sequence"
 
     def __post_init__(self) -> None:
         p: list[str] = []
         check(self.eps > 0, "eps", "must be > 0", p)
-        from masa.algo.advantages import ESTIMATORS  # lazy: keeps torch out of plain config loading
+        from masa.algo.advantages import ESTIMATORS, META_CREDITS  # lazy: keeps torch out of plain config loading
 
         check(self.estimator in ESTIMATORS, "estimator",
               f"unknown advantage estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS.names())}", p)
+        check(self.meta_credit in META_CREDITS, "meta_credit",
+              f"unknown meta credit {self.meta_credit!r}; valid: {', '.join(META_CREDITS)}", p)
         raise_if(p)
 
 

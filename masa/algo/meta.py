@@ -332,6 +332,7 @@ def parse_meta(text: str, *, n_solution: int, max_response_tokens: int) -> MetaP
 
 
 _VALUE = re.compile(r'"(pass_rate|solution_length)"\s*:\s*(\d+)')
+_NOTIONS = re.compile(r'"(math_notion)"\s*:\s*(\[[^\]]*\]|"[^"]*")')
 
 
 def meta_value_spans(text: str) -> tuple[tuple[int, int], ...]:
@@ -370,3 +371,22 @@ def replace_meta_values(text: str, *, pass_rate: int, solution_length: int) -> s
     _check_values(notions, pass_rate, solution_length)
     body = _canonical_json(notions, pass_rate, solution_length)
     return text[: cut + start] + body + text[cut + end:]
+
+
+def meta_field_spans(text: str) -> dict[str, tuple[int, int]]:
+    """[start, end) character span of each field's value in the last JSON object of `text`.
+
+    Keys among "math_notion" (the list, brackets included, or a string), "pass_rate" and
+    "solution_length" (plain integer digits; other spellings give no span). A repeated key keeps its
+    last occurrence, as a JSON parser does. Lets per-field credit assignment
+    (`masa.algo.advantages.token_advantages`) give each value's tokens its own reward's advantage.
+    """
+    cut = max(0, len(text) - MAX_PARSE_CHARS)
+    found = _last_object(text[cut:])
+    if found is None:
+        return {}
+    _, start, end = found
+    base = cut + start
+    body = text[base: cut + end]
+    matches = sorted([*_NOTIONS.finditer(body), *_VALUE.finditer(body)], key=lambda m: m.start())
+    return {m.group(1): (base + m.start(2), base + m.end(2)) for m in matches}

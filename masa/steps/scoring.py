@@ -1,7 +1,8 @@
 """Scoring step: verify solutions, reward both paths, compute group advantages, pick expert targets.
 
 `score_shard` reads a rollout shard (docs/rollout-shard.md), and writes `scored.parquet` (every input
-column plus correct, verifier_error, reward, reward_pass_rate/length/notion, advantage, zero_variance)
+column plus correct, verifier_error, reward, reward_pass_rate/length/notion, advantage, zero_variance,
+token_advantages)
 and `experts.parquet`, returning the round's statistics.
 
 Decisions (see docs/algorithm.md):
@@ -15,6 +16,9 @@ Decisions (see docs/algorithm.md):
   zero_variance True: with nothing observed there is nothing to align to, and a zero advantage keeps
   them out of the policy gradient (they still cost nothing but their tokens in the batch).
 - GRPO groups are (group_id, path), normalised separately with the configured estimator.
+- With ``advantage.meta_credit = "per-field"`` each scored meta row also gets `token_advantages`, one per
+  response token: the tokens of each predicted value carry that value's own reward's group advantage
+  (null elsewhere: the trainer then uses `advantage` for every token).
 - Experts: per prompt the best parsed meta row strictly above `expert.min_reward`, its JSON values
   replaced by the observed statistics, re-tokenized with the model's tokenizer, EOS appended (the
   sampled responses end with it, and the clone must learn to stop).
@@ -31,11 +35,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from masa.algo.advantages import flat_advantages, pad_groups
+from masa.algo.advantages import flat_advantages, flat_field_advantages, pad_groups, token_advantages
 from masa.algo.config import AlgorithmConfig
 from masa.algo.experts import expert_text, observed_targets, select_experts
 from masa.algo.gating import median_prediction, pass_rate_mae
-from masa.algo.meta import MetaPrediction, meta_value_spans, parse_meta
+from masa.algo.meta import MetaPrediction, meta_field_spans, meta_value_spans, parse_meta
 from masa.algo.rewards import (
     length_reward,
     meta_reward,
@@ -190,6 +194,56 @@ def _expert_tokens(tok, text: str, value_weight: float) -> tuple[list[int], list
     return ids, weights
 
 
+# meta reward component -> the JSON key whose value decides it
+_FIELD_KEYS = (("pass_rate", "pass_rate"), ("length", "solution_length"), ("notion", "math_notion"))
+
+
+def _field_token_advantages(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[int],
+                            adv: torch.Tensor, tokenizer_path: str, algo: AlgorithmConfig) -> dict[int, list[float]]:
+    """Row -> per-token advantages of each scored meta row under per-field credit (masa.algo.advantages).
+
+    Only fields the meta reward weighs get their own credit; unparsed and gated rows keep their scalar.
+    """
+    rw, cfg = algo.reward, algo.advantage
+    weight = {"pass_rate": rw.weight_pass_rate, "length": rw.weight_length, "notion": rw.weight_notion}
+    if rw.meta_reward == "pass-rate-only":
+        weight = {"pass_rate": 1.0, "length": 0.0, "notion": 0.0}
+    fields = [(c, key) for c, key in _FIELD_KEYS if weight[c] > 0]
+    rows = [j for j in range(len(meta)) if bool(m["parsed"][j])]
+    if not rows or not fields:
+        return {}
+    comps = torch.stack([m[c][rows].to(torch.float32) for c, _ in fields], -1)
+    gi = torch.tensor([prompt_of[meta[j]] for j in rows], dtype=torch.long)
+    field_adv = flat_field_advantages(comps, gi, estimator=cfg.estimator, eps=cfg.eps, unbiased=cfg.unbiased_std)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    keys = [key for _, key in fields]
+    per_row = [_token_fields(tok, cols["response_token_ids"][meta[j]], keys) for j in rows]
+    token_field = torch.full((len(rows), max(map(len, per_row))), -1, dtype=torch.long)
+    for r, f in enumerate(per_row):
+        token_field[r, : len(f)] = torch.tensor(f, dtype=torch.long)
+    seq_adv = adv[torch.tensor([meta[j] for j in rows], dtype=torch.long)]
+    out = token_advantages(seq_adv, field_adv, token_field)
+    return {meta[j]: out[r, : len(per_row[r])].tolist() for r, j in enumerate(rows)}
+
+
+def _token_fields(tok, ids: Sequence[int], keys: list[str]) -> list[int]:
+    """Index into `keys` of the field whose value each response token overlaps, else -1.
+
+    Spans are found in the concatenation of the tokens' own decoded pieces, not in the row's text, so
+    every character belongs to exactly one sampled token whatever the tokenizer's decoding quirks.
+    """
+    pieces = tok.batch_decode([[int(i)] for i in ids])
+    spans = meta_field_spans("".join(pieces))
+    out, pos = [], 0
+    for piece in pieces:
+        a, b = pos, pos + len(piece)
+        pos = b
+        out.append(next((f for f, k in enumerate(keys) if k in spans and a < spans[k][1] and spans[k][0] < b), -1))
+    return out
+
+
 def _set(table: pa.Table, name: str, values: list, typ: pa.DataType) -> pa.Table:
     arr = pa.array(values, type=typ)
     i = table.schema.get_field_index(name)
@@ -290,6 +344,11 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
     adv, zero_var = flat_advantages(torch.tensor(reward, dtype=torch.float32), gidx, estimator=adv_cfg.estimator,
                                     eps=adv_cfg.eps, unbiased=adv_cfg.unbiased_std)
 
+    tok_adv: list = [None] * n  # per-token advantages where per-field credit applies, else the row's one
+    if m is not None and adv_cfg.meta_credit == "per-field":
+        for i, a in _field_token_advantages(cols, meta, m, prompt_of, adv, tokenizer_path, algo).items():
+            tok_adv[i] = a
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, vals in _meta_columns(n, meta, preds).items():
@@ -303,6 +362,7 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
         table = _set(table, f"reward_{k}", vals, pa.float32())
     table = _set(table, "advantage", adv.tolist(), pa.float32())
     table = _set(table, "zero_variance", zero_var.tolist(), pa.bool_())
+    table = _set(table, "token_advantages", tok_adv, pa.list_(pa.float32()))
     pq.write_table(table, out / "scored.parquet")
 
     experts = _experts(cols, meta, m, prompt_of, n_prompts, obs, tokenizer_path, algo) if m is not None else []

@@ -28,6 +28,8 @@ class Sample:
     `old_logp` holds the sampling policy's log-probability of each response token (None for experts,
     which are cloned, not importance-weighted). `path` is "solution", "meta" or "expert". `weights`
     (experts only, None = all 1) are the per-token behaviour-cloning weights of `masa.algo.losses.bc_loss`.
+    `token_advantages` (meta rows under per-field credit, None = `advantage` for every token) give
+    each response token its own advantage.
     """
 
     prompt: tuple[int, ...]
@@ -36,6 +38,7 @@ class Sample:
     advantage: float
     path: str
     weights: tuple[float, ...] | None = None
+    token_advantages: tuple[float, ...] | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -71,7 +74,8 @@ def load_policy_samples(path: str | Path) -> list[Sample]:
     cols = ("path", "prompt_token_ids", "response_token_ids", "logprobs", "advantage")
     table = pq.read_table(path)
     _need(table, path, cols)
-    rows = table.select(list(cols)).to_pylist()
+    # token_advantages is optional: shards scored before it existed, or with sequence credit, lack it
+    rows = table.select([*cols, *(["token_advantages"] if "token_advantages" in table.column_names else [])]).to_pylist()
     out = []
     for i, r in enumerate(rows):
         if r["path"] not in PATHS:
@@ -83,8 +87,11 @@ def load_policy_samples(path: str | Path) -> list[Sample]:
         if lp is None or len(lp) != len(resp):
             raise ValueError(f"{path}: row {i}: logprobs has {0 if lp is None else len(lp)} entries "
                              f"for {len(resp)} response tokens")
+        ta = r.get("token_advantages")
+        if ta is not None and len(ta) != len(resp):
+            raise ValueError(f"{path}: row {i}: token_advantages has {len(ta)} entries for {len(resp)} response tokens")
         out.append(Sample(tuple(r["prompt_token_ids"]), tuple(resp), tuple(lp), float(r["advantage"]),
-                          r["path"]))
+                          r["path"], token_advantages=None if ta is None else tuple(ta)))
     return out
 
 

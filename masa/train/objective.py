@@ -30,8 +30,10 @@ class MicroBatch:
     """Right-padded tensors of n samples, L = longest prompt+response.
 
     input_ids, attention_mask: [n, L]; targets, mask, old_logp, weights: [n, L-1] (see module docstring;
-    weights are the experts' BC token weights, 1 elsewhere); advantages: [n]; path: list of n path names. An empty micro-batch (padding for ranks with fewer
-    samples) is one all-pad row with an all-false mask: it runs the model, and contributes zero.
+    weights are the experts' BC token weights, 1 elsewhere); advantages: [n], or [n, L-1] when a sample
+    has per-token advantages (per-field credit); path: list of n path names. An empty micro-batch
+    (padding for ranks with fewer samples) is one all-pad row with an all-false mask: it runs the
+    model, and contributes zero.
     """
 
     input_ids: Tensor
@@ -82,6 +84,12 @@ def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
         if s.weights is not None:
             weights[i, p - 1 : p + r - 1] = torch.tensor(s.weights)
     adv = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
+    if any(s.token_advantages is not None for s in samples):
+        adv = adv[:, None].expand(n, L - 1).clone()
+        for i, s in enumerate(samples):
+            if s.token_advantages is not None:
+                p, r = len(s.prompt), len(s.response)
+                adv[i, p - 1 : p + r - 1] = torch.tensor(s.token_advantages)
     return MicroBatch(ids, att, ids[:, 1:].clone(), mask, old, adv, [s.path for s in samples], weights)
 
 
