@@ -26,7 +26,7 @@ Decisions (see docs/algorithm.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,7 @@ def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n
 
 
 def _experts(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[int], n_prompts: int,
-             obs: _Observed, tokenizer_path: str, algo: AlgorithmConfig) -> list[dict[str, Any]]:
+             obs: _Observed, tokenizer: Callable[[], Any], algo: AlgorithmConfig) -> list[dict[str, Any]]:
     """Expert rows (EXPERT_SCHEMA) of the prompts whose best meta row beats the threshold."""
     if not (algo.uses_meta and algo.expert.enabled and meta):
         return []
@@ -169,9 +169,7 @@ def _experts(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[
     picks = [(b, row_at[(b, int(chosen[b]))]) for b in range(n_prompts) if int(chosen[b]) >= 0]
     if not picks:
         return []
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    tok = tokenizer()
     out = []
     for b, i in picks:
         text = expert_text(cols["text"][i], pass_rate=int(k[b]), solution_length=int(L[b]))
@@ -199,7 +197,8 @@ _FIELD_KEYS = (("pass_rate", "pass_rate"), ("length", "solution_length"), ("noti
 
 
 def _field_token_advantages(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[int],
-                            adv: torch.Tensor, tokenizer_path: str, algo: AlgorithmConfig) -> dict[int, list[float]]:
+                            adv: torch.Tensor, tokenizer: Callable[[], Any],
+                            algo: AlgorithmConfig) -> dict[int, list[float]]:
     """Row -> per-token advantages of each scored meta row under per-field credit (masa.algo.advantages).
 
     Only fields the meta reward weighs get their own credit; unparsed and gated rows keep their scalar.
@@ -215,9 +214,7 @@ def _field_token_advantages(cols, meta: list[int], m: dict[str, torch.Tensor], p
     comps = torch.stack([m[c][rows].to(torch.float32) for c, _ in fields], -1)
     gi = torch.tensor([prompt_of[meta[j]] for j in rows], dtype=torch.long)
     field_adv = flat_field_advantages(comps, gi, estimator=cfg.estimator, eps=cfg.eps, unbiased=cfg.unbiased_std)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    tok = tokenizer()
     keys = [key for _, key in fields]
     per_row = [_token_fields(tok, cols["response_token_ids"][meta[j]], keys) for j in rows]
     token_field = torch.full((len(rows), max(map(len, per_row))), -1, dtype=torch.long)
@@ -242,6 +239,21 @@ def _token_fields(tok, ids: Sequence[int], keys: list[str]) -> list[int]:
         pos = b
         out.append(next((f for f, k in enumerate(keys) if k in spans and a < spans[k][1] and spans[k][0] < b), -1))
     return out
+
+
+def _lazy_tokenizer(path: str) -> Callable[[], Any]:
+    """The model's tokenizer, loaded on first use and once: experts and per-field credit both need it,
+    a shard without parsed meta rows needs neither."""
+    loaded: list[Any] = []
+
+    def get() -> Any:
+        if not loaded:
+            from transformers import AutoTokenizer
+
+            loaded.append(AutoTokenizer.from_pretrained(path))
+        return loaded[0]
+
+    return get
 
 
 def _set(table: pa.Table, name: str, values: list, typ: pa.DataType) -> pa.Table:
@@ -311,6 +323,7 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
     `verifier_workers` is passed to `verify_batch` (None: one process per CPU; 0: in process).
     """
     table, cols = _read(rollouts_path)
+    tokenizer = _lazy_tokenizer(tokenizer_path)
     n = len(cols["path"])
     index = {g: b for b, g in enumerate(sorted(set(cols["group_id"])))}
     prompt_of = [index[g] for g in cols["group_id"]]
@@ -346,7 +359,7 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
 
     tok_adv: list = [None] * n  # per-token advantages where per-field credit applies, else the row's one
     if m is not None and adv_cfg.meta_credit == "per-field":
-        for i, a in _field_token_advantages(cols, meta, m, prompt_of, adv, tokenizer_path, algo).items():
+        for i, a in _field_token_advantages(cols, meta, m, prompt_of, adv, tokenizer, algo).items():
             tok_adv[i] = a
 
     out = Path(out_dir)
@@ -365,7 +378,7 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
     table = _set(table, "token_advantages", tok_adv, pa.list_(pa.float32()))
     pq.write_table(table, out / "scored.parquet")
 
-    experts = _experts(cols, meta, m, prompt_of, n_prompts, obs, tokenizer_path, algo) if m is not None else []
+    experts = _experts(cols, meta, m, prompt_of, n_prompts, obs, tokenizer, algo) if m is not None else []
     pq.write_table(pa.Table.from_pylist(experts, schema=EXPERT_SCHEMA), out / "experts.parquet")
     stats = _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, obs)
     stats["verifier_errors"] = sum(e is not None for e in verr)
