@@ -176,3 +176,10 @@ def test_field_credit_bad_shapes():
         token_advantages(torch.zeros(2), torch.zeros(2, 1), torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"rewards must be \[N, F\]"):
         flat_field_advantages(torch.zeros(3), torch.zeros(3, dtype=torch.long))
+
+
+def test_unknown_meta_credit_names_the_valid_ones():
+    from masa.algo.config import AdvantageConfig
+
+    with pytest.raises(ValueError, match="unknown meta credit 'per-token'; valid: sequence, per-field"):
+        AdvantageConfig(meta_credit="per-token")
