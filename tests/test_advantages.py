@@ -9,8 +9,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masa.algo.advantages import (ESTIMATORS, flat_advantages, flat_field_advantages, group_advantages, pad_groups,
-                                  token_advantages)
+from masa.algo.advantages import (
+    ESTIMATORS,
+    flat_advantages,
+    flat_field_advantages,
+    group_advantages,
+    pad_groups,
+    token_advantages,
+)
 
 EPS = 1e-6
 

@@ -55,7 +55,10 @@ class AdvantageConfig:
     def __post_init__(self) -> None:
         p: list[str] = []
         check(self.eps > 0, "eps", "must be > 0", p)
-        from masa.algo.advantages import ESTIMATORS, META_CREDITS  # lazy: keeps torch out of plain config loading
+        from masa.algo.advantages import (  # lazy: keeps torch out of plain config loading
+            ESTIMATORS,
+            META_CREDITS,
+        )
 
         check(self.estimator in ESTIMATORS, "estimator",
               f"unknown advantage estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS.names())}", p)
