@@ -209,26 +209,8 @@ def test_per_field_credit_gives_each_value_its_own_advantage(tmp_path, tokenizer
     #   value tokens get 0 while the rest keep the sequence's +1/sqrt(2);
     # prompt 1: pass [1, 0.01] and length [1, 0] -> +-1/sqrt(2), notion [0, 0] -> 0; sequence
     #   [2/3, 0.01/3] -> +-1/sqrt(2): only the notion tokens differ from the sequence's advantage.
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    build_shard(tmp_path / "r.parquet")
-    rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
-    for r in rows:
-        if r["path"] == "meta":
-            r["response_token_ids"] = tok(r["text"], add_special_tokens=False)["input_ids"]
-            r["logprobs"] = [-1.0] * len(r["response_token_ids"])
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "r.parquet")
-    algo = AlgorithmConfig(n_solution=G, n_meta=GM, advantage=AdvantageConfig(meta_credit="per-field"))
-    score_shard(str(tmp_path / "r.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir, algo=algo,
-                max_response_tokens=MAXT, verifier_workers=0)
-    by = {(r["group_id"], r["path"], r["sample_idx"]): r for r in pq.read_table(tmp_path / "o" / "scored.parquet").to_pylist()}
+    credit, by = _score_per_field(tmp_path, tokenizer_dir, RewardConfig())
     a = 1 / math.sqrt(2)
-
-    def credit(key):
-        r = by[key]
-        return [(w, round(x, 4)) for w, x in zip(tok.convert_ids_to_tokens(r["response_token_ids"]),
-                                                  r["token_advantages"], strict=True)]
 
     zero = {w for w, x in credit((0, "meta", 0)) if x == 0.0}
     assert zero == {'["', "Addition", '",', '"', "integers", '"],', "2", "4"}  # the three values' tokens
@@ -239,6 +221,42 @@ def test_per_field_credit_gives_each_value_its_own_advantage(tmp_path, tokenizer
     assert {x for _, x in credit((5, "meta", 1)) if x != 0.0} == {round(-a, 4)}
     # unparsed, gated and solution rows keep the scalar only
     assert all(by[k]["token_advantages"] is None for k in [(0, "meta", 1), (7, "meta", 0), (0, "solution", 0)])
+
+
+def test_per_field_credit_leaves_fields_the_reward_ignores_on_the_whole_reward(tmp_path, tokenizer_dir):
+    # pass-rate-only: prompt 0's meta rewards are [1 (parsed), 0 (unparsed)] -> sequence advantage +1/sqrt(2);
+    # its pass_rate field group is a singleton -> 0 on the digit "2"; length and notions are not paid for,
+    # so their tokens keep the sequence's advantage like every other token.
+    credit, _ = _score_per_field(tmp_path, tokenizer_dir, RewardConfig(meta_reward="pass-rate-only"))
+    row = credit((0, "meta", 0))
+    assert [w for w, x in row if x == 0.0] == ["2"]
+    assert {x for w, x in row if w != "2"} == {round(1 / math.sqrt(2), 4)}
+
+
+def _score_per_field(tmp_path, tokenizer_dir, reward):
+    """Score build_shard's rows under per-field credit, meta rows re-tokenized so the sampled ids spell
+    their text; returns credit(key) -> [(token, advantage)] and the scored rows by key."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    build_shard(tmp_path / "r.parquet")
+    rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    for r in rows:
+        if r["path"] == "meta":
+            r["response_token_ids"] = tok(r["text"], add_special_tokens=False)["input_ids"]
+            r["logprobs"] = [-1.0] * len(r["response_token_ids"])
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "r.parquet")
+    algo = AlgorithmConfig(n_solution=G, n_meta=GM, reward=reward, advantage=AdvantageConfig(meta_credit="per-field"))
+    score_shard(str(tmp_path / "r.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir, algo=algo,
+                max_response_tokens=MAXT, verifier_workers=0)
+    by = {(r["group_id"], r["path"], r["sample_idx"]): r for r in pq.read_table(tmp_path / "o" / "scored.parquet").to_pylist()}
+
+    def credit(key):
+        r = by[key]
+        return [(w, round(x, 4)) for w, x in zip(tok.convert_ids_to_tokens(r["response_token_ids"]),
+                                                  r["token_advantages"], strict=True)]
+
+    return credit, by
 
 
 def test_sequence_credit_writes_no_token_advantages(scored):

@@ -342,13 +342,8 @@ def meta_value_spans(text: str) -> tuple[tuple[int, int], ...]:
     plain integers; other spellings give no span. Lets behaviour cloning weight the few tokens that
     carry the calibration signal (see `masa.algo.losses.bc_loss`).
     """
-    cut = max(0, len(text) - MAX_PARSE_CHARS)
-    found = _last_object(text[cut:])
-    if found is None:
-        return ()
-    _, start, end = found
-    body = text[cut + start: cut + end]
-    return tuple((cut + start + m.start(2), cut + start + m.end(2)) for m in _VALUE.finditer(body))
+    spans = meta_field_spans(text)
+    return tuple(sorted(spans[k] for k in ("pass_rate", "solution_length") if k in spans))
 
 
 def replace_meta_values(text: str, *, pass_rate: int, solution_length: int) -> str:

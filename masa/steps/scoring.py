@@ -204,10 +204,13 @@ def _field_token_advantages(cols, meta: list[int], m: dict[str, torch.Tensor], p
     Only fields the meta reward weighs get their own credit; unparsed and gated rows keep their scalar.
     """
     rw, cfg = algo.reward, algo.advantage
-    weight = {"pass_rate": rw.weight_pass_rate, "length": rw.weight_length, "notion": rw.weight_notion}
-    if rw.meta_reward == "pass-rate-only":
-        weight = {"pass_rate": 1.0, "length": 0.0, "notion": 0.0}
-    fields = [(c, key) for c, key in _FIELD_KEYS if weight[c] > 0]
+    # a field counts if the configured meta reward pays for it alone (weight 0, or a variant that
+    # ignores it, leaves its tokens on the whole reward's advantage)
+    one = torch.eye(len(_FIELD_KEYS))
+    pays = meta_reward(one[:, 0], one[:, 1], one[:, 2], torch.ones(len(_FIELD_KEYS), dtype=torch.bool),
+                       variant=rw.meta_reward, weight_pass_rate=rw.weight_pass_rate,
+                       weight_length=rw.weight_length, weight_notion=rw.weight_notion)
+    fields = [fk for fk, p in zip(_FIELD_KEYS, (pays > 0).tolist(), strict=True) if p]
     rows = [j for j in range(len(meta)) if bool(m["parsed"][j])]
     if not rows or not fields:
         return {}
