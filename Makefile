@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 # pytest's own options (e.g. PYTEST_ARGS="-k verifier -x")
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lint clean tools
+.PHONY: run test venv lint clean tools golden
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -51,3 +51,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache
+
+# Regenerate tests/golden/smoke.pipeline.yaml after an intended change to the compiled pipeline (review
+# the diff that tests/test_pipeline_golden.py printed first).
+golden: $(STAMP)
+	$(VENV)/bin/python tests/test_pipeline_golden.py --update
