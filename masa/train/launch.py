@@ -23,8 +23,8 @@ class TrainingFailed(RuntimeError):
 
 
 def ds_config_path(zero_stage: int) -> str:
-    """Path of the repository's DeepSpeed JSON config for this ZeRO stage (masa/configs/ds_zeroN.json)."""
-    return str(resources.files("masa") / "configs" / f"ds_zero{zero_stage}.json")
+    """Path of the package's DeepSpeed JSON config for this ZeRO stage (masa/train/ds_zeroN.json)."""
+    return str(resources.files("masa.train") / f"ds_zero{zero_stage}.json")
 
 
 def worker_env(nproc: int, extra: dict[str, str] | None = None) -> dict[str, str]:
