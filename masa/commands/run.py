@@ -27,13 +27,17 @@ def run(args) -> int:
     out = Path(args.out or Path("runs") / cfg.name)
     print(f"masa run: preset {args.preset}, {' vs '.join(cfg.branches)}, {cfg.rounds} rounds × "
           f"{cfg.prompts_per_round} prompts; {total_steps(cfg)} steps; output in {out}", flush=True)
-    result = run_local(cfg, out, kfp_cache=not args.recheck)
-    bad = unverified(result.get("checkpoints", {}))
-    if bad and not args.recheck:  # kfp.local reused tasks whose outputs no longer verify: redo them
-        for name, why in bad.items():
-            print(f"masa: warning: checkpoint {name} {why}; recomputing it", flush=True)
-        result = run_local(cfg, out, kfp_cache=False)
+    try:
+        result = run_local(cfg, out, kfp_cache=not args.recheck)
         bad = unverified(result.get("checkpoints", {}))
+        if bad and not args.recheck:  # kfp.local reused tasks whose outputs no longer verify: redo them
+            for name, why in bad.items():
+                print(f"masa: warning: checkpoint {name} {why}; recomputing it", flush=True)
+            result = run_local(cfg, out, kfp_cache=False)
+            bad = unverified(result.get("checkpoints", {}))
+    except RuntimeError as e:  # a failed step: its own message was shown above, the rest is in the log
+        print(f"masa: {e}", file=sys.stderr)
+        return 1
     print(f"\nreport:     {result.get('report_html', '(none)')}\n            {result.get('report_json', '')}")
     if result.get("report_store"):
         print(f"            {result['report_store']}")
