@@ -28,7 +28,7 @@ from s3server import seaweedfs  # noqa: E402
 def masa(args: list[str], env: dict[str, str]) -> tuple[int, float, str]:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "masa.cli", *args], env=env, capture_output=True, text=True)
-    return r.returncode, time.perf_counter() - t0, r.stdout + r.stderr
+    return r.returncode, time.perf_counter() - t0, r.stdout + ("\n" + r.stderr if r.returncode else "")
 
 
 def main() -> int:
