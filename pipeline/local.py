@@ -53,7 +53,10 @@ class _ProgressTee(io.TextIOBase):
     def _line(self, line: str) -> None:
         i = line.find(PROGRESS)
         if i < 0:
-            if "finished with status" in line and "FAILURE" in line:
+            # a step's own notices (masa.steps.layout: a corrupt part not reused, or found as an input)
+            if (w := max(line.find("masa: warning: "), line.find("masa: error: "))) >= 0:
+                self.term.write(f"  ! {line[w + 6:].strip()}\n")
+            elif "finished with status" in line and "FAILURE" in line:
                 self.term.write(f"  ✗ {line.strip()}\n")
             elif " cache hit " in line:  # kfp.local skipped a task whose inputs are unchanged
                 self.done += 1
@@ -78,8 +81,12 @@ def format_progress(info: dict[str, Any]) -> str:
     return f"{where:<34} {'(reused) ' if info.get('reused') else ''}{' '.join(shown)}"
 
 
-def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dict[str, Any]:
-    """Run the pipeline locally; returns the report path, final checkpoints and the log path."""
+def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_cache: bool = True) -> dict[str, Any]:
+    """Run the pipeline locally; returns the report path, final checkpoints and the log path.
+
+    `kfp_cache=False` runs every task again (kfp.local's cache off); the steps still reuse every
+    part of the store that verifies, so only missing or corrupt parts, and what depends on them,
+    are recomputed (`masa run --recheck`)."""
     from kfp import local
 
     out = Path(out).resolve()
@@ -91,7 +98,7 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
     cfg = replace(cfg, resources=replace(cfg.resources, retries=0))
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
-               enable_caching=True, cache_root=str(out / "kfp-cache"), raise_on_error=True)
+               enable_caching=kfp_cache, cache_root=str(out / "kfp-cache"), raise_on_error=True)
     pipeline = build_pipeline(cfg)
     log_path = out / "pipeline.log"
     # kfp.local warns, per task, that cluster-only settings (images, resources) are ignored here
@@ -114,11 +121,14 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
             sys.stdout = term
             root.handlers = handlers
             root.setLevel(level)
-    return {"out": str(out), "log": str(log_path), **_summary(out)}
+    return {"out": str(out), "log": str(log_path), **_summary(out, cfg)}
 
 
-def _summary(out: Path) -> dict[str, Any]:
-    """Report files and final checkpoints, found through the report's own JSON."""
+def _summary(out: Path, cfg: RunConfig) -> dict[str, Any]:
+    """Report files (local copies and the store's), final checkpoints, found through the report's JSON."""
+    from masa.steps.report import report_prefix
+    from masa.storage import open_store
+
     reports = sorted((out / "kfp").glob("*/report/report_json"), key=lambda p: p.stat().st_mtime)
     if not reports:
         return {}
@@ -130,4 +140,4 @@ def _summary(out: Path) -> dict[str, Any]:
     if html.exists():
         (folder / "report.html").write_text(html.read_text())
     return {"report_json": str(folder / "report.json"), "report_html": str(folder / "report.html"),
-            "checkpoints": report.get("checkpoints", {})}
+            "report_store": open_store(cfg.store).uri(report_prefix(cfg)), "checkpoints": report.get("checkpoints", {})}

@@ -14,12 +14,15 @@ import pytest
 from masa.storage import (
     MANIFEST,
     CheckpointError,
+    CorruptArtifactError,
     get_dir_verified,
     is_complete,
     latest_complete,
     open_store,
     put_dir_atomic,
     read_manifest,
+    verify_stored,
+    verify_tree,
 )
 from masa.storage.base import sha256_file
 
@@ -190,3 +193,62 @@ def test_artifact_at_the_store_root(store, tmp_path):
     assert is_complete(store, "") and read_manifest(store, "").files.keys() == FILES.keys()
     get_dir_verified(store, "", str(tmp_path / "dst"))
     assert (tmp_path / "dst" / "optim" / "rank0.pt").read_bytes() == FILES["optim/rank0.pt"]
+
+
+def test_verify_stored_checks_sha256_without_downloading(store, tmp_path):
+    """Issue 18: reuse must not trust sizes. `verify_stored` compares each file's sha256 as the store
+    tells it (S3: the x-amz-meta-sha256 recorded at upload, one HEAD; local: a hash) to the manifest."""
+    put_dir_atomic(store, str(make_ckpt(tmp_path / "src", FILES)), "c")
+    assert verify_stored(store, "c") == []
+    data = bytearray(FILES["model.safetensors"])
+    data[7] ^= 0xFF
+    store.put_bytes("c/model.safetensors", bytes(data))  # same size, rewritten (a masa writer records its hash)
+    store.delete("c/config.json")
+    assert verify_stored(store, "c") == [
+        "config.json: missing",
+        f"model.safetensors: sha256 {sha256_file_bytes(bytes(data))[:12]}… != "
+        f"{sha256_file_bytes(FILES['model.safetensors'])[:12]}… in the manifest"]
+    assert verify_stored(store, "nothing-here") == [f"incomplete artifact {store.uri('nothing-here')}: no MANIFEST.json"]
+
+
+def sha256_file_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_verify_tree_names_bad_artifacts_and_unlisted_objects(store, tmp_path):
+    src = make_ckpt(tmp_path / "src", FILES)
+    put_dir_atomic(store, str(src), "run/a")
+    put_dir_atomic(store, str(src), "run/b")
+    store.put_bytes("run/b/optim/rank0.pt", b"y" * 777)
+    store.put_bytes("run/stray.json", b"{}")
+    for deep in (False, True):
+        check = verify_tree(store, deep=deep)
+        assert check.artifacts["run/a"] == [] and list(check.bad) == ["run/b"], check
+        assert "optim/rank0.pt" in check.bad["run/b"][0]
+        assert check.unlisted == ["run/stray.json"]
+
+
+@pytest.mark.slow
+def test_s3_object_rewritten_outside_masa_or_behind_its_claim(s3_server, monkeypatch, tmp_path):
+    """An object rewritten by another writer has no recorded sha256: caught on HEAD. One whose bytes
+    changed behind the old claim (bit rot under the server) passes HEAD and is caught by the
+    download's hash, as a CorruptArtifactError naming the file (what `--deep` and consumers use)."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    s3_server.make_bucket("masa-claims")
+    store = open_store("s3://masa-claims/x")
+    put_dir_atomic(store, str(make_ckpt(tmp_path / "src", FILES)), "c")
+    client, key = s3_server.client(), "x/c/model.safetensors"
+    claim = client.head_object(Bucket="masa-claims", Key=key)["Metadata"]
+    data = bytearray(FILES["model.safetensors"])
+    data[9] ^= 0xFF
+    client.put_object(Bucket="masa-claims", Key=key, Body=bytes(data))
+    assert verify_stored(store, "c") == ["model.safetensors: no sha256 recorded with the object (rewritten outside masa)"]
+    client.put_object(Bucket="masa-claims", Key=key, Body=bytes(data), Metadata=claim)
+    assert verify_stored(store, "c") == []
+    with pytest.raises(CorruptArtifactError, match=r"model.safetensors failed verification \(sha256") as e:
+        get_dir_verified(store, "c", str(tmp_path / "dst"))
+    assert e.value.file == "model.safetensors" and e.value.uri == store.uri("c")
+    assert list(verify_tree(store, deep=True).bad) == ["c"]

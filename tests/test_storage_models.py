@@ -5,10 +5,18 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
-from masa.storage import CheckpointError, ModelNotFoundError, open_store, put_dir_atomic, resolve_model
+from masa.storage import (
+    MANIFEST,
+    CheckpointError,
+    ModelNotFoundError,
+    open_store,
+    put_dir_atomic,
+    resolve_model,
+)
 from masa.storage.s3 import S3Store
 
 
@@ -83,6 +91,10 @@ def test_s3_model_downloaded_once_then_reused(s3_env, count_downloads, tmp_path,
     cache = tmp_path / "cache"
     first = resolve_model(s3_env, cache_dir=str(cache))
     assert len(count_downloads) == 3  # the three files (the manifest is read, not downloaded as a file)
+    # the cache's own bookkeeping lives beside the entry: the entry is the model, which training
+    # copies and republishes (issue 18: a marker inside leaked into every round's checkpoint)
+    held = sorted(str(p.relative_to(first)) for p in Path(first).rglob("*") if p.is_file())
+    assert held == sorted(["config.json", "model.safetensors", "tok/tokenizer.json"] + [MANIFEST] * with_manifest)
     assert (open(os.path.join(first, "model.safetensors"), "rb").read() == (src / "model.safetensors").read_bytes())
     second = resolve_model(s3_env, cache_dir=str(cache))
     assert second == first and len(count_downloads) == 3  # no second download

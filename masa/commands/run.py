@@ -6,9 +6,14 @@ def add_arguments(p):
 
     add_config_arguments(p)
     p.add_argument("--out", default=None, help="output directory (default: runs/<preset name>)")
+    p.add_argument("--recheck", action="store_true",
+                   help="run every step again instead of reusing kfp.local's cache; parts in the store that "
+                        "verify are still reused, so only missing or corrupt ones (and what depends on them) "
+                        "are recomputed")
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from masa.commands._common import load
@@ -17,19 +22,49 @@ def run(args) -> int:
     cfg = load(args)
     bad = preflight(cfg)
     if bad:
-        import sys
-
         print("masa: cannot start:\n  - " + "\n  - ".join(bad), file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs") / cfg.name)
     print(f"masa run: preset {args.preset}, {' vs '.join(cfg.branches)}, {cfg.rounds} rounds × "
           f"{cfg.prompts_per_round} prompts; {total_steps(cfg)} steps; output in {out}", flush=True)
-    result = run_local(cfg, out)
+    try:
+        result = run_local(cfg, out, kfp_cache=not args.recheck)
+        bad = unverified(result.get("checkpoints", {}))
+        if bad and not args.recheck:  # kfp.local reused tasks whose outputs no longer verify: redo them
+            for name, why in bad.items():
+                print(f"masa: warning: checkpoint {name} {why}; recomputing it", flush=True)
+            result = run_local(cfg, out, kfp_cache=False)
+            bad = unverified(result.get("checkpoints", {}))
+    except RuntimeError as e:  # a failed step: its own message was shown above, the rest is in the log
+        print(f"masa: {e}", file=sys.stderr)
+        return 1
     print(f"\nreport:     {result.get('report_html', '(none)')}\n            {result.get('report_json', '')}")
+    if result.get("report_store"):
+        print(f"            {result['report_store']}")
     for name, uri in result.get("checkpoints", {}).items():
-        print(f"checkpoint: {name:<5} {uri}")
+        if name not in bad:  # never shown as a result unless its manifest verifies
+            print(f"checkpoint: {name:<5} {uri}")
     print(f"log:        {result['log']}")
-    return 0
+    for name, why in bad.items():
+        print(f"masa: checkpoint {name} {why}; check the run with `masa store verify URI --deep`",
+              file=sys.stderr)
+    return 1 if bad else 0
+
+
+def unverified(checkpoints: dict[str, str]) -> dict[str, str]:
+    """name -> why, for each final checkpoint that does not verify against its manifest (sizes and
+    sha256: recorded at upload on S3, hashed on local disk)."""
+    from masa.storage import StorageError, open_store, verify_stored
+
+    bad = {}
+    for name, uri in checkpoints.items():
+        try:
+            problems = verify_stored(open_store(uri), "") if uri else ["no URI in the report"]
+        except (StorageError, ValueError) as e:
+            problems = [str(e)]
+        if problems:
+            bad[name] = f"at {uri} failed verification ({'; '.join(problems)})"
+    return bad
 
 
 def preflight(cfg) -> list[str]:

@@ -8,11 +8,18 @@ lineage without copying gigabytes through the pipeline root.
 `run_once` makes every step idempotent: a part whose manifest exists and whose recorded input
 fingerprint matches is reused, not recomputed. A step killed mid-way leaves no manifest, so its
 rerun recomputes exactly that part; later steps never see a partial one.
+
+Reuse is verified, not trusted (issue 18): a part is reused only if every file still matches its
+manifest's size and sha256 (`verify_stored`: one HEAD per file on S3, a hash on local disk); one
+that does not is recomputed with a warning naming it. A step that downloads a corrupt input
+uncommits that part (deletes its manifest) and fails naming it and the command that heals it:
+`masa run --recheck` recomputes the part and, through the input fingerprints, everything after it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -21,9 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from masa.storage import get_dir_verified, is_complete, open_store, put_dir_atomic
+from masa.storage import (
+    CorruptArtifactError,
+    get_dir_verified,
+    is_complete,
+    open_store,
+    put_dir_atomic,
+    uncommit,
+    verify_stored,
+)
 
 STATS_FILE = "stats.json"
+HEAL = ("rerun `masa run --recheck` with the same --preset/--store/--set (on Kubeflow: rerun the pipeline "
+        "with caching off); it recomputes that part and every part that depends on it")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,20 +76,36 @@ def read_pointer(path: str | Path) -> dict[str, Any]:
 
 def cached_stats(store_uri: str, prefix: str, fingerprint: str, *, stats_key: str | None = None,
                  ) -> dict[str, Any] | None:
-    """The stats of a complete part with the same input fingerprint, or None."""
+    """The stats of a complete, verified part with the same input fingerprint, or None."""
+    return reusable(store_uri, prefix, fingerprint, stats_key=stats_key)[0]
+
+
+def reusable(store_uri: str, prefix: str, fingerprint: str, *, stats_key: str | None = None,
+             ) -> tuple[dict[str, Any] | None, str | None]:
+    """(stats, None) when the part can be reused; (None, why) when a committed part with this
+    fingerprint fails verification (it is recomputed; `why` names the part and file); (None, None)
+    when there is nothing to reuse."""
     store = open_store(store_uri)
     stats_key = stats_key or f"{prefix}/{STATS_FILE}"
     if not is_complete(store, prefix) or not store.exists(stats_key):
-        return None
+        return None, None
     stats = json.loads(store.get_bytes(stats_key))
-    return stats if stats.get("fingerprint") == fingerprint else None
+    if stats.get("fingerprint") != fingerprint:
+        return None, None
+    bad = verify_stored(store, prefix)
+    if bad:
+        why = f"{store.uri(prefix)} failed verification ({'; '.join(bad)})"
+        log.warning("not reusing %s; recomputing it", why)
+        print(f"masa: warning: not reusing {why}; recomputing it", flush=True)
+        return None, why
+    return stats, None
 
 
 def run_once(store_uri: str, prefix: str, fingerprint: str,
              produce: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """Run `produce(tmpdir) -> stats` unless a complete part with this fingerprint exists; publish
     the directory atomically (files, then manifest) and return its stats (with `reused`)."""
-    hit = cached_stats(store_uri, prefix, fingerprint)
+    hit, why = reusable(store_uri, prefix, fingerprint)
     if hit is not None:
         return {**hit, "reused": True}
     work = Path(tempfile.mkdtemp(prefix="masa-part-"))
@@ -84,24 +118,42 @@ def run_once(store_uri: str, prefix: str, fingerprint: str,
         put_dir_atomic(open_store(store_uri), str(work), prefix)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {**stats, "reused": False}
+    return {**stats, "reused": False, **({"recomputed": why} if why else {})}
 
 
 def fetch(store_uri: str, prefix: str, dest: str | Path) -> Path:
-    """Download a complete part, verifying every file against its manifest."""
+    """Download a complete part, verifying every file against its manifest. A corrupt one is
+    uncommitted, so its producer recomputes it, and the error names it and the healing command."""
     dest = Path(dest)
-    get_dir_verified(open_store(store_uri), prefix, str(dest))
+    store = open_store(store_uri)
+    try:
+        get_dir_verified(store, prefix, str(dest))
+    except CorruptArtifactError as e:
+        raise corrupt_input(store, prefix, e) from e
     return dest
+
+
+def corrupt_input(store, prefix: str, e: Exception) -> CorruptArtifactError:
+    """Uncommit the corrupt part at `prefix` and return the error to raise: it names the part, what
+    is wrong, and how to heal it."""
+    uncommit(store, prefix)
+    msg = f"input part {store.uri(prefix)} is corrupt: {e}. Its manifest was removed; to heal, {HEAL}"
+    print(f"masa: error: {msg}", flush=True)  # the line `masa run` shows on the terminal
+    return CorruptArtifactError(msg, uri=store.uri(prefix), file=getattr(e, "file", ""))
 
 
 def local_path_or_fetch(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
     """A local directory holding the part: the store's own directory when it is local and
     verified, else a verified download under `cache_root`."""
     dest = Path(cache_root) / prefix.replace("/", "__")
-    if (dest / ".verified").exists():
+    # the marker sits beside the copy, not in it: the copy is a model directory that training
+    # republishes, and it must hold exactly the part's own files (issue 18)
+    done = dest.with_name(dest.name + ".verified")
+    if done.exists() and dest.is_dir():
         return dest
+    done.unlink(missing_ok=True)
     if dest.exists():
         shutil.rmtree(dest)
     fetch(store_uri, prefix, dest)
-    (dest / ".verified").touch()
+    done.touch()
     return dest

@@ -32,7 +32,7 @@ PARTS = ("rollouts", "scored", "checkpoint")
 
 
 def _stats(store, prefix: str, part: str) -> dict[str, Any]:
-    key = f"{prefix}.stats.json" if part == "checkpoint" else f"{prefix}/{STATS_FILE}"
+    key = f"{prefix}-stats/{STATS_FILE}" if part == "checkpoint" else f"{prefix}/{STATS_FILE}"
     return json.loads(store.get_bytes(key)) if store.exists(key) else {}
 
 
@@ -201,10 +201,31 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
     Path(json_out).write_text(json.dumps(report, indent=1, default=str))
     Path(html_out).write_text(render_html(report, results))
     Path(md_out).write_text(render_markdown(report))
+    publish_report(cfg, {"report.json": json_out, "report.html": html_out, "report.md": md_out})
     e = report["efficiency"]
     return {"speedup_tokens": e["speedup_tokens"], "speedup_wall": e["speedup_wall"],
             "tokens_saved_gating": e["tokens_saved_gating"], "tokens_saved_cutoff": e["tokens_saved_cutoff"],
             **{f"{k}.accuracy": v for k, v in finals.items()}}
+
+
+def report_prefix(cfg: RunConfig) -> str:
+    return f"{run_layout(cfg).run_id}/report"
+
+
+def publish_report(cfg: RunConfig, files: dict[str, str]) -> str:
+    """The report files, sealed by a manifest in the store under the run (`<run_id>/report/`), as the
+    checkpoints are: the KFP artifacts are the UI's copies. Returns the prefix's URI."""
+    import shutil
+    import tempfile
+
+    from masa.storage import put_dir_atomic
+
+    store = open_store(cfg.store)
+    with tempfile.TemporaryDirectory(prefix="masa-report-") as tmp:
+        for name, path in files.items():
+            shutil.copyfile(path, Path(tmp, name))
+        put_dir_atomic(store, tmp, report_prefix(cfg))
+    return store.uri(report_prefix(cfg))
 
 
 def _fmt(v: Any) -> str:

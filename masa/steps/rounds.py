@@ -21,14 +21,16 @@ from typing import Any
 from masa.config import RunConfig
 from masa.data.records import Problem, rows_to_problems
 from masa.steps.layout import (
-    cached_stats,
+    STATS_FILE,
+    corrupt_input,
     local_path_or_fetch,
     read_pointer,
+    reusable,
     run_once,
     write_pointer,
 )
 from masa.steps.prepare import run_layout
-from masa.storage import open_store
+from masa.storage import CorruptArtifactError, open_store, put_dir_atomic
 
 MANIFEST = "MANIFEST.json"
 
@@ -203,29 +205,43 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
                out_ptr: str, on_step=None) -> dict[str, Any]:
     """Train on the round's scored shard. The trainer publishes the checkpoint itself (manifest last);
-    our stats, with the input fingerprint, go beside it as `<prefix>.stats.json`."""
+    our stats, with the input fingerprint, go to their own sealed part `<prefix>-stats/stats.json`
+    (the checkpoint holds only the model's own files)."""
     layout, ptr, sptr = run_layout(cfg), read_pointer(policy_ptr), read_pointer(scored_ptr)
     prefix = layout.part(branch, round_idx, "checkpoint")
     store = open_store(cfg.store)
     tcfg = train_config_for(cfg, branch, round_idx)
     fp = _digest(_manifest_digest(ptr), _manifest_digest(sptr), dataclasses.asdict(tcfg), cfg.train_processes,
                  cfg.resources.train_nodes)
-    stats = cached_stats(cfg.store, prefix, fp, stats_key=f"{prefix}.stats.json")
+    stats, why = reusable(cfg.store, prefix, fp, stats_key=train_stats_key(prefix))
     if stats is None:
         started = time.time()
+        policy_store = open_store(ptr["store"])
         with tempfile.TemporaryDirectory(prefix="masa-train-in-") as tmp:
             scored = local_path_or_fetch(sptr["store"], sptr["prefix"], tmp)
-            result = _train(cfg, branch, round_idx, open_store(ptr["store"]).uri(ptr["prefix"]), scored,
-                            store.uri(prefix), store.uri(layout.part(branch, round_idx, "resume")), tcfg, on_step)
+            try:
+                result = _train(cfg, branch, round_idx, policy_store.uri(ptr["prefix"]), scored,
+                                store.uri(prefix), store.uri(layout.part(branch, round_idx, "resume")), tcfg, on_step)
+            except CorruptArtifactError as e:  # the policy, found corrupt while staging it
+                if e.uri.rstrip("/") != policy_store.uri(ptr["prefix"]).rstrip("/"):
+                    raise
+                raise corrupt_input(policy_store, ptr["prefix"], e) from e
         stats = {**summarize_steps(result["steps"]), "global_step": result["global_step"],
                  "resumed_from": result["resumed_from"], "fingerprint": fp, "started_at": started,
                  "finished_at": time.time()}
-        store.put_bytes(f"{prefix}.stats.json", json.dumps(stats, sort_keys=True, indent=1).encode())
-        stats = {**stats, "reused": False}
+        with tempfile.TemporaryDirectory(prefix="masa-train-stats-") as tmp:
+            Path(tmp, STATS_FILE).write_text(json.dumps(stats, sort_keys=True, indent=1))
+            put_dir_atomic(store, tmp, train_stats_key(prefix).rsplit("/", 1)[0])
+        stats = {**stats, "reused": False, **({"recomputed": why} if why else {})}
     else:
         stats = {**stats, "reused": True}
     write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx)
     return stats
+
+
+def train_stats_key(prefix: str) -> str:
+    """Where the train step's stats live: a sealed part of their own beside the checkpoint."""
+    return f"{prefix}-stats/{STATS_FILE}"
 
 
 def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:

@@ -21,19 +21,25 @@ from masa.storage.base import (
 from masa.storage.checkpoint import (
     MANIFEST,
     CheckpointError,
+    CorruptArtifactError,
     FileEntry,
     Manifest,
+    TreeCheck,
     get_dir_verified,
     is_complete,
     latest_complete,
     put_dir_atomic,
     read_manifest,
+    uncommit,
+    verify_stored,
+    verify_tree,
 )
 from masa.storage.models import ModelNotFoundError, check_model_dir, resolve_model
 
 __all__ = [
     "MANIFEST",
     "CheckpointError",
+    "CorruptArtifactError",
     "FileEntry",
     "IntegrityError",
     "Manifest",
@@ -42,6 +48,7 @@ __all__ = [
     "ObjectNotFoundError",
     "StorageError",
     "Store",
+    "TreeCheck",
     "check_model_dir",
     "get_dir_verified",
     "is_complete",
@@ -50,4 +57,7 @@ __all__ = [
     "put_dir_atomic",
     "read_manifest",
     "resolve_model",
+    "uncommit",
+    "verify_stored",
+    "verify_tree",
 ]

@@ -40,6 +40,15 @@ class CheckpointError(StorageError):
     """A directory artifact is incomplete, or a file in it is missing or does not match its manifest."""
 
 
+class CorruptArtifactError(CheckpointError):
+    """A committed artifact's content does not match its manifest (not a transfer glitch: the bytes
+    were read in full). `uri` is the artifact, `file` the first bad file in it."""
+
+    def __init__(self, message: str, *, uri: str, file: str) -> None:
+        super().__init__(message)
+        self.uri, self.file = uri, file
+
+
 @dataclass(frozen=True)
 class FileEntry:
     size: int
@@ -144,6 +153,83 @@ def is_complete(store: Store, prefix: str) -> bool:
     return all(sizes.get(join_key(prefix, rel)) == e.size for rel, e in manifest.files.items())
 
 
+def verify_stored(store: Store, prefix: str) -> list[str]:
+    """Check a committed artifact against its manifest without downloading it; [] when it verifies.
+
+    Each listed file's size and sha256 as `store.stat` tells them: on S3 the sha256 recorded in the
+    object's metadata at upload (one HEAD per file), so a same-size rewrite by anything but masa is
+    caught; on a local store the file is hashed. Each problem names the file. A store that cannot be
+    reached raises StorageError: that is not a verdict on the artifact.
+    """
+    try:
+        manifest = read_manifest(store, prefix)
+    except CheckpointError as e:
+        return [str(e)]
+    problems = []
+    for rel, entry in sorted(manifest.files.items()):
+        try:
+            info = store.stat(join_key(prefix, rel))
+        except ObjectNotFoundError:
+            problems.append(f"{rel}: missing")
+            continue
+        if info.size != entry.size:
+            problems.append(f"{rel}: size {info.size} != {entry.size} in the manifest")
+        elif info.sha256 is None:
+            problems.append(f"{rel}: no sha256 recorded with the object (rewritten outside masa)")
+        elif info.sha256 != entry.sha256:
+            problems.append(f"{rel}: sha256 {info.sha256[:12]}… != {entry.sha256[:12]}… in the manifest")
+    return problems
+
+
+@dataclass(frozen=True)
+class TreeCheck:
+    """`verify_tree`'s verdict: each committed artifact's problems ([] = verifies), and the objects
+    that no manifest lists (an interrupted writer's leftovers, or something written outside masa)."""
+
+    artifacts: dict[str, list[str]]
+    unlisted: list[str]
+
+    @property
+    def bad(self) -> dict[str, list[str]]:
+        return {k: v for k, v in self.artifacts.items() if v}
+
+
+def verify_tree(store: Store, *, deep: bool = False) -> TreeCheck:
+    """Verify every committed artifact in the store (every prefix holding a MANIFEST.json).
+
+    `deep=False`: `verify_stored` (HEADs on S3, hashes locally). `deep=True`: download each into a
+    temporary directory and hash it (`get_dir_verified`), which also catches an object whose bytes
+    changed behind metadata that still claims the old sha256.
+    """
+    import tempfile
+
+    keys = store.list("")
+    prefixes = [k[: -len(MANIFEST)].rstrip("/") for k in keys if k == MANIFEST or k.endswith("/" + MANIFEST)]
+    artifacts: dict[str, list[str]] = {}
+    listed = {join_key(p, MANIFEST) for p in prefixes}
+    for prefix in prefixes:
+        try:
+            listed.update(join_key(prefix, rel) for rel in read_manifest(store, prefix).files)
+        except CheckpointError as e:
+            artifacts[prefix] = [str(e)]
+            continue
+        if not deep:
+            artifacts[prefix] = verify_stored(store, prefix)
+            continue
+        with tempfile.TemporaryDirectory(prefix="masa-verify-") as tmp:
+            try:
+                get_dir_verified(store, prefix, tmp)
+                artifacts[prefix] = []
+            except CheckpointError as e:
+                artifacts[prefix] = [str(e)]
+    return TreeCheck(artifacts=artifacts, unlisted=[k for k in keys if k not in listed])
+
+
+def uncommit(store: Store, prefix: str) -> None:
+    """Delete the artifact's MANIFEST.json: it reads as incomplete, so its producer recomputes it."""
+    store.delete(join_key(prefix, MANIFEST))
+
+
 def get_dir_verified(store: Store, prefix: str, local_dir: str) -> Manifest:
     """Download the artifact at `prefix` into `local_dir`, verifying each file against the manifest.
 
@@ -159,8 +245,8 @@ def get_dir_verified(store: Store, prefix: str, local_dir: str) -> Manifest:
         try:
             got = store.get_file(key, str(dest))
         except ObjectNotFoundError as e:
-            raise CheckpointError(f"checkpoint file {rel} missing: {store.uri(key)} is listed in the "
-                                  "manifest but does not exist") from e
+            raise CorruptArtifactError(f"checkpoint file {rel} missing: {store.uri(key)} is listed in the "
+                                       "manifest but does not exist", uri=store.uri(prefix), file=rel) from e
         except IntegrityError as e:
             raise CheckpointError(f"checkpoint file {rel} failed verification: {e}") from e
         # Hash the local copy unless the store already hashed exactly the bytes it wrote there.
@@ -168,7 +254,8 @@ def get_dir_verified(store: Store, prefix: str, local_dir: str) -> Manifest:
         if size != entry.size or sha != entry.sha256:
             dest.unlink(missing_ok=True)
             what = f"size {size} != {entry.size}" if size != entry.size else f"sha256 {sha[:12]}… != {entry.sha256[:12]}…"
-            raise CheckpointError(f"checkpoint file {rel} failed verification ({what}): {store.uri(key)}")
+            raise CorruptArtifactError(f"checkpoint file {rel} failed verification ({what}): {store.uri(key)}",
+                                       uri=store.uri(prefix), file=rel)
     atomic_write(root / MANIFEST, [manifest.to_json()], uri=(root / MANIFEST).absolute().as_uri(), durable=False)
     return manifest
 

@@ -24,6 +24,7 @@ from masa.storage.base import (
     StorageError,
     check_key,
     check_prefix,
+    sha256_file,
 )
 
 _COPY_CHUNK = 1 << 20
@@ -141,6 +142,17 @@ class LocalStore:
         src = self._path(key)
         try:
             return src.read_bytes()
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise ObjectNotFoundError(errno.ENOENT, f"no object {self.uri(key)}") from e
+        except OSError as e:
+            raise _io_error("reading", self.uri(key), e) from e
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, etag and sha256 of the object: on local disk hashing is the cheap way to know."""
+        path = self._path(key)
+        try:
+            sha, _ = sha256_file(str(path))
+            return self._info(key, path, sha)
         except (FileNotFoundError, IsADirectoryError) as e:
             raise ObjectNotFoundError(errno.ENOENT, f"no object {self.uri(key)}") from e
         except OSError as e:

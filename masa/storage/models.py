@@ -27,7 +27,14 @@ from masa.storage.checkpoint import MANIFEST, get_dir_verified
 from masa.storage.local import path_from_uri
 
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_DONE = ".masa-complete"
+# The "download finished" marker lives BESIDE the cache entry (`<entry>.masa-complete`), never inside
+# it: the entry is the model directory itself, which training copies from and republishes, so any
+# bookkeeping file inside it would leak into published checkpoints and their manifests (issue 18).
+_DONE_SUFFIX = ".masa-complete"
+
+
+def _done(entry: Path) -> Path:
+    return entry.with_name(entry.name + _DONE_SUFFIX)
 
 
 class ModelNotFoundError(StorageError, FileNotFoundError):
@@ -105,21 +112,21 @@ def _resolve_s3(uri: str, cache: Path) -> Path:
     if not infos:
         raise ModelNotFoundError(errno.ENOENT, f"model {uri!r}: no objects under that prefix")
     entry = _cache_entry(uri, infos, cache)
-    if (entry / _DONE).exists():
+    if _done(entry).exists() and entry.is_dir():
         return entry
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f"{entry.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even on a crash
-        if (entry / _DONE).exists():  # another process finished while we waited
+        if _done(entry).exists() and entry.is_dir():  # another process finished while we waited
             return entry
         tmp = cache / f"{TMP_PREFIX}{entry.name}-{uuid.uuid4().hex[:8]}"
         try:
             _download(store, infos, tmp)
             check_model_dir(tmp, ref=uri)  # never cache something that is not a model
-            (tmp / _DONE).write_text(uri + "\n")
-            if entry.exists():  # a stale, unfinished entry (no marker) from an older layout
+            if entry.exists():  # a stale, unfinished entry (no marker), or one of the older layout
                 shutil.rmtree(entry)
             os.rename(tmp, entry)
+            _done(entry).write_text(uri + "\n")  # after the rename: a marker always means a whole entry
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return entry

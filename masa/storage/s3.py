@@ -215,6 +215,14 @@ class S3Store:
         # sha256 stays None: the uploader's x-amz-meta-sha256 is a claim, not a hash of these bytes.
         return ObjectInfo(key=key, size=size, etag=head["ETag"].strip('"'))
 
+    def stat(self, key: str) -> ObjectInfo:
+        """One HEAD, no download: size, ETag, and the sha256 recorded in the object's metadata when
+        it was uploaded (None for an object written by anything else, e.g. a plain `aws s3 cp`).
+        A rewrite of the object drops that metadata unless the writer sets it again."""
+        head = self._head(key)
+        return ObjectInfo(key=key, size=head["ContentLength"], etag=head["ETag"].strip('"'),
+                          sha256=(head.get("Metadata") or {}).get("sha256"))
+
     def get_bytes(self, key: str) -> bytes:
         try:
             r = self.client.get_object(Bucket=self.bucket, Key=self._full(key))

@@ -31,6 +31,10 @@ _REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.
 def copy_tokenizer_files(src: Path, dst: Path) -> None:
     """Copy the non-weight files of a HF model dir (tokenizer, chat template, ...) to dst."""
     for f in Path(src).iterdir():
+        # dot-files are some tool's bookkeeping (caches' markers), never part of a model: a published
+        # checkpoint holds only its own files, so its manifest stays true wherever it is copied
+        if f.name.startswith("."):
+            continue
         if f.is_file() and f.name not in _REWRITTEN and not f.name.endswith(_WEIGHT_SUFFIXES):
             shutil.copy2(f, Path(dst) / f.name)
 
@@ -178,16 +182,18 @@ def drop_resume_points(resume_root: str) -> int:
 
 def verify_local(model_dir: Path) -> None:
     """Check a local directory against its MANIFEST.json (if it has one), naming any missing/altered file."""
-    from masa.storage import MANIFEST, CheckpointError, read_manifest
+    from masa.storage import MANIFEST, CorruptArtifactError, read_manifest
     from masa.storage.base import sha256_file
 
     if not (Path(model_dir) / MANIFEST).is_file():
         return
     store, prefix = _store_and_prefix(str(Path(model_dir).absolute()))
+    uri = Path(model_dir).absolute().as_uri()
     for rel, entry in sorted(read_manifest(store, prefix).files.items()):
         f = Path(model_dir) / rel
         if not f.is_file():
-            raise CheckpointError(f"checkpoint file {rel} missing from {model_dir}")
+            raise CorruptArtifactError(f"checkpoint file {rel} missing from {model_dir}", uri=uri, file=rel)
         sha, size = sha256_file(str(f))
         if (sha, size) != (entry.sha256, entry.size):
-            raise CheckpointError(f"checkpoint file {rel} failed verification (altered) in {model_dir}")
+            raise CorruptArtifactError(f"checkpoint file {rel} failed verification (altered) in {model_dir}",
+                                       uri=uri, file=rel)
