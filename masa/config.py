@@ -115,10 +115,13 @@ class ResourcesConfig:
     metrics_port: int = 9090  # Prometheus endpoint of long-running steps (0 = off); images expose 9090
     service_account: str = "masa-pipeline"  # manifests/rbac.yaml: may create TrainJobs, read one Secret
     s3_secret: str = "masa-s3-credentials"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MASA_S3_ENDPOINT_URL
+    # rounds per submitted run (docs/deploy.md, "Bounded runs"); 0 = as many as keep a run within
+    # MAX_TASKS_PER_RUN tasks. `masa run` runs the segments one after another.
+    rounds_per_run: int = 0
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries"):
+        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "rounds_per_run"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)
         raise_if(p)
@@ -134,6 +137,27 @@ class ImagesConfig:
     cpu: str = f"{_REGISTRY}/masa-pipeline-cpu:{masa.__version__}"
     vllm: str = f"{_REGISTRY}/masa-pipeline-vllm:{masa.__version__}"
     deepspeed: str = f"{_REGISTRY}/masa-pipeline-deepspeed:{masa.__version__}"
+
+
+# Tasks of one submitted run. KFP's backend turns a run into one Argo Workflow object stored in etcd
+# (1.5 MiB request limit); kubeflow/pipelines#13738 shows a flat 56-task pipeline rejected with
+# "etcdserver: request is too large". 40 keeps a margin (bench/paper_cost_model.py, the size model).
+MAX_TASKS_PER_RUN = 40
+
+
+def run_tasks(branches: int, rounds: int, *, first: bool, last: bool) -> int:
+    """Tasks of a run covering `rounds` rounds: configure, prepare, data filter; per branch one
+    hand-over (`resume`) unless it is the first run, 3 per round (rollout, score, train); in the last
+    run the base and per-branch benchmarks and the report."""
+    return 3 + (0 if first else branches) + 3 * rounds * branches + (branches + 2 if last else 0)
+
+
+def auto_rounds_per_run(branches: int, rounds: int) -> int:
+    """All rounds in one run when that fits MAX_TASKS_PER_RUN, else the most a middle-or-last run
+    (hand-overs, benchmarks and report) can hold."""
+    if run_tasks(branches, rounds, first=True, last=True) <= MAX_TASKS_PER_RUN:
+        return rounds
+    return max(1, (MAX_TASKS_PER_RUN - run_tasks(branches, 0, first=False, last=True)) // (3 * branches))
 
 
 @dataclass(frozen=True)
@@ -166,6 +190,10 @@ class RunConfig:
               "compare runs GRPO beside algorithm.name; set algorithm.name to masa or masa-efficient", p)
         check(self.rollout.max_response_tokens >= self.algorithm.cutoff.min_tokens, "rollout.max_response_tokens",
               "must be >= algorithm.cutoff.min_tokens", p)
+        worst = max((run_tasks(len(self.branches), len(seg), first=i == 0, last=i == len(self.segments) - 1)
+                     for i, seg in enumerate(self.segments)), default=0)
+        check(worst <= MAX_TASKS_PER_RUN, "resources.rounds_per_run",
+              f"gives a run of {worst} tasks, above {MAX_TASKS_PER_RUN}; use 0 (automatic) or fewer rounds", p)
         samples = self.train.samples_per_step
         if samples is not None:
             check(samples % self.algorithm.n_solution == 0, "train.samples_per_step",
@@ -176,6 +204,13 @@ class RunConfig:
     def branches(self) -> tuple[str, ...]:
         """Algorithms trained by this run, GRPO first when comparing."""
         return ("grpo", self.algorithm.name) if self.compare else (self.algorithm.name,)
+
+    @property
+    def segments(self) -> tuple[range, ...]:
+        """The rounds of each submitted run, in order (one run unless the DAG would exceed
+        MAX_TASKS_PER_RUN tasks; docs/deploy.md, "Bounded runs")."""
+        k = self.resources.rounds_per_run or auto_rounds_per_run(len(self.branches), self.rounds)
+        return tuple(range(s, min(s + k, self.rounds)) for s in range(0, self.rounds, max(k, 1)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

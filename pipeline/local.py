@@ -1,4 +1,5 @@
-"""`masa run`: the whole DAG on this machine with `kfp.local.SubprocessRunner`.
+"""`masa run`: the whole DAG on this machine with `kfp.local.SubprocessRunner`, every segment of
+rounds (`RunConfig.segments`) one after another, as `masa submit --follow` chains them on a cluster.
 
 KFP's local runner prints every task's executor input and logs to stdout; we send all of that to
 `<out>/pipeline.log` and show one line per finished step instead (the steps announce themselves
@@ -26,9 +27,12 @@ PROGRESS = "MASA-PROGRESS "
 
 
 def total_steps(cfg: RunConfig) -> int:
-    """Steps shown: prepare, data filter, base benchmark, per branch 3 per round + its benchmark, report
-    (the configure task is instantaneous and not shown)."""
-    return 3 + len(cfg.branches) * (3 * cfg.rounds + 1) + 1
+    """Steps shown over every segment: its tasks less configure (instantaneous and silent; a later
+    segment's configure is a cache hit, and cache hits are shown)."""
+    from masa.config import run_tasks
+
+    segs, b = cfg.segments, len(cfg.branches)
+    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1) - (i == 0) for i, s in enumerate(segs))
 
 
 class _ProgressTee(io.TextIOBase):
@@ -92,7 +96,6 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
                enable_caching=True, cache_root=str(out / "kfp-cache"), raise_on_error=True)
-    pipeline = build_pipeline(cfg)
     log_path = out / "pipeline.log"
     # kfp.local warns, per task, that cluster-only settings (images, resources) are ignored here
     warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
@@ -106,7 +109,8 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
         root.setLevel(logging.INFO)
         sys.stdout = tee if quiet_kfp else sys.stdout
         try:
-            pipeline()
+            for segment in range(len(cfg.segments)):  # a cluster runs each as its own run
+                build_pipeline(cfg, segment)()
         except BaseException as e:
             sys.stdout = term
             raise RuntimeError(f"pipeline failed ({type(e).__name__}: {e}); full log: {log_path}") from e
