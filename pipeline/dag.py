@@ -81,6 +81,20 @@ def build_pipeline(cfg: RunConfig, segment: int = 0):
                                 learning_rate=learning_rate, temperature=temperature,
                                 max_response_tokens=max_response_tokens, seed=seed), "configure", "configure")
         cj = conf.output
+
+        def rollout_round(branch, r, data, policy, extra):
+            """The round's rollouts: one task, or a ParallelFor of `rollout_shards` tasks and a merge."""
+            kw = dict(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
+                      heldout=data.outputs["heldout"], policy=policy, **extra)
+            where, n = f"{branch} · round {r + 1}", cfg.resources.rollout_shards
+            if n == 1:
+                return step(c.rollout(**kw), "rollout", f"{where} · rollout").outputs["rollouts"]
+            with dsl.ParallelFor(list(range(n)), parallelism=n) as k:
+                ro = step(c.rollout(shard=k, **kw), "rollout", f"{where} · rollout shard")
+            return step(c.merge_rollouts(config_json=cj, branch=branch, round_idx=r,
+                                         shards=dsl.Collected(ro.outputs["rollouts"])),
+                        "merge", f"{where} · merge rollouts").outputs["rollouts"]
+
         prep = step(c.prepare(config_json=cj), "prepare", "prepare base model")
         base = prep.outputs["base_model"]
         data = step(c.data_filter(config_json=cj, base_model=base), "data_filter", "data filter")
@@ -93,9 +107,8 @@ def build_pipeline(cfg: RunConfig, segment: int = 0):
                 policy, history = h.outputs["policy"], h.outputs["history"]
             for r in rounds:
                 extra = {"history": history} if history is not None else {}
-                ro = step(c.rollout(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
-                                    heldout=data.outputs["heldout"], policy=policy, **extra), "rollout", f"{branch} · round {r + 1} · rollout")
-                sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=ro.outputs["rollouts"],
+                rollouts = rollout_round(branch, r, data, policy, extra)
+                sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=rollouts,
                                   policy=policy, **extra), "score", f"{branch} · round {r + 1} · score")
                 tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,
                                   scored=sc.outputs["scored"]), "train", f"{branch} · round {r + 1} · train")

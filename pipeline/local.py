@@ -31,8 +31,11 @@ def total_steps(cfg: RunConfig) -> int:
     segment's configure is a cache hit, and cache hits are shown)."""
     from masa.config import run_tasks
 
-    segs, b = cfg.segments, len(cfg.branches)
-    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1) - (i == 0) for i, s in enumerate(segs))
+    segs, b, n = cfg.segments, len(cfg.branches), cfg.resources.rollout_shards
+    # with shards a round shows n rollout lines and the merge, not the ParallelFor task itself
+    per_round = 3 if n == 1 else n + 3
+    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1, per_round=per_round) - (i == 0)
+               for i, s in enumerate(segs))
 
 
 class _ProgressTee(io.TextIOBase):
