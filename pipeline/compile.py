@@ -64,6 +64,9 @@ def _final_state(run) -> str:
 def schedule(cfg: RunConfig, *, host: str, cron: str, experiment: str, job_name: str | None = None,
              namespace: str | None = None) -> str:
     """A recurring run (retraining): 6-field cron, at most one run at a time, no catch-up."""
+    if len(cfg.segments) > 1:
+        raise ValueError(f"a recurring run is one run, and this configuration needs {len(cfg.segments)} "
+                         f"(docs/deploy.md, 'Bounded runs'): schedule fewer rounds (rounds <= {len(cfg.segments[0])})")
     fields = cron.split()
     if len(fields) != 6:
         raise ValueError(f"--cron {cron!r}: KFP expects 6 fields (seconds minutes hours day month weekday), "

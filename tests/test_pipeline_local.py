@@ -128,7 +128,7 @@ def test_smoke_in_two_runs_of_one_round_gives_the_same_report(smoke, tmp_path):
     again = run_local(split, tmp_path / "out")
     one, two = (json.loads(Path(r["report_json"]).read_text()) for r in (result, again))
     def figures(report):  # what was measured, not where or how long
-        return {ck: {b: {k: v for k, v in r.items() if k not in ("wall_s", "source", "uri")} for b, r in e.items()}
+        return {ck: {b: {k: v for k, v in r.items() if not k.endswith("_s") and k not in ("source", "uri")} for b, r in e.items()}
                 for ck, e in report["eval"].items()}
 
     assert figures(two) == figures(one)
