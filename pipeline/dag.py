@@ -47,9 +47,9 @@ def pipeline_name(cfg: RunConfig, segment: int = 0) -> str:
     return f"masa-{cfg.name}" if n == 1 else f"masa-{cfg.name}-part{segment + 1}of{n}"
 
 
-def build_pipeline(cfg: RunConfig, segment: int = 0):
+def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
     """A KFP pipeline function for one segment of this configuration's rounds (call it under
-    kfp.local, or compile it)."""
+    kfp.local with `local=True`, or compile it)."""
     from kfp import dsl
 
     from masa.components import build
@@ -89,6 +89,11 @@ def build_pipeline(cfg: RunConfig, segment: int = 0):
             where, n = f"{branch} · round {r + 1}", cfg.resources.rollout_shards
             if n == 1:
                 return step(c.rollout(**kw), "rollout", f"{where} · rollout").outputs["rollouts"]
+            if local:
+                # kfp.local 2.17.3 replaces every task-output parameter entering a ParallelFor with the
+                # loop item (kfp/local/orchestrator/task_spec_utils.py); locally the UI parameters are
+                # the compiled defaults, so the compiled config is the configure step's output
+                kw["config_json"] = config_json
             with dsl.ParallelFor(list(range(n)), parallelism=n) as k:
                 ro = step(c.rollout(shard=k, **kw), "rollout", f"{where} · rollout shard")
             return step(c.merge_rollouts(config_json=cj, branch=branch, round_idx=r,

@@ -113,7 +113,7 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True) -> dic
         sys.stdout = tee if quiet_kfp else sys.stdout
         try:
             for segment in range(len(cfg.segments)):  # a cluster runs each as its own run
-                build_pipeline(cfg, segment)()
+                build_pipeline(cfg, segment, local=True)()
         except BaseException as e:
             sys.stdout = term
             raise RuntimeError(f"pipeline failed ({type(e).__name__}: {e}); full log: {log_path}") from e
