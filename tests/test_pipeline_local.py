@@ -154,7 +154,13 @@ def test_two_rollout_shards_give_the_rows_of_one_in_the_same_order(smoke, tmp_pa
     sharded = run_local(load_config("smoke", ["resources.rollout_shards=2"]), tmp_path / "out")
     for branch in cfg.branches:
         for r in range(cfg.rounds):
-            assert _rollout_rows(tmp_path / "out", branch, r) == _rollout_rows(out, branch, r), (branch, r)
+            got, want = _rollout_rows(tmp_path / "out", branch, r), _rollout_rows(out, branch, r)
+            # every field, token ids included, is equal; log-probs to float32 rounding (a different batch
+            # shape on CPU moved them by up to ~1e-6 when measured, 2026-12-01)
+            assert [{k: v for k, v in x.items() if k != "logprobs"} for x in got] == \
+                [{k: v for k, v in x.items() if k != "logprobs"} for x in want], (branch, r)
+            assert [lp for x in got for lp in x["logprobs"]] == \
+                pytest.approx([lp for x in want for lp in x["logprobs"]], abs=1e-5), (branch, r)
     assert sharded["report_json"]
     (run_dir,) = [p for p in (tmp_path / "out" / "store").iterdir() if p.is_dir()]
     for k in (0, 1):  # both shards were generated and published on their own
