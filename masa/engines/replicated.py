@@ -9,8 +9,8 @@ in bf16) decodes faster as 8 replicas than as one TP-8 engine, which pays an all
 Each `generate` call's requests are cut into contiguous, near-equal chunks, one per replica, and the
 answers concatenated in request order. Every request carries its own seed
 (`masa.steps.rollout.request_seed`), so its samples do not depend on which replica served it, nor
-on how many there are: on CPU bit for bit (tests/test_engine_parallelism.py); on GPU up to
-batch-shape-dependent kernels, as for any change of batch.
+on how many there are: on CPU the same tokens, log-probs to float32 rounding
+(tests/test_engine_parallelism.py); on GPU up to batch-shape-dependent kernels, as for any change of batch.
 """
 
 from __future__ import annotations
