@@ -60,6 +60,7 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
         "attn_width": Const(32 * 128, "cited", "Qwen/Qwen3-8B-Base config.json: 32 heads x head_dim 128"),
         "hbm_TBps": Const(4.8, "cited", "NVIDIA H200 datasheet: 4.8 TB/s HBM3e"),
         "gpu_mem_GB": Const(141, "cited", "NVIDIA H200 datasheet: 141 GB"),
+        "pcie_GBps": Const(64, "cited", "PCI-SIG: PCIe 5.0 x16, 64 GB/s each way (H200 SXM host link)"),
         "peak_bf16": Const(989e12, "cited", "NVIDIA H100/H200 SXM datasheet, dense BF16 (bench/gpu_train_mfu.py)"),
         "train_mfu": Const(0.186, "cited", "bench/results/gpu_train_mfu_h200.json: this project on one H200, "
                                            "Qwen3-0.6B shape, 8 x 2048 tokens, gradient checkpointing"),
@@ -78,6 +79,7 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                                       "/ samples gives the real figure"),
         "meta_response_tokens": Const(512, "assumed", "meta path (predictions, no solution)"),
         "prompt_tokens": Const(256, "assumed", "DeepScaleR problem + chat template"),
+        "pcie_efficiency": Const(0.5, "assumed", "share of the PCIe rate a host-to-GPU weight load reaches"),
     }
     if s3_override:
         for k in ("s3_up_MBps", "s3_down_MBps"):
@@ -124,7 +126,7 @@ def round_parts(c: dict[str, Const], *, s3_downloads: float, s3_uploads: float, 
         "scoring": 128 * 16 / v["verify_per_s"],
         "training": training_s(c),
         "engine_start": v["vllm_start_s"] + v["deepspeed_start_s"],
-        "model_load": ckpt / (64 * GB * 0.5),  # local copy -> GPU over PCIe Gen5 x16 (64 GB/s), at half rate
+        "model_load": ckpt / (v["pcie_GBps"] * GB * v["pcie_efficiency"]),  # local copy -> GPU
         "checkpoint_load": s3_downloads * ckpt / (v["s3_down_MBps"] * 1e6) + vol_reads * ckpt / (v["vol_read_MBps"] * 1e6),
         "checkpoint_save": s3_uploads * ckpt / (v["s3_up_MBps"] * 1e6) + vol_writes * ckpt / (v["vol_write_MBps"] * 1e6),
         "pipeline_scheduling": sched,
