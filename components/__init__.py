@@ -13,18 +13,21 @@ from types import SimpleNamespace
 from masa.components.benchmark import benchmark
 from masa.components.configure import configure
 from masa.components.data_filter import data_filter
+from masa.components.merge_rollouts import merge_rollouts
 from masa.components.prepare import prepare
 from masa.components.report import report
+from masa.components.resume import resume
 from masa.components.rollout import rollout
 from masa.components.score import score
 from masa.components.train import train
 
 # which image family runs each step
 IMAGE_OF = {
-    "configure": "cpu", "prepare": "cpu", "data_filter": "cpu", "score": "cpu", "report": "cpu",
+    "configure": "cpu", "prepare": "cpu", "data_filter": "cpu", "resume": "cpu", "merge_rollouts": "cpu", "score": "cpu", "report": "cpu",
     "rollout": "vllm", "benchmark": "vllm", "train": "deepspeed",
 }
-FUNCTIONS = {f.__name__: f for f in (configure, prepare, data_filter, rollout, score, train, benchmark, report)}
+FUNCTIONS = {f.__name__: f for f in (configure, prepare, data_filter, resume, rollout, merge_rollouts, score, train, benchmark,
+                                        report)}
 
 
 def build(images) -> SimpleNamespace:

@@ -67,7 +67,10 @@ class RolloutConfig:
     max_response_tokens: int = 512
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gpu_memory_utilization: float = 0.2
-    tensor_parallel_size: int = 1
+    # GPUs per engine; the step's GPUs (resources.rollout_gpus / benchmark_gpus) hold GPUs / this many
+    # engine replicas (`engine_parallelism`). 0 = one engine over all of the step's GPUs. A model that
+    # fits one GPU is faster as replicas (tensor_parallel_size: 1) than as one TP-8 engine.
+    tensor_parallel_size: int = 0
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -76,7 +79,7 @@ class RolloutConfig:
         check(self.top_k == -1 or self.top_k >= 1, "top_k", "must be -1 (off) or >= 1", p)
         check(self.max_response_tokens >= 1, "max_response_tokens", "must be >= 1", p)
         check(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]", p)
-        check(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1", p)
+        check(self.tensor_parallel_size >= 0, "tensor_parallel_size", "must be >= 0 (0 = all the step's GPUs)", p)
         raise_if(p)
 
 
@@ -115,11 +118,18 @@ class ResourcesConfig:
     metrics_port: int = 9090  # Prometheus endpoint of long-running steps (0 = off); images expose 9090
     service_account: str = "masa-pipeline"  # manifests/rbac.yaml: may create TrainJobs, read one Secret
     s3_secret: str = "masa-s3-credentials"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MASA_S3_ENDPOINT_URL
+    # rounds per submitted run (docs/deploy.md, "Bounded runs"); 0 = as many as keep a run within
+    # MAX_TASKS_PER_RUN tasks. `masa run` runs the segments one after another.
+    rounds_per_run: int = 0
+    # pods generating one round's rollouts side by side, each on rollout_gpus GPUs, then one merge
+    # (masa.steps.shards); the rows do not depend on it
+    rollout_shards: int = 1
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries"):
+        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "rounds_per_run"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
+        check(self.rollout_shards >= 1, "rollout_shards", "must be >= 1", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)
         raise_if(p)
 
@@ -134,6 +144,46 @@ class ImagesConfig:
     cpu: str = f"{_REGISTRY}/masa-pipeline-cpu:{masa.__version__}"
     vllm: str = f"{_REGISTRY}/masa-pipeline-vllm:{masa.__version__}"
     deepspeed: str = f"{_REGISTRY}/masa-pipeline-deepspeed:{masa.__version__}"
+
+
+# Tasks of one submitted run. KFP's backend turns a run into one Argo Workflow object stored in etcd
+# (1.5 MiB request limit); kubeflow/pipelines#13738 shows a flat 56-task pipeline rejected with
+# "etcdserver: request is too large". 40 keeps a margin (bench/paper_cost_model.py, the size model).
+MAX_TASKS_PER_RUN = 40
+
+
+def run_tasks(branches: int, rounds: int, *, first: bool, last: bool, per_round: int = 3) -> int:
+    """Tasks of a run covering `rounds` rounds: configure, prepare, data filter; per branch one
+    hand-over (`resume`) unless it is the first run, `per_round` per round (rollout, score, train: 3;
+    with rollout shards 5, the ParallelFor and its task plus the merge); in the last run the base and
+    per-branch benchmarks and the report."""
+    return 3 + (0 if first else branches) + per_round * rounds * branches + (branches + 2 if last else 0)
+
+
+def auto_rounds_per_run(branches: int, rounds: int, per_round: int = 3) -> int:
+    """All rounds in one run when that fits MAX_TASKS_PER_RUN, else the most a middle-or-last run
+    (hand-overs, benchmarks and report) can hold."""
+    if run_tasks(branches, rounds, first=True, last=True, per_round=per_round) <= MAX_TASKS_PER_RUN:
+        return rounds
+    fixed = run_tasks(branches, 0, first=False, last=True)
+    return max(1, (MAX_TASKS_PER_RUN - fixed) // (per_round * branches))
+
+
+@dataclass(frozen=True)
+class EngineParallelism:
+    """How a rollout or benchmark step uses its GPUs: `replicas` engines of `tensor_parallel_size` GPUs."""
+
+    tensor_parallel_size: int
+    replicas: int
+
+
+def engine_parallelism(cfg: RunConfig, step: Literal["rollout", "benchmark"]) -> EngineParallelism:
+    """The one place engine parallelism comes from: the step's GPUs (`resources.<step>_gpus`, at least
+    one engine on CPU) split into engines of `rollout.tensor_parallel_size` GPUs (0 = all of them).
+    RunConfig refuses a size that would leave GPUs idle."""
+    gpus = max(getattr(cfg.resources, f"{step}_gpus"), 1)
+    tp = cfg.rollout.tensor_parallel_size or gpus
+    return EngineParallelism(tensor_parallel_size=tp, replicas=gpus // tp)
 
 
 @dataclass(frozen=True)
@@ -166,6 +216,17 @@ class RunConfig:
               "compare runs GRPO beside algorithm.name; set algorithm.name to masa or masa-efficient", p)
         check(self.rollout.max_response_tokens >= self.algorithm.cutoff.min_tokens, "rollout.max_response_tokens",
               "must be >= algorithm.cutoff.min_tokens", p)
+        for step in ("rollout", "benchmark"):  # every GPU a step requests is used (engine_parallelism)
+            gpus, tp = max(getattr(self.resources, f"{step}_gpus"), 1), self.rollout.tensor_parallel_size
+            check(tp <= gpus, "rollout.tensor_parallel_size",
+                  f"{tp} GPUs per engine, but resources.{step}_gpus gives the step {gpus}", p)
+            check(tp > gpus or gpus % max(tp, 1) == 0, "rollout.tensor_parallel_size",
+                  f"{tp} does not divide resources.{step}_gpus={gpus}: {gpus % max(tp, 1)} GPUs would stay "
+                  f"idle; use a divisor of {gpus}, or 0 for one engine on all of them", p)
+        worst = max((run_tasks(len(self.branches), len(seg), first=i == 0, last=i == len(self.segments) - 1,
+                               per_round=self.tasks_per_round) for i, seg in enumerate(self.segments)), default=0)
+        check(worst <= MAX_TASKS_PER_RUN, "resources.rounds_per_run",
+              f"gives a run of {worst} tasks, above {MAX_TASKS_PER_RUN}; use 0 (automatic) or fewer rounds", p)
         samples = self.train.samples_per_step
         if samples is not None:
             check(samples % self.algorithm.n_solution == 0, "train.samples_per_step",
@@ -176,6 +237,18 @@ class RunConfig:
     def branches(self) -> tuple[str, ...]:
         """Algorithms trained by this run, GRPO first when comparing."""
         return ("grpo", self.algorithm.name) if self.compare else (self.algorithm.name,)
+
+    @property
+    def tasks_per_round(self) -> int:
+        """Tasks of one round and branch in the compiled DAG (see `run_tasks`)."""
+        return 3 if self.resources.rollout_shards == 1 else 5
+
+    @property
+    def segments(self) -> tuple[range, ...]:
+        """The rounds of each submitted run, in order (one run unless the DAG would exceed
+        MAX_TASKS_PER_RUN tasks; docs/deploy.md, "Bounded runs")."""
+        k = self.resources.rounds_per_run or auto_rounds_per_run(len(self.branches), self.rounds, self.tasks_per_round)
+        return tuple(range(s, min(s + k, self.rounds)) for s in range(0, self.rounds, max(k, 1)))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

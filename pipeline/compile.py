@@ -9,13 +9,20 @@ from masa.config import RunConfig
 from masa.pipeline.dag import build_pipeline
 
 
-def compile_pipeline(cfg: RunConfig, out: str | Path) -> Path:
+def compile_pipeline(cfg: RunConfig, out: str | Path, segment: int = 0) -> Path:
+    """One segment's run (`RunConfig.segments`) as KFP IR YAML."""
     from kfp import compiler
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(cfg), package_path=str(out))
+    compiler.Compiler().compile(build_pipeline(cfg, segment), package_path=str(out))
     return out
+
+
+def segment_paths(cfg: RunConfig, out: str | Path) -> list[Path]:
+    """`out` for a one-run configuration, else `<stem>-partNN<suffix>` per segment."""
+    out, n = Path(out), len(cfg.segments)
+    return [out] if n == 1 else [out.with_name(f"{out.stem}-part{i + 1:02d}{out.suffix}") for i in range(n)]
 
 
 def _client(host: str, namespace: str | None):
@@ -26,21 +33,40 @@ def _client(host: str, namespace: str | None):
 
 
 def submit(cfg: RunConfig, *, host: str, experiment: str, namespace: str | None = None,
-           run_name: str | None = None) -> str:
-    """Create a run of this configuration; returns the run id."""
+           run_name: str | None = None, segment: int = 0, follow: bool = False,
+           timeout_s: int = 14 * 24 * 3600) -> list[str]:
+    """Create the run of one segment of this configuration; with `follow`, wait for each run to
+    succeed and create the next segment's, to the last. Returns the run ids created."""
+    from masa.pipeline.dag import pipeline_name
+
     client = _client(host, namespace)
-    with tempfile.TemporaryDirectory() as d:
-        package = compile_pipeline(cfg, Path(d) / "pipeline.yaml")
-        run = client.create_run_from_pipeline_package(
-            str(package), arguments={}, run_name=run_name or f"masa-{cfg.name}",
-            experiment_name=experiment, namespace=namespace, enable_caching=True,
-            service_account=cfg.resources.service_account)
-    return run.run_id
+    ids: list[str] = []
+    for seg in range(segment, len(cfg.segments) if follow else segment + 1):
+        if ids:  # the next segment starts from what the previous one left in the store
+            state = _final_state(client.wait_for_run_completion(ids[-1], timeout=timeout_s))
+            if state != "SUCCEEDED":
+                raise RuntimeError(f"run {ids[-1]} ended {state}; resubmit with --segment {seg - 1} --follow")
+        with tempfile.TemporaryDirectory() as d:
+            package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", seg)
+            run = client.create_run_from_pipeline_package(
+                str(package), arguments={}, run_name=run_name or pipeline_name(cfg, seg),
+                experiment_name=experiment, namespace=namespace, enable_caching=True,
+                service_account=cfg.resources.service_account)
+        ids.append(run.run_id)
+    return ids
+
+
+def _final_state(run) -> str:
+    state = getattr(run, "state", None)
+    return str(getattr(state, "value", state) or "UNKNOWN").upper()
 
 
 def schedule(cfg: RunConfig, *, host: str, cron: str, experiment: str, job_name: str | None = None,
              namespace: str | None = None) -> str:
     """A recurring run (retraining): 6-field cron, at most one run at a time, no catch-up."""
+    if len(cfg.segments) > 1:
+        raise ValueError(f"a recurring run is one run, and this configuration needs {len(cfg.segments)} "
+                         f"(docs/deploy.md, 'Bounded runs'): schedule fewer rounds (rounds <= {len(cfg.segments[0])})")
     fields = cron.split()
     if len(fields) != 6:
         raise ValueError(f"--cron {cron!r}: KFP expects 6 fields (seconds minutes hours day month weekday), "

@@ -3,6 +3,10 @@ benchmark of the base and final checkpoints → report.
 
 Rounds and branches (GRPO baseline beside MASA when `compare`) are unrolled when the pipeline is
 built from a `RunConfig`; the other settings are pipeline parameters, editable in the Kubeflow UI.
+A run holds at most `MAX_TASKS_PER_RUN` tasks: a longer schedule is cut into segments of rounds
+(`RunConfig.segments`), one run each. A later segment starts with one `resume` task per branch that
+hands on the previous round's checkpoint and score history from the store; only the last segment
+benchmarks and reports (docs/deploy.md, "Bounded runs").
 (No `from __future__ import annotations` here: KFP reads the pipeline signature's real types.)
 """
 
@@ -38,12 +42,22 @@ def _resources(task, cfg: RunConfig, step: str) -> None:
         })
 
 
-def build_pipeline(cfg: RunConfig):
-    """A KFP pipeline function for this configuration (call it under kfp.local, or compile it)."""
+def pipeline_name(cfg: RunConfig, segment: int = 0) -> str:
+    n = len(cfg.segments)
+    return f"masa-{cfg.name}" if n == 1 else f"masa-{cfg.name}-part{segment + 1}of{n}"
+
+
+def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
+    """A KFP pipeline function for one segment of this configuration's rounds (call it under
+    kfp.local with `local=True`, or compile it)."""
     from kfp import dsl
 
     from masa.components import build
 
+    segments = cfg.segments
+    if not 0 <= segment < len(segments):
+        raise ValueError(f"segment {segment}: this configuration has segments 0..{len(segments) - 1}")
+    rounds, last = segments[segment], segment == len(segments) - 1
     c = build(cfg.images)
     defaults = ui_defaults(cfg)
     config_json = cfg.to_json()
@@ -53,8 +67,9 @@ def build_pipeline(cfg: RunConfig):
         task.set_display_name(display)
         return task
 
-    @dsl.pipeline(name=f"masa-{cfg.name}",
-                  description=f"MASA RL: {' vs '.join(cfg.branches)}, {cfg.rounds} rounds (masa-pipeline)")
+    @dsl.pipeline(name=pipeline_name(cfg, segment),
+                  description=f"MASA RL: {' vs '.join(cfg.branches)}, rounds {rounds.start + 1}-{rounds.stop} "
+                              f"of {cfg.rounds} (masa-pipeline)")
     def masa_pipeline(model: str = defaults["model"], train_data: str = defaults["train_data"],
                       store: str = defaults["store"], prompts_per_round: int = defaults["prompts_per_round"],
                       n_solution: int = defaults["n_solution"], n_meta: int = defaults["n_meta"],
@@ -66,29 +81,53 @@ def build_pipeline(cfg: RunConfig):
                                 learning_rate=learning_rate, temperature=temperature,
                                 max_response_tokens=max_response_tokens, seed=seed), "configure", "configure")
         cj = conf.output
+
+        def rollout_round(branch, r, data, policy, extra):
+            """The round's rollouts: one task, or a ParallelFor of `rollout_shards` tasks and a merge."""
+            kw = dict(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
+                      heldout=data.outputs["heldout"], policy=policy, **extra)
+            where, n = f"{branch} · round {r + 1}", cfg.resources.rollout_shards
+            if n == 1:
+                return step(c.rollout(**kw), "rollout", f"{where} · rollout").outputs["rollouts"]
+            if local:
+                # kfp.local 2.17.3 replaces every task-output parameter entering a ParallelFor with the
+                # loop item (kfp/local/orchestrator/task_spec_utils.py); locally the UI parameters are
+                # the compiled defaults, so the compiled config is the configure step's output
+                kw["config_json"] = config_json
+            with dsl.ParallelFor(list(range(n)), parallelism=n) as k:
+                ro = step(c.rollout(shard=k, **kw), "rollout", f"{where} · rollout shard")
+            return step(c.merge_rollouts(config_json=cj, branch=branch, round_idx=r,
+                                         shards=dsl.Collected(ro.outputs["rollouts"])),
+                        "merge", f"{where} · merge rollouts").outputs["rollouts"]
+
         prep = step(c.prepare(config_json=cj), "prepare", "prepare base model")
         base = prep.outputs["base_model"]
         data = step(c.data_filter(config_json=cj, base_model=base), "data_filter", "data filter")
-        evals = {"base": step(c.benchmark(config_json=cj, name="base", model=base), "benchmark",
-                              "benchmark · base").outputs["results"]}
-        histories = {}
+        evals, histories = {}, {}
         for branch in cfg.branches:
             policy, history = base, None
-            for r in range(cfg.rounds):
+            if rounds.start > 0:  # a later segment: the previous round's policy and history, from the store
+                h = step(c.resume(config_json=cj, branch=branch, round_idx=rounds.start),
+                         "resume", f"{branch} · resume after round {rounds.start}")
+                policy, history = h.outputs["policy"], h.outputs["history"]
+            for r in rounds:
                 extra = {"history": history} if history is not None else {}
-                ro = step(c.rollout(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
-                                    heldout=data.outputs["heldout"], policy=policy, **extra), "rollout", f"{branch} · round {r + 1} · rollout")
-                sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=ro.outputs["rollouts"],
+                rollouts = rollout_round(branch, r, data, policy, extra)
+                sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=rollouts,
                                   policy=policy, **extra), "score", f"{branch} · round {r + 1} · score")
                 tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,
                                   scored=sc.outputs["scored"]), "train", f"{branch} · round {r + 1} · train")
                 policy, history = tr.outputs["new_policy"], sc.outputs["history_out"]
             key = "grpo" if branch == "grpo" else "masa"
-            evals[key] = step(c.benchmark(config_json=cj, name=key, model=policy), "benchmark",
-                              f"benchmark · {key}").outputs["results"]
+            if last:
+                evals[key] = step(c.benchmark(config_json=cj, name=key, model=policy), "benchmark",
+                                  f"benchmark · {key}").outputs["results"]
             histories[key] = history
-        kwargs = {f"{k}_eval": v for k, v in evals.items() if k != "base"}
-        kwargs.update({f"{k}_history": v for k, v in histories.items()})
-        step(c.report(config_json=cj, base_eval=evals["base"], **kwargs), "report", "report")
+        if last:
+            base_eval = step(c.benchmark(config_json=cj, name="base", model=base), "benchmark",
+                             "benchmark · base").outputs["results"]
+            kwargs = {f"{k}_eval": v for k, v in evals.items()}
+            kwargs.update({f"{k}_history": v for k, v in histories.items()})
+            step(c.report(config_json=cj, base_eval=base_eval, **kwargs), "report", "report")
 
     return masa_pipeline

@@ -1,4 +1,5 @@
-"""`masa run`: the whole DAG on this machine with `kfp.local.SubprocessRunner`.
+"""`masa run`: the whole DAG on this machine with `kfp.local.SubprocessRunner`, every segment of
+rounds (`RunConfig.segments`) one after another, as `masa submit --follow` chains them on a cluster.
 
 KFP's local runner prints every task's executor input and logs to stdout; we send all of that to
 `<out>/pipeline.log` and show one line per finished step instead (the steps announce themselves
@@ -26,9 +27,15 @@ PROGRESS = "MASA-PROGRESS "
 
 
 def total_steps(cfg: RunConfig) -> int:
-    """Steps shown: prepare, data filter, base benchmark, per branch 3 per round + its benchmark, report
-    (the configure task is instantaneous and not shown)."""
-    return 3 + len(cfg.branches) * (3 * cfg.rounds + 1) + 1
+    """Steps shown over every segment: its tasks less configure (instantaneous and silent; a later
+    segment's configure is a cache hit, and cache hits are shown)."""
+    from masa.config import run_tasks
+
+    segs, b, n = cfg.segments, len(cfg.branches), cfg.resources.rollout_shards
+    # with shards a round shows n rollout lines and the merge, not the ParallelFor task itself
+    per_round = 3 if n == 1 else n + 3
+    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1, per_round=per_round) - (i == 0)
+               for i, s in enumerate(segs))
 
 
 class _ProgressTee(io.TextIOBase):
@@ -99,7 +106,6 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
                enable_caching=kfp_cache, cache_root=str(out / "kfp-cache"), raise_on_error=True)
-    pipeline = build_pipeline(cfg)
     log_path = out / "pipeline.log"
     # kfp.local warns, per task, that cluster-only settings (images, resources) are ignored here
     warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
@@ -113,7 +119,8 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
         root.setLevel(logging.INFO)
         sys.stdout = tee if quiet_kfp else sys.stdout
         try:
-            pipeline()
+            for segment in range(len(cfg.segments)):  # a cluster runs each as its own run
+                build_pipeline(cfg, segment, local=True)()
         except BaseException as e:
             sys.stdout = term
             raise RuntimeError(f"pipeline failed ({type(e).__name__}: {e}); full log: {log_path}") from e

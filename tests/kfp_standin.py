@@ -30,6 +30,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply({"multi_user": False})
         if self.path.startswith("/apis/v2beta1/experiments"):
             return self._reply({"experiments": [], "total_size": 0})
+        if self.path.startswith("/apis/v2beta1/runs/"):  # every run has finished, successfully
+            return self._reply({"run_id": self.path.rsplit("/", 1)[-1].split("?")[0], "state": "SUCCEEDED"})
         return self._reply({})
 
     def do_POST(self) -> None:

@@ -53,7 +53,7 @@ def test_compile_cli_writes_yaml_without_credentials(tmp_path, monkeypatch):
 def test_submit_sends_the_compiled_pipeline():
     cfg = load_config("smoke")
     with KfpStandIn() as kfp:
-        run_id = submit(cfg, host=kfp.host, experiment="masa-tests")
+        (run_id,) = submit(cfg, host=kfp.host, experiment="masa-tests")
     assert run_id == "run-standin"
     runs = [b for m, p, b in kfp.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")]
     assert len(runs) == 1

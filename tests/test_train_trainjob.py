@@ -90,3 +90,35 @@ def test_job_outcome_reads_conditions(status, expected):
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="num_nodes"):
         TrainJobSettings(image="x", num_nodes=0, proc_per_node=1)
+
+
+def test_paper_on_two_nodes_submits_a_valid_trainjob_with_zero3_bf16_and_token_micro_batches():
+    # the TrainJob the train step submits for `paper` with train_nodes: 2, built by the same calls
+    # (masa.steps.rounds._train → train_round_trainjob), then the DeepSpeed config the workers derive
+    import torch
+
+    from masa.config import load_config
+    from masa.steps.rounds import train_config_for, trainjob_settings
+    from masa.train.launch import ds_config_path
+    from masa.train.worker import _ds_config
+
+    cfg = load_config("paper", ["resources.train_nodes=2"])
+    tcfg = train_config_for(cfg, "masa-efficient", 4)
+    req = round_request("s3://b/r/ckpt/3", "s3://b/r/scored/4/scored.parquet", "s3://b/r/scored/4/experts.parquet",
+                        "s3://b/r/ckpt/4", tcfg, resume_root="s3://b/r/resume/4")
+    m = trainjob_manifest(job_name("run", "masa-efficient", 4), req, trainjob_settings(cfg))
+    for kind, obj in (("trainjob", m), ("trainingruntime",
+                                         yaml.safe_load((ROOT / "manifests" / "trainingruntime.yaml").read_text()))):
+        schema = json.loads((ROOT / "manifests" / "schemas" / f"{kind}.v1alpha1.json").read_text())
+        jsonschema.Draft202012Validator(schema).validate(obj)
+    t = m["spec"]["trainer"]
+    assert (t["numNodes"], t["numProcPerNode"]) == (2, 8) and t["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "8"}
+    assert t["image"] == cfg.images.deepspeed
+    sent = from_dict(TrainConfig, json.loads(t["args"][0])["cfg"])
+    assert sent == tcfg and sent.max_tokens_per_microbatch == 16384  # micro-batches packed by tokens
+    # on GPU the worker trains in bf16 unless told float32 (masa.train.worker._device_and_dtype)
+    assert sent.dtype in ("auto", "bfloat16")
+    ds = _ds_config(ds_config_path(sent.zero_stage), sent, torch.bfloat16)
+    assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"] == {"enabled": True}
+    assert ds["train_micro_batch_size_per_gpu"] == 1  # one token-packed micro-batch per rank and step
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True  # bf16 consolidated save

@@ -1,4 +1,4 @@
-HELP = "submit a run to a Kubeflow Pipelines endpoint"
+HELP = "submit a run to a Kubeflow Pipelines endpoint (one segment of rounds; --follow chains the rest)"
 
 
 def add_arguments(p):
@@ -9,13 +9,20 @@ def add_arguments(p):
     p.add_argument("--experiment", default="masa", help="experiment name (default: %(default)s)")
     p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--run-name", default=None)
+    p.add_argument("--segment", type=int, default=0, help="segment of rounds to submit, from 0 (default: %(default)s)")
+    p.add_argument("--follow", action="store_true",
+                   help="wait for each run to succeed, then submit the next segment, to the last")
 
 
 def run(args) -> int:
     from masa.commands._common import load
     from masa.pipeline.compile import submit
 
-    run_id = submit(load(args), host=args.host, experiment=args.experiment, namespace=args.namespace,
-                    run_name=args.run_name)
-    print(f"run {run_id} created in experiment {args.experiment!r} at {args.host}")
+    cfg = load(args)
+    n = len(cfg.segments)
+    for run_id in submit(cfg, host=args.host, experiment=args.experiment, namespace=args.namespace,
+                         run_name=args.run_name, segment=args.segment, follow=args.follow):
+        print(f"run {run_id} created in experiment {args.experiment!r} at {args.host}", flush=True)
+    if n > 1 and not args.follow:
+        print(f"this configuration runs in {n} segments; submit the next with --segment {args.segment + 1}")
     return 0

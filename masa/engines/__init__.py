@@ -46,10 +46,17 @@ def vllm_available() -> bool:
 
 
 def make_engine(config: EngineConfig) -> Engine:
-    """Start the backend named by `config.backend` (`auto`: vLLM if installed, else transformers)."""
+    """Start the backend named by `config.backend` (`auto`: vLLM if installed, else transformers),
+    `config.replicas` times over when that is above one."""
     name = config.backend
     if name == "auto":
         name = "vllm" if vllm_available() else "transformers"
+    if config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
+        from dataclasses import replace
+
+        from masa.engines.replicated import ReplicatedEngine
+
+        return ReplicatedEngine(replace(config, backend=name))
     return BACKENDS.get(name)(config)
 
 

@@ -102,6 +102,7 @@ class EngineConfig:
     max_model_len: int = 2048
     gpu_memory_utilization: float = 0.2
     tensor_parallel_size: int = 1
+    replicas: int = 1  # > 1: that many engines of tensor_parallel_size GPUs (masa.engines.replicated)
     seed: int = 0
     enforce_eager: bool = True  # CUDA graphs / compile cost more than they save for short RL rounds
 
@@ -111,6 +112,7 @@ class EngineConfig:
         check(self.max_model_len >= 8, "max_model_len", "must be >= 8", p)
         check(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]", p)
         check(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1", p)
+        check(self.replicas >= 1, "replicas", "must be >= 1", p)
         raise_if(p)
 
 

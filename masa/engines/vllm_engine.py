@@ -79,6 +79,18 @@ def _cpu_scheduler_args(max_model_len: int) -> dict:
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, default)}
 
 
+def llm_kwargs(config: EngineConfig, model_dir: Path) -> dict:
+    """The `vllm.LLM` constructor arguments for `config` (one engine; replicas are
+    `masa.engines.replicated`'s), in one function so tests can check what reaches vLLM."""
+    max_len = fitted_max_model_len(model_dir, config.max_model_len)
+    return dict(
+        model=str(model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
+        max_model_len=max_len, gpu_memory_utilization=config.gpu_memory_utilization,
+        tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
+        logprobs_mode="raw_logprobs", **_cpu_scheduler_args(max_len),
+    )
+
+
 class VLLMEngine:
     """An `Engine` backed by `vllm.LLM` (see `masa.engines.base`)."""
 
@@ -91,13 +103,7 @@ class VLLMEngine:
         import vllm
 
         self._vllm = vllm
-        max_len = fitted_max_model_len(self.model_dir, config.max_model_len)
-        self._llm = vllm.LLM(
-            model=str(self.model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
-            max_model_len=max_len, gpu_memory_utilization=config.gpu_memory_utilization,
-            tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
-            logprobs_mode="raw_logprobs", **_cpu_scheduler_args(max_len),
-        )
+        self._llm = vllm.LLM(**llm_kwargs(config, self.model_dir))
         self.startup_s = time.perf_counter() - t0
 
     @property

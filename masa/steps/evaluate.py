@@ -165,8 +165,9 @@ def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backe
 
 def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str, Any]:
     """Pipeline step: benchmark the checkpoint behind `model_ptr`; write results JSON to `out_path`."""
+    from masa.engines import make_engine
     from masa.steps.layout import read_pointer
-    from masa.steps.rounds import local_model, toy_source
+    from masa.steps.rounds import local_model, step_engine_config, toy_source
 
     ptr = read_pointer(model_ptr)
     model_dir = local_model(ptr, Path(out_path).parent)
@@ -176,8 +177,12 @@ def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str
     s = EvalSettings(k=b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
                      max_problems=b.max_problems, n_solution=cfg.algorithm.n_solution,
                      max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed)
-    result = run_benchmarks(str(model_dir), sources, s, backend=cfg.rollout.backend, dtype=cfg.rollout.dtype,
-                            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, names=names)
+    # the step's GPUs as engine_parallelism splits them (tensor parallel size x replicas)
+    engine = make_engine(step_engine_config(cfg, "benchmark", model_dir, s.max_prompt_tokens + s.max_tokens))
+    try:
+        result = run_benchmarks(str(model_dir), sources, s, engine=engine, names=names)
+    finally:
+        engine.close()
     result.update(checkpoint=name, uri=ptr.get("uri") or f"{ptr['store']}/{ptr['prefix']}")
     Path(out_path).write_text(json.dumps(result, indent=1))
     first = next(iter(result["benchmarks"].values()))

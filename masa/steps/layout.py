@@ -142,6 +142,26 @@ def corrupt_input(store, prefix: str, e: Exception) -> CorruptArtifactError:
     return CorruptArtifactError(msg, uri=store.uri(prefix), file=getattr(e, "file", ""))
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def fetch_tokenizer(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
+    """The tokenizer and config files of a checkpoint, verified, without its weights: for steps that
+    only tokenize (scoring), a few MB instead of the model (16 GB for an 8B model in bf16)."""
+    from masa.storage.base import join_key, sha256_file
+    from masa.storage.checkpoint import read_manifest
+
+    store = open_store(store_uri)
+    dest = Path(cache_root) / (prefix.replace("/", "__") + "__tokenizer")
+    for rel, entry in sorted(read_manifest(store, prefix).files.items()):
+        if rel.endswith(WEIGHT_SUFFIXES) or "/" in rel:  # weights, optimizer state
+            continue
+        store.get_file(join_key(prefix, rel), str(dest / rel))
+        if sha256_file(str(dest / rel)) != (entry.sha256, entry.size):
+            raise ValueError(f"{store.uri(join_key(prefix, rel))}: does not match its manifest entry")
+    return dest
+
+
 def local_path_or_fetch(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
     """A local directory holding the part: the store's own directory when it is local and
     verified, else a verified download under `cache_root`."""

@@ -16,6 +16,8 @@ PROGRESS = "MASA-PROGRESS "
 SHOWN = {
     "prepare": ("model",),
     "data_filter": ("kept", "heldout"),
+    "resume": ("rounds_done",),
+    "merge": ("samples", "shards"),
     "rollout": ("samples", "tokens", "gated_prompts", "cutoff_samples", "wall_s"),
     "score": ("train_accuracy", "meta_pass_rate_mae", "heldout_accuracy"),
     "train": ("policy_loss", "grad_norm", "wall_s"),

@@ -16,13 +16,15 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from masa.config import RunConfig
+from masa.config import RunConfig, engine_parallelism
 from masa.data.records import Problem, rows_to_problems
 from masa.steps.layout import (
     STATS_FILE,
+    cached_stats,
     corrupt_input,
+    fetch_tokenizer,
     local_path_or_fetch,
     read_pointer,
     reusable,
@@ -30,9 +32,11 @@ from masa.steps.layout import (
     write_pointer,
 )
 from masa.steps.prepare import run_layout
+from masa.steps.shards import ShardEngine, keep_own_rows, merge_stats, shard_prompt_ids
 from masa.storage import CorruptArtifactError, open_store, put_dir_atomic
 
 MANIFEST = "MANIFEST.json"
+HISTORY = "history.json"  # beside the round's parts: the score history up to this round
 
 
 def algorithm_for(cfg: RunConfig, branch: str):
@@ -51,6 +55,18 @@ def _manifest_digest(ptr: dict[str, Any]) -> str:
 def local_model(ptr: dict[str, Any], cache_root: str | Path) -> Path:
     """A verified local copy of the checkpoint behind a Model pointer."""
     return local_path_or_fetch(ptr["store"], ptr["prefix"], cache_root)
+
+
+def step_engine_config(cfg: RunConfig, step: Literal["rollout", "benchmark"], model_dir: str | Path,
+                       max_model_len: int):
+    """The engine of a rollout or benchmark step: its GPUs split by `masa.config.engine_parallelism`
+    (tensor parallel size and replicas), sampling dtype and memory share from `rollout.*`."""
+    from masa.engines import EngineConfig
+
+    par = engine_parallelism(cfg, step)
+    return EngineConfig(model=str(model_dir), backend=cfg.rollout.backend, dtype=cfg.rollout.dtype, seed=cfg.seed,
+                        gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, max_model_len=max_model_len,
+                        tensor_parallel_size=par.tensor_parallel_size, replicas=par.replicas)
 
 
 def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -> str:
@@ -85,14 +101,17 @@ def _history(path: str | None) -> list[dict[str, Any]]:
 
 
 def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: str, policy_ptr: str,
-                 history_path: str | None, out_ptr: str, heldout_path: str | None = None) -> dict[str, Any]:
+                 history_path: str | None, out_ptr: str, heldout_path: str | None = None,
+                 shard: int = 0) -> dict[str, Any]:
     """Roll out the round's prompts; also measure the policy's held-out accuracy (the report's
-    accuracy-per-round curve) with the benchmark's sampling settings, on the same engine."""
-    from masa.engines import EngineConfig, make_engine
+    accuracy-per-round curve) with the benchmark's sampling settings, on the same engine. With
+    `resources.rollout_shards` > 1, only shard `shard`'s prompts (`masa.steps.shards`; shard 0
+    alone measures the held-out accuracy)."""
+    from masa.engines import make_engine
     from masa.steps.rollout import SamplingSettings, run_rollout_step
 
-    layout, ptr = run_layout(cfg), read_pointer(policy_ptr)
-    prefix = layout.part(branch, round_idx, "rollouts")
+    layout, ptr, shards = run_layout(cfg), read_pointer(policy_ptr), cfg.resources.rollout_shards
+    prefix = layout.part(branch, round_idx, "rollouts" if shards == 1 else f"rollouts-shard-{shard}")
     problems = round_prompts(prompts_path, round_idx, cfg.prompts_per_round, cfg.seed)
     # gating acts on each prompt's median prediction, so its reliability is the median's error
     maes = [h["meta_pass_rate_mae_median"] for h in _history(history_path)
@@ -100,27 +119,56 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     algo = algorithm_for(cfg, branch)
     settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens)
     fp = _digest(_manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
-                 dataclasses.asdict(settings), round_idx, cfg.seed, maes)
+                 dataclasses.asdict(settings), round_idx, cfg.seed, maes, shard, shards)
 
-    heldout = read_problems(heldout_path) if heldout_path else []
+    heldout = read_problems(heldout_path) if heldout_path and shard == 0 else []
+    all_ids = [p.prompt_id for p in problems]
+    own = shard_prompt_ids(all_ids, shard, shards)
 
     def produce(work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="masa-rollout-") as tmp:
             model_dir = local_model(ptr, tmp)
-            engine = make_engine(EngineConfig(
-                model=str(model_dir), backend=cfg.rollout.backend, dtype=cfg.rollout.dtype, seed=cfg.seed,
-                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                max_model_len=settings.max_prompt_tokens + max(settings.max_response_tokens, cfg.benchmark.max_tokens)))
+            engine = make_engine(step_engine_config(cfg, "rollout", model_dir, settings.max_prompt_tokens
+                                                    + max(settings.max_response_tokens, cfg.benchmark.max_tokens)))
+            gen = engine if shards == 1 else ShardEngine(engine, own, all_ids, seed=cfg.seed, round_index=round_idx,
+                                                         all_meta=algo.efficient)
             try:
                 stats = dataclasses.asdict(run_rollout_step(
                     problems, str(model_dir), work, algorithm=algo, settings=settings, round_index=round_idx,
-                    seed=cfg.seed, mae_history=maes, engine=engine))
+                    seed=cfg.seed, mae_history=maes, engine=gen))
+                if shards > 1:
+                    stats = keep_own_rows(work / "rollouts.parquet", own, stats)
                 stats["startup_s"] = engine.startup_s
                 if heldout:
                     stats["heldout"] = heldout_accuracy(cfg, engine, heldout)
             finally:
                 engine.close()
         return stats
+
+    stats = run_once(cfg.store, prefix, fp, produce)
+    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="rollouts", shard=shard)
+    return stats
+
+
+def merge_rollouts_step(cfg: RunConfig, *, branch: str, round_idx: int, shard_ptrs: list[str],
+                        out_ptr: str) -> dict[str, Any]:
+    """One round's rollout shard from its `rollout_shards` parts, in shard (= prompt) order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ptrs = sorted((read_pointer(p) for p in shard_ptrs), key=lambda p: p["shard"])
+    if [p["shard"] for p in ptrs] != list(range(cfg.resources.rollout_shards)):
+        raise ValueError(f"{branch} round {round_idx + 1}: got shards {[p['shard'] for p in ptrs]}, "
+                         f"expected 0..{cfg.resources.rollout_shards - 1}")
+    prefix = run_layout(cfg).part(branch, round_idx, "rollouts")
+    fp = _digest([_manifest_digest(p) for p in ptrs])
+
+    def produce(work: Path) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="masa-merge-") as tmp:
+            parts = [local_path_or_fetch(p["store"], p["prefix"], tmp) for p in ptrs]
+            table = pa.concat_tables([pq.read_table(d / "rollouts.parquet") for d in parts])
+            pq.write_table(table, work / "rollouts.parquet")
+            return merge_stats([json.loads((d / STATS_FILE).read_text()) for d in parts])
 
     stats = run_once(cfg.store, prefix, fp, produce)
     write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="rollouts")
@@ -151,7 +199,8 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
     def produce(work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="masa-score-") as tmp:
             shard = local_path_or_fetch(rptr["store"], rptr["prefix"], Path(tmp) / "r")
-            model_dir = local_model(ptr, Path(tmp) / "m")  # the tokenizer re-tokenizes expert targets
+            # the tokenizer re-tokenizes expert targets; the weights are not needed here
+            model_dir = fetch_tokenizer(ptr["store"], ptr["prefix"], Path(tmp) / "m")
             stats = score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
                                 max_response_tokens=cfg.rollout.max_response_tokens)
         # cached with the stats, so a reused part reports the same outcomes
@@ -165,7 +214,24 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
                                                               "cutoff_samples")}}
     history = [h for h in _history(history_path) if h["round"] != round_idx] + [record]
     Path(history_out).write_text(json.dumps(history, indent=1))
+    # also in the store, where the next segment's `resume` finds it (docs/deploy.md, "Bounded runs")
+    open_store(cfg.store).put_bytes(layout.part(branch, round_idx, HISTORY), json.dumps(history, indent=1).encode())
     return stats
+
+
+def resume_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, history_out: str) -> dict[str, Any]:
+    """A segment's start: point at round `round_idx - 1`'s checkpoint and copy its score history.
+    Fails, naming the round, when that round has not finished (run the earlier segment first)."""
+    layout, store, prev = run_layout(cfg), open_store(cfg.store), round_idx - 1
+    prefix = layout.part(branch, prev, "checkpoint")
+    missing = [k for k in (f"{prefix}/{MANIFEST}", layout.part(branch, prev, HISTORY)) if not store.exists(k)]
+    if missing:
+        raise FileNotFoundError(f"{branch} round {prev + 1} has not finished ({store.uri(missing[0])} is missing): "
+                                f"run the segment that ends with round {prev + 1} first")
+    history = json.loads(store.get_bytes(layout.part(branch, prev, HISTORY)))
+    write_pointer(policy_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=prev)
+    Path(history_out).write_text(json.dumps(history, indent=1))
+    return {"rounds_done": len(history)}
 
 
 def train_config_for(cfg: RunConfig, branch: str, round_idx: int):
@@ -186,20 +252,27 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
     from masa.steps.train import train_round, train_round_trainjob
 
     experts = scored / "experts.parquet"
-    r = cfg.resources
-    if r.train_nodes == 1:
+    if cfg.resources.train_nodes == 1:
         return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
                            out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step)
-    from masa.train.trainjob import TrainJobSettings, job_name
+    from masa.train.trainjob import job_name
 
     layout, store = run_layout(cfg), open_store(cfg.store)
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
-    settings = TrainJobSettings(image=cfg.images.deepspeed, num_nodes=r.train_nodes, proc_per_node=r.train_gpus,
-                                accelerator=r.accelerator_type, s3_secret=r.s3_secret)
+    settings = trainjob_settings(cfg)
     return train_round_trainjob(model_uri, f"{scored_uri}/scored.parquet",
                                 f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
                                 settings=settings, name=job_name(layout.run_id, branch, round_idx),
                                 resume_root=resume_uri, on_step=on_step)
+
+
+def trainjob_settings(cfg: RunConfig):
+    """The TrainJob's size and image for `resources.train_nodes` > 1: one node per pod, a rank per GPU."""
+    from masa.train.trainjob import TrainJobSettings
+
+    r = cfg.resources
+    return TrainJobSettings(image=cfg.images.deepspeed, num_nodes=r.train_nodes, proc_per_node=r.train_gpus,
+                            accelerator=r.accelerator_type, s3_secret=r.s3_secret)
 
 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,

@@ -1,0 +1,156 @@
+"""Data-parallel engine replicas in one pod: `replicas` child processes, each one engine on its own
+`tensor_parallel_size` GPUs (CUDA_VISIBLE_DEVICES), behind the one `Engine` interface.
+
+Why our own: vLLM's offline `LLM(data_parallel_size=N)` refuses single-process use
+(vllm/entrypoints/llm.py in 0.32: "not supported for single-process usage and may hang"); its
+multi-process example needs a launcher per rank. A model that fits one GPU (Qwen3-1.7B, Qwen3-8B
+in bf16) decodes faster as 8 replicas than as one TP-8 engine, which pays an all-reduce per layer.
+
+Each `generate` call's requests are cut into contiguous, near-equal chunks, one per replica, and the
+answers concatenated in request order. Every request carries its own seed
+(`masa.steps.rollout.request_seed`), so its samples do not depend on which replica served it, nor
+on how many there are: on CPU the same tokens, log-probs to float32 rounding
+(tests/test_engine_parallelism.py); on GPU up to batch-shape-dependent kernels, as for any change of batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from masa.engines.base import EngineConfig, GenerationRequest, Sample, resolve_model_dir
+
+
+def gpu_slices(replicas: int, tensor_parallel_size: int, visible: str | None = None) -> list[str]:
+    """CUDA_VISIBLE_DEVICES of each replica: consecutive groups of `tensor_parallel_size` of the
+    pod's devices (`visible`, the pod's own CUDA_VISIBLE_DEVICES, else 0..N-1)."""
+    devices = visible.split(",") if visible else [str(i) for i in range(replicas * tensor_parallel_size)]
+    if len(devices) < replicas * tensor_parallel_size:
+        raise ValueError(f"{replicas} replicas x {tensor_parallel_size} GPUs need {replicas * tensor_parallel_size} "
+                         f"devices; CUDA_VISIBLE_DEVICES={visible!r} has {len(devices)}")
+    t = tensor_parallel_size
+    return [",".join(devices[r * t:(r + 1) * t]) for r in range(replicas)]
+
+
+def chunks(n: int, parts: int) -> list[range]:
+    """`range(n)` cut into `parts` contiguous pieces whose sizes differ by at most one (first ones larger)."""
+    q, r = divmod(n, parts)
+    starts = [i * q + min(i, r) for i in range(parts + 1)]
+    return [range(starts[i], starts[i + 1]) for i in range(parts)]
+
+
+@contextmanager
+def _env(key: str, value: str | None):
+    old = os.environ.get(key)
+    if value is not None:
+        os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _serve(conn, config: EngineConfig) -> None:
+    """A replica: one engine, answering ("generate", requests) / ("load", dir) / ("close", None)."""
+    from masa.engines import make_engine
+
+    try:
+        engine = make_engine(config)
+        conn.send(("ok", engine.startup_s))
+        while True:
+            op, arg = conn.recv()
+            if op == "generate":
+                conn.send(("ok", engine.generate(arg)))
+            elif op == "load":
+                engine.load_weights(arg)
+                conn.send(("ok", None))
+            else:
+                engine.close()
+                conn.send(("ok", None))
+                return
+    except BaseException:  # noqa: BLE001 - the parent re-raises it with the replica's traceback
+        conn.send(("error", traceback.format_exc()))
+
+
+class ReplicatedEngine:
+    """`config.replicas` engines of `config.tensor_parallel_size` GPUs each (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        t0 = time.perf_counter()
+        self.config = config
+        self.model_dir = resolve_model_dir(config.model)
+        one = dataclasses.replace(config, model=str(self.model_dir), replicas=1)
+        ctx = multiprocessing.get_context("spawn")  # no forked CUDA or vLLM state
+        slices = gpu_slices(config.replicas, config.tensor_parallel_size, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self._conns, self._procs = [], []
+        for devices in slices:
+            parent, child = ctx.Pipe()
+            with _env("CUDA_VISIBLE_DEVICES", devices if _has_gpu() else None):
+                proc = ctx.Process(target=_serve, args=(child, one), daemon=True)
+                proc.start()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self.replica_startup_s = self._gather()
+        self.backend = f"{config.backend}x{config.replicas}"
+        self._tokenizer = None
+        self.startup_s = time.perf_counter() - t0
+
+    def _gather(self, conns=None) -> list:
+        out = []
+        for conn in conns or self._conns:
+            status, value = conn.recv()
+            if status != "ok":
+                self.close()
+                raise RuntimeError(f"engine replica failed:\n{value}")
+            out.append(value)
+        return out
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:  # the replicas' own tokenizer, loaded from the same checkpoint
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        return self._tokenizer
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
+        parts = [p for p in chunks(len(requests), len(self._conns))]
+        busy = [(conn, part) for conn, part in zip(self._conns, parts, strict=True) if len(part)]
+        for conn, part in busy:
+            conn.send(("generate", [requests[i] for i in part]))
+        return [s for group in self._gather([c for c, _ in busy]) for s in group]
+
+    def load_weights(self, model_dir: str | Path) -> None:
+        local = resolve_model_dir(str(model_dir))
+        for conn in self._conns:
+            conn.send(("load", str(local)))
+        self._gather()
+        self.model_dir = local
+
+    def close(self) -> None:
+        conns, self._conns = self._conns, []
+        for conn, proc in zip(conns, self._procs, strict=True):
+            if proc.is_alive():
+                try:
+                    conn.send(("close", None))
+                    conn.recv()
+                except (OSError, EOFError):
+                    pass
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+        self._procs = []
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,98 @@
+"""Bounded runs (docs/deploy.md, "Bounded runs"): whatever the rounds, every run a preset compiles to
+holds at most MAX_TASKS_PER_RUN tasks, counted in the compiled IR itself (every DAG, nested ones
+included), and the segments cover every round once, in order."""
+
+import pytest
+import yaml
+
+from masa.config import MAX_TASKS_PER_RUN, PRESETS, ConfigError, load_config, run_tasks
+from masa.pipeline.compile import compile_pipeline, segment_paths
+
+
+def ir_tasks(path) -> int:
+    spec = next(yaml.safe_load_all(path.read_text()))
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return sum(len(d.get("tasks", {})) for d in dags)
+
+
+def display_names(path) -> list[str]:
+    spec = next(yaml.safe_load_all(path.read_text()))
+    return [t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()]
+
+
+# the paper preset as shipped, 3 branches' worth of tasks (a stand-in for a 3-branch compare: GRPO
+# beside MASA at 2 branches, and compare=false), and the local presets
+CASES = [(p, []) for p in PRESETS] + [("paper", ["compare=false"]), ("paper", ["rounds=200"]),
+                                      ("paper", ["resources.rollout_shards=4"]), ("toy", ["resources.rollout_shards=2"])]
+
+
+@pytest.mark.parametrize(("preset", "overrides"), CASES)
+def test_every_run_of_a_preset_compiles_to_at_most_40_tasks(preset, overrides, tmp_path):
+    cfg = load_config(preset, overrides)
+    assert [r for seg in cfg.segments for r in seg] == list(range(cfg.rounds))
+    paths = segment_paths(cfg, tmp_path / "p.yaml")
+    for i, path in enumerate(paths):
+        compile_pipeline(cfg, path, i)
+        n = ir_tasks(path)
+        assert n <= MAX_TASKS_PER_RUN, (preset, i, n)
+        assert n == run_tasks(len(cfg.branches), len(cfg.segments[i]), first=i == 0, last=i == len(paths) - 1,
+                              per_round=cfg.tasks_per_round)
+
+
+def test_paper_runs_keep_rollout_score_train_visible_and_resume_later_segments(tmp_path):
+    cfg = load_config("paper")
+    assert len(cfg.segments) == 10 and all(len(s) == 5 for s in cfg.segments)  # 50 rounds, 2 branches: 5 per run
+    paths = segment_paths(cfg, tmp_path / "paper.yaml")
+    compile_pipeline(cfg, paths[1], 1)
+    names = display_names(paths[1])
+    assert "grpo · resume after round 5" in names and "masa-efficient · resume after round 5" in names
+    for r in range(6, 11):
+        for part in ("rollout", "score", "train"):
+            assert f"masa-efficient · round {r} · {part}" in names
+    assert not any(n.startswith("benchmark") or n == "report" for n in names)  # only the last run reports
+    compile_pipeline(cfg, paths[-1], len(paths) - 1)
+    assert {"benchmark · base", "benchmark · grpo", "benchmark · masa", "report"} <= set(display_names(paths[-1]))
+
+
+def test_three_branches_fit_too():
+    # 3 branches (grpo, masa, masa-efficient): 5 + 2*3 + 9K <= 40 gives K = 3
+    assert run_tasks(3, 3, first=False, last=True) == 38 <= MAX_TASKS_PER_RUN < run_tasks(3, 4, first=False, last=True)
+
+
+def test_rounds_per_run_too_large_is_an_error_naming_the_key():
+    # 6 rounds in a middle run: 3 + 2 resumes + 3 x 6 x 2 = 41
+    with pytest.raises(ConfigError, match=r"resources\.rounds_per_run.*41 tasks"):
+        load_config("paper", ["resources.rounds_per_run=6"])
+
+
+def test_resume_before_the_previous_round_finished_names_the_round(tmp_path):
+    from masa.steps.rounds import resume_step
+
+    cfg = load_config("smoke", [f"store={tmp_path / 'store'}", "resources.rounds_per_run=1"])
+    with pytest.raises(FileNotFoundError, match=r"grpo round 1 has not finished .*segment that ends with round 1"):
+        resume_step(cfg, branch="grpo", round_idx=1, policy_ptr=str(tmp_path / "p"), history_out=str(tmp_path / "h"))
+
+
+def test_schedule_refuses_a_configuration_of_several_runs():
+    from masa.pipeline.compile import schedule
+
+    with pytest.raises(ValueError, match="needs 10"):
+        schedule(load_config("paper"), host="http://127.0.0.1:9", cron="0 0 3 * * *", experiment="x")
+
+
+def test_submit_follow_creates_each_run_after_the_previous_succeeded():
+    # against the KFP API STAND-IN (tests/kfp_standin.py): what the client sends, not what a cluster does
+    from masa.pipeline.compile import submit
+    from tests.kfp_standin import KfpStandIn
+
+    cfg = load_config("smoke", ["resources.rounds_per_run=1"])
+    with KfpStandIn() as kfp:
+        ids = submit(cfg, host=kfp.host, experiment="masa-tests", follow=True)
+    assert len(ids) == 2
+    calls = [(m, p.split("?")[0]) for m, p, _ in kfp.requests if "/runs" in p]
+    created = [i for i, (m, p) in enumerate(calls) if m == "POST"]
+    waited = [i for i, (m, p) in enumerate(calls) if m == "GET" and p == "/apis/v2beta1/runs/run-standin"]
+    assert len(created) == 2 and waited and created[0] < waited[0] < created[1]  # run 2 only after run 1 ended
+    names = [b["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] for m, p, b in kfp.requests
+             if m == "POST" and p.startswith("/apis/v2beta1/runs")]
+    assert names == ["masa-smoke-part1of2", "masa-smoke-part2of2"]

@@ -1,0 +1,92 @@
+"""Every GPU a rollout or benchmark step requests is used: `masa.config.engine_parallelism` splits the
+step's GPUs into engines, and what reaches `vllm.LLM` is checked through the function VLLMEngine
+calls it with (`llm_kwargs`), against vLLM's own EngineArgs fields. No GPU here: the replicated engine
+runs on the real vLLM CPU engine, two replicas against one."""
+
+import dataclasses
+import json
+
+import pytest
+
+from masa.config import PRESETS, ConfigError, engine_parallelism, load_config
+from masa.engines import EngineConfig, GenerationRequest, SamplingSpec, make_engine
+from masa.engines.replicated import chunks, gpu_slices
+from masa.engines.vllm_engine import llm_kwargs
+from masa.steps.rounds import step_engine_config
+
+# the 1.7B preset of the paper-fidelity issue when it exists, else the paper preset on that model
+PAPER_17B = ("paper-1.7b", []) if "paper-1.7b" in PRESETS else ("paper", ["model=Qwen/Qwen3-1.7B-Base"])
+
+
+def fake_checkpoint(tmp_path, positions: int = 32768):
+    """Only what llm_kwargs reads: config.json (Qwen3-*-Base have 32768 positions)."""
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": positions}))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("preset", "overrides", "tp", "replicas"), [
+    ("paper", [], 8, 1),  # as shipped: one engine over the 8 GPUs
+    ("paper", ["rollout.tensor_parallel_size=1"], 1, 8),  # an 8B model fits one H100/H200: 8 replicas
+    ("paper", ["rollout.tensor_parallel_size=2"], 2, 4),
+    (PAPER_17B[0], [*PAPER_17B[1], "rollout.tensor_parallel_size=1"], 1, 8),
+])
+@pytest.mark.parametrize("step", ["rollout", "benchmark"])
+def test_what_reaches_vllm_llm_uses_every_gpu_of_the_step(preset, overrides, tp, replicas, step, tmp_path):
+    import vllm
+
+    cfg = load_config(preset, overrides)
+    gpus = getattr(cfg.resources, f"{step}_gpus")
+    par = engine_parallelism(cfg, step)
+    assert (par.tensor_parallel_size, par.replicas) == (tp, replicas)
+    assert par.tensor_parallel_size * par.replicas == gpus == 8
+    econf = step_engine_config(cfg, step, fake_checkpoint(tmp_path), 1024 + 16384)
+    assert (econf.tensor_parallel_size, econf.replicas) == (tp, replicas)
+    kwargs = llm_kwargs(econf, tmp_path)  # per replica, exactly what VLLMEngine passes to vllm.LLM
+    assert kwargs["tensor_parallel_size"] == tp
+    assert kwargs["dtype"] == "bfloat16" and kwargs["gpu_memory_utilization"] == 0.85
+    assert kwargs["max_model_len"] == 17408 and kwargs["logprobs_mode"] == "raw_logprobs"
+    assert set(kwargs) <= {f.name for f in dataclasses.fields(vllm.EngineArgs)}  # all are vLLM's arguments
+    # each replica sees its own devices, all of the pod's together, none twice
+    slices = gpu_slices(econf.replicas, econf.tensor_parallel_size)
+    devices = [d for s in slices for d in s.split(",")]
+    assert len(slices) == replicas and sorted(devices, key=int) == [str(i) for i in range(8)]
+
+
+def test_gpus_a_config_cannot_use_are_an_error_naming_the_keys():
+    with pytest.raises(ConfigError) as e:
+        load_config("paper", ["rollout.tensor_parallel_size=3"])
+    assert "rollout.tensor_parallel_size: 3 does not divide resources.rollout_gpus=8: 2 GPUs would stay idle" in str(e.value)
+    assert "resources.benchmark_gpus=8" in str(e.value)
+    with pytest.raises(ConfigError, match=r"rollout.tensor_parallel_size: 16 GPUs per engine, but resources.rollout_gpus"):
+        load_config("paper", ["rollout.tensor_parallel_size=16"])
+
+
+def test_gpu_slices_follow_the_pods_visible_devices_and_chunks_cover_every_request():
+    assert gpu_slices(2, 2, "4,5,6,7") == ["4,5", "6,7"]
+    with pytest.raises(ValueError, match="need 8 devices"):
+        gpu_slices(4, 2, "0,1")
+    # 7 requests over 3 replicas: 3 + 2 + 2, contiguous, in order
+    assert [list(c) for c in chunks(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [list(c) for c in chunks(1, 2)] == [[0], []]
+
+
+@pytest.mark.slow
+def test_two_vllm_replicas_give_the_samples_of_one_engine(tiny_model_dir):
+    one = make_engine(EngineConfig(model=str(tiny_model_dir), backend="vllm", max_model_len=256))
+    try:
+        tok = one.tokenizer
+        reqs = [GenerationRequest(tuple(tok.encode(q)), SamplingSpec(n=2, max_tokens=16, seed=11 + i))
+                for i, q in enumerate(["2 + 3 =", "7 * 6 =", "10 - 4 =", "9 / 3 ="])]
+        want = one.generate(reqs)
+    finally:
+        one.close()
+    two = make_engine(EngineConfig(model=str(tiny_model_dir), backend="vllm", max_model_len=256, replicas=2))
+    try:
+        assert two.backend == "vllmx2" and len(two.replica_startup_s) == 2
+        assert two.tokenizer.encode("2 + 3 =") == tok.encode("2 + 3 =")
+        got = two.generate(reqs)
+    finally:
+        two.close()
+    assert [[s.response_token_ids for s in g] for g in got] == [[s.response_token_ids for s in g] for g in want]
+    flat = [lp for g in got for s in g for lp in s.logprobs]
+    assert flat == pytest.approx([lp for g in want for s in g for lp in s.logprobs], abs=1e-5)
