@@ -74,12 +74,6 @@ def read_pointer(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def cached_stats(store_uri: str, prefix: str, fingerprint: str, *, stats_key: str | None = None,
-                 ) -> dict[str, Any] | None:
-    """The stats of a complete, verified part with the same input fingerprint, or None."""
-    return reusable(store_uri, prefix, fingerprint, stats_key=stats_key)[0]
-
-
 def reusable(store_uri: str, prefix: str, fingerprint: str, *, stats_key: str | None = None,
              ) -> tuple[dict[str, Any] | None, str | None]:
     """(stats, None) when the part can be reused; (None, why) when a committed part with this

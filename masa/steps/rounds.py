@@ -22,7 +22,6 @@ from masa.config import RunConfig, engine_parallelism
 from masa.data.records import Problem, rows_to_problems
 from masa.steps.layout import (
     STATS_FILE,
-    cached_stats,
     corrupt_input,
     fetch_tokenizer,
     local_path_or_fetch,
