@@ -10,12 +10,16 @@ same output directory reuses finished steps.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import logging
+import os
+import re
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +28,22 @@ from masa.config import RunConfig
 from masa.pipeline.dag import build_pipeline
 
 PROGRESS = "MASA-PROGRESS "
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task names and statuses
+# the closing line of a Python traceback, e.g. "masa.data.records.DataError: cannot read parquet file ..."
+_EXCEPTION = re.compile(r"^\s*(?:[A-Za-z_]\w*\.)*([A-Z]\w*(?:Error|Exception|Failed|Invalid)): (.+)$")
+_INTERRUPT = re.compile(r"^\s*KeyboardInterrupt\s*$")
+
+
+class PipelineFailed(RuntimeError):
+    """A step failed: its name as the user sees it, its own error line, and the log with the rest."""
+
+    def __init__(self, step: str, error: str, log: Path) -> None:
+        self.step, self.error, self.log = step, error, log
+        super().__init__(f"{step} failed: {error}")
+
+
+class RunInProgress(RuntimeError):
+    """Another `masa run` holds the output directory."""
 
 
 def total_steps(cfg: RunConfig) -> int:
@@ -34,8 +54,17 @@ def total_steps(cfg: RunConfig) -> int:
     segs, b, n = cfg.segments, len(cfg.branches), cfg.resources.rollout_shards
     # with shards a round shows n rollout lines and the merge, not the ParallelFor task itself
     per_round = 3 if n == 1 else n + 3
-    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1, per_round=per_round) - (i == 0)
+    # configure is never shown (instantaneous, silent; a cache hit on every rerun)
+    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1, per_round=per_round) - 1
                for i, s in enumerate(segs))
+
+
+def display_names(pipeline) -> dict[str, str]:
+    """KFP task id (e.g. `rollout-3`, as kfp.local logs it) -> the name the DAG gives it
+    (`grpo · round 2 · rollout`), over the pipeline and its loop bodies."""
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
+    return {task: d.tasks[task].task_info.name for d in dags for task in d.tasks}
 
 
 class _ProgressTee(io.TextIOBase):
@@ -44,6 +73,10 @@ class _ProgressTee(io.TextIOBase):
     def __init__(self, log: TextIO, term: TextIO, total: int) -> None:
         self.log, self.term, self.total, self.done = log, term, total, 0
         self.start, self._buf = time.monotonic(), ""
+        self.names: dict[str, str] = {}  # task id -> display name (display_names)
+        self.last_error = ""  # the latest traceback's closing line
+        self.failed: tuple[str, str] | None = None  # (step, its error) of the first failure
+        self.interrupted = False
 
     def write(self, s: str) -> int:
         self.log.write(s)
@@ -57,27 +90,43 @@ class _ProgressTee(io.TextIOBase):
         self.log.flush()
         self.term.flush()
 
-    def _line(self, line: str) -> None:
-        i = line.find(PROGRESS)
-        if i < 0:
-            # a step's own notices (masa.steps.layout: a corrupt part not reused, or found as an input)
-            if (w := max(line.find("masa: warning: "), line.find("masa: error: "))) >= 0:
-                self.term.write(f"  ! {line[w + 6:].strip()}\n")
-            elif "finished with status" in line and "FAILURE" in line:
-                self.term.write(f"  ✗ {line.strip()}\n")
-            elif " cache hit " in line:  # kfp.local skipped a task whose inputs are unchanged
-                self.done += 1
-                task = line.split("Task ", 1)[-1].split(" cache hit", 1)[0]
-                self.term.write(f"[{self.done:>3}/{self.total}] {task:<34} (cached)\n")
-            return
-        try:
-            info = json.loads(line[i + len(PROGRESS):])
-        except json.JSONDecodeError:
-            return
+    def _task(self, line: str, before: str) -> str:
+        """The display name of the task a kfp.local line (`Task 'rollout-3' ...`) is about."""
+        task = line.split("Task ", 1)[-1].split(before, 1)[0].strip().strip("'")
+        return self.names.get(task, task)
+
+    def _count(self, text: str) -> None:
         self.done += 1
-        self.term.write(f"[{self.done:>3}/{self.total}] {format_progress(info)}"
-                        f"  ({time.monotonic() - self.start:6.0f}s)\n")
+        self.total = max(self.total, self.done)
+        self.term.write(f"[{self.done:>3}/{self.total}] {text}\n")
         self.term.flush()
+
+    def _line(self, line: str) -> None:
+        line = _ANSI.sub("", line)
+        i = line.find(PROGRESS)
+        if i >= 0:
+            try:
+                info = json.loads(line[i + len(PROGRESS):])
+            except json.JSONDecodeError:
+                return
+            self._count(f"{format_progress(info)}  ({time.monotonic() - self.start:6.0f}s)")
+        # a step's own notices (masa.steps.layout: a corrupt part not reused, or found as an input)
+        elif (w := max(line.find("masa: warning: "), line.find("masa: error: "))) >= 0:
+            self.term.write(f"  ! {line[w + 6:].strip()}\n")
+        elif "Executing task " in line:
+            self.last_error = ""  # a traceback belongs to the task that printed it
+        elif m := _EXCEPTION.match(line):
+            self.last_error = f"{m.group(1)}: {m.group(2).strip()}"
+        elif _INTERRUPT.match(line):
+            self.interrupted = True
+        elif "Task " in line and "finished with status" in line and "FAILURE" in line:
+            step = self._task(line, " finished with status")
+            self.failed = self.failed or (step, self.last_error or "see the log")
+            self.term.write(f"  ✗ {step}\n")  # the reason closes the run (PipelineFailed)
+        elif "Task " in line and " cache hit" in line:  # kfp.local skipped a task whose inputs are unchanged
+            step = self._task(line, " cache hit")
+            if not step.startswith("configure"):
+                self._count(f"{step:<34} (cached)")
 
 
 def format_progress(info: dict[str, Any]) -> str:
@@ -93,9 +142,8 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
 
     `kfp_cache=False` runs every task again (kfp.local's cache off); the steps still reuse every
     part of the store that verifies, so only missing or corrupt parts, and what depends on them,
-    are recomputed (`masa run --recheck`)."""
-    from kfp import local
-
+    are recomputed (`masa run --recheck`). Raises `PipelineFailed` naming the failed step and its
+    error, `RunInProgress` when another run holds `out`, KeyboardInterrupt on Ctrl-C."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.store:
@@ -103,6 +151,32 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
     # No retries locally: a failure here is deterministic or needs the user; rerunning `masa run`
     # with the same --out reuses every finished step.
     cfg = replace(cfg, resources=replace(cfg.resources, retries=0))
+    with _exclusive(out):
+        return _run_segments(cfg, out, quiet_kfp=quiet_kfp, kfp_cache=kfp_cache)
+
+
+@contextmanager
+def _exclusive(out: Path):
+    """One `masa run` per output directory: a second one would redo and overwrite the first's steps."""
+    f = (out / ".masa-run.lock").open("a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RunInProgress(f"another masa run (pid {f.read().strip() or '?'}) is using {out}; wait for it "
+                                "to finish, or choose another --out") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock
+
+
+def _run_segments(cfg: RunConfig, out: Path, *, quiet_kfp: bool, kfp_cache: bool) -> dict[str, Any]:
+    from kfp import local
+
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
                enable_caching=kfp_cache, cache_root=str(out / "kfp-cache"), raise_on_error=True)
@@ -120,10 +194,14 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
         sys.stdout = tee if quiet_kfp else sys.stdout
         try:
             for segment in range(len(cfg.segments)):  # a cluster runs each as its own run
-                build_pipeline(cfg, segment, local=True)()
-        except BaseException as e:
-            sys.stdout = term
-            raise RuntimeError(f"pipeline failed ({type(e).__name__}: {e}); full log: {log_path}") from e
+                pipeline = build_pipeline(cfg, segment, local=True)
+                tee.names = display_names(pipeline)
+                pipeline()
+        except Exception as e:
+            if tee.interrupted:  # Ctrl-C reached a step first; kfp.local reports it as a failure
+                raise KeyboardInterrupt from None
+            step, error = tee.failed or ("the pipeline", f"{type(e).__name__}: {e}")
+            raise PipelineFailed(step, error, log_path) from e
         finally:
             sys.stdout = term
             root.handlers = handlers

@@ -6,6 +6,7 @@ def add_arguments(p):
 
     add_config_arguments(p)
     p.add_argument("--out", default=None, help="output directory (default: runs/<preset name>)")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of a failed step")
     p.add_argument("--recheck", action="store_true",
                    help="run every step again instead of reusing kfp.local's cache; parts in the store that "
                         "verify are still reused, so only missing or corrupt ones (and what depends on them) "
@@ -17,7 +18,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from masa.commands._common import load
-    from masa.pipeline.local import run_local, total_steps
+    from masa.pipeline.local import PipelineFailed, RunInProgress, run_local, total_steps
 
     cfg = load(args)
     bad = preflight(cfg)
@@ -35,9 +36,19 @@ def run(args) -> int:
                 print(f"masa: warning: checkpoint {name} {why}; recomputing it", flush=True)
             result = run_local(cfg, out, kfp_cache=False)
             bad = unverified(result.get("checkpoints", {}))
-    except RuntimeError as e:  # a failed step: its own message was shown above, the rest is in the log
-        print(f"masa: {e}", file=sys.stderr)
+    except PipelineFailed as e:  # an expected failure: its reason, how to go on; the traceback is in the log
+        if args.debug:
+            raise
+        print(f"masa: {e}\nfix the cause and rerun the same command: finished steps are reused "
+              f"(full log: {e.log})", file=sys.stderr)
         return 1
+    except RunInProgress as e:
+        print(f"masa: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nmasa: interrupted; finished steps are kept: rerun the same command to go on ({out})",
+              file=sys.stderr)
+        return 130
     print(f"\nreport:     {result.get('report_html', '(none)')}\n            {result.get('report_json', '')}")
     if result.get("report_store"):
         print(f"            {result['report_store']}")
