@@ -21,6 +21,7 @@ COMMANDS = {
     "compile": "compile",
     "submit": "submit",
     "schedule": "schedule",
+    "preflight": "preflight",
 }
 
 

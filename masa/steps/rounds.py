@@ -188,16 +188,20 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
     if r.train_nodes == 1:
         return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
                            out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step)
-    from masa.train.trainjob import TrainJobSettings, job_name
+    from masa.train.trainjob import TrainJobSettings, current_namespace, job_name, new_attempt
 
     layout, store = run_layout(cfg), open_store(cfg.store)
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
+    # in this pod's namespace (a profile namespace may forbid others), a new name per attempt (a retry must
+    # not meet the last try's job), and deleted before this pod's own deadline (pipeline/k8s.py) ends it
     settings = TrainJobSettings(image=cfg.images.deepspeed, num_nodes=r.train_nodes, proc_per_node=r.train_gpus,
-                                accelerator=r.accelerator_type, s3_secret=r.s3_secret)
+                                namespace=current_namespace(), accelerator=r.accelerator_type,
+                                s3_secret=r.s3_secret)
     return train_round_trainjob(model_uri, f"{scored_uri}/scored.parquet",
                                 f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
-                                settings=settings, name=job_name(layout.run_id, branch, round_idx),
-                                resume_root=resume_uri, on_step=on_step)
+                                settings=settings, name=job_name(layout.run_id, branch, round_idx,
+                                                                 attempt=new_attempt()),
+                                resume_root=resume_uri, on_step=on_step, timeout_s=max(60, r.gpu_timeout_s - 300))
 
 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
