@@ -22,6 +22,7 @@ COMMANDS = {
     "submit": "submit",
     "schedule": "schedule",
     "preflight": "preflight",
+    "stage": "stage",
 }
 
 

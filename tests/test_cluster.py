@@ -257,3 +257,15 @@ def test_recurring_run_example_passes_only_pipeline_parameters():
     assert set(example["params"]) <= set(UI_PARAMETERS)
     assert example["enable_caching"] is False
     assert load_config("paper").store == ""  # the user's own bucket, required by preflight/compile
+
+
+def test_configure_refuses_a_non_s3_store_inside_a_pod(monkeypatch):
+    from masa.components.configure import configure
+
+    kwargs = dict(config_json=load_config("toy").to_json(), model="toy", train_data="toy", prompts_per_round=4,
+                  n_solution=4, n_meta=4, learning_rate=1e-5, temperature=1.0, max_response_tokens=64, seed=0)
+    assert '"store": "/data/run"' in configure(store="/data/run", **kwargs)  # the local runner: any store
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # what Kubernetes sets in every container
+    with pytest.raises(ConfigError, match=r"store: '/data/run' is not an s3:// URI"):
+        configure(store="/data/run", **kwargs)
+    assert '"store": "s3://b/r"' in configure(store="s3://b/r", **kwargs)
