@@ -269,3 +269,21 @@ def test_configure_refuses_a_non_s3_store_inside_a_pod(monkeypatch):
     with pytest.raises(ConfigError, match=r"store: '/data/run' is not an s3:// URI"):
         configure(store="/data/run", **kwargs)
     assert '"store": "s3://b/r"' in configure(store="s3://b/r", **kwargs)
+
+
+# ---------------------------------------------------------------- 6. tokenizer-only reads
+def test_tokenizer_only_read_skips_the_weights(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from masa.steps.layout import local_tokenizer
+    from masa.storage import open_store, put_dir_atomic
+
+    store = open_store(str(tmp_path / "store"))
+    put_dir_atomic(store, str(tiny_model_dir), "run/base/checkpoint")
+    got = local_tokenizer(str(tmp_path / "store"), "run/base/checkpoint", tmp_path / "cache")
+    names = {p.name for p in got.iterdir()}
+    weights = {p.name for p in Path(tiny_model_dir).iterdir() if p.suffix in (".safetensors", ".bin")}
+    assert weights and not weights & names and "config.json" in names
+    text = "What is 2 + 2?"
+    assert AutoTokenizer.from_pretrained(got)(text)["input_ids"] == \
+        AutoTokenizer.from_pretrained(tiny_model_dir)(text)["input_ids"]

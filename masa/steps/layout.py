@@ -94,6 +94,25 @@ def fetch(store_uri: str, prefix: str, dest: str | Path) -> Path:
     return dest
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def is_light_file(rel: str) -> bool:
+    """A checkpoint's top-level non-weight file: config, tokenizer, chat template, toy parquet."""
+    return "/" not in rel and not rel.endswith(WEIGHT_SUFFIXES)
+
+
+def local_tokenizer(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
+    """The checkpoint's tokenizer and config without its weights or optimizer state: the data filter
+    and scoring only count and re-tokenize, and an 8B checkpoint is ~16 GB of weights."""
+    dest = Path(cache_root) / (prefix.replace("/", "__") + "__light")
+    if not (dest / ".verified").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        get_dir_verified(open_store(store_uri), prefix, str(dest), only=is_light_file)
+        (dest / ".verified").touch()
+    return dest
+
+
 def local_path_or_fetch(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
     """A local directory holding the part: the store's own directory when it is local and
     verified, else a verified download under `cache_root`."""

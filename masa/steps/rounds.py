@@ -23,6 +23,7 @@ from masa.data.records import Problem, rows_to_problems
 from masa.steps.layout import (
     cached_stats,
     local_path_or_fetch,
+    local_tokenizer,
     read_pointer,
     run_once,
     write_pointer,
@@ -149,7 +150,8 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
     def produce(work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="masa-score-") as tmp:
             shard = local_path_or_fetch(rptr["store"], rptr["prefix"], Path(tmp) / "r")
-            model_dir = local_model(ptr, Path(tmp) / "m")  # the tokenizer re-tokenizes expert targets
+            # the tokenizer re-tokenizes expert targets; the weights are not needed
+            model_dir = local_tokenizer(ptr["store"], ptr["prefix"], Path(tmp) / "m")
             stats = score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
                                 max_response_tokens=cfg.rollout.max_response_tokens)
         # cached with the stats, so a reused part reports the same outcomes
