@@ -145,6 +145,10 @@ class ResourcesConfig:
     tolerations: tuple[dict, ...] = ()  # every step: {key, operator, value, effect, toleration_seconds}
     gpu_node_selector: dict[str, str] = field(default_factory=dict)  # GPU steps, on top of node_selector
     gpu_tolerations: tuple[dict, ...] = ()  # GPU steps, on top of tolerations (tainted GPU pools)
+    # DeepSpeed state published beside each round's model (~100 GB at 8B): keep it for the last K rounds
+    # only (0 = keep all). The next round needs just the previous one; a rerun of an older round then
+    # starts its optimizer fresh (masa.train.inputs.previous_state), its model is untouched.
+    keep_train_states: int = 0
     retries: int = 2
     metrics_port: int = 9090  # Prometheus endpoint of long-running steps (0 = off); images expose 9090
     service_account: str = "masa-pipeline"  # manifests/rbac.yaml: may create TrainJobs, read one Secret
@@ -152,7 +156,7 @@ class ResourcesConfig:
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries"):
+        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "keep_train_states"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)
         check(self.train_nodes == 1 or self.train_gpus >= 1, "train_nodes",

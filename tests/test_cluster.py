@@ -287,3 +287,21 @@ def test_tokenizer_only_read_skips_the_weights(tiny_model_dir, tmp_path):
     text = "What is 2 + 2?"
     assert AutoTokenizer.from_pretrained(got)(text)["input_ids"] == \
         AutoTokenizer.from_pretrained(tiny_model_dir)(text)["input_ids"]
+
+
+def test_train_states_of_old_rounds_are_pruned_keeping_the_last_k(tmp_path):
+    from masa.steps.layout import RunLayout
+    from masa.steps.rounds import prune_train_states
+    from masa.storage import open_store
+
+    store, layout = open_store(str(tmp_path / "s")), RunLayout(str(tmp_path / "s"), "run")
+    for r in range(5):
+        ckpt = layout.part("masa", r, "checkpoint")
+        store.put_bytes(f"{ckpt}/model.safetensors", b"w")
+        store.put_bytes(f"{ckpt}/train_state/MANIFEST.json", b"{}")
+        store.put_bytes(f"{ckpt}/train_state/rank0.pt", b"s")
+    assert prune_train_states(store, layout, "masa", 4, keep=2) == [2, 1, 0]  # rounds 3 and 4 keep theirs
+    states = {r for r in range(5) if store.list(f"{layout.part('masa', r, 'checkpoint')}/train_state/")}
+    assert states == {3, 4}
+    assert all(store.exists(f"{layout.part('masa', r, 'checkpoint')}/model.safetensors") for r in range(5))
+    assert prune_train_states(store, layout, "masa", 4, keep=0) == []  # 0 keeps all

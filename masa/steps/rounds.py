@@ -206,6 +206,23 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
                                 resume_root=resume_uri, on_step=on_step, timeout_s=max(60, r.gpu_timeout_s - 300))
 
 
+def prune_train_states(store, layout, branch: str, round_idx: int, keep: int) -> list[int]:
+    """Delete the DeepSpeed state of rounds <= round_idx - keep (manifest first, so a crash leaves an
+    incomplete prefix that is never loaded); the models stay. Returns the rounds pruned."""
+    from masa.storage import MANIFEST
+    from masa.train.checkpoint import STATE_DIR
+
+    pruned = []
+    for r in range(round_idx - keep, -1, -1) if keep else ():
+        state = f"{layout.part(branch, r, 'checkpoint')}/{STATE_DIR}"
+        if not store.list(f"{state}/"):
+            break  # pruned by an earlier round: so are all before it
+        store.delete(f"{state}/{MANIFEST}")
+        store.delete(f"{state}/")
+        pruned.append(r)
+    return pruned
+
+
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
                out_ptr: str, on_step=None) -> dict[str, Any]:
     """Train on the round's scored shard. The trainer publishes the checkpoint itself (manifest last);
@@ -228,6 +245,7 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
                  "finished_at": time.time()}
         store.put_bytes(f"{prefix}.stats.json", json.dumps(stats, sort_keys=True, indent=1).encode())
         stats = {**stats, "reused": False}
+        prune_train_states(store, layout, branch, round_idx, cfg.resources.keep_train_states)
     else:
         stats = {**stats, "reused": True}
     write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx)
