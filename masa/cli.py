@@ -22,6 +22,8 @@ COMMANDS = {
     "submit": "submit",
     "schedule": "schedule",
     "store": "store",
+    "preflight": "preflight",
+    "stage": "stage",
 }
 
 

@@ -103,21 +103,59 @@ class BenchmarkConfig:
         raise_if(p)
 
 
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
+
+
+@dataclass(frozen=True)
+class StepResources:
+    """Requests of one group of steps (Kubernetes quantities), the size limit of its `/tmp` scratch
+    emptyDir (exceeding it evicts the pod instead of filling the node's disk), and its deadline."""
+
+    cpu: str = "1"
+    memory: str = "2Gi"
+    scratch: str = "10Gi"
+    timeout_s: int = 3600  # the pod's activeDeadlineSeconds: a hung step fails (and is retried)
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(self.timeout_s >= 60, "timeout_s", "must be >= 60 seconds", p)
+        for k in ("cpu", "memory", "scratch"):
+            check(bool(getattr(self, k)), k, "must be a Kubernetes quantity, e.g. 4, 16Gi", p)
+        raise_if(p)
+
+
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """Kubernetes resources per step (ignored by the local runner)."""
+    """Kubernetes resources per step (ignored by the local runner; applied by pipeline/k8s.py).
+
+    GPU steps (rollout, train, benchmark) request `cpu_request`/`memory_request`, their GPUs and a
+    memory-backed `/dev/shm` of `shm_size`; the others request `small` (configure, report) or
+    `cpu_steps` (prepare, data filter, score), so a report never waits for a 32-CPU node."""
 
     accelerator_type: str = "nvidia.com/gpu"
     rollout_gpus: int = 1
-    train_gpus: int = 1
+    train_gpus: int = 0  # 0: DeepSpeed ranks on CPU (gloo), as toy/smoke run; else one rank per GPU
     benchmark_gpus: int = 1
     train_nodes: int = 1  # > 1: the train step creates a Kubeflow Trainer TrainJob
     cpu_request: str = "2"
     memory_request: str = "8Gi"
+    gpu_scratch: str = "50Gi"  # /tmp of GPU steps: an 8B train step stages model + ZeRO state (~115 GB)
+    gpu_timeout_s: int = 86400
+    shm_size: str = "2Gi"  # /dev/shm of GPU steps (vLLM/NCCL; the container default is 64 MiB)
+    small: StepResources = field(default_factory=lambda: StepResources("500m", "1Gi", "1Gi", 1800))
+    cpu_steps: StepResources = field(default_factory=lambda: StepResources("2", "8Gi", "20Gi", 6 * 3600))
+    node_selector: dict[str, str] = field(default_factory=dict)  # every step
+    tolerations: tuple[dict, ...] = ()  # every step: {key, operator, value, effect, toleration_seconds}
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)  # GPU steps, on top of node_selector
+    gpu_tolerations: tuple[dict, ...] = ()  # GPU steps, on top of tolerations (tainted GPU pools)
+    # DeepSpeed state published beside each round's model (~100 GB at 8B): keep it for the last K rounds
+    # only (0 = keep all). The next round needs just the previous one; a rerun of an older round then
+    # starts its optimizer fresh (masa.train.inputs.previous_state), its model is untouched.
+    keep_train_states: int = 0
     retries: int = 2
     metrics_port: int = 9090  # Prometheus endpoint of long-running steps (0 = off); images expose 9090
     service_account: str = "masa-pipeline"  # manifests/rbac.yaml: may create TrainJobs, read one Secret
-    s3_secret: str = "masa-s3-credentials"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, MASA_S3_ENDPOINT_URL
+    s3_secret: str = "masa-s3-credentials"  # keys: masa.storage.s3.SECRET_KEYS (+ SECRET_OPTIONAL_KEYS)
     # rounds per submitted run (docs/deploy.md, "Bounded runs"); 0 = as many as keep a run within
     # MAX_TASKS_PER_RUN tasks. `masa run` runs the segments one after another.
     rounds_per_run: int = 0
@@ -127,10 +165,21 @@ class ResourcesConfig:
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "rounds_per_run"):
+        for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "keep_train_states", "rounds_per_run"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
         check(self.rollout_shards >= 1, "rollout_shards", "must be >= 1", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)
+        check(self.train_nodes == 1 or self.train_gpus >= 1, "train_nodes",
+              "> 1 needs resources.train_gpus >= 1 (the TrainJob's GPUs per node)", p)
+        check(self.gpu_timeout_s >= 60, "gpu_timeout_s", "must be >= 60 seconds", p)
+        for k in ("tolerations", "gpu_tolerations"):
+            for i, t in enumerate(getattr(self, k)):
+                bad = sorted(set(t) - _TOLERATION_KEYS) if isinstance(t, dict) else ["(not a mapping)"]
+                check(not bad, f"{k}[{i}]", f"unknown keys {bad}; valid: {sorted(_TOLERATION_KEYS)}", p)
+        for k in ("node_selector", "gpu_node_selector"):
+            sel = getattr(self, k)
+            check(all(isinstance(a, str) and isinstance(b, str) for a, b in sel.items()), k,
+                  "must map label keys to string values", p)
         raise_if(p)
 
 
@@ -212,6 +261,10 @@ class RunConfig:
         check(self.rounds >= 1, "rounds", "must be >= 1", p)
         check(self.prompts_per_round >= 1, "prompts_per_round", "must be >= 1", p)
         check(self.train_processes >= 1, "train_processes", "must be >= 1", p)
+        gpus = self.resources.train_gpus
+        # one DeepSpeed rank per GPU: a second rank on a 1-GPU pod asks for cuda:1 and fails
+        check(gpus == 0 or self.train_processes == gpus, "train_processes",
+              f"must equal resources.train_gpus ({gpus}): one rank per GPU (or set train_gpus: 0 for CPU ranks)", p)
         check(not (self.compare and self.algorithm.name == "grpo"), "compare",
               "compare runs GRPO beside algorithm.name; set algorithm.name to masa or masa-efficient", p)
         check(self.rollout.max_response_tokens >= self.algorithm.cutoff.min_tokens, "rollout.max_response_tokens",

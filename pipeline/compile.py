@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 from masa.config import RunConfig
 from masa.pipeline.dag import build_pipeline
+from masa.pipeline.k8s import for_backend
+
+log = logging.getLogger(__name__)
 
 
-def compile_pipeline(cfg: RunConfig, out: str | Path, segment: int = 0) -> Path:
-    """One segment's run (`RunConfig.segments`) as KFP IR YAML."""
+def compile_pipeline(cfg: RunConfig, out: str | Path, segment: int = 0,
+                     backend: tuple[int, int] | None = None) -> Path:
+    """One segment's run (`RunConfig.segments`) as KFP IR YAML at `out`; with `backend`, without what
+    that KFP backend cannot read (`retarget`)."""
     from kfp import compiler
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(cfg, segment), package_path=str(out))
+    if backend is not None:
+        for w in retarget(out, backend):
+            log.warning(w)
     return out
 
 
@@ -23,6 +32,18 @@ def segment_paths(cfg: RunConfig, out: str | Path) -> list[Path]:
     """`out` for a one-run configuration, else `<stem>-partNN<suffix>` per segment."""
     out, n = Path(out), len(cfg.segments)
     return [out] if n == 1 else [out.with_name(f"{out.stem}-part{i + 1:02d}{out.suffix}") for i in range(n)]
+
+
+def retarget(path: Path, backend: tuple[int, int]) -> list[str]:
+    """Rewrite the IR's Kubernetes platform spec for an older backend; the warnings, one per field left
+    out. Raises ValueError when that backend cannot run the pipeline at all."""
+    import yaml
+
+    spec, platform = yaml.safe_load_all(path.read_text())
+    platform, warnings = for_backend(platform, backend)
+    if warnings:
+        path.write_text(yaml.safe_dump_all([spec, platform], sort_keys=True))
+    return warnings
 
 
 def _client(host: str, namespace: str | None):
@@ -34,9 +55,13 @@ def _client(host: str, namespace: str | None):
 
 def submit(cfg: RunConfig, *, host: str, experiment: str, namespace: str | None = None,
            run_name: str | None = None, segment: int = 0, follow: bool = False,
-           timeout_s: int = 14 * 24 * 3600) -> list[str]:
+           timeout_s: int = 14 * 24 * 3600, cache: bool = True,
+           backend: tuple[int, int] | None = None) -> list[str]:
     """Create the run of one segment of this configuration; with `follow`, wait for each run to
-    succeed and create the next segment's, to the last. Returns the run ids created."""
+    succeed and create the next segment's, to the last. Returns the run ids created.
+
+    cache=False: KFP's cache key is parameters, input artifact names, image and command, so an image
+    rebuilt under the same tag or data replaced behind the same URI would be served stale."""
     from masa.pipeline.dag import pipeline_name
 
     client = _client(host, namespace)
@@ -47,10 +72,10 @@ def submit(cfg: RunConfig, *, host: str, experiment: str, namespace: str | None 
             if state != "SUCCEEDED":
                 raise RuntimeError(f"run {ids[-1]} ended {state}; resubmit with --segment {seg - 1} --follow")
         with tempfile.TemporaryDirectory() as d:
-            package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", seg)
+            package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", seg, backend)
             run = client.create_run_from_pipeline_package(
                 str(package), arguments={}, run_name=run_name or pipeline_name(cfg, seg),
-                experiment_name=experiment, namespace=namespace, enable_caching=True,
+                experiment_name=experiment, namespace=namespace, enable_caching=cache,
                 service_account=cfg.resources.service_account)
         ids.append(run.run_id)
     return ids
@@ -62,7 +87,7 @@ def _final_state(run) -> str:
 
 
 def schedule(cfg: RunConfig, *, host: str, cron: str, experiment: str, job_name: str | None = None,
-             namespace: str | None = None) -> str:
+             namespace: str | None = None, cache: bool = True, backend: tuple[int, int] | None = None) -> str:
     """A recurring run (retraining): 6-field cron, at most one run at a time, no catch-up."""
     if len(cfg.segments) > 1:
         raise ValueError(f"a recurring run is one run, and this configuration needs {len(cfg.segments)} "
@@ -74,9 +99,9 @@ def schedule(cfg: RunConfig, *, host: str, cron: str, experiment: str, job_name:
     client = _client(host, namespace)
     exp = client.create_experiment(name=experiment, namespace=namespace)
     with tempfile.TemporaryDirectory() as d:
-        package = compile_pipeline(cfg, Path(d) / "pipeline.yaml")
+        package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", 0, backend)
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=job_name or f"masa-{cfg.name}-retrain",
             cron_expression=cron, max_concurrency=1, no_catchup=True, pipeline_package_path=str(package),
-            enable_caching=True, service_account=cfg.resources.service_account)
+            enable_caching=cache, service_account=cfg.resources.service_account)
     return job.recurring_run_id

@@ -17,29 +17,10 @@ ROUND_STEPS = ("rollout", "score", "train")
 
 
 def _resources(task, cfg: RunConfig, step: str) -> None:
-    """Requests, accelerators, retries with back-off, caching, and S3 credentials from a Secret."""
-    r = cfg.resources
-    gpus = {"rollout": r.rollout_gpus, "train": r.train_gpus, "benchmark": r.benchmark_gpus}.get(step, 0)
-    task.set_cpu_request(r.cpu_request).set_memory_request(r.memory_request)
-    if gpus:
-        task.set_accelerator_type(r.accelerator_type).set_accelerator_limit(gpus)
-    task.set_retry(num_retries=r.retries, backoff_duration="30s", backoff_factor=2.0)
-    task.set_caching_options(True)
-    task.set_env_variable("MASA_METRICS_PORT", str(r.metrics_port))
-    from kfp import kubernetes
+    """Requests, accelerators, volumes, deadline, placement, retries, caching, S3 Secret: pipeline/k8s.py."""
+    from masa.pipeline.k8s import apply_step
 
-    # non-root image user (images/*.Dockerfile), a writable /tmp for caches on a read-only root,
-    # and the label the PodMonitor selects (manifests/podmonitor.yaml)
-    kubernetes.set_security_context(task, run_as_user=10001, run_as_group=10001, run_as_non_root=True)
-    kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp")
-    kubernetes.add_pod_label(task, "masa.io/metrics", "true")
-    if cfg.store.startswith("s3://") and r.s3_secret:
-        # credentials by reference to a Secret: no value ever enters the compiled spec
-        kubernetes.use_secret_as_env(task, secret_name=r.s3_secret, secret_key_to_env={
-            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-            "MASA_S3_ENDPOINT_URL": "MASA_S3_ENDPOINT_URL",
-        })
+    apply_step(task, cfg, step)
 
 
 def pipeline_name(cfg: RunConfig, segment: int = 0) -> str:

@@ -42,7 +42,9 @@ def test_compile_cli_writes_yaml_without_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret + "xyz")
     out = tmp_path / "pipeline.yaml"
     r = subprocess.run([sys.executable, "-m", "masa.cli", "compile", "--preset", "paper", "--set", "rounds=2",
-                        "-o", str(out)],
+                        "--image-registry", "registry.example.com/team", "--store", "s3://my-bucket/runs",
+                        "--set", "model=s3://my-bucket/m", "--set", "data.train=s3://my-bucket/d.parquet",
+                        "--set", "benchmark.datasets=[s3://my-bucket/b.parquet]", "-o", str(out)],
                        capture_output=True, text=True, check=True)
     text = out.read_text()
     assert secret not in text and secret not in r.stdout + r.stderr
@@ -62,6 +64,15 @@ def test_submit_sends_the_compiled_pipeline():
     assert "kubernetes" in runs[0]["pipeline_spec"]["platform_spec"]["platforms"]
     assert runs[0]["experiment_id"] == "exp-standin"
     assert runs[0]["service_account"] == "masa-pipeline"  # manifests/rbac.yaml's account
+
+
+def test_submit_no_cache_turns_caching_off_in_every_task():
+    cfg = load_config("smoke", ["rounds=1"])
+    with KfpStandIn() as kfp:
+        submit(cfg, host=kfp.host, experiment="masa-tests", cache=False)
+    (run,) = [b for m, p, b in kfp.requests if m == "POST" and p.startswith("/apis/v2beta1/runs")]
+    tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert tasks and all(t["cachingOptions"].get("enableCache", False) is False for t in tasks.values())
 
 
 def test_schedule_sends_cron_concurrency_one_no_catchup():

@@ -25,3 +25,40 @@ def load(args: argparse.Namespace):
     except ConfigError as e:
         print(f"masa: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of the commands that compile for a cluster (compile, submit, schedule, preflight)."""
+    import os
+
+    env = os.environ.get("MASA_IMAGE_REGISTRY")
+    p.add_argument("--image-registry", default=env,
+                   help="registry/namespace the images were pushed to by images/build.sh (default: "
+                        "$MASA_IMAGE_REGISTRY, the variable build.sh reads; --set images.* wins)")
+    p.add_argument("--kfp-version", default=None, metavar="X.Y",
+                   help="KFP backend version of the cluster: leave out what it cannot read, or refuse "
+                        "(default: the minimum that reads everything)")
+
+
+def load_cluster(args: argparse.Namespace, *, refuse: bool = True):
+    """(RunConfig, backend version, checks) of a cluster compile; with `refuse`, exit 2 printing
+    the failing checks (a cluster would fail the run on them)."""
+    from masa.pipeline.k8s import MIN_BACKEND, parse_version
+    from masa.pipeline.preflight import checks, image_overrides
+
+    if args.image_registry:  # before the user's --set, so an explicit images.* override wins
+        args.overrides = image_overrides(args.image_registry) + list(args.overrides)
+    try:
+        version = parse_version(args.kfp_version) if args.kfp_version else MIN_BACKEND
+    except ValueError as e:
+        print(f"masa: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    cfg = load(args)
+    found = checks(cfg, version)
+    failed = [c for c in found if c.status == "FAIL"]
+    if refuse and failed:
+        print("masa: not compiled for a cluster (masa preflight lists every check):", file=sys.stderr)
+        for c in failed:
+            print(f"  {c.line()}", file=sys.stderr)
+        raise SystemExit(2)
+    return cfg, version, found

@@ -2,19 +2,24 @@ HELP = "compile the pipeline to KFP IR YAML for a cluster (one file per run when
 
 
 def add_arguments(p):
-    from masa.commands._common import add_config_arguments
+    from masa.commands._common import add_cluster_arguments, add_config_arguments
 
     add_config_arguments(p, default_preset="paper")
+    add_cluster_arguments(p)
     p.add_argument("-o", "--output", default="pipeline.yaml",
                    help="IR YAML path (default: %(default)s; <stem>-partNN.yaml per run when there are several)")
 
 
 def run(args) -> int:
-    from masa.commands._common import load
+    from masa.commands._common import load_cluster
     from masa.pipeline.compile import compile_pipeline, segment_paths
 
-    cfg = load(args)
+    cfg, version, found = load_cluster(args)
+    for c in found:
+        if c.status == "warn":
+            print(c.line())
+    backend = ".".join(map(str, version))
     for i, (seg, path) in enumerate(zip(cfg.segments, segment_paths(cfg, args.output), strict=True)):
-        compile_pipeline(cfg, path, i)
-        print(f"wrote {path} (rounds {seg.start + 1}-{seg.stop} of {cfg.rounds})")
+        compile_pipeline(cfg, path, i, version)
+        print(f"wrote {path} (rounds {seg.start + 1}-{seg.stop} of {cfg.rounds}) for KFP backend {backend}+")
     return 0

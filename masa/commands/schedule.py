@@ -2,9 +2,12 @@ HELP = "create a recurring run (scheduled retraining) on a Kubeflow Pipelines en
 
 
 def add_arguments(p):
-    from masa.commands._common import add_config_arguments
+    from masa.commands._common import add_cluster_arguments, add_config_arguments
 
     add_config_arguments(p, default_preset="paper")
+    add_cluster_arguments(p)
+    p.add_argument("--no-cache", action="store_true",
+                   help="run every step even if KFP has a cached result (rebuilt image, replaced data)")
     p.add_argument("--host", required=True, help="KFP API endpoint")
     p.add_argument("--cron", required=True, help="6-field cron: seconds minutes hours day month weekday")
     p.add_argument("--experiment", default="masa", help="experiment name (default: %(default)s)")
@@ -15,13 +18,14 @@ def add_arguments(p):
 def run(args) -> int:
     import sys
 
-    from masa.commands._common import load
+    from masa.commands._common import load_cluster
     from masa.pipeline.compile import schedule
 
-    cfg = load(args)
+    cfg, version, _ = load_cluster(args)
     try:
         job = schedule(cfg, host=args.host, cron=args.cron, experiment=args.experiment,
-                       job_name=args.job_name, namespace=args.namespace)
+                       job_name=args.job_name, namespace=args.namespace, cache=not args.no_cache,
+                       backend=version)
     except ValueError as e:
         print(f"masa: {e}", file=sys.stderr)
         return 2

@@ -136,23 +136,23 @@ def corrupt_input(store, prefix: str, e: Exception) -> CorruptArtifactError:
     return CorruptArtifactError(msg, uri=store.uri(prefix), file=getattr(e, "file", ""))
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
-def fetch_tokenizer(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
-    """The tokenizer and config files of a checkpoint, verified, without its weights: for steps that
-    only tokenize (scoring), a few MB instead of the model (16 GB for an 8B model in bf16)."""
-    from masa.storage.base import join_key, sha256_file
-    from masa.storage.checkpoint import read_manifest
+def is_light_file(rel: str) -> bool:
+    """A checkpoint's top-level non-weight file: config, tokenizer, chat template, toy parquet."""
+    return "/" not in rel and not rel.endswith(WEIGHT_SUFFIXES)
 
-    store = open_store(store_uri)
-    dest = Path(cache_root) / (prefix.replace("/", "__") + "__tokenizer")
-    for rel, entry in sorted(read_manifest(store, prefix).files.items()):
-        if rel.endswith(WEIGHT_SUFFIXES) or "/" in rel:  # weights, optimizer state
-            continue
-        store.get_file(join_key(prefix, rel), str(dest / rel))
-        if sha256_file(str(dest / rel)) != (entry.sha256, entry.size):
-            raise ValueError(f"{store.uri(join_key(prefix, rel))}: does not match its manifest entry")
+
+def local_tokenizer(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
+    """The checkpoint's tokenizer and config without its weights or optimizer state: the data filter
+    and scoring only count and re-tokenize, and an 8B checkpoint is ~16 GB of weights."""
+    dest = Path(cache_root) / (prefix.replace("/", "__") + "__light")
+    done = dest.with_name(dest.name + ".verified")  # beside the copy, as in local_path_or_fetch
+    if not (done.exists() and dest.is_dir()):
+        shutil.rmtree(dest, ignore_errors=True)
+        get_dir_verified(open_store(store_uri), prefix, str(dest), only=is_light_file)
+        done.touch()
     return dest
 
 

@@ -31,7 +31,7 @@ from masa.data.records import (
     write_rejections,
     write_verl_parquet,
 )
-from masa.steps.layout import RunLayout, local_path_or_fetch, run_once, write_pointer
+from masa.steps.layout import RunLayout, local_tokenizer, run_once, write_pointer
 
 TOY = "toy"
 
@@ -88,7 +88,8 @@ def filter_data(cfg: RunConfig, *, base_model: str, prompts_out: str, heldout_ou
     """Filter training problems; write kept prompts, the held-out set, a Markdown summary and every
     dropped row (JSONL: row, reason, detail, prompt_id, stage) to `dropped_out`."""
     layout = run_layout(cfg)
-    base_dir = local_path_or_fetch(cfg.store, layout.base("checkpoint"), Path(base_model).parent / "cache")
+    # tokenizer, config and toy parquets only: no weights (masa.steps.layout.local_tokenizer)
+    base_dir = local_tokenizer(cfg.store, layout.base("checkpoint"), Path(base_model).parent / "cache")
     train_src = str(base_dir / "toy-train.parquet") if cfg.data.train == TOY else cfg.data.train
     heldout_src = (str(base_dir / "toy-heldout.parquet") if cfg.data.heldout == TOY else cfg.data.heldout)
     dropped: list[tuple[str, Rejected]] = []

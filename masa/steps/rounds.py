@@ -23,8 +23,8 @@ from masa.data.records import Problem, rows_to_problems
 from masa.steps.layout import (
     STATS_FILE,
     corrupt_input,
-    fetch_tokenizer,
     local_path_or_fetch,
+    local_tokenizer,
     read_pointer,
     reusable,
     run_once,
@@ -199,7 +199,7 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
         with tempfile.TemporaryDirectory(prefix="masa-score-") as tmp:
             shard = local_path_or_fetch(rptr["store"], rptr["prefix"], Path(tmp) / "r")
             # the tokenizer re-tokenizes expert targets; the weights are not needed here
-            model_dir = fetch_tokenizer(ptr["store"], ptr["prefix"], Path(tmp) / "m")
+            model_dir = local_tokenizer(ptr["store"], ptr["prefix"], Path(tmp) / "m")
             stats = score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
                                 max_response_tokens=cfg.rollout.max_response_tokens)
         # cached with the stats, so a reused part reports the same outcomes
@@ -254,24 +254,44 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
     if cfg.resources.train_nodes == 1:
         return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
                            out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step)
-    from masa.train.trainjob import job_name
+    from masa.train.trainjob import job_name, new_attempt
 
+    r = cfg.resources
     layout, store = run_layout(cfg), open_store(cfg.store)
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
     settings = trainjob_settings(cfg)
     return train_round_trainjob(model_uri, f"{scored_uri}/scored.parquet",
                                 f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
-                                settings=settings, name=job_name(layout.run_id, branch, round_idx),
-                                resume_root=resume_uri, on_step=on_step)
+                                settings=settings, name=job_name(layout.run_id, branch, round_idx,
+                                                                 attempt=new_attempt()),
+                                resume_root=resume_uri, on_step=on_step, timeout_s=max(60, r.gpu_timeout_s - 300))
+
+
+def prune_train_states(store, layout, branch: str, round_idx: int, keep: int) -> list[int]:
+    """Delete the DeepSpeed state of rounds <= round_idx - keep (manifest first, so a crash leaves an
+    incomplete prefix that is never loaded); the models stay. Returns the rounds pruned."""
+    from masa.storage import MANIFEST
+    from masa.train.checkpoint import STATE_DIR
+
+    pruned = []
+    for r in range(round_idx - keep, -1, -1) if keep else ():
+        state = f"{layout.part(branch, r, 'checkpoint')}/{STATE_DIR}"
+        if not store.list(f"{state}/"):
+            break  # pruned by an earlier round: so are all before it
+        store.delete(f"{state}/{MANIFEST}")
+        store.delete(f"{state}/")
+        pruned.append(r)
+    return pruned
 
 
 def trainjob_settings(cfg: RunConfig):
-    """The TrainJob's size and image for `resources.train_nodes` > 1: one node per pod, a rank per GPU."""
-    from masa.train.trainjob import TrainJobSettings
+    """The TrainJob's size and image for `resources.train_nodes` > 1: one node per pod, a rank per GPU, in
+    this pod's namespace (a profile namespace may forbid others)."""
+    from masa.train.trainjob import TrainJobSettings, current_namespace
 
     r = cfg.resources
     return TrainJobSettings(image=cfg.images.deepspeed, num_nodes=r.train_nodes, proc_per_node=r.train_gpus,
-                            accelerator=r.accelerator_type, s3_secret=r.s3_secret)
+                            namespace=current_namespace(), accelerator=r.accelerator_type, s3_secret=r.s3_secret)
 
 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
@@ -305,6 +325,7 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
             Path(tmp, STATS_FILE).write_text(json.dumps(stats, sort_keys=True, indent=1))
             put_dir_atomic(store, tmp, train_stats_key(prefix).rsplit("/", 1)[0])
         stats = {**stats, "reused": False, **({"recomputed": why} if why else {})}
+        prune_train_states(store, layout, branch, round_idx, cfg.resources.keep_train_states)
     else:
         stats = {**stats, "reused": True}
     write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx)

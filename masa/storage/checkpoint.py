@@ -16,6 +16,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,16 +231,21 @@ def uncommit(store: Store, prefix: str) -> None:
     store.delete(join_key(prefix, MANIFEST))
 
 
-def get_dir_verified(store: Store, prefix: str, local_dir: str) -> Manifest:
+def get_dir_verified(store: Store, prefix: str, local_dir: str,
+                     only: Callable[[str], bool] | None = None) -> Manifest:
     """Download the artifact at `prefix` into `local_dir`, verifying each file against the manifest.
 
     Raises CheckpointError naming the file when it is missing or its size/sha256 differ (the bad
     local copy is removed), or when the prefix has no manifest. Files already verified stay in
     `local_dir`; MANIFEST.json is written there last, so a complete local copy is recognisable.
+    `only(rel)`: download just those files (e.g. a tokenizer without the weights); no MANIFEST.json
+    is written then, since the copy is not complete.
     """
     manifest = read_manifest(store, prefix)
     root = Path(local_dir)
     for rel, entry in sorted(manifest.files.items()):
+        if only is not None and not only(rel):
+            continue
         key = join_key(prefix, rel)
         dest = root / rel
         try:
@@ -256,6 +262,8 @@ def get_dir_verified(store: Store, prefix: str, local_dir: str) -> Manifest:
             what = f"size {size} != {entry.size}" if size != entry.size else f"sha256 {sha[:12]}… != {entry.sha256[:12]}…"
             raise CorruptArtifactError(f"checkpoint file {rel} failed verification ({what}): {store.uri(key)}",
                                        uri=store.uri(prefix), file=rel)
+    if only is not None:
+        return manifest
     atomic_write(root / MANIFEST, [manifest.to_json()], uri=(root / MANIFEST).absolute().as_uri(), durable=False)
     return manifest
 

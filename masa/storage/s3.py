@@ -79,6 +79,14 @@ class S3Config:
         raise_if(p)
 
 
+# The Kubernetes Secret that carries S3 credentials into pods. One definition, read by the DAG
+# (pipeline/k8s.py), the TrainJob (masa/train/trainjob.py) and `masa preflight`; the template
+# (manifests/templates/s3-credentials.secret.yaml) and docs/deploy.md are pinned to it by tests.
+# Keys are the environment names boto3 and `endpoint_from_env` read, so pods get them unchanged.
+SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # required: a pod without them fails to start
+SECRET_OPTIONAL_KEYS = ("MASA_S3_ENDPOINT_URL",)  # optional: absent means AWS S3
+
+
 def endpoint_from_env() -> str | None:
     """The S3 endpoint override: MASA_S3_ENDPOINT_URL, then AWS_ENDPOINT_URL, else None (AWS)."""
     return os.environ.get("MASA_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None

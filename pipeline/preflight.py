@@ -1,0 +1,142 @@
+"""Offline checks of a cluster compile: what would stop a first run before any GPU work.
+
+`checks(cfg, version)` compiles the pipeline for backend `version` and returns one `Check` per
+concern: images, store, S3 Secret wiring in the IR, GPUs vs ranks, object size, backend features,
+hub ids the offline images cannot read. `masa preflight` prints them; `masa compile`, `submit` and
+`schedule` refuse a configuration with a failing check. Nothing here talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+import masa
+from masa.config import MAX_TASKS_PER_RUN, RunConfig
+from masa.pipeline.k8s import MIN_BACKEND, for_backend
+from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
+
+PLACEHOLDER_REGISTRY = "ghcr.io/owner"  # images/build.sh's default: nobody's registry
+IMAGE_NAMES = ("cpu", "vllm", "deepspeed")
+# etcd's default --max-request-bytes (1.5 MiB) bounds every Kubernetes object; KFP v2's Argo Workflow
+# is larger than the IR it comes from (kubeflow/pipelines#13738, #9837), so the IR alone must fit.
+MAX_OBJECT_BYTES = 1_572_864
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok" | "warn" | "FAIL"
+    message: str
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.name}: {self.message}"
+
+
+def image_overrides(registry: str) -> list[str]:
+    """`--set` overrides naming the three images under `registry`, tagged as images/build.sh tags them."""
+    registry = registry.rstrip("/")
+    return [f"images.{n}={registry}/masa-pipeline-{n}:{masa.__version__}" for n in IMAGE_NAMES]
+
+
+def _images(cfg: RunConfig) -> Check:
+    refs = [getattr(cfg.images, n) for n in IMAGE_NAMES]
+    bad = [r for r in refs if r.startswith(PLACEHOLDER_REGISTRY + "/")]
+    if bad:
+        return Check("images", "FAIL", f"{len(bad)} image(s) under the placeholder {PLACEHOLDER_REGISTRY}: set "
+                     f"MASA_IMAGE_REGISTRY (as for images/build.sh), --image-registry or --set images.*")
+    return Check("images", "ok", ", ".join(refs))
+
+
+def _store(cfg: RunConfig) -> Check:
+    if not cfg.store:
+        return Check("store", "FAIL", "not set: a cluster run needs --store s3://YOUR-BUCKET/prefix")
+    if not cfg.store.startswith("s3://"):
+        return Check("store", "FAIL", f"{cfg.store!r} is a local path: each step runs in its own pod; use s3://")
+    return Check("store", "ok", cfg.store)
+
+
+def _secret(cfg: RunConfig, platform: dict) -> Check:
+    """Every step pod references the Secret with exactly the required keys, the endpoint optional."""
+    secret = cfg.resources.s3_secret
+    if not secret:
+        return Check("s3-secret", "FAIL", "resources.s3_secret is empty: pods get no S3 credentials")
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, e in executors.items():
+        refs = [r for r in e.get("secretAsEnv", []) if r.get("secretName") == secret]
+        required = {k["secretKey"] for r in refs if not r.get("optional") for k in r["keyToEnv"]}
+        optional = {k["secretKey"] for r in refs if r.get("optional") for k in r["keyToEnv"]}
+        if required != set(SECRET_KEYS) or not optional <= set(SECRET_OPTIONAL_KEYS):
+            return Check("s3-secret", "FAIL", f"{name}: requires {sorted(required)} of Secret {secret!r}, "
+                         f"expected {list(SECRET_KEYS)} (+ optional {list(SECRET_OPTIONAL_KEYS)})")
+    return Check("s3-secret", "ok", f"{len(executors)} executors read Secret {secret!r}: "
+                 f"{', '.join(SECRET_KEYS)} (+ optional {', '.join(SECRET_OPTIONAL_KEYS)})")
+
+
+def _gpus(cfg: RunConfig) -> Check:
+    r, tp = cfg.resources, cfg.rollout.tensor_parallel_size
+    for step, gpus in (("rollout", r.rollout_gpus), ("benchmark", r.benchmark_gpus)):
+        if gpus and gpus % tp:
+            return Check("gpus", "FAIL", f"resources.{step}_gpus={gpus} is not a multiple of "
+                         f"rollout.tensor_parallel_size={tp}")
+    where = f"{r.train_nodes} TrainJob node(s) x {r.train_gpus}" if r.train_nodes > 1 else f"{r.train_gpus}"
+    return Check("gpus", "ok", f"rollout {r.rollout_gpus}, benchmark {r.benchmark_gpus}, train {where} "
+                 f"GPU(s) for {cfg.train_processes} rank(s) per node")
+
+
+def _hub_ids(cfg: RunConfig) -> Check:
+    """The images set HF_HUB_OFFLINE=1: a hub id fails at `prepare`, the data filter or a benchmark."""
+    named = {"model": cfg.model, "data.train": cfg.data.train}
+    named.update({f"benchmark.datasets[{i}]": d for i, d in enumerate(cfg.benchmark.datasets)})
+    if cfg.data.heldout:
+        named["data.heldout"] = cfg.data.heldout
+    hub = [k for k, v in named.items() if v != "toy" and not v.startswith("s3://")]
+    if hub:
+        return Check("inputs", "FAIL", f"{', '.join(hub)}: not s3:// URIs; step images run offline "
+                     f"(HF_HUB_OFFLINE=1) and local paths do not exist in step pods: copy them to the store "
+                     f"first (docs/deploy.md, step 3)")
+    return Check("inputs", "ok", "model, data and benchmarks are read from the store (or built in)")
+
+
+def _size(texts: list[str]) -> Check:
+    """The largest run against the task bound (docs/deploy.md, "Bounded runs") and the object size."""
+    def tasks(text: str) -> int:
+        spec = next(yaml.safe_load_all(text))
+        dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+        return sum(len(d.get("tasks", {})) for d in dags)
+
+    size, n = max(len(t.encode()) for t in texts), max(tasks(t) for t in texts)
+    # the Workflow is not built here (KFP's Go compiler does it server-side): the IR is a lower bound
+    status = ("FAIL" if size > MAX_OBJECT_BYTES or n > MAX_TASKS_PER_RUN
+              else "warn" if size > MAX_OBJECT_BYTES / 3 else "ok")
+    return Check("size", status, f"{len(texts)} run(s), the largest {n} tasks (at most {MAX_TASKS_PER_RUN}), "
+                 f"IR {size / 2**20:.2f} MiB; the Workflow KFP makes from it (up to ~3x the IR, "
+                 f"kubeflow/pipelines#13738) must fit one Kubernetes object ({MAX_OBJECT_BYTES / 2**20:.1f} MiB, "
+                 "etcd's default)")
+
+
+def checks(cfg: RunConfig, version: tuple[int, int] = MIN_BACKEND) -> list[Check]:
+    """Every offline check, compiling each run of the configuration (`RunConfig.segments`) once."""
+    from masa.pipeline.compile import compile_pipeline
+
+    with tempfile.TemporaryDirectory() as d:
+        texts = [compile_pipeline(cfg, Path(d) / f"p{i}.yaml", i).read_text() for i in range(len(cfg.segments))]
+    _, platform = yaml.safe_load_all(texts[0])
+    sa = cfg.resources.service_account
+    out = [_images(cfg), _store(cfg), _secret(cfg, platform), _gpus(cfg), _hub_ids(cfg),
+           Check("service-account", "ok" if sa else "FAIL",
+                 f"runs submitted by masa use {sa!r}; a run started from the UI needs it chosen there" if sa
+                 else "resources.service_account is empty: the train step cannot create TrainJobs")]
+    out.append(_size(texts))
+    fmt = ".".join(map(str, version))
+    try:
+        _, warnings = for_backend(platform, version)
+    except ValueError as e:
+        out.append(Check("backend", "FAIL", str(e)))
+    else:
+        out += [Check("backend", "warn", w) for w in warnings] or [
+            Check("backend", "ok", f"KFP backend {fmt} reads every field the IR uses")]
+    return out
