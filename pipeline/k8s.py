@@ -1,8 +1,8 @@
 """The Kubernetes side of each step: requests, GPUs, volumes, Secret, placement, deadline, and which
 KFP backend can read what we emit.
 
-Steps fall in three groups (`step_group`): `small` (configure, report), `cpu` (prepare, data filter,
-score) and `gpu` (rollout, benchmark, and train on one node). With `train_nodes > 1` the train step's
+Steps fall in three groups (`step_group`): `small` (configure, report, resume), `cpu` (prepare, data filter,
+score, merge) and `gpu` (rollout, benchmark, and train on one node). With `train_nodes > 1` the train step's
 pod only creates and follows a TrainJob, so it is `small` and holds no GPU: the TrainJob's nodes do.
 
 Backend versions: the IR that kfp-kubernetes 2.17 writes uses fields older KFP backends reject
