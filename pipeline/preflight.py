@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 import masa
-from masa.config import MAX_TASKS_PER_RUN, RunConfig
+from masa.config import MAX_TASKS_PER_RUN, RunConfig, engine_parallelism
 from masa.pipeline.k8s import MIN_BACKEND, for_backend
 from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
 
@@ -77,14 +77,14 @@ def _secret(cfg: RunConfig, platform: dict) -> Check:
 
 
 def _gpus(cfg: RunConfig) -> Check:
-    r, tp = cfg.resources, cfg.rollout.tensor_parallel_size
-    for step, gpus in (("rollout", r.rollout_gpus), ("benchmark", r.benchmark_gpus)):
-        if gpus and gpus % tp:
-            return Check("gpus", "FAIL", f"resources.{step}_gpus={gpus} is not a multiple of "
-                         f"rollout.tensor_parallel_size={tp}")
+    # RunConfig already refuses a tensor-parallel size that would leave a step's GPUs idle; this line
+    # shows how each step uses what it asks for (masa.config.engine_parallelism, the one place it is set)
+    r = cfg.resources
+    engines = {s: engine_parallelism(cfg, s) for s in ("rollout", "benchmark")}
+    shape = ", ".join(f"{s} {getattr(r, f'{s}_gpus')} ({e.replicas} engine(s) x TP {e.tensor_parallel_size})"
+                      for s, e in engines.items())
     where = f"{r.train_nodes} TrainJob node(s) x {r.train_gpus}" if r.train_nodes > 1 else f"{r.train_gpus}"
-    return Check("gpus", "ok", f"rollout {r.rollout_gpus}, benchmark {r.benchmark_gpus}, train {where} "
-                 f"GPU(s) for {cfg.train_processes} rank(s) per node")
+    return Check("gpus", "ok", f"{shape}, train {where} GPU(s) for {cfg.train_processes} rank(s) per node")
 
 
 def _hub_ids(cfg: RunConfig) -> Check:
