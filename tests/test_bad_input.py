@@ -193,6 +193,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
     data["data"]["near_dup_threshold"] = 1.5                    # out of range
     data["train"]["samples_per_step"] = 12                      # not a multiple of n_solution (8)
     data["train"].pop("epochs", None)                           # (passes apply without samples_per_step)
+    data["train"].pop("steps_per_round", None)                  # (derived with samples_per_step)
     preset = tmp_path / "broken.yaml"
     preset.write_text(yaml.safe_dump(data))
 
