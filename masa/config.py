@@ -44,6 +44,10 @@ class DataConfig:
     # template siblings of test problems (11% of MATH train), 0.8 the near-copies (1.8%)
     overlap_threshold: float = 0.8
     heldout_size: int = 64  # held-out problems measured per round
+    # appended to every problem (" " + sentence) in rollouts, the benchmark, the meta prompt and the
+    # filter's length check; None = the paper code's sentence for a real model, none for the toy
+    # (masa.algo.prompts; `RunConfig.solution_instruction` resolves it); "" = the bare problem
+    solution_instruction: str | None = None
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -171,6 +175,15 @@ class RunConfig:
             check(samples % self.algorithm.n_solution == 0, "train.samples_per_step",
                   f"must be a multiple of algorithm.n_solution (G={self.algorithm.n_solution})", p)
         raise_if(p)
+
+    @property
+    def solution_instruction(self) -> str:
+        """The instruction appended to each problem (`data.solution_instruction`, None resolved)."""
+        from masa.algo.prompts import RELEASED_INSTRUCTION
+
+        if self.data.solution_instruction is not None:
+            return self.data.solution_instruction
+        return "" if self.model == "toy" else RELEASED_INSTRUCTION
 
     @property
     def branches(self) -> tuple[str, ...]:

@@ -84,6 +84,26 @@ def test_long_prompts_are_dropped_and_counted_never_truncated(tiny_model_dir):
     assert all(len(p.meta_ids) <= 256 and len(p.solution_ids) <= 256 for p in kept)
 
 
+def test_solution_instruction_reaches_both_prompts(tiny_model_dir):
+    # issue 14 item 1: the rollout's solution prompt is problem + " " + instruction, and the meta prompt
+    # shows that same text (as the paper's released code); "" keeps the bare problem (the toy)
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from masa.algo.prompts import RELEASED_INSTRUCTION
+    from masa.steps.rollout import chat_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    settings = dataclasses.replace(SETTINGS, solution_instruction=RELEASED_INSTRUCTION)
+    [p], _ = prepare_prompts(PROBLEMS[:1], tok, uses_meta=True, n_solution=G, settings=settings)
+    text = "What is 1 + 1? Let's think step by step and output the final answer within \\boxed{}."
+    assert p.solution_ids == chat_ids(tok, text)
+    assert p.meta_ids == chat_ids(tok, render_meta_prompt(text, n_solution=G, max_response_tokens=T))
+    [bare], _ = prepare_prompts(PROBLEMS[:1], tok, uses_meta=False, n_solution=G, settings=SETTINGS)
+    assert bare.solution_ids == chat_ids(tok, "What is 1 + 1?")
+
+
 def test_load_batch_reads_verl_parquet_and_rejects_bad_rows(tmp_path):
     write_verl_parquet(PROBLEMS, tmp_path / "b.parquet")
     assert [p.problem for p in load_batch(tmp_path / "b.parquet")] == list(TAUGHT)

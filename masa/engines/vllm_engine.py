@@ -92,6 +92,7 @@ class VLLMEngine:
 
         self._vllm = vllm
         max_len = fitted_max_model_len(self.model_dir, config.max_model_len)
+        self.max_model_len = max_len  # the context actually served (prompt + response), maybe < requested
         self._llm = vllm.LLM(
             model=str(self.model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
             max_model_len=max_len, gpu_memory_utilization=config.gpu_memory_utilization,

@@ -31,6 +31,7 @@ from masa.algo.config import AlgorithmConfig
 from masa.algo.cutoff import cutoff_budget
 from masa.algo.gating import gating_active, gating_decision, round_generator
 from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
+from masa.algo.prompts import solution_prompt
 from masa.data.records import Problem
 from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
 
@@ -44,11 +45,13 @@ class SamplingSettings:
     top_k: int = -1
     max_response_tokens: int = 512
     max_prompt_tokens: int = 1024
+    solution_instruction: str = ""  # appended to each problem (masa.algo.prompts.solution_prompt)
 
     @classmethod
-    def from_rollout_config(cls, rollout: Any, *, max_prompt_tokens: int) -> SamplingSettings:
+    def from_rollout_config(cls, rollout: Any, *, max_prompt_tokens: int,
+                            solution_instruction: str = "") -> SamplingSettings:
         return cls(rollout.temperature, rollout.top_p, rollout.top_k, rollout.max_response_tokens,
-                   max_prompt_tokens)
+                   max_prompt_tokens, solution_instruction)
 
 
 @dataclass
@@ -93,6 +96,13 @@ def request_seed(seed: int, round_index: int, prompt_id: str, path: str) -> int:
     return int.from_bytes(digest[:4], "little") >> 2  # < 2**30, so seed + i stays a valid int32
 
 
+def context_len(engine) -> int | None:
+    """Prompt + response tokens the engine serves: its `max_model_len` (the requested one capped by the
+    model's positions, `masa.engines.vllm_engine.fitted_max_model_len`), else its config's; None if unknown."""
+    served = getattr(engine, "max_model_len", None)
+    return served if served is not None else getattr(getattr(engine, "config", None), "max_model_len", None)
+
+
 def chat_ids(tokenizer, user_text: str) -> tuple[int, ...]:
     """The model's chat template applied to one user turn, with the generation prompt."""
     ids = tokenizer.apply_chat_template([{"role": "user", "content": user_text}], add_generation_prompt=True,
@@ -105,10 +115,11 @@ def prepare_prompts(problems: Sequence[Problem], tokenizer, *, uses_meta: bool, 
     """Tokenise each problem's solution (and meta) prompt; drop, and count, the ones over the limit."""
     kept, dropped = [], 0
     for gid, p in enumerate(problems):
-        sol = chat_ids(tokenizer, p.problem)
+        text = solution_prompt(p.problem, settings.solution_instruction)
+        sol = chat_ids(tokenizer, text)
         meta = None
-        if uses_meta:
-            meta = chat_ids(tokenizer, render_meta_prompt(p.problem, n_solution=n_solution,
+        if uses_meta:  # the meta prompt shows the problem as the solution path sees it (released code)
+            meta = chat_ids(tokenizer, render_meta_prompt(text, n_solution=n_solution,
                                                           max_response_tokens=settings.max_response_tokens))
         if max(len(sol), len(meta or ())) > settings.max_prompt_tokens:
             dropped += 1
@@ -216,10 +227,11 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
     """Run the rollout of one batch with a started `engine` (see the module docstring)."""
     t0 = time.perf_counter()
     stats = RolloutStats(prompts=len(problems), engine_startup_s=float(getattr(engine, "startup_s", 0.0)))
-    max_len = getattr(getattr(engine, "config", None), "max_model_len", None)
+    max_len = context_len(engine)
     if max_len is not None and settings.max_prompt_tokens + settings.max_response_tokens > max_len:
+        # one line before any prompt reaches the engine (vLLM would fail mid-batch with its traceback)
         raise ValueError(f"max_prompt_tokens ({settings.max_prompt_tokens}) + max_response_tokens "
-                         f"({settings.max_response_tokens}) exceeds the engine's max_model_len ({max_len})")
+                         f"({settings.max_response_tokens}) exceeds the model's context of {max_len} tokens")
     prompts, stats.prompts_dropped_for_length = prepare_prompts(
         problems, engine.tokenizer, uses_meta=algorithm.uses_meta, n_solution=algorithm.n_solution,
         settings=settings)
