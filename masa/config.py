@@ -1,6 +1,6 @@
 """The run configuration: one frozen dataclass per concern, composed into `RunConfig`.
 
-Presets are YAML files (`masa/presets/*.yaml`: `toy`, `smoke`, `paper`) or a user's file; `--set
+Presets are YAML files (`masa/presets/*.yaml`: `toy`, `smoke`, `paper`, `paper-1.7b`) or a user's file; `--set
 key.sub=value` overrides apply on top. Every problem is reported at once, naming the key, before
 anything runs (`masa.configbase.ConfigError`).
 """
@@ -24,7 +24,7 @@ from masa.algo.config import AlgorithmConfig
 from masa.configbase import ConfigError, check, from_dict, raise_if
 from masa.train.config import TrainConfig
 
-PRESETS = ("toy", "smoke", "paper")
+PRESETS = ("toy", "smoke", "paper", "paper-1.7b")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -145,7 +145,11 @@ class RunConfig:
     name: str = "masa"
     model: str = "toy"  # local dir, s3:// URI, HF id, or "toy" (built locally)
     toy_recipe: Literal["toy", "smoke"] = "toy"
-    compare: bool = True  # also train a GRPO baseline from the same base, data and seeds
+    compare: bool = True  # also train the `baselines` from the same base, data and seeds
+    # algorithms trained beside algorithm.name when comparing, first to last; the paper's accuracy claims
+    # are for plain MASA and its efficiency claims for MASA-efficient, so the paper presets run
+    # [grpo, masa] beside masa-efficient (three branches)
+    baselines: tuple[Literal["grpo", "masa", "masa-efficient"], ...] = ("grpo",)
     rounds: int = 4
     prompts_per_round: int = 32
     seed: int = 0
@@ -168,6 +172,9 @@ class RunConfig:
         check(self.train_processes >= 1, "train_processes", "must be >= 1", p)
         check(not (self.compare and self.algorithm.name == "grpo"), "compare",
               "compare runs GRPO beside algorithm.name; set algorithm.name to masa or masa-efficient", p)
+        check(not self.compare or (self.baselines[:1] == ("grpo",) and self.algorithm.name not in self.baselines
+                                   and len(set(self.baselines)) == len(self.baselines)), "baselines",
+              "must start with grpo, hold no algorithm twice, and not repeat algorithm.name", p)
         check(self.rollout.max_response_tokens >= self.algorithm.cutoff.min_tokens, "rollout.max_response_tokens",
               "must be >= algorithm.cutoff.min_tokens", p)
         samples = self.train.samples_per_step
@@ -188,7 +195,7 @@ class RunConfig:
     @property
     def branches(self) -> tuple[str, ...]:
         """Algorithms trained by this run, GRPO first when comparing."""
-        return ("grpo", self.algorithm.name) if self.compare else (self.algorithm.name,)
+        return (*self.baselines, self.algorithm.name) if self.compare else (self.algorithm.name,)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
