@@ -22,7 +22,19 @@ def test_config_defaults_follow_the_paper():
     c = TrainConfig()
     assert (c.lr, c.warmup_steps, c.weight_decay, c.grad_clip) == (1e-6, 20, 0.1, 1.0)
     assert (c.kl_coef, c.entropy_coef, c.clip_low, c.clip_high) == (0.0, 0.0, 0.2, 0.28)
-    assert c.recompute_logprobs is False
+    assert c.recompute_logprobs is None  # resolved per model by masa.steps.train.train_config_for
+
+
+def test_old_logprobs_are_recomputed_for_real_models_by_default():
+    # issue 14 item 3: the released code recomputes old log-probs with the actor before the update
+    from masa.config import load_config
+    from masa.steps.train import train_config_for
+
+    assert train_config_for(load_config("paper")).recompute_logprobs is True
+    assert train_config_for(load_config("paper-1.7b")).recompute_logprobs is True
+    assert train_config_for(load_config("toy")).recompute_logprobs is False  # the engine's, as measured
+    assert train_config_for(load_config("paper", ["train.recompute_logprobs=false"])).recompute_logprobs is False
+    assert train_config_for(load_config("toy", ["train.recompute_logprobs=true"])).recompute_logprobs is True
 
 
 def test_config_reports_every_bad_key():

@@ -35,8 +35,11 @@ class TrainConfig:
     bc_coef: float = 0.1
     # reference model for the KL term; None = the round's input policy. Loaded only when kl_coef > 0.
     ref_model: str | None = None
-    # recompute "old" log-probs with the training model instead of trusting the rollout engine's
-    recompute_logprobs: bool = False
+    # recompute "old" log-probs with the training model before the update (the paper's released code,
+    # verl's actor.compute_log_prob) instead of taking the rollout engine's; None = recompute for a
+    # real model, take the engine's for the toy (masa.steps.train.train_config_for resolves it; a
+    # TrainConfig used directly treats None as false)
+    recompute_logprobs: bool | None = None
     # the policy is softmax(logits / temperature): must be the sampler's, or the ratio to the rollout
     # log-probs is biased (the pipeline copies rollout.temperature)
     temperature: float = 1.0
