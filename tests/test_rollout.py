@@ -147,6 +147,36 @@ def test_masa_samples_both_paths_in_one_engine_call(engine):
         assert r["meta_notions"] == ["arithmetic"]
 
 
+@pytest.mark.slow
+def test_meta_feedin_hint_reaches_the_solution_prompt_only(engine):
+    # issue 14 item 8: with meta_feedin the meta path runs first and each prompt's solution prompt gets
+    # "\n\n" + the hint of its first meta sample with notions or a length (the taught notions
+    # ["arithmetic"] and length); meta rows, seeds and everything else are as without it
+    import dataclasses
+
+    from masa.algo.meta import parse_meta_fields
+    from masa.algo.prompts import feedin_hint
+    from masa.steps.rollout import chat_ids
+
+    plain = rollout(PROBLEMS, engine, algorithm=_algo("masa"), settings=SETTINGS)
+    fed = rollout(PROBLEMS, engine, algorithm=dataclasses.replace(_algo("masa"), meta_feedin=True), settings=SETTINGS)
+    assert fed.stats.engine_calls == 2
+    meta = [r for r in fed.rows if r["path"] == "meta"]
+    assert meta == [r for r in plain.rows if r["path"] == "meta"]  # the meta path is untouched
+    for p in PROBLEMS:
+        first = next(f for r in meta if r["problem"] == p.problem
+                     for f in [parse_meta_fields(r["text"], n_solution=G, max_response_tokens=T)]
+                     if not hasattr(f, "reason"))
+        hint = feedin_hint(first.notions, first.solution_length)
+        assert hint == (" The problem could be solved using following math notions: ['arithmetic']. "
+                        f" The solution length in token level should be {TAUGHT[p.problem]}.")
+        want = chat_ids(engine.tokenizer, p.problem + "\n\n" + hint)
+        sols = [r for r in fed.rows if r["path"] == "solution" and r["problem"] == p.problem]
+        assert len(sols) == G and all(tuple(r["prompt_token_ids"]) == want for r in sols)
+        base = [r for r in plain.rows if r["path"] == "solution" and r["problem"] == p.problem]
+        assert all(tuple(r["prompt_token_ids"]) == chat_ids(engine.tokenizer, p.problem) for r in base)
+
+
 def _expected_decision(rows, algorithm, mae_history, *, seed, round_index):
     """The pure gating/cutoff decision recomputed from the meta predictions stored in the shard."""
     meta = sorted((r for r in rows if r["path"] == "meta"), key=lambda r: (r["group_id"], r["sample_idx"]))

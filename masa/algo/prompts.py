@@ -22,3 +22,19 @@ def solution_prompt(problem: str, instruction: str = "") -> str:
     """The problem as the solution path (and the meta prompt) shows it: ``problem + " " + instruction``,
     or the bare problem when `instruction` is empty (the released code's join)."""
     return f"{problem} {instruction}" if instruction else problem
+
+
+def feedin_hint(notions: tuple[str, ...] | None, solution_length: int | None) -> str:
+    """The meta feed-in hint ("MAPR", v2 of the paper; released `meta_feedin`): the sentences the
+    released trainer builds from one meta prediction, for the fields it has ("" when none)."""
+    out = ""
+    if notions:
+        out += f" The problem could be solved using following math notions: {list(notions)}. "
+    if solution_length is not None:
+        out += f" The solution length in token level should be {solution_length}."
+    return out
+
+
+def with_hint(text: str, hint: str) -> str:
+    """The solution text with the feed-in hint after a blank line, as the released trainer joins it."""
+    return f"{text}\n\n{hint}" if hint else text

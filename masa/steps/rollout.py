@@ -17,6 +17,7 @@ Output: one row per sample, schema in docs/rollout-shard.md (`SHARD_SCHEMA`), pl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -30,8 +31,8 @@ import torch
 from masa.algo.config import AlgorithmConfig
 from masa.algo.cutoff import cutoff_budget
 from masa.algo.gating import gating_active, gating_decision, round_generator
-from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
-from masa.algo.prompts import solution_prompt
+from masa.algo.meta import MetaFields, MetaPrediction, parse_meta, parse_meta_fields, render_meta_prompt
+from masa.algo.prompts import feedin_hint, solution_prompt, with_hint
 from masa.data.records import Problem
 from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
 
@@ -126,6 +127,20 @@ def prepare_prompts(problems: Sequence[Problem], tokenizer, *, uses_meta: bool, 
             continue
         kept.append(_Prompt(gid, p, sol, meta))
     return kept, dropped
+
+
+def _hinted(p: _Prompt, metas: Sequence[Sample], tokenizer, settings: SamplingSettings, *,
+            n_solution: int) -> _Prompt:
+    """`p` with the feed-in hint of its first meta sample that has notions or a length appended to the
+    solution prompt (the released trainer draws one at random per solution sample; one per prompt here
+    keeps a prompt's G samples one request). Unchanged when no meta sample has either."""
+    for s in metas:
+        f = parse_meta_fields(s.text, n_solution=n_solution, max_response_tokens=settings.max_response_tokens)
+        hint = feedin_hint(f.notions, f.solution_length) if isinstance(f, MetaFields) else ""
+        if hint:
+            text = with_hint(solution_prompt(p.problem.problem, settings.solution_instruction), hint)
+            return dataclasses.replace(p, solution_ids=chat_ids(tokenizer, text))
+    return p
 
 
 def _spec(settings: SamplingSettings, *, n: int, seed: int, budget: int | None = None) -> SamplingSpec:
@@ -240,7 +255,17 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
     ids = dict(seed=seed, round_index=round_index)
     skip, budgets = [False] * len(prompts), [T] * len(prompts)
     meta_out: list[list[Sample]] = []
-    if algorithm.name == "masa":  # both paths in one engine call
+    if algorithm.uses_meta and algorithm.meta_feedin:  # meta first; its predictions reach the solution prompts
+        meta_out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids))
+        if algorithm.efficient:
+            skip, budgets, stats.gating_active = decide(
+                [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
+                max_response_tokens=T, mae_history=mae_history, **ids)
+        hinted = [_hinted(p, g, engine.tokenizer, settings, n_solution=G) for p, g in zip(prompts, meta_out, strict=True)]
+        kept = [(p, b) for p, b, s in zip(hinted, budgets, skip, strict=True) if not s]
+        sol_out = gen.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
+                                         budgets=[b for _, b in kept])) if kept else []
+    elif algorithm.name == "masa":  # both paths in one engine call
         out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids)
                               + _requests(prompts, "solution", G, settings, **ids))
         meta_out, sol_out = out[: len(prompts)], out[len(prompts):]
