@@ -203,7 +203,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
     assert sorted(keys) == ["benchmark.k", "colour", "data.bogus", "data.near_dup_threshold", "rollout.temperature",
                             "rounds", "train.samples_per_step"]
     text = str(e.value)
-    assert "valid keys: algorithm, benchmark" in text and "expected float, got 'hot'" in text
+    assert "valid keys: algorithm, baselines, benchmark" in text and "expected float, got 'hot'" in text
     assert "must be a multiple of algorithm.n_solution (G=8)" in text
 
 
