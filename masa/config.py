@@ -1,6 +1,6 @@
 """The run configuration: one frozen dataclass per concern, composed into `RunConfig`.
 
-Presets are YAML files (`masa/presets/*.yaml`: `toy`, `smoke`, `paper`) or a user's file; `--set
+Presets are YAML files (`masa/presets/*.yaml`: `toy`, `smoke`, `paper`, `paper-1.7b`) or a user's file; `--set
 key.sub=value` overrides apply on top. Every problem is reported at once, naming the key, before
 anything runs (`masa.configbase.ConfigError`).
 """
@@ -24,7 +24,7 @@ from masa.algo.config import AlgorithmConfig
 from masa.configbase import ConfigError, check, from_dict, raise_if
 from masa.train.config import TrainConfig
 
-PRESETS = ("toy", "smoke", "paper")
+PRESETS = ("toy", "smoke", "paper", "paper-1.7b")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -44,6 +44,10 @@ class DataConfig:
     # template siblings of test problems (11% of MATH train), 0.8 the near-copies (1.8%)
     overlap_threshold: float = 0.8
     heldout_size: int = 64  # held-out problems measured per round
+    # appended to every problem (" " + sentence) in rollouts, the benchmark, the meta prompt and the
+    # filter's length check; None = the paper code's sentence for a real model, none for the toy
+    # (masa.algo.prompts; `RunConfig.solution_instruction` resolves it); "" = the bare problem
+    solution_instruction: str | None = None
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -240,7 +244,11 @@ class RunConfig:
     name: str = "masa"
     model: str = "toy"  # local dir, s3:// URI, HF id, or "toy" (built locally)
     toy_recipe: Literal["toy", "smoke"] = "toy"
-    compare: bool = True  # also train a GRPO baseline from the same base, data and seeds
+    compare: bool = True  # also train the `baselines` from the same base, data and seeds
+    # algorithms trained beside algorithm.name when comparing, first to last; the paper's accuracy claims
+    # are for plain MASA and its efficiency claims for MASA-efficient, so the paper presets run
+    # [grpo, masa] beside masa-efficient (three branches)
+    baselines: tuple[Literal["grpo", "masa", "masa-efficient"], ...] = ("grpo",)
     rounds: int = 4
     prompts_per_round: int = 32
     seed: int = 0
@@ -267,6 +275,9 @@ class RunConfig:
               f"must equal resources.train_gpus ({gpus}): one rank per GPU (or set train_gpus: 0 for CPU ranks)", p)
         check(not (self.compare and self.algorithm.name == "grpo"), "compare",
               "compare runs GRPO beside algorithm.name; set algorithm.name to masa or masa-efficient", p)
+        check(not self.compare or (self.baselines[:1] == ("grpo",) and self.algorithm.name not in self.baselines
+                                   and len(set(self.baselines)) == len(self.baselines)), "baselines",
+              "must start with grpo, hold no algorithm twice, and not repeat algorithm.name", p)
         check(self.rollout.max_response_tokens >= self.algorithm.cutoff.min_tokens, "rollout.max_response_tokens",
               "must be >= algorithm.cutoff.min_tokens", p)
         for step in ("rollout", "benchmark"):  # every GPU a step requests is used (engine_parallelism)
@@ -287,9 +298,18 @@ class RunConfig:
         raise_if(p)
 
     @property
+    def solution_instruction(self) -> str:
+        """The instruction appended to each problem (`data.solution_instruction`, None resolved)."""
+        from masa.algo.prompts import RELEASED_INSTRUCTION
+
+        if self.data.solution_instruction is not None:
+            return self.data.solution_instruction
+        return "" if self.model == "toy" else RELEASED_INSTRUCTION
+
+    @property
     def branches(self) -> tuple[str, ...]:
         """Algorithms trained by this run, GRPO first when comparing."""
-        return ("grpo", self.algorithm.name) if self.compare else (self.algorithm.name,)
+        return (*self.baselines, self.algorithm.name) if self.compare else (self.algorithm.name,)
 
     @property
     def tasks_per_round(self) -> int:

@@ -99,7 +99,9 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
                 tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,
                                   scored=sc.outputs["scored"]), "train", f"{branch} · round {r + 1} · train")
                 policy, history = tr.outputs["new_policy"], sc.outputs["history_out"]
-            key = "grpo" if branch == "grpo" else "masa"
+            # the report compares GRPO with algorithm.name; another baseline (plain MASA beside
+            # MASA-efficient) is benchmarked under its own name, its figures in that step's output
+            key = "grpo" if branch == "grpo" else ("masa" if branch == cfg.algorithm.name else branch)
             if last:
                 evals[key] = step(c.benchmark(config_json=cj, name=key, model=policy), "benchmark",
                                   f"benchmark · {key}").outputs["results"]
@@ -107,8 +109,8 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
         if last:
             base_eval = step(c.benchmark(config_json=cj, name="base", model=base), "benchmark",
                              "benchmark · base").outputs["results"]
-            kwargs = {f"{k}_eval": v for k, v in evals.items()}
-            kwargs.update({f"{k}_history": v for k, v in histories.items()})
+            kwargs = {f"{k}_eval": v for k, v in evals.items() if k in ("grpo", "masa")}
+            kwargs.update({f"{k}_history": v for k, v in histories.items() if k in ("grpo", "masa")})
             step(c.report(config_json=cj, base_eval=base_eval, **kwargs), "report", "report")
 
     return masa_pipeline

@@ -193,6 +193,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
     data["data"]["near_dup_threshold"] = 1.5                    # out of range
     data["train"]["samples_per_step"] = 12                      # not a multiple of n_solution (8)
     data["train"].pop("epochs", None)                           # (passes apply without samples_per_step)
+    data["train"].pop("steps_per_round", None)                  # (derived with samples_per_step)
     preset = tmp_path / "broken.yaml"
     preset.write_text(yaml.safe_dump(data))
 
@@ -202,7 +203,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
     assert sorted(keys) == ["benchmark.k", "colour", "data.bogus", "data.near_dup_threshold", "rollout.temperature",
                             "rounds", "train.samples_per_step"]
     text = str(e.value)
-    assert "valid keys: algorithm, benchmark" in text and "expected float, got 'hot'" in text
+    assert "valid keys: algorithm, baselines, benchmark" in text and "expected float, got 'hot'" in text
     assert "must be a multiple of algorithm.n_solution (G=8)" in text
 
 

@@ -96,3 +96,61 @@ def test_meta_awareness_hand_values():
     assert rows == [{"prompt_id": "p", "observed": 0.5, "predicted": pytest.approx(13 / 24), "median": 0.5}]
     # length 10 lies in the correct samples' range [10, 11] for all three parsed predictions
     assert figures["length_in_range"] == 1.0
+
+
+# ------------------------------------------------------------------ issue 14: instruction, meta budget, context
+
+
+def test_benchmark_prompts_pin_the_instruction_and_the_training_meta_budget(tiny_model_dir):
+    # the solution prompt is the problem + " " + the released sentence (akatigre/MASA-RL data_preprocess.py);
+    # the meta prompt shows that same text and states the training budget (8192), not the benchmark's
+    from transformers import AutoTokenizer
+
+    from masa.algo.meta import render_meta_prompt
+    from masa.algo.prompts import RELEASED_INSTRUCTION
+    from masa.data.records import Problem
+    from masa.steps.evaluate import _prompts
+    from masa.steps.rollout import chat_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    p = Problem("p", "What is 1 + 2?", "3")
+    s = EvalSettings(n_solution=8, max_tokens=16384, meta_max_tokens=8192, solution_instruction=RELEASED_INSTRUCTION)
+    sol, meta = _prompts(tok, p, s)
+    text = "What is 1 + 2? Let's think step by step and output the final answer within \\boxed{}."
+    assert sol == chat_ids(tok, text)
+    assert meta == chat_ids(tok, render_meta_prompt(text, n_solution=8, max_response_tokens=8192))
+    assert "integer 1 to 8192" in tok.decode(meta) and "16384" not in tok.decode(meta)
+    # the toy's format: no instruction, the bare problem
+    assert _prompts(tok, p, EvalSettings())[0] == chat_ids(tok, "What is 1 + 2?")
+
+
+def test_prompt_limit_is_the_context_less_the_minimum_response():
+    from masa.steps.evaluate import prompt_limit
+
+    s = EvalSettings(max_prompt_tokens=1024, min_response_tokens=16)
+    assert prompt_limit(None, s) == (1024, "prompt over max_prompt_tokens (1024)")
+    assert prompt_limit(4096, s)[0] == 1024
+    # the toy's 512-token context: 512 - 16 = 496 < 1024
+    assert prompt_limit(512, s) == (496, "prompt over 496 tokens (the model's context of 512 less 16 response tokens)")
+
+
+def test_problems_over_the_context_are_skipped_and_counted_not_fatal(tiny_model_dir):
+    # A 64-token context: the short problem fits with >= 16 response tokens, the long one cannot; only
+    # a benchmark where nothing fits fails, in one line naming the context and the longest prompt.
+    from masa.data.records import DataError, Problem
+    from masa.engines import EngineConfig, make_engine
+    from masa.steps.evaluate import evaluate
+
+    short, long = Problem("s", "1 + 2?", "3"), Problem("l", "What is 1 + 1? " * 40, "2")
+    engine = make_engine(EngineConfig(model=str(tiny_model_dir), backend="transformers", max_model_len=64))
+    try:
+        s = EvalSettings(k=1, max_tokens=32, n_solution=4, max_prompt_tokens=1024, min_response_tokens=16)
+        r = evaluate(engine, [short, long], s, meta=False)
+        assert (r["n_problems"], r["n_skipped"]) == (1, 1)
+        assert r["skipped_reason"] == "prompt over 48 tokens (the model's context of 64 less 16 response tokens)"
+        with pytest.raises(DataError) as e:
+            evaluate(engine, [long], s, meta=False)
+    finally:
+        engine.close()
+    msg = str(e.value)
+    assert "\n" not in msg and "context is 64" in msg and "longest prompt has" in msg

@@ -166,3 +166,19 @@ def test_meta_field_spans_cover_each_value():
     assert {k: t2[a:b] for k, (a, b) in meta_field_spans(t2).items()} == {"math_notion": '"sums"',
                                                                            "solution_length": "12"}
     assert meta_field_spans("<meta>no json</meta>") == {}
+
+
+def test_parse_meta_fields_keeps_the_valid_fields():
+    # issue 14 item 4: one bad field no longer fails the whole prediction (the reward scores per field)
+    from masa.algo.meta import MetaFields, parse_meta_fields
+
+    text = '<meta>r</meta> {"math_notion": ["sum"], "pass_rate": 99, "solution_length": 10}'
+    f = parse_meta_fields(text, n_solution=8, max_response_tokens=64)
+    assert f == MetaFields(("sum",), None, 10, ("pass_rate out of range 0..8: 99",))
+    assert not f.complete
+    assert parse_meta(text, n_solution=8, max_response_tokens=64).reason == "pass_rate out of range 0..8: 99"
+    f = parse_meta_fields('{"pass_rate": 3}', n_solution=8, max_response_tokens=64)
+    assert f == MetaFields(None, 3, None, ("missing key math_notion", "missing key solution_length"))
+    assert parse_meta_fields('{"pass_rate": 30}', n_solution=8, max_response_tokens=64).reason == \
+        "missing key math_notion; pass_rate out of range 0..8: 30; missing key solution_length"
+    assert parse_meta_fields("none", n_solution=8, max_response_tokens=64).reason == "no JSON object"

@@ -198,3 +198,18 @@ def test_notion_reward_in_unit_interval(notions, texts, data):
     correct = data.draw(st.lists(st.booleans(), min_size=len(texts), max_size=len(texts)))
     r = notion_rewards([notions], problem="p", solution_texts=texts, solution_correct=correct)
     assert 0.0 <= float(r[0]) <= 1.0
+
+
+def test_field_components_zero_only_the_invalid_field():
+    # per-field scoring (issue 14 item 4): row 0 all valid, row 1 a bad length, row 2 a bad pass rate
+    # and bad notions; weighted-mean with equal weights then gives
+    #   row 0: (0.5 + 1 + 0.25) / 3 = 0.58333, row 1: (0.5 + 0 + 0.25) / 3 = 0.25, row 2: (0 + 1 + 0) / 3
+    from masa.algo.rewards import field_components, meta_reward
+
+    r_pass, r_len, r_not = torch.tensor([[0.5] * 3]), torch.tensor([[1.0] * 3]), torch.tensor([[0.25] * 3])
+    has_p, has_l, has_n = torch.tensor([[True, True, False]]), torch.tensor([[True, False, True]]), \
+        torch.tensor([[True, True, False]])
+    p, length, n = field_components(r_pass, r_len, r_not, has_p, has_l, has_n)
+    assert p.tolist() == [[0.5, 0.5, 0.0]] and length.tolist() == [[1.0, 0.0, 1.0]] and n.tolist() == [[0.25, 0.25, 0.0]]
+    r = meta_reward(p, length, n, has_p | has_l | has_n)
+    assert r[0].tolist() == pytest.approx([1.75 / 3, 0.75 / 3, 1 / 3])

@@ -84,6 +84,26 @@ def test_long_prompts_are_dropped_and_counted_never_truncated(tiny_model_dir):
     assert all(len(p.meta_ids) <= 256 and len(p.solution_ids) <= 256 for p in kept)
 
 
+def test_solution_instruction_reaches_both_prompts(tiny_model_dir):
+    # issue 14 item 1: the rollout's solution prompt is problem + " " + instruction, and the meta prompt
+    # shows that same text (as the paper's released code); "" keeps the bare problem (the toy)
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from masa.algo.prompts import RELEASED_INSTRUCTION
+    from masa.steps.rollout import chat_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    settings = dataclasses.replace(SETTINGS, solution_instruction=RELEASED_INSTRUCTION)
+    [p], _ = prepare_prompts(PROBLEMS[:1], tok, uses_meta=True, n_solution=G, settings=settings)
+    text = "What is 1 + 1? Let's think step by step and output the final answer within \\boxed{}."
+    assert p.solution_ids == chat_ids(tok, text)
+    assert p.meta_ids == chat_ids(tok, render_meta_prompt(text, n_solution=G, max_response_tokens=T))
+    [bare], _ = prepare_prompts(PROBLEMS[:1], tok, uses_meta=False, n_solution=G, settings=SETTINGS)
+    assert bare.solution_ids == chat_ids(tok, "What is 1 + 1?")
+
+
 def test_load_batch_reads_verl_parquet_and_rejects_bad_rows(tmp_path):
     write_verl_parquet(PROBLEMS, tmp_path / "b.parquet")
     assert [p.problem for p in load_batch(tmp_path / "b.parquet")] == list(TAUGHT)
@@ -125,6 +145,36 @@ def test_masa_samples_both_paths_in_one_engine_call(engine):
     for r in parsed:
         assert r["meta_pass_rate"] in (0, 2, 4) and r["meta_solution_length"] == TAUGHT[r["problem"]]
         assert r["meta_notions"] == ["arithmetic"]
+
+
+@pytest.mark.slow
+def test_meta_feedin_hint_reaches_the_solution_prompt_only(engine):
+    # issue 14 item 8: with meta_feedin the meta path runs first and each prompt's solution prompt gets
+    # "\n\n" + the hint of its first meta sample with notions or a length (the taught notions
+    # ["arithmetic"] and length); meta rows, seeds and everything else are as without it
+    import dataclasses
+
+    from masa.algo.meta import parse_meta_fields
+    from masa.algo.prompts import feedin_hint
+    from masa.steps.rollout import chat_ids
+
+    plain = rollout(PROBLEMS, engine, algorithm=_algo("masa"), settings=SETTINGS)
+    fed = rollout(PROBLEMS, engine, algorithm=dataclasses.replace(_algo("masa"), meta_feedin=True), settings=SETTINGS)
+    assert fed.stats.engine_calls == 2
+    meta = [r for r in fed.rows if r["path"] == "meta"]
+    assert meta == [r for r in plain.rows if r["path"] == "meta"]  # the meta path is untouched
+    for p in PROBLEMS:
+        first = next(f for r in meta if r["problem"] == p.problem
+                     for f in [parse_meta_fields(r["text"], n_solution=G, max_response_tokens=T)]
+                     if not hasattr(f, "reason"))
+        hint = feedin_hint(first.notions, first.solution_length)
+        assert hint == (" The problem could be solved using following math notions: ['arithmetic']. "
+                        f" The solution length in token level should be {TAUGHT[p.problem]}.")
+        want = chat_ids(engine.tokenizer, p.problem + "\n\n" + hint)
+        sols = [r for r in fed.rows if r["path"] == "solution" and r["problem"] == p.problem]
+        assert len(sols) == G and all(tuple(r["prompt_token_ids"]) == want for r in sols)
+        base = [r for r in plain.rows if r["path"] == "solution" and r["problem"] == p.problem]
+        assert all(tuple(r["prompt_token_ids"]) == chat_ids(engine.tokenizer, p.problem) for r in base)
 
 
 def _expected_decision(rows, algorithm, mae_history, *, seed, round_index):

@@ -287,3 +287,39 @@ def _shard_only_solutions(tmp_path):
     keep = [i for i, p in enumerate(t.column("path").to_pylist()) if p == "solution"]
     pq.write_table(t.take(keep), tmp_path / "sol.parquet")
     return tmp_path / "sol.parquet"
+
+
+def test_one_bad_field_zeroes_only_its_own_reward(tmp_path, tokenizer_dir):
+    # issue 14 item 4: prompt 0 of `build_shard` with a meta row whose solution_length (999) is out of
+    # range 1..64 and one whose pass_rate (9) is out of 0..4. As the released meta_cog.compute_score,
+    # each valid field keeps its component:
+    #   bad length: r_pass = 0.01 ** |2/4 - 2/4| = 1, r_length = 0 (invalid), r_notion = 1/2 (as m0)
+    #               -> (1 + 0 + 0.5) / 3 = 0.5
+    #   bad pass:   r_pass = 0 (invalid), r_length = 1 (4 in [3, 5]), r_notion = 1/2 -> 1.5 / 3 = 0.5
+    p0 = "What is 2+3?"
+    bad_len = P0_META.replace('"solution_length": 4', '"solution_length": 999')
+    bad_pass = P0_META.replace('"pass_rate": 2', '"pass_rate": 9')
+    rows = [
+        _row(0, "solution", 0, p0, "5", "Add them with addition: \\boxed{5}", 3),
+        _row(0, "solution", 1, p0, "5", "Count on with addition and integers: \\boxed{5}", 5),
+        _row(0, "solution", 2, p0, "5", "Guess with integers: \\boxed{6}", 4),
+        _row(0, "solution", 3, p0, "5", "Count with addition: \\boxed{5}", 8, finish="cutoff"),
+        _row(0, "meta", 0, p0, "5", bad_len, 7),
+        _row(0, "meta", 1, p0, "5", bad_pass, 7),
+        _row(0, "meta", 2, p0, "5", "<meta>x</meta> {\"pass_rate\": \"many\"}", 7),  # no valid field
+    ]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "r.parquet")
+    algo = AlgorithmConfig(name="masa", n_solution=G, n_meta=3)
+    stats = score_shard(str(tmp_path / "r.parquet"), str(tmp_path / "out"), tokenizer_path=tokenizer_dir,
+                        algo=algo, max_response_tokens=MAXT, verifier_workers=0)
+    by = {r["sample_idx"]: r for r in pq.read_table(tmp_path / "out" / "scored.parquet").to_pylist()
+          if r["path"] == "meta"}
+    assert (by[0]["reward_pass_rate"], by[0]["reward_length"], by[0]["reward_notion"]) == (1.0, 0.0, 0.5)
+    assert by[0]["reward"] == pytest.approx(0.5)
+    assert by[0]["meta_pass_rate"] == 2 and by[0]["meta_solution_length"] is None
+    assert by[0]["meta_parse_error"] == "solution_length out of range 1..64: 999"
+    assert (by[1]["reward_pass_rate"], by[1]["reward_length"], by[1]["reward_notion"]) == (0.0, 1.0, 0.5)
+    assert by[1]["reward"] == pytest.approx(0.5)
+    assert by[2]["reward"] == 0.0 and by[2]["reward_pass_rate"] is None  # wholly unparsable: 0
+    # only row 0 has a valid pass_rate: MAE |2/4 - 2/4| = 0; no prediction is wholly valid
+    assert stats["meta_pass_rate_mae"] == 0.0 and stats["meta_parse_rate"] == 0.0

@@ -22,7 +22,19 @@ def test_config_defaults_follow_the_paper():
     c = TrainConfig()
     assert (c.lr, c.warmup_steps, c.weight_decay, c.grad_clip) == (1e-6, 20, 0.1, 1.0)
     assert (c.kl_coef, c.entropy_coef, c.clip_low, c.clip_high) == (0.0, 0.0, 0.2, 0.28)
-    assert c.recompute_logprobs is False
+    assert c.recompute_logprobs is None  # resolved per model by masa.steps.train.train_config_for
+
+
+def test_old_logprobs_are_recomputed_for_real_models_by_default():
+    # issue 14 item 3: the released code recomputes old log-probs with the actor before the update
+    from masa.config import load_config
+    from masa.steps.train import train_config_for
+
+    assert train_config_for(load_config("paper")).recompute_logprobs is True
+    assert train_config_for(load_config("paper-1.7b")).recompute_logprobs is True
+    assert train_config_for(load_config("toy")).recompute_logprobs is False  # the engine's, as measured
+    assert train_config_for(load_config("paper", ["train.recompute_logprobs=false"])).recompute_logprobs is False
+    assert train_config_for(load_config("toy", ["train.recompute_logprobs=true"])).recompute_logprobs is True
 
 
 def test_config_reports_every_bad_key():
@@ -54,10 +66,29 @@ def test_split_steps_uses_every_sample_once_and_is_seeded():
     assert steps != split_steps(10, 3, steps=3, samples_per_step=None, seed=2)
 
 
-def test_split_steps_with_fixed_samples_per_step_cycles():
+def test_split_steps_with_samples_per_step_never_cycles():
+    # 5 policy samples at 4 per step: ceil(5/4) = 2 steps of 3 and 2 (even split), each sample once;
+    # the configured `steps` (3) does not apply
     steps = split_steps(5, 0, steps=3, samples_per_step=4, seed=0)
-    assert [len(s) for s in steps] == [4, 4, 4]
-    assert set(i for s in steps for i in s) == set(range(5))
+    assert [len(s) for s in steps] == [3, 2]
+    assert sorted(i for s in steps for i in s) == list(range(5))
+    # a round of experts only still takes one step
+    assert [sorted(s) for s in split_steps(0, 2, steps=3, samples_per_step=4, seed=0)] == [[0, 1]]
+
+
+@pytest.mark.parametrize(("branch", "n_policy", "n_expert", "expected"), [
+    # the paper preset's round: 128 prompts, G = Gm = 16, samples_per_step 2048 (verl's mini-batch of
+    # 128 prompts x n 16, ppo_epochs 1)
+    ("grpo", 128 * 16, 0, [2048]),  # 2048 solution samples: 1 step
+    ("masa", 128 * 16 + 128 * 16, 40, [2048 + 20, 2048 + 20]),  # + 2048 meta: 2 steps, experts split
+    # gating skipped the solutions of 48 prompts: 80 x 16 + 128 x 16 = 3328 -> 2 steps of 1664
+    ("masa-efficient", 80 * 16 + 128 * 16, 0, [1664, 1664]),
+])
+def test_paper_round_uses_every_sample_once_per_branch(branch, n_policy, n_expert, expected):
+    steps = split_steps(n_policy, n_expert, steps=4, samples_per_step=2048, seed=0)
+    assert [len(s) for s in steps] == expected
+    flat = [i for s in steps for i in s]
+    assert sorted(flat) == list(range(n_policy + n_expert))  # every sample exactly once
 
 
 def test_split_steps_epochs_pass_over_every_sample_each_time():

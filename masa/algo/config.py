@@ -143,6 +143,10 @@ class AlgorithmConfig:
     gating: GatingConfig = field(default_factory=GatingConfig)
     cutoff: CutoffConfig = field(default_factory=CutoffConfig)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
+    # meta feed-in (v2 of the paper, "MAPR"; released `meta_feedin`): the MASA branches sample the meta
+    # path first and append a hint built from one parsed prediction per prompt (its notions and length,
+    # masa.algo.prompts.feedin_hint) to that prompt's solution prompt. Off by default; GRPO ignores it.
+    meta_feedin: bool = False
 
     def __post_init__(self) -> None:
         p: list[str] = []

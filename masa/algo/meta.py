@@ -307,11 +307,28 @@ def _as_notions(v: object) -> tuple[str, ...] | str:
     return tuple(n.strip() for n in v if n.strip())
 
 
-def parse_meta(text: str, *, n_solution: int, max_response_tokens: int) -> MetaPrediction | MetaParseFailure:
-    """Parse the last JSON(-ish) object of a meta response into a typed prediction, or say why not.
+@dataclass(frozen=True)
+class MetaFields:
+    """A meta prediction scored field by field: each value None where it is missing or invalid, with
+    the reasons in `errors` (empty when every field is valid)."""
 
-    pass_rate must be an integer in 0..n_solution and solution_length in 1..max_response_tokens.
-    Never raises on any string input.
+    notions: tuple[str, ...] | None
+    pass_rate: int | None
+    solution_length: int | None
+    errors: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors
+
+
+def parse_meta_fields(text: str, *, n_solution: int,
+                      max_response_tokens: int) -> MetaFields | MetaParseFailure:
+    """Parse the last JSON(-ish) object of a meta response field by field (as the released
+    `meta_cog.compute_score` scores each field that is present and valid).
+
+    A field that is missing or invalid is None, with its reason in `errors`; a response with no object,
+    or with no valid field, is a `MetaParseFailure`. Never raises on any string input.
     """
     if not isinstance(text, str):
         return MetaParseFailure(f"not a string: {type(text).__name__}")
@@ -319,16 +336,33 @@ def parse_meta(text: str, *, n_solution: int, max_response_tokens: int) -> MetaP
     if found is None:
         return MetaParseFailure("no JSON object")
     obj = found[0]
-    for k in KEYS:
-        if k not in obj:
-            return MetaParseFailure(f"missing key {k}")
-    notions = _as_notions(obj["math_notion"])
-    k = _as_int("pass_rate", obj["pass_rate"], 0, n_solution)
-    n = _as_int("solution_length", obj["solution_length"], 1, max_response_tokens)
-    for r in (notions, k, n):
+    checks = (("math_notion", _as_notions), ("pass_rate", lambda v: _as_int("pass_rate", v, 0, n_solution)),
+              ("solution_length", lambda v: _as_int("solution_length", v, 1, max_response_tokens)))
+    values: list[object] = []
+    errors: list[str] = []
+    for key, conv in checks:
+        r = conv(obj[key]) if key in obj else f"missing key {key}"
+        values.append(None if isinstance(r, str) else r)
         if isinstance(r, str):
-            return MetaParseFailure(r)
-    return MetaPrediction(notions=notions, pass_rate=k, solution_length=n)  # type: ignore[arg-type]
+            errors.append(r)
+    if all(v is None for v in values):
+        return MetaParseFailure("; ".join(errors))
+    return MetaFields(*values, errors=tuple(errors))  # type: ignore[arg-type]
+
+
+def parse_meta(text: str, *, n_solution: int, max_response_tokens: int) -> MetaPrediction | MetaParseFailure:
+    """Parse the last JSON(-ish) object of a meta response into a typed prediction, or say why not.
+
+    pass_rate must be an integer in 0..n_solution and solution_length in 1..max_response_tokens; every
+    field must be valid (gating, cutoff and evaluation read whole predictions; the meta reward reads
+    `parse_meta_fields`). The reason is the first bad field's. Never raises on any string input.
+    """
+    f = parse_meta_fields(text, n_solution=n_solution, max_response_tokens=max_response_tokens)
+    if isinstance(f, MetaParseFailure):
+        return MetaParseFailure(f.reason.split("; ")[0])
+    if not f.complete:
+        return MetaParseFailure(f.errors[0])
+    return MetaPrediction(notions=f.notions, pass_rate=f.pass_rate, solution_length=f.solution_length)  # type: ignore[arg-type]
 
 
 _VALUE = re.compile(r'"(pass_rate|solution_length)"\s*:\s*(\d+)')

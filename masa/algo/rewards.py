@@ -14,7 +14,10 @@ against what the same prompt's solution rollouts actually did:
                s(n) = #correct rollouts using n - #incorrect rollouts using n;  0 if N' is empty
     r_meta   = (w_p r_pass + w_l r_length + w_n r_notion) / (w_p + w_l + w_n)      ("weighted-mean")
 
-A parse failure scores 0 (all components 0).
+Each field is scored on its own (`field_components`): a missing or invalid field scores 0 in its
+component only, the others keep theirs, as the released `meta_cog.compute_score` does (its sum / 3
+counts a missing field as 0). Only a wholly unparsable prediction (no object, or no valid field)
+scores 0 in every component.
 
 How we differ from the paper's released code (akatigre/MASA-RL, `meta_cog.py`):
 
@@ -185,6 +188,18 @@ def pass_rate_only(r_pass: Tensor, r_length: Tensor, r_notion: Tensor, *, weight
                    weight_length: float, weight_notion: float) -> Tensor:
     """Only the pass-rate term (an ablation: the signal gating relies on)."""
     return r_pass
+
+
+def field_components(r_pass: Tensor, r_length: Tensor, r_notion: Tensor, has_pass_rate: Tensor,
+                     has_length: Tensor, has_notion: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each component zeroed where its own field is missing or invalid (per-field scoring).
+
+    r_*: [B, Gm] float; has_*: [B, Gm] bool  ->  the three components, [B, Gm] each. Combine with
+    `meta_reward(..., parsed=has_pass_rate | has_length | has_notion)`.
+    """
+    return (torch.where(has_pass_rate, r_pass, torch.zeros_like(r_pass)),
+            torch.where(has_length, r_length, torch.zeros_like(r_length)),
+            torch.where(has_notion, r_notion, torch.zeros_like(r_notion)))
 
 
 def meta_reward(r_pass: Tensor, r_length: Tensor, r_notion: Tensor, parsed: Tensor, *,

@@ -8,7 +8,7 @@ import sys
 
 def add_config_arguments(p: argparse.ArgumentParser, default_preset: str = "toy") -> None:
     p.add_argument("--preset", default=default_preset,
-                   help="built-in preset (toy, smoke, paper) or a YAML file (default: %(default)s)")
+                   help="built-in preset (toy, smoke, paper, paper-1.7b) or a YAML file (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set rounds=2 --set algorithm.n_solution=8 (repeatable)")
     p.add_argument("--store", default=None, help="artifact store URI: a directory or s3://bucket/prefix")

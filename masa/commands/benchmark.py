@@ -1,3 +1,5 @@
+from masa.algo.prompts import RELEASED_INSTRUCTION
+
 HELP = "benchmark a checkpoint: avg@k, pass@k and meta-awareness on math benchmarks (JSON)"
 
 
@@ -11,6 +13,14 @@ def add_arguments(p):
     p.add_argument("--max-tokens", type=int, default=512, help="new tokens per sample")
     p.add_argument("--max-problems", type=int, default=None)
     p.add_argument("--n-solution", type=int, default=8, help="G of the meta prompt's pass-rate range")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024,
+                   help="skip (and count) problems with longer prompts (default: %(default)s)")
+    p.add_argument("--meta-max-tokens", type=int, default=None,
+                   help="response budget the meta prompt states: the training run's rollout.max_response_tokens "
+                        "(default: --max-tokens)")
+    p.add_argument("--instruction", default=RELEASED_INSTRUCTION,
+                   help="appended to each problem (default: the paper code's %(default)r; '' for none, "
+                        "as the toy was trained)")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for benchmark.json (default: print to stdout)")
@@ -29,7 +39,9 @@ def run(args) -> int:
         print("masa benchmark: --k and --max-tokens must be >= 1", file=sys.stderr)
         return 2
     s = EvalSettings(k=args.k, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                     max_problems=args.max_problems, n_solution=args.n_solution, seed=args.seed)
+                     max_problems=args.max_problems, n_solution=args.n_solution, seed=args.seed,
+                     max_prompt_tokens=args.max_prompt_tokens, meta_max_tokens=args.meta_max_tokens,
+                     solution_instruction=args.instruction)
     try:
         from masa.storage import resolve_model
 

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from masa.steps.rollout import SamplingSettings, run_rollout_step
 
     cfg = load(args)
-    settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                                   solution_instruction=cfg.solution_instruction)
     try:
         stats = run_rollout_step(
             args.prompts, args.model, args.out, algorithm=cfg.algorithm, settings=settings,

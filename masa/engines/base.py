@@ -122,6 +122,7 @@ class Engine(Protocol):
     backend: str
     model_dir: Path
     startup_s: float  # wall seconds from construction to ready (model load included)
+    max_model_len: int  # context served (prompt + response): the requested one, capped by the model's positions
 
     @property
     def tokenizer(self): ...

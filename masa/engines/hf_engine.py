@@ -105,6 +105,9 @@ class HFEngine:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self._model = self._load(self.model_dir)
+        # the context a caller may rely on (prompt + response): as vLLM's, the model's positions cap it
+        positions = getattr(self._model.config, "max_position_embeddings", None) or config.max_model_len
+        self.max_model_len = min(config.max_model_len, positions)
         eos = self._model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if self._tokenizer.eos_token_id is not None:

@@ -64,7 +64,7 @@ def _serve(conn, config: EngineConfig) -> None:
 
     try:
         engine = make_engine(config)
-        conn.send(("ok", engine.startup_s))
+        conn.send(("ok", (engine.startup_s, engine.max_model_len)))
         while True:
             op, arg = conn.recv()
             if op == "generate":
@@ -98,7 +98,9 @@ class ReplicatedEngine:
                 proc.start()
             self._conns.append(parent)
             self._procs.append(proc)
-        self.replica_startup_s = self._gather()
+        started = self._gather()
+        self.replica_startup_s = [t for t, _ in started]
+        self.max_model_len = min(n for _, n in started)  # the context served, as every replica serves it
         self.backend = f"{config.backend}x{config.replicas}"
         self._tokenizer = None
         self.startup_s = time.perf_counter() - t0

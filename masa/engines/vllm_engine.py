@@ -103,7 +103,9 @@ class VLLMEngine:
         import vllm
 
         self._vllm = vllm
-        self._llm = vllm.LLM(**llm_kwargs(config, self.model_dir))
+        kwargs = llm_kwargs(config, self.model_dir)
+        self.max_model_len = kwargs["max_model_len"]  # the context actually served (prompt + response), maybe < requested
+        self._llm = vllm.LLM(**kwargs)
         self.startup_s = time.perf_counter() - t0
 
     @property

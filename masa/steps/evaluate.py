@@ -24,11 +24,12 @@ import torch
 
 from masa.algo.evaluation import avg_at_k, pass_at_k, spearman
 from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
+from masa.algo.prompts import solution_prompt
 from masa.algo.rewards import notion_rewards
 from masa.algo.verifier import verify_batch
 from masa.data.records import DataError, Problem, load_problems
 from masa.engines import Engine, GenerationRequest, SamplingSpec
-from masa.steps.rollout import chat_ids, request_seed
+from masa.steps.rollout import chat_ids, context_len, request_seed
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ class EvalSettings:
     max_prompt_tokens: int = 1024
     seed: int = 0
     verifier_timeout_s: float = 5.0
+    solution_instruction: str = ""  # appended to each problem (masa.algo.prompts.solution_prompt)
+    # the response budget the meta prompt states and its predictions are parsed against: the
+    # *training* budget (rollout.max_response_tokens), so the policy is asked the prompt it learnt;
+    # None = max_tokens (a checkpoint benchmarked on its own, `masa benchmark`)
+    meta_max_tokens: int | None = None
+    # a problem is skipped (counted in n_skipped) unless its prompts leave at least this many response
+    # tokens in the model's context
+    min_response_tokens: int = 16
 
 
 def benchmark_name(source: str) -> str:
@@ -59,25 +68,48 @@ def _pass_ks(k: int) -> list[int]:
     return ks if ks[-1] == k else ks + [k]
 
 
+def _prompts(tok, p: Problem, s: EvalSettings) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(solution, meta) prompt token ids of one problem, both showing the instructed problem."""
+    text = solution_prompt(p.problem, s.solution_instruction)
+    meta = render_meta_prompt(text, n_solution=s.n_solution, max_response_tokens=s.meta_max_tokens or s.max_tokens)
+    return chat_ids(tok, text), chat_ids(tok, meta)
+
+
+def prompt_limit(context: int | None, s: EvalSettings) -> tuple[int, str]:
+    """Longest prompt a problem may have, and why: max_prompt_tokens, or the model's context less the
+    minimum response budget when that is smaller."""
+    if context is not None and context - s.min_response_tokens < s.max_prompt_tokens:
+        return context - s.min_response_tokens, (f"prompt over {context - s.min_response_tokens} tokens (the "
+                                                  f"model's context of {context} less {s.min_response_tokens} response tokens)")
+    return s.max_prompt_tokens, f"prompt over max_prompt_tokens ({s.max_prompt_tokens})"
+
+
 def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, meta: bool = True) -> dict[str, Any]:
     """Sample, judge and score one benchmark; returns its figures and per-problem calibration rows.
 
+    Problems whose prompt does not fit (`prompt_limit`) are skipped and counted (`n_skipped`,
+    `skipped_reason`); only a benchmark where nothing fits fails, in one line.
     meta=False samples only the solution path (the rounds' held-out accuracy)."""
     tok = engine.tokenizer
-    kept, reqs = [], []
+    context = context_len(engine)
+    limit, why = prompt_limit(context, s)
+    kept, reqs, longest = [], [], 0
     for p in problems:
-        sol = chat_ids(tok, p.problem)
-        meta_ids = chat_ids(tok, render_meta_prompt(p.problem, n_solution=s.n_solution,
-                                                    max_response_tokens=s.max_tokens))
-        if max(len(sol), len(meta_ids)) > s.max_prompt_tokens:
+        sol, meta_ids = _prompts(tok, p, s)
+        n = max(len(sol), len(meta_ids)) if meta else len(sol)
+        longest = max(longest, n)
+        if n > limit:
             continue
         kept.append(p)
+        # each request may generate only what its prompt leaves of the context
+        room = s.max_tokens if context is None else min(s.max_tokens, context - n)
         for path, ids in (("solution", sol), ("meta", meta_ids))[: 2 if meta else 1]:
             reqs.append(GenerationRequest(ids, SamplingSpec(n=s.k, temperature=s.temperature, top_p=s.top_p,
-                                                            max_tokens=s.max_tokens,
+                                                            max_tokens=room,
                                                             seed=request_seed(s.seed, 0, p.prompt_id, f"eval-{path}"))))
     if not kept:
-        raise DataError("no benchmark problem fits the prompt-token limit")
+        raise DataError(f"no benchmark problem fits: all {len(problems)} have a {why}; the longest prompt has "
+                        f"{longest} tokens, the model's context is {context if context is not None else 'unknown'}")
     t0 = time.monotonic()
     out = engine.generate(reqs)
     gen_s = time.monotonic() - t0
@@ -90,7 +122,8 @@ def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, me
     figures = {
         "accuracy": float(avg_at_k(correct, torch.ones_like(correct))),
         "pass_at_k": {str(k): float(pass_at_k(torch.full_like(c, s.k), c, k).mean()) for k in _pass_ks(s.k)},
-        "k": s.k, "n_problems": len(kept), "n_dropped_too_long": len(problems) - len(kept),
+        "k": s.k, "n_problems": len(kept), "n_skipped": len(problems) - len(kept),
+        "skipped_reason": why if len(kept) < len(problems) else None,
         "tokens": int(sum(len(smp.response_token_ids) for g in out for smp in g)),
         "generation_s": round(gen_s, 3), "samples_per_s": round(len(out) * s.k / max(gen_s, 1e-9), 3),
     }
@@ -103,7 +136,8 @@ def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) ->
     errs, med_errs, in_range, notions, rows = [], [], [], [], []
     n_meta = 0
     for i, p in enumerate(problems):
-        parsed = [parse_meta(m.text, n_solution=s.n_solution, max_response_tokens=s.max_tokens) for m in metas[i]]
+        parsed = [parse_meta(m.text, n_solution=s.n_solution, max_response_tokens=s.meta_max_tokens or s.max_tokens)
+                  for m in metas[i]]
         preds = [x for x in parsed if isinstance(x, MetaPrediction)]
         n_meta += len(parsed)
         observed = float(correct[i].float().mean())
@@ -176,7 +210,9 @@ def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str
     names = [d if d == "toy" else benchmark_name(d) for d in b.datasets]
     s = EvalSettings(k=b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
                      max_problems=b.max_problems, n_solution=cfg.algorithm.n_solution,
-                     max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed)
+                     max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed,
+                     solution_instruction=cfg.solution_instruction, meta_max_tokens=cfg.rollout.max_response_tokens,
+                     min_response_tokens=min(cfg.algorithm.cutoff.min_tokens, b.max_tokens))
     # the step's GPUs as engine_parallelism splits them (tensor parallel size x replicas)
     engine = make_engine(step_engine_config(cfg, "benchmark", model_dir, s.max_prompt_tokens + s.max_tokens))
     try:

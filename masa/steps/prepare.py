@@ -105,7 +105,7 @@ def filter_data(cfg: RunConfig, *, base_model: str, prompts_out: str, heldout_ou
         heldout = heldout[: cfg.data.heldout_size]
         dropped += [("heldout", r) for r in bad]
     bench = [p.problem for p in heldout] + _benchmark_texts(cfg)
-    count = _token_counter(base_dir)
+    count = _token_counter(base_dir, cfg)
     stages = (
         ("exact_duplicates", drop_exact_duplicates),
         ("near_duplicates", lambda ps: drop_near_duplicates(ps, n=cfg.data.near_dup_n,
@@ -158,17 +158,22 @@ def _benchmark_texts(cfg: RunConfig) -> list[str]:
     return texts
 
 
-def _token_counter(model_dir: Path):
-    """Prompt tokens of a problem as the rollout step will send it (the model's chat template)."""
+def _token_counter(model_dir: Path, cfg: RunConfig):
+    """Prompt tokens of a problem as the rollout step will send it: the model's chat template around the
+    instructed problem (`cfg.solution_instruction`). The meta prompt is not counted here (the toy's
+    data set stays as it was); the rollout step drops, and counts, a problem whose meta prompt is over."""
     from transformers import AutoTokenizer
+
+    from masa.algo.prompts import solution_prompt
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
 
     def count(problem: str) -> int:
+        text = solution_prompt(problem, cfg.solution_instruction)
         if tok.chat_template:
-            return len(tok.apply_chat_template([{"role": "user", "content": problem}], tokenize=True,
+            return len(tok.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
                                                add_generation_prompt=True, return_dict=False))
-        return len(tok(problem)["input_ids"])
+        return len(tok(text)["input_ids"])
 
     return count
 

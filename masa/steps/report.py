@@ -176,8 +176,11 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
                  json_out: str, html_out: str, md_out: str) -> dict[str, Any]:
     """Assemble report.json / report.html / report.md from the evals and the store's round stats."""
     results = {k: r for k, p in evals.items() if (r := _load_eval(p))}
-    masa_branch = next((b for b in cfg.branches if b != "grpo"), None)
-    rounds = {("grpo" if b == "grpo" else "masa"): round_records(cfg, b) for b in cfg.branches}
+    # GRPO against algorithm.name; another baseline (plain MASA) is not in the report (its benchmark
+    # step's output holds its figures)
+    masa_branch = cfg.algorithm.name if cfg.algorithm.name != "grpo" else None
+    rounds = {("grpo" if b == "grpo" else "masa"): round_records(cfg, b) for b in cfg.branches
+              if b in ("grpo", cfg.algorithm.name)}
     # the final point of each accuracy curve: the first benchmark (for the toy, the held-out split
     # measured with the same settings as every round's held-out accuracy)
     finals = {k: next(iter(r["benchmarks"].values()))["accuracy"] for k, r in results.items()}

@@ -17,6 +17,7 @@ Output: one row per sample, schema in docs/rollout-shard.md (`SHARD_SCHEMA`), pl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -30,7 +31,8 @@ import torch
 from masa.algo.config import AlgorithmConfig
 from masa.algo.cutoff import cutoff_budget
 from masa.algo.gating import gating_active, gating_decision, round_generator
-from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
+from masa.algo.meta import MetaFields, MetaPrediction, parse_meta, parse_meta_fields, render_meta_prompt
+from masa.algo.prompts import feedin_hint, solution_prompt, with_hint
 from masa.data.records import Problem
 from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
 
@@ -44,11 +46,13 @@ class SamplingSettings:
     top_k: int = -1
     max_response_tokens: int = 512
     max_prompt_tokens: int = 1024
+    solution_instruction: str = ""  # appended to each problem (masa.algo.prompts.solution_prompt)
 
     @classmethod
-    def from_rollout_config(cls, rollout: Any, *, max_prompt_tokens: int) -> SamplingSettings:
+    def from_rollout_config(cls, rollout: Any, *, max_prompt_tokens: int,
+                            solution_instruction: str = "") -> SamplingSettings:
         return cls(rollout.temperature, rollout.top_p, rollout.top_k, rollout.max_response_tokens,
-                   max_prompt_tokens)
+                   max_prompt_tokens, solution_instruction)
 
 
 @dataclass
@@ -93,6 +97,13 @@ def request_seed(seed: int, round_index: int, prompt_id: str, path: str) -> int:
     return int.from_bytes(digest[:4], "little") >> 2  # < 2**30, so seed + i stays a valid int32
 
 
+def context_len(engine) -> int | None:
+    """Prompt + response tokens the engine serves: its `max_model_len` (the requested one capped by the
+    model's positions, `masa.engines.vllm_engine.fitted_max_model_len`), else its config's; None if unknown."""
+    served = getattr(engine, "max_model_len", None)
+    return served if served is not None else getattr(getattr(engine, "config", None), "max_model_len", None)
+
+
 def chat_ids(tokenizer, user_text: str) -> tuple[int, ...]:
     """The model's chat template applied to one user turn, with the generation prompt."""
     ids = tokenizer.apply_chat_template([{"role": "user", "content": user_text}], add_generation_prompt=True,
@@ -105,16 +116,31 @@ def prepare_prompts(problems: Sequence[Problem], tokenizer, *, uses_meta: bool, 
     """Tokenise each problem's solution (and meta) prompt; drop, and count, the ones over the limit."""
     kept, dropped = [], 0
     for gid, p in enumerate(problems):
-        sol = chat_ids(tokenizer, p.problem)
+        text = solution_prompt(p.problem, settings.solution_instruction)
+        sol = chat_ids(tokenizer, text)
         meta = None
-        if uses_meta:
-            meta = chat_ids(tokenizer, render_meta_prompt(p.problem, n_solution=n_solution,
+        if uses_meta:  # the meta prompt shows the problem as the solution path sees it (released code)
+            meta = chat_ids(tokenizer, render_meta_prompt(text, n_solution=n_solution,
                                                           max_response_tokens=settings.max_response_tokens))
         if max(len(sol), len(meta or ())) > settings.max_prompt_tokens:
             dropped += 1
             continue
         kept.append(_Prompt(gid, p, sol, meta))
     return kept, dropped
+
+
+def _hinted(p: _Prompt, metas: Sequence[Sample], tokenizer, settings: SamplingSettings, *,
+            n_solution: int) -> _Prompt:
+    """`p` with the feed-in hint of its first meta sample that has notions or a length appended to the
+    solution prompt (the released trainer draws one at random per solution sample; one per prompt here
+    keeps a prompt's G samples one request). Unchanged when no meta sample has either."""
+    for s in metas:
+        f = parse_meta_fields(s.text, n_solution=n_solution, max_response_tokens=settings.max_response_tokens)
+        hint = feedin_hint(f.notions, f.solution_length) if isinstance(f, MetaFields) else ""
+        if hint:
+            text = with_hint(solution_prompt(p.problem.problem, settings.solution_instruction), hint)
+            return dataclasses.replace(p, solution_ids=chat_ids(tokenizer, text))
+    return p
 
 
 def _spec(settings: SamplingSettings, *, n: int, seed: int, budget: int | None = None) -> SamplingSpec:
@@ -216,10 +242,11 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
     """Run the rollout of one batch with a started `engine` (see the module docstring)."""
     t0 = time.perf_counter()
     stats = RolloutStats(prompts=len(problems), engine_startup_s=float(getattr(engine, "startup_s", 0.0)))
-    max_len = getattr(getattr(engine, "config", None), "max_model_len", None)
+    max_len = context_len(engine)
     if max_len is not None and settings.max_prompt_tokens + settings.max_response_tokens > max_len:
+        # one line before any prompt reaches the engine (vLLM would fail mid-batch with its traceback)
         raise ValueError(f"max_prompt_tokens ({settings.max_prompt_tokens}) + max_response_tokens "
-                         f"({settings.max_response_tokens}) exceeds the engine's max_model_len ({max_len})")
+                         f"({settings.max_response_tokens}) exceeds the model's context of {max_len} tokens")
     prompts, stats.prompts_dropped_for_length = prepare_prompts(
         problems, engine.tokenizer, uses_meta=algorithm.uses_meta, n_solution=algorithm.n_solution,
         settings=settings)
@@ -228,7 +255,17 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
     ids = dict(seed=seed, round_index=round_index)
     skip, budgets = [False] * len(prompts), [T] * len(prompts)
     meta_out: list[list[Sample]] = []
-    if algorithm.name == "masa":  # both paths in one engine call
+    if algorithm.uses_meta and algorithm.meta_feedin:  # meta first; its predictions reach the solution prompts
+        meta_out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids))
+        if algorithm.efficient:
+            skip, budgets, stats.gating_active = decide(
+                [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
+                max_response_tokens=T, mae_history=mae_history, **ids)
+        hinted = [_hinted(p, g, engine.tokenizer, settings, n_solution=G) for p, g in zip(prompts, meta_out, strict=True)]
+        kept = [(p, b) for p, b, s in zip(hinted, budgets, skip, strict=True) if not s]
+        sol_out = gen.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
+                                         budgets=[b for _, b in kept])) if kept else []
+    elif algorithm.name == "masa":  # both paths in one engine call
         out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids)
                               + _requests(prompts, "solution", G, settings, **ids))
         meta_out, sol_out = out[: len(prompts)], out[len(prompts):]

@@ -116,7 +116,8 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     maes = [h["meta_pass_rate_mae_median"] for h in _history(history_path)
             if h.get("meta_pass_rate_mae_median") is not None]
     algo = algorithm_for(cfg, branch)
-    settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                                   solution_instruction=cfg.solution_instruction)
     fp = _digest(_manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
                  dataclasses.asdict(settings), round_idx, cfg.seed, maes, shard, shards)
 
@@ -180,7 +181,8 @@ def heldout_accuracy(cfg: RunConfig, engine, problems: list[Problem]) -> dict[st
 
     b = cfg.benchmark
     s = EvalSettings(k=b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
-                     n_solution=cfg.algorithm.n_solution, max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed)
+                     n_solution=cfg.algorithm.n_solution, max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed,
+                     solution_instruction=cfg.solution_instruction)
     r = evaluate(engine, problems, s, meta=False)
     return {"accuracy": r["accuracy"], "n_problems": r["n_problems"], "tokens": r["tokens"]}
 

@@ -7,9 +7,11 @@ and `experts.parquet`, returning the round's statistics.
 
 Decisions (see docs/algorithm.md):
 
-- Meta rows are re-parsed here with `masa.algo.meta.parse_meta` (the same function the rollout step
-  uses), so the rewarded values always follow this step's G and token budget; the meta_* columns are
-  rewritten with the result.
+- Meta rows are re-parsed here field by field (`masa.algo.meta.parse_meta_fields`, the parser the
+  rollout step's `parse_meta` builds on), so the rewarded values always follow this step's G and token
+  budget; the meta_* columns are rewritten with the valid fields, `meta_parse_error` naming the others.
+  A bad field zeroes only its own reward component (as the released `meta_cog.compute_score`);
+  `meta_parse_rate` counts wholly valid predictions, the pass-rate MAE rows with a valid pass_rate.
 - The meta path is rewarded against the solution rows' *rewards*: a rollout stopped by early cutoff
   counts as incorrect in the observed pass rate, the correct-length range and the notion counts.
 - A gated prompt (no solution rows) gives its meta rows reward 0, null components, advantage 0 and
@@ -39,8 +41,9 @@ from masa.algo.advantages import flat_advantages, flat_field_advantages, pad_gro
 from masa.algo.config import AlgorithmConfig
 from masa.algo.experts import expert_text, observed_targets, select_experts
 from masa.algo.gating import median_prediction, pass_rate_mae
-from masa.algo.meta import MetaPrediction, meta_field_spans, meta_value_spans, parse_meta
+from masa.algo.meta import MetaFields, meta_field_spans, meta_value_spans, parse_meta_fields
 from masa.algo.rewards import (
+    field_components,
     length_reward,
     meta_reward,
     notion_rewards,
@@ -118,9 +121,13 @@ def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n
     """Meta reward, components, validity and |k/G - p| per meta row ([M] each)."""
     G = algo.n_solution
     sol_ok, sol_len, sol_mask = obs.ok, obs.length, obs.mask
-    parsed = [isinstance(p, MetaPrediction) for p in preds]
-    k = [p.pass_rate if isinstance(p, MetaPrediction) else 0 for p in preds]
-    L = [p.solution_length if isinstance(p, MetaPrediction) else 1 for p in preds]
+    fields = [p if isinstance(p, MetaFields) else MetaFields(None, None, None, ("unparsed",)) for p in preds]
+    parsed = [isinstance(p, MetaFields) for p in preds]  # at least one valid field
+    has_k = torch.tensor([f.pass_rate is not None for f in fields], dtype=torch.bool)
+    has_L = torch.tensor([f.solution_length is not None for f in fields], dtype=torch.bool)
+    has_n = torch.tensor([f.notions is not None for f in fields], dtype=torch.bool)
+    k = [f.pass_rate if f.pass_rate is not None else 0 for f in fields]
+    L = [f.solution_length if f.solution_length is not None else 1 for f in fields]
     local = list(range(len(meta)))
     pos = {row: j for j, row in enumerate(meta)}
     mprompt = [prompt_of[i] for i in meta]
@@ -135,22 +142,25 @@ def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n
         rows = [i for i in meta if prompt_of[i] == b]
         if not rows or not obs.rows[b]:
             continue
-        notions = [preds[pos[i]].notions if parsed[pos[i]] else None for i in rows]
+        notions = [fields[pos[i]].notions for i in rows]
         ok = sol_ok[b][sol_mask[b]].tolist()
         r = notion_rewards(notions, problem=cols["problem"][rows[0]],
                            solution_texts=[cols["text"][i] for i in obs.rows[b]], solution_correct=ok)
         r_not[[pos[i] for i in rows]] = r
     ok_mask = torch.tensor(parsed, dtype=torch.bool) & sol_mask.any(-1)[gi]
+    # per field: an invalid field scores 0 in its own component only (masa.algo.rewards.field_components)
+    r_pass, r_len, r_not = field_components(r_pass, r_len, r_not, has_k, has_L, has_n)
     rw = algo.reward
     reward = meta_reward(r_pass, r_len, r_not, ok_mask, variant=rw.meta_reward, weight_pass_rate=rw.weight_pass_rate,
                          weight_length=rw.weight_length, weight_notion=rw.weight_notion)
     err = (pk.to(torch.float32) / G - observed.unsqueeze(-1)).abs()[gi, slot]
     # the error of the group's median prediction: what gating acts on, so what its reliability is judged by
-    pparsed, pmask, _ = _padded(parsed, local, mprompt, n_prompts, torch.bool)
+    pparsed, pmask, _ = _padded(has_k.tolist(), local, mprompt, n_prompts, torch.bool)
     median, has = median_prediction(pk, pparsed & pmask)
     median_mae, n_med = pass_rate_mae(median, has, observed * G, sol_mask.any(-1), n_solution=G)
     return {"reward": reward, "pass_rate": r_pass, "length": r_len, "notion": r_not, "parsed": ok_mask,
-            "parse_ok": torch.tensor(parsed, dtype=torch.bool), "abs_err": err,
+            "parse_ok": torch.tensor([isinstance(p, MetaFields) and p.complete for p in preds], dtype=torch.bool),
+            "has_pass_rate": has_k & ok_mask, "abs_err": err,
             "median_mae": median_mae if int(n_med) > 0 else None}
 
 
@@ -269,9 +279,10 @@ def _meta_columns(n: int, meta: list[int], preds: list) -> dict[str, list]:
     cols: dict[str, list] = {k: [None] * n for k in ("meta_pass_rate", "meta_solution_length", "meta_notions",
                                                       "meta_parse_error")}
     for i, p in zip(meta, preds, strict=True):
-        if isinstance(p, MetaPrediction):
+        if isinstance(p, MetaFields):  # the valid fields; the others' reasons in meta_parse_error
             cols["meta_pass_rate"][i], cols["meta_solution_length"][i] = p.pass_rate, p.solution_length
-            cols["meta_notions"][i] = list(p.notions)
+            cols["meta_notions"][i] = None if p.notions is None else list(p.notions)
+            cols["meta_parse_error"][i] = "; ".join(p.errors) or None
         else:
             cols["meta_parse_error"][i] = p.reason
     return cols
@@ -310,7 +321,7 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         ok = m["parsed"]
         scorable = [bool(obs.mask[prompt_of[i]].any()) for i in meta]
         out["meta_parse_rate"] = _mean(m["parse_ok"].tolist())
-        out["meta_pass_rate_mae"] = _mean_or_none(m["abs_err"][ok].tolist())
+        out["meta_pass_rate_mae"] = _mean_or_none(m["abs_err"][m["has_pass_rate"]].tolist())
         out["meta_pass_rate_mae_median"] = None if m["median_mae"] is None else float(m["median_mae"])
         out["meta_reward_mean"] = _mean_or_none([r for r, s in zip(m["reward"].tolist(), scorable, strict=True) if s])
         for k in ("pass_rate", "length", "notion"):
@@ -339,7 +350,7 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
     cutoff = torch.tensor([cols["finish_reason"][i] == "cutoff" for i in sol], dtype=torch.bool)
     sol_reward = solution_reward(torch.tensor([bool(correct[i]) for i in sol], dtype=torch.bool), cutoff)
     obs = _observe(sol, sol_reward, [len(t) for t in cols["response_token_ids"]], prompt_of, n_prompts)
-    preds = [parse_meta(cols["text"][i], n_solution=algo.n_solution, max_response_tokens=max_response_tokens)
+    preds = [parse_meta_fields(cols["text"][i], n_solution=algo.n_solution, max_response_tokens=max_response_tokens)
              for i in meta]
     m = _meta_components(cols, meta, preds, prompt_of, n_prompts, obs, algo) if meta else None
 

@@ -28,13 +28,17 @@ from masa.train.trainjob import TrainJobSettings
 
 
 def train_config_for(run_cfg) -> TrainConfig:
-    """The TrainConfig of a RunConfig, with bc_coef taken from the algorithm's expert settings.
+    """The TrainConfig of a RunConfig, with bc_coef taken from the algorithm's expert settings and
+    recompute_logprobs resolved (None: true for a real model, false for the toy).
 
     Behaviour cloning is part of MASA only: GRPO, or experts disabled, trains with bc_coef 0.
     """
     expert = run_cfg.algorithm.expert
     bc = expert.bc_coef if run_cfg.algorithm.uses_meta and expert.enabled else 0.0
-    return dataclasses.replace(run_cfg.train, bc_coef=bc)
+    recompute = run_cfg.train.recompute_logprobs
+    if recompute is None:  # real models: the actor's own log-probs as the old ones, as the released code;
+        recompute = run_cfg.model != "toy"  # the toy keeps the engine's (its figures were measured so)
+    return dataclasses.replace(run_cfg.train, bc_coef=bc, recompute_logprobs=recompute)
 
 
 def train_round(

@@ -35,14 +35,21 @@ class TrainConfig:
     bc_coef: float = 0.1
     # reference model for the KL term; None = the round's input policy. Loaded only when kl_coef > 0.
     ref_model: str | None = None
-    # recompute "old" log-probs with the training model instead of trusting the rollout engine's
-    recompute_logprobs: bool = False
+    # recompute "old" log-probs with the training model before the update (the paper's released code,
+    # verl's actor.compute_log_prob) instead of taking the rollout engine's; None = recompute for a
+    # real model, take the engine's for the toy (masa.steps.train.train_config_for resolves it; a
+    # TrainConfig used directly treats None as false)
+    recompute_logprobs: bool | None = None
     # the policy is softmax(logits / temperature): must be the sampler's, or the ratio to the rollout
     # log-probs is biased (the pipeline copies rollout.temperature)
     temperature: float = 1.0
-    # batching: one round = steps_per_round optimizer steps; each consumes samples_per_step samples
-    # (all ranks together; None = `epochs` shuffled passes over the round's samples, experts included,
-    # split evenly over the steps: same steps for GRPO and MASA, as verl's ppo_epochs)
+    # batching, two ways (docs/training.md, "How a step is counted"):
+    # - samples_per_step None: steps_per_round optimizer steps over `epochs` shuffled passes of the
+    #   round's samples, experts included, split evenly (same step count for GRPO and MASA);
+    # - samples_per_step N (all ranks together): ceil(round's policy samples / N) steps, each sample
+    #   used once, never cycled (verl's ppo_mini_batch_size with ppo_epochs 1, as the paper's code);
+    #   a branch or round with more samples (MASA's meta path, a round gating made smaller) takes
+    #   more (fewer) steps. steps_per_round must then stay 1.
     steps_per_round: int = 1
     samples_per_step: int | None = None
     epochs: int = 1
@@ -73,6 +80,8 @@ class TrainConfig:
         check(self.samples_per_step is None or self.samples_per_step >= 1, "samples_per_step",
               "must be >= 1 or null", p)
         check(self.epochs >= 1, "epochs", "must be >= 1", p)
+        check(self.samples_per_step is None or self.steps_per_round == 1, "steps_per_round",
+              "is derived from the round's samples when samples_per_step is set; leave it at 1", p)
         check(self.samples_per_step is None or self.epochs == 1, "epochs",
               "passes over the round apply only when samples_per_step is null; set one of them", p)
         check(self.max_tokens_per_microbatch >= 16, "max_tokens_per_microbatch", "must be >= 16", p)

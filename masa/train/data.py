@@ -127,14 +127,27 @@ def _chunks(items: list[int], n: int) -> list[list[int]]:
     return out
 
 
+def round_steps(n_policy: int, *, steps: int, samples_per_step: int | None) -> int:
+    """Optimizer steps of a round: `steps` as configured, or, with `samples_per_step`, as many as the
+    round's policy samples fill (ceil(n_policy / samples_per_step), at least 1).
+
+    Derived from the samples the round actually has, so a round that gating made smaller takes fewer
+    steps instead of revisiting samples (verl: ppo_mini_batch_size prompts x n per step, ppo_epochs 1).
+    """
+    if samples_per_step is None:
+        return steps
+    return max(1, -(-n_policy // samples_per_step))
+
+
 def split_steps(n_policy: int, n_expert: int, *, steps: int, samples_per_step: int | None,
                 seed: int, epochs: int = 1) -> list[list[int]]:
     """Indices (policy 0..n_policy-1, then experts) of each optimizer step, shuffled with `seed`.
 
     With `samples_per_step` None the round's samples are passed over `epochs` times (each pass freshly
     shuffled, as PPO epochs / verl's ppo_epochs) and the concatenated passes are split evenly over
-    `steps`; experts likewise. Otherwise each step takes the next `samples_per_step` shuffled policy
-    samples (cycling if the round is short) and the experts are spread once over the steps.
+    `steps`; experts likewise. Otherwise `steps` is ignored: the round takes `round_steps` steps and
+    every policy sample and expert is used exactly once, split evenly (sizes differ by at most one, so
+    no step is a small remainder). Samples are never cycled.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -153,17 +166,10 @@ def split_steps(n_policy: int, n_expert: int, *, steps: int, samples_per_step: i
     # first pass of each, then the extra ones: one epoch draws exactly as before `epochs` existed
     pol = passes(list(range(n_policy)), 1)
     exp = passes(list(range(n_policy, n_policy + n_expert)), 1)
-    if samples_per_step is None:
-        pol = pol + passes(list(range(n_policy)), epochs - 1)
-        exp = exp + passes(list(range(n_policy, n_policy + n_expert)), epochs - 1)
-        pol_steps = _chunks(pol, steps)
-    else:
-        if n_policy == 0:
-            pol_steps = [[] for _ in range(steps)]
-        else:
-            flat = [pol[i % n_policy] for i in range(steps * samples_per_step)]
-            pol_steps = [flat[i * samples_per_step:(i + 1) * samples_per_step] for i in range(steps)]
-    return [p + e for p, e in zip(pol_steps, _chunks(exp, steps), strict=True)]
+    pol = pol + passes(list(range(n_policy)), epochs - 1)
+    exp = exp + passes(list(range(n_policy, n_policy + n_expert)), epochs - 1)
+    n_steps = round_steps(n_policy, steps=steps, samples_per_step=samples_per_step)
+    return [p + e for p, e in zip(_chunks(pol, n_steps), _chunks(exp, n_steps), strict=True)]
 
 
 def shard_balanced(indices: list[int], lengths: list[int], world: int) -> list[list[int]]:

@@ -1,0 +1,78 @@
+"""The `paper` presets as the paper and its released code (akatigre/MASA-RL) run them (issue 14)."""
+
+from __future__ import annotations
+
+import pytest
+
+from masa.algo.prompts import RELEASED_INSTRUCTION, solution_prompt
+from masa.config import load_config
+
+
+def test_solution_instruction_default_real_models_get_the_released_sentence():
+    assert RELEASED_INSTRUCTION == "Let's think step by step and output the final answer within \\boxed{}."
+    assert solution_prompt("1 + 1?", RELEASED_INSTRUCTION) == "1 + 1? " + RELEASED_INSTRUCTION
+    assert solution_prompt("1 + 1?", "") == "1 + 1?"
+    assert load_config("paper").solution_instruction == RELEASED_INSTRUCTION
+    # the toy keeps its own format, whatever preset it comes from
+    assert load_config("toy").solution_instruction == ""
+    assert load_config("smoke").solution_instruction == ""
+    assert load_config("paper", ["model=toy"]).solution_instruction == ""
+    # an explicit setting wins, "" included
+    assert load_config("paper", ["data.solution_instruction="]).solution_instruction == ""
+    assert load_config("toy", ["data.solution_instruction=Box it."]).solution_instruction == "Box it."
+
+
+@pytest.mark.parametrize("preset", ["paper"])
+def test_paper_preset_trains_each_sample_once(preset):
+    t = load_config(preset).train
+    # verl: ppo_mini_batch_size 128 prompts x n 16, ppo_epochs 1 (train_masagrpo.sh)
+    assert (t.samples_per_step, t.steps_per_round, t.epochs) == (2048, 1, 1)
+
+
+SIX_AND_GPQA = ("MATH-500", "aime24", "aime25", "amc23", "minervamath", "olympiadbench", "gpqa-diamond")
+
+
+@pytest.mark.parametrize(("preset", "model", "gpus"), [("paper", "Qwen/Qwen3-8B-Base", 8),
+                                                       ("paper-1.7b", "Qwen/Qwen3-1.7B-Base", 4)])
+def test_paper_preset_values(preset, model, gpus):
+    from masa.steps.evaluate import benchmark_name
+
+    cfg = load_config(preset)
+    assert cfg.model == model and cfg.resources.train_gpus == cfg.train_processes == gpus
+    # released train_masagrpo.sh: max_prompt_length 2048, train_batch_size 128, n 16, meta_cog_n 16,
+    # max_response_length 8192, total_epochs 1 = 314 batches of DeepScaleR's 40,315 problems
+    assert (cfg.data.max_prompt_tokens, cfg.prompts_per_round, cfg.rollout.max_response_tokens) == (2048, 128, 8192)
+    assert (cfg.algorithm.n_solution, cfg.algorithm.n_meta) == (16, 16)
+    assert cfg.rounds == 40_315 // 128 == 314
+    assert cfg.branches == ("grpo", "masa", "masa-efficient")
+    assert tuple(benchmark_name(d) for d in cfg.benchmark.datasets) == SIX_AND_GPQA
+
+
+def test_baselines_are_checked():
+    from masa.configbase import ConfigError
+
+    with pytest.raises(ConfigError, match="baselines: must start with grpo"):
+        load_config("toy", ["baselines=[masa]"])
+    with pytest.raises(ConfigError, match="baselines"):
+        load_config("toy", ["baselines=[grpo, masa-efficient]"])  # repeats algorithm.name
+    assert load_config("toy").branches == ("grpo", "masa-efficient")  # the toy's two branches, as before
+
+
+@pytest.mark.parametrize("preset", ["paper", "paper-1.7b"])
+def test_paper_presets_compile_with_three_branches_and_seven_benchmarks(preset, tmp_path):
+    # rounds=2 keeps the IR small; the full 314 rounds compile the same DAG, longer (40 s, 15 MB here)
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = tmp_path / "p.yaml"
+    subprocess.run([sys.executable, "-m", "masa.cli", "compile", "--preset", preset, "--set", "rounds=2",
+                    "-o", str(out)], capture_output=True, text=True, check=True)
+    spec = next(yaml.safe_load_all(out.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert sum(k.startswith("rollout") for k in tasks) == 3 * 2  # three branches x two rounds
+    assert sum(k.startswith("benchmark") for k in tasks) == 4  # base + one per branch
+    text = json.dumps(spec)
+    assert all(name in text for name in SIX_AND_GPQA)
