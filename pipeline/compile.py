@@ -34,6 +34,14 @@ def segment_paths(cfg: RunConfig, out: str | Path) -> list[Path]:
     return [out] if n == 1 else [out.with_name(f"{out.stem}-part{i + 1:02d}{out.suffix}") for i in range(n)]
 
 
+def distinct_segments(cfg: RunConfig) -> list[int]:
+    """The runs whose compiled shapes can differ: the first (no hand-over), a middle one, and the last two
+    (the last may hold fewer rounds, and holds the benchmarks and the report). Runs in between compile
+    like the second: same rounds, same tasks (`masa.config.run_tasks`)."""
+    n = len(cfg.segments)
+    return sorted({0, min(1, n - 1), max(n - 2, 0), n - 1})
+
+
 def retarget(path: Path, backend: tuple[int, int]) -> list[str]:
     """Rewrite the IR's Kubernetes platform spec for an older backend; the warnings, one per field left
     out. Raises ValueError when that backend cannot run the pipeline at all."""

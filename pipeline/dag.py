@@ -99,9 +99,9 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
                 tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,
                                   scored=sc.outputs["scored"]), "train", f"{branch} · round {r + 1} · train")
                 policy, history = tr.outputs["new_policy"], sc.outputs["history_out"]
-            # the report compares GRPO with algorithm.name; another baseline (plain MASA beside
-            # MASA-efficient) is benchmarked under its own name, its figures in that step's output
-            key = "grpo" if branch == "grpo" else ("masa" if branch == cfg.algorithm.name else branch)
+            # the report compares GRPO with algorithm.name ("masa"); another baseline (plain MASA beside
+            # MASA-efficient) is benchmarked as baseline-<branch>, its figures in that step's output
+            key = "grpo" if branch == "grpo" else ("masa" if branch == cfg.algorithm.name else f"baseline-{branch}")
             if last:
                 evals[key] = step(c.benchmark(config_json=cj, name=key, model=policy), "benchmark",
                                   f"benchmark · {key}").outputs["results"]

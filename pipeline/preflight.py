@@ -119,11 +119,11 @@ def _size(texts: list[str]) -> Check:
 
 
 def checks(cfg: RunConfig, version: tuple[int, int] = MIN_BACKEND) -> list[Check]:
-    """Every offline check, compiling each run of the configuration (`RunConfig.segments`) once."""
-    from masa.pipeline.compile import compile_pipeline
+    """Every offline check, compiling each distinct run of the configuration (`RunConfig.segments`) once."""
+    from masa.pipeline.compile import compile_pipeline, distinct_segments
 
     with tempfile.TemporaryDirectory() as d:
-        texts = [compile_pipeline(cfg, Path(d) / f"p{i}.yaml", i).read_text() for i in range(len(cfg.segments))]
+        texts = [compile_pipeline(cfg, Path(d) / f"p{i}.yaml", i).read_text() for i in distinct_segments(cfg)]
     _, platform = yaml.safe_load_all(texts[0])
     sa = cfg.resources.service_account
     out = [_images(cfg), _store(cfg), _secret(cfg, platform), _gpus(cfg), _hub_ids(cfg),

@@ -60,19 +60,20 @@ def test_baselines_are_checked():
 
 @pytest.mark.parametrize("preset", ["paper", "paper-1.7b"])
 def test_paper_presets_compile_with_three_branches_and_seven_benchmarks(preset, tmp_path):
-    # rounds=2 keeps the IR small; the full 314 rounds compile the same DAG, longer (40 s, 15 MB here)
+    # rounds=2 keeps it to one run; the full 314 rounds are 105 runs of this shape (tests/test_bounded_runs.py)
     import json
-    import subprocess
-    import sys
 
     import yaml
 
-    out = tmp_path / "p.yaml"
-    subprocess.run([sys.executable, "-m", "masa.cli", "compile", "--preset", preset, "--set", "rounds=2",
-                    "-o", str(out)], capture_output=True, text=True, check=True)
+    from masa.pipeline.compile import compile_pipeline
+
+    # the library compile: `masa compile` also runs the cluster preflight (tests/test_cluster.py)
+    out = compile_pipeline(load_config(preset, ["rounds=2"]), tmp_path / "p.yaml")
     spec = next(yaml.safe_load_all(out.read_text()))
     tasks = spec["root"]["dag"]["tasks"]
     assert sum(k.startswith("rollout") for k in tasks) == 3 * 2  # three branches x two rounds
-    assert sum(k.startswith("benchmark") for k in tasks) == 4  # base + one per branch
+    benchmarks = sorted(t["taskInfo"]["name"] for k, t in tasks.items() if k.startswith("benchmark"))
+    # base + one per branch, each under its own name (the report compares grpo with masa = masa-efficient)
+    assert benchmarks == ["benchmark · base", "benchmark · baseline-masa", "benchmark · grpo", "benchmark · masa"]
     text = json.dumps(spec)
     assert all(name in text for name in SIX_AND_GPQA)
