@@ -1,0 +1,114 @@
+"""What `masa run` shows on the terminal: one line per step with the DAG's names, a failed step's own
+error instead of tracebacks, Ctrl-C without a traceback, and one run per output directory."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from masa.config import load_config
+from masa.pipeline.dag import build_pipeline
+from masa.pipeline.local import _exclusive, _ProgressTee, display_names, total_steps
+
+# kfp.local's own lines, colours included, as pipeline.log records them
+RED, CYAN, END = "\x1b[91m", "\x1b[96m", "\x1b[0m"
+FAILED_TASK = f"13:12:11.450 - ERROR - Task {CYAN}'data-filter'{END} finished with status {RED}FAILURE{END}\n"
+
+
+def _tee(names: dict[str, str] | None = None) -> tuple[_ProgressTee, io.StringIO]:
+    term = io.StringIO()
+    tee = _ProgressTee(io.StringIO(), term, total=3)
+    tee.names = names or {}
+    return tee, term
+
+
+def test_a_failed_step_is_named_with_the_last_line_of_its_own_traceback():
+    tee, term = _tee({"data-filter": "data filter"})
+    tee.write(f"13:12:10.000 - INFO - Executing task {CYAN}'data-filter'{END}\n")
+    tee.write("    Traceback (most recent call last):\n"
+              "    pyarrow.lib.ArrowInvalid: Parquet magic bytes not found in footer.\n"
+              "    The above exception was the direct cause of the following exception:\n"
+              "    Traceback (most recent call last):\n"
+              "    masa.data.records.DataError: cannot read parquet file /x.parquet: magic bytes\n")
+    tee.write(FAILED_TASK)
+    # the chained cause is passed over: the closing line is the step's own error, module path dropped
+    assert tee.failed == ("data filter", "DataError: cannot read parquet file /x.parquet: magic bytes")
+    assert term.getvalue() == "  ✗ data filter\n"  # no colour codes; the reason closes the run
+
+
+def test_a_traceback_belongs_to_the_task_that_printed_it():
+    tee, _ = _tee()
+    tee.write("    ValueError: handled and logged by an earlier task\n")
+    tee.write(f"Executing task {CYAN}'data-filter'{END}\n")
+    tee.write(FAILED_TASK)
+    assert tee.failed == ("data-filter", "see the log")
+
+
+def test_cached_steps_are_named_as_in_the_dag_and_configure_is_not_counted():
+    tee, term = _tee({"rollout-3": "grpo · round 2 · rollout", "configure": "configure"})
+    for task in ("configure", "rollout-3", "rollout-3", "rollout-3", "rollout-3"):
+        tee.write(f"INFO - Task {task} cache hit (key=0123456789ab); outputs reused\n")
+    lines = term.getvalue().splitlines()
+    assert len(lines) == 4 and all("grpo · round 2 · rollout" in ln and "(cached)" in ln for ln in lines)
+    # more lines than the planned total (3) never read "[4/3]"
+    assert lines[0].startswith("[  1/3]")
+    assert lines[-1].startswith("[  4/4]")
+
+
+def test_display_names_cover_every_task_of_the_smoke_dag():
+    cfg = load_config("smoke")
+    names = display_names(build_pipeline(cfg, 0))
+    assert names["configure"] == "configure" and names["data-filter"] == "data filter"
+    assert "grpo · round 2 · train" in names.values() and "benchmark · masa" in names.values()
+    # every shown step has a name: all tasks less configure, as total_steps counts them
+    assert len(names) - 1 == total_steps(cfg)
+
+
+def _masa_run(out: Path, *args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, MASA_CACHE_DIR=str(out.parent / "cache"))
+    return subprocess.Popen([sys.executable, "-m", "masa.cli", "run", "--preset", "smoke", "--out", str(out),
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def test_a_second_run_on_the_same_output_refuses_naming_the_first(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with _exclusive(out):  # this process is "the first run"
+        proc = _masa_run(out)
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stdout + stderr
+    assert f"another masa run (pid {os.getpid()}) is using {out}" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_bad_data_fails_in_one_line_naming_the_step_and_its_reason(tmp_path):
+    bad = tmp_path / "train.parquet"
+    bad.write_text("not parquet")
+    proc = _masa_run(tmp_path / "run", "--set", f"data.train={bad}")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stdout + stderr
+    assert f"masa: data filter failed: DataError: cannot read parquet file {bad}" in stderr
+    assert "rerun the same command" in stderr and "pipeline.log" in stderr
+    assert "Traceback" not in stdout + stderr and "\x1b[" not in stdout + stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_without_a_traceback_and_says_how_to_go_on(tmp_path):
+    proc = _masa_run(tmp_path / "run", start_new_session=True)
+    t0 = time.monotonic()
+    for line in proc.stdout:  # wait for the first finished step, then interrupt as a terminal would
+        if line.startswith("[  1/"):
+            break
+        assert time.monotonic() - t0 < 600, "no step finished"
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted" in stderr and "rerun the same command" in stderr
+    assert "Traceback" not in stdout + stderr
