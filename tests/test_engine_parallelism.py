@@ -8,14 +8,11 @@ import json
 
 import pytest
 
-from masa.config import PRESETS, ConfigError, engine_parallelism, load_config
+from masa.config import ConfigError, engine_parallelism, load_config
 from masa.engines import EngineConfig, GenerationRequest, SamplingSpec, make_engine
 from masa.engines.replicated import chunks, gpu_slices
 from masa.engines.vllm_engine import llm_kwargs
 from masa.steps.rounds import step_engine_config
-
-# the 1.7B preset of the paper-fidelity issue when it exists, else the paper preset on that model
-PAPER_17B = ("paper-1.7b", []) if "paper-1.7b" in PRESETS else ("paper", ["model=Qwen/Qwen3-1.7B-Base"])
 
 
 def fake_checkpoint(tmp_path, positions: int = 32768):
@@ -28,7 +25,8 @@ def fake_checkpoint(tmp_path, positions: int = 32768):
     ("paper", [], 8, 1),  # as shipped: one engine over the 8 GPUs
     ("paper", ["rollout.tensor_parallel_size=1"], 1, 8),  # an 8B model fits one H100/H200: 8 replicas
     ("paper", ["rollout.tensor_parallel_size=2"], 2, 4),
-    (PAPER_17B[0], [*PAPER_17B[1], "rollout.tensor_parallel_size=1"], 1, 8),
+    ("paper-1.7b", [], 4, 1),  # Qwen3-1.7B-Base on its preset's 4 GPUs
+    ("paper-1.7b", ["rollout.tensor_parallel_size=1"], 1, 4),  # 1.7B fits one GPU: 4 replicas beat TP 4
 ])
 @pytest.mark.parametrize("step", ["rollout", "benchmark"])
 def test_what_reaches_vllm_llm_uses_every_gpu_of_the_step(preset, overrides, tp, replicas, step, tmp_path):
@@ -38,7 +36,7 @@ def test_what_reaches_vllm_llm_uses_every_gpu_of_the_step(preset, overrides, tp,
     gpus = getattr(cfg.resources, f"{step}_gpus")
     par = engine_parallelism(cfg, step)
     assert (par.tensor_parallel_size, par.replicas) == (tp, replicas)
-    assert par.tensor_parallel_size * par.replicas == gpus == 8
+    assert par.tensor_parallel_size * par.replicas == gpus == (4 if preset == "paper-1.7b" else 8)
     econf = step_engine_config(cfg, step, fake_checkpoint(tmp_path), 1024 + 16384)
     assert (econf.tensor_parallel_size, econf.replicas) == (tp, replicas)
     kwargs = llm_kwargs(econf, tmp_path)  # per replica, exactly what VLLMEngine passes to vllm.LLM

@@ -72,8 +72,8 @@ def test_server_killed_during_round2_upload_then_rerun_gives_the_undisturbed_fig
     assert seen, "the run finished before round 2's checkpoint upload began"
     assert run.returncode != 0
     failed = [line for line in out.splitlines() if "✗" in line]
-    assert failed and "FAILURE" in failed[0], out[-2000:]  # the step that failed, on the terminal
-    assert "pipeline failed" in err and "full log:" in err, err[-2000:]
+    assert failed and "round 2 · train" in failed[0], out[-2000:]  # the step that failed, on the terminal
+    assert "round 2 · train failed:" in err and "full log:" in err, err[-2000:]
     for k, v in s3_server.env().items():
         os.environ[k] = v
     store = open_store(f"s3://{BUCKET}/hit")

@@ -35,7 +35,7 @@ from masa.steps.shards import ShardEngine, keep_own_rows, merge_stats, shard_pro
 from masa.storage import CorruptArtifactError, open_store, put_dir_atomic
 
 MANIFEST = "MANIFEST.json"
-HISTORY = "history.json"  # beside the round's parts: the score history up to this round
+HISTORY = "history.json"  # in the round's `history` part: the score history up to this round
 
 
 def algorithm_for(cfg: RunConfig, branch: str):
@@ -215,8 +215,11 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
                                                               "cutoff_samples")}}
     history = [h for h in _history(history_path) if h["round"] != round_idx] + [record]
     Path(history_out).write_text(json.dumps(history, indent=1))
-    # also in the store, where the next segment's `resume` finds it (docs/deploy.md, "Bounded runs")
-    open_store(cfg.store).put_bytes(layout.part(branch, round_idx, HISTORY), json.dumps(history, indent=1).encode())
+    # also in the store, where the next segment's `resume` finds it (docs/deploy.md, "Bounded runs"): a part
+    # of its own, files first and manifest last like every artifact, so `masa store verify` covers it
+    with tempfile.TemporaryDirectory(prefix="masa-history-") as tmp:
+        Path(tmp, HISTORY).write_text(json.dumps(history, indent=1))
+        put_dir_atomic(open_store(cfg.store), tmp, layout.part(branch, round_idx, "history"))
     return stats
 
 
@@ -224,12 +227,12 @@ def resume_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str,
     """A segment's start: point at round `round_idx - 1`'s checkpoint and copy its score history.
     Fails, naming the round, when that round has not finished (run the earlier segment first)."""
     layout, store, prev = run_layout(cfg), open_store(cfg.store), round_idx - 1
-    prefix = layout.part(branch, prev, "checkpoint")
-    missing = [k for k in (f"{prefix}/{MANIFEST}", layout.part(branch, prev, HISTORY)) if not store.exists(k)]
+    prefix, hist = layout.part(branch, prev, "checkpoint"), layout.part(branch, prev, "history")
+    missing = [k for k in (f"{prefix}/{MANIFEST}", f"{hist}/{MANIFEST}") if not store.exists(k)]
     if missing:
         raise FileNotFoundError(f"{branch} round {prev + 1} has not finished ({store.uri(missing[0])} is missing): "
                                 f"run the segment that ends with round {prev + 1} first")
-    history = json.loads(store.get_bytes(layout.part(branch, prev, HISTORY)))
+    history = json.loads(store.get_bytes(f"{hist}/{HISTORY}"))
     write_pointer(policy_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=prev)
     Path(history_out).write_text(json.dumps(history, indent=1))
     return {"rounds_done": len(history)}
