@@ -47,7 +47,7 @@ def test_what_reaches_vllm_llm_uses_every_gpu_of_the_step(preset, overrides, tp,
     # each replica sees its own devices, all of the pod's together, none twice
     slices = gpu_slices(econf.replicas, econf.tensor_parallel_size)
     devices = [d for s in slices for d in s.split(",")]
-    assert len(slices) == replicas and sorted(devices, key=int) == [str(i) for i in range(8)]
+    assert len(slices) == replicas and sorted(devices, key=int) == [str(i) for i in range(gpus)]
 
 
 def test_gpus_a_config_cannot_use_are_an_error_naming_the_keys():
