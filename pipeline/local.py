@@ -10,6 +10,7 @@ same output directory reuses finished steps.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import io
 import json
@@ -188,7 +189,7 @@ def _run_segments(cfg: RunConfig, out: Path, *, quiet_kfp: bool, kfp_cache: bool
     with log_path.open("a") as log:
         tee = _ProgressTee(log, term, total_steps(cfg))
         # kfp.local reports cache hits through the root logger, outside its per-task log capture
-        handlers, level = root.handlers[:], root.level
+        handlers, level, print_ = root.handlers[:], root.level, builtins.print
         root.handlers = [logging.StreamHandler(tee)]  # to the log file (and progress), not the terminal
         root.setLevel(logging.INFO)
         sys.stdout = tee if quiet_kfp else sys.stdout
@@ -206,6 +207,7 @@ def _run_segments(cfg: RunConfig, out: Path, *, quiet_kfp: bool, kfp_cache: bool
             sys.stdout = term
             root.handlers = handlers
             root.setLevel(level)
+            builtins.print = print_  # kfp.local indents print() per task and can leave it so after a failure
     return {"out": str(out), "log": str(log_path), **_summary(out, cfg)}
 
 

@@ -72,6 +72,6 @@ def test_store_verify_exits_1_naming_the_bad_part(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "2 of 2 artifacts verify"
     (tmp_path / "store" / "run/r0/scored/stats.json").write_text(json.dumps({"rows": 4}))
     assert main(["store", "verify", store_uri, "--deep"]) == 1
-    out = capsys.readouterr().out.splitlines()
+    out = [line.strip() for line in capsys.readouterr().out.splitlines()]
     assert out[0].startswith(f"BAD  {open_store(store_uri).uri('run/r0/scored')}: ")
     assert "stats.json" in out[0] and out[-1].startswith("1 of 2 artifacts verify (deep); 1 bad")

@@ -185,7 +185,7 @@ def test_positive_advantage_raises_logprob_and_next_round_continues(data, tmp_pa
                # also exercise the reference model (KL term) and the entropy bonus with its gradient
                "--set", "train.kl_coef=0.05", "--set", "train.entropy_coef=0.01"])
     assert rc == 0
-    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.lstrip().startswith("{")]
     assert [r["step"] for r in rows] == [2] and rows[0]["lr"] == pytest.approx(1e-4)
     assert rows[0]["restored_from"] == "init_state_dir:1 (world 1 -> 2: optimizer moments reset)"
     # the reference is the round's input policy: before the update the KL to it is zero
