@@ -7,6 +7,9 @@
 #   MASA_IMAGE_REGISTRY  registry/namespace of the tags      (default ghcr.io/owner: set it to yours)
 #   DOCKER               container CLI                        (default docker; podman works too)
 #   MASA_PYTHON_IMAGE, MASA_VLLM_IMAGE, MASA_PYTORCH_IMAGE   override a base image (e.g. to pin a digest)
+#   MASA_IMAGE_DIGESTS   with --push, where to record each pushed image by digest (default images/digests.json);
+#                        `masa compile|submit|schedule|preflight --image-digests FILE` compiles those references,
+#                        so KFP's cache key (which holds the image reference) changes when an image is rebuilt
 #
 # Tags look like ghcr.io/owner/masa-pipeline-cpu:0.1.0; manifests/kustomization.yaml names the same
 # repositories, and tests/test_manifests.py checks that its tags equal the pyproject version.
@@ -25,7 +28,7 @@ for arg in "$@"; do
     --push) push=1 ;;
     --dry-run) dry=1 ;;
     cpu|vllm|deepspeed) names+=("$arg") ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument '$arg' (images: cpu vllm deepspeed; flags: --push --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +44,24 @@ run() {
   if [[ $dry -eq 1 ]]; then printf '%q ' "$@"; echo; else "$@"; fi
 }
 
+digests="${MASA_IMAGE_DIGESTS:-$root/images/digests.json}"
+record_digest() {  # $1 image name, $2 tag just pushed: the registry's digest (RepoDigests) into $digests
+  local ref
+  if [[ $dry -eq 1 ]]; then run "$docker" image inspect --format '{{index .RepoDigests 0}}' "$2"; return; fi
+  ref="$("$docker" image inspect --format '{{index .RepoDigests 0}}' "$2")"
+  python3 - "$digests" "$1" "$ref" <<'PY'
+import json, os, sys
+path, name, ref = sys.argv[1:]
+data = json.load(open(path)) if os.path.exists(path) else {}
+data[name] = ref
+tmp = path + ".tmp"
+with open(tmp, "w") as f:
+    json.dump(data, f, indent=1, sort_keys=True)
+os.replace(tmp, path)
+PY
+  echo "recorded $ref in $digests"
+}
+
 for name in "${names[@]}"; do
   tag="$registry/masa-pipeline-$name:$version"
   args=(--build-arg "VERSION=$version")
@@ -52,5 +73,5 @@ for name in "${names[@]}"; do
     deepspeed) [[ -z "${MASA_PYTORCH_IMAGE:-}" ]] || args+=(--build-arg "PYTORCH_IMAGE=$MASA_PYTORCH_IMAGE") ;;
   esac
   run "$docker" build -f "$root/images/$name.Dockerfile" "${args[@]}" -t "$tag" "$root"
-  [[ $push -eq 0 ]] || run "$docker" push "$tag"
+  if [[ $push -eq 1 ]]; then run "$docker" push "$tag"; record_digest "$name" "$tag"; fi
 done

@@ -8,6 +8,7 @@ hub ids the offline images cannot read. `masa preflight` prints them; `masa comp
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,34 @@ def image_overrides(registry: str) -> list[str]:
     """`--set` overrides naming the three images under `registry`, tagged as images/build.sh tags them."""
     registry = registry.rstrip("/")
     return [f"images.{n}={registry}/masa-pipeline-{n}:{masa.__version__}" for n in IMAGE_NAMES]
+
+
+def digest_overrides(path: str) -> list[str]:
+    """`--set` overrides from images/build.sh's digest record ({"cpu": "reg/repo@sha256:...", ...});
+    ValueError naming the file and the problem when it is not that."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--image-digests {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"--image-digests {path}: expected an object naming images, e.g. "
+                         '{"cpu": "registry/masa-pipeline-cpu@sha256:..."}')
+    bad = [f"{k}={v!r}" for k, v in data.items()
+           if k not in IMAGE_NAMES or not isinstance(v, str) or "@sha256:" not in v]
+    if bad:
+        raise ValueError(f"--image-digests {path}: {', '.join(bad)}: keys must be {', '.join(IMAGE_NAMES)} "
+                         "and values image references by digest (name@sha256:...)")
+    return [f"images.{k}={v}" for k, v in sorted(data.items())]
+
+
+def _pinning(cfg: RunConfig) -> Check:
+    """KFP's cache key holds the image reference: a rebuilt image under the same tag hits the old cache."""
+    tags = [n for n in IMAGE_NAMES if "@sha256:" not in getattr(cfg.images, n)]
+    if tags:
+        return Check("image-digests", "warn", f"{', '.join(tags)} referenced by tag: a rebuild under the same tag "
+                     "reuses KFP's cached results; compile with --image-digests images/digests.json "
+                     "(written by images/build.sh --push) or submit with --no-cache")
+    return Check("image-digests", "ok", "every image referenced by digest")
 
 
 def _images(cfg: RunConfig) -> Check:
@@ -126,7 +155,7 @@ def checks(cfg: RunConfig, version: tuple[int, int] = MIN_BACKEND) -> list[Check
         texts = [compile_pipeline(cfg, Path(d) / f"p{i}.yaml", i).read_text() for i in distinct_segments(cfg)]
     _, platform = yaml.safe_load_all(texts[0])
     sa = cfg.resources.service_account
-    out = [_images(cfg), _store(cfg), _secret(cfg, platform), _gpus(cfg), _hub_ids(cfg),
+    out = [_images(cfg), _pinning(cfg), _store(cfg), _secret(cfg, platform), _gpus(cfg), _hub_ids(cfg),
            Check("service-account", "ok" if sa else "FAIL",
                  f"runs submitted by masa use {sa!r}; a run started from the UI needs it chosen there" if sa
                  else "resources.service_account is empty: the train step cannot create TrainJobs")]

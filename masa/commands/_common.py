@@ -35,6 +35,9 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-registry", default=env,
                    help="registry/namespace the images were pushed to by images/build.sh (default: "
                         "$MASA_IMAGE_REGISTRY, the variable build.sh reads; --set images.* wins)")
+    p.add_argument("--image-digests", default=None, metavar="FILE",
+                   help="JSON of the images pushed by `images/build.sh --push` (images/digests.json): compile "
+                        "them by digest, so a rebuilt image is a new cache key (--set images.* wins)")
     p.add_argument("--kfp-version", default=None, metavar="X.Y",
                    help="KFP backend version of the cluster: leave out what it cannot read, or refuse "
                         "(default: the minimum that reads everything)")
@@ -44,10 +47,19 @@ def load_cluster(args: argparse.Namespace, *, refuse: bool = True):
     """(RunConfig, backend version, checks) of a cluster compile; with `refuse`, exit 2 printing
     the failing checks (a cluster would fail the run on them)."""
     from masa.pipeline.k8s import MIN_BACKEND, parse_version
-    from masa.pipeline.preflight import checks, image_overrides
+    from masa.pipeline.preflight import checks, digest_overrides, image_overrides
 
+    pinned = []
+    if args.image_digests:
+        try:
+            pinned = digest_overrides(args.image_digests)
+        except ValueError as e:
+            print(f"masa: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     if args.image_registry:  # before the user's --set, so an explicit images.* override wins
-        args.overrides = image_overrides(args.image_registry) + list(args.overrides)
+        args.overrides = image_overrides(args.image_registry) + pinned + list(args.overrides)
+    else:
+        args.overrides = pinned + list(args.overrides)
     try:
         version = parse_version(args.kfp_version) if args.kfp_version else MIN_BACKEND
     except ValueError as e:
