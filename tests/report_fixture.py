@@ -17,8 +17,8 @@ def bench(acc: float, se: float | None, mae: float | None, mae_se: float | None,
     return b
 
 
-def rows(accs: list[float], tokens: list[int], maes: list[float | None]) -> list[dict[str, Any]]:
-    return [{"round": r, "train_accuracy": a - 0.05, "heldout_accuracy": a, "heldout_accuracy_stderr": 0.03,
+def rows(accs: list[float], tokens: list[int], maes: list[float | None], se: float | None) -> list[dict[str, Any]]:
+    return [{"round": r, "train_accuracy": a - 0.05, "heldout_accuracy": a, "heldout_accuracy_stderr": se,
              "rollout_tokens": t, "meta_tokens": 0, "solution_tokens": t, "wall_s": t / 1000, "generation_s": 1.0,
              "scoring_s": 0.5, "training_s": 2.0, "gated_prompts": 3, "cutoff_samples": 5, "gating_active": True,
              "meta": {"pass_rate_mae": m, "pass_rate_mae_median": m, "parse_rate": 0.9, "reward": 0.1},
@@ -35,8 +35,8 @@ def report_inputs(stderr: bool = True, promotion: dict | None = None) -> tuple[d
                "masa": {"benchmarks": {"toy": bench(0.56, se, 0.22, 0.02, calib["masa"])}}}
     eval_ = {k: {"toy": {kk: v for kk, v in r["benchmarks"]["toy"].items() if kk != "calibration"}}
              for k, r in results.items()}
-    rounds = {"grpo": rows([0.40, 0.44, 0.47], [40000, 41000, 42000], [None] * 3),
-              "masa": rows([0.40, 0.47, 0.52], [30000, 28000, 25000], [0.45, 0.33, 0.25])}
+    rounds = {"grpo": rows([0.40, 0.44, 0.47], [40000, 41000, 42000], [None] * 3, se),
+              "masa": rows([0.40, 0.47, 0.52], [30000, 28000, 25000], [0.45, 0.33, 0.25], se)}
     report = {
         "run": {"name": "smoke", "branches": ["grpo", "masa-efficient"], "rounds": 3, "config": {}, "created_at": "x"},
         "eval": eval_, "rounds": rounds,

@@ -22,6 +22,7 @@ window.addEventListener('load', () => {
     if (r.width && (r.right > W + 0.5 || r.left < -0.5)) out.overflow.push(el.tagName + ' ' + (el.id || el.className.baseVal || el.className || '') + ' right=' + r.right.toFixed(1));
   }
   if (document.documentElement.scrollWidth > W) out.overflow.push('page scrollWidth=' + document.documentElement.scrollWidth);
+  const cut = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1 && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
   const boxes = [];  // [label, rect, group]: HTML text lines, and SVG text groups per chart
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
@@ -35,10 +36,11 @@ window.addEventListener('load', () => {
       const r = g.getBoundingClientRect();
       if (r.width > 0) boxes.push([name + ': ' + comment(g), r, name]);
     });
-    const legend = svg.querySelector('g[id^="legend_"]');
-    out.charts.push({name, legend: legend ? [...legend.querySelectorAll('g[id^="text_"]')].map(comment) : null});
+    const legend = svg.querySelector('g[id^="legend_"]'), axes = svg.querySelector('g[id^="axes_"] > g[id^="patch_"]');
+    const lr = legend && legend.getBoundingClientRect(), ar = axes && axes.getBoundingClientRect();
+    out.charts.push({name, legend: legend ? [...legend.querySelectorAll('g[id^="text_"]')].map(comment) : null,
+                     legend_covers_axes: !!(lr && ar && cut(lr, ar))});
   });
-  const cut = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1 && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
   for (let i = 0; i < boxes.length; i++)
     for (let j = i + 1; j < boxes.length; j++)
       if (cut(boxes[i][1], boxes[j][1])) out.overlaps.push(boxes[i][0] + ' | ' + boxes[j][0]);

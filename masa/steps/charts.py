@@ -14,13 +14,6 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display, no GUI toolkit: the report step runs in a headless pod
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
-
 Point = tuple[float, float, float | None]
 Z = 1.96  # two-sided 95% normal interval
 # colour-blind-safe (Okabe-Ito): branches keep their colour in every chart
@@ -28,6 +21,18 @@ BRANCH_COLORS = {"grpo": "#0072B2", "masa": "#D55E00", "base": "#009E73"}
 OTHER_COLORS = ("#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 LABELS = {"grpo": "GRPO", "masa": "MASA", "base": "base"}
 SIZE = (5.6, 3.6)  # inches: two charts side by side at 1280 px
+
+
+def _mpl():
+    """matplotlib, pyplot and ticker, loaded on the first chart (a second of imports that code which
+    only reads the report module, e.g. for `report_prefix`, does not pay)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display, no GUI toolkit: the report step runs in a headless pod
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    return matplotlib, plt, ticker
 
 
 def color(name: str, i: int = 0) -> str:
@@ -39,7 +44,7 @@ def label(name: str) -> str:
 
 
 def _figure(title: str, xlabel: str, ylabel: str):
-    fig, ax = plt.subplots(figsize=SIZE, layout="constrained")
+    fig, ax = _mpl()[1].subplots(figsize=SIZE, layout="constrained")
     ax.set_title(title, fontsize=11, loc="left")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -54,6 +59,7 @@ def _svg(fig, ax, name: str, ncol: int = 2) -> str:
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(handles)), frameon=False,
                    fontsize=9)
+    matplotlib, plt, _ = _mpl()
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": name}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
@@ -98,6 +104,7 @@ def accuracy_vs_cost(curves: Mapping[str, Sequence[Point]], *, target: float | N
                     gid=f"series-{b}-reaches")
     if not any(p[1] is not None for pts in curves.values() for p in pts):
         _no_data(ax, "no held-out accuracy was measured")
+    ticker = _mpl()[2]
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _num(v)))
     ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
     return _svg(fig, ax, name)
@@ -114,11 +121,13 @@ def per_round(series: Mapping[str, Sequence[Point]], *, title: str, ylabel: str,
         if y is None:
             continue
         c = color(ck, i)
-        ax.errorbar([x], [y], yerr=None if s is None else [Z * s], fmt="s", markersize=7, markerfacecolor="none",
-                    markeredgewidth=1.5, color=c, capsize=3, label=f"{label(ck)}: {final_label}", gid=f"series-{ck}-final")
+        ax.plot([x], [y], marker="s", markersize=7, markerfacecolor="none", markeredgewidth=1.5, color=c,
+                linestyle="none", label=f"{label(ck)}: {final_label}", gid=f"series-{ck}-final")
+        if s is not None:
+            ax.errorbar([x], [y], yerr=[Z * s], fmt="none", ecolor=c, elinewidth=1, capsize=3)
     if not ax.get_legend_handles_labels()[0]:
         _no_data(ax, "not measured in this run")
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_mpl()[2].MaxNLocator(integer=True))
     return _svg(fig, ax, name)
 
 
@@ -145,7 +154,7 @@ def bars(values: Mapping[str, float], *, title: str, ylabel: str, name: str) -> 
         ax.bar_label(cont, labels=[_num(v)], padding=3, fontsize=9)
     top = max(values.values(), default=0) or 1
     ax.set_ylim(0, top * 1.18)
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _num(v)))
+    ax.yaxis.set_major_formatter(_mpl()[2].FuncFormatter(lambda v, _: _num(v)))
     return _svg(fig, ax, name)
 
 

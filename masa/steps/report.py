@@ -434,7 +434,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     for ck, bs in report["eval"].items():
         for bn, b in bs.items():
             m = b.get("meta") or {}
-            lines.append(f"| {ck} | {bn} | {_fmt(b['accuracy'])} | {_fmt(b['pass_at_k'].get(str(b['k'])))} | "
-                         f"{_fmt(m.get('pass_rate_mae'))} | {_fmt(m.get('pass_rate_mae_median'))} | "
-                         f"{_fmt(m.get('spearman'))} |")
+            lines.append(f"| {ck} | {bn} | {_pm(b['accuracy'], b.get('accuracy_stderr'))} | "
+                         f"{_fmt(b['pass_at_k'].get(str(b['k'])))} | "
+                         f"{_pm(m.get('pass_rate_mae'), m.get('pass_rate_mae_stderr'))} | "
+                         f"{_fmt(m.get('pass_rate_mae_median'))} | {_fmt(m.get('spearman'))} |")
+    if p := report.get("promotion"):
+        lines += ["", f"Promotion of {p.get('model_name')}: **{p.get('decision')}**: {p.get('reason')}"]
     return "\n".join(lines) + "\n"
