@@ -238,9 +238,10 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
         "checkpoints": {k: r.get("uri") for k, r in results.items()},
         "promotion": _load_eval(promotion),
     }
+    svgs = render_charts(report, results)  # before the timing, so that the report's compute includes them
     report["timing"] = timing(steps, started, time.time())
     Path(json_out).write_text(json.dumps(report, indent=1, default=str))
-    Path(html_out).write_text(render_html(report, results))
+    Path(html_out).write_text(render_html(report, results, svgs))
     Path(md_out).write_text(render_markdown(report))
     publish_report(cfg, {"report.json": json_out, "report.html": html_out, "report.md": md_out})
     e = report["efficiency"]
@@ -381,7 +382,7 @@ def render_timing(t: dict[str, Any]) -> str:
     return _table(["step kind", "steps", "compute s", "overhead s", "total s"], rows)
 
 
-def render_html(report: dict[str, Any], results: dict[str, Any]) -> str:
+def render_html(report: dict[str, Any], results: dict[str, Any], svgs: list[str] | None = None) -> str:
     rounds, eff, t = report["rounds"], report["efficiency"], report["timing"]
     evals = [[ck, bn, _pm(b["accuracy"], b.get("accuracy_stderr")), b["k"], b["n_problems"],
               *(b["pass_at_k"].get(str(k)) for k in (1, b["k"])),
@@ -405,7 +406,7 @@ def render_html(report: dict[str, Any], results: dict[str, Any]) -> str:
 Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b> in rollout tokens,
 <b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.
 Intervals are ± 1.96 standard errors (95%) where the evaluation measured them.</p>
-<div class="charts">{''.join(render_charts(report, results))}</div>
+<div class="charts">{''.join(render_charts(report, results) if svgs is None else svgs)}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
                          'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
 <h2>Differences between checkpoints</h2>{_table(['benchmark', 'checkpoints', 'Δ avg@k', 'avg@k: the difference is', 'Δ meta MAE', 'meta MAE: the difference is'],
