@@ -39,6 +39,7 @@ window.addEventListener('load', () => {
     const legend = svg.querySelector('g[id^="legend_"]'), axes = svg.querySelector('g[id^="axes_"] > g[id^="patch_"]');
     const lr = legend && legend.getBoundingClientRect(), ar = axes && axes.getBoundingClientRect();
     out.charts.push({name, legend: legend ? [...legend.querySelectorAll('g[id^="text_"]')].map(comment) : null,
+                     series: [...new Set([...svg.querySelectorAll('g[id^="series-"]')].map(g => g.id))],
                      legend_covers_axes: !!(lr && ar && cut(lr, ar))});
   });
   for (let i = 0; i < boxes.length; i++)
@@ -62,7 +63,8 @@ def _run(browser: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def layout(html: Path, tmp: Path) -> dict:
-    """{width, overflow: [...], overlaps: [...], charts: [{name, legend: [labels] | None}]}."""
+    """{width, overflow: [...], overlaps: [...], charts: [{name, legend: [labels] | None, series: [ids],
+    legend_covers_axes}]}; a series is a labelled artist (`gid="series-..."` in masa.steps.charts)."""
     page = tmp / "layout.html"
     page.write_text(html.read_text().replace("</body>", _JS + "</body>"))
     dom = _run(chromium(), tmp, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()).stdout

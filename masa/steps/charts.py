@@ -82,6 +82,12 @@ def _plot_series(ax, name: str, points: Sequence[Point], *, label_text: str, c: 
                     ecolor=c, elinewidth=1, capsize=3, alpha=0.8)
 
 
+def _unit_interval(ax) -> None:
+    """Rates live in [0, 1]: keep autoscale's margins but never show impossible values."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, -0.02), min(hi, 1.02))
+
+
 def _no_data(ax, why: str) -> None:
     ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", color="#777", fontsize=9, wrap=True)
 
@@ -104,6 +110,7 @@ def accuracy_vs_cost(curves: Mapping[str, Sequence[Point]], *, target: float | N
                     gid=f"series-{b}-reaches")
     if not any(p[1] is not None for pts in curves.values() for p in pts):
         _no_data(ax, "no held-out accuracy was measured")
+    _unit_interval(ax)
     ticker = _mpl()[2]
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _num(v)))
     ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
@@ -127,6 +134,7 @@ def per_round(series: Mapping[str, Sequence[Point]], *, title: str, ylabel: str,
             ax.errorbar([x], [y], yerr=[Z * s], fmt="none", ecolor=c, elinewidth=1, capsize=3)
     if not ax.get_legend_handles_labels()[0]:
         _no_data(ax, "not measured in this run")
+    _unit_interval(ax)
     ax.xaxis.set_major_locator(_mpl()[2].MaxNLocator(integer=True))
     return _svg(fig, ax, name)
 
