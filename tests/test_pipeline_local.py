@@ -41,7 +41,13 @@ def test_smoke_report_has_every_key(smoke):
     assert report["rounds"]["masa"][0]["meta"]["parse_rate"] is not None  # MASA samples the meta path
     assert report["rounds"]["grpo"][0]["meta"]["pass_rate_mae"] is None  # GRPO does not
     assert {"speedup_tokens", "speedup_wall", "tokens_saved_gating", "tokens_saved_cutoff"} <= set(report["efficiency"])
-    assert report["timing"]["total_s"] > 0 and report["timing"]["overhead_s"] >= 0
+    t = report["timing"]
+    assert t["total_s"] > 0 and t["overhead_s"] >= 0
+    # per step kind: every round part, every benchmark and the report; the kinds add up to the whole
+    assert {k: v["steps"] for k, v in t["by_kind"].items()} == {
+        "rollout": 2 * cfg.rounds, "score": 2 * cfg.rounds, "train": 2 * cfg.rounds, "benchmark": 3, "report": 1}
+    assert sum(v["compute_s"] for v in t["by_kind"].values()) == pytest.approx(t["compute_s"], abs=0.05)
+    assert sum(v["compute_s"] + v["overhead_s"] for v in t["by_kind"].values()) == pytest.approx(t["total_s"], abs=0.05)
     for ck in ("base", "grpo", "masa"):
         ckpt = Path(report["checkpoints"][ck].removeprefix("file://"))
         assert (ckpt / "MANIFEST.json").is_file() and (ckpt / "config.json").is_file()
@@ -86,7 +92,7 @@ def test_report_html_layout_in_headless_chromium(smoke, tmp_path):
             "tokens-saved"} == set(legends)
     for name in ("accuracy-tokens", "accuracy-wall"):
         assert {"GRPO", "MASA"} <= set(legends[name]) and any(x.startswith("GRPO final accuracy") for x in legends[name])
-    assert {"base", "GRPO", "MASA"} <= set(legends["calibration"])
+    assert legends["train-accuracy"] == ["GRPO", "MASA"]  # smoke parses no meta prediction: no calibration points
     shot = tmp_path / "report.png"
     screenshot(html, tmp_path, shot)
     img = Image.open(shot).convert("RGB")
