@@ -180,3 +180,33 @@ def test_layout_check_catches_overflow_and_overlap(tmp_path):
     got = layout(html, tmp_path)
     assert any(o.startswith("TABLE") for o in got["overflow"])
     assert "one text | another text" in got["overlaps"]
+
+
+def test_build_report_carries_the_promotion_record_and_the_timing_per_kind(tmp_path):
+    # no round ran (an empty store): the report still builds from the benchmark results alone
+    import json
+
+    from masa.config import load_config
+    from masa.steps.report import build_report
+
+    cfg = load_config("smoke", [f"store={tmp_path / 'store'}"])
+    _, results = report_inputs()
+    evals = {}
+    for i, (k, r) in enumerate(results.items()):
+        evals[k] = str(tmp_path / f"{k}.json")
+        Path(evals[k]).write_text(json.dumps({**r, "wall_s": 2.0, "started_at": 100.0 + 10 * i,
+                                              "finished_at": 103.0 + 10 * i}))
+    (tmp_path / "promotion.json").write_text(json.dumps(PROMOTION))
+    out = {n: str(tmp_path / f"report.{n}") for n in ("json", "html", "md")}
+    build_report(cfg, evals=evals, histories={}, json_out=out["json"], html_out=out["html"], md_out=out["md"],
+                 promotion=str(tmp_path / "promotion.json"))
+    report = json.loads(Path(out["json"]).read_text())
+    assert report["promotion"] == PROMOTION
+    # three benchmarks, 3 s spans with 2 s compute, 7 s apart: the first's overhead is 3 - 2 = 1 s, each
+    # other's the 7 s gap since the previous one plus 1 s: 1 + 8 + 8 = 17 s
+    assert report["timing"]["by_kind"]["benchmark"] == {"steps": 3, "compute_s": 6.0, "overhead_s": 17.0}
+    assert set(report["timing"]["by_kind"]) == {"benchmark", "report"}
+    assert ">promoted<" in Path(out["html"]).read_text() and "**promoted**" in Path(out["md"]).read_text()
+    build_report(cfg, evals=evals, histories={}, json_out=out["json"], html_out=out["html"], md_out=out["md"])
+    assert json.loads(Path(out["json"]).read_text())["promotion"] is None
+    assert "No promotion step in this run." in Path(out["html"]).read_text()
