@@ -3,11 +3,10 @@ report.html in headless Chromium, and the same DAG against a real SeaweedFS S3 s
 
 import json
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from report_layout import chromium, screenshot
 
 from masa.config import load_config
 from masa.pipeline.local import run_local
@@ -42,7 +41,13 @@ def test_smoke_report_has_every_key(smoke):
     assert report["rounds"]["masa"][0]["meta"]["parse_rate"] is not None  # MASA samples the meta path
     assert report["rounds"]["grpo"][0]["meta"]["pass_rate_mae"] is None  # GRPO does not
     assert {"speedup_tokens", "speedup_wall", "tokens_saved_gating", "tokens_saved_cutoff"} <= set(report["efficiency"])
-    assert report["timing"]["total_s"] > 0 and report["timing"]["overhead_s"] >= 0
+    t = report["timing"]
+    assert t["total_s"] > 0 and t["overhead_s"] >= 0
+    # per step kind: every round part, every benchmark and the report; the kinds add up to the whole
+    assert {k: v["steps"] for k, v in t["by_kind"].items()} == {
+        "rollout": 2 * cfg.rounds, "score": 2 * cfg.rounds, "train": 2 * cfg.rounds, "benchmark": 3, "report": 1}
+    assert sum(v["compute_s"] for v in t["by_kind"].values()) == pytest.approx(t["compute_s"], abs=0.05)
+    assert sum(v["compute_s"] + v["overhead_s"] for v in t["by_kind"].values()) == pytest.approx(t["total_s"], abs=0.05)
     for ck in ("base", "grpo", "masa"):
         ckpt = Path(report["checkpoints"][ck].removeprefix("file://"))
         assert (ckpt / "MANIFEST.json").is_file() and (ckpt / "config.json").is_file()
@@ -72,24 +77,26 @@ def test_second_run_reuses_finished_steps(smoke):
         json.loads(Path(result["report_json"]).read_text())["eval"]
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def test_report_html_renders_its_plots_in_headless_chromium(smoke, tmp_path):
-    browser = _chromium()
-    if browser is None:
+def test_report_html_layout_in_headless_chromium(smoke, tmp_path):
+    # at 1280 px: nothing past the viewport, no overlapping text, every chart with a legend outside
+    # its axes; the accuracy charts name both branches and GRPO's final accuracy
+    if chromium() is None:
         pytest.skip("chromium not installed (Debian package `chromium`; .ci/run installs it)")
     from PIL import Image
+    from test_report_charts import check_layout
 
     html = Path(smoke[2]["report_html"])
+    got = check_layout(html, tmp_path)
+    legends = {c["name"]: c["legend"] for c in got["charts"]}
+    assert {"accuracy-tokens", "accuracy-wall", "meta-error", "train-accuracy", "calibration",
+            "tokens-saved"} == set(legends)
+    for name in ("accuracy-tokens", "accuracy-wall"):
+        assert {"GRPO", "MASA"} <= set(legends[name]) and any(x.startswith("GRPO final accuracy") for x in legends[name])
+    assert legends["train-accuracy"] == ["GRPO", "MASA"]  # smoke parses no meta prediction: no calibration points
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600",
-                    f"--screenshot={shot}", html.as_uri()], check=True, capture_output=True, timeout=120)
+    screenshot(html, tmp_path, shot)
     img = Image.open(shot).convert("RGB")
-    colors = {"#1f77b4": (31, 119, 180), "#d62728": (214, 39, 40)}  # the two branches' series colours
+    colors = {"grpo": (0, 114, 178), "masa": (213, 94, 0)}  # the branches' colours (masa.steps.charts)
     counts = {name: 0 for name in colors}
     for px in img.getdata():
         for name, rgb in colors.items():
@@ -97,7 +104,7 @@ def test_report_html_renders_its_plots_in_headless_chromium(smoke, tmp_path):
                 counts[name] += 1
     # series are drawn (hundreds of pixels, not just the legend swatches); GRPO's line may lie under
     # MASA's where their accuracies coincide, so only the total and the top series are required
-    assert counts["#d62728"] > 200 and sum(counts.values()) > 400, counts
+    assert counts["masa"] > 200 and sum(counts.values()) > 400, counts
 
 
 def test_smoke_pipeline_on_seaweedfs_s3(s3_server, tmp_path, monkeypatch):

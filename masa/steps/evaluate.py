@@ -203,6 +203,7 @@ def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str
     from masa.steps.layout import read_pointer
     from masa.steps.rounds import local_model, step_engine_config, toy_source
 
+    started = time.time()  # wall-clock stamps: the report's timing per step kind
     ptr = read_pointer(model_ptr)
     model_dir = local_model(ptr, Path(out_path).parent)
     b = cfg.benchmark
@@ -219,7 +220,8 @@ def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str
         result = run_benchmarks(str(model_dir), sources, s, engine=engine, names=names)
     finally:
         engine.close()
-    result.update(checkpoint=name, uri=ptr.get("uri") or f"{ptr['store']}/{ptr['prefix']}")
+    result.update(checkpoint=name, uri=ptr.get("uri") or f"{ptr['store']}/{ptr['prefix']}", started_at=started,
+                  finished_at=time.time())
     Path(out_path).write_text(json.dumps(result, indent=1))
     first = next(iter(result["benchmarks"].values()))
     return {"accuracy": first["accuracy"], "wall_s": result["wall_s"], "results": result,

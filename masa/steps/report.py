@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from masa.config import RunConfig
-from masa.steps import svg
+from masa.steps import charts
+from masa.steps.charts import Z
 from masa.steps.layout import STATS_FILE
 from masa.steps.prepare import run_layout
 from masa.storage import open_store
@@ -44,6 +45,7 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
         rows.append({
             "round": r, "train_accuracy": sc.get("train_accuracy"),
             "heldout_accuracy": (ro.get("heldout") or {}).get("accuracy"),
+            "heldout_accuracy_stderr": (ro.get("heldout") or {}).get("accuracy_stderr"),
             "rollout_tokens": ro.get("tokens"), "meta_tokens": sc.get("meta_tokens"),
             "solution_tokens": sc.get("solution_tokens"),
             "wall_s": sum(x.get("wall_s", 0.0) or 0.0 for x in (ro, tr)) + _span(sc),
@@ -51,10 +53,12 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
             "gated_prompts": ro.get("gated_prompts"), "cutoff_samples": ro.get("cutoff_samples"),
             "gating_active": ro.get("gating_active"),
             "meta": {"pass_rate_mae": sc.get("meta_pass_rate_mae"),
+                     "pass_rate_mae_stderr": sc.get("meta_pass_rate_mae_stderr"),
                      "pass_rate_mae_median": sc.get("meta_pass_rate_mae_median"), "parse_rate": sc.get("meta_parse_rate"),
                      "reward": sc.get("meta_reward_mean")},
             "policy_loss": tr.get("policy_loss"), "grad_norm": tr.get("grad_norm"),
-            "_stamps": [x for y in (ro, sc, tr) for x in (y.get("started_at"), y.get("finished_at")) if x],
+            "_steps": [(kind, y["started_at"], y["finished_at"], _compute(kind, y)) for kind, y in
+                       (("rollout", ro), ("score", sc), ("train", tr)) if y.get("started_at") and y.get("finished_at")],
         })
     return rows
 
@@ -62,6 +66,40 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
 def _span(stats: dict[str, Any]) -> float:
     a, b = stats.get("started_at"), stats.get("finished_at")
     return float(b - a) if a and b else 0.0
+
+
+def _compute(kind: str, stats: dict[str, Any]) -> float:
+    """A step's own work: generation (engine start-up excluded), training steps, or the whole scoring span."""
+    return _span(stats) if kind == "score" else float(stats.get("wall_s") or 0.0)
+
+
+Step = tuple[str, float, float, float]  # (kind, started_at, finished_at, compute seconds)
+
+
+def timing(steps: list[Step], report_started: float, report_finished: float) -> dict[str, Any]:
+    """Wall time from the first stamped step to the end of the report, split per step kind.
+
+    A step's overhead is what its measured span holds beyond its compute (engine start-up, store
+    reads and writes) plus the gap since the latest step that finished before it started (process
+    start, imports, KFP bookkeeping: what a step pays before its first stamp). Steps run one at a
+    time under kfp.local, so the kinds add up to `total_s`; unstamped steps (configure, prepare,
+    resume) fall in the gap of the next stamped one. The report's own compute is building the report."""
+    steps = sorted(steps, key=lambda x: x[1]) + [("report", report_started, report_finished,
+                                                   report_finished - report_started)]
+    kinds: dict[str, dict[str, float]] = {}
+    for i, (kind, a, b, compute) in enumerate(steps):
+        before = [f for _, _, f, _ in steps[:i] if f <= a]
+        over = (a - max(before) if before else 0.0) + max(0.0, (b - a) - compute)
+        k = kinds.setdefault(kind, {"steps": 0, "compute_s": 0.0, "overhead_s": 0.0})
+        k["steps"] += 1
+        k["compute_s"] += min(compute, b - a)
+        k["overhead_s"] += over
+    total = report_finished - steps[0][1]
+    compute = sum(k["compute_s"] for k in kinds.values())
+    return {"total_s": round(total, 2), "overhead_s": round(max(0.0, total - compute), 2),
+            "compute_s": round(compute, 2),
+            "by_kind": {n: {"steps": k["steps"], "compute_s": round(k["compute_s"], 2),
+                            "overhead_s": round(k["overhead_s"], 2)} for n, k in kinds.items()}}
 
 
 def cost_to_reach(curve: list[tuple[float, float | None]], target: float) -> float | None:
@@ -168,13 +206,15 @@ def _load_eval(path: str | None) -> dict[str, Any] | None:
 
 
 def _eval_section(res: dict[str, Any]) -> dict[str, Any]:
-    keep = ("accuracy", "pass_at_k", "k", "n_problems", "meta", "tokens", "wall_s", "samples_per_s")
+    keep = ("accuracy", "accuracy_stderr", "pass_at_k", "k", "n_problems", "meta", "tokens", "wall_s", "samples_per_s")
     return {name: {k: b.get(k) for k in keep} for name, b in res["benchmarks"].items()}
 
 
 def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dict[str, str | None],
-                 json_out: str, html_out: str, md_out: str) -> dict[str, Any]:
-    """Assemble report.json / report.html / report.md from the evals and the store's round stats."""
+                 json_out: str, html_out: str, md_out: str, promotion: str | None = None) -> dict[str, Any]:
+    """Assemble report.json / report.html / report.md from the evals and the store's round stats;
+    `promotion` is the promote step's record (JSON path), when the run has one."""
+    started = time.time()
     results = {k: r for k, p in evals.items() if (r := _load_eval(p))}
     # GRPO against algorithm.name; another baseline (plain MASA) is not in the report (its benchmark
     # step's output holds its figures)
@@ -186,23 +226,22 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
     finals = {k: next(iter(r["benchmarks"].values()))["accuracy"] for k, r in results.items()}
     savings = (token_savings(cfg, masa_branch, _gated_prompts(cfg, masa_branch)) if masa_branch
                else {"tokens_saved_gating": 0, "tokens_saved_cutoff": 0})
-    stamps = [s for rows in rounds.values() for row in rows for s in row.pop("_stamps")]
-    total = (max(stamps) - min(stamps)) if stamps else 0.0
-    compute = sum((row["generation_s"] or 0) + (row["scoring_s"] or 0) + (row["training_s"] or 0)
-                  for rows in rounds.values() for row in rows)
-    compute += sum(r.get("wall_s", 0.0) for r in results.values())
+    steps = [st for rows in rounds.values() for row in rows for st in row.pop("_steps")]
+    steps += [("benchmark", r["started_at"], r["finished_at"], float(r.get("wall_s") or 0.0))
+              for r in results.values() if r.get("started_at") and r.get("finished_at")]
     report = {
         "run": {"name": cfg.name, "branches": list(cfg.branches), "rounds": cfg.rounds, "config": cfg.to_dict(),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "eval": {k: _eval_section(r) for k, r in results.items()},
         "rounds": rounds,
         "efficiency": efficiency(rounds, finals, savings),
-        "timing": {"total_s": round(total, 2), "overhead_s": round(max(0.0, total - compute), 2),
-                   "compute_s": round(compute, 2)},
         "checkpoints": {k: r.get("uri") for k, r in results.items()},
+        "promotion": _load_eval(promotion),
     }
+    svgs = render_charts(report, results)  # before the timing, so that the report's compute includes them
+    report["timing"] = timing(steps, started, time.time())
     Path(json_out).write_text(json.dumps(report, indent=1, default=str))
-    Path(html_out).write_text(render_html(report, results))
+    Path(html_out).write_text(render_html(report, results, svgs))
     Path(md_out).write_text(render_markdown(report))
     publish_report(cfg, {"report.json": json_out, "report.html": html_out, "report.md": md_out})
     e = report["efficiency"]
@@ -239,50 +278,145 @@ def _fmt(v: Any) -> str:
     return escape(str(v))
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def _pm(v: float | None, stderr: float | None) -> str:
+    """`value ± 1.96*stderr` (a 95% interval) when the figure carries its standard error."""
+    if v is None or stderr is None:
+        return _fmt(v)
+    return f"{v:.3f} ± {Z * stderr:.3f}"
+
+
+class _Raw(str):
+    """Table cell content that is already HTML."""
+
+
+def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    cell = lambda c: c if isinstance(c, _Raw) else _fmt(c)  # noqa: E731
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def render_html(report: dict[str, Any], results: dict[str, Any]) -> str:
-    rounds, eff = report["rounds"], report["efficiency"]
-    acc = svg.line_chart("Held-out accuracy per round", {
-        b: [(r["round"] + 1, r["heldout_accuracy"]) for r in rows if r["heldout_accuracy"] is not None]
-        for b, rows in rounds.items()}, xlabel="round", ylabel="accuracy", y_range=(0, 1))
-    train = svg.line_chart("Training-rollout accuracy per round", {
-        b: [(r["round"] + 1, r["train_accuracy"]) for r in rows if r["train_accuracy"] is not None]
-        for b, rows in rounds.items()}, xlabel="round", ylabel="pass rate", y_range=(0, 1))
-    calib = svg.scatter("Meta-awareness: predicted vs observed pass rate", {
-        k: [(c["observed"], c["predicted"]) for c in next(iter(r["benchmarks"].values())).get("calibration", [])]
-        for k, r in results.items()}, xlabel="observed pass rate", ylabel="predicted pass rate")
-    saved = svg.bar_chart("Solution tokens saved (estimate)", {
-        "gating": eff.get("tokens_saved_gating") or 0, "cutoff": eff.get("tokens_saved_cutoff") or 0},
-        ylabel="tokens")
-    evals = [[ck, bn, b["accuracy"], b["k"], b["n_problems"], *(b["pass_at_k"].get(str(k)) for k in (1, b["k"])),
-              *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae", "pass_rate_mae_median", "spearman",
-                                                         "length_in_range", "notion"))]
+def _points(rows: list[dict], final: tuple[float | None, float | None], key: str) -> list[tuple]:
+    """`curves()` with each point's standard error: the rounds' held-out ones, then the final benchmark's."""
+    errs = [r.get("heldout_accuracy_stderr") for r in rows] + [final[1] if final[0] is not None else None]
+    return [(x, y, se) for (x, y), se in zip(curves(rows, final[0], key), errs, strict=True)]
+
+
+def _first(res: dict[str, Any]) -> dict[str, Any]:
+    return next(iter(res["benchmarks"].values()))
+
+
+def render_charts(report: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """The report's charts as inline SVG: accuracy against tokens and wall time (the speedup), meta
+    pass-rate error and training accuracy per round, calibration, tokens saved."""
+    rounds, eff, n = report["rounds"], report["efficiency"], report["run"]["rounds"]
+    finals = {k: (_first(r).get("accuracy"), _first(r).get("accuracy_stderr")) for k, r in results.items()}
+    out = []
+    for key, what, tag, unit in (("rollout_tokens", "cumulative rollout tokens", "tokens", "tokens"),
+                                 ("wall_s", "cumulative wall seconds", "wall", "s")):
+        pts = {b: _points(rows, finals.get(b, (None, None)), key) for b, rows in rounds.items()}
+        target = eff.get(f"speedup_{tag}_target_accuracy")
+        cross = {b: cost_to_reach([(x, y) for x, y, _ in p], target) for b, p in pts.items()} if target is not None else {}
+        out.append(charts.accuracy_vs_cost(pts, target=target, crossings=cross, xlabel=what, unit=unit,
+                                            name=f"accuracy-{tag}"))
+    meta_final = {k: (0 if k == "base" else n, m.get("pass_rate_mae"), m.get("pass_rate_mae_stderr"))
+                  for k, r in results.items() if (m := _first(r).get("meta") or {})}
+    out.append(charts.per_round(
+        {b: [(r["round"], r["meta"]["pass_rate_mae"], r["meta"].get("pass_rate_mae_stderr")) for r in rows]
+         for b, rows in rounds.items()}, suffix=" (training rollouts)", title="Meta pass-rate error per round",
+        ylabel="pass-rate MAE (±1.96 s.e.)", name="meta-error", finals=meta_final, final_label="benchmark"))
+    out.append(charts.per_round(
+        {b: [(r["round"], r["train_accuracy"], None) for r in rows] for b, rows in rounds.items()},
+        title="Training-rollout accuracy per round", ylabel="pass rate", name="train-accuracy"))
+    out.append(charts.calibration({k: [(c["observed"], c["predicted"]) for c in _first(r).get("calibration", [])]
+                                   for k, r in results.items()}, name="calibration"))
+    out.append(charts.bars({"gating": eff.get("tokens_saved_gating") or 0, "cutoff": eff.get("tokens_saved_cutoff") or 0},
+                           title="Solution tokens saved (estimate)", ylabel="tokens", name="tokens-saved"))
+    return out
+
+
+def differences(evals: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    """Per benchmark, each later checkpoint against each earlier one: the difference in avg@k and in
+    meta MAE, and whether it is within noise (the two 95% intervals overlap) or beyond it."""
+    rows = []
+    names = list(evals)
+    for i, a in enumerate(names):
+        for b in names[:i]:
+            for bench in evals[a].keys() & evals[b].keys():
+                x, y = evals[a][bench], evals[b][bench]
+                mx, my = x.get("meta") or {}, y.get("meta") or {}
+                rows.append([bench, f"{a} − {b}",
+                             *_diff(x.get("accuracy"), x.get("accuracy_stderr"), y.get("accuracy"), y.get("accuracy_stderr")),
+                             *_diff(mx.get("pass_rate_mae"), mx.get("pass_rate_mae_stderr"),
+                                    my.get("pass_rate_mae"), my.get("pass_rate_mae_stderr"))])
+    return rows
+
+
+def _diff(a: float | None, sa: float | None, b: float | None, sb: float | None) -> list[Any]:
+    if a is None or b is None:
+        return [None, "–"]
+    if sa is None or sb is None:
+        return [a - b, "no interval"]
+    return [a - b, "within noise (intervals overlap)" if abs(a - b) <= Z * (sa + sb) else "beyond noise"]
+
+
+def render_promotion(record: dict[str, Any] | None) -> str:
+    """The promote step's decision: candidate against the model in service, with intervals."""
+    if not record:
+        return "<p>No promotion step in this run.</p>"
+    who = escape(f"{record.get('model_name')}" + (f" version {record['version']}" if record.get("version") else ""))
+    rows = [[role, _Raw(f'<span class="uri">{escape(str(m.get("uri")))}</span>'),
+             _pm(m.get("accuracy"), m.get("accuracy_stderr")), m.get("pass_rate_mae")]
+            for role, m in (("candidate", record.get("candidate")), ("current", record.get("current"))) if m]
+    if not record.get("current"):
+        rows.append(["current", "none (no model promoted yet)", None, None])
+    return (f'<p>Decision: <b class="decision">{escape(str(record.get("decision")))}</b> for {who}: '
+            f'{escape(str(record.get("reason", "")))} (margin {_fmt(record.get("margin"))}).</p>'
+            + _table(["model", "uri", "accuracy", "meta MAE"], rows, "wrap"))
+
+
+def render_timing(t: dict[str, Any]) -> str:
+    rows = [[k, v["steps"], v["compute_s"], v["overhead_s"], v["compute_s"] + v["overhead_s"]]
+            for k, v in (t.get("by_kind") or {}).items()]
+    rows.append(["all", sum(r[1] for r in rows), t["compute_s"], t["overhead_s"], t["total_s"]])
+    return _table(["step kind", "steps", "compute s", "overhead s", "total s"], rows)
+
+
+def render_html(report: dict[str, Any], results: dict[str, Any], svgs: list[str] | None = None) -> str:
+    rounds, eff, t = report["rounds"], report["efficiency"], report["timing"]
+    evals = [[ck, bn, _pm(b["accuracy"], b.get("accuracy_stderr")), b["k"], b["n_problems"],
+              *(b["pass_at_k"].get(str(k)) for k in (1, b["k"])),
+              _pm((b.get("meta") or {}).get("pass_rate_mae"), (b.get("meta") or {}).get("pass_rate_mae_stderr")),
+              *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae_median", "spearman", "length_in_range", "notion"))]
              for ck, bs in report["eval"].items() for bn, b in bs.items()]
-    round_rows = [[b, r["round"] + 1, r["train_accuracy"], r["heldout_accuracy"], r["rollout_tokens"], r["wall_s"],
-                   r["gated_prompts"], r["cutoff_samples"], r["meta"]["pass_rate_mae"]]
+    round_rows = [[b, r["round"] + 1, r["train_accuracy"], _pm(r["heldout_accuracy"], r.get("heldout_accuracy_stderr")),
+                   r["rollout_tokens"], r["wall_s"], r["gated_prompts"], r["cutoff_samples"],
+                   _pm(r["meta"]["pass_rate_mae"], r["meta"].get("pass_rate_mae_stderr"))]
                   for b, rows in rounds.items() for r in rows]
-    css = ("body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;margin:8px 0}"
+    css = ("body{font-family:sans-serif;margin:24px auto;max-width:1180px;padding:0 16px}"
+           "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
            "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
-           ".charts{display:flex;flex-wrap:wrap;gap:12px}")
-    t = report["timing"]
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>MASA run report: {escape(report['run']['name'])}</title>
+           "table.wrap td,table.kv td{text-align:left;overflow-wrap:anywhere}.charts{display:flex;flex-wrap:wrap;gap:12px}"
+           "svg.chart{width:570px;max-width:100%;height:auto}")
+    title = f"MASA run report: {escape(report['run']['name'])}"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{css}</style></head><body>
-<h1>MASA run report: {escape(report['run']['name'])}</h1>
+<h1>{title}</h1>
 <p>Branches: {escape(' vs '.join(report['run']['branches']))}; {report['run']['rounds']} rounds.
 Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b> in rollout tokens,
-<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.</p>
-<div class="charts">{acc}{train}{calib}{saved}</div>
+<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.
+Intervals are ± 1.96 standard errors (95%) where the evaluation measured them.</p>
+<div class="charts">{''.join(render_charts(report, results) if svgs is None else svgs)}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
                          'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
+<h2>Differences between checkpoints</h2>{_table(['benchmark', 'checkpoints', 'Δ avg@k', 'avg@k: the difference is', 'Δ meta MAE', 'meta MAE: the difference is'],
+                                                differences(report["eval"]), "wrap")}
 <h2>Rounds</h2>{_table(['algorithm', 'round', 'train acc', 'held-out acc', 'rollout tokens', 'wall s', 'gated',
                       'cutoff', 'meta MAE'], round_rows)}
-<h2>Efficiency</h2>{_table(list(eff), [list(eff.values())])}
-<h2>Checkpoints</h2>{_table(['checkpoint', 'uri'], [[k, v] for k, v in report['checkpoints'].items()])}
+<h2>Efficiency</h2>{_table(['figure', 'value'], [[k, v] for k, v in eff.items()], "kv")}
+<h2>Timing per step kind</h2>{render_timing(t)}
+<h2>Promotion</h2>{render_promotion(report.get("promotion"))}
+<h2>Checkpoints</h2>{_table(['checkpoint', 'uri'], [[k, v] for k, v in report['checkpoints'].items()], "wrap")}
 </body></html>"""
 
 
@@ -301,7 +435,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     for ck, bs in report["eval"].items():
         for bn, b in bs.items():
             m = b.get("meta") or {}
-            lines.append(f"| {ck} | {bn} | {_fmt(b['accuracy'])} | {_fmt(b['pass_at_k'].get(str(b['k'])))} | "
-                         f"{_fmt(m.get('pass_rate_mae'))} | {_fmt(m.get('pass_rate_mae_median'))} | "
-                         f"{_fmt(m.get('spearman'))} |")
+            lines.append(f"| {ck} | {bn} | {_pm(b['accuracy'], b.get('accuracy_stderr'))} | "
+                         f"{_fmt(b['pass_at_k'].get(str(b['k'])))} | "
+                         f"{_pm(m.get('pass_rate_mae'), m.get('pass_rate_mae_stderr'))} | "
+                         f"{_fmt(m.get('pass_rate_mae_median'))} | {_fmt(m.get('spearman'))} |")
+    if p := report.get("promotion"):
+        lines += ["", f"Promotion of {p.get('model_name')}: **{p.get('decision')}**: {p.get('reason')}"]
     return "\n".join(lines) + "\n"
