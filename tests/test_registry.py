@@ -3,6 +3,7 @@ manifest-last, the `latest` pointer moved by compare-and-swap, rollback, `latest
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -25,7 +26,7 @@ from masa.storage.registry import (
 
 def make_model(root, tag: str):
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text('{"model_type": "qwen2", "tag": "%s"}' % tag)
+    (root / "config.json").write_text(json.dumps({"model_type": "qwen2", "tag": tag}))
     (root / "model.safetensors").write_bytes(tag.encode() * 100)
     (root / "README.md").write_text(f"# model {tag}\n")
     return root

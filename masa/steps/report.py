@@ -173,8 +173,9 @@ def _eval_section(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dict[str, str | None],
-                 json_out: str, html_out: str, md_out: str) -> dict[str, Any]:
-    """Assemble report.json / report.html / report.md from the evals and the store's round stats."""
+                 json_out: str, html_out: str, md_out: str, promotion: str | None = None) -> dict[str, Any]:
+    """Assemble report.json / report.html / report.md from the evals and the store's round stats;
+    `promotion` is the promote step's record (JSON path), when the run has one."""
     results = {k: r for k, p in evals.items() if (r := _load_eval(p))}
     # GRPO against algorithm.name; another baseline (plain MASA) is not in the report (its benchmark
     # step's output holds its figures)
