@@ -140,3 +140,22 @@ def test_unknown_version_and_name_are_one_line_errors(tmp_path):
         promote(store, "m", "v-none")
     with pytest.raises(ValueError, match="model name"):
         resolve_ref("latest:../x", str(tmp_path / "s"))
+
+
+def test_models_cli_publishes_promotes_shows_and_rolls_back(tmp_path, capsys):
+    from masa.cli import main
+
+    store = str(tmp_path / "store")
+    assert main(["models", "promote", "m", "--from", str(make_model(tmp_path / "a", "a")), "--store", store]) == 0
+    assert main(["models", "promote", "m", "--from", str(make_model(tmp_path / "b", "b")), "--store", store]) == 0
+    v1, v2 = versions(open_store(store), "m")
+    assert main(["models", "list", "--store", store]) == 0
+    assert f"m\t{v2}" in capsys.readouterr().out
+    assert main(["models", "rollback", "m", "--store", store]) == 0
+    assert main(["models", "show", "m", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert f"latest -> {v1}" in out and f"* {v1}" in out
+    assert main(["models", "promote", "m", v2, "--store", store]) == 0
+    assert resolve_ref("latest:m", store).endswith(v2)
+    assert main(["models", "rollback", "nope", "--store", store]) == 2
+    assert "no earlier promoted version" in capsys.readouterr().err
