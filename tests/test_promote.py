@@ -169,3 +169,23 @@ def test_schedule_compiles_promote_step_and_latest_model(tmp_path):
     assert tasks["configure"]["inputs"]["parameters"]["run_tag"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     assert {"benchmark-2"} <= set(prom["dependentTasks"])  # the MASA branch's benchmark
     assert tasks["report"]["inputs"]["artifacts"]["promotion"]["taskOutputArtifact"]["producerTask"] == "promote"
+
+
+def test_stale_current_figures_are_measured_again_on_this_runs_benchmarks(tmp_path, tiny_model_dir):
+    """The current model's recorded figures came from other settings: the promote step benchmarks it
+    (real engine, the tiny model) with this run's benchmarks, k and seeds, and records them beside it."""
+    from masa.storage.registry import promote, publish
+
+    bench = tmp_path / "bench.jsonl"
+    _write_jsonl(bench, ROWS[:2])
+    store_uri = str(tmp_path / "store")
+    cfg = load_config("toy", [f"store={store_uri}", "promotion.model_name=m", "data.snapshot=sha256:new",
+                              f"benchmark.datasets=[{bench}]", "benchmark.k=1", "benchmark.max_tokens=8",
+                              "rollout.backend=transformers", "rollout.dtype=float32"])
+    store = open_store(store_uri)
+    old = publish(store, "m", str(tiny_model_dir), {"data_snapshot": "sha256:old", "eval_key": "other-settings"})
+    promote(store, "m", old)
+    # a candidate at accuracy 0 cannot gain over anything: rejected, after the current one was measured
+    rec = _promote(cfg, tmp_path, "low", _candidate(tmp_path, store_uri, "low", 0.0, 0.2, se=0.0))
+    assert rec["decision"] == "rejected" and 0 <= rec["current"]["accuracy"] <= 1
+    assert eval_key(cfg) in read_record(store, "m", old)["evals"]  # recorded: the next run reuses it

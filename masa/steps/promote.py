@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,13 @@ def current_results(cfg: RunConfig, store, name: str, version: str, work: Path) 
 
 def promote_step(cfg: RunConfig, *, candidate_ptr: str, candidate_eval: str, out_path: str) -> dict[str, Any]:
     """Compare, publish and move `latest` when the candidate wins; write the promotion record to `out_path`."""
+    # scratch (model copies) away from the KFP output directory, whose files may be uploaded
+    with tempfile.TemporaryDirectory(prefix="masa-promote-") as work:
+        return _promote(cfg, candidate_ptr, candidate_eval, out_path, Path(work))
+
+
+def _promote(cfg: RunConfig, candidate_ptr: str, candidate_eval: str, out_path: str, work: Path) -> dict[str, Any]:
     store, name = open_store(cfg.store), cfg.promotion.model_name or cfg.name
-    work = Path(out_path).parent / "promote-work"
-    work.mkdir(parents=True, exist_ok=True)
     results = json.loads(Path(candidate_eval).read_text())
     cand = figures(results)
     seen = read_latest(store, name)
