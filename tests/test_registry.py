@@ -159,3 +159,12 @@ def test_models_cli_publishes_promotes_shows_and_rolls_back(tmp_path, capsys):
     assert resolve_ref("latest:m", store).endswith(v2)
     assert main(["models", "rollback", "nope", "--store", store]) == 2
     assert "no earlier promoted version" in capsys.readouterr().err
+
+
+def test_store_verify_knows_the_registry_objects(tmp_path):
+    from masa.storage import verify_tree
+
+    store = open_store(str(tmp_path / "store"))
+    promote(store, "m", _publish(store, tmp_path, "one"))
+    check = verify_tree(store, deep=True)
+    assert check.bad == {} and check.unlisted == [] and len(check.artifacts) == 1

@@ -64,7 +64,8 @@ def model_prefix(name: str, version: str | None = None) -> str:
 
 def new_version() -> str:
     """Sortable by time and unique without coordination (two racing promotions never share one)."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    ns = time.time_ns()
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f".{ns // 1000 % 10**6:06d}Z-{uuid.uuid4().hex[:6]}"
 
 
 def versions(store: Store, name: str) -> list[str]:
