@@ -148,6 +148,9 @@ def test_promote_step_moves_the_pointer_only_for_a_better_candidate(store_uri, t
     same = _promote(cfg2, tmp_path, "same", _candidate(tmp_path, store_uri, "same", 0.90, 0.01))
     assert same["decision"] == "unchanged-data" and read_latest(store, "m")[0].version == rec["version"]
     assert set(same) == {"decision", "reason", "model_name", "version", "candidate", "current", "margin"}
+    # each decision also stays in the store beside the run, sealed by a manifest
+    kept = json.loads(store.get_bytes(f"{run_layout(cfg2).run_id}/promotion/promotion.json"))
+    assert kept == same
 
 
 # ---- the compiled recurring run ----

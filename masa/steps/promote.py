@@ -24,7 +24,7 @@ from masa.config import RunConfig
 from masa.steps.layout import local_path_or_fetch, read_pointer, write_pointer
 from masa.steps.model_card import model_card
 from masa.steps.prepare import run_layout
-from masa.storage import open_store
+from masa.storage import open_store, put_dir_atomic
 from masa.storage.base import PreconditionFailedError
 from masa.storage.registry import model_prefix, publish, read_latest, read_record, write_record
 from masa.storage.registry import move_latest as _move_latest
@@ -81,7 +81,12 @@ def promote_step(cfg: RunConfig, *, candidate_ptr: str, candidate_eval: str, out
     """Compare, publish and move `latest` when the candidate wins; write the promotion record to `out_path`."""
     # scratch (model copies) away from the KFP output directory, whose files may be uploaded
     with tempfile.TemporaryDirectory(prefix="masa-promote-") as work:
-        return _promote(cfg, candidate_ptr, candidate_eval, out_path, Path(work))
+        stats = _promote(cfg, candidate_ptr, candidate_eval, out_path, Path(work))
+        # the decision, rejections included, also stays in the store beside the run, sealed like its parts
+        (Path(work) / "record").mkdir()
+        shutil.copy(out_path, Path(work) / "record" / "promotion.json")
+        put_dir_atomic(open_store(cfg.store), str(Path(work) / "record"), f"{run_layout(cfg).run_id}/promotion")
+    return stats
 
 
 def _promote(cfg: RunConfig, candidate_ptr: str, candidate_eval: str, out_path: str, work: Path) -> dict[str, Any]:
@@ -115,7 +120,7 @@ def _publish_and_move(cfg, store, name, candidate_ptr, results, cand, d: Decisio
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(src, model, ignore=shutil.ignore_patterns("MANIFEST.json", "toy-*.parquet"))
     record = {"run_id": run_layout(cfg).run_id, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "data": cfg.data.train, "data_snapshot": cfg.data.snapshot, "base_model": cfg.model,
+              "data": cfg.data.train, "data_snapshot": cfg.data.snapshot, "base_model": _base_model(cfg, store),
               "candidate": results["uri"], "eval_key": eval_key(cfg), "results": results, "reason": d.reason,
               "config": cfg.to_dict()}
     (model / "README.md").write_text(model_card(name, record, cand))
@@ -126,6 +131,15 @@ def _publish_and_move(cfg, store, name, candidate_ptr, results, cand, d: Decisio
         return None, Decision(False, f"another promotion moved {name}/latest since it was read ({e}); "
                                      f"{version} was published but not promoted", d.margin)
     return version, d
+
+
+def _base_model(cfg: RunConfig, store) -> str:
+    """The model the run started from: the version `latest:<name>` named then (the prepare step's stats)."""
+    try:
+        stats = json.loads(store.get_bytes(f"{run_layout(cfg).base('checkpoint')}/stats.json"))
+    except (OSError, ValueError):
+        return cfg.model
+    return stats.get("model_resolved") or cfg.model
 
 
 def _finish(out_path, name, decision, reason, cand, cur, margin, version) -> dict[str, Any]:
