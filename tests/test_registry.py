@@ -168,3 +168,46 @@ def test_store_verify_knows_the_registry_objects(tmp_path):
     promote(store, "m", _publish(store, tmp_path, "one"))
     check = verify_tree(store, deep=True)
     assert check.bad == {} and check.unlisted == [] and len(check.artifacts) == 1
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from masa.storage import open_store
+from masa.storage.registry import promote, publish
+store, where, src = open_store(sys.argv[1]), sys.argv[2], sys.argv[3]
+cls = type(store)
+real_put, real_swap = cls.put_file, cls.put_bytes_if
+
+def put_file(self, local, key):
+    info = real_put(self, local, key)
+    if where == "upload":
+        os.kill(os.getpid(), signal.SIGKILL)  # after the first file of the new version: no manifest yet
+    return info
+
+def put_bytes_if(self, key, data, *, etag):
+    if where == "swap":
+        os.kill(os.getpid(), signal.SIGKILL)  # the version is committed; the pointer not yet moved
+    return real_swap(self, key, data, etag=etag)
+
+cls.put_file, cls.put_bytes_if = put_file, put_bytes_if
+promote(store, "m", publish(store, "m", src, {}))
+"""
+
+
+@pytest.mark.parametrize("where", ["upload", "swap"])
+def test_a_promotion_killed_by_sigkill_leaves_the_old_pointer_valid(store_uri, tmp_path, where):
+    import os
+    import subprocess
+    import sys
+
+    store = open_store(store_uri)
+    v1 = _publish(store, tmp_path, "one")
+    promote(store, "m", v1)
+    child = subprocess.run([sys.executable, "-c", _KILLED_CHILD, store_uri, where, str(make_model(tmp_path / "two", "two"))],
+                           env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert read_latest(store, "m")[0].version == v1
+    assert versions(store, "m") == ([v1] if where == "upload" else [v1, versions(store, "m")[1]])
+    local = resolve_model("latest:m", store=store_uri, cache_dir=str(tmp_path / "cache"))
+    assert '"one"' in open(f"{local}/config.json").read()
+    promote(store, "m", _publish(store, tmp_path, "three"))  # the next promotion goes through
