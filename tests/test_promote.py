@@ -192,3 +192,27 @@ def test_stale_current_figures_are_measured_again_on_this_runs_benchmarks(tmp_pa
     rec = _promote(cfg, tmp_path, "low", _candidate(tmp_path, store_uri, "low", 0.0, 0.2, se=0.0))
     assert rec["decision"] == "rejected" and 0 <= rec["current"]["accuracy"] <= 1
     assert eval_key(cfg) in read_record(store, "m", old)["evals"]  # recorded: the next run reuses it
+
+
+def test_promote_component_runs_under_kfp_local(tmp_path):
+    """The component as KFP runs it (kfp.local, a subprocess): typed inputs, the record artifact, metadata."""
+    from kfp import dsl, local
+
+    from masa.components import build
+
+    store_uri = str(tmp_path / "store")
+    cfg = load_config("toy", [f"store={store_uri}", "promotion.model_name=kfp", "data.snapshot=sha256:x"])
+    ptr, res = _candidate(tmp_path, store_uri, "kfp", 0.5, 0.2)
+    c = build(cfg.images)
+
+    @dsl.pipeline
+    def only_promote():
+        cand = dsl.importer(artifact_uri=ptr, artifact_class=dsl.Model, reimport=True)
+        ev = dsl.importer(artifact_uri=res, artifact_class=dsl.Artifact, reimport=True)
+        c.promote(config_json=cfg.to_json(), candidate=cand.output, candidate_eval=ev.output)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    only_promote()
+    (record,) = (tmp_path / "kfp").glob("*/promote/promotion")
+    rec = json.loads(record.read_text())
+    assert rec["decision"] == "first" and read_latest(open_store(store_uri), "kfp")[0].version == rec["version"]
