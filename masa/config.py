@@ -115,8 +115,9 @@ class PromotionConfig:
     """The promote step and scheduled retraining (docs/promotion.md)."""
 
     model_name: str = ""  # the registry entry <store>/models/<name>/; "" = the run's name
-    # the benchmarked checkpoint that is the candidate: "masa" (algorithm.name's branch), "grpo" or "base"
-    candidate: str = "masa"
+    # the benchmarked checkpoint that is the candidate: "" = the final checkpoint of algorithm.name's branch
+    # (the MASA branch, or GRPO's in a GRPO-only run), "masa", "grpo" or "base" (`RunConfig.candidate`)
+    candidate: str = ""
     margin: float | None = None  # accuracy gain the candidate must exceed; None = z x stderr of the difference
     z: float = 1.96
     # False: a run whose training data has the snapshot the promoted model was trained on reuses the last
@@ -125,7 +126,7 @@ class PromotionConfig:
 
     def __post_init__(self) -> None:
         p: list[str] = []
-        check(self.candidate in ("masa", "grpo", "base"), "candidate", "must be masa, grpo or base", p)
+        check(self.candidate in ("", "masa", "grpo", "base"), "candidate", "must be masa, grpo, base or empty", p)
         check(self.margin is None or self.margin >= 0, "margin", "must be >= 0 or null", p)
         check(self.z > 0, "z", "must be > 0", p)
         check(not self.model_name or self.model_name.replace("-", "").replace("_", "").replace(".", "").isalnum(),
@@ -323,6 +324,8 @@ class RunConfig:
               f"gives a run of {worst} tasks, above {MAX_TASKS_PER_RUN}; use 0 (automatic) or fewer rounds", p)
         check(self.promotion.candidate != "grpo" or "grpo" in self.branches, "promotion.candidate",
               "grpo needs compare: true (the GRPO branch is trained only when comparing)", p)
+        check(self.promotion.candidate != "masa" or self.algorithm.name != "grpo", "promotion.candidate",
+              "masa needs algorithm.name masa or masa-efficient (this run trains GRPO only: use grpo or base)", p)
         samples = self.train.samples_per_step
         if samples is not None:
             check(samples % self.algorithm.n_solution == 0, "train.samples_per_step",
@@ -342,6 +345,12 @@ class RunConfig:
     def branches(self) -> tuple[str, ...]:
         """Algorithms trained by this run, GRPO first when comparing."""
         return (*self.baselines, self.algorithm.name) if self.compare else (self.algorithm.name,)
+
+    @property
+    def candidate(self) -> str:
+        """The benchmark key whose checkpoint the promote step offers: `promotion.candidate`, else the run's
+        own algorithm ("masa" for masa / masa-efficient, "grpo" in a GRPO-only run)."""
+        return self.promotion.candidate or ("grpo" if self.algorithm.name == "grpo" else "masa")
 
     @property
     def tasks_per_round(self) -> int:

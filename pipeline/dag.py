@@ -115,7 +115,7 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                              "benchmark · base").outputs["results"]
             kwargs = {f"{k}_eval": v for k, v in evals.items() if k in ("grpo", "masa")}
             kwargs.update({f"{k}_history": v for k, v in histories.items() if k in ("grpo", "masa")})
-            who = cfg.promotion.candidate
+            who = cfg.candidate
             # "benchmark" resources: it benchmarks the current model again when its figures are stale
             prom = step(c.promote(config_json=cj, candidate=finals[who], candidate_eval={"base": base_eval, **evals}[who]),
                         "benchmark", "promote")
