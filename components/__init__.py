@@ -15,6 +15,7 @@ from masa.components.configure import configure
 from masa.components.data_filter import data_filter
 from masa.components.merge_rollouts import merge_rollouts
 from masa.components.prepare import prepare
+from masa.components.promote import promote
 from masa.components.report import report
 from masa.components.resume import resume
 from masa.components.rollout import rollout
@@ -24,10 +25,10 @@ from masa.components.train import train
 # which image family runs each step
 IMAGE_OF = {
     "configure": "cpu", "prepare": "cpu", "data_filter": "cpu", "resume": "cpu", "merge_rollouts": "cpu", "score": "cpu", "report": "cpu",
-    "rollout": "vllm", "benchmark": "vllm", "train": "deepspeed",
+    "rollout": "vllm", "benchmark": "vllm", "promote": "vllm", "train": "deepspeed",
 }
 FUNCTIONS = {f.__name__: f for f in (configure, prepare, data_filter, resume, rollout, merge_rollouts, score, train, benchmark,
-                                        report)}
+                                        promote, report)}
 
 
 def build(images) -> SimpleNamespace:

@@ -24,6 +24,7 @@ COMMANDS = {
     "store": "store",
     "preflight": "preflight",
     "stage": "stage",
+    "models": "models",
 }
 
 

@@ -48,6 +48,9 @@ class DataConfig:
     # filter's length check; None = the paper code's sentence for a real model, none for the toy
     # (masa.algo.prompts; `RunConfig.solution_instruction` resolves it); "" = the bare problem
     solution_instruction: str | None = None
+    # the training data's snapshot fingerprint (content hash, S3 ETag or hub revision), set by the configure
+    # step of each run (masa.data.snapshot), so new data behind the same URI is a new run (docs/promotion.md)
+    snapshot: str = ""
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -104,6 +107,30 @@ class BenchmarkConfig:
         check(self.k >= 1, "k", "must be >= 1", p)
         check(self.temperature > 0, "temperature", "must be > 0", p)
         check(self.max_tokens >= 1, "max_tokens", "must be >= 1", p)
+        raise_if(p)
+
+
+@dataclass(frozen=True)
+class PromotionConfig:
+    """The promote step and scheduled retraining (docs/promotion.md)."""
+
+    model_name: str = ""  # the registry entry <store>/models/<name>/; "" = the run's name
+    # the benchmarked checkpoint that is the candidate: "" = the final checkpoint of algorithm.name's branch
+    # (the MASA branch, or GRPO's in a GRPO-only run), "masa", "grpo" or "base" (`RunConfig.candidate`)
+    candidate: str = ""
+    margin: float | None = None  # accuracy gain the candidate must exceed; None = z x stderr of the difference
+    z: float = 1.96
+    # False: a run whose training data has the snapshot the promoted model was trained on reuses the last
+    # run's parts and records "unchanged-data"; True: every scheduled run (KFP run id) trains afresh
+    retrain_if_data_unchanged: bool = False
+
+    def __post_init__(self) -> None:
+        p: list[str] = []
+        check(self.candidate in ("", "masa", "grpo", "base"), "candidate", "must be masa, grpo, base or empty", p)
+        check(self.margin is None or self.margin >= 0, "margin", "must be >= 0 or null", p)
+        check(self.z > 0, "z", "must be > 0", p)
+        check(not self.model_name or self.model_name.replace("-", "").replace("_", "").replace(".", "").isalnum(),
+              "model_name", "letters, digits, '.', '_' and '-' only", p)
         raise_if(p)
 
 
@@ -209,8 +236,8 @@ def run_tasks(branches: int, rounds: int, *, first: bool, last: bool, per_round:
     """Tasks of a run covering `rounds` rounds: configure, prepare, data filter; per branch one
     hand-over (`resume`) unless it is the first run, `per_round` per round (rollout, score, train: 3;
     with rollout shards 5, the ParallelFor and its task plus the merge); in the last run the base and
-    per-branch benchmarks and the report."""
-    return 3 + (0 if first else branches) + per_round * rounds * branches + (branches + 2 if last else 0)
+    per-branch benchmarks, the promote step and the report."""
+    return 3 + (0 if first else branches) + per_round * rounds * branches + (branches + 3 if last else 0)
 
 
 def auto_rounds_per_run(branches: int, rounds: int, per_round: int = 3) -> int:
@@ -261,6 +288,10 @@ class RunConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    # the KFP run of a scheduled run (set by its configure step when promotion.retrain_if_data_unchanged):
+    # part of the run's identity, so each scheduled run retrains; a retry of that run keeps it and resumes
+    run_tag: str = ""
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -291,6 +322,10 @@ class RunConfig:
                                per_round=self.tasks_per_round) for i, seg in enumerate(self.segments)), default=0)
         check(worst <= MAX_TASKS_PER_RUN, "resources.rounds_per_run",
               f"gives a run of {worst} tasks, above {MAX_TASKS_PER_RUN}; use 0 (automatic) or fewer rounds", p)
+        check(self.promotion.candidate != "grpo" or "grpo" in self.branches, "promotion.candidate",
+              "grpo needs compare: true (the GRPO branch is trained only when comparing)", p)
+        check(self.promotion.candidate != "masa" or self.algorithm.name != "grpo", "promotion.candidate",
+              "masa needs algorithm.name masa or masa-efficient (this run trains GRPO only: use grpo or base)", p)
         samples = self.train.samples_per_step
         if samples is not None:
             check(samples % self.algorithm.n_solution == 0, "train.samples_per_step",
@@ -310,6 +345,12 @@ class RunConfig:
     def branches(self) -> tuple[str, ...]:
         """Algorithms trained by this run, GRPO first when comparing."""
         return (*self.baselines, self.algorithm.name) if self.compare else (self.algorithm.name,)
+
+    @property
+    def candidate(self) -> str:
+        """The benchmark key whose checkpoint the promote step offers: `promotion.candidate`, else the run's
+        own algorithm ("masa" for masa / masa-efficient, "grpo" in a GRPO-only run)."""
+        return self.promotion.candidate or ("grpo" if self.algorithm.name == "grpo" else "masa")
 
     @property
     def tasks_per_round(self) -> int:

@@ -14,14 +14,14 @@ log = logging.getLogger(__name__)
 
 
 def compile_pipeline(cfg: RunConfig, out: str | Path, segment: int = 0,
-                     backend: tuple[int, int] | None = None) -> Path:
+                     backend: tuple[int, int] | None = None, *, scheduled: bool = False) -> Path:
     """One segment's run (`RunConfig.segments`) as KFP IR YAML at `out`; with `backend`, without what
-    that KFP backend cannot read (`retarget`)."""
+    that KFP backend cannot read (`retarget`); `scheduled`: a recurring run's (`build_pipeline`)."""
     from kfp import compiler
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(cfg, segment), package_path=str(out))
+    compiler.Compiler().compile(build_pipeline(cfg, segment, scheduled=scheduled), package_path=str(out))
     if backend is not None:
         for w in retarget(out, backend):
             log.warning(w)
@@ -107,7 +107,7 @@ def schedule(cfg: RunConfig, *, host: str, cron: str, experiment: str, job_name:
     client = _client(host, namespace)
     exp = client.create_experiment(name=experiment, namespace=namespace)
     with tempfile.TemporaryDirectory() as d:
-        package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", 0, backend)
+        package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", 0, backend, scheduled=True)
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=job_name or f"masa-{cfg.name}-retrain",
             cron_expression=cron, max_concurrency=1, no_catchup=True, pipeline_package_path=str(package),

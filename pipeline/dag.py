@@ -1,5 +1,5 @@
 """The DAG: configure → prepare → data filter → N rounds × (rollout → score → train) per branch →
-benchmark of the base and final checkpoints → report.
+benchmark of the base and final checkpoints → promote (docs/promotion.md) → report.
 
 Rounds and branches (GRPO baseline beside MASA when `compare`) are unrolled when the pipeline is
 built from a `RunConfig`; the other settings are pipeline parameters, editable in the Kubeflow UI.
@@ -28,9 +28,10 @@ def pipeline_name(cfg: RunConfig, segment: int = 0) -> str:
     return f"masa-{cfg.name}" if n == 1 else f"masa-{cfg.name}-part{segment + 1}of{n}"
 
 
-def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
+def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, scheduled: bool = False):
     """A KFP pipeline function for one segment of this configuration's rounds (call it under
-    kfp.local with `local=True`, or compile it)."""
+    kfp.local with `local=True`, or compile it). `scheduled`: a recurring run, whose KFP run id is
+    part of its identity when `promotion.retrain_if_data_unchanged` (masa.steps.retrain)."""
     from kfp import dsl
 
     from masa.components import build
@@ -60,7 +61,10 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
         conf = step(c.configure(config_json=config_json, model=model, train_data=train_data, store=store,
                                 prompts_per_round=prompts_per_round, n_solution=n_solution, n_meta=n_meta,
                                 learning_rate=learning_rate, temperature=temperature,
-                                max_response_tokens=max_response_tokens, seed=seed), "configure", "configure")
+                                max_response_tokens=max_response_tokens, seed=seed,
+                                **({"run_tag": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if scheduled else {})),
+                    "configure", "configure")
+        conf.set_caching_options(False)  # it measures the data snapshot: a cached one would hide new data
         cj = conf.output
 
         def rollout_round(branch, r, data, policy, extra):
@@ -84,7 +88,7 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
         prep = step(c.prepare(config_json=cj), "prepare", "prepare base model")
         base = prep.outputs["base_model"]
         data = step(c.data_filter(config_json=cj, base_model=base), "data_filter", "data filter")
-        evals, histories = {}, {}
+        evals, histories, finals = {}, {}, {"base": base}
         for branch in cfg.branches:
             policy, history = base, None
             if rounds.start > 0:  # a later segment: the previous round's policy and history, from the store
@@ -105,12 +109,18 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
             if last:
                 evals[key] = step(c.benchmark(config_json=cj, name=key, model=policy), "benchmark",
                                   f"benchmark · {key}").outputs["results"]
-            histories[key] = history
+            histories[key], finals[key] = history, policy
         if last:
             base_eval = step(c.benchmark(config_json=cj, name="base", model=base), "benchmark",
                              "benchmark · base").outputs["results"]
             kwargs = {f"{k}_eval": v for k, v in evals.items() if k in ("grpo", "masa")}
             kwargs.update({f"{k}_history": v for k, v in histories.items() if k in ("grpo", "masa")})
-            step(c.report(config_json=cj, base_eval=base_eval, **kwargs), "report", "report")
+            who = cfg.candidate
+            # "benchmark" resources: it benchmarks the current model again when its figures are stale
+            prom = step(c.promote(config_json=cj, candidate=finals[who], candidate_eval={"base": base_eval, **evals}[who]),
+                        "benchmark", "promote")
+            prom.set_caching_options(False)  # it reads the registry's pointer, which other runs move
+            step(c.report(config_json=cj, base_eval=base_eval, promotion=prom.outputs["promotion"], **kwargs),
+                 "report", "report")
 
     return masa_pipeline

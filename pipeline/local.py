@@ -214,6 +214,7 @@ def _run_segments(cfg: RunConfig, out: Path, *, quiet_kfp: bool, kfp_cache: bool
 def _summary(out: Path, cfg: RunConfig) -> dict[str, Any]:
     """Report files (local copies and the store's), final checkpoints, found through the report's JSON."""
     from masa.steps.report import report_prefix
+    from masa.steps.retrain import stamp
     from masa.storage import open_store
 
     reports = sorted((out / "kfp").glob("*/report/report_json"), key=lambda p: p.stat().st_mtime)
@@ -227,4 +228,5 @@ def _summary(out: Path, cfg: RunConfig) -> dict[str, Any]:
     if html.exists():
         (folder / "report.html").write_text(html.read_text())
     return {"report_json": str(folder / "report.json"), "report_html": str(folder / "report.html"),
-            "report_store": open_store(cfg.store).uri(report_prefix(cfg)), "checkpoints": report.get("checkpoints", {})}
+            # the run's identity as its configure step stamped it (data snapshot; masa.steps.retrain)
+            "report_store": open_store(cfg.store).uri(report_prefix(stamp(cfg))), "checkpoints": report.get("checkpoints", {})}

@@ -122,7 +122,8 @@ def _hub_ids(cfg: RunConfig) -> Check:
     named.update({f"benchmark.datasets[{i}]": d for i, d in enumerate(cfg.benchmark.datasets)})
     if cfg.data.heldout:
         named["data.heldout"] = cfg.data.heldout
-    hub = [k for k, v in named.items() if v != "toy" and not v.startswith("s3://")]
+    # latest:<name> is read from the registry in the (s3://) store (masa.storage.registry)
+    hub = [k for k, v in named.items() if v != "toy" and not v.startswith(("s3://", "latest:"))]
     if hub:
         return Check("inputs", "FAIL", f"{', '.join(hub)}: not s3:// URIs; step images run offline "
                      f"(HF_HUB_OFFLINE=1) and local paths do not exist in step pods: copy them to the store "

@@ -133,7 +133,8 @@ def test_gpu_steps_get_a_memory_backed_shm_and_every_step_a_bounded_scratch(toy)
     cfg = load_config("toy")
     for task in spec["root"]["dag"]["tasks"]:
         mounts = {m["mountPath"]: m for m in execs[_executor(spec, task)]["emptyDirMounts"]}
-        gpu = task.startswith(("rollout", "benchmark", "train"))  # engine steps, even on CPU ranks (toy)
+        # engine steps, even on CPU ranks (toy); promote benchmarks the current model when its figures are stale
+        gpu = task.startswith(("rollout", "benchmark", "train", "promote"))
         assert ("/dev/shm" in mounts) == gpu, task
         if gpu:
             assert mounts["/dev/shm"]["medium"] == "Memory"

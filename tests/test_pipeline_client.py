@@ -12,7 +12,7 @@ from masa.config import load_config
 from masa.pipeline.compile import compile_pipeline, schedule, submit
 from tests.kfp_standin import KfpStandIn
 
-COMPONENTS = {"configure", "prepare", "data-filter", "rollout", "score", "train", "benchmark", "report"}
+COMPONENTS = {"configure", "prepare", "data-filter", "rollout", "score", "train", "benchmark", "promote", "report"}
 
 
 def test_compile_holds_every_component_and_round(tmp_path):
@@ -22,8 +22,9 @@ def test_compile_holds_every_component_and_round(tmp_path):
     names = {k.removeprefix("comp-").rstrip("-0123456789") for k in spec["components"]}
     assert COMPONENTS <= names
     tasks = spec["root"]["dag"]["tasks"]
-    # 4 before the rounds (configure, prepare, data filter, base benchmark) + per branch 3 x rounds + 1 + report
-    assert len(tasks) == 4 + 2 * (3 * 2 + 1) + 1
+    # 4 before the rounds (configure, prepare, data filter, base benchmark) + per branch 3 x rounds + 1
+    # + promote + report
+    assert len(tasks) == 4 + 2 * (3 * 2 + 1) + 2
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"model", "train_data", "store", "n_solution", "learning_rate"} <= set(params)
     execs = spec["deploymentSpec"]["executors"]

@@ -56,7 +56,9 @@ def test_smoke_report_has_every_key(smoke):
 def test_every_dropped_row_and_the_store_layout(smoke):
     cfg, out, _ = smoke
     store = out / "store"
-    (run_dir,) = [p for p in store.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in store.iterdir() if p.is_dir() and p.name != "models"]  # models/: the registry
+    (version,) = [p for p in (store / "models" / cfg.name).iterdir() if p.is_dir() and p.name != "records"]
+    assert (version / "MANIFEST.json").is_file() and (version / "README.md").is_file()  # promoted: the first
     for branch in cfg.branches:
         for r in range(cfg.rounds):
             for part in ("rollouts", "scored", "checkpoint"):
@@ -69,10 +71,16 @@ def test_second_run_reuses_finished_steps(smoke):
     before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
     again = run_local(cfg, out)
     log = Path(again["log"]).read_text()
-    # every task of the second run is a cache hit: nothing recomputed, nothing rewritten
-    assert log.count("cache hit") >= 4 + len(cfg.branches) * (3 * cfg.rounds + 1)  # configure included
+    # every training and benchmark task of the second run is a cache hit: nothing recomputed. configure
+    # (it measures the data snapshot) and promote (it reads the registry) run again by design; promote
+    # records "unchanged-data" (<run>/promotion/), so only it and the report are rewritten (docs/promotion.md)
+    assert log.count("cache hit") >= 3 + len(cfg.branches) * (3 * cfg.rounds + 1)
     after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
-    assert after == before
+    report_part = {p for p in after if {"report", "promotion"} & set(p.relative_to(store).parts)}
+    assert {p: t for p, t in after.items() if p not in report_part} == \
+        {p: t for p, t in before.items() if p not in report_part}
+    promotion = json.loads(Path(again["report_json"]).read_text()).get("promotion")
+    assert promotion is None or promotion["decision"] == "unchanged-data"  # None until the report renders it
     assert json.loads(Path(again["report_json"]).read_text())["eval"] == \
         json.loads(Path(result["report_json"]).read_text())["eval"]
 
@@ -115,8 +123,9 @@ def test_smoke_pipeline_on_seaweedfs_s3(s3_server, tmp_path, monkeypatch):
     cfg = load_config("smoke", [f"store=s3://{bucket}/runs", "rounds=1", "compare=false"])
     result = run_local(cfg, tmp_path / "out")
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
-    run_prefix = {k.split("/")[1] for k in keys}
+    run_prefix = {k.split("/")[1] for k in keys} - {"models"}  # models/: the registry the promote step wrote
     assert len(run_prefix) == 1
+    assert any(k.startswith(f"runs/models/{cfg.name}/") and k.endswith("/README.md") for k in keys)
     for part in ("rollouts", "scored", "checkpoint"):
         assert any(k.endswith(f"masa-efficient/round-000/{part}/MANIFEST.json") for k in keys), part
     assert any(k.endswith("base/checkpoint/model.safetensors") for k in keys)

@@ -85,7 +85,9 @@ def preflight(cfg) -> list[str]:
     sources = {"data.train": cfg.data.train, "data.heldout": cfg.data.heldout}
     sources.update({f"benchmark.datasets[{i}]": d for i, d in enumerate(cfg.benchmark.datasets)})
     problems = check_sources({k: v for k, v in sources.items() if v and v != "toy"})
-    if cfg.model != "toy" and not cfg.model.startswith("s3://"):
+    # a registry reference (`latest:<name>`, `.../models/<name>/latest`) is resolved by the prepare step
+    registry = cfg.model.startswith("latest:") or cfg.model.rstrip("/").endswith("/latest")
+    if cfg.model != "toy" and not cfg.model.startswith("s3://") and not registry:
         from pathlib import Path
 
         local = Path(cfg.model).expanduser()

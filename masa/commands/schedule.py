@@ -8,7 +8,9 @@ def add_arguments(p):
     add_cluster_arguments(p)
     p.add_argument("--no-cache", action="store_true",
                    help="run every step even if KFP has a cached result (rebuilt image, replaced data)")
-    p.add_argument("--host", required=True, help="KFP API endpoint")
+    p.add_argument("--host", default=None, help="KFP API endpoint (required unless --dry-run)")
+    p.add_argument("--dry-run", metavar="YAML", default=None,
+                   help="only compile the recurring run's pipeline to YAML (promote step, run identity); create nothing")
     p.add_argument("--cron", required=True, help="6-field cron: seconds minutes hours day month weekday")
     p.add_argument("--experiment", default="masa", help="experiment name (default: %(default)s)")
     p.add_argument("--namespace", default=None)
@@ -22,6 +24,14 @@ def run(args) -> int:
     from masa.pipeline.compile import schedule
 
     cfg, version, _ = load_cluster(args)
+    if args.dry_run:
+        from masa.pipeline.compile import compile_pipeline
+
+        print(f"compiled {compile_pipeline(cfg, args.dry_run, 0, version, scheduled=True)} (model {cfg.model!r})")
+        return 0
+    if not args.host:
+        print("masa: --host is required (or --dry-run YAML to only compile)", file=sys.stderr)
+        return 2
     try:
         job = schedule(cfg, host=args.host, cron=args.cron, experiment=args.experiment,
                        job_name=args.job_name, namespace=args.namespace, cache=not args.no_cache,

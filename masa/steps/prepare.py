@@ -32,6 +32,7 @@ from masa.data.records import (
     write_verl_parquet,
 )
 from masa.steps.layout import RunLayout, local_tokenizer, run_once, write_pointer
+from masa.storage.registry import resolve_ref
 
 TOY = "toy"
 
@@ -56,6 +57,8 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
     """Publish the base checkpoint (and, for the toy, its data) to the store; write a Model pointer."""
     layout = run_layout(cfg)
     prefix = layout.base("checkpoint")
+    # `latest:<name>`: the version promoted now (masa.storage.registry), named in the part's fingerprint
+    model_ref = cfg.model if cfg.model == TOY else resolve_ref(cfg.model, cfg.store)
 
     def produce(work: Path) -> dict[str, Any]:
         if cfg.model == TOY:
@@ -67,11 +70,11 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
         else:
             from masa.storage import resolve_model
 
-            src, extra = Path(resolve_model(cfg.model)), {}
+            src, extra = Path(resolve_model(model_ref)), {"model_resolved": model_ref}
         shutil.copytree(src, work, dirs_exist_ok=True)
         return {"model": cfg.model, **extra}
 
-    fp = f"{cfg.model}:{cfg.toy_recipe}:{cfg.algorithm.n_solution}:{cfg.rollout.max_response_tokens}"
+    fp = f"{model_ref}:{cfg.toy_recipe}:{cfg.algorithm.n_solution}:{cfg.rollout.max_response_tokens}"
     stats = run_once(cfg.store, prefix, fp, produce)
     write_pointer(model_out, store=cfg.store, prefix=prefix, name="base")
     return stats

@@ -30,6 +30,10 @@ class ObjectNotFoundError(StorageError, FileNotFoundError):
     """The key does not exist in the store."""
 
 
+class PreconditionFailedError(StorageError):
+    """A conditional write found the object changed (or present, or absent) since it was read."""
+
+
 class IntegrityError(StorageError):
     """What was read does not match what was written (size or sha256)."""
 
@@ -62,6 +66,11 @@ class Store(Protocol):
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo: ...
 
     def get_bytes(self, key: str) -> bytes: ...
+
+    def put_bytes_if(self, key: str, data: bytes, *, etag: str | None) -> ObjectInfo:
+        """Compare-and-swap: write only if the object's ETag is still `etag` (None: only if the object
+        does not exist); else raise PreconditionFailedError. For small pointers (the model registry)."""
+        ...
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and sha256 as cheaply as the store can tell: a local store hashes the file; S3

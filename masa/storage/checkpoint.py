@@ -195,6 +195,11 @@ class TreeCheck:
         return {k: v for k, v in self.artifacts.items() if v}
 
 
+# The model registry's single objects (masa.storage.registry): the `latest` pointer, swapped whole by a
+# conditional PUT, and the version records; each is one atomic object, not a manifest-committed directory.
+REGISTRY_OBJECT = re.compile(r"(^|/)models/[^/]+/(latest|records/[^/]+\.json)$")
+
+
 def verify_tree(store: Store, *, deep: bool = False) -> TreeCheck:
     """Verify every committed artifact in the store (every prefix holding a MANIFEST.json).
 
@@ -223,7 +228,7 @@ def verify_tree(store: Store, *, deep: bool = False) -> TreeCheck:
                 artifacts[prefix] = []
             except CheckpointError as e:
                 artifacts[prefix] = [str(e)]
-    return TreeCheck(artifacts=artifacts, unlisted=[k for k in keys if k not in listed])
+    return TreeCheck(artifacts=artifacts, unlisted=[k for k in keys if k not in listed and not REGISTRY_OBJECT.search(k)])
 
 
 def uncommit(store: Store, prefix: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -21,6 +22,7 @@ from masa.storage.base import (
     TMP_PREFIX,
     ObjectInfo,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageError,
     check_key,
     check_prefix,
@@ -125,6 +127,19 @@ class LocalStore:
         dest = self._path(key)
         sha, _ = atomic_write(dest, [bytes(data)], uri=self.uri(key))
         return self._info(key, dest, sha)
+
+    def put_bytes_if(self, key: str, data: bytes, *, etag: str | None) -> ObjectInfo:
+        """Compare-and-swap under an exclusive `flock` on a lock file beside the object (hidden from
+        listings by its temporary-file prefix): check the ETag, then write atomically."""
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest.parent / f"{TMP_PREFIX}{dest.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if the process dies
+            now = self._info(key, dest).etag if dest.is_file() else None
+            if now != etag:
+                raise PreconditionFailedError(f"conditional write of {self.uri(key)}: expected "
+                                              f"{etag or 'no object'}, found {now or 'no object'}")
+            return self.put_bytes(key, data)
 
     def get_file(self, key: str, local: str) -> ObjectInfo:
         src = self._path(key)

@@ -25,6 +25,7 @@ from pathlib import Path
 from masa.storage.base import TMP_PREFIX, ObjectInfo, StorageError, open_store
 from masa.storage.checkpoint import MANIFEST, get_dir_verified
 from masa.storage.local import path_from_uri
+from masa.storage.registry import resolve_ref
 
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # The "download finished" marker lives BESIDE the cache entry (`<entry>.masa-complete`), never inside
@@ -64,15 +65,17 @@ def check_model_dir(path: str | Path, *, ref: str | None = None) -> str:
     return str(p)
 
 
-def resolve_model(uri_or_path: str, *, cache_dir: str | None = None) -> str:
+def resolve_model(uri_or_path: str, *, cache_dir: str | None = None, store: str | None = None) -> str:
     """Local directory holding the model `uri_or_path` (checked to contain a readable config.json).
 
     - a local path or `file://` URI: returned as is;
     - `s3://bucket/prefix`: downloaded once into the cache (see module docstring), then reused;
-    - `org/name`: `huggingface_hub.snapshot_download` (offline when HF_HUB_OFFLINE=1).
+    - `org/name`: `huggingface_hub.snapshot_download` (offline when HF_HUB_OFFLINE=1);
+    - `latest:<name>` (in `store`) or a registry pointer's URI: the promoted version (masa.storage.registry).
     """
     if not isinstance(uri_or_path, str) or not uri_or_path:
         raise ModelNotFoundError(errno.EINVAL, f"invalid model reference {uri_or_path!r}")
+    uri_or_path = resolve_ref(uri_or_path, store)
     if uri_or_path.startswith("s3://"):
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         return check_model_dir(_resolve_s3(uri_or_path, cache), ref=uri_or_path)
