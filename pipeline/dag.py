@@ -11,15 +11,15 @@ benchmarks and reports (docs/deploy.md, "Bounded runs").
 """
 
 
+from masa.components import build
 from masa.config import RunConfig, ui_defaults
+from masa.pipeline.k8s import apply_step
 
 ROUND_STEPS = ("rollout", "score", "train")
 
 
 def _resources(task, cfg: RunConfig, step: str) -> None:
     """Requests, accelerators, volumes, deadline, placement, retries, caching, S3 Secret: pipeline/k8s.py."""
-    from masa.pipeline.k8s import apply_step
-
     apply_step(task, cfg, step)
 
 
@@ -33,7 +33,6 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False):
     kfp.local with `local=True`, or compile it)."""
     from kfp import dsl
 
-    from masa.components import build
 
     segments = cfg.segments
     if not 0 <= segment < len(segments):

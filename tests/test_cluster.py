@@ -277,7 +277,7 @@ def test_configure_refuses_a_non_s3_store_inside_a_pod(monkeypatch):
 def test_tokenizer_only_read_skips_the_weights(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from masa.steps.layout import local_tokenizer
+    from masa.runner.layout import local_tokenizer
     from masa.storage import open_store, put_dir_atomic
 
     store = open_store(str(tmp_path / "store"))
@@ -292,8 +292,8 @@ def test_tokenizer_only_read_skips_the_weights(tiny_model_dir, tmp_path):
 
 
 def test_train_states_of_old_rounds_are_pruned_keeping_the_last_k(tmp_path):
-    from masa.steps.layout import RunLayout
-    from masa.steps.rounds import prune_train_states
+    from masa.runner.layout import RunLayout
+    from masa.runner.training import prune_train_states
     from masa.storage import open_store
 
     store, layout = open_store(str(tmp_path / "s")), RunLayout(str(tmp_path / "s"), "run")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from masa.config import load_config
-from masa.steps.layout import read_pointer
-from masa.steps.prepare import filter_data, prepare_base, run_layout
+from masa.runner.layout import read_pointer, run_layout
+from masa.steps.prepare import filter_data, prepare_base
 from masa.steps.rounds import rollout_step, score_step
 from masa.storage import is_complete, open_store
 

@@ -10,7 +10,7 @@ import pytest
 
 from masa.algo.config import AdvantageConfig, AlgorithmConfig, ExpertConfig, RewardConfig
 from masa.algo.meta import format_meta_completion, parse_meta
-from masa.steps.scoring import score_shard
+from masa.runner.scoring import score_shard
 
 G, GM, MAXT = 4, 2, 64
 SCHEMA = pa.schema([

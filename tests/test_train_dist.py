@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from masa.cli import main
-from masa.steps.train import train_round
+from masa.runner.training import train_round
 from masa.storage import CheckpointError
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig

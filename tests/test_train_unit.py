@@ -22,13 +22,16 @@ def test_config_defaults_follow_the_paper():
     c = TrainConfig()
     assert (c.lr, c.warmup_steps, c.weight_decay, c.grad_clip) == (1e-6, 20, 0.1, 1.0)
     assert (c.kl_coef, c.entropy_coef, c.clip_low, c.clip_high) == (0.0, 0.0, 0.2, 0.28)
-    assert c.recompute_logprobs is None  # resolved per model by masa.steps.train.train_config_for
+    assert c.recompute_logprobs is None  # resolved per model by masa.runner.settings.train_settings
 
 
 def test_old_logprobs_are_recomputed_for_real_models_by_default():
     # issue 14 item 3: the released code recomputes old log-probs with the actor before the update
     from masa.config import load_config
-    from masa.steps.train import train_config_for
+    from masa.runner.settings import train_settings
+
+    def train_config_for(cfg):
+        return train_settings(cfg, cfg.algorithm.name, 0)
 
     assert train_config_for(load_config("paper")).recompute_logprobs is True
     assert train_config_for(load_config("paper-1.7b")).recompute_logprobs is True
@@ -322,3 +325,34 @@ def test_gpu_mfu_bench_runs_tiny_on_cpu():
     # 6 x (non-embedding + LM head) + 12 x layers x heads x head_dim x seq, for the tiny shape
     assert out["model_flops_per_token"] == 6 * (out["non_embedding_params"] + 64 * 512) + 12 * 2 * 2 * 32 * 64
     assert math.isfinite(out["loss_last"])
+
+
+def test_the_cli_and_the_pipeline_train_on_the_same_settings(monkeypatch):
+    # issue 12 item 3: `masa train` used cfg.train's seed and temperature, the pipeline a seed per round
+    # and temperature 1. Both now call train_settings: seed = run seed * 1000 + round index (round 3 of a
+    # run with seed 7: 7 * 1000 + 2 = 7002), temperature 1 whatever train.temperature says.
+    import argparse
+
+    from masa.commands import train as train_cmd
+    from masa.config import load_config
+    from masa.runner.settings import train_settings
+
+    cfg = load_config("toy", ["seed=7", "train.seed=5", "train.temperature=0.6"])
+    t = train_settings(cfg, "grpo", 2)
+    assert (t.seed, t.temperature, t.bc_coef) == (7002, 1.0, 0.0)  # GRPO: no behaviour cloning
+    assert train_settings(cfg, "masa", 2).bc_coef == cfg.algorithm.expert.bc_coef
+    seen = {}
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    args = parser.parse_args(["--model", "m", "--scored", "s", "--out", "o", "--preset", "toy", "--set", "seed=7",
+                              "--set", "train.seed=5", "--set", "train.temperature=0.6", "--branch", "grpo",
+                              "--round", "3"])
+    import masa.runner.training
+
+    def record(model, scored, experts, out, tcfg, **kw):
+        seen["tcfg"] = tcfg
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(masa.runner.training, "train_round", record)  # `masa train` imports it when it runs
+    assert train_cmd.run(args) == 2
+    assert seen["tcfg"] == t

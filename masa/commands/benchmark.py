@@ -33,7 +33,7 @@ def run(args) -> int:
 
     from masa.data.records import DataError
     from masa.engines import ModelNotFoundError
-    from masa.steps.evaluate import EvalSettings, run_benchmarks
+    from masa.runner.evaluate import EvalSettings, run_benchmarks
 
     if args.k < 1 or args.max_tokens < 1:
         print("masa benchmark: --k and --max-tokens must be >= 1", file=sys.stderr)

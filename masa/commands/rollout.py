@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from masa.commands._common import load
     from masa.data.records import DataError
     from masa.engines import ModelNotFoundError
-    from masa.steps.rollout import SamplingSettings, run_rollout_step
+    from masa.runner.rollout import SamplingSettings, run_rollout_step
 
     cfg = load(args)
     settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens,

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from masa.storage import StorageError, open_store
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -340,7 +342,6 @@ def _fetch_s3(uri: str, cache_dir: str | None) -> str:
     """Download the object `uri` (checked by `source_kind`) into the cache; the local path keeps its
     suffix, which names the format."""
     bucket_prefix, _, name = uri.rpartition("/")
-    from masa.storage import StorageError, open_store  # storage layer; imported lazily for the offline path
 
     local = Path(cache_dir or os.environ.get("MASA_CACHE_DIR", Path.home() / ".cache" / "masa")) / "data"
     target = local / f"{hashlib.sha256(uri.encode()).hexdigest()[:12]}-{name}"

@@ -2,7 +2,7 @@
 inline SVG plots, and a Markdown summary for the Kubeflow UI.
 
 Sources: the benchmark results of each checkpoint (KFP artifacts) and the per-round stats that every
-step published beside its part in the store (`masa.steps.layout`).
+step published beside its part in the store (`masa.runner.layout`).
 
 Efficiency figures (paper, Sec. 5.3, "1.28x faster to the same accuracy"): each branch's held-out
 accuracy curve is indexed by the *cumulative rollout tokens* (and wall time) spent before the policy
@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from masa.config import RunConfig
+from masa.runner.layout import STATS_FILE, run_layout
 from masa.steps import svg
-from masa.steps.layout import STATS_FILE
-from masa.steps.prepare import run_layout
-from masa.storage import open_store
+from masa.storage import open_store, put_dir_atomic
 
 PARTS = ("rollouts", "scored", "checkpoint")
 
@@ -221,7 +220,6 @@ def publish_report(cfg: RunConfig, files: dict[str, str]) -> str:
     import shutil
     import tempfile
 
-    from masa.storage import put_dir_atomic
 
     store = open_store(cfg.store)
     with tempfile.TemporaryDirectory(prefix="masa-report-") as tmp:

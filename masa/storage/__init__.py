@@ -16,7 +16,6 @@ from masa.storage.base import (
     ObjectNotFoundError,
     StorageError,
     Store,
-    open_store,
 )
 from masa.storage.checkpoint import (
     MANIFEST,
@@ -35,6 +34,7 @@ from masa.storage.checkpoint import (
     verify_tree,
 )
 from masa.storage.models import ModelNotFoundError, check_model_dir, resolve_model
+from masa.storage.stores import open_store
 
 __all__ = [
     "MANIFEST",

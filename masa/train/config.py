@@ -37,7 +37,7 @@ class TrainConfig:
     ref_model: str | None = None
     # recompute "old" log-probs with the training model before the update (the paper's released code,
     # verl's actor.compute_log_prob) instead of taking the rollout engine's; None = recompute for a
-    # real model, take the engine's for the toy (masa.steps.train.train_config_for resolves it; a
+    # real model, take the engine's for the toy (masa.runner.training.train_config_for resolves it; a
     # TrainConfig used directly treats None as false)
     recompute_logprobs: bool | None = None
     # the policy is softmax(logits / temperature): must be the sampler's, or the ratio to the rollout

@@ -1,6 +1,6 @@
 """Local copies of a round's inputs: the policy, the shards, and the DeepSpeed state to start from.
 
-Used by `masa.steps.train.train_round` (the launching process stages, workers read local paths) and by
+Used by `masa.runner.training.train_round` (the launching process stages, workers read local paths) and by
 the workers themselves when a TrainJob starts them on nodes of their own (`masa.train.remote`).
 """
 
@@ -11,8 +11,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from masa.configbase import from_dict
+from masa.storage import open_store, resolve_model
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
+from masa.train.launch import ds_config_path
 
 
 def _is_uri(s: str) -> bool:
@@ -20,8 +23,6 @@ def _is_uri(s: str) -> bool:
 
 
 def local_model(uri: str) -> Path:
-    from masa.storage import resolve_model
-
     path = Path(resolve_model(uri))
     ckpt.verify_local(path)  # a previous round's local output: trust it only if its manifest matches
     return path
@@ -31,7 +32,6 @@ def local_file(path: str | None, work: Path) -> str | None:
     """A local copy of a shard given as a path or a store URI (s3://bucket/dir/scored.parquet)."""
     if path is None or not _is_uri(path):
         return path
-    from masa.storage import open_store
 
     parent, name = path.rsplit("/", 1)
     dest = work / "inputs" / name
@@ -83,9 +83,6 @@ def stage(request: dict, work: Path, *, resume_uri: str | None) -> dict:
     TrainConfig as a dict). `resume_uri` is the resume point to load (chosen once, by one process).
     Raises FileNotFoundError for a missing shard and CheckpointError for a damaged checkpoint.
     """
-    from masa.configbase import from_dict
-    from masa.train.launch import ds_config_path
-
     cfg = from_dict(TrainConfig, request["cfg"])
     work.mkdir(parents=True, exist_ok=True)
     model_dir = local_model(request["model"])

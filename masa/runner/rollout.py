@@ -33,7 +33,8 @@ from masa.algo.cutoff import cutoff_budget
 from masa.algo.gating import gating_active, gating_decision, round_generator
 from masa.algo.meta import MetaFields, MetaPrediction, parse_meta, parse_meta_fields, render_meta_prompt
 from masa.algo.prompts import feedin_hint, solution_prompt, with_hint
-from masa.data.records import Problem
+from masa.data.records import Problem, load_problems, rows_to_problems
+from masa.engines import EngineConfig, make_engine
 from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
 
 
@@ -337,8 +338,6 @@ def load_batch(prompts: str | Path | Sequence[Problem] | Sequence[dict[str, Any]
 
     Rows that cannot become a problem fail the step with their reasons (the data step filtered them).
     """
-    from masa.data.records import load_problems, rows_to_problems
-
     if isinstance(prompts, (str, Path)):
         problems, rejected = load_problems(str(prompts))
     elif all(isinstance(p, Problem) for p in prompts):
@@ -360,8 +359,6 @@ def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: s
     Pass a started `engine` to reuse it across rounds (its weights are then replaced from `model`
     in place); otherwise one is started (and closed) here and its start-up time is in the stats.
     """
-    from masa.engines import EngineConfig, make_engine
-
     problems = load_batch(prompts)
     own = engine is None
     if own:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from masa.config import RunConfig
 from masa.storage import (
     CorruptArtifactError,
     get_dir_verified,
@@ -171,3 +172,21 @@ def local_path_or_fetch(store_uri: str, prefix: str, cache_root: str | Path) -> 
     fetch(store_uri, prefix, dest)
     done.touch()
     return dest
+
+
+def run_layout(cfg: RunConfig) -> RunLayout:
+    """Where `cfg`'s run keeps its artifacts: `<store>/<name>-<fingerprint>/`."""
+    if not cfg.store:
+        raise ValueError("store: the artifact store URI is not set (masa run sets <out>/store)")
+    return RunLayout(cfg.store, f"{cfg.name}-{cfg.fingerprint()}")
+
+
+def local_model(ptr: dict[str, Any], cache_root: str | Path) -> Path:
+    """A verified local copy of the checkpoint behind a Model pointer."""
+    return local_path_or_fetch(ptr["store"], ptr["prefix"], cache_root)
+
+
+def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -> str:
+    """The toy task's parquet of `split`, shipped beside the base checkpoint in the store."""
+    base = local_path_or_fetch(cfg.store, run_layout(cfg).base("checkpoint"), Path(cache_root) / "base")
+    return str(base / f"toy-{split}.parquet")
