@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from masa.algo.verifier.extract import last_boxed
 from masa.storage import StorageError, open_store
 
 
@@ -86,20 +87,6 @@ def normalise_text(text: str) -> str:
 
 def stable_id(problem: str, answer: str) -> str:
     return hashlib.sha256(f"{problem}\x00{answer}".encode()).hexdigest()[:16]
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces balanced; None if absent."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None  # unbalanced: no answer rather than a truncated one
 
 
 def _kind(value: Any) -> str:

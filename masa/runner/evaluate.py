@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from masa.algo.evaluation import avg_at_k, pass_at_k, spearman
+from masa.algo.evaluation import avg_at_k, outcome_spread, pass_at_k, spearman
 from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
 from masa.algo.prompts import solution_prompt
 from masa.algo.rewards import notion_rewards
@@ -126,6 +126,7 @@ def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, me
         "tokens": int(sum(len(smp.response_token_ids) for g in out for smp in g)),
         "generation_s": round(gen_s, 3), "samples_per_s": round(len(out) * s.k / max(gen_s, 1e-9), 3),
     }
+    figures["spread"] = outcome_spread(c, s.k)  # how many problems give a group-normalised advantage a signal
     if meta:
         figures["meta"], figures["calibration"] = _meta_awareness(kept, sols, metas, correct, lengths, s)
     return figures

@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from masa.algo.verifier.extract import last_boxed
+
 Op = Literal["+", "-", "*"]
 OPS: tuple[Op, ...] = ("+", "-", "*")
 OP_NAMES: dict[str, str] = {"+": "addition", "-": "subtraction", "*": "multiplication"}
 COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands")
 DATA_SOURCE = "masa-toy/arithmetic"
-_BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
+_INT = re.compile(r"-?\d+")
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,10 @@ def _solve(p: Problem) -> tuple[str, int]:
 
 
 def extract_boxed_int(text: str) -> int | None:
-    """The integer in the last ``\\boxed{N}`` of `text`, or None (the toy's fast answer check)."""
-    found = _BOXED.findall(text)
-    return int(found[-1]) if found else None
+    """The integer in the last ``\\boxed{N}`` of `text` (the verifier's `last_boxed`), or None when the
+    last box holds no plain integer (the toy's fast answer check)."""
+    found = last_boxed(text)
+    return int(found) if found is not None and _INT.fullmatch(found) else None
 
 
 def meta_reasoning(p: Problem) -> str:
