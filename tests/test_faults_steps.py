@@ -59,7 +59,7 @@ def test_killed_rollout_step_leaves_nothing_and_rerun_recomputes_only_it(tmp_pat
     first = rollout_step(cfg, branch="masa-efficient", round_idx=0, prompts_path=str(prompts), policy_ptr=str(base),
                          history_path=None, out_ptr=str(out_ptr), heldout_path=str(heldout))
     assert first["reused"] is False and is_complete(store, part)
-    assert read_pointer(out_ptr)["prefix"] == part
+    assert read_pointer(out_ptr).prefix == part
     again = rollout_step(cfg, branch="masa-efficient", round_idx=0, prompts_path=str(prompts), policy_ptr=str(base),
                          history_path=None, out_ptr=str(out_ptr), heldout_path=str(heldout))
     assert again["reused"] is True and again["samples"] == first["samples"]

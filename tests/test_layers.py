@@ -1,7 +1,7 @@
 """Layering of the code base, checked on the source (ast) and at run time (a fresh interpreter).
 
     layer 0  masa (package), masa.configbase, masa.algo            torch + stdlib only
-    layer 1  masa.storage, masa.telemetry                           the middle, in four
+    layer 1  masa.storage, masa.telemetry, masa.schemas             the middle, in four
     layer 2  masa.engines, masa.train, masa.data, masa.toy          ordered levels (1-4)
     layer 3  masa.config, masa.presets
     layer 4  masa.runner                                            what the steps run
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE_ROOTS = {"masa": "masa", "components": "masa.components", "pipeline": "masa.pipeline"}
 LAYERS = {
     "masa": 0, "masa.configbase": 0, "masa.algo": 0,
-    "masa.storage": 1, "masa.telemetry": 1,
+    "masa.storage": 1, "masa.telemetry": 1, "masa.schemas": 1,
     "masa.engines": 2, "masa.train": 2, "masa.toy": 2, "masa.data": 2,
     "masa.config": 3, "masa.presets": 3,
     "masa.runner": 4,

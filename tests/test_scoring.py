@@ -266,7 +266,7 @@ def test_sequence_credit_writes_no_token_advantages(scored):
 
 def test_bad_shard_errors(tmp_path, tokenizer_dir):
     pq.write_table(pa.table({"prompt_id": ["a"]}), tmp_path / "bad.parquet")
-    with pytest.raises(ValueError, match="lacks columns group_id"):
+    with pytest.raises(ValueError, match="missing column.s. group_id"):
         score_shard(str(tmp_path / "bad.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir,
                     algo=AlgorithmConfig(n_solution=G), max_response_tokens=MAXT, verifier_workers=0)
 

@@ -18,6 +18,7 @@ uncommits that part (deletes its manifest) and fails naming it and the command t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -60,19 +61,43 @@ class RunLayout:
         return open_store(self.store_uri).uri(prefix)
 
 
-def write_pointer(path: str | Path, **fields: Any) -> None:
+@dataclass(frozen=True)
+class Pointer:
+    """The content of a KFP pointer artifact: where a part lives in the store (`store`, `prefix`), and what
+    it is. Written as JSON of its set fields (`write_pointer`), read back by `read_pointer`."""
+
+    store: str
+    prefix: str
+    kind: str | None = None  # "checkpoint", "rollouts", "scored"; None for the base model
+    name: str | None = None  # a checkpoint's branch, or "base"
+    round: int | None = None  # a checkpoint's round index
+    shard: int | None = None  # a rollout shard's index (`resources.rollout_shards` > 1)
+    uri: str | None = None  # the part's URI when it differs from store/prefix
+
+    def to_json(self) -> str:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return json.dumps(fields, sort_keys=True, indent=1)
+
+
+_POINTER_FIELDS = {f.name for f in dataclasses.fields(Pointer)}
+
+
+def write_pointer(path: str | Path, pointer: Pointer) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(fields, sort_keys=True, indent=1))
+    Path(path).write_text(pointer.to_json())
 
 
-def read_pointer(path: str | Path) -> dict[str, Any]:
+def read_pointer(path: str | Path) -> Pointer:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"artifact {path} is not a masa pointer: {e}") from e
     if not isinstance(data, dict) or "store" not in data or "prefix" not in data:
         raise ValueError(f"artifact {path} is not a masa pointer (needs store and prefix)")
-    return data
+    unknown = sorted(set(data) - _POINTER_FIELDS)
+    if unknown:
+        raise ValueError(f"artifact {path}: unknown pointer fields {unknown} (known: {sorted(_POINTER_FIELDS)})")
+    return Pointer(**data)
 
 
 def reusable(store_uri: str, prefix: str, fingerprint: str, *, stats_key: str | None = None,
@@ -181,9 +206,9 @@ def run_layout(cfg: RunConfig) -> RunLayout:
     return RunLayout(cfg.store, f"{cfg.name}-{cfg.fingerprint()}")
 
 
-def local_model(ptr: dict[str, Any], cache_root: str | Path) -> Path:
+def local_model(ptr: Pointer, cache_root: str | Path) -> Path:
     """A verified local copy of the checkpoint behind a Model pointer."""
-    return local_path_or_fetch(ptr["store"], ptr["prefix"], cache_root)
+    return local_path_or_fetch(ptr.store, ptr.prefix, cache_root)
 
 
 def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -> str:

@@ -20,12 +20,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from masa.algo.config import AlgorithmConfig
@@ -36,6 +39,7 @@ from masa.algo.prompts import feedin_hint, solution_prompt, with_hint
 from masa.data.records import Problem, load_problems, rows_to_problems
 from masa.engines import EngineConfig, make_engine
 from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
+from masa.schemas import ROLLOUT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -303,28 +307,13 @@ def _fill_stats(stats: RolloutStats, rows: Sequence[dict], skip: Sequence[bool],
 # ------------------------------------------------------------------ shard and step entry point
 
 
-def shard_schema():
-    """The rollout shard's Arrow schema (docs/rollout-shard.md)."""
-    import pyarrow as pa
-
-    return pa.schema([
-        ("prompt_id", pa.string()), ("group_id", pa.int32()), ("path", pa.string()), ("sample_idx", pa.int32()),
-        ("round", pa.int32()), ("algorithm", pa.string()), ("problem", pa.string()), ("answer", pa.string()),
-        ("prompt_token_ids", pa.list_(pa.int32())), ("response_token_ids", pa.list_(pa.int32())),
-        ("logprobs", pa.list_(pa.float32())), ("text", pa.string()), ("finish_reason", pa.string()),
-        ("meta_pass_rate", pa.int32()), ("meta_solution_length", pa.int32()),
-        ("meta_notions", pa.list_(pa.string())), ("meta_parse_error", pa.string()),
-        ("gated", pa.bool_()), ("max_tokens", pa.int32()),
-    ])
+def shard_schema() -> pa.Schema:
+    """The rollout shard's Arrow schema (`masa.schemas.ROLLOUT_SCHEMA`, docs/rollout-shard.md)."""
+    return ROLLOUT_SCHEMA
 
 
 def write_shard(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write rows as a parquet rollout shard atomically (temp file, then rename)."""
-    import os
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -44,21 +44,12 @@ from masa.algo.meta import MetaFields, meta_value_spans, parse_meta_fields
 from masa.algo.rewards import notion_rewards, solution_reward
 from masa.algo.scoring import advantage_groups, credited_fields, is_meta_group, meta_scores, token_fields
 from masa.algo.verifier import verify_batch
-
-SOLUTION, META = "solution", "meta"
-REQUIRED = ("prompt_id", "group_id", "path", "sample_idx", "problem", "answer", "prompt_token_ids",
-            "response_token_ids", "text", "finish_reason")
-EXPERT_SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt_token_ids", pa.list_(pa.int32())),
-                           ("response_token_ids", pa.list_(pa.int32())), ("text", pa.string()),
-                           ("reward", pa.float32()), ("token_weights", pa.list_(pa.float32()))])
+from masa.schemas import EXPERT_SCHEMA, META, SCORED_COLUMNS, SCORING_NEEDS, SOLUTION, require_columns
 
 
 def _read(rollouts_path: str) -> tuple[pa.Table, dict[str, list]]:
     table = pq.read_table(rollouts_path)
-    missing = [c for c in REQUIRED if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{rollouts_path}: rollout shard lacks columns {', '.join(missing)} "
-                         f"(see docs/rollout-shard.md)")
+    require_columns(table.column_names, SCORING_NEEDS, f"{rollouts_path}: rollout shard")
     cols = table.to_pydict()
     bad = sorted({p for p in cols["path"] if p not in (SOLUTION, META)})
     if bad:
@@ -244,19 +235,11 @@ def _meta_columns(n: int, meta: list[int], preds: list) -> dict[str, list]:
     return cols
 
 
-# scored.parquet's added columns (docs/rollout-shard.md), in order
-SCORED_TYPES = {"meta_pass_rate": pa.int32(), "meta_solution_length": pa.int32(),
-                "meta_notions": pa.list_(pa.string()), "meta_parse_error": pa.string(), "correct": pa.bool_(),
-                "verifier_error": pa.string(), "reward": pa.float32(), "reward_pass_rate": pa.float32(),
-                "reward_length": pa.float32(), "reward_notion": pa.float32(), "advantage": pa.float32(),
-                "zero_variance": pa.bool_(), "token_advantages": pa.list_(pa.float32())}
-
-
 def _scored_table(table: pa.Table, meta_cols: dict[str, list], scored: dict[str, list]) -> pa.Table:
-    """The rollout shard with the meta columns rewritten and the scoring columns set, in SCORED_TYPES order."""
+    """The rollout shard with the meta columns rewritten and the scoring columns set (`SCORED_COLUMNS`)."""
     values = {**meta_cols, **scored}
-    for name, typ in SCORED_TYPES.items():
-        table = _set(table, name, values[name], typ)
+    for f in SCORED_COLUMNS:
+        table = _set(table, f.name, values[f.name], f.type)
     return table
 
 

@@ -28,7 +28,7 @@ def benchmark_step(cfg: RunConfig, *, name: str, model_ptr: str, out_path: str) 
         result = run_benchmarks(str(model_dir), sources, s, engine=engine, names=names)
     finally:
         engine.close()
-    result.update(checkpoint=name, uri=ptr.get("uri") or f"{ptr['store']}/{ptr['prefix']}")
+    result.update(checkpoint=name, uri=ptr.uri or f"{ptr.store}/{ptr.prefix}")
     Path(out_path).write_text(json.dumps(result, indent=1))
     first = next(iter(result["benchmarks"].values()))
     return {"accuracy": first["accuracy"], "wall_s": result["wall_s"], "results": result,

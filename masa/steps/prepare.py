@@ -32,7 +32,7 @@ from masa.data.records import (
     write_rejections,
     write_verl_parquet,
 )
-from masa.runner.layout import local_tokenizer, run_layout, run_once, write_pointer
+from masa.runner.layout import Pointer, local_tokenizer, run_layout, run_once, write_pointer
 from masa.storage import resolve_model
 from masa.toy import build, get_recipe
 
@@ -66,7 +66,7 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
 
     fp = f"{cfg.model}:{cfg.toy_recipe}:{cfg.algorithm.n_solution}:{cfg.rollout.max_response_tokens}"
     stats = run_once(cfg.store, prefix, fp, produce)
-    write_pointer(model_out, store=cfg.store, prefix=prefix, name="base")
+    write_pointer(model_out, Pointer(store=cfg.store, prefix=prefix, name="base"))
     return stats
 
 

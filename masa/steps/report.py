@@ -24,6 +24,7 @@ from typing import Any
 
 from masa.config import RunConfig
 from masa.runner.layout import STATS_FILE, run_layout
+from masa.schemas import REPORT_LENGTH_NEEDS, SOLUTION
 from masa.steps import svg
 from masa.storage import open_store, put_dir_atomic
 
@@ -124,10 +125,10 @@ def _part_rows(cfg: RunConfig, branch: str, r: int, part: str, name: str, column
 def _solution_lengths(cfg: RunConfig, branch: str, r: int) -> dict[str, list[tuple[int, str, int]]]:
     """prompt_id → [(length, finish_reason, budget)] of the round's solution samples."""
     rows = _part_rows(cfg, branch, r, "scored", "scored.parquet",
-                      ["prompt_id", "path", "response_token_ids", "finish_reason", "max_tokens"])
+                      list(REPORT_LENGTH_NEEDS))
     out: dict[str, list] = {}
     for row in rows:
-        if row["path"] == "solution":
+        if row["path"] == SOLUTION:
             out.setdefault(row["prompt_id"], []).append((len(row["response_token_ids"]), row["finish_reason"],
                                                          row["max_tokens"]))
     return out

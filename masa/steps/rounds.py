@@ -25,6 +25,7 @@ from masa.engines import make_engine
 from masa.runner.evaluate import heldout_accuracy
 from masa.runner.layout import (
     STATS_FILE,
+    Pointer,
     corrupt_input,
     local_model,
     local_path_or_fetch,
@@ -60,8 +61,8 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _manifest_digest(ptr: dict[str, Any]) -> str:
-    data = open_store(ptr["store"]).get_bytes(f"{ptr['prefix']}/{MANIFEST}")
+def _manifest_digest(ptr: Pointer) -> str:
+    data = open_store(ptr.store).get_bytes(f"{ptr.prefix}/{MANIFEST}")
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -111,15 +112,15 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
         return stats
 
     stats = run_once(cfg.store, prefix, fp, produce)
-    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="rollouts", shard=shard)
+    write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="rollouts", shard=shard))
     return stats
 
 
 def merge_rollouts_step(cfg: RunConfig, *, branch: str, round_idx: int, shard_ptrs: list[str],
                         out_ptr: str) -> dict[str, Any]:
     """One round's rollout shard from its `rollout_shards` parts, in shard (= prompt) order."""
-    ptrs = sorted((read_pointer(p) for p in shard_ptrs), key=lambda p: p["shard"])
-    if [p["shard"] for p in ptrs] != list(range(cfg.resources.rollout_shards)):
+    ptrs = sorted((read_pointer(p) for p in shard_ptrs), key=lambda p: p.shard)
+    if [p.shard for p in ptrs] != list(range(cfg.resources.rollout_shards)):
         raise ValueError(f"{branch} round {round_idx + 1}: got shards {[p['shard'] for p in ptrs]}, "
                          f"expected 0..{cfg.resources.rollout_shards - 1}")
     prefix = run_layout(cfg).part(branch, round_idx, "rollouts")
@@ -127,13 +128,13 @@ def merge_rollouts_step(cfg: RunConfig, *, branch: str, round_idx: int, shard_pt
 
     def produce(work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="masa-merge-") as tmp:
-            parts = [local_path_or_fetch(p["store"], p["prefix"], tmp) for p in ptrs]
+            parts = [local_path_or_fetch(p.store, p.prefix, tmp) for p in ptrs]
             table = pa.concat_tables([pq.read_table(d / "rollouts.parquet") for d in parts])
             pq.write_table(table, work / "rollouts.parquet")
             return merge_stats([json.loads((d / STATS_FILE).read_text()) for d in parts])
 
     stats = run_once(cfg.store, prefix, fp, produce)
-    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="rollouts")
+    write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="rollouts"))
     return stats
 
 
@@ -146,9 +147,9 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
 
     def produce(work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="masa-score-") as tmp:
-            shard = local_path_or_fetch(rptr["store"], rptr["prefix"], Path(tmp) / "r")
+            shard = local_path_or_fetch(rptr.store, rptr.prefix, Path(tmp) / "r")
             # the tokenizer re-tokenizes expert targets; the weights are not needed here
-            model_dir = local_tokenizer(ptr["store"], ptr["prefix"], Path(tmp) / "m")
+            model_dir = local_tokenizer(ptr.store, ptr.prefix, Path(tmp) / "m")
             stats = score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
                                 max_response_tokens=cfg.rollout.max_response_tokens)
         # cached with the stats, so a reused part reports the same outcomes
@@ -156,7 +157,7 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
         return stats
 
     stats = run_once(cfg.store, prefix, fp, produce)
-    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="scored")
+    write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="scored"))
     record = {"round": round_idx, **{k: stats.get(k) for k in ("train_accuracy", "meta_pass_rate_mae",
                                                               "meta_pass_rate_mae_median", "gated_prompts",
                                                               "cutoff_samples")}}
@@ -180,7 +181,7 @@ def resume_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str,
         raise FileNotFoundError(f"{branch} round {prev + 1} has not finished ({store.uri(missing[0])} is missing): "
                                 f"run the segment that ends with round {prev + 1} first")
     history = json.loads(store.get_bytes(f"{hist}/{HISTORY}"))
-    write_pointer(policy_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=prev)
+    write_pointer(policy_ptr, Pointer(store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=prev))
     Path(history_out).write_text(json.dumps(history, indent=1))
     return {"rounds_done": len(history)}
 
@@ -218,16 +219,16 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
     stats, why = reusable(cfg.store, prefix, fp, stats_key=train_stats_key(prefix))
     if stats is None:
         started = time.time()
-        policy_store = open_store(ptr["store"])
+        policy_store = open_store(ptr.store)
         with tempfile.TemporaryDirectory(prefix="masa-train-in-") as tmp:
-            scored = local_path_or_fetch(sptr["store"], sptr["prefix"], tmp)
+            scored = local_path_or_fetch(sptr.store, sptr.prefix, tmp)
             try:
-                result = _train(cfg, branch, round_idx, policy_store.uri(ptr["prefix"]), scored,
+                result = _train(cfg, branch, round_idx, policy_store.uri(ptr.prefix), scored,
                                 store.uri(prefix), store.uri(layout.part(branch, round_idx, "resume")), tcfg, on_step)
             except CorruptArtifactError as e:  # the policy, found corrupt while staging it
-                if e.uri.rstrip("/") != policy_store.uri(ptr["prefix"]).rstrip("/"):
+                if e.uri.rstrip("/") != policy_store.uri(ptr.prefix).rstrip("/"):
                     raise
-                raise corrupt_input(policy_store, ptr["prefix"], e) from e
+                raise corrupt_input(policy_store, ptr.prefix, e) from e
         stats = {**summarize_steps(result["steps"]), "global_step": result["global_step"],
                  "resumed_from": result["resumed_from"], "fingerprint": fp, "started_at": started,
                  "finished_at": time.time()}
@@ -238,7 +239,7 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
         prune_train_states(store, layout, branch, round_idx, cfg.resources.keep_train_states)
     else:
         stats = {**stats, "reused": True}
-    write_pointer(out_ptr, store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx)
+    write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx))
     return stats
 
 

@@ -38,7 +38,7 @@ DS_TAG = "ds"
 # files of a HF model directory that the training step rewrites; everything else (tokenizer, chat
 # template, ...) is copied over unchanged from the input model
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", "MANIFEST.json",
+_REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", MANIFEST,
               "metrics.jsonl", STATE_FILE}
 
 

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-PATHS = ("solution", "meta")
+from masa.schemas import (
+    CLONING_NEEDS,
+    CLONING_OPTIONAL,
+    PATHS,
+    TRAINING_NEEDS,
+    TRAINING_OPTIONAL,
+    require_columns,
+)
+
 EXPERT = "expert"
 
 
@@ -62,20 +70,13 @@ class StepPlan:
     expert_seqs: int
 
 
-def _need(table, path: Path, columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; see docs/rollout-shard.md")
-
-
 def load_policy_samples(path: str | Path) -> list[Sample]:
     """Solution and meta rows of a scored shard (docs/rollout-shard.md). Empty responses are skipped."""
     path = Path(path)
-    cols = ("path", "prompt_token_ids", "response_token_ids", "logprobs", "advantage")
     table = pq.read_table(path)
-    _need(table, path, cols)
+    require_columns(table.column_names, TRAINING_NEEDS, str(path))
     # token_advantages is optional: shards scored before it existed, or with sequence credit, lack it
-    rows = table.select([*cols, *(["token_advantages"] if "token_advantages" in table.column_names else [])]).to_pylist()
+    rows = table.select([*TRAINING_NEEDS, *(c for c in TRAINING_OPTIONAL if c in table.column_names)]).to_pylist()
     out = []
     for i, r in enumerate(rows):
         if r["path"] not in PATHS:
@@ -101,9 +102,9 @@ def load_expert_samples(path: str | Path | None) -> list[Sample]:
         return []
     path = Path(path)
     table = pq.read_table(path)
-    _need(table, path, ("prompt_token_ids", "response_token_ids"))
+    require_columns(table.column_names, CLONING_NEEDS, str(path))
     # token_weights is optional: shards scored before it existed clone every token with weight 1
-    cols = [c for c in ("prompt_token_ids", "response_token_ids", "token_weights") if c in table.column_names]
+    cols = [*CLONING_NEEDS, *(c for c in CLONING_OPTIONAL if c in table.column_names)]
     out = []
     for i, r in enumerate(table.select(cols).to_pylist()):
         resp, w = r["response_token_ids"], r.get("token_weights")
