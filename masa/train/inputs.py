@@ -11,11 +11,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from masa.configbase import from_dict
 from masa.storage import open_store, resolve_model
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
 from masa.train.launch import ds_config_path
+from masa.train.spec import RoundRequest, WorkerSpec
 
 
 def _is_uri(s: str) -> bool:
@@ -70,33 +70,31 @@ def previous_state(model_uri: str, work: Path) -> str | None:
 
 
 def round_request(model_uri: str, scored: str, experts: str | None, out_uri: str, cfg: TrainConfig, *,
-                  resume_root: str | None) -> dict:
+                  resume_root: str | None) -> RoundRequest:
     """What one round needs, by URI: the workers' input when they stage it themselves (TrainJob)."""
-    return {"cfg": dataclasses.asdict(cfg), "model": model_uri, "scored": scored, "experts": experts,
-            "out": out_uri, "resume_root": resume_root}
+    return RoundRequest(cfg=cfg, model=model_uri, scored=scored, experts=experts, out=out_uri,
+                        resume_root=resume_root)
 
 
-def stage(request: dict, work: Path, *, resume_uri: str | None) -> dict:
+def stage(request: RoundRequest, work: Path, *, resume_uri: str | None) -> WorkerSpec:
     """Download a round's inputs into `work`; return the workers' spec (local paths only).
 
-    `request` holds URIs or paths: model, scored, experts (or None), resume_root (or None), cfg (a
-    TrainConfig as a dict). `resume_uri` is the resume point to load (chosen once, by one process).
-    Raises FileNotFoundError for a missing shard and CheckpointError for a damaged checkpoint.
+    `resume_uri` is the resume point to load (chosen once, by one process). Raises FileNotFoundError
+    for a missing shard and CheckpointError for a damaged checkpoint.
     """
-    cfg = from_dict(TrainConfig, request["cfg"])
+    cfg = request.cfg
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = local_model(request["model"])
-    scored = local_file(request["scored"], work)
-    experts = local_file(request.get("experts"), work)
+    model_dir = local_model(request.model)
+    scored = local_file(request.scored, work)
+    experts = local_file(request.experts, work)
     for what, path in (("scored shard", scored), ("experts shard", experts)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{what} {path!r} does not exist")
-    return {
-        "cfg": request["cfg"], "model_dir": str(model_dir), "scored_path": scored, "experts_path": experts,
-        "work_dir": str(work), "ds_config": ds_config_path(cfg.zero_stage),
-        "ref_model_dir": str(local_model(cfg.ref_model)) if cfg.ref_model else str(model_dir),
-        "fingerprint": fingerprint(request["model"], scored, experts, cfg),
-        "resume_root": request.get("resume_root"),
-        "resume_dir": str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
-        "init_state_dir": previous_state(request["model"], work),
-    }
+    return WorkerSpec(
+        cfg=cfg, model_dir=str(model_dir), scored_path=scored, experts_path=experts, work_dir=str(work),
+        ds_config=ds_config_path(cfg.zero_stage),
+        ref_model_dir=str(local_model(cfg.ref_model)) if cfg.ref_model else str(model_dir),
+        fingerprint=fingerprint(request.model, scored, experts, cfg), resume_root=request.resume_root,
+        resume_dir=str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
+        init_state_dir=previous_state(request.model, work),
+    )

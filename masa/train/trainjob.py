@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
 from masa.train.launch import TrainingFailed
+from masa.train.spec import RoundRequest
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 RUNTIME = "masa-deepspeed"
@@ -89,7 +90,7 @@ def current_namespace(path: str = SA_NAMESPACE_FILE) -> str:
         return "default"
 
 
-def trainjob_manifest(name: str, request: dict, s: TrainJobSettings, *, labels: dict | None = None) -> dict:
+def trainjob_manifest(name: str, request: RoundRequest, s: TrainJobSettings, *, labels: dict | None = None) -> dict:
     """The TrainJob object for one round (`request`: masa.train.inputs.round_request)."""
     gpus = {s.accelerator: str(s.proc_per_node)} if s.accelerator else {}
 
@@ -107,7 +108,7 @@ def trainjob_manifest(name: str, request: dict, s: TrainJobSettings, *, labels: 
             "trainer": {
                 "image": s.image,
                 "command": list(WORKER_COMMAND),
-                "args": [json.dumps({**request, "remote": True}, separators=(",", ":"))],
+                "args": [json.dumps(request.to_dict(remote=True), separators=(",", ":"))],
                 "numNodes": s.num_nodes,
                 "numProcPerNode": s.proc_per_node,
                 "resourcesPerNode": {"requests": {"cpu": s.cpu, "memory": s.memory, **gpus},
