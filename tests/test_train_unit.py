@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from masa.configbase import ConfigError, from_dict
 from masa.train.config import TrainConfig
-from masa.train.data import EXPERT, Sample, pack_microbatches, plan_round, shard_balanced, split_steps
+from masa.train.data import EXPERT, TrainSample, pack_microbatches, plan_round, shard_balanced, split_steps
 from masa.train.metrics import KEYS, StepAccumulator
 from masa.train.objective import Denominators, collate, microbatch_loss
 
@@ -56,8 +56,8 @@ def test_config_reports_every_bad_key():
 
 
 def _samples(lengths, n_expert=0):
-    out = [Sample((1,) * 2, (5,) * (n - 2), (-1.0,) * (n - 2), 1.0, "solution") for n in lengths]
-    return out + [Sample((1, 1), (7, 7, 7), None, 0.0, EXPERT) for _ in range(n_expert)]
+    out = [TrainSample((1,) * 2, (5,) * (n - 2), (-1.0,) * (n - 2), 1.0, "solution") for n in lengths]
+    return out + [TrainSample((1, 1), (7, 7, 7), None, 0.0, EXPERT) for _ in range(n_expert)]
 
 
 def test_split_steps_uses_every_sample_once_and_is_seeded():
@@ -148,8 +148,8 @@ def test_shard_balanced_balances_tokens():
 
 
 def test_collate_aligns_response_with_next_token_positions():
-    s = Sample((11, 12, 13), (21, 22), (-0.5, -1.5), 2.0, "meta")
-    mb = collate([s, Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
+    s = TrainSample((11, 12, 13), (21, 22), (-0.5, -1.5), 2.0, "meta")
+    mb = collate([s, TrainSample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
     assert mb.input_ids.tolist() == [[11, 12, 13, 21, 22], [11, 31, 0, 0, 0]]
     # logits position j predicts token j+1: responses sit at positions P-1 .. P+R-2
     assert mb.mask.tolist() == [[False, False, True, True], [True, False, False, False]]
@@ -161,20 +161,20 @@ def test_collate_aligns_response_with_next_token_positions():
 def test_collate_places_expert_token_weights_on_response_positions():
     # an expert with weights (1, 5) beside a policy sample: weights sit where the mask is, 1 elsewhere;
     # without any weighted sample the batch carries none (bc_loss then weighs every token 1)
-    e = Sample((11, 12), (21, 22), None, 0.0, "expert", (1.0, 5.0))
-    mb = collate([e, Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
+    e = TrainSample((11, 12), (21, 22), None, 0.0, "expert", (1.0, 5.0))
+    mb = collate([e, TrainSample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
     assert mb.weights.tolist() == [[1.0, 1.0, 5.0], [1.0, 1.0, 1.0]]
-    assert collate([Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0).weights is None
+    assert collate([TrainSample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0).weights is None
 
 
 def test_collate_places_per_token_advantages_on_response_positions():
     # a meta sample with per-field credit (per-token advantages 0.5, -2) beside one with a scalar 1.0:
     # the batch carries [n, L-1] advantages, the scalar broadcast, the per-token ones where the mask is
-    m = Sample((11, 12), (21, 22), (-1.0, -1.0), 3.0, "meta", token_advantages=(0.5, -2.0))
-    mb = collate([m, Sample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0)
+    m = TrainSample((11, 12), (21, 22), (-1.0, -1.0), 3.0, "meta", token_advantages=(0.5, -2.0))
+    mb = collate([m, TrainSample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0)
     assert mb.advantages.tolist() == [[3.0, 0.5, -2.0], [1.0, 1.0, 1.0]]
     assert mb.mask.tolist() == [[False, True, True], [True, False, False]]
-    assert collate([Sample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0).advantages.shape == (1,)
+    assert collate([TrainSample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0).advantages.shape == (1,)
 
 
 def test_sequence_logprobs_score_next_tokens_at_the_sampler_temperature():
@@ -183,7 +183,7 @@ def test_sequence_logprobs_score_next_tokens_at_the_sampler_temperature():
     from masa.train.objective import sequence_logprobs
 
     torch.manual_seed(0)
-    mb = collate([Sample((3, 4), (5, 6), (-1.0, -1.0), 1.0, "solution")], pad_id=0)
+    mb = collate([TrainSample((3, 4), (5, 6), (-1.0, -1.0), 1.0, "solution")], pad_id=0)
     logits = torch.randn(1, 4, 8)
 
     def model(input_ids, attention_mask, use_cache):
@@ -211,9 +211,9 @@ def _hand_batch():
     # A: solution, 2 response tokens, advantage +1, on-policy (ratio 1)
     # B: meta, 1 response token, advantage -2, new logp = old + log 0.5 (ratio 0.5 < 1 - 0.2: clipped low)
     # C: expert, 2 tokens with logp -1 and -3
-    a = Sample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution")
-    b = Sample((1,), (7,), (-1.0,), -2.0, "meta")
-    c = Sample((1,), (8, 9), None, 0.0, EXPERT)
+    a = TrainSample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution")
+    b = TrainSample((1,), (7,), (-1.0,), -2.0, "meta")
+    c = TrainSample((1,), (8, 9), None, 0.0, EXPERT)
     mb = collate([a, b, c], pad_id=0)
     logp = torch.zeros(mb.mask.shape)
     logp[0, :2] = torch.tensor([-1.0, -2.0])
@@ -282,9 +282,9 @@ def test_split_over_microbatches_sums_to_full_batch_loss():
     full, _ = microbatch_loss(logp, mb, den, **kw)
     parts = 0.0
     for i in range(3):
-        sub = collate([[Sample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution"),
-                        Sample((1,), (7,), (-1.0,), -2.0, "meta"),
-                        Sample((1,), (8, 9), None, 0.0, EXPERT)][i]], pad_id=0)
+        sub = collate([[TrainSample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution"),
+                        TrainSample((1,), (7,), (-1.0,), -2.0, "meta"),
+                        TrainSample((1,), (8, 9), None, 0.0, EXPERT)][i]], pad_id=0)
         sl = logp[i : i + 1, : sub.mask.shape[1]]
         parts += microbatch_loss(sl, sub, den, **kw)[0].item()
     assert parts == pytest.approx(full.item(), abs=1e-6)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from masa.data.records import read_rows
 from masa.storage import open_store
+from masa.storage.artifacts import put_dir_atomic
 from masa.storage.base import sha256_file
-from masa.storage.checkpoint import put_dir_atomic
 from masa.storage.models import check_model_dir
 
 

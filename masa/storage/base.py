@@ -7,7 +7,7 @@ one, never a torn one). Two backends: a local directory (`/path`, `file:///path`
 (`s3://bucket/prefix`, any S3-compatible server through `MASA_S3_ENDPOINT_URL`/`AWS_ENDPOINT_URL`).
 
 Integrity is not left to the backend: every `put_file`/`put_bytes` returns the sha256 and size of
-what it wrote, and `masa.storage.checkpoint` records them in a manifest that readers verify
+what it wrote, and `masa.storage.artifacts` records them in a manifest that readers verify
 (S3 ETags are not content hashes for multipart uploads, so they are used as change tags only).
 """
 

@@ -22,8 +22,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from masa.storage.artifacts import MANIFEST, get_dir_verified
 from masa.storage.base import TMP_PREFIX, ObjectInfo, StorageError
-from masa.storage.checkpoint import MANIFEST, get_dir_verified
 from masa.storage.local import path_from_uri
 from masa.storage.stores import open_store
 

@@ -30,7 +30,7 @@ EXPERT = "expert"
 
 
 @dataclass(frozen=True)
-class Sample:
+class TrainSample:
     """One sequence to train on: prompt and response token ids (lists of ints).
 
     `old_logp` holds the sampling policy's log-probability of each response token (None for experts,
@@ -70,7 +70,7 @@ class StepPlan:
     expert_seqs: int
 
 
-def load_policy_samples(path: str | Path) -> list[Sample]:
+def load_policy_samples(path: str | Path) -> list[TrainSample]:
     """Solution and meta rows of a scored shard (docs/rollout-shard.md). Empty responses are skipped."""
     path = Path(path)
     table = pq.read_table(path)
@@ -91,12 +91,12 @@ def load_policy_samples(path: str | Path) -> list[Sample]:
         ta = r.get("token_advantages")
         if ta is not None and len(ta) != len(resp):
             raise ValueError(f"{path}: row {i}: token_advantages has {len(ta)} entries for {len(resp)} response tokens")
-        out.append(Sample(tuple(r["prompt_token_ids"]), tuple(resp), tuple(lp), float(r["advantage"]),
+        out.append(TrainSample(tuple(r["prompt_token_ids"]), tuple(resp), tuple(lp), float(r["advantage"]),
                           r["path"], token_advantages=None if ta is None else tuple(ta)))
     return out
 
 
-def load_expert_samples(path: str | Path | None) -> list[Sample]:
+def load_expert_samples(path: str | Path | None) -> list[TrainSample]:
     """Expert meta trajectories (experts.parquet), cloned with the behaviour-cloning loss."""
     if path is None:
         return []
@@ -112,7 +112,7 @@ def load_expert_samples(path: str | Path | None) -> list[Sample]:
             continue
         if w is not None and len(w) != len(resp):
             raise ValueError(f"{path}: row {i}: token_weights has {len(w)} entries for {len(resp)} response tokens")
-        out.append(Sample(tuple(r["prompt_token_ids"]), tuple(resp), None, 0.0, EXPERT,
+        out.append(TrainSample(tuple(r["prompt_token_ids"]), tuple(resp), None, 0.0, EXPERT,
                           None if w is None else tuple(w)))
     return out
 
@@ -202,7 +202,7 @@ def pack_microbatches(indices: list[int], lengths: list[int], budget: int) -> li
     return out
 
 
-def plan_round(samples: list[Sample], *, world: int, steps: int, samples_per_step: int | None,
+def plan_round(samples: list[TrainSample], *, world: int, steps: int, samples_per_step: int | None,
                token_budget: int, seed: int, epochs: int = 1) -> list[StepPlan]:
     """The full, deterministic plan of a round (every rank computes the same one).
 

@@ -22,7 +22,7 @@ def _is_uri(s: str) -> bool:
     return "://" in s
 
 
-def local_model(uri: str) -> Path:
+def verified_model_dir(uri: str) -> Path:
     path = Path(resolve_model(uri))
     ckpt.verify_local(path)  # a previous round's local output: trust it only if its manifest matches
     return path
@@ -84,7 +84,7 @@ def stage(request: RoundRequest, work: Path, *, resume_uri: str | None) -> Worke
     """
     cfg = request.cfg
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = local_model(request.model)
+    model_dir = verified_model_dir(request.model)
     scored = local_file(request.scored, work)
     experts = local_file(request.experts, work)
     for what, path in (("scored shard", scored), ("experts shard", experts)):
@@ -93,7 +93,7 @@ def stage(request: RoundRequest, work: Path, *, resume_uri: str | None) -> Worke
     return WorkerSpec(
         cfg=cfg, model_dir=str(model_dir), scored_path=scored, experts_path=experts, work_dir=str(work),
         ds_config=ds_config_path(cfg.zero_stage),
-        ref_model_dir=str(local_model(cfg.ref_model)) if cfg.ref_model else str(model_dir),
+        ref_model_dir=str(verified_model_dir(cfg.ref_model)) if cfg.ref_model else str(model_dir),
         fingerprint=fingerprint(request.model, scored, experts, cfg), resume_root=request.resume_root,
         resume_dir=str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
         init_state_dir=previous_state(request.model, work),

@@ -31,7 +31,14 @@ import torch.distributed as dist
 
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
-from masa.train.data import EXPERT, Sample, StepPlan, load_expert_samples, load_policy_samples, plan_round
+from masa.train.data import (
+    EXPERT,
+    StepPlan,
+    TrainSample,
+    load_expert_samples,
+    load_policy_samples,
+    plan_round,
+)
 from masa.train.metrics import METRICS_PREFIX, StepAccumulator
 from masa.train.objective import Denominators, MicroBatch, collate, microbatch_loss, sequence_logprobs
 from masa.train.remote import publish_round, stage_on_nodes
@@ -96,8 +103,8 @@ def load_reference(path: str, device, dtype):
     return ref
 
 
-def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan], rank: int, pad_id: int,
-                           device, temperature: float) -> tuple[list[Sample], float, int]:
+def recompute_old_logprobs(engine, samples: list[TrainSample], plans: list[StepPlan], rank: int, pad_id: int,
+                           device, temperature: float) -> tuple[list[TrainSample], float, int]:
     """Replace this rank's policy samples' old log-probs with the training model's (before any update).
 
     Returns (samples, sum of |rollout - recomputed| over tokens, token count) for the gap metric.
@@ -120,7 +127,7 @@ def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan],
     return samples, gap, n
 
 
-def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainConfig, *, rank: int,
+def optimizer_step(engine, ref, plan: StepPlan, samples: list[TrainSample], cfg: TrainConfig, *, rank: int,
                world: int, pad_id: int, device, fault_micro: int | None) -> StepAccumulator:
     """Forward/backward every micro-batch of this rank, then one optimizer step."""
     den = Denominators(plan.policy_tokens, plan.policy_seqs, plan.expert_tokens, plan.expert_seqs)
@@ -215,7 +222,7 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
     metrics_path = work / "metrics.jsonl"
     for k in range(start, len(plans)):
         t0 = time.perf_counter()
-        acc = train_step(engine, ref, plans[k], samples, cfg, rank=rank, world=world, pad_id=pad_id,
+        acc = optimizer_step(engine, ref, plans[k], samples, cfg, rank=rank, world=world, pad_id=pad_id,
                          device=device, fault_micro=fault[1] if fault and fault[0] == k else None)
         global_step += 1
         row = acc.reduce(step=global_step, step_in_round=k + 1, seconds=time.perf_counter() - t0,
