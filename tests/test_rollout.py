@@ -276,3 +276,9 @@ def test_cli_rollout_writes_shard(meta_model_dir, tmp_path, capsys):
     assert stats["samples"] == pq.read_table(tmp_path / "out" / "rollouts.parquet").num_rows > 0
     assert main(["rollout", "--prompts", str(tmp_path / "missing.parquet"), "--model", str(meta_model_dir),
                  "--out", str(tmp_path / "o2")]) == 2
+    # a GRPO round as the pipeline's grpo branch runs it: solution samples only
+    assert main(["rollout", "--prompts", str(tmp_path / "batch.parquet"), "--model", str(meta_model_dir),
+                 "--out", str(tmp_path / "grpo"), "--branch", "grpo", "--set", "rollout.backend=transformers",
+                 "--set", "rollout.max_response_tokens=16", "--set", "algorithm.n_solution=2"]) == 0
+    paths = set(pq.read_table(tmp_path / "grpo" / "rollouts.parquet").column("path").to_pylist())
+    assert paths == {"solution"}

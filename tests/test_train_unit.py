@@ -346,7 +346,7 @@ def test_the_cli_and_the_pipeline_train_on_the_same_settings(monkeypatch):
     train_cmd.add_arguments(parser)
     args = parser.parse_args(["--model", "m", "--scored", "s", "--out", "o", "--preset", "toy", "--set", "seed=7",
                               "--set", "train.seed=5", "--set", "train.temperature=0.6", "--branch", "grpo",
-                              "--round", "3"])
+                              "--round", "2"])
     import masa.runner.training
 
     def record(model, scored, experts, out, tcfg, **kw):

@@ -342,16 +342,18 @@ def load_batch(prompts: str | Path | Sequence[Problem] | Sequence[dict[str, Any]
 def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: str | Path, *,
                      algorithm: AlgorithmConfig, settings: SamplingSettings, round_index: int = 0, seed: int = 0,
                      mae_history: Sequence[float] = (), backend: str = "auto", dtype: str = "auto",
-                     gpu_memory_utilization: float = 0.2, engine: Engine | None = None) -> RolloutStats:
+                     gpu_memory_utilization: float = 0.2, engine: Engine | None = None,
+                     engine_config: EngineConfig | None = None) -> RolloutStats:
     """The pipeline step: load prompts and policy, roll out, write `rollouts.parquet` + `rollout_stats.json`.
 
     Pass a started `engine` to reuse it across rounds (its weights are then replaced from `model`
-    in place); otherwise one is started (and closed) here and its start-up time is in the stats.
+    in place); otherwise one is started (and closed) here, from `engine_config` when given (the step's,
+    `masa.runner.settings.engine_config`) else from backend/dtype, and its start-up time is in the stats.
     """
     problems = load_batch(prompts)
     own = engine is None
     if own:
-        engine = make_engine(EngineConfig(
+        engine = make_engine(engine_config or EngineConfig(
             model=model, backend=backend, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=settings.max_prompt_tokens + settings.max_response_tokens))
     reload_s = 0.0
