@@ -154,3 +154,17 @@ def test_problems_over_the_context_are_skipped_and_counted_not_fatal(tiny_model_
         engine.close()
     msg = str(e.value)
     assert "\n" not in msg and "context is 64" in msg and "longest prompt has" in msg
+
+
+def test_benchmark_cli_with_a_preset_uses_the_benchmark_steps_settings(tiny_model_dir, tmp_path, capsys):
+    # `masa benchmark --preset` is the benchmark step's twin: its sampling comes from
+    # runner.settings.benchmark_eval_settings (benchmark.k, benchmark.max_tokens, the run's seed ...)
+    from masa.cli import main
+
+    data = _verl_file(tmp_path / "b.parquet")
+    assert main(["benchmark", "--model", str(tiny_model_dir), "--data", str(data), "--preset", "smoke",
+                 "--set", "rollout.backend=transformers", "--set", "benchmark.k=2", "--set", "benchmark.max_tokens=8",
+                 "--k", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)["benchmarks"]["b"]
+    assert out["k"] == 2 and out["n_problems"] == 3  # --k is not used with --preset
+    assert main(["benchmark", "--model", str(tiny_model_dir), "--data", str(data), "--set", "benchmark.k=2"]) == 2
