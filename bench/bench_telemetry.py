@@ -16,7 +16,7 @@ import time
 import torch
 from prometheus_client import CollectorRegistry, generate_latest
 
-from masa.steps.rollout import RolloutStats
+from masa.runner.rollout import RolloutStats
 from masa.telemetry import Telemetry
 from masa.train.metrics import KEYS, StepAccumulator
 

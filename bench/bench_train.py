@@ -1,6 +1,6 @@
 """Training tokens/s on 2 worker processes against 1, on the same round (same model, shard and config).
 
-Both runs go through `masa.steps.train.train_round` (torchrun + DeepSpeed ZeRO-2, gloo on CPU). The
+Both runs go through `masa.runner.training.train_round` (torchrun + DeepSpeed ZeRO-2, gloo on CPU). The
 figure is the median over optimizer steps after the first (which pays for warm-up) of the step's
 tokens (all ranks) / step wall time; process start and checkpoint writing are reported separately.
 
@@ -48,7 +48,7 @@ def main() -> None:
                          "cores make OpenMP spin, which swamps the comparison)")
     args = ap.parse_args()
 
-    from masa.steps.train import train_round
+    from masa.runner.training import train_round
     from masa.train.config import TrainConfig
     from masa.train.synthetic import write_synthetic_shards
 

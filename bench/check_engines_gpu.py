@@ -83,7 +83,7 @@ def check_rollout(d: Path, tmp: Path) -> None:
     from masa.algo.meta import render_meta_prompt
     from masa.data.records import Problem
     from masa.engines import EngineConfig, make_engine
-    from masa.steps.rollout import SamplingSettings, decide, parse_group, rollout
+    from masa.runner.rollout import SamplingSettings, decide, parse_group, rollout
 
     taught = {"What is 1 + 1?": 5, "Compute 3 * 7.": 30, "Solve x + 2 = 5.": 5, "Is 9 a prime?": 30}
     pairs = [(render_meta_prompt(q, n_solution=4, max_response_tokens=32),
@@ -120,7 +120,7 @@ def throughput(tmp: Path) -> None:
     from masa.algo.config import AlgorithmConfig
     from masa.data.records import Problem
     from masa.engines import EngineConfig, make_engine
-    from masa.steps.rollout import SamplingSettings, rollout
+    from masa.runner.rollout import SamplingSettings, rollout
 
     probs = [Problem(f"s{i}", f"What is {i} + {2 * i}? Think step by step.", str(3 * i)) for i in range(16)]
     for hidden, layers in ((64, 2), (256, 4)):

@@ -5,9 +5,9 @@ def benchmark(config_json: str, name: str, model: Input[Model], results: Output[
               metrics: Output[Metrics]):
     """avg@k, pass@k and meta-awareness of one checkpoint on the configured benchmarks."""
     from masa.config import config_from_json
-    from masa.steps.evaluate import benchmark_step
-    from masa.steps.progress import log_metrics
+    from masa.steps.benchmark import benchmark_step
     from masa.telemetry import step_telemetry
+    from masa.telemetry.stepmetrics import log_metrics
 
     cfg = config_from_json(config_json)
     with step_telemetry("benchmark", run=cfg.name, grouping_key={"checkpoint": name}) as tel:

@@ -2,12 +2,12 @@ def configure(config_json: str, model: str, train_data: str, store: str, prompts
               n_solution: int, n_meta: int, learning_rate: float, temperature: float,
               max_response_tokens: int, seed: int, run_tag: str = "") -> str:
     """Apply the run's UI parameters to the compiled configuration and validate it before any work; stamp
-    it with the training data's snapshot and, for a scheduled run, its KFP run (masa.steps.retrain)."""
+    it with the training data's snapshot and, for a scheduled run, its KFP run (masa.steps.configure)."""
     import os
 
     from masa.config import apply_parameters
     from masa.configbase import ConfigError
-    from masa.steps.retrain import stamp_json
+    from masa.steps.configure import stamp_json
 
     # in a pod (Kubernetes sets KUBERNETES_SERVICE_HOST in every container), each step runs in its own pod:
     # a local path or "" (the compiled default of toy/smoke) would leave each step an empty store of its own

@@ -5,8 +5,8 @@ def promote(config_json: str, candidate: Input[Model], candidate_eval: Input[Art
             metrics: Output[Metrics]):
     """Promote the run's candidate over the registry's current model when it wins beyond the noise."""
     from masa.config import config_from_json
-    from masa.steps.progress import log_metrics
     from masa.steps.promote import promote_step
+    from masa.telemetry.stepmetrics import log_metrics
 
     stats = promote_step(config_from_json(config_json), candidate_ptr=candidate.path,
                          candidate_eval=candidate_eval.path, out_path=promotion.path)

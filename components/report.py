@@ -8,8 +8,8 @@ def report(config_json: str, base_eval: Input[Artifact], report_json: Output[Art
            promotion: Input[Artifact] = None):
     """The run report: accuracy per round, calibration, tokens saved, speedup (JSON, HTML, Markdown)."""
     from masa.config import config_from_json
-    from masa.steps.progress import log_metrics
     from masa.steps.report import build_report
+    from masa.telemetry.stepmetrics import log_metrics
 
     def path(a):
         return a.path if a else None

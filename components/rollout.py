@@ -6,9 +6,9 @@ def rollout(config_json: str, branch: str, round_idx: int, prompts: Input[Datase
             rollouts: Output[Dataset], metrics: Output[Metrics], history: Input[Artifact] = None, shard: int = 0):
     """Sample the round's solution (and meta) rollouts on vLLM; gating and cutoff for masa-efficient."""
     from masa.config import config_from_json
-    from masa.steps.progress import log_metrics
     from masa.steps.rounds import rollout_step
     from masa.telemetry import step_telemetry
+    from masa.telemetry.stepmetrics import log_metrics
 
     cfg = config_from_json(config_json)
     with step_telemetry("rollout", run=cfg.name, branch=branch, round_idx=round_idx) as tel:

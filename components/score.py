@@ -6,9 +6,9 @@ def score(config_json: str, branch: str, round_idx: int, rollouts: Input[Dataset
           history: Input[Artifact] = None):
     """Verify solutions, score meta predictions, compute advantages and pick expert trajectories."""
     from masa.config import config_from_json
-    from masa.steps.progress import log_metrics
     from masa.steps.rounds import score_step
     from masa.telemetry import step_telemetry
+    from masa.telemetry.stepmetrics import log_metrics
 
     cfg = config_from_json(config_json)
     with step_telemetry("score", run=cfg.name, branch=branch, round_idx=round_idx) as tel:

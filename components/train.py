@@ -5,9 +5,9 @@ def train(config_json: str, branch: str, round_idx: int, policy: Input[Model], s
           new_policy: Output[Model], metrics: Output[Metrics]):
     """One round of policy updates on DeepSpeed; writes the next consolidated checkpoint."""
     from masa.config import config_from_json
-    from masa.steps.progress import log_metrics
     from masa.steps.rounds import train_step
     from masa.telemetry import step_telemetry
+    from masa.telemetry.stepmetrics import log_metrics
 
     cfg = config_from_json(config_json)
     with step_telemetry("train", run=cfg.name, branch=branch, round_idx=round_idx) as tel:

@@ -16,6 +16,7 @@ COMMANDS = {
     "verify": "verify",
     "toy": "toy",
     "rollout": "rollout",
+    "score": "score",
     "train": "train",
     "benchmark": "benchmark",
     "compile": "compile",

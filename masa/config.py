@@ -21,6 +21,7 @@ import yaml
 
 import masa
 from masa.algo.config import AlgorithmConfig
+from masa.algo.prompts import RELEASED_INSTRUCTION
 from masa.configbase import ConfigError, check, from_dict, raise_if
 from masa.train.config import TrainConfig
 
@@ -191,7 +192,7 @@ class ResourcesConfig:
     # MAX_TASKS_PER_RUN tasks. `masa run` runs the segments one after another.
     rounds_per_run: int = 0
     # pods generating one round's rollouts side by side, each on rollout_gpus GPUs, then one merge
-    # (masa.steps.shards); the rows do not depend on it
+    # (masa.runner.shards); the rows do not depend on it
     rollout_shards: int = 1
 
     def __post_init__(self) -> None:
@@ -335,8 +336,6 @@ class RunConfig:
     @property
     def solution_instruction(self) -> str:
         """The instruction appended to each problem (`data.solution_instruction`, None resolved)."""
-        from masa.algo.prompts import RELEASED_INSTRUCTION
-
         if self.data.solution_instruction is not None:
             return self.data.solution_instruction
         return "" if self.model == "toy" else RELEASED_INSTRUCTION

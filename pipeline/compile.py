@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from masa.config import RunConfig
-from masa.pipeline.dag import build_pipeline
+from masa.pipeline.dag import build_pipeline, pipeline_name
 from masa.pipeline.k8s import for_backend
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,6 @@ def submit(cfg: RunConfig, *, host: str, experiment: str, namespace: str | None 
 
     cache=False: KFP's cache key is parameters, input artifact names, image and command, so an image
     rebuilt under the same tag or data replaced behind the same URI would be served stale."""
-    from masa.pipeline.dag import pipeline_name
-
     client = _client(host, namespace)
     ids: list[str] = []
     for seg in range(segment, len(cfg.segments) if follow else segment + 1):

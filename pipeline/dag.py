@@ -11,15 +11,15 @@ benchmarks and reports (docs/deploy.md, "Bounded runs").
 """
 
 
+from masa.components import build
 from masa.config import RunConfig, ui_defaults
+from masa.pipeline.k8s import apply_step
 
 ROUND_STEPS = ("rollout", "score", "train")
 
 
 def _resources(task, cfg: RunConfig, step: str) -> None:
     """Requests, accelerators, volumes, deadline, placement, retries, caching, S3 Secret: pipeline/k8s.py."""
-    from masa.pipeline.k8s import apply_step
-
     apply_step(task, cfg, step)
 
 
@@ -31,10 +31,8 @@ def pipeline_name(cfg: RunConfig, segment: int = 0) -> str:
 def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, scheduled: bool = False):
     """A KFP pipeline function for one segment of this configuration's rounds (call it under
     kfp.local with `local=True`, or compile it). `scheduled`: a recurring run, whose KFP run id is
-    part of its identity when `promotion.retrain_if_data_unchanged` (masa.steps.retrain)."""
+    part of its identity when `promotion.retrain_if_data_unchanged` (masa.steps.configure)."""
     from kfp import dsl
-
-    from masa.components import build
 
     segments = cfg.segments
     if not 0 <= segment < len(segments):
@@ -67,24 +65,6 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
         conf.set_caching_options(False)  # it measures the data snapshot: a cached one would hide new data
         cj = conf.output
 
-        def rollout_round(branch, r, data, policy, extra):
-            """The round's rollouts: one task, or a ParallelFor of `rollout_shards` tasks and a merge."""
-            kw = dict(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
-                      heldout=data.outputs["heldout"], policy=policy, **extra)
-            where, n = f"{branch} · round {r + 1}", cfg.resources.rollout_shards
-            if n == 1:
-                return step(c.rollout(**kw), "rollout", f"{where} · rollout").outputs["rollouts"]
-            if local:
-                # kfp.local 2.17.3 replaces every task-output parameter entering a ParallelFor with the
-                # loop item (kfp/local/orchestrator/task_spec_utils.py); locally the UI parameters are
-                # the compiled defaults, so the compiled config is the configure step's output
-                kw["config_json"] = config_json
-            with dsl.ParallelFor(list(range(n)), parallelism=n) as k:
-                ro = step(c.rollout(shard=k, **kw), "rollout", f"{where} · rollout shard")
-            return step(c.merge_rollouts(config_json=cj, branch=branch, round_idx=r,
-                                         shards=dsl.Collected(ro.outputs["rollouts"])),
-                        "merge", f"{where} · merge rollouts").outputs["rollouts"]
-
         prep = step(c.prepare(config_json=cj), "prepare", "prepare base model")
         base = prep.outputs["base_model"]
         data = step(c.data_filter(config_json=cj, base_model=base), "data_filter", "data filter")
@@ -96,13 +76,7 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                          "resume", f"{branch} · resume after round {rounds.start}")
                 policy, history = h.outputs["policy"], h.outputs["history"]
             for r in rounds:
-                extra = {"history": history} if history is not None else {}
-                rollouts = rollout_round(branch, r, data, policy, extra)
-                sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=rollouts,
-                                  policy=policy, **extra), "score", f"{branch} · round {r + 1} · score")
-                tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,
-                                  scored=sc.outputs["scored"]), "train", f"{branch} · round {r + 1} · train")
-                policy, history = tr.outputs["new_policy"], sc.outputs["history_out"]
+                policy, history = _round(dsl, c, cfg, step, cj, config_json, local, branch, r, data, policy, history)
             # the report compares GRPO with algorithm.name ("masa"); another baseline (plain MASA beside
             # MASA-efficient) is benchmarked as baseline-<branch>, its figures in that step's output
             key = "grpo" if branch == "grpo" else ("masa" if branch == cfg.algorithm.name else f"baseline-{branch}")
@@ -124,3 +98,36 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                  "report", "report")
 
     return masa_pipeline
+
+
+def _round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bool, branch: str, r: int, data, policy,
+           history):
+    """One round of a branch: rollout (one task, or shards and a merge), score, train. Returns the next
+    policy and score history."""
+    extra = {"history": history} if history is not None else {}
+    rollouts = _rollout_round(dsl, c, cfg, step, cj, config_json, local, branch, r, data, policy, extra)
+    sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=rollouts,
+                      policy=policy, **extra), "score", f"{branch} · round {r + 1} · score")
+    tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,
+                      scored=sc.outputs["scored"]), "train", f"{branch} · round {r + 1} · train")
+    return tr.outputs["new_policy"], sc.outputs["history_out"]
+
+
+def _rollout_round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bool, branch: str, r: int, data,
+                   policy, extra):
+    """The round's rollouts: one task, or a ParallelFor of `rollout_shards` tasks and a merge."""
+    kw = dict(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
+              heldout=data.outputs["heldout"], policy=policy, **extra)
+    where, n = f"{branch} · round {r + 1}", cfg.resources.rollout_shards
+    if n == 1:
+        return step(c.rollout(**kw), "rollout", f"{where} · rollout").outputs["rollouts"]
+    if local:
+        # kfp.local 2.17.3 replaces every task-output parameter entering a ParallelFor with the
+        # loop item (kfp/local/orchestrator/task_spec_utils.py); locally the UI parameters are
+        # the compiled defaults, so the compiled config is the configure step's output
+        kw["config_json"] = config_json
+    with dsl.ParallelFor(list(range(n)), parallelism=n) as k:
+        ro = step(c.rollout(shard=k, **kw), "rollout", f"{where} · rollout shard")
+    return step(c.merge_rollouts(config_json=cj, branch=branch, round_idx=r,
+                                 shards=dsl.Collected(ro.outputs["rollouts"])),
+                "merge", f"{where} · merge rollouts").outputs["rollouts"]

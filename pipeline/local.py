@@ -25,8 +25,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from masa.config import RunConfig
+from masa.config import RunConfig, run_tasks
 from masa.pipeline.dag import build_pipeline
+from masa.steps.configure import stamp
+from masa.steps.report import report_prefix
+from masa.storage import open_store
 
 PROGRESS = "MASA-PROGRESS "
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task names and statuses
@@ -50,8 +53,6 @@ class RunInProgress(RuntimeError):
 def total_steps(cfg: RunConfig) -> int:
     """Steps shown over every segment: its tasks less configure (instantaneous and silent; a later
     segment's configure is a cache hit, and cache hits are shown)."""
-    from masa.config import run_tasks
-
     segs, b, n = cfg.segments, len(cfg.branches), cfg.resources.rollout_shards
     # with shards a round shows n rollout lines and the merge, not the ParallelFor task itself
     per_round = 3 if n == 1 else n + 3
@@ -111,7 +112,7 @@ class _ProgressTee(io.TextIOBase):
             except json.JSONDecodeError:
                 return
             self._count(f"{format_progress(info)}  ({time.monotonic() - self.start:6.0f}s)")
-        # a step's own notices (masa.steps.layout: a corrupt part not reused, or found as an input)
+        # a step's own notices (masa.runner.layout: a corrupt part not reused, or found as an input)
         elif (w := max(line.find("masa: warning: "), line.find("masa: error: "))) >= 0:
             self.term.write(f"  ! {line[w + 6:].strip()}\n")
         elif "Executing task " in line:
@@ -213,10 +214,6 @@ def _run_segments(cfg: RunConfig, out: Path, *, quiet_kfp: bool, kfp_cache: bool
 
 def _summary(out: Path, cfg: RunConfig) -> dict[str, Any]:
     """Report files (local copies and the store's), final checkpoints, found through the report's JSON."""
-    from masa.steps.report import report_prefix
-    from masa.steps.retrain import stamp
-    from masa.storage import open_store
-
     reports = sorted((out / "kfp").glob("*/report/report_json"), key=lambda p: p.stat().st_mtime)
     if not reports:
         return {}
@@ -228,5 +225,5 @@ def _summary(out: Path, cfg: RunConfig) -> dict[str, Any]:
     if html.exists():
         (folder / "report.html").write_text(html.read_text())
     return {"report_json": str(folder / "report.json"), "report_html": str(folder / "report.html"),
-            # the run's identity as its configure step stamped it (data snapshot; masa.steps.retrain)
+            # the run's identity as its configure step stamped it (data snapshot; masa.steps.configure)
             "report_store": open_store(cfg.store).uri(report_prefix(stamp(cfg))), "checkpoints": report.get("checkpoints", {})}

@@ -17,6 +17,7 @@ import yaml
 
 import masa
 from masa.config import MAX_TASKS_PER_RUN, RunConfig, engine_parallelism
+from masa.pipeline.compile import compile_pipeline, distinct_segments
 from masa.pipeline.k8s import MIN_BACKEND, for_backend
 from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
 
@@ -150,8 +151,6 @@ def _size(texts: list[str]) -> Check:
 
 def checks(cfg: RunConfig, version: tuple[int, int] = MIN_BACKEND) -> list[Check]:
     """Every offline check, compiling each distinct run of the configuration (`RunConfig.segments`) once."""
-    from masa.pipeline.compile import compile_pipeline, distinct_segments
-
     with tempfile.TemporaryDirectory() as d:
         texts = [compile_pipeline(cfg, Path(d) / f"p{i}.yaml", i).read_text() for i in distinct_segments(cfg)]
     _, platform = yaml.safe_load_all(texts[0])

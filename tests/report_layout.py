@@ -64,7 +64,7 @@ def _run(browser: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 def layout(html: Path, tmp: Path) -> dict:
     """{width, overflow: [...], overlaps: [...], charts: [{name, legend: [labels] | None, series: [ids],
-    legend_covers_axes}]}; a series is a labelled artist (`gid="series-..."` in masa.steps.charts)."""
+    legend_covers_axes}]}; a series is a labelled artist (`gid="series-..."` in masa.runner.charts)."""
     page = tmp / "layout.html"
     page.write_text(html.read_text().replace("</body>", _JS + "</body>"))
     dom = _run(chromium(), tmp, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()).stdout

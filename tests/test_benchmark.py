@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from masa.steps.evaluate import EvalSettings, benchmark_name, run_benchmarks
+from masa.runner.evaluate import EvalSettings, benchmark_name, run_benchmarks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 AIME = SHARED / "aime2025" / "test.parquet"
@@ -77,7 +77,7 @@ def test_meta_awareness_hand_values():
 
     from masa.algo.meta import format_meta_completion
     from masa.data.records import Problem
-    from masa.steps.evaluate import _meta_awareness
+    from masa.runner.evaluate import _meta_awareness
 
     def meta(k):
         return SimpleNamespace(text=format_meta_completion("An addition.", notions=["addition"], pass_rate=k,
@@ -109,8 +109,8 @@ def test_benchmark_prompts_pin_the_instruction_and_the_training_meta_budget(tiny
     from masa.algo.meta import render_meta_prompt
     from masa.algo.prompts import RELEASED_INSTRUCTION
     from masa.data.records import Problem
-    from masa.steps.evaluate import _prompts
-    from masa.steps.rollout import chat_ids
+    from masa.runner.evaluate import _prompts
+    from masa.runner.rollout import chat_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     p = Problem("p", "What is 1 + 2?", "3")
@@ -125,7 +125,7 @@ def test_benchmark_prompts_pin_the_instruction_and_the_training_meta_budget(tiny
 
 
 def test_prompt_limit_is_the_context_less_the_minimum_response():
-    from masa.steps.evaluate import prompt_limit
+    from masa.runner.evaluate import prompt_limit
 
     s = EvalSettings(max_prompt_tokens=1024, min_response_tokens=16)
     assert prompt_limit(None, s) == (1024, "prompt over max_prompt_tokens (1024)")
@@ -139,7 +139,7 @@ def test_problems_over_the_context_are_skipped_and_counted_not_fatal(tiny_model_
     # a benchmark where nothing fits fails, in one line naming the context and the longest prompt.
     from masa.data.records import DataError, Problem
     from masa.engines import EngineConfig, make_engine
-    from masa.steps.evaluate import evaluate
+    from masa.runner.evaluate import evaluate
 
     short, long = Problem("s", "1 + 2?", "3"), Problem("l", "What is 1 + 1? " * 40, "2")
     engine = make_engine(EngineConfig(model=str(tiny_model_dir), backend="transformers", max_model_len=64))
@@ -154,3 +154,17 @@ def test_problems_over_the_context_are_skipped_and_counted_not_fatal(tiny_model_
         engine.close()
     msg = str(e.value)
     assert "\n" not in msg and "context is 64" in msg and "longest prompt has" in msg
+
+
+def test_benchmark_cli_with_a_preset_uses_the_benchmark_steps_settings(tiny_model_dir, tmp_path, capsys):
+    # `masa benchmark --preset` is the benchmark step's twin: its sampling comes from
+    # runner.settings.benchmark_eval_settings (benchmark.k, benchmark.max_tokens, the run's seed ...)
+    from masa.cli import main
+
+    data = _verl_file(tmp_path / "b.parquet")
+    assert main(["benchmark", "--model", str(tiny_model_dir), "--data", str(data), "--preset", "smoke",
+                 "--set", "rollout.backend=transformers", "--set", "benchmark.k=2", "--set", "benchmark.max_tokens=8",
+                 "--k", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)["benchmarks"]["b"]
+    assert out["k"] == 2 and out["n_problems"] == 3  # --k is not used with --preset
+    assert main(["benchmark", "--model", str(tiny_model_dir), "--data", str(data), "--set", "benchmark.k=2"]) == 2

@@ -20,9 +20,12 @@ from masa.configbase import ConfigError
 from masa.pipeline.compile import compile_pipeline, retarget
 from masa.pipeline.k8s import MIN_BACKEND, for_backend
 from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
+from masa.train.config import TrainConfig
+from masa.train.spec import RoundRequest
 from masa.train.trainjob import TrainJobSettings, current_namespace, follow, job_name, trainjob_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
+_REQUEST = RoundRequest(cfg=TrainConfig(), model="s3://b/m", scored="s3://b/s.parquet", experts=None, out="s3://b/o")
 REGISTRY = "registry.example.com/team"
 # a paper configuration as a cluster needs it: own bucket and registry, inputs staged in the store
 PAPER_OK = ["--image-registry", REGISTRY, "--store", "s3://my-bucket/runs",
@@ -64,7 +67,7 @@ def test_every_pod_and_the_trainjob_read_the_same_secret_keys(toy):
     for name, e in execs.items():  # compiled without a store: the UI may still switch it to s3:// (item 9)
         refs = {r["optional"]: [k["secretKey"] for k in r["keyToEnv"]] for r in e["secretAsEnv"]}
         assert refs == {False: list(SECRET_KEYS), True: list(SECRET_OPTIONAL_KEYS)}, name
-    job = trainjob_manifest("j", {}, TrainJobSettings(image="i", num_nodes=2, proc_per_node=8))
+    job = trainjob_manifest("j", _REQUEST, TrainJobSettings(image="i", num_nodes=2, proc_per_node=8))
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in job["spec"]["trainer"]["env"]}
     assert list(env) == [*SECRET_KEYS, *SECRET_OPTIONAL_KEYS]
     assert [k for k, ref in env.items() if ref.get("optional")] == list(SECRET_OPTIONAL_KEYS)
@@ -238,7 +241,7 @@ class RecordingApi:
 
 
 def _follow(api, **kw):
-    manifest = trainjob_manifest("job-1", {}, TrainJobSettings(image="i", num_nodes=2, proc_per_node=8,
+    manifest = trainjob_manifest("job-1", _REQUEST, TrainJobSettings(image="i", num_nodes=2, proc_per_node=8,
                                                                 namespace="team-ns"))
     follow(manifest, apis=(api, api), poll_s=0.01, on_line=lambda s: None, **kw)
 
@@ -306,7 +309,7 @@ def test_configure_refuses_a_non_s3_store_inside_a_pod(monkeypatch):
 def test_tokenizer_only_read_skips_the_weights(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from masa.steps.layout import local_tokenizer
+    from masa.runner.layout import local_tokenizer
     from masa.storage import open_store, put_dir_atomic
 
     store = open_store(str(tmp_path / "store"))
@@ -321,8 +324,8 @@ def test_tokenizer_only_read_skips_the_weights(tiny_model_dir, tmp_path):
 
 
 def test_train_states_of_old_rounds_are_pruned_keeping_the_last_k(tmp_path):
-    from masa.steps.layout import RunLayout
-    from masa.steps.rounds import prune_train_states
+    from masa.runner.layout import RunLayout
+    from masa.runner.training import prune_train_states
     from masa.storage import open_store
 
     store, layout = open_store(str(tmp_path / "s")), RunLayout(str(tmp_path / "s"), "run")

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from masa.algo.verifier.extract import last_boxed
 from masa.data.filter import (
     answer_key,
     drop_benchmark_overlap,
@@ -28,7 +29,6 @@ from masa.data.records import (
     Problem,
     check_sources,
     count_reasons,
-    last_boxed,
     load_problems,
     rows_to_problems,
     write_rejections,

@@ -12,7 +12,7 @@ from masa.config import ConfigError, engine_parallelism, load_config
 from masa.engines import EngineConfig, GenerationRequest, SamplingSpec, make_engine
 from masa.engines.replicated import chunks, gpu_slices
 from masa.engines.vllm_engine import llm_kwargs
-from masa.steps.rounds import step_engine_config
+from masa.runner.settings import engine_config
 
 
 def fake_checkpoint(tmp_path, positions: int = 32768):
@@ -37,7 +37,7 @@ def test_what_reaches_vllm_llm_uses_every_gpu_of_the_step(preset, overrides, tp,
     par = engine_parallelism(cfg, step)
     assert (par.tensor_parallel_size, par.replicas) == (tp, replicas)
     assert par.tensor_parallel_size * par.replicas == gpus == (4 if preset == "paper-1.7b" else 8)
-    econf = step_engine_config(cfg, step, fake_checkpoint(tmp_path), 1024 + 16384)
+    econf = engine_config(cfg, step, fake_checkpoint(tmp_path), 1024 + 16384)
     assert (econf.tensor_parallel_size, econf.replicas) == (tp, replicas)
     kwargs = llm_kwargs(econf, tmp_path)  # per replica, exactly what VLLMEngine passes to vllm.LLM
     assert kwargs["tensor_parallel_size"] == tp

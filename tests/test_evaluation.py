@@ -49,3 +49,12 @@ def test_spearman_hand_values():
     assert math.isclose(float(spearman(torch.tensor([1.0, 1, 2]), torch.tensor([1.0, 2, 3]))), 1.5 / math.sqrt(3),
                         rel_tol=1e-6)
     assert math.isnan(float(spearman(torch.tensor([1.0, 1, 1]), torch.tensor([1.0, 2, 3]))))
+
+
+def test_outcome_spread_hand_values():
+    # k = 4; counts 0, 2, 4, 4, 1: all wrong 1/5, mixed (2 and 1) 2/5, all right 2/5
+    from masa.algo.evaluation import outcome_spread
+
+    assert outcome_spread(torch.tensor([0, 2, 4, 4, 1]), 4) == {"all_wrong": 0.2, "mixed": 0.4, "all_right": 0.4}
+    assert outcome_spread(torch.tensor([], dtype=torch.long), 4) == {"all_wrong": 0.0, "mixed": 0.0,
+                                                                      "all_right": 0.0}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from masa.config import load_config
-from masa.steps.layout import read_pointer
-from masa.steps.prepare import filter_data, prepare_base, run_layout
+from masa.runner.layout import read_pointer, run_layout
+from masa.steps.prepare import filter_data, prepare_base
 from masa.steps.rounds import rollout_step, score_step
 from masa.storage import is_complete, open_store
 
@@ -59,7 +59,7 @@ def test_killed_rollout_step_leaves_nothing_and_rerun_recomputes_only_it(tmp_pat
     first = rollout_step(cfg, branch="masa-efficient", round_idx=0, prompts_path=str(prompts), policy_ptr=str(base),
                          history_path=None, out_ptr=str(out_ptr), heldout_path=str(heldout))
     assert first["reused"] is False and is_complete(store, part)
-    assert read_pointer(out_ptr)["prefix"] == part
+    assert read_pointer(out_ptr).prefix == part
     again = rollout_step(cfg, branch="masa-efficient", round_idx=0, prompts_path=str(prompts), policy_ptr=str(base),
                          history_path=None, out_ptr=str(out_ptr), heldout_path=str(heldout))
     assert again["reused"] is True and again["samples"] == first["samples"]

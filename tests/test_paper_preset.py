@@ -35,7 +35,7 @@ SIX_AND_GPQA = ("MATH-500", "aime24", "aime25", "amc23", "minervamath", "olympia
 @pytest.mark.parametrize(("preset", "model", "gpus"), [("paper", "Qwen/Qwen3-8B-Base", 8),
                                                        ("paper-1.7b", "Qwen/Qwen3-1.7B-Base", 4)])
 def test_paper_preset_values(preset, model, gpus):
-    from masa.steps.evaluate import benchmark_name
+    from masa.runner.evaluate import benchmark_name
 
     cfg = load_config(preset)
     assert cfg.model == model and cfg.resources.train_gpus == cfg.train_processes == gpus

@@ -104,7 +104,7 @@ def test_report_html_layout_in_headless_chromium(smoke, tmp_path):
     shot = tmp_path / "report.png"
     screenshot(html, tmp_path, shot)
     img = Image.open(shot).convert("RGB")
-    colors = {"grpo": (0, 114, 178), "masa": (213, 94, 0)}  # the branches' colours (masa.steps.charts)
+    colors = {"grpo": (0, 114, 178), "masa": (213, 94, 0)}  # the branches' colours (masa.runner.charts)
     counts = {name: 0 for name in colors}
     for px in img.getdata():
         for name, rgb in colors.items():

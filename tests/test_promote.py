@@ -12,9 +12,10 @@ import yaml
 
 from masa.config import load_config
 from masa.data.snapshot import data_snapshot
-from masa.steps.prepare import filter_data, prepare_base, run_layout
+from masa.runner.layout import run_layout
+from masa.steps.configure import stamp
+from masa.steps.prepare import filter_data, prepare_base
 from masa.steps.promote import eval_key, promote_step
-from masa.steps.retrain import stamp
 from masa.storage import open_store, put_dir_atomic
 from masa.storage.registry import read_latest, read_record, resolve_ref
 

@@ -10,7 +10,7 @@ import pytest
 from report_fixture import PROMOTION, report_inputs
 from report_layout import chromium, layout
 
-from masa.steps import charts
+from masa.runner import charts
 from masa.steps.report import differences, render_html, render_promotion, timing
 
 

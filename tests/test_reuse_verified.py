@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from masa.cli import main
-from masa.steps.layout import HEAL, local_path_or_fetch, reusable, run_once
+from masa.runner.layout import HEAL, local_path_or_fetch, reusable, run_once
 from masa.storage import CorruptArtifactError, is_complete, open_store
 from masa.train.checkpoint import copy_tokenizer_files
 

@@ -19,7 +19,7 @@ from masa.algo.gating import gating_decision, round_generator
 from masa.algo.meta import render_meta_prompt
 from masa.data.records import Problem, write_verl_parquet
 from masa.engines import EngineConfig, make_engine
-from masa.steps.rollout import (
+from masa.runner.rollout import (
     SamplingSettings,
     load_batch,
     prepare_prompts,
@@ -92,7 +92,7 @@ def test_solution_instruction_reaches_both_prompts(tiny_model_dir):
     from transformers import AutoTokenizer
 
     from masa.algo.prompts import RELEASED_INSTRUCTION
-    from masa.steps.rollout import chat_ids
+    from masa.runner.rollout import chat_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     settings = dataclasses.replace(SETTINGS, solution_instruction=RELEASED_INSTRUCTION)
@@ -156,7 +156,7 @@ def test_meta_feedin_hint_reaches_the_solution_prompt_only(engine):
 
     from masa.algo.meta import parse_meta_fields
     from masa.algo.prompts import feedin_hint
-    from masa.steps.rollout import chat_ids
+    from masa.runner.rollout import chat_ids
 
     plain = rollout(PROBLEMS, engine, algorithm=_algo("masa"), settings=SETTINGS)
     fed = rollout(PROBLEMS, engine, algorithm=dataclasses.replace(_algo("masa"), meta_feedin=True), settings=SETTINGS)
@@ -276,3 +276,9 @@ def test_cli_rollout_writes_shard(meta_model_dir, tmp_path, capsys):
     assert stats["samples"] == pq.read_table(tmp_path / "out" / "rollouts.parquet").num_rows > 0
     assert main(["rollout", "--prompts", str(tmp_path / "missing.parquet"), "--model", str(meta_model_dir),
                  "--out", str(tmp_path / "o2")]) == 2
+    # a GRPO round as the pipeline's grpo branch runs it: solution samples only
+    assert main(["rollout", "--prompts", str(tmp_path / "batch.parquet"), "--model", str(meta_model_dir),
+                 "--out", str(tmp_path / "grpo"), "--branch", "grpo", "--set", "rollout.backend=transformers",
+                 "--set", "rollout.max_response_tokens=16", "--set", "algorithm.n_solution=2"]) == 0
+    paths = set(pq.read_table(tmp_path / "grpo" / "rollouts.parquet").column("path").to_pylist())
+    assert paths == {"solution"}

@@ -10,7 +10,7 @@ import pytest
 
 from masa.algo.config import AdvantageConfig, AlgorithmConfig, ExpertConfig, RewardConfig
 from masa.algo.meta import format_meta_completion, parse_meta
-from masa.steps.scoring import score_shard
+from masa.runner.scoring import score_shard
 
 G, GM, MAXT = 4, 2, 64
 SCHEMA = pa.schema([
@@ -266,7 +266,7 @@ def test_sequence_credit_writes_no_token_advantages(scored):
 
 def test_bad_shard_errors(tmp_path, tokenizer_dir):
     pq.write_table(pa.table({"prompt_id": ["a"]}), tmp_path / "bad.parquet")
-    with pytest.raises(ValueError, match="lacks columns group_id"):
+    with pytest.raises(ValueError, match="missing column.s. group_id"):
         score_shard(str(tmp_path / "bad.parquet"), str(tmp_path / "o"), tokenizer_path=tokenizer_dir,
                     algo=AlgorithmConfig(n_solution=G), max_response_tokens=MAXT, verifier_workers=0)
 
@@ -323,3 +323,26 @@ def test_one_bad_field_zeroes_only_its_own_reward(tmp_path, tokenizer_dir):
     assert by[2]["reward"] == 0.0 and by[2]["reward_pass_rate"] is None  # wholly unparsable: 0
     # only row 0 has a valid pass_rate: MAE |2/4 - 2/4| = 0; no prediction is wholly valid
     assert stats["meta_pass_rate_mae"] == 0.0 and stats["meta_parse_rate"] == 0.0
+
+
+def test_cli_twin_scores_as_the_step_does(scored, tokenizer_dir, tmp_path, capsys):
+    # `masa score` runs score_shard on the score step's settings (the branch's algorithm from the config)
+    import json
+
+    from masa.cli import main
+    from masa.config import load_config
+    from masa.runner.settings import algorithm_for
+
+    _, _, _, d = scored
+    sets = ["--set", f"algorithm.n_solution={G}", "--set", f"algorithm.n_meta={GM}",
+            "--set", f"rollout.max_response_tokens={MAXT}"]
+    assert main(["score", "--rollouts", str(d / "rollouts.parquet"), "--model", tokenizer_dir,
+                 "--out", str(tmp_path / "cli"), "--branch", "masa", *sets]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    cfg = load_config("toy", [s for s in sets if s != "--set"])
+    direct = score_shard(str(d / "rollouts.parquet"), str(tmp_path / "direct"), tokenizer_path=tokenizer_dir,
+                         algo=algorithm_for(cfg, "masa"), max_response_tokens=MAXT, verifier_workers=0)
+    assert printed == json.loads(json.dumps(direct, default=str))
+    assert pq.read_table(tmp_path / "cli" / "scored.parquet").equals(pq.read_table(tmp_path / "direct" / "scored.parquet"))
+    assert main(["score", "--rollouts", str(tmp_path / "missing.parquet"), "--model", tokenizer_dir,
+                 "--out", str(tmp_path / "o")]) == 2

@@ -20,7 +20,7 @@ import torch
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from masa.steps.rollout import RolloutStats
+from masa.runner.rollout import RolloutStats
 from masa.telemetry import METRICS, Telemetry, count_outcomes, verifier_outcomes
 from masa.telemetry.metrics import Metric, apply, build
 from masa.telemetry.outcomes import outcome
@@ -89,8 +89,8 @@ def scored(tmp_path_factory):
     """One prompt: solutions correct, wrong, answerless, correct-but-cut-off; two meta samples."""
     from masa.algo.config import AlgorithmConfig, ExpertConfig
     from masa.algo.meta import format_meta_completion
-    from masa.steps.rollout import write_shard
-    from masa.steps.scoring import score_shard
+    from masa.runner.rollout import write_shard
+    from masa.runner.scoring import score_shard
 
     d = tmp_path_factory.mktemp("score")
     meta = format_meta_completion("a sum", notions=["addition"], pass_rate=1, solution_length=3)

@@ -30,18 +30,18 @@ def restore_root():
 def test_json_lines_off_a_terminal(restore_root):
     out = io.StringIO()
     configure_logging("INFO", stream=out)
-    log = bind(logging.getLogger("masa.steps.rollout"), run="toy", branch="masa", round=2)
+    log = bind(logging.getLogger("masa.runner.rollout"), run="toy", branch="masa", round=2)
     log.info("rollout done in %.1f s", 3.25, extra={"samples": 64, "round": 3})
     logging.getLogger("masa.x").debug("hidden below INFO")
     try:
         raise ValueError("bad shard")
     except ValueError:
-        logging.getLogger("masa.steps.scoring").exception("scoring failed", extra={"path": object()})
+        logging.getLogger("masa.runner.scoring").exception("scoring failed", extra={"path": object()})
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     first, second = map(json.loads, lines)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first.pop("ts"))
-    assert first == {"level": "INFO", "logger": "masa.steps.rollout", "msg": "rollout done in 3.2 s",
+    assert first == {"level": "INFO", "logger": "masa.runner.rollout", "msg": "rollout done in 3.2 s",
                      "run": "toy", "branch": "masa", "round": 3, "samples": 64}  # the call's round wins
     assert second["level"] == "ERROR" and second["msg"] == "scoring failed"
     assert "ValueError: bad shard" in second["exc"]

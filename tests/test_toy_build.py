@@ -106,33 +106,40 @@ def test_cli_build_copies_to_out(smoke, cache, tmp_path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_vllm_loads_and_samples_the_smoke_model(smoke) -> None:
-    """`evaluate` runs the real vLLM CPU engine on the built directory (weights, tokenizer, template)."""
-    from masa.toy.evaluate import evaluate
+def test_vllm_loads_and_samples_the_smoke_model(smoke, capsys) -> None:
+    """`masa toy eval` runs the benchmark evaluation on the real vLLM CPU engine on the built directory
+    (weights, tokenizer, template)."""
+    out = _toy_eval(capsys, "smoke", "--split", "heldout", "--prompts", "4", "--samples", "2",
+                    "--cache-dir", str(smoke.root.parent))
+    assert out["recipe"] == "smoke" and out["n_problems"] == 4 and out["k"] == 2
+    spread = out["spread"]
+    assert abs(spread["mixed"] + spread["all_wrong"] + spread["all_right"] - 1) < 1e-9
+    assert 0 < out["tokens"] <= 4 * 2 * 2 * SMOKE.max_response_tokens  # solution + meta samples
+    assert 0 <= out["meta"]["parse_rate"] <= 1
 
-    report = evaluate(smoke, split="heldout", n_prompts=4, n_samples=2)
-    assert report.n_prompts == 4 and len(report.correct_counts) == 4
-    assert all(0 <= c <= 2 for c in report.correct_counts)
-    assert report.pass_rate == sum(report.correct_counts) / 8
-    assert abs(report.mixed_fraction + report.all_wrong_fraction + report.all_right_fraction - 1) < 1e-9
-    assert 0 < report.mean_solution_tokens <= SMOKE.max_response_tokens
-    assert 0 <= report.meta_parse_rate <= 1
+
+def _toy_eval(capsys, recipe: str, *args: str) -> dict:
+    """The figures `masa toy eval` prints for its one benchmark (the toy split)."""
+    from masa.cli import main
+
+    assert main(["toy", "eval", "--recipe", recipe, *args]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    return next(iter(printed["benchmarks"].values()))
 
 
 @pytest.mark.slow
-def test_toy_profile_has_learning_signal() -> None:
+def test_toy_profile_has_learning_signal(capsys) -> None:
     """The promise: T=1, G=8 on a fixed sample of 64 training prompts, measured with vLLM."""
     import os
 
     from masa.toy import default_cache_dir
-    from masa.toy.evaluate import evaluate
 
     # The full build costs ~5-10 min on 2 cores: it is checked where the cache already holds it (after
     # `make run` or `masa toy build`), or when asked for; CI would otherwise spend half its budget here.
     if not (default_cache_dir() / TOY.hash()).is_dir() and os.environ.get("MASA_FULL_TOY") != "1":
         pytest.skip("the full toy is not built here: run `masa toy build` first, or set MASA_FULL_TOY=1")
     art = build(TOY, progress=True)
-    report = evaluate(art, split="train", n_prompts=64, n_samples=8)
+    report = _toy_eval(capsys, "toy", "--split", "train", "--prompts", "64", "--samples", "8")
     print(f"toy build {art.build_seconds:.0f}s, warm start {art.warm_start}; vLLM eval {report}")
-    assert report.mixed_fraction >= 0.3, report
-    assert report.meta_parse_rate >= 0.9, report
+    assert report["spread"]["mixed"] >= 0.3, report
+    assert report["meta"]["parse_rate"] >= 0.9, report

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from masa.cli import main
-from masa.steps.train import train_round
+from masa.runner.training import train_round
 from masa.storage import CheckpointError
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
@@ -221,7 +221,7 @@ def test_trainjob_worker_path_on_zero3_stages_and_publishes_itself(runs, data, s
     req = round_request("s3://remote/model", "s3://remote/round/scored.parquet",
                         "s3://remote/round/experts.parquet", "s3://remote/out", dataclasses.replace(CFG, zero_stage=3),
                         resume_root="s3://remote/resume")
-    run_workers({**req, "remote": True, "work_dir": str(tmp_path / "node")}, 2)
+    run_workers(dataclasses.replace(req, work_dir=str(tmp_path / "node")), 2)  # a request: workers stage it
 
     assert ckpt.is_complete("s3://remote/out") and ckpt.is_complete("s3://remote/out/train_state")
     assert ckpt.latest_resume_point("s3://remote/resume") == "s3://remote/resume/step-000001"

@@ -98,12 +98,12 @@ def test_paper_on_two_nodes_submits_a_valid_trainjob_with_zero3_bf16_and_token_m
     import torch
 
     from masa.config import load_config
-    from masa.steps.rounds import train_config_for, trainjob_settings
+    from masa.runner.settings import train_settings, trainjob_settings
     from masa.train.launch import ds_config_path
     from masa.train.worker import _ds_config
 
     cfg = load_config("paper", ["resources.train_nodes=2"])
-    tcfg = train_config_for(cfg, "masa-efficient", 4)
+    tcfg = train_settings(cfg, "masa-efficient", 4)
     req = round_request("s3://b/r/ckpt/3", "s3://b/r/scored/4/scored.parquet", "s3://b/r/scored/4/experts.parquet",
                         "s3://b/r/ckpt/4", tcfg, resume_root="s3://b/r/resume/4")
     m = trainjob_manifest(job_name("run", "masa-efficient", 4), req, trainjob_settings(cfg))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from masa.configbase import ConfigError, from_dict
 from masa.train.config import TrainConfig
-from masa.train.data import EXPERT, Sample, pack_microbatches, plan_round, shard_balanced, split_steps
+from masa.train.data import EXPERT, TrainSample, pack_microbatches, plan_round, shard_balanced, split_steps
 from masa.train.metrics import KEYS, StepAccumulator
 from masa.train.objective import Denominators, collate, microbatch_loss
 
@@ -22,13 +22,16 @@ def test_config_defaults_follow_the_paper():
     c = TrainConfig()
     assert (c.lr, c.warmup_steps, c.weight_decay, c.grad_clip) == (1e-6, 20, 0.1, 1.0)
     assert (c.kl_coef, c.entropy_coef, c.clip_low, c.clip_high) == (0.0, 0.0, 0.2, 0.28)
-    assert c.recompute_logprobs is None  # resolved per model by masa.steps.train.train_config_for
+    assert c.recompute_logprobs is None  # resolved per model by masa.runner.settings.train_settings
 
 
 def test_old_logprobs_are_recomputed_for_real_models_by_default():
     # issue 14 item 3: the released code recomputes old log-probs with the actor before the update
     from masa.config import load_config
-    from masa.steps.train import train_config_for
+    from masa.runner.settings import train_settings
+
+    def train_config_for(cfg):
+        return train_settings(cfg, cfg.algorithm.name, 0)
 
     assert train_config_for(load_config("paper")).recompute_logprobs is True
     assert train_config_for(load_config("paper-1.7b")).recompute_logprobs is True
@@ -53,8 +56,8 @@ def test_config_reports_every_bad_key():
 
 
 def _samples(lengths, n_expert=0):
-    out = [Sample((1,) * 2, (5,) * (n - 2), (-1.0,) * (n - 2), 1.0, "solution") for n in lengths]
-    return out + [Sample((1, 1), (7, 7, 7), None, 0.0, EXPERT) for _ in range(n_expert)]
+    out = [TrainSample((1,) * 2, (5,) * (n - 2), (-1.0,) * (n - 2), 1.0, "solution") for n in lengths]
+    return out + [TrainSample((1, 1), (7, 7, 7), None, 0.0, EXPERT) for _ in range(n_expert)]
 
 
 def test_split_steps_uses_every_sample_once_and_is_seeded():
@@ -145,8 +148,8 @@ def test_shard_balanced_balances_tokens():
 
 
 def test_collate_aligns_response_with_next_token_positions():
-    s = Sample((11, 12, 13), (21, 22), (-0.5, -1.5), 2.0, "meta")
-    mb = collate([s, Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
+    s = TrainSample((11, 12, 13), (21, 22), (-0.5, -1.5), 2.0, "meta")
+    mb = collate([s, TrainSample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
     assert mb.input_ids.tolist() == [[11, 12, 13, 21, 22], [11, 31, 0, 0, 0]]
     # logits position j predicts token j+1: responses sit at positions P-1 .. P+R-2
     assert mb.mask.tolist() == [[False, False, True, True], [True, False, False, False]]
@@ -158,20 +161,20 @@ def test_collate_aligns_response_with_next_token_positions():
 def test_collate_places_expert_token_weights_on_response_positions():
     # an expert with weights (1, 5) beside a policy sample: weights sit where the mask is, 1 elsewhere;
     # without any weighted sample the batch carries none (bc_loss then weighs every token 1)
-    e = Sample((11, 12), (21, 22), None, 0.0, "expert", (1.0, 5.0))
-    mb = collate([e, Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
+    e = TrainSample((11, 12), (21, 22), None, 0.0, "expert", (1.0, 5.0))
+    mb = collate([e, TrainSample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0)
     assert mb.weights.tolist() == [[1.0, 1.0, 5.0], [1.0, 1.0, 1.0]]
-    assert collate([Sample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0).weights is None
+    assert collate([TrainSample((11,), (31,), (-0.25,), -1.0, "solution")], pad_id=0).weights is None
 
 
 def test_collate_places_per_token_advantages_on_response_positions():
     # a meta sample with per-field credit (per-token advantages 0.5, -2) beside one with a scalar 1.0:
     # the batch carries [n, L-1] advantages, the scalar broadcast, the per-token ones where the mask is
-    m = Sample((11, 12), (21, 22), (-1.0, -1.0), 3.0, "meta", token_advantages=(0.5, -2.0))
-    mb = collate([m, Sample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0)
+    m = TrainSample((11, 12), (21, 22), (-1.0, -1.0), 3.0, "meta", token_advantages=(0.5, -2.0))
+    mb = collate([m, TrainSample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0)
     assert mb.advantages.tolist() == [[3.0, 0.5, -2.0], [1.0, 1.0, 1.0]]
     assert mb.mask.tolist() == [[False, True, True], [True, False, False]]
-    assert collate([Sample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0).advantages.shape == (1,)
+    assert collate([TrainSample((11,), (31,), (-0.25,), 1.0, "solution")], pad_id=0).advantages.shape == (1,)
 
 
 def test_sequence_logprobs_score_next_tokens_at_the_sampler_temperature():
@@ -180,7 +183,7 @@ def test_sequence_logprobs_score_next_tokens_at_the_sampler_temperature():
     from masa.train.objective import sequence_logprobs
 
     torch.manual_seed(0)
-    mb = collate([Sample((3, 4), (5, 6), (-1.0, -1.0), 1.0, "solution")], pad_id=0)
+    mb = collate([TrainSample((3, 4), (5, 6), (-1.0, -1.0), 1.0, "solution")], pad_id=0)
     logits = torch.randn(1, 4, 8)
 
     def model(input_ids, attention_mask, use_cache):
@@ -208,9 +211,9 @@ def _hand_batch():
     # A: solution, 2 response tokens, advantage +1, on-policy (ratio 1)
     # B: meta, 1 response token, advantage -2, new logp = old + log 0.5 (ratio 0.5 < 1 - 0.2: clipped low)
     # C: expert, 2 tokens with logp -1 and -3
-    a = Sample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution")
-    b = Sample((1,), (7,), (-1.0,), -2.0, "meta")
-    c = Sample((1,), (8, 9), None, 0.0, EXPERT)
+    a = TrainSample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution")
+    b = TrainSample((1,), (7,), (-1.0,), -2.0, "meta")
+    c = TrainSample((1,), (8, 9), None, 0.0, EXPERT)
     mb = collate([a, b, c], pad_id=0)
     logp = torch.zeros(mb.mask.shape)
     logp[0, :2] = torch.tensor([-1.0, -2.0])
@@ -279,9 +282,9 @@ def test_split_over_microbatches_sums_to_full_batch_loss():
     full, _ = microbatch_loss(logp, mb, den, **kw)
     parts = 0.0
     for i in range(3):
-        sub = collate([[Sample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution"),
-                        Sample((1,), (7,), (-1.0,), -2.0, "meta"),
-                        Sample((1,), (8, 9), None, 0.0, EXPERT)][i]], pad_id=0)
+        sub = collate([[TrainSample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution"),
+                        TrainSample((1,), (7,), (-1.0,), -2.0, "meta"),
+                        TrainSample((1,), (8, 9), None, 0.0, EXPERT)][i]], pad_id=0)
         sl = logp[i : i + 1, : sub.mask.shape[1]]
         parts += microbatch_loss(sl, sub, den, **kw)[0].item()
     assert parts == pytest.approx(full.item(), abs=1e-6)
@@ -322,3 +325,34 @@ def test_gpu_mfu_bench_runs_tiny_on_cpu():
     # 6 x (non-embedding + LM head) + 12 x layers x heads x head_dim x seq, for the tiny shape
     assert out["model_flops_per_token"] == 6 * (out["non_embedding_params"] + 64 * 512) + 12 * 2 * 2 * 32 * 64
     assert math.isfinite(out["loss_last"])
+
+
+def test_the_cli_and_the_pipeline_train_on_the_same_settings(monkeypatch):
+    # issue 12 item 3: `masa train` used cfg.train's seed and temperature, the pipeline a seed per round
+    # and temperature 1. Both now call train_settings: seed = run seed * 1000 + round index (round 3 of a
+    # run with seed 7: 7 * 1000 + 2 = 7002), temperature 1 whatever train.temperature says.
+    import argparse
+
+    from masa.commands import train as train_cmd
+    from masa.config import load_config
+    from masa.runner.settings import train_settings
+
+    cfg = load_config("toy", ["seed=7", "train.seed=5", "train.temperature=0.6"])
+    t = train_settings(cfg, "grpo", 2)
+    assert (t.seed, t.temperature, t.bc_coef) == (7002, 1.0, 0.0)  # GRPO: no behaviour cloning
+    assert train_settings(cfg, "masa", 2).bc_coef == cfg.algorithm.expert.bc_coef
+    seen = {}
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    args = parser.parse_args(["--model", "m", "--scored", "s", "--out", "o", "--preset", "toy", "--set", "seed=7",
+                              "--set", "train.seed=5", "--set", "train.temperature=0.6", "--branch", "grpo",
+                              "--round", "2"])
+    import masa.runner.training
+
+    def record(model, scored, experts, out, tcfg, **kw):
+        seen["tcfg"] = tcfg
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(masa.runner.training, "train_round", record)  # `masa train` imports it when it runs
+    assert train_cmd.run(args) == 2
+    assert seen["tcfg"] == t

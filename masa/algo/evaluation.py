@@ -54,3 +54,15 @@ def spearman(x: Tensor, y: Tensor) -> Tensor:
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = (rx.square().sum() * ry.square().sum()).sqrt()
     return torch.where(denom > 0, (rx * ry).sum() / denom, torch.full_like(denom, float("nan"))).to(torch.float32)
+
+
+def outcome_spread(correct_counts: Tensor, k: int) -> dict[str, float]:
+    """Shares of problems whose k samples were all wrong (c = 0), mixed (0 < c < k) and all right (c = k).
+
+    correct_counts: [P] correct samples per problem. Mixed problems are where a group-normalised
+    advantage (GRPO, MASA) has a signal; the other two give a zero-variance group.
+    """
+    c = correct_counts.to(torch.long)
+    n = max(len(c), 1)
+    return {"all_wrong": float((c == 0).sum()) / n, "mixed": float(((c > 0) & (c < k)).sum()) / n,
+            "all_right": float((c == k).sum()) / n}

@@ -24,6 +24,13 @@ def add_arguments(p):
     p.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for benchmark.json (default: print to stdout)")
+    p.add_argument("--preset", default=None,
+                   help="benchmark as the pipeline's benchmark step of this preset does (its benchmark.*, "
+                        "algorithm.n_solution, rollout.* settings and engine); the sampling flags above are "
+                        "then not used")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --preset: override a setting, e.g. --set benchmark.k=8 (repeatable)")
+    p.set_defaults(store=None)
 
 
 def run(args) -> int:
@@ -33,7 +40,7 @@ def run(args) -> int:
 
     from masa.data.records import DataError
     from masa.engines import ModelNotFoundError
-    from masa.steps.evaluate import EvalSettings, run_benchmarks
+    from masa.runner.evaluate import EvalSettings, run_benchmarks
 
     if args.k < 1 or args.max_tokens < 1:
         print("masa benchmark: --k and --max-tokens must be >= 1", file=sys.stderr)
@@ -42,11 +49,27 @@ def run(args) -> int:
                      max_problems=args.max_problems, n_solution=args.n_solution, seed=args.seed,
                      max_prompt_tokens=args.max_prompt_tokens, meta_max_tokens=args.meta_max_tokens,
                      solution_instruction=args.instruction)
+    if args.overrides and not args.preset:
+        print("masa benchmark: --set needs --preset", file=sys.stderr)
+        return 2
     try:
         from masa.storage import resolve_model
 
         model = resolve_model(args.model)
-        result = run_benchmarks(model, args.data, s, backend=args.backend)
+        if args.preset:  # the benchmark step's settings and engine (masa.runner.settings)
+            from masa.commands._common import load
+            from masa.engines import make_engine
+            from masa.runner.settings import benchmark_eval_settings, engine_config
+
+            cfg = load(args)
+            s = benchmark_eval_settings(cfg)
+            engine = make_engine(engine_config(cfg, "benchmark", model, s.max_prompt_tokens + s.max_tokens))
+            try:
+                result = run_benchmarks(model, args.data, s, engine=engine)
+            finally:
+                engine.close()
+        else:
+            result = run_benchmarks(model, args.data, s, backend=args.backend)
     except (DataError, ModelNotFoundError, FileNotFoundError) as e:
         print(f"masa benchmark: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="prompt batch: verl .parquet or .jsonl (or s3:// URI)")
     p.add_argument("--model", required=True, help="policy checkpoint: local dir, s3:// URI or Hugging Face id")
     p.add_argument("--out", required=True, help="output directory for rollouts.parquet and rollout_stats.json")
-    p.add_argument("--round", type=int, default=0, help="training round (seeds, shard column)")
+    p.add_argument("--round", type=int, default=0, help="training round, 0-based (seeds, shard column)")
+    p.add_argument("--branch", default=None, choices=("grpo", "masa", "masa-efficient"),
+                   help="the algorithm branch (default: the config's algorithm.name)")
     p.add_argument("--mae-history", default="",
                    help="comma-separated pass-rate MAE of earlier rounds, oldest first (gating switch)")
     add_config_arguments(p)
@@ -39,17 +41,16 @@ def run(args: argparse.Namespace) -> int:
     from masa.commands._common import load
     from masa.data.records import DataError
     from masa.engines import ModelNotFoundError
-    from masa.steps.rollout import SamplingSettings, run_rollout_step
+    from masa.runner.rollout import run_rollout_step
+    from masa.runner.settings import algorithm_for, engine_config, rollout_model_len, sampling_settings
 
-    cfg = load(args)
-    settings = SamplingSettings.from_rollout_config(cfg.rollout, max_prompt_tokens=cfg.data.max_prompt_tokens,
-                                                   solution_instruction=cfg.solution_instruction)
+    cfg = load(args)  # the rollout step's settings and engine (GPUs split as the pipeline splits them)
     try:
         stats = run_rollout_step(
-            args.prompts, args.model, args.out, algorithm=cfg.algorithm, settings=settings,
-            round_index=args.round, seed=cfg.seed, mae_history=_floats(args.mae_history),
-            backend=cfg.rollout.backend, dtype=cfg.rollout.dtype,
-            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
+            args.prompts, args.model, args.out, algorithm=algorithm_for(cfg, args.branch or cfg.algorithm.name),
+            settings=sampling_settings(cfg), round_index=args.round, seed=cfg.seed,
+            mae_history=_floats(args.mae_history),
+            engine_config=engine_config(cfg, "rollout", args.model, rollout_model_len(cfg)))
     except (DataError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"masa rollout: {e}", file=sys.stderr)
         return 2

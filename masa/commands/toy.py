@@ -1,4 +1,10 @@
-"""`masa toy build|eval`: make the toy profile's model and data, or measure them with vLLM."""
+"""`masa toy build|eval`: make the toy profile's model and data, or measure them with vLLM.
+
+`eval` is the benchmark step's evaluation (`masa.runner.evaluate.run_benchmarks` on `masa.engines`) on
+the first N prompts of a toy split, sampled at temperature 1 with the toy's G and token budget: its
+`spread` (problems all wrong / mixed / all right) is the toy's promise of a learning signal, its
+`meta.parse_rate` that the meta path has something to score.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--split", default="train", choices=("train", "heldout"))
     e.add_argument("--prompts", type=int, default=64, help="fixed sample: the first N prompts of the split")
     e.add_argument("--samples", type=int, default=8, help="samples per prompt (G)")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed")
 
 
 def _jsonable(obj):
@@ -45,9 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
     # vLLM logs to stdout by default; leave stdout to the JSON report (its warnings still reach stderr).
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-    from masa.toy.evaluate import evaluate
+    from masa.runner.evaluate import EvalSettings, run_benchmarks
 
     art = build(recipe, cache_dir=args.cache_dir)
-    report = evaluate(art, split=args.split, n_prompts=args.prompts, n_samples=args.samples)
-    print(json.dumps(_jsonable(report), indent=2))
+    parquet = art.train_parquet if args.split == "train" else art.heldout_parquet
+    s = EvalSettings(k=args.samples, temperature=1.0, top_p=1.0, max_tokens=recipe.max_response_tokens,
+                     max_problems=args.prompts, n_solution=recipe.n_solution,
+                     max_prompt_tokens=recipe.max_model_len - recipe.max_response_tokens, seed=args.seed)
+    result = run_benchmarks(str(art.model_dir), [str(parquet)], s, backend="vllm", dtype="float32",
+                            names=[f"toy-{args.split}"])
+    print(json.dumps({"recipe": recipe.name, **result}, indent=2))
     return 0

@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from masa.algo.verifier.extract import last_boxed
+from masa.storage import StorageError, open_store
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -84,20 +87,6 @@ def normalise_text(text: str) -> str:
 
 def stable_id(problem: str, answer: str) -> str:
     return hashlib.sha256(f"{problem}\x00{answer}".encode()).hexdigest()[:16]
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (or `\\fbox{...}`) in `text`, braces balanced; None if absent."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None  # unbalanced: no answer rather than a truncated one
 
 
 def _kind(value: Any) -> str:
@@ -340,7 +329,6 @@ def _fetch_s3(uri: str, cache_dir: str | None) -> str:
     """Download the object `uri` (checked by `source_kind`) into the cache; the local path keeps its
     suffix, which names the format."""
     bucket_prefix, _, name = uri.rpartition("/")
-    from masa.storage import StorageError, open_store  # storage layer; imported lazily for the offline path
 
     local = Path(cache_dir or os.environ.get("MASA_CACHE_DIR", Path.home() / ".cache" / "masa")) / "data"
     target = local / f"{hashlib.sha256(uri.encode()).hexdigest()[:12]}-{name}"

@@ -9,9 +9,9 @@ Backends are registered by name; `auto` picks vLLM where it is importable, else 
 
 from __future__ import annotations
 
-import importlib.util
+from dataclasses import replace
 
-from masa.algo.registry import Registry
+from masa.engines.backends import BACKENDS, backend_name, start_backend, vllm_available
 from masa.engines.base import (
     Engine,
     EngineConfig,
@@ -23,41 +23,15 @@ from masa.engines.base import (
     finish_reason,
     resolve_model_dir,
 )
-
-BACKENDS: Registry = Registry("engine backend")
-
-
-@BACKENDS.register("vllm")
-def _vllm(config: EngineConfig) -> Engine:
-    from masa.engines.vllm_engine import VLLMEngine
-
-    return VLLMEngine(config)
-
-
-@BACKENDS.register("transformers")
-def _transformers(config: EngineConfig) -> Engine:
-    from masa.engines.hf_engine import HFEngine
-
-    return HFEngine(config)
-
-
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+from masa.engines.replicated import ReplicatedEngine
 
 
 def make_engine(config: EngineConfig) -> Engine:
     """Start the backend named by `config.backend` (`auto`: vLLM if installed, else transformers),
     `config.replicas` times over when that is above one."""
-    name = config.backend
-    if name == "auto":
-        name = "vllm" if vllm_available() else "transformers"
     if config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
-        from dataclasses import replace
-
-        from masa.engines.replicated import ReplicatedEngine
-
-        return ReplicatedEngine(replace(config, backend=name))
-    return BACKENDS.get(name)(config)
+        return ReplicatedEngine(replace(config, backend=backend_name(config)))
+    return start_backend(config)
 
 
 __all__ = [

@@ -8,7 +8,7 @@ in bf16) decodes faster as 8 replicas than as one TP-8 engine, which pays an all
 
 Each `generate` call's requests are cut into contiguous, near-equal chunks, one per replica, and the
 answers concatenated in request order. Every request carries its own seed
-(`masa.steps.rollout.request_seed`), so its samples do not depend on which replica served it, nor
+(`masa.runner.rollout.request_seed`), so its samples do not depend on which replica served it, nor
 on how many there are: on CPU the same tokens, log-probs to float32 rounding
 (tests/test_engine_parallelism.py); on GPU up to batch-shape-dependent kernels, as for any change of batch.
 """
@@ -23,6 +23,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from masa.engines.backends import start_backend
 from masa.engines.base import EngineConfig, GenerationRequest, Sample, resolve_model_dir
 
 
@@ -60,10 +61,8 @@ def _env(key: str, value: str | None):
 
 def _serve(conn, config: EngineConfig) -> None:
     """A replica: one engine, answering ("generate", requests) / ("load", dir) / ("close", None)."""
-    from masa.engines import make_engine
-
     try:
-        engine = make_engine(config)
+        engine = start_backend(config)
         conn.send(("ok", (engine.startup_s, engine.max_model_len)))
         while True:
             op, arg = conn.recv()

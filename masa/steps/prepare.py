@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from masa.algo.prompts import solution_prompt
 from masa.config import RunConfig
 from masa.data.filter import (
     drop_benchmark_overlap,
@@ -31,23 +32,17 @@ from masa.data.records import (
     write_rejections,
     write_verl_parquet,
 )
-from masa.steps.layout import RunLayout, local_tokenizer, run_once, write_pointer
+from masa.runner.layout import Pointer, local_tokenizer, run_layout, run_once, write_pointer
+from masa.storage import resolve_model
 from masa.storage.registry import resolve_ref
+from masa.toy import build, get_recipe
 
 TOY = "toy"
-
-
-def run_layout(cfg: RunConfig) -> RunLayout:
-    if not cfg.store:
-        raise ValueError("store: the artifact store URI is not set (masa run sets <out>/store)")
-    return RunLayout(cfg.store, f"{cfg.name}-{cfg.fingerprint()}")
 
 
 def _toy_artifacts(cfg: RunConfig):
     """The embedded toy, warm-started for this run's G and token budget (the values its meta
     prompt names), built once per recipe and cached."""
-    from masa.toy import build, get_recipe
-
     recipe = dataclasses.replace(get_recipe(cfg.toy_recipe), n_solution=cfg.algorithm.n_solution,
                                  max_response_tokens=cfg.rollout.max_response_tokens)
     return build(recipe, progress=False)
@@ -68,15 +63,13 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
             shutil.copy(art.train_parquet, work / "toy-train.parquet")
             shutil.copy(art.heldout_parquet, work / "toy-heldout.parquet")
         else:
-            from masa.storage import resolve_model
-
             src, extra = Path(resolve_model(model_ref)), {"model_resolved": model_ref}
         shutil.copytree(src, work, dirs_exist_ok=True)
         return {"model": cfg.model, **extra}
 
     fp = f"{model_ref}:{cfg.toy_recipe}:{cfg.algorithm.n_solution}:{cfg.rollout.max_response_tokens}"
     stats = run_once(cfg.store, prefix, fp, produce)
-    write_pointer(model_out, store=cfg.store, prefix=prefix, name="base")
+    write_pointer(model_out, Pointer(store=cfg.store, prefix=prefix, name="base"))
     return stats
 
 
@@ -91,7 +84,7 @@ def filter_data(cfg: RunConfig, *, base_model: str, prompts_out: str, heldout_ou
     """Filter training problems; write kept prompts, the held-out set, a Markdown summary and every
     dropped row (JSONL: row, reason, detail, prompt_id, stage) to `dropped_out`."""
     layout = run_layout(cfg)
-    # tokenizer, config and toy parquets only: no weights (masa.steps.layout.local_tokenizer)
+    # tokenizer, config and toy parquets only: no weights (masa.runner.layout.local_tokenizer)
     base_dir = local_tokenizer(cfg.store, layout.base("checkpoint"), Path(base_model).parent / "cache")
     train_src = str(base_dir / "toy-train.parquet") if cfg.data.train == TOY else cfg.data.train
     heldout_src = (str(base_dir / "toy-heldout.parquet") if cfg.data.heldout == TOY else cfg.data.heldout)
@@ -167,7 +160,6 @@ def _token_counter(model_dir: Path, cfg: RunConfig):
     data set stays as it was); the rollout step drops, and counts, a problem whose meta prompt is over."""
     from transformers import AutoTokenizer
 
-    from masa.algo.prompts import solution_prompt
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from masa.algo.promotion import Decision, Figures, binomial_stderr, combine, decide
 from masa.config import RunConfig
-from masa.steps.layout import local_path_or_fetch, read_pointer, write_pointer
-from masa.steps.model_card import model_card
-from masa.steps.prepare import run_layout
+from masa.runner.layout import Pointer, local_path_or_fetch, read_pointer, run_layout, write_pointer
+from masa.runner.model_card import model_card
+from masa.steps.benchmark import benchmark_step
 from masa.storage import open_store, put_dir_atomic
 from masa.storage.base import PreconditionFailedError
 from masa.storage.registry import model_prefix, publish, read_latest, read_record, write_record
@@ -42,7 +42,7 @@ def eval_key(cfg: RunConfig) -> str:
 
 
 def figures(results: dict[str, Any]) -> Figures:
-    """One model's figures over every benchmark of a benchmark step's results (masa.steps.evaluate): the
+    """One model's figures over every benchmark of a benchmark step's results (masa.runner.evaluate): the
     evaluation's standard error when it gave one, else the binomial one over its samples."""
     parts = []
     for r in results["benchmarks"].values():
@@ -67,10 +67,8 @@ def current_results(cfg: RunConfig, store, name: str, version: str, work: Path) 
     evals = record.get("evals") or {}
     if key in evals:
         return evals[key]
-    from masa.steps.evaluate import benchmark_step
-
     ptr = work / "current.json"
-    write_pointer(ptr, store=cfg.store, prefix=model_prefix(name, version), name="current")
+    write_pointer(ptr, Pointer(store=cfg.store, prefix=model_prefix(name, version), name="current"))
     benchmark_step(cfg, name="current", model_ptr=str(ptr), out_path=str(work / "current-results.json"))
     results = json.loads((work / "current-results.json").read_text())
     write_record(store, name, version, {**record, "evals": {**evals, key: results}})  # stale no more
@@ -115,7 +113,7 @@ def _publish_and_move(cfg, store, name, candidate_ptr, results, cand, d: Decisio
     """(version, decision): publish the candidate and swap the pointer; (None, rejected) if another
     promotion moved the pointer since it was read (the version stays, unpointed)."""
     ptr = read_pointer(candidate_ptr)
-    src = local_path_or_fetch(ptr["store"], ptr["prefix"], work / "cache")
+    src = local_path_or_fetch(ptr.store, ptr.prefix, work / "cache")
     model = work / "model"
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(src, model, ignore=shutil.ignore_patterns("MANIFEST.json", "toy-*.parquet"))

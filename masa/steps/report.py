@@ -2,7 +2,7 @@
 inline SVG plots, and a Markdown summary for the Kubeflow UI.
 
 Sources: the benchmark results of each checkpoint (KFP artifacts) and the per-round stats that every
-step published beside its part in the store (`masa.steps.layout`).
+step published beside its part in the store (`masa.runner.layout`).
 
 Efficiency figures (paper, Sec. 5.3, "1.28x faster to the same accuracy"): each branch's held-out
 accuracy curve is indexed by the *cumulative rollout tokens* (and wall time) spent before the policy
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from masa.config import RunConfig
-from masa.steps import charts
-from masa.steps.charts import Z
-from masa.steps.layout import STATS_FILE
-from masa.steps.prepare import run_layout
-from masa.storage import open_store
+from masa.runner import charts
+from masa.runner.charts import Z
+from masa.runner.layout import STATS_FILE, run_layout
+from masa.schemas import REPORT_LENGTH_NEEDS, SOLUTION
+from masa.storage import open_store, put_dir_atomic
 
 PARTS = ("rollouts", "scored", "checkpoint")
 
@@ -163,10 +163,10 @@ def _part_rows(cfg: RunConfig, branch: str, r: int, part: str, name: str, column
 def _solution_lengths(cfg: RunConfig, branch: str, r: int) -> dict[str, list[tuple[int, str, int]]]:
     """prompt_id → [(length, finish_reason, budget)] of the round's solution samples."""
     rows = _part_rows(cfg, branch, r, "scored", "scored.parquet",
-                      ["prompt_id", "path", "response_token_ids", "finish_reason", "max_tokens"])
+                      list(REPORT_LENGTH_NEEDS))
     out: dict[str, list] = {}
     for row in rows:
-        if row["path"] == "solution":
+        if row["path"] == SOLUTION:
             out.setdefault(row["prompt_id"], []).append((len(row["response_token_ids"]), row["finish_reason"],
                                                          row["max_tokens"]))
     return out
@@ -260,7 +260,6 @@ def publish_report(cfg: RunConfig, files: dict[str, str]) -> str:
     import shutil
     import tempfile
 
-    from masa.storage import put_dir_atomic
 
     store = open_store(cfg.store)
     with tempfile.TemporaryDirectory(prefix="masa-report-") as tmp:

@@ -18,9 +18,10 @@ import re
 import tempfile
 from pathlib import Path
 
+from masa.data.records import read_rows
 from masa.storage import open_store
+from masa.storage.artifacts import put_dir_atomic
 from masa.storage.base import sha256_file
-from masa.storage.checkpoint import put_dir_atomic
 from masa.storage.models import check_model_dir
 
 
@@ -74,7 +75,6 @@ def stage_dataset(source: str, store: str, *, split: str = "train", revision: st
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from masa.data.records import read_rows
 
     local = Path(source).expanduser()
     if local.is_file():

@@ -10,15 +10,7 @@ directory artifacts (checkpoints), and model resolution with a verified download
 See docs/storage.md.
 """
 
-from masa.storage.base import (
-    IntegrityError,
-    ObjectInfo,
-    ObjectNotFoundError,
-    StorageError,
-    Store,
-    open_store,
-)
-from masa.storage.checkpoint import (
+from masa.storage.artifacts import (
     MANIFEST,
     CheckpointError,
     CorruptArtifactError,
@@ -34,7 +26,15 @@ from masa.storage.checkpoint import (
     verify_stored,
     verify_tree,
 )
+from masa.storage.base import (
+    IntegrityError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    StorageError,
+    Store,
+)
 from masa.storage.models import ModelNotFoundError, check_model_dir, resolve_model
+from masa.storage.stores import open_store
 
 __all__ = [
     "MANIFEST",

@@ -7,7 +7,7 @@ one, never a torn one). Two backends: a local directory (`/path`, `file:///path`
 (`s3://bucket/prefix`, any S3-compatible server through `MASA_S3_ENDPOINT_URL`/`AWS_ENDPOINT_URL`).
 
 Integrity is not left to the backend: every `put_file`/`put_bytes` returns the sha256 and size of
-what it wrote, and `masa.storage.checkpoint` records them in a manifest that readers verify
+what it wrote, and `masa.storage.artifacts` records them in a manifest that readers verify
 (S3 ETags are not content hashes for multipart uploads, so they are used as change tags only).
 """
 
@@ -128,25 +128,3 @@ def sha256_file(path: str) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
-
-
-def open_store(uri: str, **s3_options) -> Store:
-    """Open the store at `uri`: `/abs/dir`, `rel/dir`, `file:///abs/dir` or `s3://bucket[/prefix]`.
-
-    `s3_options` are fields of `masa.storage.s3.S3Config` (e.g. `max_attempts=5`); they are
-    rejected for local stores. S3 credentials come only from the standard boto3 chain.
-    """
-    if not isinstance(uri, str) or not uri:
-        raise ValueError(f"invalid store URI {uri!r}: expected a directory, file:// or s3:// URI")
-    if uri.startswith("s3://"):
-        from masa.storage.s3 import S3Config, S3Store
-
-        return S3Store(uri, S3Config(**s3_options))
-    if s3_options:
-        raise ValueError(f"S3 options {sorted(s3_options)} given for non-S3 store URI {uri!r}")
-    if "://" in uri and not uri.startswith("file://"):
-        scheme = uri.split("://", 1)[0]
-        raise ValueError(f"unsupported store URI scheme {scheme!r} in {uri!r}; use a path, file:// or s3://")
-    from masa.storage.local import LocalStore
-
-    return LocalStore(uri)

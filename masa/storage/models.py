@@ -22,10 +22,11 @@ import shutil
 import uuid
 from pathlib import Path
 
-from masa.storage.base import TMP_PREFIX, ObjectInfo, StorageError, open_store
-from masa.storage.checkpoint import MANIFEST, get_dir_verified
+from masa.storage.artifacts import MANIFEST, get_dir_verified
+from masa.storage.base import TMP_PREFIX, ObjectInfo, StorageError
 from masa.storage.local import path_from_uri
 from masa.storage.registry import resolve_ref
+from masa.storage.stores import open_store
 
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # The "download finished" marker lives BESIDE the cache entry (`<entry>.masa-complete`), never inside

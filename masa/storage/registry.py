@@ -1,7 +1,7 @@
 """The model registry: promoted models under `<store>/models/<name>/`, and the `latest` pointer.
 
     models/<name>/<version>/            a Hugging Face model directory + README.md (model card),
-                                        committed manifest-last (masa.storage.checkpoint)
+                                        committed manifest-last (masa.storage.artifacts)
     models/<name>/records/<version>.json  what the promote step knew: figures, data snapshot, run id
     models/<name>/latest                the pointer: {"version", "history", "seq", "nonce", ...}
 
@@ -24,8 +24,9 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from masa.storage.base import ObjectNotFoundError, PreconditionFailedError, StorageError, Store, open_store
-from masa.storage.checkpoint import MANIFEST, is_complete, put_dir_atomic
+from masa.storage.artifacts import MANIFEST, is_complete, put_dir_atomic
+from masa.storage.base import ObjectNotFoundError, PreconditionFailedError, StorageError, Store
+from masa.storage.stores import open_store
 
 ROOT = "models"
 LATEST = "latest"

@@ -9,7 +9,7 @@
   interrupted downloads on top.
 - Integrity: every upload records its sha256 as object metadata (`x-amz-meta-sha256`) and returns
   it; every download checks the byte count against the object's size. Content hashes are verified
-  by the manifest layer (`masa.storage.checkpoint`), not by ETag (multipart ETags are not hashes).
+  by the manifest layer (`masa.storage.artifacts`), not by ETag (multipart ETags are not hashes).
   A PUT or a completed multipart upload replaces the object atomically, so an interrupted upload
   leaves the previous object (or none), never a partial one.
 """

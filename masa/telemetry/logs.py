@@ -6,9 +6,9 @@ Loki/Cloud Logging, a CI log) and human lines when it is. Every record has ts, l
 attaches fields to every record of a logger.
 
     configure_logging()
-    log = bind(logging.getLogger("masa.steps.rollout"), run="toy", branch="masa", round=2)
+    log = bind(logging.getLogger("masa.runner.rollout"), run="toy", branch="masa", round=2)
     log.info("rollout done", extra={"samples": 64})
-    # {"ts": "2026-11-26T02:40:01.123Z", "level": "INFO", "logger": "masa.steps.rollout",
+    # {"ts": "2026-11-26T02:40:01.123Z", "level": "INFO", "logger": "masa.runner.rollout",
     #  "msg": "rollout done", "run": "toy", "branch": "masa", "round": 2, "samples": 64}
 """
 
@@ -58,7 +58,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class HumanFormatter(logging.Formatter):
-    """`02:40:01 INFO  masa.steps.rollout: rollout done  run=toy round=2`."""
+    """`02:40:01 INFO  masa.runner.rollout: rollout done  run=toy round=2`."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in extra_fields(record).items())

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from masa.algo.verifier.extract import extract_answer
+from masa.schemas import OUTCOME_NEEDS
 from masa.telemetry.metrics import VERIFIER_OUTCOMES
 
 
@@ -46,6 +47,6 @@ def verifier_outcomes(scored_path: str | Path) -> dict[str, int]:
     """Outcome counts of the solution rows of a scored shard (`scored.parquet`)."""
     import pyarrow.parquet as pq
 
-    cols = pq.read_table(scored_path, columns=["path", "correct", "verifier_error", "text"]).to_pydict()
+    cols = pq.read_table(scored_path, columns=list(OUTCOME_NEEDS)).to_pydict()
     sol = [i for i, p in enumerate(cols["path"]) if p == "solution"]
     return count_outcomes((cols["correct"][i], cols["verifier_error"][i], cols["text"][i] or "") for i in sol)

@@ -24,7 +24,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from masa.algo.meta import MetaPrediction, format_meta_completion, parse_meta, render_meta_prompt
+from masa.toy import task
+from masa.toy.model import make_model, n_parameters
 from masa.toy.recipe import TOY, ToyRecipe
+from masa.toy.task import meta_reasoning
+from masa.toy.tokenizer import train_tokenizer
+from masa.toy.warmstart import encode, meta_parse_rate, probe, warm_start
 
 
 @dataclass(frozen=True)
@@ -127,10 +133,6 @@ def _torch_threads(n: int) -> int:
 def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     import torch
 
-    from masa.toy import task
-    from masa.toy.model import make_model, n_parameters
-    from masa.toy.warmstart import meta_parse_rate, probe, warm_start
-
     start, cpu_start = time.perf_counter(), time.process_time()
     torch.manual_seed(recipe.seed)
     (out / "data").mkdir(parents=True)
@@ -185,8 +187,6 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
 
 
 def _meta_fns(recipe: ToyRecipe):
-    from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
-
     def meta_parser(text: str) -> bool:
         parsed = parse_meta(text, n_solution=recipe.n_solution, max_response_tokens=recipe.max_response_tokens)
         return isinstance(parsed, MetaPrediction)
@@ -200,11 +200,6 @@ def _meta_fns(recipe: ToyRecipe):
 
 def _tokenize(recipe: ToyRecipe, train):
     """Train the tokenizer on the corpus, then encode solution and (random-valued) meta examples."""
-    from masa.algo.meta import format_meta_completion
-    from masa.toy.task import meta_reasoning
-    from masa.toy.tokenizer import train_tokenizer
-    from masa.toy.warmstart import encode
-
     _, meta_prompt = _meta_fns(recipe)
     prompts = [meta_prompt(p.question) for p in train]
     # A few meta completions teach the BPE the JSON's punctuation; their values need not vary,

@@ -19,16 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from masa.algo.verifier.extract import last_boxed
+
 Op = Literal["+", "-", "*"]
 OPS: tuple[Op, ...] = ("+", "-", "*")
 OP_NAMES: dict[str, str] = {"+": "addition", "-": "subtraction", "*": "multiplication"}
 COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands")
 DATA_SOURCE = "masa-toy/arithmetic"
-_BOXED = re.compile(r"\\boxed\{(-?\d+)\}")
+_INT = re.compile(r"-?\d+")
 
 
 @dataclass(frozen=True)
-class Problem:
+class ArithmeticProblem:
     """One arithmetic problem `a op b`; everything else is derived from it."""
 
     a: int
@@ -131,7 +133,7 @@ def _mul_lines(a: int, b: int) -> tuple[list[str], int]:
     return lines, regroups
 
 
-def _solve(p: Problem) -> tuple[str, int]:
+def _solve(p: ArithmeticProblem) -> tuple[str, int]:
     """(solution text, number of carries/borrows)."""
     lines, regroups = {"+": _add_lines, "-": _sub_lines, "*": _mul_lines}[p.op](p.a, p.b)
     # Short on purpose: every generated token is a chance to err, and a tiny model compounds errors.
@@ -141,12 +143,13 @@ def _solve(p: Problem) -> tuple[str, int]:
 
 
 def extract_boxed_int(text: str) -> int | None:
-    """The integer in the last ``\\boxed{N}`` of `text`, or None (the toy's fast answer check)."""
-    found = _BOXED.findall(text)
-    return int(found[-1]) if found else None
+    """The integer in the last ``\\boxed{N}`` of `text` (the verifier's `last_boxed`), or None when the
+    last box holds no plain integer (the toy's fast answer check)."""
+    found = last_boxed(text)
+    return int(found) if found is not None and _INT.fullmatch(found) else None
 
 
-def meta_reasoning(p: Problem) -> str:
+def meta_reasoning(p: ArithmeticProblem) -> str:
     """Short meta-path reasoning for the warm start: the operation, its size, whether it regroups."""
     word = "borrow" if p.op == "-" else "carry"
     plural = {"carry": "carries", "borrow": "borrows"}[word]
@@ -158,28 +161,28 @@ def _random_number(rng: random.Random, digits: int) -> int:
     return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
 
-def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int) -> Problem:
+def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int) -> ArithmeticProblem:
     """One problem. The operation is uniform and so is the number of columns (the longer operand's
     digits), the shorter operand's digits uniform up to it: sizes, not values, are spread evenly, so
     the warm-started model meets every difficulty from always solved to never solved."""
     op = rng.choice(OPS)
     if op == "*":
-        return Problem(_random_number(rng, rng.randint(1, max_mul_digits)), "*", rng.randint(0, 9))
+        return ArithmeticProblem(_random_number(rng, rng.randint(1, max_mul_digits)), "*", rng.randint(0, 9))
     columns = rng.randint(1, max_digits)
     a, b = _random_number(rng, columns), _random_number(rng, rng.randint(1, columns))
     if op == "-" and a < b:
         a, b = b, a
     elif op == "+" and rng.random() < 0.5:
         a, b = b, a  # the longer operand comes first or second
-    return Problem(a, op, b)
+    return ArithmeticProblem(a, op, b)
 
 
 def generate_splits(n_train: int, n_heldout: int, *, seed: int, max_digits: int = 4,
-                    max_mul_digits: int = 3) -> tuple[list[Problem], list[Problem]]:
+                    max_mul_digits: int = 3) -> tuple[list[ArithmeticProblem], list[ArithmeticProblem]]:
     """Disjoint train and held-out problem lists, deterministic from `seed`."""
     rng = random.Random(seed)
-    seen: set[Problem] = set()
-    out: list[Problem] = []
+    seen: set[ArithmeticProblem] = set()
+    out: list[ArithmeticProblem] = []
     # The problem space is large (>10^7) for the default digits; the cap only guards tiny settings.
     for _ in range(20 * (n_train + n_heldout) + 1000):
         if len(out) == n_train + n_heldout:
@@ -194,7 +197,7 @@ def generate_splits(n_train: int, n_heldout: int, *, seed: int, max_digits: int 
     return out[:n_train], out[n_train:]
 
 
-def to_rows(problems: Sequence[Problem], split: str) -> list[dict]:
+def to_rows(problems: Sequence[ArithmeticProblem], split: str) -> list[dict]:
     """verl rows, the layout of the shared MATH parquet files (plus its `level` and `type` columns)."""
     return [
         {
@@ -230,7 +233,7 @@ def parquet_schema():
     ])
 
 
-def write_parquet(problems: Sequence[Problem], split: str, path) -> None:
+def write_parquet(problems: Sequence[ArithmeticProblem], split: str, path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from masa.toy.task import Problem, extract_boxed_int
+from masa.toy.task import ArithmeticProblem, extract_boxed_int
 from masa.toy.tokenizer import chat_prompt
 
 
@@ -96,7 +96,7 @@ def sample(model, tokenizer, prompts: Sequence[str], *, n: int, max_new_tokens: 
     return [decoded[i * n: (i + 1) * n] for i in range(len(prompts))]
 
 
-def probe(model, tokenizer, problems: Sequence[Problem], *, n: int, max_new_tokens: int, seed: int,
+def probe(model, tokenizer, problems: Sequence[ArithmeticProblem], *, n: int, max_new_tokens: int, seed: int,
           step: int) -> ProbeStats:
     """Sampled pass rate (boxed integer == answer) of `n` samples per problem."""
     outs = sample(model, tokenizer, [p.question for p in problems], n=n, max_new_tokens=max_new_tokens, seed=seed)

@@ -18,13 +18,27 @@ import json
 import shutil
 from pathlib import Path
 
+from masa.storage import (
+    MANIFEST,
+    CorruptArtifactError,
+    FileEntry,
+    Manifest,
+    get_dir_verified,
+    latest_complete,
+    open_store,
+    put_dir_atomic,
+    read_manifest,
+)
+from masa.storage import is_complete as _complete
+from masa.storage.base import join_key, sha256_file
+
 STATE_DIR = "train_state"
 STATE_FILE = "train_state.json"
 DS_TAG = "ds"
 # files of a HF model directory that the training step rewrites; everything else (tokenizer, chat
 # template, ...) is copied over unchanged from the input model
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", "MANIFEST.json",
+_REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", MANIFEST,
               "metrics.jsonl", STATE_FILE}
 
 
@@ -95,8 +109,6 @@ def step_prefix(step: int) -> str:
 
 def _store_and_prefix(uri: str):
     """(store at the parent, last component): the artifact lives under a non-empty prefix of its parent."""
-    from masa.storage import open_store
-
     parent, _, name = uri.rstrip("/").rpartition("/")
     if not name or not parent or parent.endswith(":/"):
         raise ValueError(f"artifact URI {uri!r} needs a parent directory or bucket and a name")
@@ -105,8 +117,6 @@ def _store_and_prefix(uri: str):
 
 def publish(local_dir: Path, uri: str) -> None:
     """Upload local_dir to `uri` atomically (files first, manifest last)."""
-    from masa.storage import put_dir_atomic
-
     store, prefix = _store_and_prefix(uri)
     put_dir_atomic(store, str(local_dir), prefix)
 
@@ -120,9 +130,6 @@ def publish_sharded(local_dir: Path, uri: str) -> None:
     import time
 
     import torch.distributed as dist
-
-    from masa.storage import MANIFEST, FileEntry, Manifest
-    from masa.storage.base import join_key, sha256_file
 
     store, prefix = _store_and_prefix(uri)
     manifest_key = join_key(prefix, MANIFEST)
@@ -146,24 +153,18 @@ def publish_sharded(local_dir: Path, uri: str) -> None:
 
 def fetch_verified(uri: str, local_dir: Path) -> Path:
     """Download a manifest-sealed directory, refusing a missing or altered file (CheckpointError)."""
-    from masa.storage import get_dir_verified
-
     store, prefix = _store_and_prefix(uri)
     get_dir_verified(store, prefix, str(local_dir))
     return local_dir
 
 
 def is_complete(uri: str) -> bool:
-    from masa.storage import is_complete as _complete
-
     store, prefix = _store_and_prefix(uri)
     return _complete(store, prefix)
 
 
 def latest_resume_point(resume_root: str) -> str | None:
     """URI of the newest complete step-NNNNNN state under resume_root, or None. Incomplete ones are skipped."""
-    from masa.storage import latest_complete, open_store
-
     prefix = latest_complete(open_store(resume_root), "", pattern=r"step-(\d+)")
     return None if prefix is None else resume_root.rstrip("/") + "/" + prefix
 
@@ -172,8 +173,6 @@ def drop_resume_points(resume_root: str) -> int:
     """Delete the step-NNNNNN states under resume_root (once the round's output is published they are
     dead weight: a full optimizer state each). Manifests go first, so a crash mid-way leaves only
     incomplete, never-loaded prefixes. Returns the number of objects deleted."""
-    from masa.storage import MANIFEST, open_store
-
     store = open_store(resume_root)
     steps = sorted({k.split("/", 1)[0] for k in store.list("step-") if "/" in k})
     n = sum(store.delete(f"{s}/{MANIFEST}") for s in steps)
@@ -182,9 +181,6 @@ def drop_resume_points(resume_root: str) -> int:
 
 def verify_local(model_dir: Path) -> None:
     """Check a local directory against its MANIFEST.json (if it has one), naming any missing/altered file."""
-    from masa.storage import MANIFEST, CorruptArtifactError, read_manifest
-    from masa.storage.base import sha256_file
-
     if not (Path(model_dir) / MANIFEST).is_file():
         return
     store, prefix = _store_and_prefix(str(Path(model_dir).absolute()))

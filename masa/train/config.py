@@ -37,11 +37,11 @@ class TrainConfig:
     ref_model: str | None = None
     # recompute "old" log-probs with the training model before the update (the paper's released code,
     # verl's actor.compute_log_prob) instead of taking the rollout engine's; None = recompute for a
-    # real model, take the engine's for the toy (masa.steps.train.train_config_for resolves it; a
+    # real model, take the engine's for the toy (masa.runner.settings.train_settings resolves it; a
     # TrainConfig used directly treats None as false)
     recompute_logprobs: bool | None = None
-    # the policy is softmax(logits / temperature): must be the sampler's, or the ratio to the rollout
-    # log-probs is biased (the pipeline copies rollout.temperature)
+    # the policy is softmax(logits / temperature). Derived, not a run setting: the pipeline and `masa train`
+    # train at 1 (masa.runner.settings.train_settings), because the engines record raw (T=1) log-probs
     temperature: float = 1.0
     # batching, two ways (docs/training.md, "How a step is counted"):
     # - samples_per_step None: steps_per_round optimizer steps over `epochs` shuffled passes of the
@@ -55,7 +55,7 @@ class TrainConfig:
     epochs: int = 1
     # dynamic batch size: a micro-batch holds at most this many (prompt + response) tokens per rank
     max_tokens_per_microbatch: int = 8192
-    seed: int = 0
+    seed: int = 0  # derived per round by masa.runner.settings.train_settings (run seed * 1000 + round)
     # runtime
     zero_stage: Literal[2, 3] = 2
     gradient_checkpointing: bool | None = None  # None = on for GPU, off for CPU

@@ -17,12 +17,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-PATHS = ("solution", "meta")
+from masa.schemas import (
+    CLONING_NEEDS,
+    CLONING_OPTIONAL,
+    PATHS,
+    TRAINING_NEEDS,
+    TRAINING_OPTIONAL,
+    require_columns,
+)
+
 EXPERT = "expert"
 
 
 @dataclass(frozen=True)
-class Sample:
+class TrainSample:
     """One sequence to train on: prompt and response token ids (lists of ints).
 
     `old_logp` holds the sampling policy's log-probability of each response token (None for experts,
@@ -62,20 +70,13 @@ class StepPlan:
     expert_seqs: int
 
 
-def _need(table, path: Path, columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; see docs/rollout-shard.md")
-
-
-def load_policy_samples(path: str | Path) -> list[Sample]:
+def load_policy_samples(path: str | Path) -> list[TrainSample]:
     """Solution and meta rows of a scored shard (docs/rollout-shard.md). Empty responses are skipped."""
     path = Path(path)
-    cols = ("path", "prompt_token_ids", "response_token_ids", "logprobs", "advantage")
     table = pq.read_table(path)
-    _need(table, path, cols)
+    require_columns(table.column_names, TRAINING_NEEDS, str(path))
     # token_advantages is optional: shards scored before it existed, or with sequence credit, lack it
-    rows = table.select([*cols, *(["token_advantages"] if "token_advantages" in table.column_names else [])]).to_pylist()
+    rows = table.select([*TRAINING_NEEDS, *(c for c in TRAINING_OPTIONAL if c in table.column_names)]).to_pylist()
     out = []
     for i, r in enumerate(rows):
         if r["path"] not in PATHS:
@@ -90,20 +91,20 @@ def load_policy_samples(path: str | Path) -> list[Sample]:
         ta = r.get("token_advantages")
         if ta is not None and len(ta) != len(resp):
             raise ValueError(f"{path}: row {i}: token_advantages has {len(ta)} entries for {len(resp)} response tokens")
-        out.append(Sample(tuple(r["prompt_token_ids"]), tuple(resp), tuple(lp), float(r["advantage"]),
+        out.append(TrainSample(tuple(r["prompt_token_ids"]), tuple(resp), tuple(lp), float(r["advantage"]),
                           r["path"], token_advantages=None if ta is None else tuple(ta)))
     return out
 
 
-def load_expert_samples(path: str | Path | None) -> list[Sample]:
+def load_expert_samples(path: str | Path | None) -> list[TrainSample]:
     """Expert meta trajectories (experts.parquet), cloned with the behaviour-cloning loss."""
     if path is None:
         return []
     path = Path(path)
     table = pq.read_table(path)
-    _need(table, path, ("prompt_token_ids", "response_token_ids"))
+    require_columns(table.column_names, CLONING_NEEDS, str(path))
     # token_weights is optional: shards scored before it existed clone every token with weight 1
-    cols = [c for c in ("prompt_token_ids", "response_token_ids", "token_weights") if c in table.column_names]
+    cols = [*CLONING_NEEDS, *(c for c in CLONING_OPTIONAL if c in table.column_names)]
     out = []
     for i, r in enumerate(table.select(cols).to_pylist()):
         resp, w = r["response_token_ids"], r.get("token_weights")
@@ -111,7 +112,7 @@ def load_expert_samples(path: str | Path | None) -> list[Sample]:
             continue
         if w is not None and len(w) != len(resp):
             raise ValueError(f"{path}: row {i}: token_weights has {len(w)} entries for {len(resp)} response tokens")
-        out.append(Sample(tuple(r["prompt_token_ids"]), tuple(resp), None, 0.0, EXPERT,
+        out.append(TrainSample(tuple(r["prompt_token_ids"]), tuple(resp), None, 0.0, EXPERT,
                           None if w is None else tuple(w)))
     return out
 
@@ -201,7 +202,7 @@ def pack_microbatches(indices: list[int], lengths: list[int], budget: int) -> li
     return out
 
 
-def plan_round(samples: list[Sample], *, world: int, steps: int, samples_per_step: int | None,
+def plan_round(samples: list[TrainSample], *, world: int, steps: int, samples_per_step: int | None,
                token_budget: int, seed: int, epochs: int = 1) -> list[StepPlan]:
     """The full, deterministic plan of a round (every rank computes the same one).
 

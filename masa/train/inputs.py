@@ -1,6 +1,6 @@
 """Local copies of a round's inputs: the policy, the shards, and the DeepSpeed state to start from.
 
-Used by `masa.steps.train.train_round` (the launching process stages, workers read local paths) and by
+Used by `masa.runner.training.train_round` (the launching process stages, workers read local paths) and by
 the workers themselves when a TrainJob starts them on nodes of their own (`masa.train.remote`).
 """
 
@@ -11,17 +11,18 @@ import hashlib
 import json
 from pathlib import Path
 
+from masa.storage import open_store, resolve_model
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
+from masa.train.launch import ds_config_path
+from masa.train.spec import RoundRequest, WorkerSpec
 
 
 def _is_uri(s: str) -> bool:
     return "://" in s
 
 
-def local_model(uri: str) -> Path:
-    from masa.storage import resolve_model
-
+def verified_model_dir(uri: str) -> Path:
     path = Path(resolve_model(uri))
     ckpt.verify_local(path)  # a previous round's local output: trust it only if its manifest matches
     return path
@@ -31,7 +32,6 @@ def local_file(path: str | None, work: Path) -> str | None:
     """A local copy of a shard given as a path or a store URI (s3://bucket/dir/scored.parquet)."""
     if path is None or not _is_uri(path):
         return path
-    from masa.storage import open_store
 
     parent, name = path.rsplit("/", 1)
     dest = work / "inputs" / name
@@ -70,36 +70,31 @@ def previous_state(model_uri: str, work: Path) -> str | None:
 
 
 def round_request(model_uri: str, scored: str, experts: str | None, out_uri: str, cfg: TrainConfig, *,
-                  resume_root: str | None) -> dict:
+                  resume_root: str | None) -> RoundRequest:
     """What one round needs, by URI: the workers' input when they stage it themselves (TrainJob)."""
-    return {"cfg": dataclasses.asdict(cfg), "model": model_uri, "scored": scored, "experts": experts,
-            "out": out_uri, "resume_root": resume_root}
+    return RoundRequest(cfg=cfg, model=model_uri, scored=scored, experts=experts, out=out_uri,
+                        resume_root=resume_root)
 
 
-def stage(request: dict, work: Path, *, resume_uri: str | None) -> dict:
+def stage(request: RoundRequest, work: Path, *, resume_uri: str | None) -> WorkerSpec:
     """Download a round's inputs into `work`; return the workers' spec (local paths only).
 
-    `request` holds URIs or paths: model, scored, experts (or None), resume_root (or None), cfg (a
-    TrainConfig as a dict). `resume_uri` is the resume point to load (chosen once, by one process).
-    Raises FileNotFoundError for a missing shard and CheckpointError for a damaged checkpoint.
+    `resume_uri` is the resume point to load (chosen once, by one process). Raises FileNotFoundError
+    for a missing shard and CheckpointError for a damaged checkpoint.
     """
-    from masa.configbase import from_dict
-    from masa.train.launch import ds_config_path
-
-    cfg = from_dict(TrainConfig, request["cfg"])
+    cfg = request.cfg
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = local_model(request["model"])
-    scored = local_file(request["scored"], work)
-    experts = local_file(request.get("experts"), work)
+    model_dir = verified_model_dir(request.model)
+    scored = local_file(request.scored, work)
+    experts = local_file(request.experts, work)
     for what, path in (("scored shard", scored), ("experts shard", experts)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{what} {path!r} does not exist")
-    return {
-        "cfg": request["cfg"], "model_dir": str(model_dir), "scored_path": scored, "experts_path": experts,
-        "work_dir": str(work), "ds_config": ds_config_path(cfg.zero_stage),
-        "ref_model_dir": str(local_model(cfg.ref_model)) if cfg.ref_model else str(model_dir),
-        "fingerprint": fingerprint(request["model"], scored, experts, cfg),
-        "resume_root": request.get("resume_root"),
-        "resume_dir": str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
-        "init_state_dir": previous_state(request["model"], work),
-    }
+    return WorkerSpec(
+        cfg=cfg, model_dir=str(model_dir), scored_path=scored, experts_path=experts, work_dir=str(work),
+        ds_config=ds_config_path(cfg.zero_stage),
+        ref_model_dir=str(verified_model_dir(cfg.ref_model)) if cfg.ref_model else str(model_dir),
+        fingerprint=fingerprint(request.model, scored, experts, cfg), resume_root=request.resume_root,
+        resume_dir=str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
+        init_state_dir=previous_state(request.model, work),
+    )

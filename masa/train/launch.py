@@ -17,6 +17,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from masa.train.spec import RoundRequest, WorkerSpec
+
 
 class TrainingFailed(RuntimeError):
     """The workers exited non-zero; the message carries the exit code and the log's tail."""
@@ -41,13 +43,18 @@ def torchrun_command(spec_path: Path, nproc: int) -> list[str]:
             "-m", "masa.train.worker", str(spec_path)]
 
 
-def run_workers(spec: dict, nproc: int, *, env: dict[str, str] | None = None,
+def run_workers(spec: WorkerSpec | RoundRequest, nproc: int, *, env: dict[str, str] | None = None,
                 on_line: Callable[[str], None] | None = None, log_tail: int = 60) -> None:
-    """Write spec into its work_dir, run `nproc` workers to completion, stream their output to on_line."""
-    work = Path(spec["work_dir"])
+    """Write spec into its work_dir, run `nproc` workers to completion, stream their output to on_line.
+    A RoundRequest (with its work_dir) has the workers stage and publish the round themselves, as a
+    TrainJob's nodes do."""
+    if spec.work_dir is None:
+        raise ValueError("run_workers: the request names no work_dir")
+    work = Path(spec.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     spec_path = work / "spec.json"
-    spec_path.write_text(json.dumps(spec, indent=1))
+    data = spec.to_dict(remote=True) if isinstance(spec, RoundRequest) else spec.to_dict()
+    spec_path.write_text(json.dumps(data, indent=1))
     tail: deque[str] = deque(maxlen=log_tail)
     with (work / "workers.log").open("a") as log, subprocess.Popen(
             torchrun_command(spec_path, nproc), env=worker_env(nproc, env), stdout=subprocess.PIPE,

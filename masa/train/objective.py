@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from masa.algo.losses import bc_loss, entropy_from_logits, policy_loss, token_logprobs
-from masa.train.data import EXPERT, PATHS, Sample
+from masa.train.data import EXPERT, PATHS, TrainSample
 
 
 @dataclass
@@ -59,7 +59,7 @@ class MicroBatch:
         return int(self.attention_mask.sum())
 
 
-def collate(samples: list[Sample], pad_id: int) -> MicroBatch:
+def collate(samples: list[TrainSample], pad_id: int) -> MicroBatch:
     """Build a MicroBatch from samples (see MicroBatch for the layout)."""
     if not samples:
         ids = torch.full((1, 2), pad_id, dtype=torch.long)

@@ -11,6 +11,7 @@ rank 0 publishes the consolidated model, manifest last.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,16 +22,17 @@ import torch.distributed as dist
 
 from masa.train import checkpoint as ckpt
 from masa.train.inputs import stage
+from masa.train.spec import RoundRequest, WorkerSpec
 
 STAGED = "staged.json"
 
 
-def stage_on_nodes(request: dict) -> dict:
+def stage_on_nodes(request: RoundRequest) -> WorkerSpec:
     """Every rank calls it; returns the local spec (see masa.train.inputs.stage) on every rank."""
     rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
-    work = Path(request.get("work_dir") or Path(tempfile.gettempdir()) / "masa-train")
-    choice = [ckpt.latest_resume_point(request["resume_root"])
-              if rank == 0 and request.get("resume_root") else None]
+    work = Path(request.work_dir or Path(tempfile.gettempdir()) / "masa-train")
+    choice = [ckpt.latest_resume_point(request.resume_root)
+              if rank == 0 and request.resume_root else None]
     dist.broadcast_object_list(choice, src=0)
     error = None
     if local_rank == 0:
@@ -39,17 +41,15 @@ def stage_on_nodes(request: dict) -> dict:
                 p = work / stale
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             spec = stage(request, work, resume_uri=choice[0])
-            (work / STAGED).write_text(json.dumps(spec))
+            (work / STAGED).write_text(json.dumps(spec.to_dict()))
         except Exception as e:  # reported to every rank below, then raised everywhere
             error = f"node of rank {rank}: {type(e).__name__}: {e}"
     errors: list = [None] * dist.get_world_size()
     dist.all_gather_object(errors, error)
     if any(errors):
         raise RuntimeError("staging the round's inputs failed: " + "; ".join(e for e in errors if e))
-    spec = json.loads((work / STAGED).read_text())
-    spec["publish_to"] = request["out"]
-    spec["resumed_from"] = choice[0]
-    return spec
+    spec = WorkerSpec.from_dict(json.loads((work / STAGED).read_text()))
+    return dataclasses.replace(spec, publish_to=request.out, resumed_from=choice[0])
 
 
 def publish_round(work: Path, out_uri: str) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from masa.schemas import EXPERT_SCHEMA
+
 
 def write_synthetic_shards(out_dir: str | Path, *, vocab_size: int, n_prompts: int = 4, n_solution: int = 4,
                            n_meta: int = 2, prompt_len: tuple[int, int] = (4, 12),
@@ -48,7 +50,7 @@ def write_synthetic_shards(out_dir: str | Path, *, vocab_size: int, n_prompts: i
                             "response_token_ids": toks(response_len), "text": "", "reward": 1.0})
     scored, exp = out / "scored.parquet", out / "experts.parquet"
     pq.write_table(pa.Table.from_pylist(rows), scored)
-    pq.write_table(pa.Table.from_pylist(experts, schema=pa.schema([
-        ("prompt_id", pa.string()), ("prompt_token_ids", pa.list_(pa.int32())),
-        ("response_token_ids", pa.list_(pa.int32())), ("text", pa.string()), ("reward", pa.float32())])), exp)
+    # token_weights left out: the trainer then clones every token with weight 1
+    schema = pa.schema([f for f in EXPERT_SCHEMA if f.name != "token_weights"])
+    pq.write_table(pa.Table.from_pylist(experts, schema=schema), exp)
     return scored, exp

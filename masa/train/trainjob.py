@@ -26,6 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
+from masa.train.launch import TrainingFailed
+from masa.train.spec import RoundRequest
+
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 RUNTIME = "masa-deepspeed"
 WORKER_COMMAND = ["torchrun", "-m", "masa.train.worker"]
@@ -86,10 +90,9 @@ def current_namespace(path: str = SA_NAMESPACE_FILE) -> str:
         return "default"
 
 
-def trainjob_manifest(name: str, request: dict, s: TrainJobSettings, *, labels: dict | None = None) -> dict:
+def trainjob_manifest(name: str, request: RoundRequest, s: TrainJobSettings, *, labels: dict | None = None) -> dict:
     """The TrainJob object for one round (`request`: masa.train.inputs.round_request)."""
     gpus = {s.accelerator: str(s.proc_per_node)} if s.accelerator else {}
-    from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
 
     env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": s.s3_secret, "key": k,
                                                       **({"optional": True} if k in SECRET_OPTIONAL_KEYS else {})}}}
@@ -105,7 +108,7 @@ def trainjob_manifest(name: str, request: dict, s: TrainJobSettings, *, labels: 
             "trainer": {
                 "image": s.image,
                 "command": list(WORKER_COMMAND),
-                "args": [json.dumps({**request, "remote": True}, separators=(",", ":"))],
+                "args": [json.dumps(request.to_dict(remote=True), separators=(",", ":"))],
                 "numNodes": s.num_nodes,
                 "numProcPerNode": s.proc_per_node,
                 "resourcesPerNode": {"requests": {"cpu": s.cpu, "memory": s.memory, **gpus},
@@ -186,8 +189,6 @@ def follow(manifest: dict, *, on_line: Callable[[str], None] = print, poll_s: fl
     """Create the TrainJob, stream rank 0's log, return when it completes; raise with its error if not.
     The TrainJob is deleted however this ends (complete, failed, timed out, cancelled), so nothing keeps
     GPUs after the step. `apis`: (CustomObjectsApi, CoreV1Api), default from the pod's service account."""
-    from masa.train.launch import TrainingFailed
-
     api, core = apis or _apis()
     name, ns = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     stop = threading.Event()

@@ -29,13 +29,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from masa.configbase import from_dict
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
-from masa.train.data import EXPERT, Sample, StepPlan, load_expert_samples, load_policy_samples, plan_round
+from masa.train.data import (
+    EXPERT,
+    StepPlan,
+    TrainSample,
+    load_expert_samples,
+    load_policy_samples,
+    plan_round,
+)
 from masa.train.metrics import METRICS_PREFIX, StepAccumulator
 from masa.train.objective import Denominators, MicroBatch, collate, microbatch_loss, sequence_logprobs
 from masa.train.remote import publish_round, stage_on_nodes
+from masa.train.spec import RoundRequest, WorkerSpec, worker_input
 
 FAULT_ENV = "MASA_TRAIN_FAULT"  # test hook: "rank=R,step=S,micro=M" -> SIGKILL self after that backward
 
@@ -96,8 +103,8 @@ def load_reference(path: str, device, dtype):
     return ref
 
 
-def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan], rank: int, pad_id: int,
-                           device, temperature: float) -> tuple[list[Sample], float, int]:
+def recompute_old_logprobs(engine, samples: list[TrainSample], plans: list[StepPlan], rank: int, pad_id: int,
+                           device, temperature: float) -> tuple[list[TrainSample], float, int]:
     """Replace this rank's policy samples' old log-probs with the training model's (before any update).
 
     Returns (samples, sum of |rollout - recomputed| over tokens, token count) for the gap metric.
@@ -120,7 +127,7 @@ def recompute_old_logprobs(engine, samples: list[Sample], plans: list[StepPlan],
     return samples, gap, n
 
 
-def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainConfig, *, rank: int,
+def optimizer_step(engine, ref, plan: StepPlan, samples: list[TrainSample], cfg: TrainConfig, *, rank: int,
                world: int, pad_id: int, device, fault_micro: int | None) -> StepAccumulator:
     """Forward/backward every micro-batch of this rank, then one optimizer step."""
     den = Denominators(plan.policy_tokens, plan.policy_seqs, plan.expert_tokens, plan.expert_seqs)
@@ -153,7 +160,7 @@ def train_step(engine, ref, plan: StepPlan, samples: list[Sample], cfg: TrainCon
     return acc
 
 
-def restore(engine, spec: dict, world: int) -> tuple[int, int, str]:
+def restore(engine, spec: WorkerSpec, world: int) -> tuple[int, int, str]:
     """Load this round's resume point, else the previous round's state; (start step, global step, what).
 
     A resume point must carry this round's fingerprint. ZeRO partitions depend on the world size: when it
@@ -161,11 +168,11 @@ def restore(engine, spec: dict, world: int) -> tuple[int, int, str]:
     restart, and only the step count (hence the LR schedule) carries over.
     """
     for key in ("resume_dir", "init_state_dir"):  # a resume point of this round wins over last round's
-        sdir = spec.get(key)
+        sdir = getattr(spec, key)
         st = ckpt.read_train_state(Path(sdir)) if sdir else None
         if st is None:
             continue
-        if key == "resume_dir" and st["fingerprint"] != spec["fingerprint"]:
+        if key == "resume_dir" and st["fingerprint"] != spec.fingerprint:
             raise RuntimeError(f"resume point {sdir} belongs to another round's inputs; refusing it")
         step = st["global_step"]
         if st["world"] == world:
@@ -179,10 +186,10 @@ def restore(engine, spec: dict, world: int) -> tuple[int, int, str]:
     return 0, 0, "none"
 
 
-def run(spec: dict) -> None:
+def run(spec: WorkerSpec | RoundRequest) -> None:
     import deepspeed
 
-    cfg = from_dict(TrainConfig, spec["cfg"])
+    cfg = spec.cfg
     device, dtype = _device_and_dtype(cfg)
     # On CPU DeepSpeed JIT-compiles a shared-memory all-reduce at init (~150 s on a fresh machine, and
     # a C++ toolchain in the image) that only its *inference* all-reduce uses; training collectives
@@ -190,18 +197,18 @@ def run(spec: dict) -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    if spec.get("remote"):  # started by a TrainJob: the spec carries URIs, each node stages its copy
+    if isinstance(spec, RoundRequest):  # started by a TrainJob: URIs, each node stages its copy
         spec = stage_on_nodes(spec)
     torch.manual_seed(cfg.seed)
-    work = Path(spec["work_dir"])
+    work = Path(spec.work_dir)
 
-    samples = load_policy_samples(spec["scored_path"]) + load_expert_samples(spec.get("experts_path"))
+    samples = load_policy_samples(spec.scored_path) + load_expert_samples(spec.experts_path)
     plans = plan_round(samples, world=world, steps=cfg.steps_per_round, samples_per_step=cfg.samples_per_step,
                        epochs=cfg.epochs,
                        token_budget=cfg.max_tokens_per_microbatch, seed=cfg.seed)
-    engine = build_engine(spec["model_dir"], cfg, spec["ds_config"], device, dtype)
+    engine = build_engine(spec.model_dir, cfg, spec.ds_config, device, dtype)
     pad_id = engine.module.config.pad_token_id or 0
-    ref = load_reference(spec["ref_model_dir"], device, dtype) if cfg.kl_coef > 0 else None
+    ref = load_reference(spec.ref_model_dir, device, dtype) if cfg.kl_coef > 0 else None
 
     start, global_step, restored = restore(engine, spec, world)
 
@@ -215,7 +222,7 @@ def run(spec: dict) -> None:
     metrics_path = work / "metrics.jsonl"
     for k in range(start, len(plans)):
         t0 = time.perf_counter()
-        acc = train_step(engine, ref, plans[k], samples, cfg, rank=rank, world=world, pad_id=pad_id,
+        acc = optimizer_step(engine, ref, plans[k], samples, cfg, rank=rank, world=world, pad_id=pad_id,
                          device=device, fault_micro=fault[1] if fault and fault[0] == k else None)
         global_step += 1
         row = acc.reduce(step=global_step, step_in_round=k + 1, seconds=time.perf_counter() - t0,
@@ -227,18 +234,18 @@ def run(spec: dict) -> None:
                 f.write(json.dumps(row) + "\n")
             print(METRICS_PREFIX + json.dumps(row), flush=True)
         done = k + 1
-        if cfg.save_every and done % cfg.save_every == 0 and done < len(plans) and spec.get("resume_root"):
+        if cfg.save_every and done % cfg.save_every == 0 and done < len(plans) and spec.resume_root:
             sdir = work / "resume" / ckpt.step_prefix(global_step)
             ckpt.save_state(engine, sdir, {"global_step": global_step, "step_in_round": done, "world": world,
-                                           "fingerprint": spec["fingerprint"]})
-            ckpt.publish_sharded(sdir, spec["resume_root"].rstrip("/") + "/" + ckpt.step_prefix(global_step))
+                                           "fingerprint": spec.fingerprint})
+            ckpt.publish_sharded(sdir, spec.resume_root.rstrip("/") + "/" + ckpt.step_prefix(global_step))
 
     out = work / "out"
-    ckpt.save_hf(engine, cfg.zero_stage, Path(spec["model_dir"]), out)
+    ckpt.save_hf(engine, cfg.zero_stage, Path(spec.model_dir), out)
     ckpt.save_state(engine, work / "state", {"global_step": global_step, "step_in_round": len(plans),
-                                             "world": world, "fingerprint": spec["fingerprint"]})
-    if spec.get("publish_to"):  # workers started on their own nodes publish themselves (TrainJob)
-        publish_round(work, spec["publish_to"])
+                                             "world": world, "fingerprint": spec.fingerprint})
+    if spec.publish_to:  # workers started on their own nodes publish themselves (TrainJob)
+        publish_round(work, spec.publish_to)
     dist.barrier()
     dist.destroy_process_group()
 
@@ -249,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m masa.train.worker SPEC.json|'{...inline JSON...}'", file=sys.stderr)
         return 2
     # inline JSON: how a TrainJob passes its request (container args), no file to ship to the nodes
-    run(json.loads(argv[0] if argv[0].lstrip().startswith("{") else Path(argv[0]).read_text()))
+    run(worker_input(json.loads(argv[0] if argv[0].lstrip().startswith("{") else Path(argv[0]).read_text())))
     return 0
 
 

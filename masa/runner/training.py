@@ -12,33 +12,20 @@ published, those resume points are deleted.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from masa.storage import MANIFEST, open_store
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
 from masa.train.inputs import round_request, stage
 from masa.train.launch import read_metrics, run_workers
 from masa.train.metrics import METRICS_PREFIX
-from masa.train.trainjob import TrainJobSettings
-
-
-def train_config_for(run_cfg) -> TrainConfig:
-    """The TrainConfig of a RunConfig, with bc_coef taken from the algorithm's expert settings and
-    recompute_logprobs resolved (None: true for a real model, false for the toy).
-
-    Behaviour cloning is part of MASA only: GRPO, or experts disabled, trains with bc_coef 0.
-    """
-    expert = run_cfg.algorithm.expert
-    bc = expert.bc_coef if run_cfg.algorithm.uses_meta and expert.enabled else 0.0
-    recompute = run_cfg.train.recompute_logprobs
-    if recompute is None:  # real models: the actor's own log-probs as the old ones, as the released code;
-        recompute = run_cfg.model != "toy"  # the toy keeps the engine's (its figures were measured so)
-    return dataclasses.replace(run_cfg.train, bc_coef=bc, recompute_logprobs=recompute)
+from masa.train.trainjob import TrainJobSettings, follow, trainjob_manifest
 
 
 def train_round(
@@ -110,9 +97,6 @@ def train_round_trainjob(
     `train_round` (metrics read back from the published checkpoint). Raises TrainingFailed with the
     job's error.
     """
-    from masa.storage import open_store
-    from masa.train.trainjob import follow, trainjob_manifest
-
     request = round_request(model_uri, scored_uri, experts_uri, out_uri, cfg, resume_root=resume_root)
     resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None  # for the report only
 
@@ -128,3 +112,28 @@ def train_round_trainjob(
     state = json.loads(store.get_bytes(f"{ckpt.STATE_DIR}/{ckpt.STATE_FILE}"))
     return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
             "resumed_from": resume_uri, "work_dir": None}
+
+
+def prune_train_states(store, layout, branch: str, round_idx: int, keep: int) -> list[int]:
+    """Delete the DeepSpeed state of rounds <= round_idx - keep (manifest first, so a crash leaves an
+    incomplete prefix that is never loaded); the models stay. Returns the rounds pruned."""
+    pruned = []
+    for r in range(round_idx - keep, -1, -1) if keep else ():
+        state = f"{layout.part(branch, r, 'checkpoint')}/{ckpt.STATE_DIR}"
+        if not store.list(f"{state}/"):
+            break  # pruned by an earlier round: so are all before it
+        store.delete(f"{state}/{MANIFEST}")
+        store.delete(f"{state}/")
+        pruned.append(r)
+    return pruned
+
+
+def summarize_steps(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of each numeric per-step metric over the round, plus the total wall time."""
+    out: dict[str, Any] = {"optimizer_steps": len(steps)}
+    keys = {k for s in steps for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for k in sorted(keys):
+        vals = [s[k] for s in steps if isinstance(s.get(k), (int, float))]
+        out[k] = sum(vals) / len(vals)
+    out["wall_s"] = sum(s.get("seconds", 0.0) for s in steps)
+    return out

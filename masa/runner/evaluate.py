@@ -11,7 +11,6 @@ length range, and the notion reward. Benchmarks are verl-layout parquet, JSONL o
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -22,14 +21,14 @@ from typing import Any
 
 import torch
 
-from masa.algo.evaluation import avg_at_k, pass_at_k, spearman
+from masa.algo.evaluation import avg_at_k, outcome_spread, pass_at_k, spearman
 from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
 from masa.algo.prompts import solution_prompt
 from masa.algo.rewards import notion_rewards
 from masa.algo.verifier import verify_batch
 from masa.data.records import DataError, Problem, load_problems
-from masa.engines import Engine, GenerationRequest, SamplingSpec
-from masa.steps.rollout import chat_ids, context_len, request_seed
+from masa.engines import Engine, EngineConfig, GenerationRequest, SamplingSpec, make_engine
+from masa.runner.rollout import chat_ids, context_len, request_seed
 
 
 @dataclass(frozen=True)
@@ -127,6 +126,7 @@ def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, me
         "tokens": int(sum(len(smp.response_token_ids) for g in out for smp in g)),
         "generation_s": round(gen_s, 3), "samples_per_s": round(len(out) * s.k / max(gen_s, 1e-9), 3),
     }
+    figures["spread"] = outcome_spread(c, s.k)  # how many problems give a group-normalised advantage a signal
     if meta:
         figures["meta"], figures["calibration"] = _meta_awareness(kept, sols, metas, correct, lengths, s)
     return figures
@@ -172,8 +172,6 @@ def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backe
                    dtype: str = "auto", gpu_memory_utilization: float = 0.2, engine: Engine | None = None,
                    names: Sequence[str] | None = None) -> dict[str, Any]:
     """Every benchmark in `sources` on one engine; figures keyed by `names` (default: `benchmark_name`)."""
-    from masa.engines import EngineConfig, make_engine
-
     own = engine is None
     t0 = time.monotonic()
     if own:
@@ -197,32 +195,9 @@ def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backe
     return {"benchmarks": results, "wall_s": round(time.monotonic() - t0, 3)}
 
 
-def benchmark_step(cfg, *, name: str, model_ptr: str, out_path: str) -> dict[str, Any]:
-    """Pipeline step: benchmark the checkpoint behind `model_ptr`; write results JSON to `out_path`."""
-    from masa.engines import make_engine
-    from masa.steps.layout import read_pointer
-    from masa.steps.rounds import local_model, step_engine_config, toy_source
-
-    started = time.time()  # wall-clock stamps: the report's timing per step kind
-    ptr = read_pointer(model_ptr)
-    model_dir = local_model(ptr, Path(out_path).parent)
-    b = cfg.benchmark
-    sources = [toy_source(cfg, model_dir) if d == "toy" else d for d in b.datasets]
-    names = [d if d == "toy" else benchmark_name(d) for d in b.datasets]
-    s = EvalSettings(k=b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
-                     max_problems=b.max_problems, n_solution=cfg.algorithm.n_solution,
-                     max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed,
-                     solution_instruction=cfg.solution_instruction, meta_max_tokens=cfg.rollout.max_response_tokens,
-                     min_response_tokens=min(cfg.algorithm.cutoff.min_tokens, b.max_tokens))
-    # the step's GPUs as engine_parallelism splits them (tensor parallel size x replicas)
-    engine = make_engine(step_engine_config(cfg, "benchmark", model_dir, s.max_prompt_tokens + s.max_tokens))
-    try:
-        result = run_benchmarks(str(model_dir), sources, s, engine=engine, names=names)
-    finally:
-        engine.close()
-    result.update(checkpoint=name, uri=ptr.get("uri") or f"{ptr['store']}/{ptr['prefix']}", started_at=started,
-                  finished_at=time.time())
-    Path(out_path).write_text(json.dumps(result, indent=1))
-    first = next(iter(result["benchmarks"].values()))
-    return {"accuracy": first["accuracy"], "wall_s": result["wall_s"], "results": result,
-            **{f"{n}.accuracy": r["accuracy"] for n, r in result["benchmarks"].items()}}
+def heldout_accuracy(engine: Engine, problems: list[Problem], s: EvalSettings) -> dict[str, Any]:
+    """Accuracy of the engine's policy on the held-out problems (`s`: the benchmark's sampling,
+    `masa.runner.settings.heldout_eval_settings`)."""
+    r = evaluate(engine, problems, s, meta=False)
+    return {"accuracy": r["accuracy"], "accuracy_stderr": r.get("accuracy_stderr"), "n_problems": r["n_problems"],
+            "tokens": r["tokens"]}

@@ -18,6 +18,7 @@ uncommits that part (deletes its manifest) and fails naming it and the command t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from masa.config import RunConfig
 from masa.storage import (
     CorruptArtifactError,
     get_dir_verified,
@@ -59,19 +61,43 @@ class RunLayout:
         return open_store(self.store_uri).uri(prefix)
 
 
-def write_pointer(path: str | Path, **fields: Any) -> None:
+@dataclass(frozen=True)
+class Pointer:
+    """The content of a KFP pointer artifact: where a part lives in the store (`store`, `prefix`), and what
+    it is. Written as JSON of its set fields (`write_pointer`), read back by `read_pointer`."""
+
+    store: str
+    prefix: str
+    kind: str | None = None  # "checkpoint", "rollouts", "scored"; None for the base model
+    name: str | None = None  # a checkpoint's branch, or "base"
+    round: int | None = None  # a checkpoint's round index
+    shard: int | None = None  # a rollout shard's index (`resources.rollout_shards` > 1)
+    uri: str | None = None  # the part's URI when it differs from store/prefix
+
+    def to_json(self) -> str:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return json.dumps(fields, sort_keys=True, indent=1)
+
+
+_POINTER_FIELDS = {f.name for f in dataclasses.fields(Pointer)}
+
+
+def write_pointer(path: str | Path, pointer: Pointer) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(fields, sort_keys=True, indent=1))
+    Path(path).write_text(pointer.to_json())
 
 
-def read_pointer(path: str | Path) -> dict[str, Any]:
+def read_pointer(path: str | Path) -> Pointer:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"artifact {path} is not a masa pointer: {e}") from e
     if not isinstance(data, dict) or "store" not in data or "prefix" not in data:
         raise ValueError(f"artifact {path} is not a masa pointer (needs store and prefix)")
-    return data
+    unknown = sorted(set(data) - _POINTER_FIELDS)
+    if unknown:
+        raise ValueError(f"artifact {path}: unknown pointer fields {unknown} (known: {sorted(_POINTER_FIELDS)})")
+    return Pointer(**data)
 
 
 def reusable(store_uri: str, prefix: str, fingerprint: str, *, stats_key: str | None = None,
@@ -171,3 +197,21 @@ def local_path_or_fetch(store_uri: str, prefix: str, cache_root: str | Path) -> 
     fetch(store_uri, prefix, dest)
     done.touch()
     return dest
+
+
+def run_layout(cfg: RunConfig) -> RunLayout:
+    """Where `cfg`'s run keeps its artifacts: `<store>/<name>-<fingerprint>/`."""
+    if not cfg.store:
+        raise ValueError("store: the artifact store URI is not set (masa run sets <out>/store)")
+    return RunLayout(cfg.store, f"{cfg.name}-{cfg.fingerprint()}")
+
+
+def local_model(ptr: Pointer, cache_root: str | Path) -> Path:
+    """A verified local copy of the checkpoint behind a Model pointer."""
+    return local_path_or_fetch(ptr.store, ptr.prefix, cache_root)
+
+
+def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -> str:
+    """The toy task's parquet of `split`, shipped beside the base checkpoint in the store."""
+    base = local_path_or_fetch(cfg.store, run_layout(cfg).base("checkpoint"), Path(cache_root) / "base")
+    return str(base / f"toy-{split}.parquet")

@@ -20,12 +20,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from masa.algo.config import AlgorithmConfig
@@ -33,8 +36,10 @@ from masa.algo.cutoff import cutoff_budget
 from masa.algo.gating import gating_active, gating_decision, round_generator
 from masa.algo.meta import MetaFields, MetaPrediction, parse_meta, parse_meta_fields, render_meta_prompt
 from masa.algo.prompts import feedin_hint, solution_prompt, with_hint
-from masa.data.records import Problem
+from masa.data.records import Problem, load_problems, rows_to_problems
+from masa.engines import EngineConfig, make_engine
 from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
+from masa.schemas import ROLLOUT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -302,28 +307,13 @@ def _fill_stats(stats: RolloutStats, rows: Sequence[dict], skip: Sequence[bool],
 # ------------------------------------------------------------------ shard and step entry point
 
 
-def shard_schema():
-    """The rollout shard's Arrow schema (docs/rollout-shard.md)."""
-    import pyarrow as pa
-
-    return pa.schema([
-        ("prompt_id", pa.string()), ("group_id", pa.int32()), ("path", pa.string()), ("sample_idx", pa.int32()),
-        ("round", pa.int32()), ("algorithm", pa.string()), ("problem", pa.string()), ("answer", pa.string()),
-        ("prompt_token_ids", pa.list_(pa.int32())), ("response_token_ids", pa.list_(pa.int32())),
-        ("logprobs", pa.list_(pa.float32())), ("text", pa.string()), ("finish_reason", pa.string()),
-        ("meta_pass_rate", pa.int32()), ("meta_solution_length", pa.int32()),
-        ("meta_notions", pa.list_(pa.string())), ("meta_parse_error", pa.string()),
-        ("gated", pa.bool_()), ("max_tokens", pa.int32()),
-    ])
+def shard_schema() -> pa.Schema:
+    """The rollout shard's Arrow schema (`masa.schemas.ROLLOUT_SCHEMA`, docs/rollout-shard.md)."""
+    return ROLLOUT_SCHEMA
 
 
 def write_shard(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write rows as a parquet rollout shard atomically (temp file, then rename)."""
-    import os
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -337,8 +327,6 @@ def load_batch(prompts: str | Path | Sequence[Problem] | Sequence[dict[str, Any]
 
     Rows that cannot become a problem fail the step with their reasons (the data step filtered them).
     """
-    from masa.data.records import load_problems, rows_to_problems
-
     if isinstance(prompts, (str, Path)):
         problems, rejected = load_problems(str(prompts))
     elif all(isinstance(p, Problem) for p in prompts):
@@ -354,18 +342,18 @@ def load_batch(prompts: str | Path | Sequence[Problem] | Sequence[dict[str, Any]
 def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: str | Path, *,
                      algorithm: AlgorithmConfig, settings: SamplingSettings, round_index: int = 0, seed: int = 0,
                      mae_history: Sequence[float] = (), backend: str = "auto", dtype: str = "auto",
-                     gpu_memory_utilization: float = 0.2, engine: Engine | None = None) -> RolloutStats:
+                     gpu_memory_utilization: float = 0.2, engine: Engine | None = None,
+                     engine_config: EngineConfig | None = None) -> RolloutStats:
     """The pipeline step: load prompts and policy, roll out, write `rollouts.parquet` + `rollout_stats.json`.
 
     Pass a started `engine` to reuse it across rounds (its weights are then replaced from `model`
-    in place); otherwise one is started (and closed) here and its start-up time is in the stats.
+    in place); otherwise one is started (and closed) here, from `engine_config` when given (the step's,
+    `masa.runner.settings.engine_config`) else from backend/dtype, and its start-up time is in the stats.
     """
-    from masa.engines import EngineConfig, make_engine
-
     problems = load_batch(prompts)
     own = engine is None
     if own:
-        engine = make_engine(EngineConfig(
+        engine = make_engine(engine_config or EngineConfig(
             model=model, backend=backend, dtype=dtype, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=settings.max_prompt_tokens + settings.max_response_tokens))
     reload_s = 0.0

@@ -40,32 +40,16 @@ import torch
 from masa.algo.advantages import flat_advantages, flat_field_advantages, pad_groups, token_advantages
 from masa.algo.config import AlgorithmConfig
 from masa.algo.experts import expert_text, observed_targets, select_experts
-from masa.algo.gating import median_prediction, pass_rate_mae
-from masa.algo.meta import MetaFields, meta_field_spans, meta_value_spans, parse_meta_fields
-from masa.algo.rewards import (
-    field_components,
-    length_reward,
-    meta_reward,
-    notion_rewards,
-    observed_pass_rate,
-    pass_rate_reward,
-    solution_reward,
-)
-
-SOLUTION, META = "solution", "meta"
-REQUIRED = ("prompt_id", "group_id", "path", "sample_idx", "problem", "answer", "prompt_token_ids",
-            "response_token_ids", "text", "finish_reason")
-EXPERT_SCHEMA = pa.schema([("prompt_id", pa.string()), ("prompt_token_ids", pa.list_(pa.int32())),
-                           ("response_token_ids", pa.list_(pa.int32())), ("text", pa.string()),
-                           ("reward", pa.float32()), ("token_weights", pa.list_(pa.float32()))])
+from masa.algo.meta import MetaFields, meta_value_spans, parse_meta_fields
+from masa.algo.rewards import notion_rewards, solution_reward
+from masa.algo.scoring import advantage_groups, credited_fields, is_meta_group, meta_scores, token_fields
+from masa.algo.verifier import verify_batch
+from masa.schemas import EXPERT_SCHEMA, META, SCORED_COLUMNS, SCORING_NEEDS, SOLUTION, require_columns
 
 
 def _read(rollouts_path: str) -> tuple[pa.Table, dict[str, list]]:
     table = pq.read_table(rollouts_path)
-    missing = [c for c in REQUIRED if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{rollouts_path}: rollout shard lacks columns {', '.join(missing)} "
-                         f"(see docs/rollout-shard.md)")
+    require_columns(table.column_names, SCORING_NEEDS, f"{rollouts_path}: rollout shard")
     cols = table.to_pydict()
     bad = sorted({p for p in cols["path"] if p not in (SOLUTION, META)})
     if bad:
@@ -75,8 +59,6 @@ def _read(rollouts_path: str) -> tuple[pa.Table, dict[str, list]]:
 
 def _verify(cols: dict[str, list], sol: list[int], timeout_s: float,
             workers: int | None) -> tuple[list[bool | None], list[str | None]]:
-    from masa.algo.verifier import verify_batch
-
     n = len(cols["path"])
     correct: list[bool | None] = [None] * n
     errors: list[str | None] = [None] * n
@@ -117,51 +99,35 @@ def _observe(sol: list[int], sol_reward: torch.Tensor, lengths: list[int], promp
 
 
 def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n_prompts: int,
-                     obs: _Observed, algo: AlgorithmConfig) -> dict[str, torch.Tensor]:
-    """Meta reward, components, validity and |k/G - p| per meta row ([M] each)."""
-    G = algo.n_solution
-    sol_ok, sol_len, sol_mask = obs.ok, obs.length, obs.mask
+                     obs: _Observed, algo: AlgorithmConfig) -> dict[str, Any]:
+    """Meta reward, components, validity and |k/G - p| per meta row ([M] each): the notion rewards
+    (text-based) here, the rest in `masa.algo.scoring.meta_scores`."""
     fields = [p if isinstance(p, MetaFields) else MetaFields(None, None, None, ("unparsed",)) for p in preds]
-    parsed = [isinstance(p, MetaFields) for p in preds]  # at least one valid field
-    has_k = torch.tensor([f.pass_rate is not None for f in fields], dtype=torch.bool)
-    has_L = torch.tensor([f.solution_length is not None for f in fields], dtype=torch.bool)
-    has_n = torch.tensor([f.notions is not None for f in fields], dtype=torch.bool)
-    k = [f.pass_rate if f.pass_rate is not None else 0 for f in fields]
-    L = [f.solution_length if f.solution_length is not None else 1 for f in fields]
-    local = list(range(len(meta)))
     pos = {row: j for j, row in enumerate(meta)}
-    mprompt = [prompt_of[i] for i in meta]
-    pk, _, slot = _padded(k, local, mprompt, n_prompts, torch.long)
-    pL, _, _ = _padded(L, local, mprompt, n_prompts, torch.long)
-    gi = torch.tensor(mprompt, dtype=torch.long)
-    observed = observed_pass_rate(sol_ok, sol_mask)
-    r_pass = pass_rate_reward(pk, observed, n_solution=G)[gi, slot]
-    r_len = length_reward(pL, sol_len, sol_ok, strict=algo.reward.length_strict)[gi, slot]
     r_not = torch.zeros(len(meta))
     for b in range(n_prompts):
         rows = [i for i in meta if prompt_of[i] == b]
         if not rows or not obs.rows[b]:
             continue
         notions = [fields[pos[i]].notions for i in rows]
-        ok = sol_ok[b][sol_mask[b]].tolist()
+        ok = obs.ok[b][obs.mask[b]].tolist()
         r = notion_rewards(notions, problem=cols["problem"][rows[0]],
                            solution_texts=[cols["text"][i] for i in obs.rows[b]], solution_correct=ok)
         r_not[[pos[i] for i in rows]] = r
-    ok_mask = torch.tensor(parsed, dtype=torch.bool) & sol_mask.any(-1)[gi]
-    # per field: an invalid field scores 0 in its own component only (masa.algo.rewards.field_components)
-    r_pass, r_len, r_not = field_components(r_pass, r_len, r_not, has_k, has_L, has_n)
     rw = algo.reward
-    reward = meta_reward(r_pass, r_len, r_not, ok_mask, variant=rw.meta_reward, weight_pass_rate=rw.weight_pass_rate,
-                         weight_length=rw.weight_length, weight_notion=rw.weight_notion)
-    err = (pk.to(torch.float32) / G - observed.unsqueeze(-1)).abs()[gi, slot]
-    # the error of the group's median prediction: what gating acts on, so what its reliability is judged by
-    pparsed, pmask, _ = _padded(has_k.tolist(), local, mprompt, n_prompts, torch.bool)
-    median, has = median_prediction(pk, pparsed & pmask)
-    median_mae, n_med = pass_rate_mae(median, has, observed * G, sol_mask.any(-1), n_solution=G)
-    return {"reward": reward, "pass_rate": r_pass, "length": r_len, "notion": r_not, "parsed": ok_mask,
-            "parse_ok": torch.tensor([isinstance(p, MetaFields) and p.complete for p in preds], dtype=torch.bool),
-            "has_pass_rate": has_k & ok_mask, "abs_err": err,
-            "median_mae": median_mae if int(n_med) > 0 else None}
+    m = meta_scores(
+        torch.tensor([f.pass_rate if f.pass_rate is not None else 0 for f in fields], dtype=torch.long),
+        torch.tensor([f.solution_length if f.solution_length is not None else 1 for f in fields], dtype=torch.long),
+        torch.tensor([f.pass_rate is not None for f in fields], dtype=torch.bool),
+        torch.tensor([f.solution_length is not None for f in fields], dtype=torch.bool),
+        torch.tensor([f.notions is not None for f in fields], dtype=torch.bool),
+        torch.tensor([isinstance(p, MetaFields) for p in preds], dtype=torch.bool),  # at least one valid field
+        r_not, torch.tensor([prompt_of[i] for i in meta], dtype=torch.long), obs.ok, obs.length, obs.mask,
+        n_solution=algo.n_solution, length_strict=rw.length_strict, variant=rw.meta_reward,
+        weight_pass_rate=rw.weight_pass_rate, weight_length=rw.weight_length, weight_notion=rw.weight_notion)
+    return {"reward": m.reward, "pass_rate": m.pass_rate, "length": m.length, "notion": m.notion,
+            "parsed": m.parsed, "has_pass_rate": m.has_pass_rate, "abs_err": m.abs_err, "median_mae": m.median_mae,
+            "parse_ok": torch.tensor([isinstance(p, MetaFields) and p.complete for p in preds], dtype=torch.bool)}
 
 
 def _experts(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[int], n_prompts: int,
@@ -202,10 +168,6 @@ def _expert_tokens(tok, text: str, value_weight: float) -> tuple[list[int], list
     return ids, weights
 
 
-# meta reward component -> the JSON key whose value decides it
-_FIELD_KEYS = (("pass_rate", "pass_rate"), ("length", "solution_length"), ("notion", "math_notion"))
-
-
 def _field_token_advantages(cols, meta: list[int], m: dict[str, torch.Tensor], prompt_of: list[int],
                             adv: torch.Tensor, tokenizer: Callable[[], Any],
                             algo: AlgorithmConfig) -> dict[int, list[float]]:
@@ -214,13 +176,8 @@ def _field_token_advantages(cols, meta: list[int], m: dict[str, torch.Tensor], p
     Only fields the meta reward weighs get their own credit; unparsed and gated rows keep their scalar.
     """
     rw, cfg = algo.reward, algo.advantage
-    # a field counts if the configured meta reward pays for it alone (weight 0, or a variant that
-    # ignores it, leaves its tokens on the whole reward's advantage)
-    one = torch.eye(len(_FIELD_KEYS))
-    pays = meta_reward(one[:, 0], one[:, 1], one[:, 2], torch.ones(len(_FIELD_KEYS), dtype=torch.bool),
-                       variant=rw.meta_reward, weight_pass_rate=rw.weight_pass_rate,
-                       weight_length=rw.weight_length, weight_notion=rw.weight_notion)
-    fields = [fk for fk, p in zip(_FIELD_KEYS, (pays > 0).tolist(), strict=True) if p]
+    fields = credited_fields(variant=rw.meta_reward, weight_pass_rate=rw.weight_pass_rate,
+                             weight_length=rw.weight_length, weight_notion=rw.weight_notion)
     rows = [j for j in range(len(meta)) if bool(m["parsed"][j])]
     if not rows or not fields:
         return {}
@@ -239,19 +196,9 @@ def _field_token_advantages(cols, meta: list[int], m: dict[str, torch.Tensor], p
 
 
 def _token_fields(tok, ids: Sequence[int], keys: list[str]) -> list[int]:
-    """Index into `keys` of the field whose value each response token overlaps, else -1.
-
-    Spans are found in the concatenation of the tokens' own decoded pieces, not in the row's text, so
-    every character belongs to exactly one sampled token whatever the tokenizer's decoding quirks.
-    """
-    pieces = tok.batch_decode([[int(i)] for i in ids])
-    spans = meta_field_spans("".join(pieces))
-    out, pos = [], 0
-    for piece in pieces:
-        a, b = pos, pos + len(piece)
-        pos = b
-        out.append(next((f for f, k in enumerate(keys) if k in spans and a < spans[k][1] and spans[k][0] < b), -1))
-    return out
+    """Index into `keys` of the field whose value each response token overlaps, else -1
+    (`masa.algo.scoring.token_fields` over the tokens' own decoded pieces)."""
+    return token_fields(tok.batch_decode([[int(i)] for i in ids]), keys)
 
 
 def _lazy_tokenizer(path: str) -> Callable[[], Any]:
@@ -288,6 +235,14 @@ def _meta_columns(n: int, meta: list[int], preds: list) -> dict[str, list]:
     return cols
 
 
+def _scored_table(table: pa.Table, meta_cols: dict[str, list], scored: dict[str, list]) -> pa.Table:
+    """The rollout shard with the meta columns rewritten and the scoring columns set (`SCORED_COLUMNS`)."""
+    values = {**meta_cols, **scored}
+    for f in SCORED_COLUMNS:
+        table = _set(table, f.name, values[f.name], f.type)
+    return table
+
+
 def _mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if len(xs) else 0.0
 
@@ -308,8 +263,8 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         "gated_prompts": len({prompt_of[i] for i, g in enumerate(gated) if g}),
         "cutoff_samples": sum(fr == "cutoff" for fr in cols["finish_reason"]),
         "zero_variance_groups": sum(groups.values()),
-        "zero_variance_solution_groups": sum(z for g, z in groups.items() if g % 2 == 0),
-        "zero_variance_meta_groups": sum(z for g, z in groups.items() if g % 2 == 1),
+        "zero_variance_solution_groups": sum(z for g, z in groups.items() if not is_meta_group(g)),
+        "zero_variance_meta_groups": sum(z for g, z in groups.items() if is_meta_group(g)),
         "rollout_tokens": sum(lengths),
         "solution_tokens": sum(lengths[i] for i in sol), "meta_tokens": sum(lengths[i] for i in meta),
         "n_experts": len(experts),
@@ -322,7 +277,7 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         scorable = [bool(obs.mask[prompt_of[i]].any()) for i in meta]
         out["meta_parse_rate"] = _mean(m["parse_ok"].tolist())
         out["meta_pass_rate_mae"] = _mean_or_none(m["abs_err"][m["has_pass_rate"]].tolist())
-        out["meta_pass_rate_mae_median"] = None if m["median_mae"] is None else float(m["median_mae"])
+        out["meta_pass_rate_mae_median"] = m["median_mae"]
         out["meta_reward_mean"] = _mean_or_none([r for r, s in zip(m["reward"].tolist(), scorable, strict=True) if s])
         for k in ("pass_rate", "length", "notion"):
             out[f"meta_reward_{k}_mean"] = _mean_or_none(m[k][ok].tolist())
@@ -365,8 +320,8 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
                 for k in parts:
                     parts[k][i] = float(m[k][j])
 
-    # One GRPO group per (prompt, path): even ids solution, odd ids meta.
-    gidx = torch.tensor([2 * prompt_of[i] + (cols["path"][i] == META) for i in range(n)], dtype=torch.long)
+    # One GRPO group per (prompt, path)
+    gidx = advantage_groups(prompt_of, [p == META for p in cols["path"]])
     adv_cfg = algo.advantage
     adv, zero_var = flat_advantages(torch.tensor(reward, dtype=torch.float32), gidx, estimator=adv_cfg.estimator,
                                     eps=adv_cfg.eps, unbiased=adv_cfg.unbiased_std)
@@ -378,19 +333,10 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, vals in _meta_columns(n, meta, preds).items():
-        typ = pa.list_(pa.string()) if name == "meta_notions" else (
-            pa.string() if name == "meta_parse_error" else pa.int32())
-        table = _set(table, name, vals, typ)
-    table = _set(table, "correct", correct, pa.bool_())
-    table = _set(table, "verifier_error", verr, pa.string())
-    table = _set(table, "reward", reward, pa.float32())
-    for k, vals in parts.items():
-        table = _set(table, f"reward_{k}", vals, pa.float32())
-    table = _set(table, "advantage", adv.tolist(), pa.float32())
-    table = _set(table, "zero_variance", zero_var.tolist(), pa.bool_())
-    table = _set(table, "token_advantages", tok_adv, pa.list_(pa.float32()))
-    pq.write_table(table, out / "scored.parquet")
+    scored = {"correct": correct, "verifier_error": verr, "reward": reward, "advantage": adv.tolist(),
+              "zero_variance": zero_var.tolist(), "token_advantages": tok_adv,
+              **{f"reward_{k}": vals for k, vals in parts.items()}}
+    pq.write_table(_scored_table(table, _meta_columns(n, meta, preds), scored), out / "scored.parquet")
 
     experts = _experts(cols, meta, m, prompt_of, n_prompts, obs, tokenizer, algo) if m is not None else []
     pq.write_table(pa.Table.from_pylist(experts, schema=EXPERT_SCHEMA), out / "experts.parquet")

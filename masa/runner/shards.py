@@ -18,7 +18,7 @@ from typing import Any
 
 from masa.engines.base import Engine, GenerationRequest, Sample
 from masa.engines.replicated import chunks
-from masa.steps.rollout import request_seed
+from masa.runner.rollout import request_seed
 
 COUNTS = ("prompts", "prompts_dropped_for_length", "gated_prompts", "samples", "meta_samples", "solution_samples",
           "meta_parse_failures", "cutoff_samples", "tokens", "engine_calls")

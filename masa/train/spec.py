@@ -1,0 +1,68 @@
+"""The training workers' input, typed: one definition shared by the launcher (`masa.train.launch`), the
+stager (`masa.train.inputs`), the workers (`masa.train.worker`, `masa.train.remote`) and the TrainJob
+manifest (`masa.train.trainjob`). Both travel as JSON (a file, or a TrainJob's container argument).
+
+    RoundRequest  what one round needs, by URI or path: the policy, the shards, where to publish, the
+                  settings. A TrainJob's workers receive it (`"remote": true`) and stage it themselves.
+    WorkerSpec    the staged round, local paths only: what a worker trains from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from masa.configbase import from_dict
+from masa.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    cfg: TrainConfig
+    model: str  # the policy: HF directory or store URI
+    scored: str  # scored.parquet, path or URI
+    experts: str | None  # experts.parquet, or None
+    out: str  # where the next checkpoint is published
+    resume_root: str | None = None  # where resumable state is saved every cfg.save_every steps
+    work_dir: str | None = None  # each node's scratch (TrainJob); None: a temporary directory
+
+    def to_dict(self, *, remote: bool = False) -> dict[str, Any]:
+        d = {**dataclasses.asdict(self), "cfg": dataclasses.asdict(self.cfg)}
+        if self.work_dir is None:
+            del d["work_dir"]
+        return {**d, "remote": True} if remote else d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RoundRequest:
+        fields = {k: v for k, v in d.items() if k != "remote"}
+        return cls(**{**fields, "cfg": from_dict(TrainConfig, d["cfg"])})
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    cfg: TrainConfig
+    model_dir: str
+    scored_path: str
+    experts_path: str | None
+    work_dir: str
+    ds_config: str  # the DeepSpeed JSON of cfg.zero_stage
+    ref_model_dir: str  # the KL reference (the policy itself unless cfg.ref_model)
+    fingerprint: str  # identity of the round's inputs (masa.train.inputs.fingerprint)
+    resume_root: str | None
+    resume_dir: str | None  # this round's resume point to load, staged locally
+    init_state_dir: str | None  # the previous round's DeepSpeed state, staged locally
+    publish_to: str | None = None  # set on a TrainJob's nodes: the workers publish the round themselves
+    resumed_from: str | None = None  # the resume point's URI, for the report
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "cfg": dataclasses.asdict(self.cfg)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorkerSpec:
+        return cls(**{**d, "cfg": from_dict(TrainConfig, d["cfg"])})
+
+
+def worker_input(d: dict[str, Any]) -> RoundRequest | WorkerSpec:
+    """A worker's JSON argument: a request to stage (`"remote": true`, a TrainJob) or a staged spec."""
+    return RoundRequest.from_dict(d) if d.get("remote") else WorkerSpec.from_dict(d)
