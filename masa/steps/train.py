@@ -38,7 +38,9 @@ def train_config_for(run_cfg) -> TrainConfig:
     recompute = run_cfg.train.recompute_logprobs
     if recompute is None:  # real models: the actor's own log-probs as the old ones, as the released code;
         recompute = run_cfg.model != "toy"  # the toy keeps the engine's (its figures were measured so)
-    return dataclasses.replace(run_cfg.train, bc_coef=bc, recompute_logprobs=recompute)
+    return dataclasses.replace(run_cfg.train, bc_coef=bc, recompute_logprobs=recompute, bc_mode=expert.mode,
+                               bc_phase_batch=expert.phase_batch, bc_phase_steps=expert.phase_steps,
+                               bc_phase_lr=expert.phase_lr)
 
 
 def train_round(
