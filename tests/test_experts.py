@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masa.algo.experts import expert_text, observed_targets, select_experts
+from masa.algo.experts import expert_text, observed_targets, phase_batches, phase_lr, select_experts
 from masa.algo.meta import MetaPrediction, format_meta_completion, parse_meta
 
 
@@ -74,3 +74,58 @@ def test_select_experts_threshold_just_below_one():
     # found by hypothesis: a reward of exactly 1 beats a threshold of 0.9999999999999999, which a float32
     # comparison rounded up to 1.0
     assert select_experts(torch.tensor([[1.0]]), torch.tensor([[True]]), min_reward=0.9999999999999999).tolist() == [0]
+
+
+# ---------------------------------------------------------------- behaviour cloning as a phase (issue 14 item 6)
+
+
+def test_phase_batches_are_first_in_first_out_and_keep_the_rest():
+    # buffer holds 3 (indices 0..2), the round adds 6 (3..8), batches of 4: two full batches in arrival
+    # order, the 9th expert waits for the next round
+    assert phase_batches(3, 6, batch=4) == ([[0, 1, 2, 3], [4, 5, 6, 7]], [8])
+    assert phase_batches(1, 2, batch=4) == ([], [0, 1, 2])  # not full: no phase, all carried
+    assert phase_batches(2, 2, batch=4) == ([[0, 1, 2, 3]], [])
+    assert phase_batches(0, 0, batch=1) == ([], [])
+    with pytest.raises(ValueError, match="batch"):
+        phase_batches(1, 1, batch=0)
+
+
+def test_phase_lr_is_verl_cosine_with_warmup():
+    # 4 steps (verl's SFT default epochs over one full batch): warm-up int(0.4) = 0 steps, then
+    # lr x 0.5 (1 + cos(pi s / 4)): s=0 -> 1, s=1 -> 0.5 (1 + 0.70711) = 0.85355, s=2 -> 0.5, s=3 -> 0.14645
+    got = [phase_lr(s, steps=4, lr=1e-5) for s in range(4)]
+    assert got == pytest.approx([1e-5, 0.8535534e-5, 0.5e-5, 0.1464466e-5], rel=1e-6)
+    # 10 steps: warm-up 1 step from 0; step 1 starts the cosine at lr, step 4: 0.5 (1 + cos(pi 3 / 9)) = 0.75
+    assert phase_lr(0, steps=10, lr=2.0) == 0.0
+    assert phase_lr(1, steps=10, lr=2.0) == pytest.approx(2.0)
+    assert phase_lr(4, steps=10, lr=2.0) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="step"):
+        phase_lr(4, steps=4, lr=1.0)
+
+
+def test_expert_mode_is_validated_naming_the_valid_ones():
+    from masa.algo.config import ExpertConfig
+    from masa.configbase import ConfigError, from_dict
+    from masa.train.config import TrainConfig
+
+    assert ExpertConfig().mode == "joint" and TrainConfig().bc_mode == "joint"
+    with pytest.raises(ValueError, match=r"mode: unknown expert mode 'sft'; valid: joint, phase"):
+        ExpertConfig(mode="sft")
+    with pytest.raises(ConfigError, match=r"bc_mode: unknown expert mode 'sft'; valid: joint, phase"):
+        from_dict(TrainConfig, {"bc_mode": "sft"})
+    with pytest.raises(ValueError, match="phase_batch: must be >= 1"):
+        ExpertConfig(phase_batch=0)
+
+
+def test_train_config_carries_the_expert_mode_of_the_run():
+    from masa.config import load_config
+    from masa.runner.settings import train_settings
+
+    def train_config_for(cfg):
+        return train_settings(cfg, "masa-efficient", 0)
+
+    joint = train_config_for(load_config("toy"))
+    assert (joint.bc_mode, joint.bc_coef) == ("joint", 0.5)
+    phase = train_config_for(load_config("toy", ["algorithm.expert.mode=phase", "algorithm.expert.phase_batch=64",
+                                                 "algorithm.expert.phase_steps=2", "algorithm.expert.phase_lr=3e-5"]))
+    assert (phase.bc_mode, phase.bc_phase_batch, phase.bc_phase_steps, phase.bc_phase_lr) == ("phase", 64, 2, 3e-5)

@@ -13,6 +13,9 @@ from typing import Literal
 from masa.configbase import check, raise_if
 
 Algorithm = Literal["grpo", "masa", "masa-efficient"]
+# how experts are cloned: "joint" adds bc_coef x BC to every optimizer step's loss; "phase" buffers them
+# across rounds and clones each full batch in separate steps at its own LR (the released code's meta SFT)
+EXPERT_MODES = ("joint", "phase")
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,26 @@ class ExpertConfig:
     # Weight, inside the BC token mean, of the tokens spelling the target's pass_rate and solution_length
     # digits (1 = the paper's plain BC). They carry the whole calibration signal in ~2 of ~50 tokens.
     value_weight: float = 1.0
+    # "joint" (default): bc_coef x BC of the round's experts inside every optimizer step of the round.
+    # "phase" (the released code's meta SFT, off in its launch script): experts join a FIFO buffer carried
+    # across rounds; each time it holds `phase_batch` of them, after the round's policy steps,
+    # `phase_steps` full-batch BC steps at `phase_lr` (cosine decay, masa.algo.experts.phase_lr) train on
+    # the oldest `phase_batch`; bc_coef is then unused. Defaults: verl's SFT trainer (256, 4 epochs, 1e-5).
+    mode: str = "joint"
+    phase_batch: int = 256
+    phase_steps: int = 4
+    phase_lr: float = 1e-5
 
     def __post_init__(self) -> None:
         p: list[str] = []
         check(0 <= self.min_reward <= 1, "min_reward", "must be in [0, 1]", p)
         check(self.bc_coef >= 0, "bc_coef", "must be >= 0", p)
         check(self.value_weight >= 0, "value_weight", "must be >= 0", p)
+        check(self.mode in EXPERT_MODES, "mode",
+              f"unknown expert mode {self.mode!r}; valid: {', '.join(EXPERT_MODES)}", p)
+        check(self.phase_batch >= 1, "phase_batch", "must be >= 1", p)
+        check(self.phase_steps >= 1, "phase_steps", "must be >= 1", p)
+        check(self.phase_lr > 0, "phase_lr", "must be > 0", p)
         raise_if(p)
 
 

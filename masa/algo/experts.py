@@ -23,10 +23,18 @@ How we differ from the paper's released code (akatigre/MASA-RL, ``masa_ray_train
 - The target is the canonical JSON (``meta.replace_meta_values``), not a Python dict repr.
 - Rounding is half-up (``floor(x + 0.5)``), not Python's banker's rounding.
 
+Cloning them (ExpertConfig.mode): "joint" adds bc_coef x BC to every optimizer step; "phase" is the
+reference's meta SFT (``meta_sft_fit``, off in its launch script): experts join a FIFO buffer and each
+full batch is cloned in `steps` full-batch steps at its own LR (`phase_batches`, `phase_lr`). The
+reference keeps only one batch per RL step and empties its buffer each epoch; we clone every full batch
+the buffer holds (so it never exceeds one batch) and carry it across the whole run.
+
 Shapes: B prompts, G solution rollouts, Gm meta rollouts.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -75,3 +83,31 @@ def observed_targets(correct: Tensor, lengths: Tensor, valid: Tensor, *,
 def expert_text(meta_text: str, *, pass_rate: int, solution_length: int) -> str:
     """The behaviour-cloning target: the chosen meta response with the observed values written in."""
     return replace_meta_values(meta_text, pass_rate=pass_rate, solution_length=solution_length)
+
+
+def phase_batches(n_buffered: int, n_new: int, *, batch: int) -> tuple[list[list[int]], list[int]]:
+    """Which experts each SFT phase clones, first in first out, and which stay in the buffer.
+
+    Indices 0..n_buffered-1 are the carried buffer (oldest first), n_buffered..n_buffered+n_new-1 the
+    round's new experts in shard order. Returns (full batches of `batch` indices in order, the rest).
+    """
+    if min(n_buffered, n_new) < 0 or batch < 1:
+        raise ValueError(f"need n_buffered, n_new >= 0 and batch >= 1; got {n_buffered}, {n_new}, {batch}")
+    order = list(range(n_buffered + n_new))
+    n_full = len(order) // batch * batch
+    return [order[i:i + batch] for i in range(0, n_full, batch)], order[n_full:]
+
+
+def phase_lr(step: int, *, steps: int, lr: float, warmup_ratio: float = 0.1) -> float:
+    """LR of optimizer step `step` (0-based) of an SFT phase of `steps` steps: verl's SFT trainer schedule
+    (``get_cosine_schedule_with_warmup``, warmup int(steps x warmup_ratio) steps, half a cosine to 0).
+
+        step < W:  lr x step / max(1, W)
+        else:      lr x 0.5 x (1 + cos(pi x (step - W) / max(1, steps - W)))
+    """
+    if not 0 <= step < steps:
+        raise ValueError(f"step must be in 0..{steps - 1}, got {step}")
+    warm = int(steps * warmup_ratio)
+    if step < warm:
+        return lr * step / max(1, warm)
+    return lr * max(0.0, 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, steps - warm))))

@@ -29,8 +29,8 @@ def algorithm_for(cfg: RunConfig, branch: str) -> AlgorithmConfig:
 def train_settings(cfg: RunConfig, branch: str, round_idx: int) -> TrainConfig:
     """The TrainConfig of `branch` in round `round_idx`.
 
-    - bc_coef from the algorithm's expert settings: behaviour cloning is part of MASA only (GRPO, or
-      experts disabled, trains with bc_coef 0);
+    - bc_coef and the behaviour-cloning mode (joint or phase, masa.train.phase) from the algorithm's expert
+      settings: behaviour cloning is part of MASA only (GRPO, or experts disabled, trains with bc_coef 0);
     - recompute_logprobs resolved (None: true for a real model, false for the toy);
     - a seed per round, so each round shuffles its micro-batches differently;
     - temperature 1: the engines record raw (T=1) log-probs as the "old" policy (docs/engines.md), so
@@ -42,7 +42,9 @@ def train_settings(cfg: RunConfig, branch: str, round_idx: int) -> TrainConfig:
     if recompute is None:  # real models: the actor's own log-probs as the old ones, as the released code;
         recompute = cfg.model != "toy"  # the toy keeps the engine's (its figures were measured so)
     return dataclasses.replace(cfg.train, bc_coef=bc, recompute_logprobs=recompute, temperature=1.0,
-                               seed=cfg.seed * 1000 + round_idx)
+                               seed=cfg.seed * 1000 + round_idx, bc_mode=algo.expert.mode,
+                               bc_phase_batch=algo.expert.phase_batch, bc_phase_steps=algo.expert.phase_steps,
+                               bc_phase_lr=algo.expert.phase_lr)
 
 
 def engine_config(cfg: RunConfig, step: Literal["rollout", "benchmark"], model_dir: str | Path,

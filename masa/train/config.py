@@ -3,7 +3,8 @@
 Defaults follow the paper (arXiv 2510.03259, App. B): lr 1e-6 with 20 warm-up steps, AdamW with weight
 decay 0.1, gradient clipping 1.0, asymmetric PPO clip (0.2 low, 0.28 high: "clip-higher"), no KL term and
 no entropy bonus. `bc_coef` weights the behaviour-cloning loss on the round's expert meta trajectories
-(the pipeline copies it from `AlgorithmConfig.expert.bc_coef`).
+(the pipeline copies it from `AlgorithmConfig.expert.bc_coef`). With `bc_mode: phase` experts are not in
+the policy steps: they are cloned in separate full-batch steps at `bc_phase_lr` (masa.train.phase).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from masa.algo.config import EXPERT_MODES
 from masa.configbase import check, raise_if
 
 LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
@@ -33,6 +35,13 @@ class TrainConfig:
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     bc_coef: float = 0.1
+    # AlgorithmConfig.expert.mode and its phase settings (copied by the pipeline): "joint" = bc_coef x BC
+    # in every step; "phase" = experts buffered across rounds, each full batch of `bc_phase_batch` cloned
+    # after the round's steps in `bc_phase_steps` full-batch steps at `bc_phase_lr` (cosine decay)
+    bc_mode: str = "joint"
+    bc_phase_batch: int = 256
+    bc_phase_steps: int = 4
+    bc_phase_lr: float = 1e-5
     # reference model for the KL term; None = the round's input policy. Loaded only when kl_coef > 0.
     ref_model: str | None = None
     # recompute "old" log-probs with the training model before the update (the paper's released code,
@@ -76,6 +85,11 @@ class TrainConfig:
         check(self.dual_clip > 1, "dual_clip", "must be > 1", p)
         for k in ("kl_coef", "entropy_coef", "bc_coef"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
+        check(self.bc_mode in EXPERT_MODES, "bc_mode",
+              f"unknown expert mode {self.bc_mode!r}; valid: {', '.join(EXPERT_MODES)}", p)
+        check(self.bc_phase_batch >= 1, "bc_phase_batch", "must be >= 1", p)
+        check(self.bc_phase_steps >= 1, "bc_phase_steps", "must be >= 1", p)
+        check(self.bc_phase_lr > 0, "bc_phase_lr", "must be > 0", p)
         check(self.steps_per_round >= 1, "steps_per_round", "must be >= 1", p)
         check(self.samples_per_step is None or self.samples_per_step >= 1, "samples_per_step",
               "must be >= 1 or null", p)

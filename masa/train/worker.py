@@ -29,7 +29,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from masa.algo.experts import phase_lr
 from masa.train import checkpoint as ckpt
+from masa.train import phase
 from masa.train.config import TrainConfig
 from masa.train.data import (
     EXPERT,
@@ -160,6 +162,32 @@ def optimizer_step(engine, ref, plan: StepPlan, samples: list[TrainSample], cfg:
     return acc
 
 
+def run_phases(engine, batches: list[list[TrainSample]], cfg: TrainConfig, *, rank: int, world: int, pad_id: int,
+               device, global_step: int, first: int, out: Path) -> None:
+    """Clone each full batch of the expert buffer: `bc_phase_steps` steps over the whole batch at the
+    phase's LR (masa.train.phase). Each step's metrics row has "phase": "expert"; `step` stays the
+    policy's global step (the policy LR schedule does not count these steps)."""
+    bc_cfg = dataclasses.replace(cfg, bc_coef=1.0)  # the phase's own LR scales it, not bc_coef
+    k = first
+    with phase.own_lr(engine):
+        for batch in batches:
+            plan = plan_round(batch, world=world, steps=1, samples_per_step=None, seed=cfg.seed,
+                              token_budget=cfg.max_tokens_per_microbatch)[0]
+            for s in range(cfg.bc_phase_steps):
+                for g in engine.optimizer.param_groups:
+                    g["lr"] = phase_lr(s, steps=cfg.bc_phase_steps, lr=cfg.bc_phase_lr)
+                t0 = time.perf_counter()
+                acc = optimizer_step(engine, None, plan, batch, bc_cfg, rank=rank, world=world, pad_id=pad_id,
+                                     device=device, fault_micro=None)
+                k += 1
+                row = {**acc.reduce(step=global_step, step_in_round=k, seconds=time.perf_counter() - t0,
+                                    gap=None, device=device), "phase": "expert"}
+                if rank == 0:
+                    with out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(METRICS_PREFIX + json.dumps(row), flush=True)
+
+
 def restore(engine, spec: WorkerSpec, world: int) -> tuple[int, int, str]:
     """Load this round's resume point, else the previous round's state; (start step, global step, what).
 
@@ -202,7 +230,9 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
     torch.manual_seed(cfg.seed)
     work = Path(spec.work_dir)
 
-    samples = load_policy_samples(spec.scored_path) + load_expert_samples(spec.experts_path)
+    experts = load_expert_samples(spec.experts_path)
+    phased = cfg.bc_mode == "phase"  # experts go to the phase's buffer, not into the policy steps
+    samples = load_policy_samples(spec.scored_path) + ([] if phased else experts)
     plans = plan_round(samples, world=world, steps=cfg.steps_per_round, samples_per_step=cfg.samples_per_step,
                        epochs=cfg.epochs,
                        token_budget=cfg.max_tokens_per_microbatch, seed=cfg.seed)
@@ -240,10 +270,18 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
                                            "fingerprint": spec.fingerprint})
             ckpt.publish_sharded(sdir, spec.resume_root.rstrip("/") + "/" + ckpt.step_prefix(global_step))
 
+    left = None
+    if phased:
+        batches, left = phase.fill(phase.load_buffer(spec.init_state_dir), experts, batch=cfg.bc_phase_batch)
+        run_phases(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
+                   global_step=global_step, first=len(plans), out=metrics_path)
     out = work / "out"
     ckpt.save_hf(engine, cfg.zero_stage, Path(spec.model_dir), out)
     ckpt.save_state(engine, work / "state", {"global_step": global_step, "step_in_round": len(plans),
-                                             "world": world, "fingerprint": spec.fingerprint})
+                                             "world": world, "fingerprint": spec.fingerprint,
+                                             **({"expert_buffer": len(left)} if phased else {})})
+    if phased and rank == 0:
+        phase.save_buffer(left, work / "state")
     if spec.publish_to:  # workers started on their own nodes publish themselves (TrainJob)
         publish_round(work, spec.publish_to)
     dist.barrier()

@@ -1,0 +1,68 @@
+"""Behaviour cloning as a separate phase (`TrainConfig.bc_mode: phase`): the expert buffer and its LR.
+
+In joint mode (the default) experts are part of every optimizer step (masa.train.objective). In phase
+mode, as the paper's released code (`meta_sft_fit`, off in its launch script), the round's experts join
+a first-in-first-out buffer carried from round to round in the DeepSpeed state directory
+(`expert_buffer.parquet` beside train_state.json, so it travels, is verified and is pruned with the
+optimizer state). After the round's policy steps, each full batch of `bc_phase_batch` experts is cloned
+in `bc_phase_steps` steps over the whole batch, with the same AdamW (its moments shared, as released)
+at `bc_phase_lr` on a cosine schedule (`masa.algo.experts.phase_lr`); the policy LR schedule is
+neither stepped nor changed by the phase.
+
+How we differ from the released code: every full batch in the buffer is cloned (released: at most one
+per RL step), the buffer lasts the whole run (released: emptied each epoch), and the phase runs at
+`bc_phase_lr` (released: torch's LambdaLR keeps the `initial_lr` the actor's scheduler set, so its
+cosine starts from the actor's LR whatever `meta_sft.optim.lr` says).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from masa.algo.experts import phase_batches
+from masa.train.data import TrainSample, load_expert_samples
+
+BUFFER_FILE = "expert_buffer.parquet"
+_SCHEMA = pa.schema([("prompt_token_ids", pa.list_(pa.int64())), ("response_token_ids", pa.list_(pa.int64())),
+                     ("token_weights", pa.list_(pa.float32()))])
+
+
+def load_buffer(state_dir: str | Path | None) -> list[TrainSample]:
+    """The experts a previous round left in the buffer (oldest first); none without a state or file."""
+    f = Path(state_dir) / BUFFER_FILE if state_dir else None
+    return load_expert_samples(f) if f is not None and f.is_file() else []
+
+
+def save_buffer(samples: list[TrainSample], state_dir: str | Path) -> None:
+    """Write the buffer (experts.parquet's columns, so `load_expert_samples` reads it back)."""
+    rows = [{"prompt_token_ids": list(s.prompt), "response_token_ids": list(s.response),
+             "token_weights": None if s.weights is None else list(s.weights)} for s in samples]
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=_SCHEMA), Path(state_dir) / BUFFER_FILE)
+
+
+def fill(buffer: list[TrainSample], new: list[TrainSample], *, batch: int) -> tuple[list[list[TrainSample]], list[TrainSample]]:
+    """(the full batches to clone now, in order; what stays in the buffer) after adding `new` to it."""
+    pool = buffer + new
+    batches, left = phase_batches(len(buffer), len(new), batch=batch)
+    return [[pool[i] for i in b] for b in batches], [pool[i] for i in left]
+
+
+@contextmanager
+def own_lr(engine) -> Iterator[None]:
+    """Let the caller set the optimizer's LR per step: the engine's LR scheduler is detached (so
+    `engine.step()` does not advance the policy schedule) and the LRs it had are restored after."""
+    groups = engine.optimizer.param_groups
+    saved, sched = [g["lr"] for g in groups], engine.lr_scheduler
+    engine.lr_scheduler = None
+    try:
+        yield
+    finally:
+        engine.lr_scheduler = sched
+        for g, lr in zip(groups, saved, strict=True):
+            g["lr"] = lr

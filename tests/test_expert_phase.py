@@ -1,0 +1,107 @@
+"""Behaviour cloning as a separate phase (`expert.mode: phase`, issue 14 item 6) beside the joint default.
+
+The unit tests pin which experts a phase clones and the buffer's round trip; the slow test runs two real
+1-rank DeepSpeed CPU rounds in phase mode and reads what the workers did from their metrics rows, the
+published state and the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from masa.train.config import TrainConfig
+from masa.train.data import EXPERT, TrainSample, load_expert_samples
+from masa.train.phase import fill, load_buffer, save_buffer
+
+
+def _expert(tag: int, n: int = 3, weights=None) -> TrainSample:
+    return TrainSample((1, tag), (tag,) * n, None, 0.0, EXPERT, weights)
+
+
+def test_fill_clones_full_batches_oldest_first_and_carries_the_rest():
+    old = [_expert(10), _expert(11)]
+    new = [_expert(20), _expert(21), _expert(22)]
+    batches, left = fill(old, new, batch=2)
+    # pool = 10 11 20 21 22: batches (10 11) (20 21), 22 waits
+    assert [[s.prompt[1] for s in b] for b in batches] == [[10, 11], [20, 21]]
+    assert [s.prompt[1] for s in left] == [22]
+    batches, left = fill([], new, batch=4)
+    assert batches == [] and left == new
+
+
+def test_buffer_round_trips_through_the_state_dir(tmp_path):
+    buf = [_expert(5, 2, (1.0, 3.0)), _expert(6, 4)]
+    save_buffer(buf, tmp_path / "state")
+    assert load_buffer(tmp_path / "state") == buf
+    assert load_buffer(tmp_path / "none") == [] and load_buffer(None) == []
+    save_buffer([], tmp_path / "empty")
+    assert load_buffer(tmp_path / "empty") == []
+
+
+# ---------------------------------------------------------------- real DeepSpeed rounds
+
+
+def _nll(model_dir, experts: list[TrainSample]) -> float:
+    """Token-mean NLL of the experts' responses under the model: the BC loss of a full-batch step."""
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for s in experts:
+            ids = torch.tensor([s.prompt + s.response])
+            lp = torch.log_softmax(m(ids).logits[0, :-1].float(), -1)
+            total -= lp[len(s.prompt) - 1 :].gather(-1, ids[0, len(s.prompt):, None]).sum().item()
+            n += len(s.response)
+    return total / n
+
+
+@pytest.mark.slow
+def test_phase_mode_clones_buffered_experts_in_their_own_steps(tiny_model_dir, tmp_path):
+    from masa.runner.training import train_round
+    from masa.train import checkpoint as ckpt
+    from masa.train.synthetic import write_synthetic_shards
+
+    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
+    scored, experts = write_synthetic_shards(tmp_path / "data", vocab_size=vocab, n_prompts=3, n_experts=3, seed=2)
+    # zero advantages and no weight decay: the policy step leaves the weights exactly as they are (AdamW
+    # with a zero gradient moves nothing), so the first phase step's BC loss is the input model's NLL
+    t = pq.read_table(scored)
+    pq.write_table(t.set_column(t.column_names.index("advantage"), "advantage",
+                                [[0.0] * t.num_rows]), scored)
+    e = load_expert_samples(experts)
+    lr = 1e-3
+    cfg = TrainConfig(lr=lr, warmup_steps=2, weight_decay=0.0, steps_per_round=1, bc_mode="phase",
+                      bc_phase_batch=2, bc_phase_steps=2, bc_phase_lr=5e-3, seed=1)
+
+    r1 = train_round(str(tiny_model_dir), str(scored), str(experts), str(tmp_path / "r1"), cfg, nproc=1)
+    pol, ph = [r for r in r1["steps"] if "phase" not in r], [r for r in r1["steps"] if "phase" in r]
+    # the policy step has no experts in it; the phase clones experts 0 and 1 (2 steps over both)
+    assert len(pol) == 1 and pol[0]["expert/tokens"] == 0 and pol[0]["lr"] == pytest.approx(lr / 2)
+    assert [r["phase"] for r in ph] == ["expert", "expert"] and [r["step"] for r in ph] == [1, 1]
+    assert [r["expert/tokens"] for r in ph] == [len(e[0].response) + len(e[1].response)] * 2
+    # phase LRs: 5e-3 x (1, 0.5 (1 + cos(pi / 2)) = 0.5)
+    assert [r["lr"] for r in ph] == pytest.approx([5e-3, 2.5e-3])
+    assert ph[0]["bc_loss"] == pytest.approx(_nll(tiny_model_dir, e[:2]), rel=1e-4)
+    assert ph[1]["bc_loss"] < ph[0]["bc_loss"]  # the first step cloned them
+    # expert 2 waits in the published state for the next round
+    state = tmp_path / "r1" / ckpt.STATE_DIR
+    assert load_buffer(state) == [e[2]] and ckpt.read_train_state(state)["expert_buffer"] == 1
+    assert ckpt.read_train_state(state)["global_step"] == 1
+
+    r2 = train_round(str(tmp_path / "r1"), str(scored), str(experts), str(tmp_path / "r2"), cfg, nproc=1)
+    pol, ph = [r for r in r2["steps"] if "phase" not in r], [r for r in r2["steps"] if "phase" in r]
+    # the policy schedule ignored the phase: global step 2 at the full warmed-up lr (not the phase's last)
+    assert [(r["step"], r["lr"]) for r in pol] == [(2, pytest.approx(lr))]
+    # pool: carried 2, then this round's 0 1 2 -> batches (2, 0) and (1, 2), nothing left
+    assert [r["expert/tokens"] for r in ph] == [len(e[2].response) + len(e[0].response)] * 2 + \
+        [len(e[1].response) + len(e[2].response)] * 2
+    assert load_buffer(tmp_path / "r2" / ckpt.STATE_DIR) == []
+    assert all(math.isfinite(r["bc_loss"]) for r in ph)
+    assert _nll(tmp_path / "r2", e) < _nll(tiny_model_dir, e)
