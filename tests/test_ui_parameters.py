@@ -21,7 +21,9 @@ def test_dag_and_configure_take_exactly_the_declared_parameters():
     assert list(dag) == list(UI_PARAMETERS)
     assert {k: p.default for k, p in dag.items()} == ui_defaults(cfg)  # defaults from the configuration
     configure = _params(build(cfg.images).configure.python_func)
-    assert list(configure) == ["config_json", *UI_PARAMETERS]
+    # besides the UI parameters: the compiled configuration, and the KFP run id that `masa schedule` passes
+    # (a placeholder, not a user setting; masa.steps.configure)
+    assert list(configure) == ["config_json", *UI_PARAMETERS, "run_tag"]
     # same types in both signatures, and each the type of the configuration's value
     for name, value in ui_defaults(cfg).items():
         assert dag[name].annotation == configure[name].annotation, name
