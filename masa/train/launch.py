@@ -4,12 +4,18 @@ torchrun, not the `deepspeed` launcher: on CPU the DeepSpeed launcher counts NUM
 needs `--bind_cores_to_rank` tuning, while torchrun starts exactly N processes with RANK/WORLD_SIZE/
 LOCAL_RANK set, which `deepspeed.init_distributed` reads on CPU (gloo) and GPU (NCCL) alike. When any
 rank dies, torchrun's agent stops the others and exits non-zero; we raise with the tail of the log.
+
+One rank is the local default (the toy and smoke presets): then the worker is started directly, as the
+one process torchrun would start, with the same RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* environment. That
+skips torchrun's agent, a second fresh interpreter that imports torch only to start and watch one
+child (~3 s per round on a 2-core machine: bench/bench_step_overhead.py). Two or more ranks keep torchrun.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections import deque
@@ -36,9 +42,24 @@ def worker_env(nproc: int, extra: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_rank_env() -> dict[str, str]:
+    """The environment torchrun --standalone gives its only rank (what deepspeed.init_distributed reads)."""
+    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+
+
 def torchrun_command(spec_path: Path, nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "masa.train.worker", str(spec_path)]
+    """The command that runs `nproc` workers: the worker itself for one rank, torchrun for more."""
+    worker = ["-m", "masa.train.worker", str(spec_path)]
+    if nproc == 1:
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
 
 
 def run_workers(spec: dict, nproc: int, *, env: dict[str, str] | None = None,
@@ -50,7 +71,8 @@ def run_workers(spec: dict, nproc: int, *, env: dict[str, str] | None = None,
     spec_path.write_text(json.dumps(spec, indent=1))
     tail: deque[str] = deque(maxlen=log_tail)
     with (work / "workers.log").open("a") as log, subprocess.Popen(
-            torchrun_command(spec_path, nproc), env=worker_env(nproc, env), stdout=subprocess.PIPE,
+            torchrun_command(spec_path, nproc),
+            env=worker_env(nproc, {**(one_rank_env() if nproc == 1 else {}), **(env or {})}), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:
             log.write(line)

@@ -1,0 +1,40 @@
+"""The scoring and report steps load neither vLLM nor DeepSpeed (issue 16): each step process pays
+only for what it uses, and the CPU image's steps must not need the engine or trainer packages.
+
+A fresh interpreter imports what kfp.local's executor runs for those steps (the component modules and
+the `masa` modules their bodies import) and lists the heavy packages that ended up in sys.modules.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("vllm", "deepspeed")
+
+STEP_MODULES = {
+    "score": ["masa.components.score", "masa.config", "masa.steps.progress", "masa.steps.rounds",
+              "masa.steps.scoring", "masa.algo.verifier", "masa.telemetry"],
+    "report": ["masa.components.report", "masa.config", "masa.steps.progress", "masa.steps.report"],
+}
+
+
+def _loaded(modules: list[str]) -> list[str]:
+    code = ("import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            f"print(json.dumps(sorted({{k.split('.')[0] for k in sys.modules}} & set({HEAVY!r}))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("step", sorted(STEP_MODULES))
+def test_step_imports_neither_vllm_nor_deepspeed(step):
+    assert _loaded(STEP_MODULES[step]) == [], f"the {step} step imports {_loaded(STEP_MODULES[step])}"
+
+
+def test_the_check_sees_a_heavy_import():
+    # the same probe given a module that does load DeepSpeed reports it: the check above can fail
+    # (a probe that never saw a heavy module would pass vacuously)
+    assert "deepspeed" in _loaded(["deepspeed"])
