@@ -10,6 +10,7 @@ Backends are registered by name; `auto` picks vLLM where it is importable, else 
 from __future__ import annotations
 
 import importlib.util
+import time
 
 from masa.algo.registry import Registry
 from masa.engines.base import (
@@ -23,6 +24,7 @@ from masa.engines.base import (
     finish_reason,
     resolve_model_dir,
 )
+from masa.telemetry.progress import phase
 
 BACKENDS: Registry = Registry("engine backend")
 
@@ -51,13 +53,18 @@ def make_engine(config: EngineConfig) -> Engine:
     name = config.backend
     if name == "auto":
         name = "vllm" if vllm_available() else "transformers"
+    phase(f"starting the {name} engine" + (f" ×{config.replicas}" if config.replicas > 1 else ""))
+    t0 = time.perf_counter()
     if config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
         from dataclasses import replace
 
         from masa.engines.replicated import ReplicatedEngine
 
-        return ReplicatedEngine(replace(config, backend=name))
-    return BACKENDS.get(name)(config)
+        engine = ReplicatedEngine(replace(config, backend=name))
+    else:
+        engine = BACKENDS.get(name)(config)
+    phase(f"{name} engine ready in {time.perf_counter() - t0:.1f} s; generating")
+    return engine
 
 
 __all__ = [

@@ -4,7 +4,7 @@
 `MASA-PROGRESS {json}` for `masa run`'s terminal view (`masa.pipeline.local`). The line also carries the
 step's clock (`clock`: when its process started, when the line was printed, and the stats' own stamps and
 seconds), from which bench/bench_step_overhead.py splits each step's time into start-up, work and
-bookkeeping. `phase` prints `MASA-PHASE {json}`: what a long step is doing now, shown as it happens.
+bookkeeping. What a long step is doing meanwhile: `masa.telemetry.progress.phase`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ def flatten(stats: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-PHASE = "MASA-PHASE "
-
-
 def process_started_at() -> float | None:
     """Wall-clock time this process started (Linux /proc; None elsewhere), to 1/CLK_TCK (10 ms)."""
     try:
@@ -66,28 +63,3 @@ def progress_line(step: str, stats: Mapping[str, Any], *, branch: str | None = N
     info["clock"] = {"process_start": process_started_at(), "printed": time.time(),
                      **{k: v for k, v in flat.items() if k.endswith(("_s", "_at"))}}
     return PROGRESS + json.dumps(info, default=str)
-
-
-def phase(step: str, text: str, *, branch: str | None = None, round_idx: int | None = None) -> None:
-    """Tell `masa run`'s terminal what a long step is doing now (engine start, training step k of n)."""
-    info: dict[str, Any] = {"step": step, "phase": text}
-    if branch is not None:
-        info.update(branch=branch, round=round_idx)
-    print(PHASE + json.dumps(info), flush=True)
-
-
-def log_metrics(metrics, stats: Mapping[str, Any], *, step: str, branch: str | None = None,
-                round_idx: int | None = None) -> None:
-    """Log scalar stats to a KFP Metrics artifact and print the progress line."""
-    flat = flatten(stats)
-    for key, value in flat.items():
-        metrics.log_metric(key.replace(".", "_"), value)
-    # A file at the artifact's path too: kfp.local treats an output artifact without a file as
-    # missing and never reuses the task from its cache.
-    path = getattr(metrics, "path", None)
-    if path:
-        from pathlib import Path
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(flat, sort_keys=True))
-    print(progress_line(step, stats, branch=branch, round_idx=round_idx), flush=True)

@@ -23,6 +23,9 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from masa.telemetry.progress import phase
+from masa.train.metrics import METRICS_PREFIX
+
 
 class TrainingFailed(RuntimeError):
     """The workers exited non-zero; the message carries the exit code and the log's tail."""
@@ -70,6 +73,7 @@ def run_workers(spec: dict, nproc: int, *, env: dict[str, str] | None = None,
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     tail: deque[str] = deque(maxlen=log_tail)
+    phase(f"starting {nproc} DeepSpeed rank{'s' if nproc > 1 else ''}")
     with (work / "workers.log").open("a") as log, subprocess.Popen(
             torchrun_command(spec_path, nproc),
             env=worker_env(nproc, {**(one_rank_env() if nproc == 1 else {}), **(env or {})}), stdout=subprocess.PIPE,
@@ -77,6 +81,9 @@ def run_workers(spec: dict, nproc: int, *, env: dict[str, str] | None = None,
         for line in proc.stdout:
             log.write(line)
             tail.append(line.rstrip())
+            if line.startswith(METRICS_PREFIX):  # rank 0's row of a finished optimizer step
+                row = json.loads(line[len(METRICS_PREFIX):])
+                phase(f"optimizer step {row.get('step_in_round')} done, loss {row.get('loss', float('nan')):.4g}")
             if on_line:
                 on_line(line.rstrip())
         rc = proc.wait()
