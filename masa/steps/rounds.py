@@ -31,7 +31,6 @@ from masa.steps.layout import (
     write_pointer,
 )
 from masa.steps.prepare import run_layout
-from masa.steps.shards import ShardEngine, keep_own_rows, merge_stats, shard_prompt_ids
 from masa.storage import CorruptArtifactError, open_store, put_dir_atomic
 
 MANIFEST = "MANIFEST.json"
@@ -108,6 +107,7 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     alone measures the held-out accuracy)."""
     from masa.engines import make_engine
     from masa.steps.rollout import SamplingSettings, run_rollout_step
+    from masa.steps.shards import ShardEngine, keep_own_rows, shard_prompt_ids
 
     layout, ptr, shards = run_layout(cfg), read_pointer(policy_ptr), cfg.resources.rollout_shards
     prefix = layout.part(branch, round_idx, "rollouts" if shards == 1 else f"rollouts-shard-{shard}")
@@ -155,6 +155,8 @@ def merge_rollouts_step(cfg: RunConfig, *, branch: str, round_idx: int, shard_pt
     """One round's rollout shard from its `rollout_shards` parts, in shard (= prompt) order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from masa.steps.shards import merge_stats
 
     ptrs = sorted((read_pointer(p) for p in shard_ptrs), key=lambda p: p["shard"])
     if [p["shard"] for p in ptrs] != list(range(cfg.resources.rollout_shards)):

@@ -24,7 +24,10 @@ from importlib import resources
 from pathlib import Path
 
 from masa.telemetry.progress import phase
-from masa.train.metrics import METRICS_PREFIX
+
+# rank 0 prints each optimizer step's metrics row (masa.train.metrics) on a line of its own with this
+# prefix; defined here, with the launcher that reads them, so the launching process never imports torch
+METRICS_PREFIX = "MASA_METRICS "
 
 
 class TrainingFailed(RuntimeError):

@@ -33,7 +33,8 @@ from masa.configbase import from_dict
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
 from masa.train.data import EXPERT, Sample, StepPlan, load_expert_samples, load_policy_samples, plan_round
-from masa.train.metrics import METRICS_PREFIX, StepAccumulator
+from masa.train.launch import METRICS_PREFIX
+from masa.train.metrics import StepAccumulator
 from masa.train.objective import Denominators, MicroBatch, collate, microbatch_loss, sequence_logprobs
 from masa.train.remote import publish_round, stage_on_nodes
 
