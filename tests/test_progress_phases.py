@@ -13,7 +13,7 @@ CYAN, END = "\x1b[96m", "\x1b[0m"
 
 def test_phase_prints_one_json_line(capsys):
     phase("starting the vllm engine")
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # stderr: a command's stdout stays its JSON
     assert out.startswith(PHASE) and json.loads(out[len(PHASE):]) == {"phase": "starting the vllm engine"}
 
 

@@ -5,8 +5,9 @@ get no carriage-return noise (the structured logs carry progress there). `MASA_P
 off, `=1` forces them on.
 
 A pipeline step's output is never a TTY (kfp.local and pods capture it), so a step says what it is
-doing with `phase(text)`: one `MASA-PHASE {json}` line on stdout, which `masa run` shows under the
-running step's name (masa.pipeline.local) and a pod log keeps as is.
+doing with `phase(text)`: one `MASA-PHASE {json}` line on stderr (kfp.local merges it into the step's
+log; stdout stays the commands' machine-readable output), which `masa run` shows under the running
+step's name (masa.pipeline.local) and a pod log keeps as is.
 
     for batch in progress(batches, desc="rollout", unit="prompt"):
         ...
@@ -47,4 +48,4 @@ def progress(iterable: Iterable[Any] | None = None, *, total: float | None = Non
 
 def phase(text: str) -> None:
     """Announce what the running step does now (engine start, optimizer step k): see the module docstring."""
-    print(PHASE + json.dumps({"phase": text}), flush=True)
+    print(PHASE + json.dumps({"phase": text}), file=sys.stderr, flush=True)
