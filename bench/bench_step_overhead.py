@@ -118,6 +118,8 @@ def table(tasks: list[dict]) -> str:
     lines.append(f"{'all steps':<12} {len(tasks):>3} {all_s:>7.1f} " + " ".join(f"{total[c]:>6.1f}" for c in COLUMNS)
                  + f" {total['kfp<'] + total['boot'] + total['prep']:>7.1f} {total['post'] + total['kfp>']:>6.1f}"
                  + f" {1 - total['work'] / all_s if all_s else 0:>8.0%}")
+    if blind := sum("clock" not in t["info"] for t in tasks):
+        lines.append(f"{blind} task(s) without a clock on their progress line (older code): whole task under boot")
     span = max(t["t1"] for t in tasks) - min(t["t0"] for t in tasks)
     lines.append(f"pipeline wall (first task start -> last task end): {span:.1f} s; steps' work {total['work']:.1f} s"
                  f" = {total['work'] / span:.0%} of it")
