@@ -5,6 +5,7 @@ after it (store writes, KFP bookkeeping), from one `masa run` under kfp.local.
     .venv/bin/python bench/bench_step_overhead.py                          # toy preset, 1 round, MASA only
     .venv/bin/python bench/bench_step_overhead.py --preset smoke           # the test preset (2 ranks)
     .venv/bin/python bench/bench_step_overhead.py --log OUT/pipeline.log   # a finished run's log, no run
+    .venv/bin/python bench/bench_step_overhead.py --micro                  # imports and launch only (no run)
 
 Sources, all from the run's pipeline.log: kfp.local's own lines (`Executing task` / `Task ... finished`,
 millisecond stamps), and each step's `MASA-PROGRESS` line, whose `clock` holds when the step's process
@@ -21,6 +22,11 @@ benchmark `generation_s`, scoring its whole part. Columns, per task, averaged pe
     kfp>   progress line -> KFP's `finished`: interpreter exit, KFP output bookkeeping
 
 A step without part stamps (configure, data filter, report, ...) shows its in-process time under boot.
+
+`--micro` measures two parts of boot and prep on their own, median of --reps fresh interpreters: what
+each step kind's process imports (kfp's executor and the modules its component body loads) and which
+heavy packages that brings, and the one-rank training launch, torchrun's agent against the worker
+started directly (an interpreter that imports torch and torch.distributed, as a worker does first).
 The toy model build is outside the steps (cached by recipe; `masa toy build` first for a warm cache).
 """
 
@@ -126,6 +132,46 @@ def table(tasks: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# what kfp's executor and each component body import (components/*.py), per step kind
+STEP_IMPORTS = {
+    "rollout": ["masa.components.rollout", "masa.steps.rounds", "masa.steps.rollout", "masa.engines.vllm_engine"],
+    "score": ["masa.components.score", "masa.steps.rounds", "masa.steps.scoring", "masa.algo.verifier"],
+    "train": ["masa.components.train", "masa.steps.rounds", "masa.steps.train"],
+    "benchmark": ["masa.components.benchmark", "masa.steps.rounds", "masa.steps.evaluate"],
+    "report": ["masa.components.report", "masa.steps.report"],
+    "data_filter": ["masa.components.data_filter", "masa.steps.prepare"],
+}
+COMMON = ["kfp.dsl.executor_main", "masa.config", "masa.steps.progress", "masa.telemetry"]
+HEAVY = ("torch", "vllm", "deepspeed", "transformers")
+
+
+def _timed(cmd: list[str], reps: int) -> tuple[float, str]:
+    times, out = [], ""
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        out = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:]
+    return sorted(times)[len(times) // 2], out
+
+
+def micro(reps: int) -> None:
+    print(f"{'step kind':<12} {'import s':>8}  heavy packages loaded")
+    for kind, mods in STEP_IMPORTS.items():
+        code = (f"import importlib, sys\nfor m in {COMMON + mods!r}: importlib.import_module(m)\n"
+                f"print(' '.join(k for k in {HEAVY!r} if k in sys.modules) or '-')")
+        secs, heavy = _timed([sys.executable, "-c", code], reps)
+        print(f"{kind:<12} {secs:>8.2f}  {heavy}")
+    with tempfile.TemporaryDirectory() as tmp:
+        w = Path(tmp, "worker.py")
+        w.write_text("import torch, torch.distributed\n")
+        agent, _ = _timed([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                           str(w)], reps)
+        direct, _ = _timed([sys.executable, str(w)], reps)
+    print(f"one-rank launch: torchrun {agent:.2f} s, worker started directly {direct:.2f} s "
+          f"({agent / direct:.2f}x; {agent - direct:.2f} s saved per training round)")
+
+
 def run(preset: str, overrides: list[str], out: Path) -> float:
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -144,7 +190,13 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=None,
                     help="config override (default: rounds=1, compare=false)")
     ap.add_argument("--log", type=Path, help="analyse this pipeline.log instead of running")
+    ap.add_argument("--micro", action="store_true", help="imports per step kind and the one-rank launch only")
+    ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
+    if a.micro:
+        print(f"{dt.date.today().isoformat()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+        micro(a.reps)
+        return 0
     overrides = a.overrides if a.overrides is not None else ["rounds=1", "compare=false"]
     if a.log:
         text, day, wall = a.log.read_text(), dt.date.fromtimestamp(a.log.stat().st_mtime), None
