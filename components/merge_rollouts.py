@@ -5,7 +5,7 @@ def merge_rollouts(config_json: str, branch: str, round_idx: int, shards: Input[
                    rollouts: Output[Dataset], metrics: Output[Metrics]):
     """One round's rollouts from the shards that `resources.rollout_shards` pods generated."""
     from masa.config import config_from_json
-    from masa.steps.rounds import merge_rollouts_step
+    from masa.steps.rollout import merge_rollouts_step
     from masa.telemetry.stepmetrics import log_metrics
 
     cfg = config_from_json(config_json)

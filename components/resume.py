@@ -5,7 +5,7 @@ def resume(config_json: str, branch: str, round_idx: int, policy: Output[Model],
            metrics: Output[Metrics]):
     """Start a segment of rounds: the policy and score history that round `round_idx - 1` left in the store."""
     from masa.config import config_from_json
-    from masa.steps.rounds import resume_step
+    from masa.steps.resume import resume_step
     from masa.telemetry.stepmetrics import log_metrics
 
     cfg = config_from_json(config_json)

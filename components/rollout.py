@@ -6,7 +6,7 @@ def rollout(config_json: str, branch: str, round_idx: int, prompts: Input[Datase
             rollouts: Output[Dataset], metrics: Output[Metrics], history: Input[Artifact] = None, shard: int = 0):
     """Sample the round's solution (and meta) rollouts on vLLM; gating and cutoff for masa-efficient."""
     from masa.config import config_from_json
-    from masa.steps.rounds import rollout_step
+    from masa.steps.rollout import rollout_step
     from masa.telemetry import step_telemetry
     from masa.telemetry.stepmetrics import log_metrics
 

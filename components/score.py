@@ -6,7 +6,7 @@ def score(config_json: str, branch: str, round_idx: int, rollouts: Input[Dataset
           history: Input[Artifact] = None):
     """Verify solutions, score meta predictions, compute advantages and pick expert trajectories."""
     from masa.config import config_from_json
-    from masa.steps.rounds import score_step
+    from masa.steps.score import score_step
     from masa.telemetry import step_telemetry
     from masa.telemetry.stepmetrics import log_metrics
 

@@ -5,7 +5,7 @@ def train(config_json: str, branch: str, round_idx: int, policy: Input[Model], s
           new_policy: Output[Model], metrics: Output[Metrics]):
     """One round of policy updates on DeepSpeed; writes the next consolidated checkpoint."""
     from masa.config import config_from_json
-    from masa.steps.rounds import train_step
+    from masa.steps.train import train_step
     from masa.telemetry import step_telemetry
     from masa.telemetry.stepmetrics import log_metrics
 

@@ -32,6 +32,8 @@ from masa.steps.report import report_prefix
 from masa.storage import open_store
 
 PROGRESS = "MASA-PROGRESS "
+PHASE = "MASA-PHASE "  # masa.telemetry.progress.phase: what a running step does now
+PHASE_EVERY_S = 5.0  # at most one phase line per step this often: a quick step shows none
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # kfp.local colours task names and statuses
 # the closing line of a Python traceback, e.g. "masa.data.records.DataError: cannot read parquet file ..."
 _EXCEPTION = re.compile(r"^\s*(?:[A-Za-z_]\w*\.)*([A-Z]\w*(?:Error|Exception|Failed|Invalid)): (.+)$")
@@ -79,6 +81,7 @@ class _ProgressTee(io.TextIOBase):
         self.last_error = ""  # the latest traceback's closing line
         self.failed: tuple[str, str] | None = None  # (step, its error) of the first failure
         self.interrupted = False
+        self.running, self.shown_at = "", 0.0  # the executing task's name; when the terminal last heard of it
 
     def write(self, s: str) -> int:
         self.log.write(s)
@@ -97,8 +100,20 @@ class _ProgressTee(io.TextIOBase):
         task = line.split("Task ", 1)[-1].split(before, 1)[0].strip().strip("'")
         return self.names.get(task, task)
 
+    def _phase(self, line: str, i: int) -> None:
+        try:
+            text = json.loads(line[i + len(PHASE):])["phase"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return
+        now = time.monotonic()
+        if now - self.shown_at >= PHASE_EVERY_S:
+            self.shown_at = now
+            self.term.write(f"      · {self.running}: {text}  ({now - self.start:6.0f}s)\n")
+            self.term.flush()
+
     def _count(self, text: str) -> None:
         self.done += 1
+        self.shown_at = time.monotonic()
         self.total = max(self.total, self.done)
         self.term.write(f"[{self.done:>3}/{self.total}] {text}\n")
         self.term.flush()
@@ -115,8 +130,11 @@ class _ProgressTee(io.TextIOBase):
         # a step's own notices (masa.runner.layout: a corrupt part not reused, or found as an input)
         elif (w := max(line.find("masa: warning: "), line.find("masa: error: "))) >= 0:
             self.term.write(f"  ! {line[w + 6:].strip()}\n")
+        elif (i := line.find(PHASE)) >= 0:
+            self._phase(line, i)
         elif "Executing task " in line:
             self.last_error = ""  # a traceback belongs to the task that printed it
+            self.running = self._task(line.replace("Executing task ", "Task "), "\n")
         elif m := _EXCEPTION.match(line):
             self.last_error = f"{m.group(1)}: {m.group(2).strip()}"
         elif _INTERRUPT.match(line):

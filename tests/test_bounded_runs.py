@@ -71,7 +71,7 @@ def test_rounds_per_run_too_large_is_an_error_naming_the_key():
 
 
 def test_resume_before_the_previous_round_finished_names_the_round(tmp_path):
-    from masa.steps.rounds import resume_step
+    from masa.steps.resume import resume_step
 
     cfg = load_config("smoke", [f"store={tmp_path / 'store'}", "resources.rounds_per_run=1"])
     with pytest.raises(FileNotFoundError, match=r"grpo round 1 has not finished .*segment that ends with round 1"):

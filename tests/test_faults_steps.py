@@ -13,7 +13,8 @@ import pytest
 from masa.config import load_config
 from masa.runner.layout import read_pointer, run_layout
 from masa.steps.prepare import filter_data, prepare_base
-from masa.steps.rounds import rollout_step, score_step
+from masa.steps.rollout import rollout_step
+from masa.steps.score import score_step
 from masa.storage import is_complete, open_store
 
 pytestmark = pytest.mark.slow
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 CHILD = """
 import sys
 from masa.config import config_from_json
-from masa.steps.rounds import rollout_step
+from masa.steps.rollout import rollout_step
 cfg = config_from_json(open(sys.argv[1]).read())
 print("started", flush=True)
 rollout_step(cfg, branch="masa-efficient", round_idx=0, prompts_path=sys.argv[2], policy_ptr=sys.argv[3],

@@ -72,9 +72,9 @@ def test_display_names_cover_every_task_of_the_smoke_dag():
 
 
 def _masa_run(out: Path, *args: str, **kw) -> subprocess.Popen:
-    env = dict(os.environ, MASA_CACHE_DIR=str(out.parent / "cache"))
+    # the toy model cache the other pipeline tests share: a private one would rebuild the smoke toy per test
     return subprocess.Popen([sys.executable, "-m", "masa.cli", "run", "--preset", "smoke", "--out", str(out),
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw)
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def test_a_second_run_on_the_same_output_refuses_naming_the_first(tmp_path):

@@ -94,7 +94,7 @@ def test_settings_are_checked():
 
 def test_paper_on_two_nodes_submits_a_valid_trainjob_with_zero3_bf16_and_token_micro_batches():
     # the TrainJob the train step submits for `paper` with train_nodes: 2, built by the same calls
-    # (masa.steps.rounds._train → train_round_trainjob), then the DeepSpeed config the workers derive
+    # (masa.steps.train._train → train_round_trainjob), then the DeepSpeed config the workers derive
     import torch
 
     from masa.config import load_config

@@ -9,6 +9,7 @@ Backends are registered by name; `auto` picks vLLM where it is importable, else 
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from masa.engines.backends import BACKENDS, backend_name, start_backend, vllm_available
@@ -24,14 +25,21 @@ from masa.engines.base import (
     resolve_model_dir,
 )
 from masa.engines.replicated import ReplicatedEngine
+from masa.telemetry.progress import phase
 
 
 def make_engine(config: EngineConfig) -> Engine:
     """Start the backend named by `config.backend` (`auto`: vLLM if installed, else transformers),
     `config.replicas` times over when that is above one."""
+    name = backend_name(config)
+    phase(f"starting the {name} engine" + (f" ×{config.replicas}" if config.replicas > 1 else ""))
+    t0 = time.perf_counter()
     if config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
-        return ReplicatedEngine(replace(config, backend=backend_name(config)))
-    return start_backend(config)
+        engine = ReplicatedEngine(replace(config, backend=name))
+    else:
+        engine = start_backend(config)
+    phase(f"{name} engine ready in {time.perf_counter() - t0:.1f} s; generating")
+    return engine
 
 
 __all__ = [

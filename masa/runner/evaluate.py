@@ -15,7 +15,6 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,27 +28,7 @@ from masa.algo.verifier import verify_batch
 from masa.data.records import DataError, Problem, load_problems
 from masa.engines import Engine, EngineConfig, GenerationRequest, SamplingSpec, make_engine
 from masa.runner.rollout import chat_ids, context_len, request_seed
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    k: int = 4
-    temperature: float = 0.6
-    top_p: float = 1.0
-    max_tokens: int = 512
-    max_problems: int | None = None
-    n_solution: int = 8  # G of the meta prompt (the range of predicted pass rates)
-    max_prompt_tokens: int = 1024
-    seed: int = 0
-    verifier_timeout_s: float = 5.0
-    solution_instruction: str = ""  # appended to each problem (masa.algo.prompts.solution_prompt)
-    # the response budget the meta prompt states and its predictions are parsed against: the
-    # *training* budget (rollout.max_response_tokens), so the policy is asked the prompt it learnt;
-    # None = max_tokens (a checkpoint benchmarked on its own, `masa benchmark`)
-    meta_max_tokens: int | None = None
-    # a problem is skipped (counted in n_skipped) unless its prompts leave at least this many response
-    # tokens in the model's context
-    min_response_tokens: int = 16
+from masa.runner.settings import EvalSettings
 
 
 def benchmark_name(source: str) -> str:

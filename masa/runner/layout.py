@@ -19,6 +19,7 @@ uncommits that part (deletes its manifest) and fails naming it and the command t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -31,6 +32,7 @@ from typing import Any
 
 from masa.config import RunConfig
 from masa.storage import (
+    MANIFEST,
     CorruptArtifactError,
     get_dir_verified,
     is_complete,
@@ -215,3 +217,22 @@ def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -
     """The toy task's parquet of `split`, shipped beside the base checkpoint in the store."""
     base = local_path_or_fetch(cfg.store, run_layout(cfg).base("checkpoint"), Path(cache_root) / "base")
     return str(base / f"toy-{split}.parquet")
+
+
+HISTORY = "history.json"  # in the round's `history` part: the score history up to this round
+
+
+def digest(*parts: Any) -> str:
+    """A short content hash of JSON-able parts: the input fingerprint `run_once` compares."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def manifest_digest(ptr: Pointer) -> str:
+    """Hash of the part's manifest (which holds each file's sha256): its content's identity."""
+    data = open_store(ptr.store).get_bytes(f"{ptr.prefix}/{MANIFEST}")
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def read_history(path: str | None) -> list[dict[str, Any]]:
+    """The score history a step received (a JSON list of per-round records), [] for the first round."""
+    return json.loads(Path(path).read_text()) if path else []

@@ -39,25 +39,8 @@ from masa.algo.prompts import feedin_hint, solution_prompt, with_hint
 from masa.data.records import Problem, load_problems, rows_to_problems
 from masa.engines import EngineConfig, make_engine
 from masa.engines.base import Engine, GenerationRequest, Sample, SamplingSpec
+from masa.runner.settings import SamplingSettings
 from masa.schemas import ROLLOUT_SCHEMA
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Sampling settings of the step (the subset of `masa.config.RolloutConfig` the step needs)."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    max_response_tokens: int = 512
-    max_prompt_tokens: int = 1024
-    solution_instruction: str = ""  # appended to each problem (masa.algo.prompts.solution_prompt)
-
-    @classmethod
-    def from_rollout_config(cls, rollout: Any, *, max_prompt_tokens: int,
-                            solution_instruction: str = "") -> SamplingSettings:
-        return cls(rollout.temperature, rollout.top_p, rollout.top_k, rollout.max_response_tokens,
-                   max_prompt_tokens, solution_instruction)
 
 
 @dataclass

@@ -9,16 +9,54 @@ parallelism) are computed here, never set by hand at a call site.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from masa.algo.config import AlgorithmConfig
 from masa.config import RunConfig, engine_parallelism
 from masa.engines import EngineConfig
-from masa.runner.evaluate import EvalSettings
-from masa.runner.rollout import SamplingSettings
 from masa.train.config import TrainConfig
 from masa.train.trainjob import TrainJobSettings, current_namespace
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Sampling settings of the step (the subset of `masa.config.RolloutConfig` the step needs)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_response_tokens: int = 512
+    max_prompt_tokens: int = 1024
+    solution_instruction: str = ""  # appended to each problem (masa.algo.prompts.solution_prompt)
+
+    @classmethod
+    def from_rollout_config(cls, rollout: Any, *, max_prompt_tokens: int,
+                            solution_instruction: str = "") -> SamplingSettings:
+        return cls(rollout.temperature, rollout.top_p, rollout.top_k, rollout.max_response_tokens,
+                   max_prompt_tokens, solution_instruction)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    k: int = 4
+    temperature: float = 0.6
+    top_p: float = 1.0
+    max_tokens: int = 512
+    max_problems: int | None = None
+    n_solution: int = 8  # G of the meta prompt (the range of predicted pass rates)
+    max_prompt_tokens: int = 1024
+    seed: int = 0
+    verifier_timeout_s: float = 5.0
+    solution_instruction: str = ""  # appended to each problem (masa.algo.prompts.solution_prompt)
+    # the response budget the meta prompt states and its predictions are parsed against: the
+    # *training* budget (rollout.max_response_tokens), so the policy is asked the prompt it learnt;
+    # None = max_tokens (a checkpoint benchmarked on its own, `masa benchmark`)
+    meta_max_tokens: int | None = None
+    # a problem is skipped (counted in n_skipped) unless its prompts leave at least this many response
+    # tokens in the model's context
+    min_response_tokens: int = 16
 
 
 def algorithm_for(cfg: RunConfig, branch: str) -> AlgorithmConfig:

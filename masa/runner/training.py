@@ -23,8 +23,7 @@ from masa.storage import MANIFEST, open_store
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
 from masa.train.inputs import round_request, stage
-from masa.train.launch import read_metrics, run_workers
-from masa.train.metrics import METRICS_PREFIX
+from masa.train.launch import METRICS_PREFIX, read_metrics, run_workers
 from masa.train.trainjob import TrainJobSettings, follow, trainjob_manifest
 
 

@@ -4,6 +4,11 @@ A thin wrapper over tqdm: the bar is drawn only when its stream is a TTY, so pod
 get no carriage-return noise (the structured logs carry progress there). `MASA_PROGRESS=0` turns bars
 off, `=1` forces them on.
 
+A pipeline step's output is never a TTY (kfp.local and pods capture it), so a step says what it is
+doing with `phase(text)`: one `MASA-PHASE {json}` line on stderr (kfp.local merges it into the step's
+log; stdout stays the commands' machine-readable output), which `masa run` shows under the running
+step's name (masa.pipeline.local) and a pod log keeps as is.
+
     for batch in progress(batches, desc="rollout", unit="prompt"):
         ...
     with progress(total=n_tokens, desc="generate", unit="tok") as bar:
@@ -12,6 +17,7 @@ off, `=1` forces them on.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterable
@@ -20,6 +26,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 PROGRESS_ENV = "MASA_PROGRESS"
+PHASE = "MASA-PHASE "
 
 
 def enabled(stream: TextIO | None = None, environ: dict[str, str] | None = None) -> bool:
@@ -37,3 +44,8 @@ def progress(iterable: Iterable[Any] | None = None, *, total: float | None = Non
     stream = sys.stderr if stream is None else stream
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=stream, disable=not enabled(stream),
                 dynamic_ncols=True, **tqdm_kwargs)
+
+
+def phase(text: str) -> None:
+    """Announce what the running step does now (engine start, optimizer step k): see the module docstring."""
+    print(PHASE + json.dumps({"phase": text}), file=sys.stderr, flush=True)

@@ -1,13 +1,18 @@
 """Step results → KFP Metrics and one progress line per finished step.
 
 `log_metrics` flattens a step's stats into scalar KFP metrics (shown in the Kubeflow UI) and prints
-`MASA-PROGRESS {json}` for `masa run`'s terminal view (`masa.pipeline.local`).
+`MASA-PROGRESS {json}` for `masa run`'s terminal view (`masa.pipeline.local`). The line also carries the
+step's clock (`clock`: when its process started, when the line was printed, and the stats' own stamps and
+seconds), from which bench/bench_step_overhead.py splits each step's time into start-up, work and
+bookkeeping. What a long step is doing meanwhile: `masa.telemetry.progress.phase`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,6 +43,16 @@ def flatten(stats: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
+def process_started_at() -> float | None:
+    """Wall-clock time this process started (Linux /proc; None elsewhere), to 1/CLK_TCK (10 ms)."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def progress_line(step: str, stats: Mapping[str, Any], *, branch: str | None = None,
                   round_idx: int | None = None, shown: Iterable[str] | None = None) -> str:
     info: dict[str, Any] = {"step": step, "reused": bool(stats.get("reused"))}
@@ -45,21 +60,6 @@ def progress_line(step: str, stats: Mapping[str, Any], *, branch: str | None = N
         info.update(branch=branch, round=round_idx)
     flat = {**flatten(stats), **{k: v for k, v in stats.items() if isinstance(v, str)}}
     info["show"] = {k: flat[k] for k in (shown or SHOWN.get(step, ())) if k in flat}
+    info["clock"] = {"process_start": process_started_at(), "printed": time.time(),
+                     **{k: v for k, v in flat.items() if k.endswith(("_s", "_at"))}}
     return PROGRESS + json.dumps(info, default=str)
-
-
-def log_metrics(metrics, stats: Mapping[str, Any], *, step: str, branch: str | None = None,
-                round_idx: int | None = None) -> None:
-    """Log scalar stats to a KFP Metrics artifact and print the progress line."""
-    flat = flatten(stats)
-    for key, value in flat.items():
-        metrics.log_metric(key.replace(".", "_"), value)
-    # A file at the artifact's path too: kfp.local treats an output artifact without a file as
-    # missing and never reuses the task from its cache.
-    path = getattr(metrics, "path", None)
-    if path:
-        from pathlib import Path
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(flat, sort_keys=True))
-    print(progress_line(step, stats, branch=branch, round_idx=round_idx), flush=True)

@@ -26,7 +26,6 @@ KEYS = (
 
 StepCallback = Callable[[dict], None]
 # rank 0 prints each row on stdout after this prefix; the launching process parses it (on_step hook)
-METRICS_PREFIX = "MASA_METRICS "
 
 
 class StepAccumulator:
