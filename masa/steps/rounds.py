@@ -184,7 +184,8 @@ def heldout_accuracy(cfg: RunConfig, engine, problems: list[Problem]) -> dict[st
                      n_solution=cfg.algorithm.n_solution, max_prompt_tokens=cfg.data.max_prompt_tokens, seed=cfg.seed,
                      solution_instruction=cfg.solution_instruction)
     r = evaluate(engine, problems, s, meta=False)
-    return {"accuracy": r["accuracy"], "n_problems": r["n_problems"], "tokens": r["tokens"]}
+    return {"accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"], "n_problems": r["n_problems"],
+            "k": r["k"], "tokens": r["tokens"]}
 
 
 def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str, policy_ptr: str,
