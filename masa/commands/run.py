@@ -29,10 +29,6 @@ def run(args) -> int:
     print(f"masa run: preset {args.preset}, {' vs '.join(cfg.branches)}, {cfg.rounds} rounds × "
           f"{cfg.prompts_per_round} prompts; {total_steps(cfg)} steps; output in {out}", flush=True)
     try:
-        if cfg.model == "toy":  # built here, in the foreground with its progress, not silently in a step
-            from masa.steps.prepare import toy_artifacts
-
-            toy_artifacts(cfg, progress=True)
         result = run_local(cfg, out, kfp_cache=not args.recheck)
         bad = unverified(result.get("checkpoints", {}))
         if bad and not args.recheck:  # kfp.local reused tasks whose outputs no longer verify: redo them
