@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -29,15 +30,17 @@ from masa.toy import build, get_recipe  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="toy")
+    ap.add_argument("--root", default=None, help="a built toy directory (<cache>/<hash>) to measure instead of "
+                                                 "building the recipe; read only")
     ap.add_argument("--settings", default="64x4,64x8,500x8,1000x4,1000x8", help="PROBLEMSxK, comma-separated")
     args = ap.parse_args()
     recipe = get_recipe(args.recipe)
-    art = build(recipe)
-    problems, _ = load_problems(str(art.heldout_parquet), split="test")
+    root = Path(args.root) if args.root else build(recipe).root
+    problems, _ = load_problems(str(root / "data" / "heldout.parquet"), split="test")
     t = time.monotonic()
-    engine = make_engine(EngineConfig(model=str(art.model_dir), dtype="float32", seed=0,
+    engine = make_engine(EngineConfig(model=str(root / "model"), dtype="float32", seed=0,
                                       max_model_len=recipe.max_model_len))
-    print(f"toy {art.recipe_hash}: {len(problems)} held-out problems; engine start {time.monotonic() - t:.1f}s; "
+    print(f"toy {root.name}: {len(problems)} held-out problems; engine start {time.monotonic() - t:.1f}s; "
           f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
     rows = []
     try:
@@ -51,7 +54,7 @@ def main() -> None:
             t = time.monotonic()
             full = evaluate(engine, problems[:n], s, meta=True)  # the benchmark step's
             full_s = time.monotonic() - t
-            rows.append((setting, sol, sol_s, full, full_s))
+            rows.append((f"{full['n_problems']}x{k}", sol, sol_s, full, full_s))
     finally:
         engine.close()
     base_sol, base_full = rows[0][2], rows[0][4]
