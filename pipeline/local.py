@@ -172,6 +172,10 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
     # with the same --out reuses every finished step.
     cfg = replace(cfg, resources=replace(cfg.resources, retries=0))
     with _exclusive(out):
+        if cfg.model == "toy":  # built here in the foreground, its progress on the terminal, not silently in a step
+            from masa.steps.prepare import toy_artifacts
+
+            toy_artifacts(cfg, progress=True)
         return _run_segments(cfg, out, quiet_kfp=quiet_kfp, kfp_cache=kfp_cache)
 
 

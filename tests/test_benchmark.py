@@ -44,7 +44,11 @@ def test_benchmark_runs_on_aime_and_a_new_verl_file(tiny_model_dir, tmp_path):
         assert 0 <= b["accuracy"] <= 1 and set(b["pass_at_k"]) == {"1", "2"}
         assert b["pass_at_k"]["1"] == pytest.approx(b["accuracy"])  # pass@1 is avg@k
         assert b["pass_at_k"]["2"] >= b["pass_at_k"]["1"]
-        assert set(b["meta"]) >= {"pass_rate_mae", "spearman", "length_in_range", "notion", "parse_rate"}
+        assert set(b["meta"]) >= {"pass_rate_mae", "pass_rate_mae_stderr", "spearman", "length_in_range", "notion",
+                                  "parse_rate"}
+        # standard error over problems (masa.algo.evaluation; its math is tested there): at most the
+        # 0.5 / sqrt(P - 1) of a split of all-right and all-wrong problems
+        assert 0 <= b["accuracy_stderr"] <= 0.5 / (b["n_problems"] - 1) ** 0.5 + 1e-6
         assert b["tokens"] > 0 and b["samples_per_s"] > 0
     assert result["benchmarks"]["mine"]["n_problems"] == 3
 

@@ -247,7 +247,8 @@ def test_every_stats_key_read_exists_in_its_producer(scored):
     flat_keys = lambda specs: {k for m in specs for k in m.keys.values()}  # noqa: E731
     from masa.telemetry.metrics import ROLLOUT, SCORING, TRAIN
 
-    rollout = {f.name for f in dataclasses.fields(RolloutStats)} | {"heldout.accuracy"}
+    # heldout.*: masa.runner.evaluate.heldout_accuracy (the rounds' held-out measurement)
+    rollout = {f.name for f in dataclasses.fields(RolloutStats)} | {"heldout.accuracy", "heldout.accuracy_stderr"}
     assert flat_keys(ROLLOUT) <= rollout
     scoring = set(scored[0]) | {f"outcome.{o}" for o in verifier_outcomes(scored[1])}
     assert flat_keys(SCORING) <= scoring

@@ -4,6 +4,12 @@ pass@k follows Chen et al. (2021, "Evaluating Large Language Models Trained on C
 samples of which c are correct, pass@k = 1 - C(n-c, k) / C(n, k), computed as a product so that it
 stays exact in floating point for large n. avg@k is the plain mean correctness over the k samples,
 as the MASA paper reports (its "Avg@32"). Pure: torch and the standard library.
+
+Standard errors are taken over *problems*, not samples: the k samples of one problem share its
+difficulty, so treating P*k samples as independent would understate the error (the between-problem
+spread dominates once k >= 4). `clustered_mean_stderr` is the ratio (cluster) estimator for a mean of
+samples grouped by problem; with equal group sizes it is the plain sample SD of the per-problem means
+over sqrt(P). The paper reports no intervals; the report prints value +- 1.96 * stderr.
 """
 
 from __future__ import annotations
@@ -33,6 +39,37 @@ def avg_at_k(correct: Tensor, valid: Tensor) -> Tensor:
     """Mean correctness over valid samples; correct, valid: [P, K] → scalar."""
     v = valid.to(torch.float32)
     return (correct.to(torch.float32) * v).sum() / v.sum().clamp_min(1.0)
+
+
+def clustered_mean_stderr(sums: Tensor, counts: Tensor) -> Tensor:
+    """Standard error, over problems, of the pooled sample mean  m = sum(sums) / sum(counts).
+
+    sums: [P] sum of one problem's sample values, counts: [P] its number of samples (problems with no
+    sample are left out). Returns a scalar float32; NaN with fewer than two problems.
+
+        SE^2 = P / (P - 1) * sum_i (sums_i - m * counts_i)^2 / (sum_i counts_i)^2
+
+    the linearised (delta-method) variance of a ratio of sums, with the usual P/(P-1) small-sample
+    factor. With every counts_i = n: sums_i - m n = n (mean_i - m), so
+    SE^2 = P/(P-1) * n^2 sum (mean_i - m)^2 / (P n)^2 = [sum (mean_i - m)^2 / (P-1)] / P = s^2 / P,
+    the sample variance of the per-problem means over P.
+    """
+    keep = counts > 0
+    s, n = sums[keep].to(torch.float64), counts[keep].to(torch.float64)
+    p = s.numel()
+    if p < 2:
+        return torch.tensor(float("nan"))
+    m = s.sum() / n.sum()
+    var = p / (p - 1) * (s - m * n).square().sum() / n.sum().square()
+    return var.sqrt().to(torch.float32)
+
+
+def accuracy_stderr(correct: Tensor, valid: Tensor) -> Tensor:
+    """Standard error over problems of `avg_at_k(correct, valid)`; correct, valid: [P, K] -> scalar.
+
+    All samples valid: the sample SD of the per-problem mean correctness over sqrt(P)."""
+    v = valid.to(torch.float64)
+    return clustered_mean_stderr((correct.to(torch.float64) * v).sum(1), v.sum(1))
 
 
 def _ranks(x: Tensor) -> Tensor:

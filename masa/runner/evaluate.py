@@ -5,8 +5,10 @@ trained on, so a GRPO model is asked it too), judge the solutions with the proje
 compare the predictions with what the solutions did: pass-rate mean absolute error (predicted k'/G
 against observed c/k, per parsed meta sample), Spearman correlation over problems of the mean
 predicted and the observed pass rate, the share of predicted lengths within the correct samples'
-length range, and the notion reward. Benchmarks are verl-layout parquet, JSONL or Hugging Face ids
-(`masa.data.records`): a new benchmark in the verl layout runs with no code change.
+length range, and the notion reward. Accuracy and pass-rate MAE come with their standard error over
+problems (`accuracy_stderr`, `meta.pass_rate_mae_stderr`; masa.algo.evaluation; None below two
+problems). Benchmarks are verl-layout parquet, JSONL or Hugging Face ids (`masa.data.records`): a new
+benchmark in the verl layout runs with no code change.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from typing import Any
 
 import torch
 
-from masa.algo.evaluation import avg_at_k, outcome_spread, pass_at_k, spearman
+from masa.algo.evaluation import (
+    accuracy_stderr,
+    avg_at_k,
+    clustered_mean_stderr,
+    outcome_spread,
+    pass_at_k,
+    spearman,
+)
 from masa.algo.meta import MetaPrediction, parse_meta, render_meta_prompt
 from masa.algo.prompts import solution_prompt
 from masa.algo.rewards import notion_rewards
@@ -99,6 +108,7 @@ def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, me
     c = correct.sum(1)
     figures = {
         "accuracy": float(avg_at_k(correct, torch.ones_like(correct))),
+        "accuracy_stderr": _finite(accuracy_stderr(correct, torch.ones_like(correct))),
         "pass_at_k": {str(k): float(pass_at_k(torch.full_like(c, s.k), c, k).mean()) for k in _pass_ks(s.k)},
         "k": s.k, "n_problems": len(kept), "n_skipped": len(problems) - len(kept),
         "skipped_reason": why if len(kept) < len(problems) else None,
@@ -111,8 +121,14 @@ def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, me
     return figures
 
 
+def _finite(x: torch.Tensor) -> float | None:
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
 def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) -> tuple[dict, list]:
     errs, med_errs, in_range, notions, rows = [], [], [], [], []
+    err_sums, err_counts = [], []  # per problem, for the MAE's standard error over problems
     n_meta = 0
     for i, p in enumerate(problems):
         parsed = [parse_meta(m.text, n_solution=s.n_solution, max_response_tokens=s.meta_max_tokens or s.max_tokens)
@@ -121,6 +137,8 @@ def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) ->
         n_meta += len(parsed)
         observed = float(correct[i].float().mean())
         ok_len = lengths[i][correct[i]]
+        err_sums.append(sum(abs(x.pass_rate / s.n_solution - observed) for x in preds))
+        err_counts.append(len(preds))
         for x in preds:
             errs.append(abs(x.pass_rate / s.n_solution - observed))
             in_range.append(bool(len(ok_len)) and int(ok_len.min()) <= x.solution_length <= int(ok_len.max()))
@@ -141,7 +159,9 @@ def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) ->
     def mean(xs):
         return sum(xs) / len(xs) if xs else None
 
-    meta = {"pass_rate_mae": mean(errs), "pass_rate_mae_median": mean(med_errs), "spearman": None if math.isnan(rho) else rho,
+    mae_se = _finite(clustered_mean_stderr(torch.tensor(err_sums, dtype=torch.float64), torch.tensor(err_counts)))
+    meta = {"pass_rate_mae": mean(errs), "pass_rate_mae_stderr": mae_se, "pass_rate_mae_median": mean(med_errs),
+            "spearman": None if math.isnan(rho) else rho,
             "length_in_range": mean([float(b) for b in in_range]), "notion": mean(notions),
             "parse_rate": len(errs) / n_meta if n_meta else None}
     return meta, rows
@@ -178,5 +198,5 @@ def heldout_accuracy(engine: Engine, problems: list[Problem], s: EvalSettings) -
     """Accuracy of the engine's policy on the held-out problems (`s`: the benchmark's sampling,
     `masa.runner.settings.heldout_eval_settings`)."""
     r = evaluate(engine, problems, s, meta=False)
-    return {"accuracy": r["accuracy"], "accuracy_stderr": r.get("accuracy_stderr"), "n_problems": r["n_problems"],
-            "tokens": r["tokens"]}
+    return {"accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"], "n_problems": r["n_problems"],
+            "k": r["k"], "tokens": r["tokens"]}

@@ -40,12 +40,13 @@ from masa.toy import build, get_recipe
 TOY = "toy"
 
 
-def _toy_artifacts(cfg: RunConfig):
+def toy_artifacts(cfg: RunConfig, *, progress: bool = False):
     """The embedded toy, warm-started for this run's G and token budget (the values its meta
-    prompt names), built once per recipe and cached."""
+    prompt names), built once per recipe and cached. `masa run` calls it before the pipeline with
+    progress on, so the build's minutes show on the terminal and the prepare step finds it cached."""
     recipe = dataclasses.replace(get_recipe(cfg.toy_recipe), n_solution=cfg.algorithm.n_solution,
                                  max_response_tokens=cfg.rollout.max_response_tokens)
-    return build(recipe, progress=False)
+    return build(recipe, progress=progress)
 
 
 def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
 
     def produce(work: Path) -> dict[str, Any]:
         if cfg.model == TOY:
-            art = _toy_artifacts(cfg)
+            art = toy_artifacts(cfg)
             src, extra = Path(art.model_dir), {"toy_warm_start": _plain(art.warm_start),
                                                "toy_build_s": art.build_seconds, "toy_cache_hit": art.cache_hit}
             shutil.copy(art.train_parquet, work / "toy-train.parquet")

@@ -81,6 +81,8 @@ ROLLOUT = (
            "1 when predictive gating was active this round (after its warm-up), else 0.", one("gating_active")),
     Metric("masa_heldout_accuracy_ratio", "gauge", ROUND,
            "Held-out accuracy of the round's policy (measured in the rollout step).", one("heldout.accuracy")),
+    Metric("masa_heldout_accuracy_stderr_ratio", "gauge", ROUND,
+           "Standard error over problems of the round's held-out accuracy.", one("heldout.accuracy_stderr")),
 )
 
 VERIFIER_OUTCOMES = ("correct", "incorrect", "no_answer", "timeout", "parse_error", "error")
@@ -143,6 +145,8 @@ TRAIN = (
 
 BENCHMARK = (
     Metric("masa_benchmark_accuracy_ratio", "gauge", BENCH, "avg@k accuracy.", one("accuracy")),
+    Metric("masa_benchmark_accuracy_stderr_ratio", "gauge", BENCH,
+           "Standard error over problems of the avg@k accuracy.", one("accuracy_stderr")),
     Metric("masa_benchmark_pass_at_k_ratio", "gauge", (*BENCH, "k"), "pass@k (k label: 1, 2, 4, ..., k)."),
     Metric("masa_benchmark_problems", "gauge", BENCH, "Problems evaluated (after the prompt-length filter).",
            one("n_problems")),
@@ -154,6 +158,8 @@ BENCHMARK = (
            one("wall_s"), "s"),
     Metric("masa_benchmark_meta_pass_rate_mae", "gauge", BENCH, "Mean absolute error of predicted vs observed pass rates.",
            one("meta.pass_rate_mae")),
+    Metric("masa_benchmark_meta_pass_rate_mae_stderr", "gauge", BENCH,
+           "Standard error over problems of the pass-rate mean absolute error.", one("meta.pass_rate_mae_stderr")),
     Metric("masa_benchmark_meta_spearman", "gauge", BENCH, "Spearman rho of predicted vs observed pass rates.",
            one("meta.spearman")),
     Metric("masa_benchmark_meta_length_in_range_ratio", "gauge", BENCH,

@@ -9,10 +9,16 @@ Layout of one build (``<cache>/<recipe-hash>/``)::
 
 A build is written to a temporary sibling and renamed into place, under a file lock, so concurrent
 callers never see (or both make) a half-built directory; an existing directory is a cache hit.
+
+Reproducible: a fixed step count, every seed fixed, one torch thread and deterministic kernels
+(`torch.use_deterministic_algorithms`) during the build, so the same recipe gives the same bytes
+(tests/test_toy_build.py builds the smoke toy in two caches and compares). Progress: one line per
+phase and, during the warm start, a bar on a terminal or a line every ~10% with the time left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -35,16 +41,16 @@ from masa.toy.warmstart import encode, meta_parse_rate, probe, warm_start
 
 @dataclass(frozen=True)
 class WarmStartSummary:
-    """Measured at the end of the warm start on the probe set (sampled at T=1, transformers)."""
+    """The warm start's steps and time, and the probe after it (sampled at T=1, transformers)."""
 
     steps: int
     seconds: float
-    stopped: str  # "target" or "max_steps"
+    final_loss: float  # loss of the last batch
     probe_pass_rate: float
     probe_mixed_fraction: float  # share of probe prompts with 0 < correct < probe_samples
     probe_meta_parse_rate: float
     meta_length_range: tuple[int, int]  # range of the random solution_length in meta examples
-    history: tuple[tuple[int, float, float], ...]  # (step, pass rate, mixed fraction) per probe
+    probe_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,7 @@ def _log(progress: bool, msg: str) -> None:
 def _load(root: Path) -> ToyArtifacts:
     info = json.loads((root / "artifacts.json").read_text())
     ws = info["warm_start"]
-    ws = WarmStartSummary(**{**ws, "meta_length_range": tuple(ws["meta_length_range"]),
-                             "history": tuple(tuple(h) for h in ws["history"])})
+    ws = WarmStartSummary(**{**ws, "meta_length_range": tuple(ws["meta_length_range"])})
     recipe = ToyRecipe(**info["recipe"])
     return ToyArtifacts(root=root, model_dir=root / "model", train_parquet=root / "data" / "train.parquet",
                         heldout_parquet=root / "data" / "heldout.parquet", recipe=recipe,
@@ -104,86 +109,135 @@ def build(recipe: ToyRecipe | None = None, *, cache_dir: str | os.PathLike | Non
             return _load(root)
         tmp = base / f"{key}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        threads = _torch_threads(1)
-        try:
-            _build_into(tmp, recipe, key, progress)
-            shutil.rmtree(root, ignore_errors=True)
-            tmp.rename(root)
-        finally:
-            _torch_threads(threads)
-            shutil.rmtree(tmp, ignore_errors=True)
+        with _reproducible():
+            try:
+                _build_into(tmp, recipe, key, progress)
+                shutil.rmtree(root, ignore_errors=True)
+                tmp.rename(root)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     art = _load(root)
     return dataclasses.replace(art, cache_hit=False)
 
 
-def _torch_threads(n: int) -> int:
-    """Set torch's intra-op threads, returning the previous count.
+@contextlib.contextmanager
+def _reproducible():
+    """One intra-op thread and deterministic kernels for the build; the caller's settings restored after.
 
-    The build runs on one thread: its matrices are tiny, and on a shared 2-core machine a second
-    OpenMP thread spin-waits, costing ~5x the CPU time per step (measured: 0.3 s vs 1.5 s per
-    warm-start step, 1.3 s vs 27 s per probe). One thread also makes the build bit-reproducible.
+    One thread: the reductions of a matrix product are then summed in one order whatever the core
+    count (the bit-reproducibility of the build), and on a shared 2-core machine a second OpenMP thread
+    spin-waits, costing ~5x the CPU time per step (measured: 0.3 s vs 1.5 s per warm-start step;
+    bench/bench_toy_threads.py). Deterministic algorithms: torch raises rather than use a kernel with
+    no deterministic variant, so a future change cannot silently lose reproducibility.
     """
     import torch
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(n)
-    return prev
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+
+
+class _Progress:
+    """Phase lines on stderr, and the warm start's steps as a tqdm bar on a terminal or, elsewhere (a
+    pipeline log, CI), a line every ~10% of the steps with the time left."""
+
+    def __init__(self, enabled: bool, steps: int) -> None:
+        from masa.telemetry.progress import enabled as bar_enabled
+
+        self.on, self.steps, self.start = enabled, steps, time.perf_counter()
+        self.bar = None
+        self.lines = enabled and not bar_enabled()
+        self.every = max(1, steps // 10)
+        self.t0 = 0.0
+
+    def phase(self, msg: str) -> None:
+        _log(self.on, f"{msg} ({time.perf_counter() - self.start:.0f}s)")
+
+    def begin_steps(self) -> None:
+        self.t0 = time.perf_counter()
+        if self.on and not self.lines:
+            from masa.telemetry.progress import progress
+
+            self.bar = progress(total=self.steps, desc="[masa.toy] warm start", unit="step")
+
+    def step(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        elif self.lines and (step % self.every == 0 or step == self.steps):
+            spent = time.perf_counter() - self.t0
+            left = spent / step * (self.steps - step)
+            _log(True, f"warm start: step {step}/{self.steps}, loss {loss:.3f}, {spent:.0f}s, ~{left:.0f}s left")
+
+    def end_steps(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     import torch
 
     start, cpu_start = time.perf_counter(), time.process_time()
+    show = _Progress(progress, recipe.steps)
+    show.phase(f"building recipe {recipe.name} ({key}): data, tokenizer, {recipe.steps} warm-start steps, probe")
     torch.manual_seed(recipe.seed)
     (out / "data").mkdir(parents=True)
     train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed,
                                           max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits)
     task.write_parquet(train, "train", out / "data" / "train.parquet")
     task.write_parquet(heldout, "heldout", out / "data" / "heldout.parquet")
-    _log(progress, f"{len(train)} train / {len(heldout)} held-out problems")
+    show.phase(f"data: {len(train)} train / {len(heldout)} held-out problems; training the tokenizer")
 
     tokenizer, solutions, metas, length_range = _tokenize(recipe, train)
     model = make_model(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, n_layers=recipe.n_layers,
                        head_dim=recipe.head_dim, intermediate_size=recipe.intermediate_size,
                        max_position_embeddings=recipe.max_model_len, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, seed=recipe.seed)
-    _log(progress, f"Qwen2 {n_parameters(model):,} parameters, vocab {len(tokenizer)}; warm start")
-    meta_parser, meta_prompt = _meta_fns(recipe)
-    probe_set = train[: recipe.n_probe]
-    # Probes stop a little past the longest reference solution: a sample still going there is wrong
-    # anyway, and running wrong samples to the full budget would dominate the build time.
-    max_new = min(recipe.max_response_tokens, length_range[1] + 16)
-
-    def probe_fn(step: int):
-        return probe(model, tokenizer, probe_set, n=recipe.probe_samples, max_new_tokens=max_new,
-                     seed=recipe.seed + step, step=step)
-
-    def meta_fn(step: int) -> float:
-        return meta_parse_rate(model, tokenizer, [meta_prompt(p.question) for p in probe_set],
-                               n=recipe.probe_samples, max_new_tokens=max_new, seed=recipe.seed + step + 1,
-                               parses=meta_parser)
-
-    ws = warm_start(model, tokenizer, solutions, metas, probe_fn, meta_fn, lr=recipe.lr,
-                    batch_size=recipe.batch_size, meta_every=recipe.meta_every, warmup_steps=recipe.warmup_steps,
-                    probe_every=recipe.probe_every, target_pass_rate=recipe.target_pass_rate,
-                    target_meta_parse_rate=recipe.target_meta_parse_rate, max_steps=recipe.max_steps,
-                    seed=recipe.seed, log=lambda s: _log(progress, s))
-    final = ws.final
-    if final.meta_parse_rate is None:  # stopped at max_steps before the pass-rate target
-        final = dataclasses.replace(final, meta_parse_rate=meta_fn(ws.steps))
-    _log(progress, f"final probe: pass rate {final.pass_rate:.3f}, mixed {final.mixed_fraction:.2f}, "
-                   f"meta parse {final.meta_parse_rate:.2f}")
+    show.phase(f"model: Qwen2, {n_parameters(model):,} parameters, vocab {len(tokenizer)}; "
+               f"warm start of {recipe.steps} steps")
+    show.begin_steps()
+    ws = warm_start(model, tokenizer, solutions, metas, lr=recipe.lr, batch_size=recipe.batch_size,
+                    meta_every=recipe.meta_every, warmup_steps=recipe.warmup_steps,
+                    final_lr_ratio=recipe.final_lr_ratio, steps=recipe.steps, seed=recipe.seed, on_step=show.step)
+    show.end_steps()
+    show.phase(f"warm start done in {ws.seconds:.0f}s (loss {ws.final_loss:.3f}); probing "
+               f"{recipe.n_probe} prompts x {recipe.probe_samples} samples at T=1")
+    t = time.perf_counter()
+    final = _probe(model, tokenizer, recipe, train[: recipe.n_probe], length_range)
+    probe_s = time.perf_counter() - t
+    show.phase(f"probe: pass rate {final.pass_rate:.3f}, mixed {final.mixed_fraction:.2f}, "
+               f"meta parse {final.meta_parse_rate:.2f}; saving")
     _save_model(model, tokenizer, out / "model")
     summary = WarmStartSummary(
-        steps=ws.steps, seconds=round(ws.seconds, 2), stopped=ws.stopped, probe_pass_rate=final.pass_rate,
-        probe_mixed_fraction=final.mixed_fraction, probe_meta_parse_rate=final.meta_parse_rate,
-        meta_length_range=length_range,
-        history=tuple((s.step, s.pass_rate, s.mixed_fraction) for s in ws.history))
+        steps=ws.steps, seconds=round(ws.seconds, 2), final_loss=round(ws.final_loss, 4),
+        probe_pass_rate=final.pass_rate, probe_mixed_fraction=final.mixed_fraction,
+        probe_meta_parse_rate=final.meta_parse_rate, meta_length_range=length_range,
+        probe_seconds=round(probe_s, 2))
     info = {"recipe": recipe.to_dict(), "recipe_hash": key, "n_parameters": n_parameters(model),
             "warm_start": dataclasses.asdict(summary), "build_seconds": round(time.perf_counter() - start, 2),
-            "build_cpu_seconds": round(time.process_time() - cpu_start, 2)}
+            "build_cpu_seconds": round(time.process_time() - cpu_start, 2),
+            # where bit-equality is promised: the same torch build on the same kind of CPU kernels
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     (out / "artifacts.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(progress, f"built in {info['build_seconds']:.0f}s ({info['build_cpu_seconds']:.0f}s CPU)")
+
+
+def _probe(model, tokenizer, recipe: ToyRecipe, problems, length_range: tuple[int, int]):
+    """Sampled solution pass rate and meta parse rate of the built model (figures, not a gate)."""
+    meta_parser, meta_prompt = _meta_fns(recipe)
+    # a little past the longest reference solution: a sample still going there is wrong anyway, and
+    # running wrong samples to the full budget would dominate the probe's time
+    max_new = min(recipe.max_response_tokens, length_range[1] + 16)
+    stats = probe(model, tokenizer, problems, n=recipe.probe_samples, max_new_tokens=max_new,
+                  seed=recipe.seed + recipe.steps, step=recipe.steps)
+    meta = meta_parse_rate(model, tokenizer, [meta_prompt(p.question) for p in problems], n=recipe.probe_samples,
+                           max_new_tokens=max_new, seed=recipe.seed + recipe.steps + 1, parses=meta_parser)
+    return dataclasses.replace(stats, meta_parse_rate=meta)
 
 
 def _meta_fns(recipe: ToyRecipe):
