@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 PROGRESS = "MASA-PROGRESS "
@@ -63,3 +64,18 @@ def progress_line(step: str, stats: Mapping[str, Any], *, branch: str | None = N
     info["clock"] = {"process_start": process_started_at(), "printed": time.time(),
                      **{k: v for k, v in flat.items() if k.endswith(("_s", "_at"))}}
     return PROGRESS + json.dumps(info, default=str)
+
+
+def log_metrics(metrics, stats: Mapping[str, Any], *, step: str, branch: str | None = None,
+                round_idx: int | None = None) -> None:
+    """Log scalar stats to a KFP Metrics artifact and print the progress line."""
+    flat = flatten(stats)
+    for key, value in flat.items():
+        metrics.log_metric(key.replace(".", "_"), value)
+    # A file at the artifact's path too: kfp.local treats an output artifact without a file as
+    # missing and never reuses the task from its cache.
+    path = getattr(metrics, "path", None)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(flat, sort_keys=True))
+    print(progress_line(step, stats, branch=branch, round_idx=round_idx), flush=True)
