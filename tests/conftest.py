@@ -26,4 +26,19 @@ def s3_server(tmp_path_factory):
 
     with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request, tmp_path, monkeypatch):
+    """A fresh store URI, once a local directory and once a prefix on the SeaweedFS server (with its
+    credentials in the environment): a test taking it runs on both stores."""
+    import uuid
+
+    if request.param == "local":
+        return str(tmp_path / "store")
+    server = request.getfixturevalue("s3_server")
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
+    server.make_bucket("stores")
+    return f"s3://stores/run-{uuid.uuid4().hex[:8]}"
 # ---- end storage ----

@@ -85,17 +85,6 @@ def test_s3_data_snapshot_follows_the_object(s3_server, monkeypatch):
 
 # ---- section 1: the promote step on both stores ----
 
-@pytest.fixture(params=["local", "s3"])
-def store_uri(request, tmp_path, monkeypatch):
-    if request.param == "local":
-        return str(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    for k, v in server.env().items():
-        monkeypatch.setenv(k, v)
-    server.make_bucket("promote")
-    return f"s3://promote/run-{uuid.uuid4().hex[:8]}"
-
-
 def _candidate(tmp_path, store_uri, tag: str, accuracy: float, mae: float, *, se=0.01):
     """A trained checkpoint in the store (a part, as the train step leaves it) and its benchmark results."""
     d = tmp_path / f"ckpt-{tag}"

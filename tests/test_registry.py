@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
 import pytest
 
@@ -30,17 +29,6 @@ def make_model(root, tag: str):
     (root / "model.safetensors").write_bytes(tag.encode() * 100)
     (root / "README.md").write_text(f"# model {tag}\n")
     return root
-
-
-@pytest.fixture(params=["local", "s3"])
-def store_uri(request, tmp_path, monkeypatch):
-    if request.param == "local":
-        return str(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    for k, v in server.env().items():
-        monkeypatch.setenv(k, v)
-    server.make_bucket("registry")
-    return f"s3://registry/run-{uuid.uuid4().hex[:8]}"
 
 
 def _publish(store, tmp_path, tag):
