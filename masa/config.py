@@ -267,6 +267,15 @@ def engine_parallelism(cfg: RunConfig, step: Literal["rollout", "benchmark"]) ->
     return EngineParallelism(tensor_parallel_size=tp, replicas=gpus // tp)
 
 
+# TrainConfig fields that masa.runner.settings.train_settings derives for each branch and round (the key of
+# RunConfig to set instead, or None): a preset or --set that sets one is refused rather than overwritten
+DERIVED_TRAIN_FIELDS = {
+    "seed": "seed", "temperature": None, "bc_coef": "algorithm.expert.bc_coef", "bc_mode": "algorithm.expert.mode",
+    "bc_phase_batch": "algorithm.expert.phase_batch", "bc_phase_steps": "algorithm.expert.phase_steps",
+    "bc_phase_lr": "algorithm.expert.phase_lr",
+}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "masa"
@@ -327,6 +336,11 @@ class RunConfig:
               "grpo needs compare: true (the GRPO branch is trained only when comparing)", p)
         check(self.promotion.candidate != "masa" or self.algorithm.name != "grpo", "promotion.candidate",
               "masa needs algorithm.name masa or masa-efficient (this run trains GRPO only: use grpo or base)", p)
+        defaults = TrainConfig()
+        for key, source in DERIVED_TRAIN_FIELDS.items():  # set per branch and round, never by hand
+            check(getattr(self.train, key) == getattr(defaults, key), f"train.{key}",
+                  "derived per branch and round (masa.runner.settings.train_settings): "
+                  + (f"set {source} instead" if source else "always 1, the engines' raw log-probs"), p)
         samples = self.train.samples_per_step
         if samples is not None:
             check(samples % self.algorithm.n_solution == 0, "train.samples_per_step",

@@ -330,14 +330,14 @@ def test_gpu_mfu_bench_runs_tiny_on_cpu():
 def test_the_cli_and_the_pipeline_train_on_the_same_settings(monkeypatch):
     # issue 12 item 3: `masa train` used cfg.train's seed and temperature, the pipeline a seed per round
     # and temperature 1. Both now call train_settings: seed = run seed * 1000 + round index (round 3 of a
-    # run with seed 7: 7 * 1000 + 2 = 7002), temperature 1 whatever train.temperature says.
+    # run with seed 7: 7 * 1000 + 2 = 7002), temperature 1.
     import argparse
 
     from masa.commands import train as train_cmd
     from masa.config import load_config
     from masa.runner.settings import train_settings
 
-    cfg = load_config("toy", ["seed=7", "train.seed=5", "train.temperature=0.6"])
+    cfg = load_config("toy", ["seed=7"])
     t = train_settings(cfg, "grpo", 2)
     assert (t.seed, t.temperature, t.bc_coef) == (7002, 1.0, 0.0)  # GRPO: no behaviour cloning
     assert train_settings(cfg, "masa", 2).bc_coef == cfg.algorithm.expert.bc_coef
@@ -345,8 +345,7 @@ def test_the_cli_and_the_pipeline_train_on_the_same_settings(monkeypatch):
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)
     args = parser.parse_args(["--model", "m", "--scored", "s", "--out", "o", "--preset", "toy", "--set", "seed=7",
-                              "--set", "train.seed=5", "--set", "train.temperature=0.6", "--branch", "grpo",
-                              "--round", "2"])
+                              "--branch", "grpo", "--round", "2"])
     import masa.runner.training
 
     def record(model, scored, experts, out, tcfg, **kw):
@@ -356,3 +355,19 @@ def test_the_cli_and_the_pipeline_train_on_the_same_settings(monkeypatch):
     monkeypatch.setattr(masa.runner.training, "train_round", record)  # `masa train` imports it when it runs
     assert train_cmd.run(args) == 2
     assert seen["tcfg"] == t
+
+
+def test_derived_training_settings_are_refused_not_overwritten():
+    # train.seed / temperature / bc_* are set per branch and round by train_settings: a preset or --set
+    # that sets one would be silently overwritten, so the configuration names it and what to set instead
+    from masa.config import DERIVED_TRAIN_FIELDS, load_config
+    from masa.configbase import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config("toy", ["train.seed=5", "train.temperature=0.6", "train.bc_mode=phase"])
+    text = str(e.value)
+    assert "train.seed: derived per branch and round" in text and "set seed instead" in text
+    assert "train.temperature:" in text and "train.bc_mode:" in text and "set algorithm.expert.mode instead" in text
+    from masa.train.config import TrainConfig
+
+    assert set(DERIVED_TRAIN_FIELDS) <= set(TrainConfig.__dataclass_fields__)  # each names a real field
