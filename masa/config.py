@@ -456,6 +456,8 @@ UI_PARAMETERS = {
     "temperature": "rollout.temperature",
     "max_response_tokens": "rollout.max_response_tokens",
     "seed": "seed",
+    # a JSON list in the UI: the checkpoints are benchmarked on these without a recompile
+    "benchmark_datasets": "benchmark.datasets",
 }
 
 
@@ -466,7 +468,7 @@ def ui_defaults(cfg: RunConfig) -> dict[str, Any]:
         node: Any = data
         for part in key.split("."):
             node = node[part]
-        out[name] = node
+        out[name] = list(node) if isinstance(node, tuple) else node  # KFP's list parameters take JSON lists
     return out
 
 

@@ -55,11 +55,13 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                       n_solution: int = defaults["n_solution"], n_meta: int = defaults["n_meta"],
                       learning_rate: float = defaults["learning_rate"],
                       temperature: float = defaults["temperature"],
-                      max_response_tokens: int = defaults["max_response_tokens"], seed: int = defaults["seed"]):
+                      max_response_tokens: int = defaults["max_response_tokens"], seed: int = defaults["seed"],
+                      benchmark_datasets: list = defaults["benchmark_datasets"]):
         conf = step(c.configure(config_json=config_json, model=model, train_data=train_data, store=store,
                                 prompts_per_round=prompts_per_round, n_solution=n_solution, n_meta=n_meta,
                                 learning_rate=learning_rate, temperature=temperature,
                                 max_response_tokens=max_response_tokens, seed=seed,
+                                benchmark_datasets=benchmark_datasets,
                                 **({"run_tag": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if scheduled else {})),
                     "configure", "configure")
         conf.set_caching_options(False)  # it measures the data snapshot: a cached one would hide new data

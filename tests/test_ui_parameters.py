@@ -36,3 +36,18 @@ def test_apply_parameters_sets_each_declared_key():
                                                                    "prompts_per_round": 3}))
     assert (applied.seed, applied.prompts_per_round) == (17, 3)
     assert ui_defaults(applied) == {**ui_defaults(cfg), "seed": 17, "prompts_per_round": 3}
+
+
+def test_benchmark_datasets_are_a_list_parameter_set_without_a_recompile(tmp_path):
+    # issue 19 item 3: the benchmarks a run evaluates are chosen in the UI (a JSON list), not compiled in
+    import yaml
+
+    from masa.pipeline.compile import compile_pipeline
+
+    cfg = load_config("smoke")
+    spec = next(yaml.safe_load_all(compile_pipeline(cfg, tmp_path / "p.yaml").read_text()))
+    param = spec["root"]["inputDefinitions"]["parameters"]["benchmark_datasets"]
+    assert param["parameterType"] == "LIST" and param["defaultValue"] == list(cfg.benchmark.datasets)
+    chosen = ["s3://b/bench/math500.parquet", "s3://b/bench/aime24.parquet"]
+    applied = config_from_json(apply_parameters(cfg.to_json(), **{**ui_defaults(cfg), "benchmark_datasets": chosen}))
+    assert list(applied.benchmark.datasets) == chosen
