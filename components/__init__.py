@@ -20,14 +20,15 @@ from masa.components.report import report
 from masa.components.resume import resume
 from masa.components.rollout import rollout
 from masa.components.score import score
+from masa.components.stage import stage
 from masa.components.train import train
 
 # which image family runs each step
 IMAGE_OF = {
-    "configure": "cpu", "prepare": "cpu", "data_filter": "cpu", "resume": "cpu", "merge_rollouts": "cpu", "score": "cpu", "report": "cpu",
+    "configure": "cpu", "stage": "cpu", "prepare": "cpu", "data_filter": "cpu", "resume": "cpu", "merge_rollouts": "cpu", "score": "cpu", "report": "cpu",
     "rollout": "vllm", "benchmark": "vllm", "promote": "vllm", "train": "deepspeed",
 }
-FUNCTIONS = {f.__name__: f for f in (configure, prepare, data_filter, resume, rollout, merge_rollouts, score, train, benchmark,
+FUNCTIONS = {f.__name__: f for f in (configure, stage, prepare, data_filter, resume, rollout, merge_rollouts, score, train, benchmark,
                                         promote, report)}
 
 

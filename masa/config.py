@@ -194,6 +194,11 @@ class ResourcesConfig:
     # pods generating one round's rollouts side by side, each on rollout_gpus GPUs, then one merge
     # (masa.runner.shards); the rows do not depend on it
     rollout_shards: int = 1
+    # a `stage` step after configure copies every input that is not yet in the store (a hub id, or a local
+    # path) into it, pinned by revision (masa.steps.stage), so the other steps read only the store; its pod
+    # needs egress to the hub. Gated repositories: a Secret with key HF_TOKEN, named here ("" = no token)
+    stage_inputs: bool = False
+    hf_token_secret: str = ""
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -233,21 +238,22 @@ class ImagesConfig:
 MAX_TASKS_PER_RUN = 40
 
 
-def run_tasks(branches: int, rounds: int, *, first: bool, last: bool, per_round: int = 3) -> int:
-    """Tasks of a run covering `rounds` rounds: configure, prepare, data filter; per branch one
+def run_tasks(branches: int, rounds: int, *, first: bool, last: bool, per_round: int = 3, fixed: int = 3) -> int:
+    """Tasks of a run covering `rounds` rounds: `fixed` = configure, prepare, data filter (and stage, with
+    `resources.stage_inputs`); per branch one
     hand-over (`resume`) unless it is the first run, `per_round` per round (rollout, score, train: 3;
     with rollout shards 5, the ParallelFor and its task plus the merge); in the last run the base and
     per-branch benchmarks, the promote step and the report."""
-    return 3 + (0 if first else branches) + per_round * rounds * branches + (branches + 3 if last else 0)
+    return fixed + (0 if first else branches) + per_round * rounds * branches + (branches + 3 if last else 0)
 
 
-def auto_rounds_per_run(branches: int, rounds: int, per_round: int = 3) -> int:
+def auto_rounds_per_run(branches: int, rounds: int, per_round: int = 3, fixed: int = 3) -> int:
     """All rounds in one run when that fits MAX_TASKS_PER_RUN, else the most a middle-or-last run
     (hand-overs, benchmarks and report) can hold."""
-    if run_tasks(branches, rounds, first=True, last=True, per_round=per_round) <= MAX_TASKS_PER_RUN:
+    if run_tasks(branches, rounds, first=True, last=True, per_round=per_round, fixed=fixed) <= MAX_TASKS_PER_RUN:
         return rounds
-    fixed = run_tasks(branches, 0, first=False, last=True)
-    return max(1, (MAX_TASKS_PER_RUN - fixed) // (per_round * branches))
+    overhead = run_tasks(branches, 0, first=False, last=True, fixed=fixed)
+    return max(1, (MAX_TASKS_PER_RUN - overhead) // (per_round * branches))
 
 
 @dataclass(frozen=True)
@@ -329,7 +335,8 @@ class RunConfig:
                   f"{tp} does not divide resources.{step}_gpus={gpus}: {gpus % max(tp, 1)} GPUs would stay "
                   f"idle; use a divisor of {gpus}, or 0 for one engine on all of them", p)
         worst = max((run_tasks(len(self.branches), len(seg), first=i == 0, last=i == len(self.segments) - 1,
-                               per_round=self.tasks_per_round) for i, seg in enumerate(self.segments)), default=0)
+                               per_round=self.tasks_per_round, fixed=self.fixed_tasks)
+                    for i, seg in enumerate(self.segments)), default=0)
         check(worst <= MAX_TASKS_PER_RUN, "resources.rounds_per_run",
               f"gives a run of {worst} tasks, above {MAX_TASKS_PER_RUN}; use 0 (automatic) or fewer rounds", p)
         check(self.promotion.candidate != "grpo" or "grpo" in self.branches, "promotion.candidate",
@@ -371,10 +378,16 @@ class RunConfig:
         return 3 if self.resources.rollout_shards == 1 else 5
 
     @property
+    def fixed_tasks(self) -> int:
+        """Tasks every run has once: configure, prepare, data filter, and stage (`resources.stage_inputs`)."""
+        return 4 if self.resources.stage_inputs else 3
+
+    @property
     def segments(self) -> tuple[range, ...]:
         """The rounds of each submitted run, in order (one run unless the DAG would exceed
         MAX_TASKS_PER_RUN tasks; docs/deploy.md, "Bounded runs")."""
-        k = self.resources.rounds_per_run or auto_rounds_per_run(len(self.branches), self.rounds, self.tasks_per_round)
+        k = self.resources.rounds_per_run or auto_rounds_per_run(len(self.branches), self.rounds, self.tasks_per_round,
+                                                                 self.fixed_tasks)
         return tuple(range(s, min(s + k, self.rounds)) for s in range(0, self.rounds, max(k, 1)))
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ benchmarks and reports (docs/deploy.md, "Bounded runs").
 
 from masa.components import build
 from masa.config import RunConfig, ui_defaults
-from masa.pipeline.k8s import apply_step
+from masa.pipeline.k8s import apply_step, hub_access
 
 ROUND_STEPS = ("rollout", "score", "train")
 
@@ -66,6 +66,11 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                     "configure", "configure")
         conf.set_caching_options(False)  # it measures the data snapshot: a cached one would hide new data
         cj = conf.output
+        if cfg.resources.stage_inputs:  # hub inputs copied into the store once; later steps read only the store
+            staged = step(c.stage(config_json=cj), "stage", "stage inputs")
+            for task in (conf, staged):  # configure reads the data's hub revision, stage downloads
+                hub_access(task, cfg.resources.hf_token_secret)
+            cj = staged.output
 
         prep = step(c.prepare(config_json=cj), "prepare", "prepare base model")
         base = prep.outputs["base_model"]

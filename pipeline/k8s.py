@@ -66,6 +66,17 @@ def attach_s3_secret(task, secret: str) -> None:
                                  optional=True)
 
 
+def hub_access(task, token_secret: str) -> None:
+    """The steps that reach the Hugging Face hub (`resources.stage_inputs`): the images' HF_HUB_OFFLINE=1
+    lifted, and HF_TOKEN from a Secret for gated repositories (optional: a public model needs none)."""
+    from kfp import kubernetes
+
+    task.set_env_variable("HF_HUB_OFFLINE", "0")
+    if token_secret:
+        kubernetes.use_secret_as_env(task, secret_name=token_secret, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"},
+                                     optional=True)
+
+
 def _placement(task, selector: dict[str, str], tolerations: tuple[dict, ...]) -> None:
     from kfp import kubernetes
 

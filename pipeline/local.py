@@ -59,7 +59,8 @@ def total_steps(cfg: RunConfig) -> int:
     # with shards a round shows n rollout lines and the merge, not the ParallelFor task itself
     per_round = 3 if n == 1 else n + 3
     # configure is never shown (instantaneous, silent; a cache hit on every rerun)
-    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1, per_round=per_round) - 1
+    return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1, per_round=per_round,
+                         fixed=cfg.fixed_tasks) - 1
                for i, s in enumerate(segs))
 
 

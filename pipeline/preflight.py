@@ -125,10 +125,15 @@ def _hub_ids(cfg: RunConfig) -> Check:
         named["data.heldout"] = cfg.data.heldout
     # latest:<name> is read from the registry in the (s3://) store (masa.storage.registry)
     hub = [k for k, v in named.items() if v != "toy" and not v.startswith(("s3://", "latest:"))]
+    if hub and cfg.resources.stage_inputs:
+        token = cfg.resources.hf_token_secret
+        return Check("inputs", "ok", f"{', '.join(hub)}: copied into the store by the stage step (its pod needs "
+                     "egress to huggingface.co" + (f"; HF_TOKEN from Secret {token!r})" if token else
+                                                   "; gated repositories need resources.hf_token_secret)"))
     if hub:
         return Check("inputs", "FAIL", f"{', '.join(hub)}: not s3:// URIs; step images run offline "
                      f"(HF_HUB_OFFLINE=1) and local paths do not exist in step pods: copy them to the store "
-                     f"first (docs/deploy.md, step 3)")
+                     f"first (masa stage, docs/deploy.md step 3) or set resources.stage_inputs: true")
     return Check("inputs", "ok", "model, data and benchmarks are read from the store (or built in)")
 
 

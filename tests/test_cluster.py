@@ -297,7 +297,8 @@ def test_configure_refuses_a_non_s3_store_inside_a_pod(monkeypatch):
     from masa.components.configure import configure
 
     kwargs = dict(config_json=load_config("toy").to_json(), model="toy", train_data="toy", prompts_per_round=4,
-                  n_solution=4, n_meta=4, learning_rate=1e-5, temperature=1.0, max_response_tokens=64, seed=0)
+                  n_solution=4, n_meta=4, learning_rate=1e-5, temperature=1.0, max_response_tokens=64, seed=0,
+                  benchmark_datasets=["toy"])
     assert '"store": "/data/run"' in configure(store="/data/run", **kwargs)  # the local runner: any store
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # what Kubernetes sets in every container
     with pytest.raises(ConfigError, match=r"store: '/data/run' is not an s3:// URI"):

@@ -13,11 +13,13 @@ Layout: `<store>/staged/models/<name>@<rev>/` (files + MANIFEST.json, verified o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import tempfile
 from pathlib import Path
 
+from masa.config import RunConfig
 from masa.data.records import read_rows
 from masa.storage import open_store
 from masa.storage.artifacts import put_dir_atomic
@@ -92,3 +94,20 @@ def stage_dataset(source: str, store: str, *, split: str = "train", revision: st
         st = open_store(store)
         st.put_file(str(path), key)
         return st.uri(key)
+
+
+def _needs_staging(source: str | None) -> bool:
+    return bool(source) and source != "toy" and not source.startswith(("s3://", "latest:"))
+
+
+def stage_inputs(cfg: RunConfig) -> RunConfig:
+    """The pipeline's `stage` step (`resources.stage_inputs`): `cfg` with its model, training data,
+    held-out data and benchmarks replaced by their staged store URIs, each staged once per revision (a
+    rerun lands on the same keys). Inputs already in the store, and the built-in toy, are left as they are."""
+    data, store = cfg.data, cfg.store
+    model = stage_model(cfg.model, store) if _needs_staging(cfg.model) else cfg.model
+    train = stage_dataset(data.train, store, split=data.split) if _needs_staging(data.train) else data.train
+    heldout = stage_dataset(data.heldout, store, split="test") if _needs_staging(data.heldout) else data.heldout
+    bench = tuple(stage_dataset(d, store, split="test") if _needs_staging(d) else d for d in cfg.benchmark.datasets)
+    return dataclasses.replace(cfg, model=model, data=dataclasses.replace(data, train=train, heldout=heldout),
+                               benchmark=dataclasses.replace(cfg.benchmark, datasets=bench))
