@@ -26,6 +26,7 @@ COMMANDS = {
     "preflight": "preflight",
     "stage": "stage",
     "models": "models",
+    "step": "step",
 }
 
 
