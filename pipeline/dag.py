@@ -12,7 +12,7 @@ benchmarks and reports (docs/deploy.md, "Bounded runs").
 
 
 from masa.components import build
-from masa.config import RunConfig, ui_defaults
+from masa.config import UI_PARAMETERS, RunConfig, ui_defaults
 from masa.pipeline.k8s import apply_step, hub_access
 
 ROUND_STEPS = ("rollout", "score", "train")
@@ -57,20 +57,8 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                       temperature: float = defaults["temperature"],
                       max_response_tokens: int = defaults["max_response_tokens"], seed: int = defaults["seed"],
                       benchmark_datasets: list = defaults["benchmark_datasets"]):
-        conf = step(c.configure(config_json=config_json, model=model, train_data=train_data, store=store,
-                                prompts_per_round=prompts_per_round, n_solution=n_solution, n_meta=n_meta,
-                                learning_rate=learning_rate, temperature=temperature,
-                                max_response_tokens=max_response_tokens, seed=seed,
-                                benchmark_datasets=benchmark_datasets,
-                                **({"run_tag": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if scheduled else {})),
-                    "configure", "configure")
-        conf.set_caching_options(False)  # it measures the data snapshot: a cached one would hide new data
-        cj = conf.output
-        if cfg.resources.stage_inputs:  # hub inputs copied into the store once; later steps read only the store
-            staged = step(c.stage(config_json=cj), "stage", "stage inputs")
-            for task in (conf, staged):  # configure reads the data's hub revision, stage downloads
-                hub_access(task, cfg.resources.hf_token_secret)
-            cj = staged.output
+        ui = {k: v for k, v in locals().items() if k in UI_PARAMETERS}  # the parameters declared above
+        cj = _configure(c, cfg, step, config_json, ui, scheduled)
 
         prep = step(c.prepare(config_json=cj), "prepare", "prepare base model")
         base = prep.outputs["base_model"]
@@ -92,19 +80,42 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                                   f"benchmark · {key}").outputs["results"]
             histories[key], finals[key] = history, policy
         if last:
-            base_eval = step(c.benchmark(config_json=cj, name="base", model=base), "benchmark",
-                             "benchmark · base").outputs["results"]
-            kwargs = {f"{k}_eval": v for k, v in evals.items() if k in ("grpo", "masa")}
-            kwargs.update({f"{k}_history": v for k, v in histories.items() if k in ("grpo", "masa")})
-            who = cfg.candidate
-            # "benchmark" resources: it benchmarks the current model again when its figures are stale
-            prom = step(c.promote(config_json=cj, candidate=finals[who], candidate_eval={"base": base_eval, **evals}[who]),
-                        "benchmark", "promote")
-            prom.set_caching_options(False)  # it reads the registry's pointer, which other runs move
-            step(c.report(config_json=cj, base_eval=base_eval, promotion=prom.outputs["promotion"], **kwargs),
-                 "report", "report")
+            _benchmark_promote_report(c, cfg, step, cj, base, evals, histories, finals)
 
     return masa_pipeline
+
+
+def _configure(c, cfg: RunConfig, step, config_json: str, ui: dict, scheduled: bool):
+    """configure (the UI parameters applied, the data snapshot stamped; never cached) and, with
+    `resources.stage_inputs`, the stage step; returns the configuration every later step takes."""
+    from kfp import dsl
+
+    conf = step(c.configure(config_json=config_json, **ui,
+                            **({"run_tag": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if scheduled else {})),
+                "configure", "configure")
+    conf.set_caching_options(False)  # it measures the data snapshot: a cached one would hide new data
+    if not cfg.resources.stage_inputs:
+        return conf.output
+    # hub inputs copied into the store once; later steps read only the store
+    staged = step(c.stage(config_json=conf.output), "stage", "stage inputs")
+    for task in (conf, staged):  # configure reads the data's hub revision, stage downloads
+        hub_access(task, cfg.resources.hf_token_secret)
+    return staged.output
+
+
+def _benchmark_promote_report(c, cfg: RunConfig, step, cj, base, evals: dict, histories: dict, finals: dict):
+    """The last run's end: the base checkpoint's benchmark, the promote step, the report."""
+    base_eval = step(c.benchmark(config_json=cj, name="base", model=base), "benchmark",
+                     "benchmark · base").outputs["results"]
+    kwargs = {f"{k}_eval": v for k, v in evals.items() if k in ("grpo", "masa")}
+    kwargs.update({f"{k}_history": v for k, v in histories.items() if k in ("grpo", "masa")})
+    who = cfg.candidate
+    # "benchmark" resources: it benchmarks the current model again when its figures are stale
+    prom = step(c.promote(config_json=cj, candidate=finals[who], candidate_eval={"base": base_eval, **evals}[who]),
+                "benchmark", "promote")
+    prom.set_caching_options(False)  # it reads the registry's pointer, which other runs move
+    step(c.report(config_json=cj, base_eval=base_eval, promotion=prom.outputs["promotion"], **kwargs),
+         "report", "report")
 
 
 def _round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bool, branch: str, r: int, data, policy,
