@@ -12,8 +12,9 @@ benchmarks and reports (docs/deploy.md, "Bounded runs").
 
 
 from masa.components import build
-from masa.config import UI_PARAMETERS, RunConfig, ui_defaults
+from masa.config import UI_PARAMETERS, RunConfig, config_from_json, ui_defaults
 from masa.pipeline.k8s import apply_step, hub_access
+from masa.steps.configure import stamp
 
 ROUND_STEPS = ("rollout", "score", "train")
 
@@ -142,8 +143,9 @@ def _rollout_round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bo
     if local:
         # kfp.local 2.17.3 replaces every task-output parameter entering a ParallelFor with the
         # loop item (kfp/local/orchestrator/task_spec_utils.py); locally the UI parameters are
-        # the compiled defaults, so the compiled config is the configure step's output
-        kw["config_json"] = config_json
+        # the compiled defaults, so the configure step's output is the compiled config stamped as
+        # configure stamps it (the data snapshot, part of the run's identity: masa.steps.configure)
+        kw["config_json"] = stamp(config_from_json(config_json)).to_json()
     with dsl.ParallelFor(list(range(n)), parallelism=n) as k:
         ro = step(c.rollout(shard=k, **kw), "rollout", f"{where} · rollout shard")
     return step(c.merge_rollouts(config_json=cj, branch=branch, round_idx=r,
