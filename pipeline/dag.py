@@ -12,7 +12,7 @@ benchmarks and reports (docs/deploy.md, "Bounded runs").
 
 
 from masa.components import build
-from masa.config import UI_PARAMETERS, RunConfig, config_from_json, ui_defaults
+from masa.config import UI_PARAMETERS, RunConfig, ui_defaults
 from masa.pipeline.k8s import apply_step, hub_access
 from masa.steps.configure import stamp
 
@@ -42,6 +42,11 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
     c = build(cfg.images)
     defaults = ui_defaults(cfg)
     config_json = cfg.to_json()
+    # kfp.local 2.17.3 replaces every task-output parameter entering a ParallelFor with the loop item
+    # (kfp/local/orchestrator/task_spec_utils.py), so local rollout shards take the configuration as a
+    # constant: the compiled one stamped as configure stamps it (locally the UI parameters are the
+    # compiled defaults; the data snapshot is part of the run's identity, masa.steps.configure)
+    local_cj = stamp(cfg).to_json() if local and cfg.resources.rollout_shards > 1 else None
 
     def step(task, name: str, display: str):
         _resources(task, cfg, name)
@@ -72,7 +77,7 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
                          "resume", f"{branch} · resume after round {rounds.start}")
                 policy, history = h.outputs["policy"], h.outputs["history"]
             for r in rounds:
-                policy, history = _round(dsl, c, cfg, step, cj, config_json, local, branch, r, data, policy, history)
+                policy, history = _round(dsl, c, cfg, step, cj, local_cj, branch, r, data, policy, history)
             # the report compares GRPO with algorithm.name ("masa"); another baseline (plain MASA beside
             # MASA-efficient) is benchmarked as baseline-<branch>, its figures in that step's output
             key = "grpo" if branch == "grpo" else ("masa" if branch == cfg.algorithm.name else f"baseline-{branch}")
@@ -119,12 +124,12 @@ def _benchmark_promote_report(c, cfg: RunConfig, step, cj, base, evals: dict, hi
          "report", "report")
 
 
-def _round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bool, branch: str, r: int, data, policy,
+def _round(dsl, c, cfg: RunConfig, step, cj, local_cj: str | None, branch: str, r: int, data, policy,
            history):
     """One round of a branch: rollout (one task, or shards and a merge), score, train. Returns the next
     policy and score history."""
     extra = {"history": history} if history is not None else {}
-    rollouts = _rollout_round(dsl, c, cfg, step, cj, config_json, local, branch, r, data, policy, extra)
+    rollouts = _rollout_round(dsl, c, cfg, step, cj, local_cj, branch, r, data, policy, extra)
     sc = step(c.score(config_json=cj, branch=branch, round_idx=r, rollouts=rollouts,
                       policy=policy, **extra), "score", f"{branch} · round {r + 1} · score")
     tr = step(c.train(config_json=cj, branch=branch, round_idx=r, policy=policy,
@@ -132,7 +137,7 @@ def _round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bool, bran
     return tr.outputs["new_policy"], sc.outputs["history_out"]
 
 
-def _rollout_round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bool, branch: str, r: int, data,
+def _rollout_round(dsl, c, cfg: RunConfig, step, cj, local_cj: str | None, branch: str, r: int, data,
                    policy, extra):
     """The round's rollouts: one task, or a ParallelFor of `rollout_shards` tasks and a merge."""
     kw = dict(config_json=cj, branch=branch, round_idx=r, prompts=data.outputs["prompts"],
@@ -140,12 +145,8 @@ def _rollout_round(dsl, c, cfg: RunConfig, step, cj, config_json: str, local: bo
     where, n = f"{branch} · round {r + 1}", cfg.resources.rollout_shards
     if n == 1:
         return step(c.rollout(**kw), "rollout", f"{where} · rollout").outputs["rollouts"]
-    if local:
-        # kfp.local 2.17.3 replaces every task-output parameter entering a ParallelFor with the
-        # loop item (kfp/local/orchestrator/task_spec_utils.py); locally the UI parameters are
-        # the compiled defaults, so the configure step's output is the compiled config stamped as
-        # configure stamps it (the data snapshot, part of the run's identity: masa.steps.configure)
-        kw["config_json"] = stamp(config_from_json(config_json)).to_json()
+    if local_cj is not None:  # kfp.local: the stamped configuration as a constant (see build_pipeline)
+        kw["config_json"] = local_cj
     with dsl.ParallelFor(list(range(n)), parallelism=n) as k:
         ro = step(c.rollout(shard=k, **kw), "rollout", f"{where} · rollout shard")
     return step(c.merge_rollouts(config_json=cj, branch=branch, round_idx=r,
