@@ -67,9 +67,9 @@ def test_two_rounds_both_branches_finish_and_every_manifest_verifies(s3_server, 
     assert check.bad == {} and check.unlisted == [], (check.bad, check.unlisted)
     parts = set(check.artifacts)
     for branch in ("grpo", "masa-efficient"):
-        for r in ("000", "001"):
+        for rnd in ("000", "001"):
             for part in ("rollouts", "scored", "checkpoint", "checkpoint-stats", "checkpoint/train_state"):
-                assert any(p.endswith(f"/{branch}/round-{r}/{part}") for p in parts), (branch, r, part)
+                assert any(p.endswith(f"/{branch}/round-{rnd}/{part}") for p in parts), (branch, rnd, part)
     # one run's artifacts under one run prefix
     assert len({p.split("/")[0] for p in parts if "/round-" in p or "/base/" in p}) == 1, parts
     assert any(k.endswith("base/checkpoint/model.safetensors") for k in _keys(s3_server))
