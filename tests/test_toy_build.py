@@ -149,7 +149,7 @@ def test_vllm_loads_and_samples_the_smoke_model(smoke, capsys) -> None:
     (weights, tokenizer, template)."""
     out = _toy_eval(capsys, "smoke", "--split", "heldout", "--prompts", "4", "--samples", "2",
                     "--cache-dir", str(smoke.root.parent))
-    assert out["recipe"] == "smoke" and out["n_problems"] == 4 and out["k"] == 2
+    assert out["n_problems"] == 4 and out["k"] == 2
     spread = out["spread"]
     assert abs(spread["mixed"] + spread["all_wrong"] + spread["all_right"] - 1) < 1e-9
     assert 0 < out["tokens"] <= 4 * 2 * 2 * SMOKE.max_response_tokens  # solution + meta samples
@@ -162,6 +162,7 @@ def _toy_eval(capsys, recipe: str, *args: str) -> dict:
 
     assert main(["toy", "eval", "--recipe", recipe, *args]) == 0
     printed = json.loads(capsys.readouterr().out)
+    assert printed["recipe"] == recipe  # the report names the recipe it measured, beside its one benchmark
     return next(iter(printed["benchmarks"].values()))
 
 
