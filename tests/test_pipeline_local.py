@@ -115,15 +115,33 @@ def test_report_html_layout_in_headless_chromium(smoke, tmp_path):
     assert counts["masa"] > 200 and sum(counts.values()) > 400, counts
 
 
-def test_smoke_in_two_runs_of_one_round_gives_the_same_report(smoke, tmp_path):
-    # resources.rounds_per_run=1 cuts smoke's 2 rounds into 2 runs (docs/deploy.md, "Bounded runs"):
-    # the second starts from the checkpoint and history the first left in the store, so every
-    # round's figures and every benchmark match the one-run DAG's (same seeds, same inputs)
-    cfg, _, result = smoke
-    split = load_config("smoke", ["resources.rounds_per_run=1"])
+def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_and_rows(smoke, tmp_path):
+    # Two scale-out shapes at once, each checked against the one-run, one-pod DAG (same seeds, inputs):
+    # - resources.rounds_per_run=1 cuts smoke's 2 rounds into 2 runs (docs/deploy.md, "Bounded runs"):
+    #   the second starts from the checkpoint and history the first left in the store;
+    # - resources.rollout_shards=2: each round's rollout is a ParallelFor of 2 tasks (kfp.local runs it)
+    #   and a merge, on the real vLLM CPU engine; MASA-efficient's gating sees every prompt's meta
+    #   samples in each shard.
+    # One run covers both (a run per shape cost a whole smoke run each): a difference in either shows
+    # as a difference in the rows or figures below.
+    cfg, out, result = smoke
+    split = load_config("smoke", ["resources.rounds_per_run=1", "resources.rollout_shards=2"])
     assert [list(s) for s in split.segments] == [[0], [1]]
     again = run_local(split, tmp_path / "out")
-    one, two = (json.loads(Path(r["report_json"]).read_text()) for r in (result, again))
+    for branch in cfg.branches:
+        for r in range(cfg.rounds):
+            got, want = _rollout_rows(tmp_path / "out", branch, r), _rollout_rows(out, branch, r)
+            # every field, token ids included, is equal; log-probs to float32 rounding (a different batch
+            # shape on CPU moved them by up to ~1e-6 when measured, 2026-12-01)
+            assert [{k: v for k, v in x.items() if k != "logprobs"} for x in got] == \
+                [{k: v for k, v in x.items() if k != "logprobs"} for x in want], (branch, r)
+            assert [lp for x in got for lp in x["logprobs"]] == \
+                pytest.approx([lp for x in want for lp in x["logprobs"]], abs=1e-5), (branch, r)
+    (run_dir,) = [p for p in (tmp_path / "out" / "store").iterdir() if p.is_dir() and p.name != "models"]
+    for k in (0, 1):  # both shards were generated and published on their own
+        assert (run_dir / "masa-efficient" / "round-001" / f"rollouts-shard-{k}" / "MANIFEST.json").is_file()
+
+    one, two = (json.loads(Path(x["report_json"]).read_text()) for x in (result, again))
     def figures(report):  # what was measured, not where or how long
         return {ck: {b: {k: v for k, v in r.items() if not k.endswith("_s") and k not in ("source", "uri")} for b, r in e.items()}
                 for ck, e in report["eval"].items()}
@@ -141,24 +159,3 @@ def _rollout_rows(out, branch, r):
 
     (run_dir,) = [p for p in (out / "store").iterdir() if p.is_dir() and p.name != "models"]
     return pq.read_table(run_dir / branch / f"round-{r:03d}" / "rollouts" / "rollouts.parquet").to_pylist()
-
-
-def test_two_rollout_shards_give_the_rows_of_one_in_the_same_order(smoke, tmp_path):
-    # resources.rollout_shards=2: each round's rollout is a ParallelFor of 2 tasks (kfp.local runs it)
-    # and a merge; on the real vLLM CPU engine the merged rows equal the one-pod rollout's, order
-    # included, for GRPO and MASA-efficient (whose gating sees every prompt's meta samples in each shard)
-    cfg, out, _ = smoke
-    sharded = run_local(load_config("smoke", ["resources.rollout_shards=2"]), tmp_path / "out")
-    for branch in cfg.branches:
-        for r in range(cfg.rounds):
-            got, want = _rollout_rows(tmp_path / "out", branch, r), _rollout_rows(out, branch, r)
-            # every field, token ids included, is equal; log-probs to float32 rounding (a different batch
-            # shape on CPU moved them by up to ~1e-6 when measured, 2026-12-01)
-            assert [{k: v for k, v in x.items() if k != "logprobs"} for x in got] == \
-                [{k: v for k, v in x.items() if k != "logprobs"} for x in want], (branch, r)
-            assert [lp for x in got for lp in x["logprobs"]] == \
-                pytest.approx([lp for x in want for lp in x["logprobs"]], abs=1e-5), (branch, r)
-    assert sharded["report_json"]
-    (run_dir,) = [p for p in (tmp_path / "out" / "store").iterdir() if p.is_dir() and p.name != "models"]
-    for k in (0, 1):  # both shards were generated and published on their own
-        assert (run_dir / "masa-efficient" / "round-001" / f"rollouts-shard-{k}" / "MANIFEST.json").is_file()
