@@ -172,6 +172,14 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         "persistent_engines": summarize({**round_parts(c, s3_downloads=0, s3_uploads=1 / k, tasks_per_round=0),
                                          "engine_start": 0.0}, runs=len(cfg.segments), fits_etcd=True,
                                         note="loses per-round visible steps: rejected"),
+        # proposed, not implemented: the same long-lived engines, driven by per-round rollout, score and
+        # train tasks that stay visible in the DAG (thin CPU pods sending requests): the persistent
+        # design plus the scheduling of 3 tasks per round; weights reach the rollout engine in GPU
+        # memory (bounded here by one host bounce over PCIe), an S3 copy once per run of k rounds
+        "engine_services": summarize({**round_parts(c, s3_downloads=0, s3_uploads=1 / k, tasks_per_round=3,
+                                                    extra_tasks_per_segment=4, rounds_per_run=k),
+                                      "engine_start": 0.0}, runs=len(cfg.segments), fits_etcd=True,
+                                     note="persistent engines behind visible steps (proposed, not implemented)"),
     }
 
 
