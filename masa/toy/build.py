@@ -280,5 +280,15 @@ def _save_model(model, tokenizer, path: Path) -> None:
 
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(path, safe_serialization=True)
+    # transformers draws a "Writing model shards" bar for the one shard of a 0.2M-parameter model: it
+    # would break the build's own progress lines on the terminal
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path, safe_serialization=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(path)
