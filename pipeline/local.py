@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -77,6 +78,10 @@ class _ProgressTee(io.TextIOBase):
 
     def __init__(self, log: TextIO, term: TextIO, total: int) -> None:
         self.log, self.term, self.total, self.done = log, term, total, 0
+        # kfp.local runs a ParallelFor's iterations in threads, each printing here. A text file written
+        # from two threads at once can write uninitialized memory (cpython#118138): a sharded run's
+        # pipeline.log held 2 KB of heap bytes. One writer at a time, and the line buffer stays whole.
+        self._lock = threading.RLock()
         self.start, self._buf = time.monotonic(), ""
         self.names: dict[str, str] = {}  # task id -> display name (display_names)
         self.last_error = ""  # the latest traceback's closing line
@@ -85,16 +90,18 @@ class _ProgressTee(io.TextIOBase):
         self.running, self.shown_at = "", 0.0  # the executing task's name; when the terminal last heard of it
 
     def write(self, s: str) -> int:
-        self.log.write(s)
-        self._buf += s
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
-            self._line(line)
+        with self._lock:
+            self.log.write(s)
+            self._buf += s
+            while "\n" in self._buf:
+                line, self._buf = self._buf.split("\n", 1)
+                self._line(line)
         return len(s)
 
     def flush(self) -> None:
-        self.log.flush()
-        self.term.flush()
+        with self._lock:
+            self.log.flush()
+            self.term.flush()
 
     def _task(self, line: str, before: str) -> str:
         """The display name of the task a kfp.local line (`Task 'rollout-3' ...`) is about."""

@@ -33,3 +33,33 @@ def test_phases_show_under_the_running_step_at_most_every_few_seconds(monkeypatc
     assert [ln.split("  (")[0] for ln in lines] == ["      · grpo · round 2 · rollout: starting the vllm engine",
                                                     "      · grpo · round 2 · rollout: optimizer step 2 done"]
     assert tee.done == 0  # phases are not finished steps
+
+
+def test_writes_from_parallel_threads_reach_the_log_whole(tmp_path):
+    """kfp.local runs a ParallelFor's iterations in threads that all print to the tee. Unserialized,
+    a text file written from two threads can lose text or write uninitialized memory (cpython#118138;
+    a sharded run's pipeline.log once held 2 KB of heap bytes). print() writes its text and its newline
+    in two calls, so pieces of different threads may alternate; each piece must arrive whole, once."""
+    import re
+    import threading
+
+    log_path = tmp_path / "pipeline.log"
+    with log_path.open("a") as log:
+        tee = _ProgressTee(log, io.StringIO(), total=1)
+
+        def writer(t: int) -> None:
+            for i in range(2000):
+                tee.write(f"<{t}:{i}>")
+                tee.write("é\n")  # a two-byte character: a torn write would not decode
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        tee.flush()
+    text = log_path.read_bytes().decode("utf-8")
+    tokens = re.findall(r"<(\d+):(\d+)>", text)
+    assert sorted(tokens) == sorted((str(t), str(i)) for t in range(8) for i in range(2000))
+    assert text.count("é\n") == 8 * 2000
+    assert re.sub(r"<\d+:\d+>|é\n", "", text) == ""  # nothing else: no torn or foreign bytes
