@@ -333,3 +333,19 @@ def test_real_math_decontamination_sample(math_sets):
     verbatim = [p for p in train if " ".join(words(p.problem)) in test_texts]
     assert len(verbatim) == 2
     assert drop_benchmark_overlap(verbatim, bench, threshold=1.0)[0] == []
+
+
+def test_heldout_subset_is_a_seeded_sample_of_the_benchmarked_pool_in_source_order():
+    from masa.steps.prepare import heldout_subset
+
+    # A held-out file sorted by difficulty: rows 0-49 easy, 50-99 hard, 100-119 beyond the benchmark's
+    # max_problems. The first 20 (the old rule) would all be easy; a sample of the pool is not.
+    rows = [Problem(prompt_id=f"p{i}", problem=f"q{i}", answer=str(i), row=i) for i in range(120)]
+    got = heldout_subset(rows, 20, pool=100, seed=0)
+    idx = [p.row for p in got]
+    assert len(idx) == 20 and idx == sorted(idx) and len(set(idx)) == 20
+    assert max(idx) < 100  # only problems the final benchmark also scores
+    assert any(i < 50 for i in idx) and any(i >= 50 for i in idx)
+    assert [p.row for p in heldout_subset(rows, 20, pool=100, seed=0)] == idx  # same seed, same subset
+    assert [p.row for p in heldout_subset(rows, 20, pool=100, seed=1)] != idx
+    assert heldout_subset(rows, 500, pool=None, seed=0) == rows  # asking for more: all of them

@@ -32,7 +32,7 @@ class ToyRecipe:
     # task
     n_train: int = 4000
     # held-out problems: the toy preset benchmarks up to 1000 of them (standard error of avg@k ~1.2
-    # points at k = 8; masa/presets/toy.yaml), the rounds the first data.heldout_size
+    # points at k = 8; masa/presets/toy.yaml), the rounds a seeded sample of data.heldout_size
     n_heldout: int = 1000
     max_digits: int = 4  # addition / subtraction operands: 1..max_digits digits
     max_mul_digits: int = 3  # multiplication: 1..max_mul_digits digits times one digit
