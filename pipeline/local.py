@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from masa.config import RunConfig, run_tasks
 from masa.pipeline.dag import build_pipeline
+from masa.pipeline.warm import warm_tasks
 from masa.steps.configure import stamp
 from masa.steps.report import report_prefix
 from masa.storage import open_store
@@ -165,13 +166,16 @@ def format_progress(info: dict[str, Any]) -> str:
     return f"{where:<34} {'(reused) ' if info.get('reused') else ''}{' '.join(shown)}"
 
 
-def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_cache: bool = True) -> dict[str, Any]:
+def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_cache: bool = True,
+              warm: bool = True) -> dict[str, Any]:
     """Run the pipeline locally; returns the report path, final checkpoints and the log path.
 
     `kfp_cache=False` runs every task again (kfp.local's cache off); the steps still reuse every
     part of the store that verifies, so only missing or corrupt parts, and what depends on them,
-    are recomputed (`masa run --recheck`). Raises `PipelineFailed` naming the failed step and its
-    error, `RunInProgress` when another run holds `out`, KeyboardInterrupt on Ctrl-C."""
+    are recomputed (`masa run --recheck`). `warm=False` starts every step in a fresh interpreter
+    instead of forking it from one that has imported the steps (masa.pipeline.warm). Raises
+    `PipelineFailed` naming the failed step and its error, `RunInProgress` when another run holds
+    `out`, KeyboardInterrupt on Ctrl-C."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.store:
@@ -179,12 +183,13 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
     # No retries locally: a failure here is deterministic or needs the user; rerunning `masa run`
     # with the same --out reuses every finished step.
     cfg = replace(cfg, resources=replace(cfg.resources, retries=0))
-    with _exclusive(out):
+    with _exclusive(out), warm_tasks(out, enabled=warm) as server:  # it imports while the toy builds
         if cfg.model == "toy":  # built here in the foreground, its progress on the terminal, not silently in a step
             from masa.steps.prepare import toy_artifacts
 
             toy_artifacts(cfg, progress=True)
-        return _run_segments(cfg, out, quiet_kfp=quiet_kfp, kfp_cache=kfp_cache)
+        result = _run_segments(cfg, out, quiet_kfp=quiet_kfp, kfp_cache=kfp_cache)
+        return {**result, "warm_tasks": server.warm_tasks if server else 0}
 
 
 @contextmanager

@@ -116,18 +116,22 @@ def test_report_html_layout_in_headless_chromium(smoke, tmp_path):
 
 
 def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_and_rows(smoke, tmp_path):
-    # Two scale-out shapes at once, each checked against the one-run, one-pod DAG (same seeds, inputs):
+    # Two scale-out shapes and the process start at once, each checked against the one-run, one-pod,
+    # warm DAG (same seeds, inputs):
     # - resources.rounds_per_run=1 cuts smoke's 2 rounds into 2 runs (docs/deploy.md, "Bounded runs"):
     #   the second starts from the checkpoint and history the first left in the store;
     # - resources.rollout_shards=2: each round's rollout is a ParallelFor of 2 tasks (kfp.local runs it)
     #   and a merge, on the real vLLM CPU engine; MASA-efficient's gating sees every prompt's meta
     #   samples in each shard.
-    # One run covers both (a run per shape cost a whole smoke run each): a difference in either shows
+    # - and the process start: the smoke run forks its steps from the warm server (masa.pipeline.warm,
+    #   the default), this one starts each in a fresh interpreter (`masa run --cold`).
+    # One run covers all three (a run per shape cost a whole smoke run each): a difference in any shows
     # as a difference in the rows or figures below.
     cfg, out, result = smoke
     split = load_config("smoke", ["resources.rounds_per_run=1", "resources.rollout_shards=2"])
     assert [list(s) for s in split.segments] == [[0], [1]]
-    again = run_local(split, tmp_path / "out")
+    again = run_local(split, tmp_path / "out", warm=False)
+    assert result["warm_tasks"] >= 12 and again["warm_tasks"] == 0  # at least 2 branches x 2 rounds x 3 steps
     for branch in cfg.branches:
         for r in range(cfg.rounds):
             got, want = _rollout_rows(tmp_path / "out", branch, r), _rollout_rows(out, branch, r)

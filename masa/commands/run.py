@@ -11,6 +11,9 @@ def add_arguments(p):
                    help="run every step again instead of reusing kfp.local's cache; parts in the store that "
                         "verify are still reused, so only missing or corrupt ones (and what depends on them) "
                         "are recomputed")
+    p.add_argument("--cold", action="store_true",
+                   help="start every step in a fresh Python interpreter, as a cluster pod does (default: "
+                        "fork each step's process from one that has already imported torch, vLLM and the steps)")
 
 
 def run(args) -> int:
@@ -29,12 +32,12 @@ def run(args) -> int:
     print(f"masa run: preset {args.preset}, {' vs '.join(cfg.branches)}, {cfg.rounds} rounds × "
           f"{cfg.prompts_per_round} prompts; {total_steps(cfg)} steps; output in {out}", flush=True)
     try:
-        result = run_local(cfg, out, kfp_cache=not args.recheck)
+        result = run_local(cfg, out, kfp_cache=not args.recheck, warm=not args.cold)
         bad = unverified(result.get("checkpoints", {}))
         if bad and not args.recheck:  # kfp.local reused tasks whose outputs no longer verify: redo them
             for name, why in bad.items():
                 print(f"masa: warning: checkpoint {name} {why}; recomputing it", flush=True)
-            result = run_local(cfg, out, kfp_cache=False)
+            result = run_local(cfg, out, kfp_cache=False, warm=not args.cold)
             bad = unverified(result.get("checkpoints", {}))
     except PipelineFailed as e:  # an expected failure: its reason, how to go on; the traceback is in the log
         if args.debug:

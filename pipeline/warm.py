@@ -1,0 +1,231 @@
+"""Warm step processes for `masa run`: every KFP task still runs in a process of its own, but that
+process is forked from one interpreter that has already imported torch, vLLM, DeepSpeed, kfp's
+executor and our steps, instead of a fresh interpreter paying those imports per task (issue 16:
+~9 s per rollout or benchmark step on an idle 2-core machine, ~3 s per score or train step).
+
+How it fits kfp.local. `kfp.local.SubprocessRunner` runs a lightweight component as
+`sh -ec '<write the source to ephemeral_component.py>; python3 -m kfp.dsl.executor_main ...'
+<source> <args>`, through `kfp.local.subprocess_task_handler.run_local_subprocess`, printing the
+process's output line by line. `warm_tasks()` replaces that one function for the duration of a run:
+a task whose command has that shape is sent to the fork server, which forks a child that writes the
+source file and runs `kfp.dsl.executor_main` with the same arguments and environment; its output comes
+back through a pipe and is printed exactly as kfp.local prints a subprocess's. Anything else (and
+every task while the server is still importing) takes kfp.local's own path. The DAG, the tasks, their
+inputs, outputs and cache are kfp.local's; only the process start differs, so a run gives the same rows
+(tests/test_pipeline_local.py compares a warm run with a cold one row for row). `masa run --cold`
+turns it off (a fresh interpreter per step, as a cluster pod has).
+
+Why fork is safe here: the server imports modules and nothing else (no engine, no thread pool, no
+tensor op; its only threads are the few idle ones that torch and pyarrow start at import, as in every
+PyTorch DataLoader worker fork), and it is single-threaded when it forks. Each task forks a monitor
+that forks the task, waits for it and reports its exit status, so a task that crashes still reports.
+The server exits with `masa run` (and on its own when its parent is gone).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+# What the steps import (masa.steps.* pull in torch, transformers, pyarrow); vLLM's LLM class and
+# DeepSpeed are the slow ones (the training step's workers are separate processes either way).
+PRELOAD = ("torch", "transformers", "vllm", "vllm.entrypoints.llm", "kfp.dsl.executor_main",
+           "masa.steps.rollout", "masa.steps.score", "masa.steps.train", "masa.steps.benchmark",
+           "masa.steps.prepare", "masa.steps.report", "masa.steps.resume", "masa.steps.promote")
+_EXECUTOR = "kfp.dsl.executor_main"
+
+
+def task_argv(full_command: list[str]) -> tuple[str, list[str]] | None:
+    """(component source, executor_main arguments) of a kfp.local lightweight-component command,
+    or None when the command has another shape (then it runs as kfp.local runs it)."""
+    if len(full_command) < 4 or full_command[:2] != ["sh", "-ec"]:
+        return None
+    script = full_command[2]
+    if _EXECUTOR not in script or "ephemeral_component.py" not in script or "pip install" in script:
+        return None
+    return full_command[3], list(full_command[4:])
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+def serve(sock_path: str, ready_path: str, modules: tuple[str, ...] = PRELOAD) -> None:
+    """Import `modules`, mark ready, then fork one task per connection until the parent exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the tasks (default handler there)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel
+    parent = os.getppid()
+    os.environ["_KFP_RUNTIME"] = "true"  # kfp imports as the task's `_KFP_RUNTIME=true python3 -m` would
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - a missing optional module: the task imports it itself
+            print(f"warm: could not preload {name}: {type(e).__name__}: {e}", file=sys.stderr)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(16)
+    srv.settimeout(1.0)
+    Path(ready_path).write_text(str(os.getpid()))
+    while os.getppid() == parent:
+        try:
+            conn, _ = srv.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(10.0)
+        try:
+            _, fds, _, _ = socket.recv_fds(conn, 1, 1)  # the task's output pipe, then the request
+            req = json.loads(_read_to_eof(conn).decode())
+        except (OSError, ValueError) as e:
+            print(f"warm: bad request: {e}", file=sys.stderr)
+            conn.close()
+            continue
+        conn.settimeout(None)
+        if os.fork() == 0:  # the monitor
+            srv.close()
+            _monitor(conn, req, fds[0])
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def _read_to_eof(conn: socket.socket) -> bytes:
+    chunks = []
+    while chunk := conn.recv(1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _monitor(conn: socket.socket, req: dict, out_fd: int) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # this process waits for its task
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _task(req, out_fd)
+    os.close(out_fd)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    try:
+        conn.sendall(json.dumps({"returncode": code}).encode())
+    finally:
+        os._exit(0)
+
+
+def _task(req: dict, out_fd: int) -> None:
+    """The task's process: the shell script's two lines, then executor_main as `python -m` runs it."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)  # kfp.local merges stderr into stdout
+        os.close(out_fd)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        os.environ["_KFP_RUNTIME"] = "true"
+        program = Path(tempfile.mkdtemp())
+        (program / "ephemeral_component.py").write_text(req["source"])
+        sys.argv = [_EXECUTOR, "--component_module_path", str(program / "ephemeral_component.py"), *req["args"]]
+        import runpy
+
+        runpy.run_module(_EXECUTOR, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - printed as `python -m` would, then the exit status
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+
+# --- the client side (in `masa run`) ---------------------------------------------------------
+
+
+class WarmServer:
+    """A running fork server and the client call that kfp.local's handler is pointed at."""
+
+    def __init__(self, folder: Path, modules: tuple[str, ...] = PRELOAD) -> None:
+        # a short path of its own: a Unix socket's path is limited to 107 bytes
+        self._dir = Path(tempfile.mkdtemp(prefix="masa-warm-"))
+        self.sock, self.ready = str(self._dir / "s"), self._dir / "ready"
+        code = f"from masa.pipeline.warm import serve; serve({self.sock!r}, {str(self.ready)!r}, {modules!r})"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=(folder / "warm.log").open("w"))
+        self.warm_tasks = 0
+
+    def is_ready(self) -> bool:
+        return self.proc.poll() is None and self.ready.exists()
+
+    def run(self, source: str, args: list[str], env: dict[str, str]) -> int:
+        """Run one task in a forked child; its output printed line by line, as kfp.local prints."""
+        r, w = os.pipe()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect(self.sock)
+                req = {"source": source, "args": args, "env": env, "cwd": os.getcwd()}
+                socket.send_fds(conn, [b"F"], [w])
+                os.close(w)
+                w = -1
+                conn.sendall(json.dumps(req).encode())
+                conn.shutdown(socket.SHUT_WR)
+                with os.fdopen(r, "r", encoding="utf-8", errors="replace") as out:
+                    r = -1
+                    for line in out:
+                        print(line, end="")
+                    print("\n")  # kfp.local's separator after a subprocess's logs
+                reply = _read_to_eof(conn)
+            self.warm_tasks += 1
+            return int(json.loads(reply.decode())["returncode"]) if reply else 1
+        finally:
+            for fd in (r, w):
+                if fd >= 0:
+                    os.close(fd)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextmanager
+def warm_tasks(folder: Path, enabled: bool = True):
+    """While inside, kfp.local starts tasks from the warm server (see the module docstring)."""
+    if not enabled:
+        yield None
+        return
+    from kfp.local import subprocess_task_handler as handler
+
+    server = WarmServer(folder)
+    cold = handler.run_local_subprocess
+
+    def run_local_subprocess(full_command, env_vars=None):
+        parsed = task_argv(list(full_command))
+        if parsed is None or not server.is_ready():
+            return cold(full_command, env_vars)
+        return server.run(parsed[0], parsed[1], {**os.environ, **(env_vars or {})})
+
+    handler.run_local_subprocess = run_local_subprocess
+    try:
+        yield server
+    finally:
+        handler.run_local_subprocess = cold
+        server.close()

@@ -1,0 +1,65 @@
+"""masa.pipeline.warm: the fork server that starts kfp.local's tasks warm. The whole smoke DAG run warm
+against the same DAG run cold, row for row, is tests/test_pipeline_local.py's; a failing step and Ctrl-C
+under a warm `masa run` are tests/test_run_terminal.py's. Here: which commands go warm, and that a task's
+output and exit status come back as a subprocess's would."""
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import yaml
+
+from masa.pipeline.warm import WarmServer, task_argv
+
+GOLDEN = Path(__file__).parent / "golden" / "smoke.pipeline.yaml"
+
+
+def test_every_component_of_the_compiled_pipeline_goes_warm():
+    spec = next(yaml.safe_load_all(GOLDEN.read_text()))
+    execs = spec["deploymentSpec"]["executors"]
+    for name, ex in execs.items():
+        c = ex["container"]
+        parsed = task_argv(c["command"] + c.get("args", []))
+        assert parsed is not None, name
+        source, args = parsed
+        assert "def " in source and args[args.index("--function_to_execute") + 1], name
+
+
+def test_other_commands_run_as_kfp_local_runs_them():
+    assert task_argv(["python3", "-m", "kfp.dsl.executor_main"]) is None
+    pip = ["sh", "-c", "python3 -m pip install x && python3 -m kfp.dsl.executor_main ephemeral_component.py", "src"]
+    assert task_argv(pip) is None
+    assert task_argv(["sh", "-ec", "echo ephemeral_component.py kfp.dsl.executor_main pip install x", "s"]) is None
+
+
+def _ready(server: WarmServer) -> None:
+    t0 = time.monotonic()
+    while not server.is_ready():
+        assert server.proc.poll() is None, "the warm server exited"
+        assert time.monotonic() - t0 < 60, "the warm server did not start"
+        time.sleep(0.05)
+
+
+def test_a_task_output_and_exit_status_come_back(tmp_path):
+    server = WarmServer(tmp_path, modules=("json",))
+    try:
+        _ready(server)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            # executor_main's own argument parser rejects the call: exit status 2, its usage on stderr
+            code = server.run("", ["--no-such-flag"], env={"PATH": "/usr/bin"})
+        assert code == 2
+        assert "usage:" in out.getvalue() and "required: --function_to_execute" in out.getvalue()
+        with contextlib.redirect_stdout(out):  # the server forks every task afresh: a second one works
+            code = server.run("", ["--no-such-flag"], env={})
+        assert code == 2 and server.warm_tasks == 2
+        # a task killed by a signal still reports (its monitor waits for it): -9, as Popen.wait says
+        src = "def f():\n    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n"  # as compiled: no decorator
+        ex_input = '{"inputs": {}, "outputs": {"outputFile": "%s"}}' % (tmp_path / "out.json")
+        with contextlib.redirect_stdout(out):
+            code = server.run(src, ["--executor_input", ex_input, "--function_to_execute", "f"], env={})
+        assert code == -9
+    finally:
+        server.close()
+    assert server.proc.poll() is not None and not Path(server.sock).exists()
