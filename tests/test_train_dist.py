@@ -1,4 +1,4 @@
-"""The training step on real DeepSpeed workers (torchrun, gloo, 1 and 2 CPU processes).
+"""The training step on real DeepSpeed workers (gloo, 1 and 2 CPU processes started as torchrun would).
 
 Launches are shared: one 1-rank and one 2-rank run of the same round feed the equivalence test, and
 the 2-rank run is also the reference the crash-and-resume test must reproduce.

@@ -1,23 +1,25 @@
-"""Launch the training workers as N local processes (torchrun) and collect what they wrote.
+"""Launch the training workers as N local processes and collect what they wrote.
 
-torchrun, not the `deepspeed` launcher: on CPU the DeepSpeed launcher counts NUMA nodes as devices and
-needs `--bind_cores_to_rank` tuning, while torchrun starts exactly N processes with RANK/WORLD_SIZE/
-LOCAL_RANK set, which `deepspeed.init_distributed` reads on CPU (gloo) and GPU (NCCL) alike. When any
-rank dies, torchrun's agent stops the others and exits non-zero; we raise with the tail of the log.
-
-One rank is the local default (the toy and smoke presets): then the worker is started directly, as the
-one process torchrun would start, with the same RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* environment. That
-skips torchrun's agent, a second fresh interpreter that imports torch only to start and watch one
-child (~3 s per round on a 2-core machine: bench/bench_step_overhead.py). Two or more ranks keep torchrun.
+Each rank is started directly, with the environment torchrun gives its ranks (RANK, LOCAL_RANK,
+WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR/PORT), which `deepspeed.init_distributed` reads
+on CPU (gloo) and GPU (NCCL) alike. Not torchrun itself: its agent is one more fresh interpreter that
+imports torch only to start and watch the ranks (7-15 s per round on a loaded 2-core machine,
+docs/overhead.md), and we use none of its elasticity (a failed round is rerun by the pipeline). Not
+the `deepspeed` launcher: on CPU it counts NUMA nodes as devices and needs `--bind_cores_to_rank`
+tuning. As torchrun's agent does, when any rank exits non-zero the others are stopped, and we raise
+with the tail of the log (every rank's lines, rank 0's metrics rows among them).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from importlib import resources
@@ -55,18 +57,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_rank_env() -> dict[str, str]:
-    """The environment torchrun --standalone gives its only rank (what deepspeed.init_distributed reads)."""
-    return {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": "0",
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
+    """The environment torchrun --standalone gives rank `rank` of `nproc` on one node."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
-def torchrun_command(spec_path: Path, nproc: int) -> list[str]:
-    """The command that runs `nproc` workers: the worker itself for one rank, torchrun for more."""
-    worker = ["-m", "masa.train.worker", str(spec_path)]
-    if nproc == 1:
-        return [sys.executable, *worker]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
+def worker_command(spec_path: Path) -> list[str]:
+    return [sys.executable, "-m", "masa.train.worker", str(spec_path)]
+
+
+def _start_ranks(spec_path: Path, nproc: int, env: dict[str, str] | None) -> list[subprocess.Popen]:
+    port = _free_port()
+    return [subprocess.Popen(worker_command(spec_path), env=worker_env(nproc, {**rank_env(r, nproc, port), **(env or {})}),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            for r in range(nproc)]
+
+
+def _wait_ranks(procs: list[subprocess.Popen]) -> int:
+    """Every rank's exit status, stopping the others once one fails; the first failure's code."""
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = [c for c in codes if c not in (None, 0)]
+        if failed:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                p.wait()
+            return failed[0]
+        if all(c == 0 for c in codes):
+            return 0
+        time.sleep(0.2)
 
 
 def run_workers(spec: WorkerSpec | RoundRequest, nproc: int, *, env: dict[str, str] | None = None,
@@ -83,22 +105,42 @@ def run_workers(spec: WorkerSpec | RoundRequest, nproc: int, *, env: dict[str, s
     spec_path.write_text(json.dumps(data, indent=1))
     tail: deque[str] = deque(maxlen=log_tail)
     phase(f"starting {nproc} DeepSpeed rank{'s' if nproc > 1 else ''}")
-    with (work / "workers.log").open("a") as log, subprocess.Popen(
-            torchrun_command(spec_path, nproc),
-            env=worker_env(nproc, {**(one_rank_env() if nproc == 1 else {}), **(env or {})}), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip())
-            if line.startswith(METRICS_PREFIX):  # rank 0's row of a finished optimizer step
-                row = json.loads(line[len(METRICS_PREFIX):])
-                phase(f"optimizer step {row.get('step_in_round')} done, loss {row.get('loss', float('nan')):.4g}")
-            if on_line:
-                on_line(line.rstrip())
-        rc = proc.wait()
+    procs = _start_ranks(spec_path, nproc, env)
+    lines: queue.Queue = queue.Queue()
+    readers = [threading.Thread(target=_relay, args=(p, lines), daemon=True) for p in procs]
+    for t in readers:
+        t.start()
+    waiter = threading.Thread(target=lambda: lines.put(("rc", _wait_ranks(procs))), daemon=True)
+    waiter.start()
+    rc, open_streams = None, len(procs)
+    with (work / "workers.log").open("a") as log:
+        while rc is None or open_streams:  # every rank's output, in the order it arrives
+            kind, item = lines.get()
+            if kind == "rc":
+                rc = item
+            elif kind == "eof":
+                open_streams -= 1
+            else:
+                _line(item, log, tail, on_line)
     if rc != 0:
         raise TrainingFailed(f"training workers exited with code {rc}; last lines of {work}/workers.log:\n"
                              + "\n".join(tail))
+
+
+def _relay(proc: subprocess.Popen, lines: queue.Queue) -> None:
+    for line in proc.stdout:
+        lines.put(("line", line))
+    lines.put(("eof", None))
+
+
+def _line(line: str, log, tail: deque, on_line: Callable[[str], None] | None) -> None:
+    log.write(line)
+    tail.append(line.rstrip())
+    if line.startswith(METRICS_PREFIX):  # rank 0's row of a finished optimizer step
+        row = json.loads(line[len(METRICS_PREFIX):])
+        phase(f"optimizer step {row.get('step_in_round')} done, loss {row.get('loss', float('nan')):.4g}")
+    if on_line:
+        on_line(line.rstrip())
 
 
 def read_metrics(work_dir: Path) -> list[dict]:

@@ -1,5 +1,5 @@
-"""One rank of the distributed training step: `python -m masa.train.worker SPEC` under torchrun,
-the `deepspeed` launcher, or a Kubeflow Trainer TrainJob (any launcher that sets RANK/WORLD_SIZE/...).
+"""One rank of the distributed training step: `python -m masa.train.worker SPEC`, started by
+masa.train.launch, torchrun, the `deepspeed` launcher, or a Kubeflow Trainer TrainJob (any launcher that sets RANK/WORLD_SIZE/...).
 SPEC is a JSON file or inline JSON: local paths (from `train_round`) or a request with URIs and
 `"remote": true` (from a TrainJob, see masa.train.remote).
 
