@@ -49,6 +49,14 @@ PRELOAD = ("torch", "transformers", "vllm", "vllm.entrypoints.llm", "kfp.dsl.exe
            "masa.steps.rollout", "masa.steps.score", "masa.steps.train", "masa.steps.benchmark",
            "masa.steps.prepare", "masa.steps.report", "masa.steps.resume", "masa.steps.promote")
 _EXECUTOR = "kfp.dsl.executor_main"
+RUNTIME_ENV = frozenset({"MASA_METRICS_PORT"})  # read when the step runs (masa.telemetry), not at import
+
+
+def warm_env(task_env: dict[str, str], server_env: dict[str, str]) -> bool:
+    """Whether a task whose component sets `task_env` may run warm: modules read some variables once,
+    at import (huggingface_hub's HF_HUB_OFFLINE, which the stage step lifts), so a task that sets one
+    to a value the server did not import with starts cold. Ours read at run time: RUNTIME_ENV."""
+    return all(k in RUNTIME_ENV or server_env.get(k) == v for k, v in task_env.items())
 
 
 def task_argv(full_command: list[str]) -> tuple[str, list[str]] | None:
@@ -170,6 +178,7 @@ class WarmServer:
         self._dir = Path(tempfile.mkdtemp(prefix="masa-warm-"))
         self.sock, self.ready = str(self._dir / "s"), self._dir / "ready"
         code = f"from masa.pipeline.warm import serve; serve({self.sock!r}, {str(self.ready)!r}, {modules!r})"
+        self.env = dict(os.environ)  # what the server imports with
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=(folder / "warm.log").open("w"))
@@ -226,7 +235,7 @@ def warm_tasks(folder: Path, enabled: bool = True):
 
     def run_local_subprocess(full_command, env_vars=None):
         parsed = task_argv(list(full_command))
-        if parsed is None or not server.is_ready():
+        if parsed is None or not server.is_ready() or not warm_env(env_vars or {}, server.env):
             return cold(full_command, env_vars)
         return server.run(parsed[0], parsed[1], {**os.environ, **(env_vars or {})})
 

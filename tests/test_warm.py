@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from masa.pipeline.warm import WarmServer, task_argv
+from masa.pipeline.warm import WarmServer, task_argv, warm_env
 
 GOLDEN = Path(__file__).parent / "golden" / "smoke.pipeline.yaml"
 
@@ -31,6 +31,14 @@ def test_other_commands_run_as_kfp_local_runs_them():
     pip = ["sh", "-c", "python3 -m pip install x && python3 -m kfp.dsl.executor_main ephemeral_component.py", "src"]
     assert task_argv(pip) is None
     assert task_argv(["sh", "-ec", "echo ephemeral_component.py kfp.dsl.executor_main pip install x", "s"]) is None
+
+
+def test_a_task_that_sets_an_import_time_variable_starts_cold():
+    server_env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin"}
+    assert warm_env({}, server_env) and warm_env({"MASA_METRICS_PORT": "9090"}, server_env)
+    assert warm_env({"HF_HUB_OFFLINE": "1"}, server_env)  # what the server imported with
+    # the stage step lifts offline mode; huggingface_hub read it when the server imported it
+    assert not warm_env({"HF_HUB_OFFLINE": "0"}, server_env)
 
 
 def _ready(server: WarmServer) -> None:
