@@ -13,7 +13,7 @@ benchmarks and reports (docs/deploy.md, "Bounded runs").
 
 from masa.components import build
 from masa.config import UI_PARAMETERS, RunConfig, ui_defaults
-from masa.pipeline.k8s import apply_step, hub_access
+from masa.pipeline.k8s import apply_step, cheap_task_checks, hub_access
 from masa.steps.configure import stamp
 
 ROUND_STEPS = ("rollout", "score", "train")
@@ -33,6 +33,11 @@ def build_pipeline(cfg: RunConfig, segment: int = 0, *, local: bool = False, sch
     """A KFP pipeline function for one segment of this configuration's rounds (call it under
     kfp.local with `local=True`, or compile it). `scheduled`: a recurring run, whose KFP run id is
     part of its identity when `promotion.retrain_if_data_unchanged` (masa.steps.configure)."""
+    with cheap_task_checks():  # the DAG is built here, when @dsl.pipeline calls the function
+        return _build(cfg, segment, local=local, scheduled=scheduled)
+
+
+def _build(cfg: RunConfig, segment: int, *, local: bool, scheduled: bool):
     from kfp import dsl
 
     segments = cfg.segments

@@ -13,6 +13,8 @@ backend that reads it; `for_backend` removes what a target cannot read (with a w
 from __future__ import annotations
 
 import copy
+import sys
+from contextlib import contextmanager
 
 from masa.config import RunConfig, StepResources
 from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
@@ -84,6 +86,29 @@ def _placement(task, selector: dict[str, str], tolerations: tuple[dict, ...]) ->
         kubernetes.add_node_selector(task, label_key=k, label_value=v)
     for t in tolerations:
         kubernetes.add_toleration(task, **t)
+
+
+@contextmanager
+def cheap_task_checks():
+    """kfp 2.17's `PipelineTask._ensure_container_spec_exists`, run by every `set_*` call below, takes
+    `inspect.stack()` only to name its caller in an error message. That reads the source of every frame on
+    the stack and, per frame, may scan all of `sys.modules`: in a process with many modules loaded (pytest,
+    `masa compile` of a paper run) building one 38-task run took ~20 s instead of ~1 s. Within this block
+    the same check names its caller from the caller's frame alone; the compiled IR is byte for byte the same
+    (tests/test_pipeline_golden.py)."""
+    from kfp.dsl.pipeline_task import PipelineTask
+
+    def ensure_container_spec_exists(self) -> None:
+        if self.container_spec is None:
+            raise ValueError(f"{sys._getframe(1).f_code.co_name} can only be used on single-step components, "
+                             "not pipelines used as components, or special components like importers.")
+
+    kfp_check = PipelineTask.__dict__["_ensure_container_spec_exists"]
+    PipelineTask._ensure_container_spec_exists = ensure_container_spec_exists
+    try:
+        yield
+    finally:
+        PipelineTask._ensure_container_spec_exists = kfp_check
 
 
 def apply_step(task, cfg: RunConfig, step: str) -> None:

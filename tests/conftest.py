@@ -28,6 +28,15 @@ def s3_server(tmp_path_factory):
         yield server
 
 
+@pytest.fixture(scope="session")
+def s3_fast_run(s3_server, tmp_path_factory):
+    """One undisturbed smoke run (2 rounds, one branch, one rank, transformers) on the S3 server, shared by
+    the store's fault tests (tests/s3_fast_run.py)."""
+    from s3_fast_run import fast_run
+
+    return fast_run(s3_server, tmp_path_factory.mktemp("s3fast"))
+
+
 @pytest.fixture(params=["local", "s3"])
 def store_uri(request, tmp_path, monkeypatch):
     """A fresh store URI, once a local directory and once a prefix on the SeaweedFS server (with its

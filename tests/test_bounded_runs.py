@@ -8,15 +8,17 @@ import yaml
 from masa.config import MAX_TASKS_PER_RUN, PRESETS, ConfigError, load_config, run_tasks
 from masa.pipeline.compile import compile_pipeline, distinct_segments, segment_paths
 
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a paper run's IR parses in 0.1 s, not 0.6
+
 
 def ir_tasks(path) -> int:
-    spec = next(yaml.safe_load_all(path.read_text()))
+    spec = next(yaml.load_all(path.read_text(), LOADER))
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
     return sum(len(d.get("tasks", {})) for d in dags)
 
 
 def display_names(path) -> list[str]:
-    spec = next(yaml.safe_load_all(path.read_text()))
+    spec = next(yaml.load_all(path.read_text(), LOADER))
     return [t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()]
 
 
@@ -26,37 +28,47 @@ CASES = [(p, []) for p in PRESETS] + [("paper", ["compare=false"]), ("paper", ["
                                       ("paper", ["resources.rollout_shards=4"]), ("toy", ["resources.rollout_shards=2"])]
 
 
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """`compiled(preset, overrides, i)`: run i's IR, compiled once per module (the paper's serve two tests)."""
+    done = {}
+
+    def get(preset: str, overrides: tuple[str, ...], i: int):
+        if (preset, overrides, i) not in done:
+            cfg = load_config(preset, list(overrides))
+            paths = segment_paths(cfg, tmp_path_factory.mktemp("ir") / "p.yaml")
+            done[preset, overrides, i] = compile_pipeline(cfg, paths[i], i)
+        return done[preset, overrides, i]
+    return get
+
+
 @pytest.mark.parametrize(("preset", "overrides"), CASES)
-def test_every_run_of_a_preset_compiles_to_at_most_40_tasks(preset, overrides, tmp_path):
+def test_every_run_of_a_preset_compiles_to_at_most_40_tasks(preset, overrides, compiled):
     cfg = load_config(preset, overrides)
     assert [r for seg in cfg.segments for r in seg] == list(range(cfg.rounds))
-    paths = segment_paths(cfg, tmp_path / "p.yaml")
-    counts = [run_tasks(len(cfg.branches), len(s), first=i == 0, last=i == len(paths) - 1,
+    n = len(cfg.segments)
+    counts = [run_tasks(len(cfg.branches), len(s), first=i == 0, last=i == n - 1,
                         per_round=cfg.tasks_per_round) for i, s in enumerate(cfg.segments)]
     assert max(counts) <= MAX_TASKS_PER_RUN, (preset, counts)
     # the IR of each distinct shape (first, middle, last two) holds exactly the tasks counted; the runs
     # in between have the middle one's rounds, so its count (compiling 105 paper runs takes minutes)
     for i in distinct_segments(cfg):
-        compile_pipeline(cfg, paths[i], i)
-        assert ir_tasks(paths[i]) == counts[i], (preset, i)
+        assert ir_tasks(compiled(preset, tuple(overrides), i)) == counts[i], (preset, i)
     assert all(counts[i] == counts[1] for i in range(1, len(counts) - 1) if len(cfg.segments[i]) == len(cfg.segments[1]))
 
 
-def test_paper_runs_keep_rollout_score_train_visible_and_resume_later_segments(tmp_path):
+def test_paper_runs_keep_rollout_score_train_visible_and_resume_later_segments(compiled):
     cfg = load_config("paper")
     # 314 rounds, 3 branches: 3 per run (38 tasks), the last run the remaining 2
     assert len(cfg.segments) == 105 and [len(s) for s in cfg.segments] == [3] * 104 + [2]
-    paths = segment_paths(cfg, tmp_path / "paper.yaml")
-    compile_pipeline(cfg, paths[1], 1)
-    names = display_names(paths[1])
+    names = display_names(compiled("paper", (), 1))
     assert {f"{b} · resume after round 3" for b in cfg.branches} <= set(names)
     for r in range(4, 7):
         for part in ("rollout", "score", "train"):
             assert f"masa-efficient · round {r} · {part}" in names
     assert not any(n.startswith("benchmark") or n == "report" for n in names)  # only the last run reports
-    compile_pipeline(cfg, paths[-1], len(paths) - 1)
     assert {"benchmark · base", "benchmark · grpo", "benchmark · masa", "benchmark · baseline-masa",
-            "report"} <= set(display_names(paths[-1]))
+            "report"} <= set(display_names(compiled("paper", (), len(cfg.segments) - 1)))
 
 
 def test_three_branches_fit_too():

@@ -2,36 +2,24 @@
 the run fails saying which step, nothing partial is trusted, and a rerun with the same `--out`
 finishes with the same figures as an undisturbed run of the same settings.
 
-The smoke preset's policy gets no reward signal in 2 rounds of 4 prompts, so `train.entropy_coef`
-is set above 0: every update then changes the weights (grad_norm > 0) and "the same figures" covers
-the trained checkpoints, not only untouched ones. Like tests/test_s3_run.py, the runs generate with the
-transformers backend and train on one rank: the claim is the store's, and it saves a vLLM start per
-rollout and benchmark and torchrun's interpreters per round.
+The settings and the undisturbed run are shared with tests/test_s3_run.py (tests/s3_fast_run.py: smoke,
+one branch, `train.entropy_coef=0.01` so that every update changes the weights, transformers backend, one
+rank): the claim is the store's.
 """
 
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from s3_fast_run import BUCKET, masa_run
 
 from masa.storage import open_store, verify_tree
 
 pytestmark = pytest.mark.slow
-
-BUCKET = "s3outage"
-SETTINGS = ("--preset", "smoke", "--set", "compare=false", "--set", "train.entropy_coef=0.01",
-            "--set", "rollout.backend=transformers", "--set", "train_processes=1")
-
-
-def _masa_run(s3, store: str, out: Path, cache: Path) -> subprocess.Popen:
-    env = {**os.environ, **s3.env(), "MASA_MODEL_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-m", "masa.cli", "run", *SETTINGS, "--store", store, "--out", str(out)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _figures(out: Path) -> dict:
@@ -54,15 +42,12 @@ def _kill_when_round2_uploads(s3, prefix: str, proc: subprocess.Popen, seen: lis
         time.sleep(0.1)
 
 
-def test_server_killed_during_round2_upload_then_rerun_gives_the_undisturbed_figures(s3_server, tmp_path):
-    s3_server.make_bucket(BUCKET)
-    calm = _masa_run(s3_server, f"s3://{BUCKET}/calm", tmp_path / "calm", tmp_path / "models")
-    out, err = calm.communicate(timeout=900)
-    assert calm.returncode == 0, out[-3000:] + err[-3000:]
-    undisturbed = _figures(tmp_path / "calm")
+def test_server_killed_during_round2_upload_then_rerun_gives_the_undisturbed_figures(s3_server, s3_fast_run):
+    calm, tmp = s3_fast_run, s3_fast_run.tmp
+    undisturbed = _figures(calm.out)
     assert all(row["grad_norm"] > 0 for row in undisturbed["rounds"]), undisturbed["rounds"]
 
-    run = _masa_run(s3_server, f"s3://{BUCKET}/hit", tmp_path / "hit", tmp_path / "models")
+    run = masa_run(s3_server, f"s3://{BUCKET}/hit", tmp / "hit", calm.cache)
     seen: list[str] = []
     watcher = threading.Thread(target=_kill_when_round2_uploads, args=(s3_server, "hit/", run, seen))
     watcher.start()
@@ -82,10 +67,10 @@ def test_server_killed_during_round2_upload_then_rerun_gives_the_undisturbed_fig
     store = open_store(f"s3://{BUCKET}/hit")
     assert verify_tree(store).bad == {}  # what was committed before the kill is intact; the rest has no manifest
 
-    rerun = _masa_run(s3_server, f"s3://{BUCKET}/hit", tmp_path / "hit", tmp_path / "models")
+    rerun = masa_run(s3_server, f"s3://{BUCKET}/hit", tmp / "hit", calm.cache)
     out, err = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, out[-3000:] + err[-3000:]
     assert "(cached)" in out  # round 1 and everything before the kill is reused
-    assert _figures(tmp_path / "hit") == undisturbed
+    assert _figures(tmp / "hit") == undisturbed
     check = verify_tree(store, deep=True)
     assert check.bad == {} and check.unlisted == [], (check.bad, check.unlisted)

@@ -7,10 +7,11 @@ consumer's input (named, uncommitted, healed by the command the message gives).
 The round-2 training step is what the model cache's `.masa-complete` marker broke: it was published
 inside round 1's checkpoint, rewritten by the next download, and refused by round 2's verification.
 
-The first run is the preset as a user runs it (vLLM, two training ranks). The runs derived from it are
-about the store, not the engine or the launcher: they generate with the transformers backend and train
-on one rank (FAST), which skips a vLLM import and start per rollout and benchmark and torchrun's extra
-interpreters per round.
+The first run is the preset as a user runs it (vLLM, two training ranks); the rerun that recomputes its
+corrupted checkpoint reuses everything else. The corrupt base is found in the undisturbed run that the
+store's fault tests share (tests/s3_fast_run.py, also tests/test_s3_outage_run.py's reference): about the
+store, not the engine or the launcher, it generates with the transformers backend and trains on one rank,
+which skips a vLLM import and start per rollout and benchmark and torchrun's extra interpreters per round.
 """
 
 import json
@@ -20,6 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from s3_fast_run import BUCKET as FAST_BUCKET
+from s3_fast_run import masa_run as fast_masa_run
 
 from masa.storage import open_store, verify_tree
 
@@ -27,7 +30,6 @@ pytestmark = pytest.mark.slow
 
 BUCKET = "s3run"
 STORE = f"s3://{BUCKET}/runs"
-FAST = ("--set", "rollout.backend=transformers", "--set", "train_processes=1")
 
 
 def masa(s3, *args, cache: Path, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -52,8 +54,10 @@ def first_run(s3_server, tmp_path_factory):
     return tmp, r
 
 
-def _keys(s3) -> list[str]:
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+def _keys(s3, store: str = STORE) -> list[str]:
+    """The object keys under `store` (s3://bucket/prefix)."""
+    bucket, _, prefix = store.removeprefix("s3://").partition("/")
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
     return [o["Key"] for p in pages for o in p.get("Contents", [])]
 
 
@@ -91,16 +95,16 @@ def test_two_rounds_both_branches_finish_and_every_manifest_verifies(s3_server, 
     assert secret not in r.stdout + r.stderr + (tmp / "out" / "pipeline.log").read_text()
 
 
-def _flip_byte(s3, key: str, *, keep_sha256_claim: bool) -> None:
+def _flip_byte(s3, key: str, *, keep_sha256_claim: bool, bucket: str = BUCKET) -> None:
     """Same-size corruption of one object: one byte flipped. With `keep_sha256_claim` the object
     keeps the sha256 metadata of its old content (what bit rot under the S3 server would look like:
     only a download and hash can tell); without it, the way any other writer (`aws s3 cp`) leaves it."""
     c = s3.client()
-    head = c.head_object(Bucket=BUCKET, Key=key)
-    data = bytearray(c.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    head = c.head_object(Bucket=bucket, Key=key)
+    data = bytearray(c.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[len(data) // 2] ^= 0xFF
     meta = head.get("Metadata", {}) if keep_sha256_claim else {}
-    c.put_object(Bucket=BUCKET, Key=key, Body=bytes(data), Metadata=meta)
+    c.put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=meta)
 
 
 def test_store_verify_names_a_corrupt_checkpoint_and_a_rerun_recomputes_it(s3_server, first_run):
@@ -129,25 +133,26 @@ def test_store_verify_names_a_corrupt_checkpoint_and_a_rerun_recomputes_it(s3_se
     assert figures(after) == figures(before)
 
 
-def test_corrupt_base_checkpoint_is_named_and_healed_by_recheck(s3_server, first_run):
-    tmp, _ = first_run
-    small = ("--set", "rounds=1", "--set", "compare=false", *FAST)  # a run of its own (fewer steps to recompute)
-    r = run_smoke(s3_server, tmp / "small", *small, cache=tmp / "models")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    run_id = json.loads((tmp / "small" / "config.json").read_text())["name"]
-    base = [k for k in _keys(s3_server) if k.endswith("/base/checkpoint/model.safetensors")]
-    key = next(k for k in base if k.split("/")[1].startswith(run_id) and not _in_first_run(k, tmp))
-    _flip_byte(s3_server, key, keep_sha256_claim=True)  # invisible to HEAD: found by the first download
-    r = run_smoke(s3_server, tmp / "fresh", *small, cache=tmp / "models")
+def test_corrupt_base_checkpoint_is_named_and_healed_by_recheck(s3_server, s3_fast_run, monkeypatch):
+    # on the shared undisturbed run of the store's fault tests (tests/s3_fast_run.py: 2 rounds of one
+    # branch, fewer steps to recompute than this module's first run); nothing reads its store after this
+    base = [k for k in _keys(s3_server, s3_fast_run.store) if k.endswith("/base/checkpoint/model.safetensors")]
+    assert len(base) == 1, base
+    _flip_byte(s3_server, base[0], keep_sha256_claim=True, bucket=FAST_BUCKET)  # invisible to HEAD: found by the first download
+    fresh = s3_fast_run.tmp / "fresh"
+    r = _communicate(fast_masa_run(s3_server, s3_fast_run.store, fresh, s3_fast_run.cache))
     assert r.returncode != 0
     shown = r.stdout + r.stderr
     assert "base/checkpoint is corrupt" in shown and "model.safetensors" in shown, shown[-3000:]
     assert "masa run --recheck" in shown
-    healed = run_smoke(s3_server, tmp / "fresh", *small, "--recheck", cache=tmp / "models")
+    healed = _communicate(fast_masa_run(s3_server, s3_fast_run.store, fresh, s3_fast_run.cache, "--recheck"))
     assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
-    check = verify_tree(open_store(STORE), deep=True)
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)  # for this process's own check; the CLI gets them per call
+    check = verify_tree(open_store(s3_fast_run.store), deep=True)
     assert check.bad == {}, check.bad
 
 
-def _in_first_run(key: str, tmp: Path) -> bool:
-    return key.split("/")[1] in _report(tmp / "out")["checkpoints"]["masa"]
+def _communicate(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=900)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
