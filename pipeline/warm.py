@@ -224,8 +224,10 @@ class WarmServer:
 
 @contextmanager
 def warm_tasks(folder: Path, enabled: bool = True):
-    """While inside, kfp.local starts tasks from the warm server (see the module docstring)."""
-    if not enabled:
+    """While inside, kfp.local starts tasks from the warm server (see the module docstring). Linux
+    only: on macOS, forking a process that has loaded system frameworks is unsafe (why Python's
+    multiprocessing spawns there), so tasks start cold."""
+    if not enabled or not sys.platform.startswith("linux"):
         yield None
         return
     from kfp.local import subprocess_task_handler as handler
