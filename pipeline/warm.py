@@ -137,7 +137,9 @@ def _task(req: dict, out_fd: int) -> None:
     """The task's process: the shell script's two lines, then executor_main as `python -m` runs it."""
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Ctrl-C as a fresh interpreter started by `masa run` would take it: ignored where masa run
+        # ignores it (started in the background without job control), else KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_IGN if req.get("sigint_ignored") else signal.default_int_handler)
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)  # kfp.local merges stderr into stdout
         os.close(out_fd)
@@ -193,7 +195,8 @@ class WarmServer:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.connect(self.sock)
-                req = {"source": source, "args": args, "env": env, "cwd": os.getcwd()}
+                req = {"source": source, "args": args, "env": env, "cwd": os.getcwd(),
+                       "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN}
                 socket.send_fds(conn, [b"F"], [w])
                 os.close(w)
                 w = -1

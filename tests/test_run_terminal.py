@@ -101,7 +101,10 @@ def test_bad_data_fails_in_one_line_naming_the_step_and_its_reason(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_without_a_traceback_and_says_how_to_go_on(tmp_path):
-    proc = _masa_run(tmp_path / "run", start_new_session=True)
+    # SIGINT at its default, as under a terminal: a shell that starts this suite in the background
+    # without job control (`bash -c 'make test &'`, nohup) hands it on ignored, and masa run with it
+    proc = _masa_run(tmp_path / "run", start_new_session=True,
+                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.monotonic()
     for line in proc.stdout:  # wait for the first finished step, then interrupt as a terminal would
         if line.startswith("[  1/"):
