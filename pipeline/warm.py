@@ -181,9 +181,9 @@ class WarmServer:
         self.sock, self.ready = str(self._dir / "s"), self._dir / "ready"
         code = f"from masa.pipeline.warm import serve; serve({self.sock!r}, {str(self.ready)!r}, {modules!r})"
         self.env = dict(os.environ)  # what the server imports with
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=(folder / "warm.log").open("w"))
+        self._log = (folder / "warm.log").open("w")  # its import warnings; the tasks' output goes to kfp.local
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self._log)
         self.warm_tasks = 0
 
     def is_ready(self) -> bool:
@@ -222,6 +222,7 @@ class WarmServer:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        self._log.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
