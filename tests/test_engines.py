@@ -184,6 +184,27 @@ def test_vllm_budget_cuts_off_and_stop_strings_stop(vllm_engine):
 
 
 @pytest.mark.slow
+def test_vllm_texts_decoded_at_the_end_equal_vllms_own_detokenizing(vllm_engine):
+    """Without stop strings the engine turns vLLM's per-token detokenizing off and decodes the texts in
+    one batch at the end; they must be the strings vLLM itself would have produced (same seeds, so the
+    same tokens), in request and sample order, beside a request with stop strings in the same batch."""
+    import vllm
+
+    tok = vllm_engine.tokenizer
+    reqs = [GenerationRequest(_prompt_ids(tok, q), SamplingSpec(n=3, max_tokens=32, seed=21 + i, stop=stop))
+            for i, (q, stop) in enumerate((("What is 2 + 3?", ()), ("Solve 3x = 9.", ("\u2603",)),
+                                           ("What is 7 - 4?", ())))]
+    ours = vllm_engine.generate(reqs)
+    theirs = vllm_engine.llm.generate(
+        [{"prompt_token_ids": list(r.prompt_token_ids)} for r in reqs],
+        [vllm.SamplingParams(n=3, max_tokens=32, seed=r.sampling.seed, stop=list(r.sampling.stop) or None,
+                             logprobs=0) for r in reqs], use_tqdm=False)
+    assert [[s.text for s in g] for g in ours] == [[c.text for c in o.outputs] for o in theirs]
+    assert [[s.response_token_ids for s in g] for g in ours] == [[tuple(c.token_ids) for c in o.outputs] for o in theirs]
+    assert any(s.text for g in ours for s in g)
+
+
+@pytest.mark.slow
 def test_vllm_load_weights_in_place_follows_new_weights(vllm_engine, tiny_model_dir, tmp_path):
     new_dir = _perturbed_copy(tiny_model_dir, tmp_path / "new")
     req = [GenerationRequest(_prompt_ids(vllm_engine.tokenizer, "What is 2 + 3?"),

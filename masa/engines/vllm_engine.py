@@ -64,11 +64,20 @@ def iter_safetensors(model_dir: Path) -> Iterator[tuple[str, object]]:
                 yield name, st.get_tensor(name)
 
 
+# Sequences per engine step on CPU. vLLM's CPU default is 256; a round's or benchmark's thousands of
+# short samples then take 4x the steps, and each step's fixed cost (scheduling, sampling, input prep)
+# weighs on a small model's forward. With the texts decoded once at the end (below), measured 2026-12-02
+# on the toy model, 500 held-out prompts x 8 samples, 2 cores: 39.9 s against 51.9 s for vLLM's CPU
+# defaults, the same token ids and texts (bench/bench_rollout_speed.py; 0.77x).
+CPU_MAX_NUM_SEQS = 1024
+
+
 def _cpu_scheduler_args(max_model_len: int) -> dict:
     """On CPU, no chunked prefill: vLLM 0.32 rewinds a seeded request's generator after a partial
     prefill with `Generator.set_offset`, which CPU generators do not support ("CPU Generator does not
     use offset"), so any batch whose prompts exceed one step's token budget crashed with seeds set.
-    Whole prompts per step need a budget of at least max_model_len."""
+    Whole prompts per step need a budget of at least max_model_len. More sequences per step than
+    vLLM's CPU default (`CPU_MAX_NUM_SEQS`); GPU defaults are vLLM's own (1,024 on H100/H200)."""
     import torch
 
     if torch.cuda.is_available():
@@ -76,7 +85,8 @@ def _cpu_scheduler_args(max_model_len: int) -> dict:
     from vllm.config import SchedulerConfig
 
     default = getattr(SchedulerConfig, "DEFAULT_MAX_NUM_BATCHED_TOKENS", 2048)
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, default)}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, default),
+            "max_num_seqs": CPU_MAX_NUM_SEQS}
 
 
 def llm_kwargs(config: EngineConfig, model_dir: Path) -> dict:
@@ -118,9 +128,13 @@ class VLLMEngine:
         return self._llm
 
     def sampling_params(self, spec: SamplingSpec):
+        # Without stop strings vLLM need not detokenize each token as it is sampled: the texts are
+        # decoded once at the end in one batch (`_decode_texts`): the same strings (the bench compares
+        # them), less Python per sampled token (bench/bench_rollout_speed.py, with CPU_MAX_NUM_SEQS).
         return self._vllm.SamplingParams(
             n=spec.n, temperature=spec.temperature, top_p=spec.top_p, top_k=0 if spec.top_k == -1 else spec.top_k,
             max_tokens=spec.limit, seed=spec.seed, stop=list(spec.stop) or None, logprobs=0,
+            detokenize=bool(spec.stop),
         )
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Sample]]:
@@ -129,7 +143,20 @@ class VLLMEngine:
         prompts = [{"prompt_token_ids": list(r.prompt_token_ids)} for r in requests]
         params = [self.sampling_params(r.sampling) for r in requests]
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
-        return [_samples(req, out) for req, out in zip(requests, outputs, strict=True)]
+        texts = self._decode_texts(requests, outputs)
+        return [_samples(req, out, t) for req, out, t in zip(requests, outputs, texts, strict=True)]
+
+    def _decode_texts(self, requests: list[GenerationRequest], outputs) -> list[list[str]]:
+        """Each completion's text: vLLM's own where it detokenized (stop strings), else one batch decode
+        with the tokenizer's fast backend (`skip_special_tokens`, as vLLM's default)."""
+        todo = [c.token_ids for r, o in zip(requests, outputs, strict=True) if not r.sampling.stop for c in o.outputs]
+        # vLLM's streaming detokenizer never emits an unfinished UTF-8 sequence at the end of a sample;
+        # a batch decode renders it as U+FFFD, so those are dropped to give vLLM's strings
+        # (and batch_decode([]) gives [""], hence the guard)
+        texts = self.tokenizer.batch_decode(todo, skip_special_tokens=True) if todo else []
+        decoded = iter(t.rstrip("\ufffd") for t in texts)
+        return [[c.text if r.sampling.stop else next(decoded) for c in o.outputs]
+                for r, o in zip(requests, outputs, strict=True)]
 
     def load_weights(self, model_dir: str | Path) -> None:
         local = resolve_model_dir(str(model_dir))
@@ -152,15 +179,15 @@ class VLLMEngine:
             del llm
 
 
-def _samples(req: GenerationRequest, out) -> list[Sample]:
+def _samples(req: GenerationRequest, out, texts: list[str]) -> list[Sample]:
     prompt = tuple(req.prompt_token_ids)
     samples = []
-    for c in out.outputs:
+    for c, text in zip(out.outputs, texts, strict=True):
         ids = tuple(int(t) for t in c.token_ids)
         if c.logprobs is None or len(c.logprobs) != len(ids):
             raise RuntimeError(f"vLLM returned {0 if c.logprobs is None else len(c.logprobs)} log-probs "
                                f"for {len(ids)} tokens")
         lps = tuple(float(step[t].logprob) for step, t in zip(c.logprobs, ids, strict=True))
         reason = finish_reason(c.finish_reason == "stop", len(ids), req.sampling)
-        samples.append(Sample(c.text, prompt, ids, lps, reason))
+        samples.append(Sample(text, prompt, ids, lps, reason))
     return samples
