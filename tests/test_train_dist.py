@@ -21,6 +21,7 @@ from masa.cli import main
 from masa.runner.training import train_round
 from masa.storage import CheckpointError
 from masa.train import checkpoint as ckpt
+from masa.train import launch
 from masa.train.config import TrainConfig
 from masa.train.launch import TrainingFailed
 from masa.train.synthetic import write_synthetic_shards
@@ -58,13 +59,17 @@ def runs(data):
     """Run the round on 1 and on 2 ranks (lazily, once per module)."""
     cache: dict[int, dict] = {}
 
-    def get(nproc: int) -> dict:
-        if nproc not in cache:
-            out = data["root"] / f"out{nproc}"
-            cache[nproc] = train_round(data["model"], data["scored"], data["experts"], str(out), CFG,
-                                       nproc=nproc, resume_root=str(data["root"] / f"resume{nproc}"))
-            cache[nproc]["out"] = out
-        return cache[nproc]
+    def get(nproc: int, fork: bool = False) -> dict:
+        """fork: the ranks are forked from this (warm) process instead of fresh interpreters."""
+        key = (nproc, fork)
+        if key not in cache:
+            out = data["root"] / f"out{nproc}{'-fork' if fork else ''}"
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(launch, "forks_ranks", lambda: fork)
+                cache[key] = train_round(data["model"], data["scored"], data["experts"], str(out), CFG, nproc=nproc,
+                                         resume_root=str(data["root"] / f"resume{nproc}{'-fork' if fork else ''}"))
+            cache[key]["out"] = out
+        return cache[key]
 
     return get
 
@@ -82,6 +87,35 @@ def test_two_ranks_give_the_weights_of_one_rank(runs, data):
     assert [r["step"] for r in two["steps"]] == [1, 2] and two["global_step"] == 2
     assert two["steps"][0]["lr"] == pytest.approx(5e-4) and two["steps"][1]["lr"] == pytest.approx(1e-3)
     assert two["steps"][0]["logprob_gap"] > 0 and two["steps"][1]["logprob_gap"] is None
+
+
+def test_ranks_forked_from_a_warm_process_train_as_fresh_ones(runs, data):
+    """A warm `masa run` task forks its ranks (masa.train.launch.ForkedRank) instead of starting fresh
+    interpreters: same weights, bit for bit, and the same metrics rows (timings aside)."""
+    import deepspeed  # noqa: F401 - what makes a process warm (forks_ranks); the worker is imported above
+    import transformers  # noqa: F401
+
+    fresh, forked = runs(2), runs(2, fork=True)
+    wf, wk = _weights(fresh["out"]), _weights(forked["out"])
+    assert _max_diff(_weights(data["model"]), wk) > 1e-4
+    assert all(torch.equal(wf[k], wk[k]) for k in wf)
+    drop = ("seconds", "tokens_per_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in forked["steps"]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in fresh["steps"]]
+
+
+def test_a_forked_rank_that_fails_fails_the_round_with_its_output(data, tmp_path, monkeypatch):
+    """A forked rank's exception reaches the round's error message, as a fresh rank's traceback does,
+    and a rank killed by a signal fails the round with that signal's status, the other rank stopped."""
+    monkeypatch.setattr(launch, "forks_ranks", lambda: True)
+    args = (data["model"], data["scored"], data["experts"])
+    # a malformed fault spec makes rank 1 raise ValueError inside the worker
+    with pytest.raises(TrainingFailed, match=r"exited with code 1(.|\n)*invalid literal for int"):
+        train_round(*args, str(tmp_path / "o1"), CFG, nproc=2, work_dir=str(tmp_path / "w1"),
+                    env={FAULT_ENV: "rank=1,step=oops"})
+    with pytest.raises(TrainingFailed, match=r"exited with code -9"):
+        train_round(*args, str(tmp_path / "o2"), CFG, nproc=2, work_dir=str(tmp_path / "w2"),
+                    env={FAULT_ENV: "rank=1,step=1,micro=0"})
 
 
 def test_output_is_a_sealed_hf_checkpoint_with_state(runs):

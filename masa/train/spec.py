@@ -16,6 +16,11 @@ from typing import Any
 from masa.configbase import from_dict
 from masa.train.config import TrainConfig
 
+# rank 0 prints each optimizer step's metrics row (masa.train.metrics) on a line of its own with this
+# prefix, and the launcher reads them; here, with the rest of the workers' contract, so the launching
+# process never imports torch
+METRICS_PREFIX = "MASA_METRICS "
+
 
 @dataclass(frozen=True)
 class RoundRequest:

@@ -41,11 +41,10 @@ from masa.train.data import (
     load_policy_samples,
     plan_round,
 )
-from masa.train.launch import METRICS_PREFIX
 from masa.train.metrics import StepAccumulator
 from masa.train.objective import Denominators, MicroBatch, collate, microbatch_loss, sequence_logprobs
 from masa.train.remote import publish_round, stage_on_nodes
-from masa.train.spec import RoundRequest, WorkerSpec, worker_input
+from masa.train.spec import METRICS_PREFIX, RoundRequest, WorkerSpec, worker_input
 
 FAULT_ENV = "MASA_TRAIN_FAULT"  # test hook: "rank=R,step=S,micro=M" -> SIGKILL self after that backward
 
