@@ -287,6 +287,9 @@ class RunConfig:
     name: str = "masa"
     model: str = "toy"  # local dir, s3:// URI, HF id, or "toy" (built locally)
     toy_recipe: Literal["toy", "smoke"] = "toy"
+    # the toy build's seed (its data, tokenizer corpus, initialisation, batch order): another seed is
+    # another toy model and task draw, built and cached apart (bench/bench_toy_seeds.py varies it)
+    toy_seed: int = 0
     compare: bool = True  # also train the `baselines` from the same base, data and seeds
     # algorithms trained beside algorithm.name when comparing, first to last; the paper's accuracy claims
     # are for plain MASA and its efficiency claims for MASA-efficient, so the paper presets run
@@ -314,6 +317,7 @@ class RunConfig:
         check(bool(self.name) and self.name.replace("-", "").isalnum(), "name",
               "must be non-empty letters, digits and dashes", p)
         check(self.rounds >= 1, "rounds", "must be >= 1", p)
+        check(self.toy_seed >= 0, "toy_seed", "must be >= 0", p)
         check(self.prompts_per_round >= 1, "prompts_per_round", "must be >= 1", p)
         check(self.train_processes >= 1, "train_processes", "must be >= 1", p)
         gpus = self.resources.train_gpus
@@ -353,6 +357,12 @@ class RunConfig:
             check(samples % self.algorithm.n_solution == 0, "train.samples_per_step",
                   f"must be a multiple of algorithm.n_solution (G={self.algorithm.n_solution})", p)
         raise_if(p)
+
+    @property
+    def toy_name(self) -> str:
+        """The toy's recipe name and, when not the default 0, its seed: part of the base model's and
+        the benchmarks' fingerprints, so runs on another toy seed never reuse this one's parts."""
+        return self.toy_recipe if self.toy_seed == 0 else f"{self.toy_recipe}@seed{self.toy_seed}"
 
     @property
     def solution_instruction(self) -> str:

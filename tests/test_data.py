@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import uuid
@@ -349,3 +350,21 @@ def test_heldout_subset_is_a_seeded_sample_of_the_benchmarked_pool_in_source_ord
     assert [p.row for p in heldout_subset(rows, 20, pool=100, seed=0)] == idx  # same seed, same subset
     assert [p.row for p in heldout_subset(rows, 20, pool=100, seed=1)] != idx
     assert heldout_subset(rows, 500, pool=None, seed=0) == rows  # asking for more: all of them
+
+
+def test_toy_seed_is_another_toy_and_another_fingerprint():
+    """`toy_seed` builds another toy (its own recipe hash, so its own cache directory) and keys the base
+    model's and the benchmarks' fingerprints, so runs on two toy seeds never reuse each other's parts;
+    seed 0 keeps the names (and so the stores) that runs had before the key existed."""
+    from masa.config import load_config
+    from masa.steps.prepare import toy_recipe_for
+    from masa.steps.promote import eval_key
+
+    c0, c3 = load_config("toy"), load_config("toy", ["toy_seed=3"])
+    r0, r3 = toy_recipe_for(c0), toy_recipe_for(c3)
+    assert (r0.seed, r3.seed) == (0, 3) and r0.hash() != r3.hash()
+    assert dataclasses.replace(r3, seed=0) == r0  # only the seed differs
+    assert (c0.toy_name, c3.toy_name) == ("toy", "toy@seed3")
+    assert eval_key(c0) != eval_key(c3)
+    with pytest.raises(ValueError, match="toy_seed"):
+        load_config("toy", ["toy_seed=-1"])

@@ -35,7 +35,7 @@ from masa.data.records import (
 from masa.runner.layout import Pointer, local_tokenizer, run_layout, run_once, write_pointer
 from masa.storage import resolve_model
 from masa.storage.registry import resolve_ref
-from masa.toy import build, get_recipe
+from masa.toy import ToyRecipe, build, get_recipe
 
 TOY = "toy"
 
@@ -44,9 +44,13 @@ def toy_artifacts(cfg: RunConfig, *, progress: bool = False):
     """The embedded toy, warm-started for this run's G and token budget (the values its meta
     prompt names), built once per recipe and cached. `masa run` calls it before the pipeline with
     progress on, so the build's minutes show on the terminal and the prepare step finds it cached."""
-    recipe = dataclasses.replace(get_recipe(cfg.toy_recipe), n_solution=cfg.algorithm.n_solution,
-                                 max_response_tokens=cfg.rollout.max_response_tokens)
-    return build(recipe, progress=progress)
+    return build(toy_recipe_for(cfg), progress=progress)
+
+
+def toy_recipe_for(cfg: RunConfig) -> ToyRecipe:
+    """The run's toy recipe: the named one with the run's G, token budget and toy seed."""
+    return dataclasses.replace(get_recipe(cfg.toy_recipe), n_solution=cfg.algorithm.n_solution,
+                               max_response_tokens=cfg.rollout.max_response_tokens, seed=cfg.toy_seed)
 
 
 def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
@@ -68,7 +72,7 @@ def prepare_base(cfg: RunConfig, *, model_out: str) -> dict[str, Any]:
         shutil.copytree(src, work, dirs_exist_ok=True)
         return {"model": cfg.model, **extra}
 
-    fp = f"{model_ref}:{cfg.toy_recipe}:{cfg.algorithm.n_solution}:{cfg.rollout.max_response_tokens}"
+    fp = f"{model_ref}:{cfg.toy_name}:{cfg.algorithm.n_solution}:{cfg.rollout.max_response_tokens}"
     stats = run_once(cfg.store, prefix, fp, produce)
     write_pointer(model_out, Pointer(store=cfg.store, prefix=prefix, name="base"))
     return stats

@@ -37,7 +37,7 @@ def eval_key(cfg: RunConfig) -> str:
     b = cfg.benchmark
     parts = [list(b.datasets), b.k, b.temperature, b.top_p, b.max_tokens, b.max_problems, cfg.seed,
              cfg.algorithm.n_solution, cfg.rollout.max_response_tokens, cfg.solution_instruction,
-             cfg.data.max_prompt_tokens, cfg.toy_recipe if "toy" in b.datasets else ""]
+             cfg.data.max_prompt_tokens, cfg.toy_name if "toy" in b.datasets else ""]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 

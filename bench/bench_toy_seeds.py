@@ -1,0 +1,107 @@
+"""The toy run's headline figures over seeds (issue 15): is what `make run` shows a result or one draw?
+
+    .venv/bin/python bench/bench_toy_seeds.py [--seeds 0 1 2] [--set KEY=VALUE ...] [--out DIR]
+    .venv/bin/python bench/bench_toy_seeds.py --reports A/report.json B/report.json ...   # finished runs
+
+For each seed S, `masa run --preset toy --set seed=S --set toy_seed=S` (another toy build and task draw,
+and other run seeds: prompts, sampling, shuffles), in DIR/seed-S (default a new temporary directory; a
+finished seed is reused, as `masa run` reuses its steps). Each run builds its own toy (~4-8 min on 2
+cores) and takes about as long as `make run`. Prints per seed, then mean / min / max:
+
+- mae_ratio      MASA-efficient's held-out meta pass-rate MAE / GRPO's (issue 15: <= 0.5)
+- acc_diff       MASA-efficient's held-out avg@k minus GRPO's, in points (issue 15: >= -1)
+- speedup_tok    GRPO's rollout tokens to its final held-out accuracy / MASA-efficient's (>= 1.5)
+- speedup_wall   the same in wall time (>= 1.3); "-" where the report says why it is undefined
+- saved_gating   solution tokens that gating saved (the report's estimate), whole run
+- saved_cutoff   tokens that early cutoff saved, whole run
+- meta_share     meta tokens / all rollout tokens of the MASA-efficient branch (issue 15: <= 0.15)
+- run_s          the run's wall time (report timing.total_s) and overhead share
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+COLUMNS = ("mae_ratio", "acc_diff", "speedup_tok", "speedup_wall", "saved_gating", "saved_cutoff", "meta_share",
+           "run_s", "overhead")
+
+
+def figures(report: dict) -> dict[str, float | None]:
+    """The columns above from one report.json."""
+    ev, eff, t = report["eval"], report["efficiency"], report.get("timing", {})
+    masa_key = next(k for k in ev if k not in ("base", "grpo"))
+    (grpo,), (masa,) = ev["grpo"].values(), ev[masa_key].values()
+    rows = report["rounds"][masa_key]
+    tokens = sum(r.get("rollout_tokens", 0) for r in rows)
+    meta = sum(r.get("meta_tokens", 0) for r in rows)
+    total = t.get("total_s")
+    return {
+        "mae_ratio": masa["meta"]["pass_rate_mae"] / grpo["meta"]["pass_rate_mae"],
+        "acc_diff": 100 * (masa["accuracy"] - grpo["accuracy"]),
+        "speedup_tok": eff.get("speedup_tokens"),
+        "speedup_wall": eff.get("speedup_wall"),
+        "saved_gating": eff.get("tokens_saved_gating"),
+        "saved_cutoff": eff.get("tokens_saved_cutoff"),
+        "meta_share": meta / tokens if tokens else None,
+        "run_s": total,
+        "overhead": t["overhead_s"] / total if total else None,
+    }
+
+
+def run_seed(seed: int, sets: list[str], out: Path) -> Path:
+    report = out / "report" / "report.json"
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    args = [f"seed={seed}", f"toy_seed={seed}", *sets]
+    print(f"seed {seed}: masa run --preset toy {' '.join('--set ' + a for a in args)} --out {out}", flush=True)
+    r = subprocess.run([sys.executable, "-m", "masa.cli", "run", "--preset", "toy",
+                        *[x for a in args for x in ("--set", a)], "--out", str(out)], env=env)
+    if r.returncode != 0 or not report.is_file():
+        sys.exit(f"seed {seed}: masa run failed (rc {r.returncode}); rerun the bench to resume it")
+    return report
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def table(per_seed: dict[str, dict[str, float | None]]) -> str:
+    lines = [f"{'seed':<8}" + "".join(f"{c:>14}" for c in COLUMNS)]
+    for name, f in per_seed.items():
+        lines.append(f"{name:<8}" + "".join(f"{_fmt(f[c]):>14}" for c in COLUMNS))
+    for label, agg in (("mean", statistics.fmean), ("min", min), ("max", max)):
+        cells = []
+        for c in COLUMNS:
+            vals = [f[c] for f in per_seed.values() if f[c] is not None]
+            cells.append(_fmt(agg(vals)) if vals else "-")
+        lines.append(f"{label:<8}" + "".join(f"{x:>14}" for x in cells))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override, every seed")
+    ap.add_argument("--out", type=Path, help="one directory per seed under it (default: a new temporary one)")
+    ap.add_argument("--reports", type=Path, nargs="+", help="tabulate these report.json files, run nothing")
+    a = ap.parse_args()
+    if a.reports:
+        reports = {p.parent.parent.name or str(p): p for p in a.reports}
+    else:
+        out = a.out or Path(tempfile.mkdtemp(prefix="masa-toy-seeds-"))
+        reports = {str(s): run_seed(s, a.sets, out / f"seed-{s}") for s in a.seeds}
+    print(table({name: figures(json.loads(p.read_text())) for name, p in reports.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
