@@ -9,6 +9,8 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 # pytest's own options (e.g. PYTEST_ARGS="-k verifier -x")
 PYTEST_ARGS ?=
+# `masa run` options for `make run` (e.g. RUN_ARGS="--set train.lr=2e-5 --out runs/lr")
+RUN_ARGS ?=
 
 .PHONY: run test venv lint clean tools golden
 
@@ -44,7 +46,7 @@ tools: $(TOOLS_STAMP)
 # --- end tool venv ---
 
 run: $(STAMP)
-	$(VENV)/bin/masa run --preset toy
+	$(VENV)/bin/masa run --preset toy $(RUN_ARGS)
 
 test: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
