@@ -99,7 +99,7 @@ def test_paper_on_two_nodes_submits_a_valid_trainjob_with_zero3_bf16_and_token_m
 
     from masa.config import load_config
     from masa.runner.settings import train_settings, trainjob_settings
-    from masa.train.launch import ds_config_path
+    from masa.train.inputs import ds_config_path
     from masa.train.worker import _ds_config
 
     cfg = load_config("paper", ["resources.train_nodes=2"])

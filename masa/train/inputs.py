@@ -9,13 +9,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 
 from masa.storage import open_store, resolve_model
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
-from masa.train.launch import ds_config_path
 from masa.train.spec import RoundRequest, WorkerSpec
+
+
+def ds_config_path(zero_stage: int) -> str:
+    """Path of the package's DeepSpeed JSON config for this ZeRO stage (masa/train/ds_zeroN.json)."""
+    return str(resources.files("masa.train") / f"ds_zero{zero_stage}.json")
 
 
 def _is_uri(s: str) -> bool:

@@ -23,7 +23,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 from masa.telemetry.progress import phase
@@ -32,11 +31,6 @@ from masa.train.spec import METRICS_PREFIX, RoundRequest, WorkerSpec
 
 class TrainingFailed(RuntimeError):
     """The workers exited non-zero; the message carries the exit code and the log's tail."""
-
-
-def ds_config_path(zero_stage: int) -> str:
-    """Path of the package's DeepSpeed JSON config for this ZeRO stage (masa/train/ds_zeroN.json)."""
-    return str(resources.files("masa.train") / f"ds_zero{zero_stage}.json")
 
 
 def worker_env(nproc: int, extra: dict[str, str] | None = None) -> dict[str, str]:
