@@ -78,7 +78,7 @@ def parse_log(text: str, day: dt.date) -> list[dict]:
 def work_s(kind: str, c: dict) -> float:
     """The step's useful work, from its stats (see the module docstring)."""
     if kind == "rollout":
-        return c.get("wall_s", 0.0) + c.get("heldout.generation_s", 0.0)
+        return c.get("wall_s", 0.0) + c.get("heldout.wall_s", c.get("heldout.generation_s", 0.0))
     if kind == "train":
         return c.get("wall_s", 0.0)
     if kind == "benchmark":

@@ -37,6 +37,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from masa.train import launch
+
 # What the steps import (masa.steps.* pull in torch, transformers, pyarrow), and what `vllm.LLM()`
 # imports lazily when it starts an engine on CPU (its worker, model runner and loader, our models'
 # class, LoRA manager, boto3 for its S3 loader): 7.2 s -> 3.8 s per engine start on the smoke model,
@@ -155,6 +157,7 @@ def _task(req: dict, out_fd: int) -> None:
         program = Path(tempfile.mkdtemp())
         (program / "ephemeral_component.py").write_text(req["source"])
         sys.argv = [_EXECUTOR, "--component_module_path", str(program / "ephemeral_component.py"), *req["args"]]
+        launch.allow_forked_ranks()  # forked from the import-only server: no OpenMP team to inherit
         import runpy
 
         runpy.run_module(_EXECUTOR, run_name="__main__", alter_sys=True)

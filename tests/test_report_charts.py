@@ -135,6 +135,18 @@ def test_timing_per_step_kind_by_hand():
                             "report": {"steps": 1, "compute_s": 1.0, "overhead_s": 3.0}}
 
 
+def test_the_rollout_steps_held_out_check_is_work_not_overhead():
+    # A rollout step's stats: 6 s of generation and a 3 s held-out check (its evaluate, generation and
+    # verification) in a 12 s span: compute 6 + 3 = 9, overhead the 3 s of engine start and the rest.
+    # Before the check reported its seconds it fell under overhead (the toy run of 2026-12-02: ~27 s
+    # of a rollout step's 68 s).
+    from masa.steps.report import _compute
+
+    stats = {"wall_s": 6.0, "started_at": 100.0, "finished_at": 112.0, "heldout": {"accuracy": 0.5, "wall_s": 3.0}}
+    assert _compute("rollout", stats) == 9.0
+    assert _compute("rollout", {**stats, "heldout": None}) == 6.0  # shards other than 0 run no check
+
+
 EXPECTED_LEGENDS = {
     "accuracy-tokens": ["GRPO", "MASA", "GRPO final accuracy 0.500", "GRPO reaches it at 123k tokens",
                         "MASA reaches it at 58k tokens"],

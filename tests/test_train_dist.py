@@ -59,17 +59,13 @@ def runs(data):
     """Run the round on 1 and on 2 ranks (lazily, once per module)."""
     cache: dict[int, dict] = {}
 
-    def get(nproc: int, fork: bool = False) -> dict:
-        """fork: the ranks are forked from this (warm) process instead of fresh interpreters."""
-        key = (nproc, fork)
-        if key not in cache:
-            out = data["root"] / f"out{nproc}{'-fork' if fork else ''}"
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(launch, "forks_ranks", lambda: fork)
-                cache[key] = train_round(data["model"], data["scored"], data["experts"], str(out), CFG, nproc=nproc,
-                                         resume_root=str(data["root"] / f"resume{nproc}{'-fork' if fork else ''}"))
-            cache[key]["out"] = out
-        return cache[key]
+    def get(nproc: int) -> dict:
+        if nproc not in cache:
+            out = data["root"] / f"out{nproc}"
+            cache[nproc] = train_round(data["model"], data["scored"], data["experts"], str(out), CFG,
+                                       nproc=nproc, resume_root=str(data["root"] / f"resume{nproc}"))
+            cache[nproc]["out"] = out
+        return cache[nproc]
 
     return get
 
@@ -89,14 +85,48 @@ def test_two_ranks_give_the_weights_of_one_rank(runs, data):
     assert two["steps"][0]["logprob_gap"] > 0 and two["steps"][1]["logprob_gap"] is None
 
 
-def test_ranks_forked_from_a_warm_process_train_as_fresh_ones(runs, data):
+# A warm `masa run` task, as masa.pipeline.warm makes it: the modules a rank imports are imported, no
+# tensor op has run (an OpenMP team does not survive a fork; this test process has run many), and the
+# process is declared fork-safe. Prints the round's result, or the TrainingFailed message.
+_WARM_TASK = """
+import dataclasses, json, sys
+import deepspeed, transformers  # noqa: F401
+from masa.configbase import from_dict
+from masa.runner.training import train_round
+from masa.train import launch, worker  # noqa: F401
+from masa.train.config import TrainConfig
+launch.allow_forked_ranks()
+assert launch.forks_ranks()
+a = json.loads(sys.argv[1])
+try:
+    r = train_round(*a["args"], from_dict(TrainConfig, a["cfg"]), nproc=2, **a["kw"])
+    print("RESULT " + json.dumps(r, default=str))
+except launch.TrainingFailed as e:
+    print("FAILED " + json.dumps(str(e)))
+"""
+
+
+def _in_warm_task(args: list[str], **kw) -> tuple[str, object]:
+    import subprocess
+    import sys
+
+    cfg = json.loads(json.dumps(dataclasses.asdict(CFG)))
+    r = subprocess.run([sys.executable, "-c", _WARM_TASK, json.dumps({"args": args, "cfg": cfg, "kw": kw})],
+                       capture_output=True, text=True, timeout=600)
+    line = next((x for x in r.stdout.splitlines() if x.startswith(("RESULT ", "FAILED "))), None)
+    assert line, f"rc {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    kind, body = line.split(" ", 1)
+    return kind, json.loads(body)
+
+
+def test_ranks_forked_from_a_warm_process_train_as_fresh_ones(runs, data, tmp_path):
     """A warm `masa run` task forks its ranks (masa.train.launch.ForkedRank) instead of starting fresh
     interpreters: same weights, bit for bit, and the same metrics rows (timings aside)."""
-    import deepspeed  # noqa: F401 - what makes a process warm (forks_ranks); the worker is imported above
-    import transformers  # noqa: F401
-
-    fresh, forked = runs(2), runs(2, fork=True)
-    wf, wk = _weights(fresh["out"]), _weights(forked["out"])
+    fresh = runs(2)
+    kind, forked = _in_warm_task([data["model"], data["scored"], data["experts"], str(tmp_path / "out")],
+                                 resume_root=str(tmp_path / "resume"))
+    assert kind == "RESULT", forked
+    wf, wk = _weights(fresh["out"]), _weights(tmp_path / "out")
     assert _max_diff(_weights(data["model"]), wk) > 1e-4
     assert all(torch.equal(wf[k], wk[k]) for k in wf)
     drop = ("seconds", "tokens_per_s")
@@ -104,18 +134,27 @@ def test_ranks_forked_from_a_warm_process_train_as_fresh_ones(runs, data):
         [{k: v for k, v in r.items() if k not in drop} for r in fresh["steps"]]
 
 
-def test_a_forked_rank_that_fails_fails_the_round_with_its_output(data, tmp_path, monkeypatch):
+def test_a_forked_rank_that_fails_fails_the_round_with_its_output(data, tmp_path):
     """A forked rank's exception reaches the round's error message, as a fresh rank's traceback does,
     and a rank killed by a signal fails the round with that signal's status, the other rank stopped."""
-    monkeypatch.setattr(launch, "forks_ranks", lambda: True)
-    args = (data["model"], data["scored"], data["experts"])
+    args = [data["model"], data["scored"], data["experts"]]
     # a malformed fault spec makes rank 1 raise ValueError inside the worker
-    with pytest.raises(TrainingFailed, match=r"exited with code 1(.|\n)*invalid literal for int"):
-        train_round(*args, str(tmp_path / "o1"), CFG, nproc=2, work_dir=str(tmp_path / "w1"),
-                    env={FAULT_ENV: "rank=1,step=oops"})
-    with pytest.raises(TrainingFailed, match=r"exited with code -9"):
-        train_round(*args, str(tmp_path / "o2"), CFG, nproc=2, work_dir=str(tmp_path / "w2"),
-                    env={FAULT_ENV: "rank=1,step=1,micro=0"})
+    kind, msg = _in_warm_task([*args, str(tmp_path / "o1")], work_dir=str(tmp_path / "w1"),
+                              env={FAULT_ENV: "rank=1,step=oops"})
+    assert kind == "FAILED" and re.search(r"exited with code 1(.|\n)*invalid literal for int", msg), msg
+    kind, msg = _in_warm_task([*args, str(tmp_path / "o2")], work_dir=str(tmp_path / "w2"),
+                              env={FAULT_ENV: "rank=1,step=1,micro=0"})
+    assert kind == "FAILED" and "exited with code -9" in msg, msg
+
+
+def test_a_process_not_declared_fork_safe_starts_fresh_ranks():
+    """This test process has imported DeepSpeed, transformers and the worker and run tensor ops: it must
+    not fork (only masa.pipeline.warm's tasks are declared fork-safe)."""
+    import deepspeed  # noqa: F401
+    import transformers  # noqa: F401
+
+    torch.ones(1 << 16).sum()
+    assert not launch.forks_ranks()
 
 
 def test_output_is_a_sealed_hf_checkpoint_with_state(runs):

@@ -197,6 +197,9 @@ def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backe
 def heldout_accuracy(engine: Engine, problems: list[Problem], s: EvalSettings) -> dict[str, Any]:
     """Accuracy of the engine's policy on the held-out problems (`s`: the benchmark's sampling,
     `masa.runner.settings.heldout_eval_settings`)."""
+    t0 = time.monotonic()
     r = evaluate(engine, problems, s, meta=False)
+    # its seconds are work of the step (the report's timing counts them as compute, not overhead)
     return {"accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"], "n_problems": r["n_problems"],
-            "k": r["k"], "tokens": r["tokens"]}
+            "k": r["k"], "tokens": r["tokens"], "generation_s": r["generation_s"],
+            "wall_s": round(time.monotonic() - t0, 3)}

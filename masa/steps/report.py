@@ -69,8 +69,11 @@ def _span(stats: dict[str, Any]) -> float:
 
 
 def _compute(kind: str, stats: dict[str, Any]) -> float:
-    """A step's own work: generation (engine start-up excluded), training steps, or the whole scoring span."""
-    return _span(stats) if kind == "score" else float(stats.get("wall_s") or 0.0)
+    """A step's own work: generation (engine start-up excluded) and the rollout step's held-out check,
+    training steps, or the whole scoring span."""
+    if kind == "score":
+        return _span(stats)
+    return float(stats.get("wall_s") or 0.0) + float((stats.get("heldout") or {}).get("wall_s") or 0.0)
 
 
 Step = tuple[str, float, float, float]  # (kind, started_at, finished_at, compute seconds)

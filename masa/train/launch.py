@@ -67,14 +67,27 @@ def _start_ranks(spec_path: Path, nproc: int, env: dict[str, str] | None) -> lis
                              text=True, bufsize=1) for e in envs]
 
 
+_FORK_SAFE = False
+
+
+def allow_forked_ranks() -> None:
+    """Declare this process fit to fork ranks from: it has imported modules but run no tensor op.
+    An OpenMP team, once a process has started one (any torch op big enough to go parallel), does not
+    survive a fork: the child hangs at its first parallel region (seen in a test process, 2026-12-02).
+    masa.pipeline.warm declares each task it forks from its import-only server; nothing else does."""
+    global _FORK_SAFE
+    _FORK_SAFE = True
+
+
 def forks_ranks() -> bool:
     """Whether ranks are forked from this process rather than started as fresh interpreters: on Linux,
-    when this process has already imported what a rank imports (DeepSpeed, transformers, the worker),
-    as a warm `masa run` task has (masa.pipeline.warm preloads them). A rank spends ~10 s of a smoke
-    round importing them (measured 2026-12-02: 11.4 s from launch to the first optimizer step, 0.4 s of
-    it training); forked, it starts with them. A cold process gains nothing from forking and starts
-    fresh interpreters, as a pod or `masa train` does."""
-    return sys.platform == "linux" and all(m in sys.modules for m in ("deepspeed", "transformers", "masa.train.worker"))
+    in a process declared fork-safe (`allow_forked_ranks`) that has already imported what a rank
+    imports (DeepSpeed, transformers, the worker), as a warm `masa run` task has (masa.pipeline.warm
+    preloads them). A rank spends ~10 s of a smoke round importing them (measured 2026-12-02: 11.4 s
+    from launch to the first optimizer step, 0.4 s of it training); forked, it starts with them. Any
+    other process (a pod, `masa train`, `masa run --cold`) starts fresh interpreters."""
+    return _FORK_SAFE and sys.platform == "linux" and all(
+        m in sys.modules for m in ("deepspeed", "transformers", "masa.train.worker"))
 
 
 class ForkedRank:
