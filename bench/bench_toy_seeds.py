@@ -15,7 +15,7 @@ cores) and takes about as long as `make run`. Prints per seed, then mean / min /
 - saved_gating   solution tokens that gating saved (the report's estimate), whole run
 - saved_cutoff   tokens that early cutoff saved, whole run
 - meta_share     meta tokens / all rollout tokens of the MASA-efficient branch (issue 15: <= 0.15)
-- run_s          the run's wall time (report timing.total_s) and overhead share
+- run_s, overhead  the run's wall time (report timing.total_s) and its overhead share
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _fmt(v: float | None) -> str:
 
 
 def table(per_seed: dict[str, dict[str, float | None]]) -> str:
-    lines = [f"{'seed':<8}" + "".join(f"{c:>14}" for c in COLUMNS)]
+    lines = [f"{'run':<8}" + "".join(f"{c:>14}" for c in COLUMNS)]
     for name, f in per_seed.items():
         lines.append(f"{name:<8}" + "".join(f"{_fmt(f[c]):>14}" for c in COLUMNS))
     for label, agg in (("mean", statistics.fmean), ("min", min), ("max", max)):
@@ -95,7 +95,9 @@ def main() -> int:
     ap.add_argument("--reports", type=Path, nargs="+", help="tabulate these report.json files, run nothing")
     a = ap.parse_args()
     if a.reports:
-        reports = {p.parent.parent.name or str(p): p for p in a.reports}
+        reports = {f"run{i}": p for i, p in enumerate(a.reports)}
+        for name, p in reports.items():
+            print(f"{name}: {p}")
     else:
         out = a.out or Path(tempfile.mkdtemp(prefix="masa-toy-seeds-"))
         reports = {str(s): run_seed(s, a.sets, out / f"seed-{s}") for s in a.seeds}
