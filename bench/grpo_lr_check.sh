@@ -4,7 +4,7 @@
 # setting sees the same prompts and sampling seeds in round r; prints the training-rollout accuracy of
 # round r (the policy after r rounds, 1,024 samples) per setting, and the base model's on those prompts.
 #
-#   bash bench/grpo_lr_check.sh OUT [ROUNDS]       # settings: the preset (lr 2e-4) and lr 2e-5
+#   bash bench/grpo_lr_check.sh OUT [ROUNDS]       # settings: lr 2e-4 (the preset until 2026-12-02) and 2e-5 (since)
 #
 # 2026-12-02, 2-core machine, 5 rounds: base 0.312/0.300/0.292/0.324/0.295, lr 2e-4 0.312/0.205/0.243/
 # 0.232/0.222, lr 2e-5 0.312/0.302/0.314/0.344/0.331. ~2 min per round on an idle machine.
@@ -44,5 +44,5 @@ run() {  # NAME TRAIN(yes|no) [--set k=v ...]
 }
 echo "training-rollout accuracy per round (round 0: the base model):"
 run base no
-run lr2e-4 yes
+run lr2e-4 yes --set train.lr=2e-4
 run lr2e-5 yes --set train.lr=2e-5
