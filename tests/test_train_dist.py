@@ -136,7 +136,7 @@ def test_ranks_forked_from_a_warm_process_train_as_fresh_ones(runs, data, tmp_pa
 
 def test_a_forked_rank_that_fails_fails_the_round_with_its_output(data, tmp_path):
     """A forked rank's exception reaches the round's error message, as a fresh rank's traceback does,
-    and a rank killed by a signal fails the round with that signal's status, the other rank stopped."""
+    and a rank killed by a signal fails the round, the other rank stopped."""
     args = [data["model"], data["scored"], data["experts"]]
     # a malformed fault spec makes rank 1 raise ValueError inside the worker
     kind, msg = _in_warm_task([*args, str(tmp_path / "o1")], work_dir=str(tmp_path / "w1"),
@@ -144,7 +144,9 @@ def test_a_forked_rank_that_fails_fails_the_round_with_its_output(data, tmp_path
     assert kind == "FAILED" and re.search(r"exited with code 1(.|\n)*invalid literal for int", msg), msg
     kind, msg = _in_warm_task([*args, str(tmp_path / "o2")], work_dir=str(tmp_path / "w2"),
                               env={FAULT_ENV: "rank=1,step=1,micro=0"})
-    assert kind == "FAILED" and "exited with code -9" in msg, msg
+    # which exit the launcher sees first is a race: the killed rank's -9, or the other rank's 1 when its
+    # collective fails on the dead peer first (CI, 2026-12-02); either way the round fails
+    assert kind == "FAILED" and re.search(r"exited with code (-9|1);", msg), msg
 
 
 def test_a_process_not_declared_fork_safe_starts_fresh_ranks():
