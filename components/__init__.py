@@ -11,8 +11,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from masa.components.benchmark import benchmark
+from masa.components.benchmark_shard import benchmark_shard
 from masa.components.configure import configure
 from masa.components.data_filter import data_filter
+from masa.components.merge_benchmarks import merge_benchmarks
 from masa.components.merge_rollouts import merge_rollouts
 from masa.components.prepare import prepare
 from masa.components.promote import promote
@@ -25,10 +27,11 @@ from masa.components.train import train
 
 # which image family runs each step
 IMAGE_OF = {
-    "configure": "cpu", "stage": "cpu", "prepare": "cpu", "data_filter": "cpu", "resume": "cpu", "merge_rollouts": "cpu", "score": "cpu", "report": "cpu",
-    "rollout": "vllm", "benchmark": "vllm", "promote": "vllm", "train": "deepspeed",
+    "configure": "cpu", "stage": "cpu", "prepare": "cpu", "data_filter": "cpu", "resume": "cpu", "merge_rollouts": "cpu", "merge_benchmarks": "cpu", "score": "cpu", "report": "cpu",
+    "rollout": "vllm", "benchmark": "vllm", "benchmark_shard": "vllm", "promote": "vllm", "train": "deepspeed",
 }
 FUNCTIONS = {f.__name__: f for f in (configure, stage, prepare, data_filter, resume, rollout, merge_rollouts, score, train, benchmark,
+                                        benchmark_shard, merge_benchmarks,
                                         promote, report)}
 
 

@@ -194,6 +194,9 @@ class ResourcesConfig:
     # pods generating one round's rollouts side by side, each on rollout_gpus GPUs, then one merge
     # (masa.runner.shards); the rows do not depend on it
     rollout_shards: int = 1
+    # pods benchmarking one checkpoint side by side, each over a slice of the problems on benchmark_gpus
+    # GPUs, then one merge (masa.runner.eval_shards); the figures do not depend on it
+    benchmark_shards: int = 1
     # a `stage` step after configure copies every input that is not yet in the store (a hub id, or a local
     # path) into it, pinned by revision (masa.steps.stage), so the other steps read only the store; its pod
     # needs egress to the hub. Gated repositories: a Secret with key HF_TOKEN, named here ("" = no token)
@@ -205,6 +208,7 @@ class ResourcesConfig:
         for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "keep_train_states", "rounds_per_run"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
         check(self.rollout_shards >= 1, "rollout_shards", "must be >= 1", p)
+        check(self.benchmark_shards >= 1, "benchmark_shards", "must be >= 1", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)
         check(self.train_nodes == 1 or self.train_gpus >= 1, "train_nodes",
               "> 1 needs resources.train_gpus >= 1 (the TrainJob's GPUs per node)", p)
@@ -238,21 +242,25 @@ class ImagesConfig:
 MAX_TASKS_PER_RUN = 40
 
 
-def run_tasks(branches: int, rounds: int, *, first: bool, last: bool, per_round: int = 3, fixed: int = 3) -> int:
+def run_tasks(branches: int, rounds: int, *, first: bool, last: bool, per_round: int = 3, fixed: int = 3,
+              per_benchmark: int = 1) -> int:
     """Tasks of a run covering `rounds` rounds: `fixed` = configure, prepare, data filter (and stage, with
     `resources.stage_inputs`); per branch one
     hand-over (`resume`) unless it is the first run, `per_round` per round (rollout, score, train: 3;
     with rollout shards 5, the ParallelFor and its task plus the merge); in the last run the base and
-    per-branch benchmarks, the promote step and the report."""
-    return fixed + (0 if first else branches) + per_round * rounds * branches + (branches + 3 if last else 0)
+    per-branch benchmarks (`per_benchmark` each: 1, or with benchmark shards 3, the ParallelFor, its
+    task and the merge), the promote step and the report."""
+    benchmarks = (branches + 1) * per_benchmark + 2 if last else 0
+    return fixed + (0 if first else branches) + per_round * rounds * branches + benchmarks
 
 
-def auto_rounds_per_run(branches: int, rounds: int, per_round: int = 3, fixed: int = 3) -> int:
+def auto_rounds_per_run(branches: int, rounds: int, per_round: int = 3, fixed: int = 3, per_benchmark: int = 1) -> int:
     """All rounds in one run when that fits MAX_TASKS_PER_RUN, else the most a middle-or-last run
     (hand-overs, benchmarks and report) can hold."""
-    if run_tasks(branches, rounds, first=True, last=True, per_round=per_round, fixed=fixed) <= MAX_TASKS_PER_RUN:
+    shape = dict(per_round=per_round, fixed=fixed, per_benchmark=per_benchmark)
+    if run_tasks(branches, rounds, first=True, last=True, **shape) <= MAX_TASKS_PER_RUN:
         return rounds
-    overhead = run_tasks(branches, 0, first=False, last=True, fixed=fixed)
+    overhead = run_tasks(branches, 0, first=False, last=True, fixed=fixed, per_benchmark=per_benchmark)
     return max(1, (MAX_TASKS_PER_RUN - overhead) // (per_round * branches))
 
 
@@ -339,7 +347,8 @@ class RunConfig:
                   f"{tp} does not divide resources.{step}_gpus={gpus}: {gpus % max(tp, 1)} GPUs would stay "
                   f"idle; use a divisor of {gpus}, or 0 for one engine on all of them", p)
         worst = max((run_tasks(len(self.branches), len(seg), first=i == 0, last=i == len(self.segments) - 1,
-                               per_round=self.tasks_per_round, fixed=self.fixed_tasks)
+                               per_round=self.tasks_per_round, fixed=self.fixed_tasks,
+                               per_benchmark=self.tasks_per_benchmark)
                     for i, seg in enumerate(self.segments)), default=0)
         check(worst <= MAX_TASKS_PER_RUN, "resources.rounds_per_run",
               f"gives a run of {worst} tasks, above {MAX_TASKS_PER_RUN}; use 0 (automatic) or fewer rounds", p)
@@ -388,6 +397,11 @@ class RunConfig:
         return 3 if self.resources.rollout_shards == 1 else 5
 
     @property
+    def tasks_per_benchmark(self) -> int:
+        """Tasks of one checkpoint's benchmark (see `run_tasks`)."""
+        return 1 if self.resources.benchmark_shards == 1 else 3
+
+    @property
     def fixed_tasks(self) -> int:
         """Tasks every run has once: configure, prepare, data filter, and stage (`resources.stage_inputs`)."""
         return 4 if self.resources.stage_inputs else 3
@@ -397,7 +411,7 @@ class RunConfig:
         """The rounds of each submitted run, in order (one run unless the DAG would exceed
         MAX_TASKS_PER_RUN tasks; docs/deploy.md, "Bounded runs")."""
         k = self.resources.rounds_per_run or auto_rounds_per_run(len(self.branches), self.rounds, self.tasks_per_round,
-                                                                 self.fixed_tasks)
+                                                                 self.fixed_tasks, self.tasks_per_benchmark)
         return tuple(range(s, min(s + k, self.rounds)) for s in range(0, self.rounds, max(k, 1)))
 
     def to_dict(self) -> dict[str, Any]:

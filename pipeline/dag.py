@@ -1,5 +1,6 @@
 """The DAG: configure → prepare → data filter → N rounds × (rollout → score → train) per branch →
-benchmark of the base and final checkpoints → promote (docs/promotion.md) → report.
+benchmark of the base and final checkpoints (each one task, or `resources.benchmark_shards` tasks and a
+merge) → promote (docs/promotion.md) → report.
 
 Rounds and branches (GRPO baseline beside MASA when `compare`) are unrolled when the pipeline is
 built from a `RunConfig`; the other settings are pipeline parameters, editable in the Kubeflow UI.
@@ -51,7 +52,8 @@ def _build(cfg: RunConfig, segment: int, *, local: bool, scheduled: bool):
     # (kfp/local/orchestrator/task_spec_utils.py), so local rollout shards take the configuration as a
     # constant: the compiled one stamped as configure stamps it (locally the UI parameters are the
     # compiled defaults; the data snapshot is part of the run's identity, masa.steps.configure)
-    local_cj = stamp(cfg).to_json() if local and cfg.resources.rollout_shards > 1 else None
+    sharded = cfg.resources.rollout_shards > 1 or cfg.resources.benchmark_shards > 1
+    local_cj = stamp(cfg).to_json() if local and sharded else None
 
     def step(task, name: str, display: str):
         _resources(task, cfg, name)
@@ -87,11 +89,11 @@ def _build(cfg: RunConfig, segment: int, *, local: bool, scheduled: bool):
             # MASA-efficient) is benchmarked as baseline-<branch>, its figures in that step's output
             key = "grpo" if branch == "grpo" else ("masa" if branch == cfg.algorithm.name else f"baseline-{branch}")
             if last:
-                evals[key] = step(c.benchmark(config_json=cj, name=key, model=policy), "benchmark",
-                                  f"benchmark · {key}").outputs["results"]
+                evals[key] = _benchmark(dsl, c, cfg, step, cj, local_cj, key, policy)
             histories[key], finals[key] = history, policy
         if last:
-            _benchmark_promote_report(c, cfg, step, cj, base, evals, histories, finals)
+            base_eval = _benchmark(dsl, c, cfg, step, cj, local_cj, "base", base)
+            _promote_report(c, cfg, step, cj, base, base_eval, evals, histories, finals)
 
     return masa_pipeline
 
@@ -114,10 +116,22 @@ def _configure(c, cfg: RunConfig, step, config_json: str, ui: dict, scheduled: b
     return staged.output
 
 
-def _benchmark_promote_report(c, cfg: RunConfig, step, cj, base, evals: dict, histories: dict, finals: dict):
-    """The last run's end: the base checkpoint's benchmark, the promote step, the report."""
-    base_eval = step(c.benchmark(config_json=cj, name="base", model=base), "benchmark",
-                     "benchmark · base").outputs["results"]
+def _benchmark(dsl, c, cfg: RunConfig, step, cj, local_cj: str | None, name: str, model):
+    """One checkpoint's benchmark results: one task, or a ParallelFor of `benchmark_shards` tasks over
+    slices of the problems and a merge."""
+    n = cfg.resources.benchmark_shards
+    if n == 1:
+        return step(c.benchmark(config_json=cj, name=name, model=model), "benchmark",
+                    f"benchmark · {name}").outputs["results"]
+    with dsl.ParallelFor(list(range(n)), parallelism=n) as k:  # kfp.local: the constant config (build_pipeline)
+        part = step(c.benchmark_shard(config_json=local_cj or cj, name=name, model=model, shard=k), "benchmark",
+                    f"benchmark · {name} · shard")
+    return step(c.merge_benchmarks(config_json=cj, name=name, shards=dsl.Collected(part.outputs["outcomes"])),
+                "merge", f"benchmark · {name} · merge").outputs["results"]
+
+
+def _promote_report(c, cfg: RunConfig, step, cj, base, base_eval, evals: dict, histories: dict, finals: dict):
+    """The last run's end: the promote step and the report."""
     kwargs = {f"{k}_eval": v for k, v in evals.items() if k in ("grpo", "masa")}
     kwargs.update({f"{k}_history": v for k, v in histories.items() if k in ("grpo", "masa")})
     who = cfg.candidate

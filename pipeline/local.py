@@ -57,12 +57,13 @@ class RunInProgress(RuntimeError):
 def total_steps(cfg: RunConfig) -> int:
     """Steps shown over every segment: its tasks less configure (instantaneous and silent; a later
     segment's configure is a cache hit, and cache hits are shown)."""
-    segs, b, n = cfg.segments, len(cfg.branches), cfg.resources.rollout_shards
-    # with shards a round shows n rollout lines and the merge, not the ParallelFor task itself
+    segs, b, n, m = cfg.segments, len(cfg.branches), cfg.resources.rollout_shards, cfg.resources.benchmark_shards
+    # with shards a round shows n rollout lines and the merge, not the ParallelFor task itself; a
+    # benchmark m shard lines and its merge
     per_round = 3 if n == 1 else n + 3
     # configure is never shown (instantaneous, silent; a cache hit on every rerun)
     return sum(run_tasks(b, len(s), first=i == 0, last=i == len(segs) - 1, per_round=per_round,
-                         fixed=cfg.fixed_tasks) - 1
+                         fixed=cfg.fixed_tasks, per_benchmark=1 if m == 1 else m + 1) - 1
                for i, s in enumerate(segs))
 
 

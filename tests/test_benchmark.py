@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from masa.runner.evaluate import EvalSettings, benchmark_name, run_benchmarks
+from masa.runner.evaluate import EvalSettings, ProblemOutcome, benchmark_name, run_benchmarks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 AIME = SHARED / "aime2025" / "test.parquet"
@@ -77,29 +77,95 @@ def test_meta_awareness_hand_values():
     #   median of (2, 4, 7) = 4 -> 0.5, so the MAE of the median is 0; parse rate 3/4.
     from types import SimpleNamespace
 
-    import torch
-
     from masa.algo.meta import format_meta_completion
     from masa.data.records import Problem
-    from masa.runner.evaluate import _meta_awareness
+    from masa.runner.evaluate import _meta_awareness, _meta_outcomes
 
     def meta(k):
         return SimpleNamespace(text=format_meta_completion("An addition.", notions=["addition"], pass_rate=k,
                                                            solution_length=10))
 
+    s = EvalSettings(k=4, n_solution=8, max_tokens=64)
     p = Problem(prompt_id="p", problem="What is 1 + 2?", answer="3")
-    sols = [[SimpleNamespace(text="addition \\boxed{3}")] * 4]
-    metas = [[meta(2), meta(4), meta(7), SimpleNamespace(text="no json")]]
-    correct = torch.tensor([[True, False, True, False]])
-    lengths = torch.tensor([[10, 12, 11, 9]])
-    figures, rows = _meta_awareness([p], sols, metas, correct, lengths,
-                                    EvalSettings(k=4, n_solution=8, max_tokens=64))
+    sols = [SimpleNamespace(text="addition \\boxed{3}")] * 4
+    correct = (True, False, True, False)
+    predictions = _meta_outcomes(p, sols, [meta(2), meta(4), meta(7), SimpleNamespace(text="no json")], correct, s)
+    assert [m.pass_rate if m else None for m in predictions] == [2, 4, 7, None]
+    o = ProblemOutcome("p", correct=correct, lengths=(10, 12, 11, 9), meta=predictions, tokens=0)
+    figures, rows = _meta_awareness([o], s)
     assert figures["pass_rate_mae"] == pytest.approx(0.625 / 3)
     assert figures["pass_rate_mae_median"] == 0.0
     assert figures["parse_rate"] == 0.75
     assert rows == [{"prompt_id": "p", "observed": 0.5, "predicted": pytest.approx(13 / 24), "median": 0.5}]
     # length 10 lies in the correct samples' range [10, 11] for all three parsed predictions
     assert figures["length_in_range"] == 1.0
+
+
+# ------------------------------------------------------------------ issue 13: benchmark shards
+
+
+@pytest.mark.slow
+def test_benchmark_sharded_over_problems_gives_the_unsharded_figures(tiny_model_dir, tmp_path):
+    # The tiny model taught to answer 13 problems right or wrong (two answers each, so samples vary)
+    # and their meta prompts with pass rates 0, 2 or 4 of 4: every figure, meta ones included, has
+    # values. On the real vLLM CPU engine the benchmark runs whole, as 3 shards (slices of 5, 4, 4
+    # problems) merged, and as 20 shards (most empty). A problem's samples depend only on its own
+    # seed and the merge takes every figure over the problems in order, so all that is measured is
+    # equal; only the seconds differ.
+    from tiny_model import overfit_tiny_model
+
+    from masa.algo.meta import render_meta_prompt
+    from masa.engines import EngineConfig, make_engine
+    from masa.runner.eval_shards import merge_shards, sample_shard
+
+    s = EvalSettings(k=4, temperature=1.0, max_tokens=48, n_solution=4, max_prompt_tokens=512)
+    sums = [(a, 2 * a + 1) for a in range(1, 14)]
+    rows = [{"data_source": "tests", "prompt": [{"role": "user", "content": f"What is {a} + {b}?"}], "ability": "math",
+             "reward_model": {"style": "rule", "ground_truth": {"target": str(a + b)}},
+             "extra_info": {"index": i, "split": "test"}} for i, (a, b) in enumerate(sums)]
+    (tmp_path / "sums").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "sums" / "test.parquet")
+    pairs = [(f"What is {a} + {b}?", f"\\boxed{{{a + b + wrong}}}") for a, b in sums for wrong in (0, a % 3)]
+    pairs += [(render_meta_prompt(f"What is {a} + {b}?", n_solution=4, max_response_tokens=48),
+               json.dumps({"math_notion": ["addition"], "pass_rate": k, "solution_length": 6}))
+              for a, b in sums for k in (0, 2, 4)]
+    model = overfit_tiny_model(tiny_model_dir, tmp_path / "taught", pairs, steps=150, target_loss=0.05)
+    sources, names = [str(tmp_path / "sums" / "test.parquet")], ["sums"]
+    engine = make_engine(EngineConfig(model=str(model), backend="vllm", dtype="float32", max_model_len=512))
+    try:
+        whole = run_benchmarks("", sources, s, engine=engine, names=names)
+        parts = {n: [json.loads(json.dumps(sample_shard(engine, sources, names, s, shard=k, shards=n)))
+                     for k in reversed(range(n))] for n in (3, 20)}  # through JSON, as the merge step reads them
+    finally:
+        engine.close()
+
+    def measured(r):
+        return {k: v for k, v in r["benchmarks"]["sums"].items() if not k.endswith("_s") and k != "shards"}
+
+    m = measured(whole)
+    assert m["n_problems"] == 13 and 0 < m["accuracy"] < 1 and m["meta"]["parse_rate"] > 0.5, m
+    assert [len(p["benchmarks"]["sums"]["outcomes"]) for p in sorted(parts[3], key=lambda p: p["shard"])] == [5, 4, 4]
+    for n, got in parts.items():
+        merged = merge_shards(got, s)
+        assert measured(merged) == m, n
+        assert merged["benchmarks"]["sums"]["shards"] == n
+    with pytest.raises(ValueError, match=r"expected 1 and 0\.\.2 of 3"):
+        merge_shards(parts[3][:2], s)  # a shard missing is named, never merged into smaller figures
+
+
+def test_merged_shards_where_no_problem_fits_fail_in_one_line():
+    from masa.data.records import DataError
+    from masa.runner.eval_shards import SHARD_FORMAT, merge_shards
+
+    def part(k):
+        return {"format": SHARD_FORMAT, "shard": k, "shards": 2, "wall_s": 1.0, "benchmarks": {"b": {
+            "outcomes": [], "n_skipped": 2, "skipped_reason": "prompt over 48 tokens", "longest_prompt": 60 + k,
+            "context": 64, "generation_s": 0.0, "wall_s": 1.0, "source": "b.parquet", "rejected_rows": 0}}}
+
+    with pytest.raises(DataError) as e:
+        merge_shards([part(0), part(1)], EvalSettings(k=2))
+    assert str(e.value) == ("no benchmark problem fits: all 4 have a prompt over 48 tokens; the longest prompt "
+                            "has 61 tokens, the model's context is 64")
 
 
 # ------------------------------------------------------------------ issue 14: instruction, meta budget, context

@@ -25,7 +25,9 @@ def display_names(path) -> list[str]:
 # the paper preset as shipped, 3 branches' worth of tasks (a stand-in for a 3-branch compare: GRPO
 # beside MASA at 2 branches, and compare=false), and the local presets
 CASES = [(p, []) for p in PRESETS] + [("paper", ["compare=false"]), ("paper", ["rounds=200"]),
-                                      ("paper", ["resources.rollout_shards=4"]), ("toy", ["resources.rollout_shards=2"])]
+                                      ("paper", ["resources.rollout_shards=4"]), ("toy", ["resources.rollout_shards=2"]),
+                                      ("paper", ["resources.benchmark_shards=4"]),
+                                      ("toy", ["resources.rollout_shards=2", "resources.benchmark_shards=2"])]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,8 @@ def test_every_run_of_a_preset_compiles_to_at_most_40_tasks(preset, overrides, c
     assert [r for seg in cfg.segments for r in seg] == list(range(cfg.rounds))
     n = len(cfg.segments)
     counts = [run_tasks(len(cfg.branches), len(s), first=i == 0, last=i == n - 1,
-                        per_round=cfg.tasks_per_round) for i, s in enumerate(cfg.segments)]
+                        per_round=cfg.tasks_per_round, per_benchmark=cfg.tasks_per_benchmark)
+              for i, s in enumerate(cfg.segments)]
     assert max(counts) <= MAX_TASKS_PER_RUN, (preset, counts)
     # the IR of each distinct shape (first, middle, last two) holds exactly the tasks counted; the runs
     # in between have the middle one's rounds, so its count (compiling 105 paper runs takes minutes)
@@ -113,3 +116,16 @@ def test_submit_follow_creates_each_run_after_the_previous_succeeded():
     names = [b["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] for m, p, b in kfp.requests
              if m == "POST" and p.startswith("/apis/v2beta1/runs")]
     assert names == ["masa-smoke-part1of2", "masa-smoke-part2of2"]
+
+
+def test_a_missing_rollout_shard_is_named_not_merged(tmp_path):
+    # the merge refuses a round whose shards are not exactly 0..N-1 (a shard lost to a retry that never
+    # ran would otherwise train on part of the round), naming what it got
+    from masa.runner.layout import Pointer, write_pointer
+    from masa.steps.rollout import merge_rollouts_step
+
+    cfg = load_config("smoke", [f"store={tmp_path / 'store'}", "resources.rollout_shards=2"])
+    write_pointer(tmp_path / "s1.json", Pointer(store=cfg.store, prefix="x", kind="rollouts", shard=1))
+    with pytest.raises(ValueError, match=r"grpo round 1: got shards \[1\], expected 0\.\.1"):
+        merge_rollouts_step(cfg, branch="grpo", round_idx=0, shard_ptrs=[str(tmp_path / "s1.json")],
+                            out_ptr=str(tmp_path / "out.json"))

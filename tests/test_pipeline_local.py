@@ -116,19 +116,22 @@ def test_report_html_layout_in_headless_chromium(smoke, tmp_path):
 
 
 def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_and_rows(smoke, tmp_path):
-    # Two scale-out shapes and the process start at once, each checked against the one-run, one-pod,
+    # Three scale-out shapes and the process start at once, each checked against the one-run, one-pod,
     # warm DAG (same seeds, inputs):
     # - resources.rounds_per_run=1 cuts smoke's 2 rounds into 2 runs (docs/deploy.md, "Bounded runs"):
     #   the second starts from the checkpoint and history the first left in the store;
     # - resources.rollout_shards=2: each round's rollout is a ParallelFor of 2 tasks (kfp.local runs it)
     #   and a merge, on the real vLLM CPU engine; MASA-efficient's gating sees every prompt's meta
     #   samples in each shard.
+    # - resources.benchmark_shards=2: each checkpoint's benchmark is a ParallelFor of 2 tasks over halves
+    #   of the held-out problems and a merge (masa.runner.eval_shards): the report's figures must not move.
     # - and the process start: the smoke run forks its steps from the warm server (masa.pipeline.warm,
     #   the default), this one starts each in a fresh interpreter (`masa run --cold`).
-    # One run covers all three (a run per shape cost a whole smoke run each): a difference in any shows
+    # One run covers all four (a run per shape cost a whole smoke run each): a difference in any shows
     # as a difference in the rows or figures below.
     cfg, out, result = smoke
-    split = load_config("smoke", ["resources.rounds_per_run=1", "resources.rollout_shards=2"])
+    split = load_config("smoke", ["resources.rounds_per_run=1", "resources.rollout_shards=2",
+                                  "resources.benchmark_shards=2"])
     assert [list(s) for s in split.segments] == [[0], [1]]
     again = run_local(split, tmp_path / "out", warm=False)
     assert result["warm_tasks"] >= 12 and again["warm_tasks"] == 0  # at least 2 branches x 2 rounds x 3 steps
@@ -147,7 +150,8 @@ def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_
 
     one, two = (json.loads(Path(x["report_json"]).read_text()) for x in (result, again))
     def figures(report):  # what was measured, not where or how long
-        return {ck: {b: {k: v for k, v in r.items() if not k.endswith("_s") and k not in ("source", "uri")} for b, r in e.items()}
+        return {ck: {b: {k: v for k, v in r.items() if not k.endswith("_s") and k not in ("source", "uri", "shards")}
+                     for b, r in e.items()}
                 for ck, e in report["eval"].items()}
 
     assert figures(two) == figures(one)

@@ -30,6 +30,8 @@ STEPS = {
     "resume": ("masa.steps.resume", "resume_step"),
     "train": ("masa.steps.train", "train_step"),
     "benchmark": ("masa.steps.benchmark", "benchmark_step"),
+    "benchmark-shard": ("masa.steps.benchmark", "benchmark_shard_step"),
+    "merge-benchmarks": ("masa.steps.benchmark", "merge_benchmark_step"),
     "promote": ("masa.steps.promote", "promote_step"),
     "report": ("masa.steps.report", "build_report"),
 }

@@ -13,10 +13,12 @@ benchmark in the verl layout runs with no code change.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +73,58 @@ def prompt_limit(context: int | None, s: EvalSettings) -> tuple[int, str]:
     return s.max_prompt_tokens, f"prompt over max_prompt_tokens ({s.max_prompt_tokens})"
 
 
-def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, meta: bool = True) -> dict[str, Any]:
-    """Sample, judge and score one benchmark; returns its figures and per-problem calibration rows.
+@dataclass(frozen=True)
+class MetaOutcome:
+    """One parsed meta sample of a problem: its predicted count of correct attempts (of G), length, and
+    the notion reward its notions earned against the problem's solutions."""
 
-    Problems whose prompt does not fit (`prompt_limit`) are skipped and counted (`n_skipped`,
-    `skipped_reason`); only a benchmark where nothing fits fails, in one line.
-    meta=False samples only the solution path (the rounds' held-out accuracy)."""
+    pass_rate: int
+    solution_length: int
+    notion: float
+
+
+@dataclass(frozen=True)
+class ProblemOutcome:
+    """What one problem's k solutions and k meta samples did: every figure of `figures` is a function of a
+    list of these, so a benchmark sharded over problems (`resources.benchmark_shards`) merges exactly."""
+
+    prompt_id: str
+    correct: tuple[bool, ...]  # (k,) the verifier's verdicts
+    lengths: tuple[int, ...]  # (k,) solution lengths in tokens
+    meta: tuple[MetaOutcome | None, ...]  # one per meta sample (None: did not parse); () without meta
+    tokens: int  # every generated token of the problem, solutions and meta
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProblemOutcome:
+        return cls(prompt_id=d["prompt_id"], correct=tuple(d["correct"]), lengths=tuple(d["lengths"]),
+                   meta=tuple(None if m is None else MetaOutcome(**m) for m in d["meta"]), tokens=d["tokens"])
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """One benchmark's (or one shard of it) sampled and judged problems, before any figure is taken."""
+
+    outcomes: list[ProblemOutcome]
+    n_skipped: int  # problems whose prompt did not fit (`prompt_limit`)
+    skipped_reason: str  # why they did not fit
+    longest_prompt: int  # tokens of the longest prompt seen (for the error when none fits)
+    context: int | None  # the model's context length
+    generation_s: float
+
+    def no_fit_error(self) -> DataError:
+        n = self.n_skipped
+        return DataError(f"no benchmark problem fits: all {n} have a {self.skipped_reason}; the longest prompt has "
+                         f"{self.longest_prompt} tokens, the model's context is "
+                         f"{self.context if self.context is not None else 'unknown'}")
+
+
+def sample_outcomes(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, meta: bool = True) -> Sampled:
+    """Sample k solutions (and, with `meta`, k meta predictions) per problem and judge them. Problems whose
+    prompt does not fit (`prompt_limit`) are skipped and counted. Each request's seed is a function of
+    the problem alone, so a problem's samples do not depend on which other problems share the call."""
     tok = engine.tokenizer
     context = context_len(engine)
     limit, why = prompt_limit(context, s)
@@ -94,31 +142,66 @@ def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, me
             reqs.append(GenerationRequest(ids, SamplingSpec(n=s.k, temperature=s.temperature, top_p=s.top_p,
                                                             max_tokens=room,
                                                             seed=request_seed(s.seed, 0, p.prompt_id, f"eval-{path}"))))
-    if not kept:
-        raise DataError(f"no benchmark problem fits: all {len(problems)} have a {why}; the longest prompt has "
-                        f"{longest} tokens, the model's context is {context if context is not None else 'unknown'}")
     t0 = time.monotonic()
-    out = engine.generate(reqs)
+    out = engine.generate(reqs) if reqs else []
     gen_s = time.monotonic() - t0
-    sols, metas = (out[0::2], out[1::2]) if meta else (out, [])
+    sols, metas = (out[0::2], out[1::2]) if meta else (out, [[] for _ in kept])
     verdicts = verify_batch([(smp.text, p.answer) for p, g in zip(kept, sols, strict=True) for smp in g],
                             timeout_s=s.verifier_timeout_s)
-    correct = torch.tensor([v.correct for v in verdicts], dtype=torch.bool).view(len(kept), s.k)
-    lengths = torch.tensor([len(smp.response_token_ids) for g in sols for smp in g]).view(len(kept), s.k)
+    outcomes = []
+    for i, p in enumerate(kept):
+        correct = tuple(bool(v.correct) for v in verdicts[i * s.k: (i + 1) * s.k])
+        outcomes.append(ProblemOutcome(
+            prompt_id=p.prompt_id, correct=correct, lengths=tuple(len(x.response_token_ids) for x in sols[i]),
+            meta=_meta_outcomes(p, sols[i], metas[i], correct, s) if meta else (),
+            tokens=sum(len(x.response_token_ids) for x in (*sols[i], *metas[i]))))
+    return Sampled(outcomes, n_skipped=len(problems) - len(kept), skipped_reason=why, longest_prompt=longest,
+                   context=context, generation_s=gen_s)
+
+
+def _meta_outcomes(p: Problem, sols, metas, correct: tuple[bool, ...], s: EvalSettings) -> tuple[MetaOutcome | None, ...]:
+    parsed = [parse_meta(m.text, n_solution=s.n_solution, max_response_tokens=s.meta_max_tokens or s.max_tokens)
+              for m in metas]
+    rewards = notion_rewards([x.notions if isinstance(x, MetaPrediction) else None for x in parsed],
+                             problem=p.problem, solution_texts=[smp.text for smp in sols],
+                             solution_correct=list(correct))
+    return tuple(MetaOutcome(x.pass_rate, x.solution_length, float(r)) if isinstance(x, MetaPrediction) else None
+                 for x, r in zip(parsed, rewards, strict=True))
+
+
+def evaluate(engine: Engine, problems: Sequence[Problem], s: EvalSettings, *, meta: bool = True) -> dict[str, Any]:
+    """Sample, judge and score one benchmark; returns its figures and per-problem calibration rows.
+
+    Problems whose prompt does not fit (`prompt_limit`) are skipped and counted (`n_skipped`,
+    `skipped_reason`); only a benchmark where nothing fits fails, in one line.
+    meta=False samples only the solution path (the rounds' held-out accuracy)."""
+    sampled = sample_outcomes(engine, problems, s, meta=meta)
+    if not sampled.outcomes:
+        raise sampled.no_fit_error()
+    return figures(sampled.outcomes, s, meta=meta, n_skipped=sampled.n_skipped,
+                   skipped_reason=sampled.skipped_reason, generation_s=sampled.generation_s)
+
+
+def figures(outcomes: Sequence[ProblemOutcome], s: EvalSettings, *, meta: bool, n_skipped: int = 0,
+            skipped_reason: str | None = None, generation_s: float = 0.0) -> dict[str, Any]:
+    """A benchmark's figures from its problems' outcomes, in problem order (the order fixes the float sums,
+    so shards merged in order give the unsharded figures exactly)."""
+    correct = torch.tensor([o.correct for o in outcomes], dtype=torch.bool).view(len(outcomes), s.k)
     c = correct.sum(1)
-    figures = {
+    samples = len(outcomes) * s.k * (2 if meta else 1)
+    out = {
         "accuracy": float(avg_at_k(correct, torch.ones_like(correct))),
         "accuracy_stderr": _finite(accuracy_stderr(correct, torch.ones_like(correct))),
         "pass_at_k": {str(k): float(pass_at_k(torch.full_like(c, s.k), c, k).mean()) for k in _pass_ks(s.k)},
-        "k": s.k, "n_problems": len(kept), "n_skipped": len(problems) - len(kept),
-        "skipped_reason": why if len(kept) < len(problems) else None,
-        "tokens": int(sum(len(smp.response_token_ids) for g in out for smp in g)),
-        "generation_s": round(gen_s, 3), "samples_per_s": round(len(out) * s.k / max(gen_s, 1e-9), 3),
+        "k": s.k, "n_problems": len(outcomes), "n_skipped": n_skipped,
+        "skipped_reason": skipped_reason if n_skipped else None,
+        "tokens": int(sum(o.tokens for o in outcomes)),
+        "generation_s": round(generation_s, 3), "samples_per_s": round(samples / max(generation_s, 1e-9), 3),
     }
-    figures["spread"] = outcome_spread(c, s.k)  # how many problems give a group-normalised advantage a signal
+    out["spread"] = outcome_spread(c, s.k)  # how many problems give a group-normalised advantage a signal
     if meta:
-        figures["meta"], figures["calibration"] = _meta_awareness(kept, sols, metas, correct, lengths, s)
-    return figures
+        out["meta"], out["calibration"] = _meta_awareness(outcomes, s)
+    return out
 
 
 def _finite(x: torch.Tensor) -> float | None:
@@ -126,31 +209,27 @@ def _finite(x: torch.Tensor) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) -> tuple[dict, list]:
+def _meta_awareness(outcomes: Sequence[ProblemOutcome], s: EvalSettings) -> tuple[dict, list]:
     errs, med_errs, in_range, notions, rows = [], [], [], [], []
     err_sums, err_counts = [], []  # per problem, for the MAE's standard error over problems
     n_meta = 0
-    for i, p in enumerate(problems):
-        parsed = [parse_meta(m.text, n_solution=s.n_solution, max_response_tokens=s.meta_max_tokens or s.max_tokens)
-                  for m in metas[i]]
-        preds = [x for x in parsed if isinstance(x, MetaPrediction)]
-        n_meta += len(parsed)
-        observed = float(correct[i].float().mean())
-        ok_len = lengths[i][correct[i]]
+    for o in outcomes:
+        preds = [x for x in o.meta if x is not None]
+        n_meta += len(o.meta)
+        observed = sum(o.correct) / len(o.correct)
+        ok_len = [n for n, ok in zip(o.lengths, o.correct, strict=True) if ok]
         err_sums.append(sum(abs(x.pass_rate / s.n_solution - observed) for x in preds))
         err_counts.append(len(preds))
         for x in preds:
             errs.append(abs(x.pass_rate / s.n_solution - observed))
-            in_range.append(bool(len(ok_len)) and int(ok_len.min()) <= x.solution_length <= int(ok_len.max()))
-        r = notion_rewards([x.notions if isinstance(x, MetaPrediction) else None for x in parsed], problem=p.problem,
-                           solution_texts=[smp.text for smp in sols[i]], solution_correct=correct[i].tolist())
-        notions.extend(float(v) for v, x in zip(r, parsed, strict=True) if isinstance(x, MetaPrediction))
+            in_range.append(bool(ok_len) and min(ok_len) <= x.solution_length <= max(ok_len))
+            notions.append(x.notion)
         if preds:
             # the median is what gating acts on (masa.algo.gating); the per-sample error above also
             # charges the spread of the sampled predictions
             median = statistics.median(x.pass_rate for x in preds) / s.n_solution
             med_errs.append(abs(median - observed))
-            rows.append({"prompt_id": p.prompt_id, "observed": observed,
+            rows.append({"prompt_id": o.prompt_id, "observed": observed,
                          "predicted": sum(x.pass_rate for x in preds) / len(preds) / s.n_solution,
                          "median": median})
     rho = float(spearman(torch.tensor([r["predicted"] for r in rows]), torch.tensor([r["observed"] for r in rows]))) \
@@ -167,6 +246,16 @@ def _meta_awareness(problems, sols, metas, correct, lengths, s: EvalSettings) ->
     return meta, rows
 
 
+def load_benchmark(src: str, s: EvalSettings) -> tuple[list[Problem], list]:
+    """A benchmark's problems (the first `s.max_problems`) and its rejected rows; none usable is an error."""
+    problems, rejected = load_problems(src, split="test")
+    if s.max_problems:
+        problems = problems[: s.max_problems]
+    if not problems:
+        raise DataError(f"benchmark {src}: no usable problem ({len(rejected)} rows rejected)")
+    return problems, rejected
+
+
 def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backend: str = "auto",
                    dtype: str = "auto", gpu_memory_utilization: float = 0.2, engine: Engine | None = None,
                    names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -180,11 +269,7 @@ def run_benchmarks(model: str, sources: Sequence[str], s: EvalSettings, *, backe
     results: dict[str, Any] = {}
     try:
         for src, name in zip(sources, names or [benchmark_name(x) for x in sources], strict=True):
-            problems, rejected = load_problems(src, split="test")
-            if s.max_problems:
-                problems = problems[: s.max_problems]
-            if not problems:
-                raise DataError(f"benchmark {src}: no usable problem ({len(rejected)} rows rejected)")
+            problems, rejected = load_benchmark(src, s)
             t = time.monotonic()
             results[name] = {**evaluate(engine, problems, s), "wall_s": round(time.monotonic() - t, 3),
                                             "source": src, "rejected_rows": len(rejected)}

@@ -92,7 +92,7 @@ def merge_rollouts_step(cfg: RunConfig, *, branch: str, round_idx: int, shard_pt
     """One round's rollout shard from its `rollout_shards` parts, in shard (= prompt) order."""
     ptrs = sorted((read_pointer(p) for p in shard_ptrs), key=lambda p: p.shard)
     if [p.shard for p in ptrs] != list(range(cfg.resources.rollout_shards)):
-        raise ValueError(f"{branch} round {round_idx + 1}: got shards {[p['shard'] for p in ptrs]}, "
+        raise ValueError(f"{branch} round {round_idx + 1}: got shards {[p.shard for p in ptrs]}, "
                          f"expected 0..{cfg.resources.rollout_shards - 1}")
     prefix = run_layout(cfg).part(branch, round_idx, "rollouts")
     fp = digest([manifest_digest(p) for p in ptrs])

@@ -28,6 +28,7 @@ SHOWN = {
     "score": ("train_accuracy", "meta_pass_rate_mae", "heldout_accuracy"),
     "train": ("policy_loss", "grad_norm", "wall_s"),
     "benchmark": ("accuracy",),
+    "benchmark_shard": ("problems", "shard"),
     "report": ("speedup_tokens",),
 }
 
