@@ -148,3 +148,66 @@ def test_parquet_schema_matches_shared_data(tmp_path: Path) -> None:
     if not shared.exists():
         pytest.skip(f"shared data not found at {shared}")
     assert ours.equals(pq.read_schema(shared).remove_metadata())
+
+
+# ------------------------------------------------------------------ the chain task (issue 15)
+
+
+def test_chain_hand_written_example() -> None:
+    from masa.toy.chain import ChainProblem
+
+    # 47 + 385: ones 7+5=12 (carry), tens 4+8+1=13 (carry), hundreds 0+3+1=4 -> 432, 2 carries;
+    # 432 - 129: ones 2-9<0 (borrow) 12-9=3, tens 3-2-1=0, hundreds 4-1=3 -> 303, 1 borrow
+    p = ChainProblem((47, 385, 129), ("+", "-"))
+    assert p.question == "What is 47 + 385 - 129?"
+    assert p.values == (432, 303) and p.answer == 303 and p.target == "303"
+    assert p.solution == "\n".join([
+        "Step 1, addition: 47 + 385.",
+        "ones: 7+5=12, write 2, carry 1.",
+        "tens: 4+8+1=13, write 3, carry 1.",
+        "hundreds: 0+3+1=4, write 4.",
+        "So 47 + 385 = 432.",
+        "Step 2, subtraction: 432 - 129.",
+        "ones: 2-9<0, borrow 1: 12-9=3, write 3.",
+        "tens: 3-2-1=0, write 0.",
+        "hundreds: 4-1=3, write 3.",
+        "So 432 - 129 = 303.",
+        "Answer: \\boxed{303}",
+    ])
+    assert (p.carries, p.borrows) == (2, 1)
+    assert p.notions == ("addition", "subtraction", "carry", "borrow")
+    assert p.reasoning == "2 steps, 2 carries, 1 borrow."
+    assert p.kind == "2-step" and p.level == 3  # 2 steps + 3 columns - 2
+
+
+def test_every_chain_is_correct_and_its_notions_are_its_words() -> None:
+    import random
+
+    from masa.toy.chain import random_chain
+
+    rng = random.Random(5)
+    chains = [random_chain(rng, max_ops=3, max_digits=3) for _ in range(3000)]
+    assert {len(p.ops) for p in chains} == {1, 2, 3}
+    for p in chains:
+        # the question read independently, left to right, gives the boxed answer
+        tokens = p.question.removeprefix("What is ").removesuffix("?").split()
+        value = int(tokens[0])
+        for op, t in zip(tokens[1::2], tokens[2::2], strict=True):
+            value = value + int(t) if op == "+" else value - int(t)
+            assert value >= 0  # running values never go below zero
+        assert extract_boxed_int(p.solution) == value == p.answer
+        for lhs, rhs in _EQUATION.findall(p.solution):
+            assert _eval(lhs) == int(rhs), (lhs, rhs, p.solution)
+        for word in ("carry", "borrow", "addition", "subtraction"):
+            assert (word in p.solution) == (word in p.notions), (word, p.solution)
+
+
+def test_bad_chains_are_rejected() -> None:
+    from masa.toy.chain import ChainProblem
+
+    with pytest.raises(ValueError, match="below zero"):
+        ChainProblem((3, 5), ("-",))
+    with pytest.raises(ValueError, match="n >= 1 operations and n \\+ 1 terms"):
+        ChainProblem((3,), ())
+    with pytest.raises(ValueError, match="operations must be in"):
+        ChainProblem((3, 5), ("*",))

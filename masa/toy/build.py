@@ -30,11 +30,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from masa.algo.meta import MetaPrediction, format_meta_completion, parse_meta, render_meta_prompt
+from masa.algo.meta import KEYS, META_CLOSE, META_OPEN, MetaPrediction, format_meta_completion, parse_meta, render_meta_prompt
 from masa.toy import task
+from masa.toy.chain import random_chain
 from masa.toy.model import make_model, n_parameters
 from masa.toy.recipe import TOY, ToyRecipe
-from masa.toy.task import meta_reasoning
 from masa.toy.tokenizer import train_tokenizer
 from masa.toy.warmstart import encode, meta_parse_rate, probe, warm_start
 
@@ -187,8 +187,11 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     show.phase(f"building recipe {recipe.name} ({key}): data, tokenizer, {recipe.steps} warm-start steps, probe")
     torch.manual_seed(recipe.seed)
     (out / "data").mkdir(parents=True)
+    draw = (lambda rng: random_chain(rng, max_ops=recipe.max_ops, max_digits=recipe.max_digits)) \
+        if recipe.task == "chain" else None
     train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed,
-                                          max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits)
+                                          max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits,
+                                          draw=draw)
     task.write_parquet(train, "train", out / "data" / "train.parquet")
     task.write_parquet(heldout, "heldout", out / "data" / "heldout.parquet")
     show.phase(f"data: {len(train)} train / {len(heldout)} held-out problems; training the tokenizer")
@@ -252,6 +255,11 @@ def _meta_fns(recipe: ToyRecipe):
     return meta_parser, meta_prompt
 
 
+# The meta completion's fixed strings (masa.algo.meta's canonical form: `<meta>...</meta>` then
+# {"math_notion": [...], "pass_rate": k, "solution_length": n}), one token each with `key_tokens`
+META_KEY_TOKENS = (META_OPEN, META_CLOSE, *(f'"{k}": ' for k in KEYS))
+
+
 def _tokenize(recipe: ToyRecipe, train):
     """Train the tokenizer on the corpus, then encode solution and (random-valued) meta examples."""
     _, meta_prompt = _meta_fns(recipe)
@@ -259,16 +267,16 @@ def _tokenize(recipe: ToyRecipe, train):
     # A few meta completions teach the BPE the JSON's punctuation; their values need not vary,
     # since digits are always single tokens.
     rng = random.Random(recipe.seed + 1)
-    corpus = [t for p, mp in zip(train, prompts, strict=True) for t in (p.question, p.solution, mp, meta_reasoning(p))]
+    corpus = [t for p, mp in zip(train, prompts, strict=True) for t in (p.question, p.solution, mp, p.reasoning)]
     tokenizer = train_tokenizer(corpus + [format_meta_completion("", notions=p.notions, pass_rate=0,
                                                                  solution_length=1) for p in train[:64]],
-                                vocab_size=recipe.vocab_size)
+                                vocab_size=recipe.vocab_size, added=META_KEY_TOKENS if recipe.key_tokens else ())
     solutions = [encode(tokenizer, p.question, p.solution) for p in train]
     lengths = sorted(len(e.ids) - e.n_prompt for e in solutions)  # incl. eos, as the rollouts count
     length_range = (lengths[0], min(lengths[-1], recipe.max_response_tokens))
     metas = [
         encode(tokenizer, mp, format_meta_completion(
-            meta_reasoning(p), notions=p.notions, pass_rate=rng.randint(0, recipe.n_solution),
+            p.reasoning, notions=p.notions, pass_rate=rng.randint(0, recipe.n_solution),
             solution_length=rng.randint(*length_range)))
         for p, mp in zip(train, prompts, strict=True)
     ]

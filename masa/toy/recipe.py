@@ -23,6 +23,10 @@ from masa.toy.model import VLLM_HEAD_DIMS
 # Bump when the build's code changes what it produces (task text, tokenizer, model, warm start):
 # it is part of the cache key, so old caches are not reused.
 CODE_VERSION = 3  # 3: fixed step count, cosine lr decay, deterministic kernels
+TASKS = ("columns", "chain")
+# Fields added after CODE_VERSION 3: they enter the hash only when they differ from these values, so the
+# caches of the recipes that existed before (their hashes are quoted in docs and README) stay valid.
+_LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False}
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,13 @@ class ToyRecipe:
     n_heldout: int = 1000
     max_digits: int = 4  # addition / subtraction operands: 1..max_digits digits
     max_mul_digits: int = 3  # multiplication: 1..max_mul_digits digits times one digit
+    # "columns": one operation per problem (masa.toy.task); "chain": 1..max_ops additions and
+    # subtractions worked as steps (masa.toy.chain), solutions several times a meta prediction's length
+    task: str = "columns"
+    max_ops: int = 3
+    # the meta path's fixed strings (<meta>, </meta>, the JSON keys) as one token each: a prediction
+    # then costs about its values, not its punctuation (masa.toy.build.META_KEY_TOKENS)
+    key_tokens: bool = False
     # the run's G and token budget, as rendered in the meta prompt and bounding its values (the
     # defaults are those of the `toy` preset; masa.steps.prepare replaces them with the run's)
     n_solution: int = 8
@@ -71,6 +82,8 @@ class ToyRecipe:
             check(getattr(self, k) >= 1, k, "must be >= 1", p)
         check(1 <= self.max_digits <= 4, "max_digits", "must be in 1..4", p)
         check(1 <= self.max_mul_digits <= 4, "max_mul_digits", "must be in 1..4", p)
+        check(self.task in TASKS, "task", f"must be one of {TASKS}", p)
+        check(1 <= self.max_ops <= 4, "max_ops", "must be in 1..4", p)
         check(self.n_probe <= self.n_train, "n_probe", f"must be <= n_train ({self.n_train})", p)
         check(self.max_model_len > self.max_response_tokens, "max_model_len", "must exceed max_response_tokens", p)
         check(self.vocab_size >= 259, "vocab_size", "must be >= 259 (256 bytes + 3 special tokens)", p)
@@ -86,7 +99,8 @@ class ToyRecipe:
 
     def hash(self) -> str:
         """16 hex digits over the recipe's values and CODE_VERSION (the cache key)."""
-        blob = json.dumps({"code_version": CODE_VERSION, **self.to_dict()}, sort_keys=True)
+        fields = {k: v for k, v in self.to_dict().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+        blob = json.dumps({"code_version": CODE_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -97,7 +111,11 @@ TOY = ToyRecipe()
 # build the pipeline's smoke run uses (the pipeline replaces them with the run's values).
 SMOKE = dataclasses.replace(TOY, name="smoke", n_solution=4, max_response_tokens=128, n_train=128,
                             n_heldout=32, steps=30, n_probe=4, probe_samples=2)
-RECIPES = {"toy": TOY, "smoke": SMOKE}
+# The chain task (issue 15): solutions of 1-3 steps, ~80-250 tokens, against ~30-token predictions.
+# Longer sequences per example, so half the batch of TOY for about the same seconds per step.
+CHAIN = dataclasses.replace(TOY, name="chain", task="chain", max_ops=3, max_digits=3, key_tokens=True,
+                            max_response_tokens=384, max_model_len=640, batch_size=32, steps=900)
+RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN}
 
 
 def get_recipe(name: str) -> ToyRecipe:

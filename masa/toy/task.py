@@ -82,6 +82,15 @@ class ArithmeticProblem:
         """Difficulty 1..5: columns plus regroupings (a proxy; the measured pass rate is the truth)."""
         return max(1, min(5, self.n_columns + self.regroups - 1))
 
+    @property
+    def kind(self) -> str:
+        """The parquet row's `type`: the operation's name."""
+        return OP_NAMES[self.op]
+
+    @property
+    def reasoning(self) -> str:
+        return meta_reasoning(self)
+
 
 def _digit(n: int, i: int) -> int:
     return n // 10**i % 10
@@ -178,16 +187,18 @@ def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int) 
 
 
 def generate_splits(n_train: int, n_heldout: int, *, seed: int, max_digits: int = 4,
-                    max_mul_digits: int = 3) -> tuple[list[ArithmeticProblem], list[ArithmeticProblem]]:
-    """Disjoint train and held-out problem lists, deterministic from `seed`."""
+                    max_mul_digits: int = 3, draw=None) -> tuple[list, list]:
+    """Disjoint train and held-out problem lists, deterministic from `seed`. `draw(rng)` draws one
+    problem (default: `random_problem` with the digit limits; the chain task passes its own)."""
     rng = random.Random(seed)
+    draw = draw or (lambda r: random_problem(r, max_digits=max_digits, max_mul_digits=max_mul_digits))
     seen: set[ArithmeticProblem] = set()
     out: list[ArithmeticProblem] = []
     # The problem space is large (>10^7) for the default digits; the cap only guards tiny settings.
     for _ in range(20 * (n_train + n_heldout) + 1000):
         if len(out) == n_train + n_heldout:
             break
-        p = random_problem(rng, max_digits=max_digits, max_mul_digits=max_mul_digits)
+        p = draw(rng)
         if p not in seen:
             seen.add(p)
             out.append(p)
@@ -202,7 +213,7 @@ def to_rows(problems: Sequence[ArithmeticProblem], split: str) -> list[dict]:
     return [
         {
             "level": f"Level {p.level}",
-            "type": OP_NAMES[p.op],
+            "type": p.kind,
             "data_source": DATA_SOURCE,
             "prompt": [{"content": p.question, "role": "user"}],
             "ability": "math",

@@ -27,12 +27,13 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], *, vocab_size: int):
+def train_tokenizer(texts: Iterable[str], *, vocab_size: int, added: tuple[str, ...] = ()):
     """Train the BPE on `texts` and wrap it as a `transformers.PreTrainedTokenizerFast`.
 
     `vocab_size` counts the 256 byte symbols and the special tokens; training is deterministic.
+    `added`: strings that become one (non-special) token each, matched before the BPE, on top of it.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
@@ -50,6 +51,8 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if added:
+        tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in added])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=IM_END, pad_token=PAD, unk_token=None, bos_token=None,
         additional_special_tokens=[IM_START], model_max_length=4096, padding_side="left",
