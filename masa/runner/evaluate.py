@@ -286,5 +286,4 @@ def heldout_accuracy(engine: Engine, problems: list[Problem], s: EvalSettings) -
     r = evaluate(engine, problems, s, meta=False)
     # its seconds are work of the step (the report's timing counts them as compute, not overhead)
     return {"accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"], "n_problems": r["n_problems"],
-            "k": r["k"], "tokens": r["tokens"], "generation_s": r["generation_s"],
-            "wall_s": round(time.monotonic() - t0, 3)}
+            "k": r["k"], "tokens": r["tokens"], "wall_s": round(time.monotonic() - t0, 3)}

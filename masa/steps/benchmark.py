@@ -36,9 +36,14 @@ def _run(cfg: RunConfig, model_ptr: str, out_path: str, work):
     return result, ptr.uri or f"{ptr.store}/{ptr.prefix}"
 
 
-def _finish(result: dict[str, Any], name: str, uri: str, started: float, out_path: str) -> dict[str, Any]:
+def _write(result: dict[str, Any], name: str, uri: str, started: float, out_path: str) -> None:
+    """`result` stamped with the checkpoint and the step's wall-clock span (the report's timing), as JSON."""
     result.update(checkpoint=name, uri=uri, started_at=started, finished_at=time.time())
     Path(out_path).write_text(json.dumps(result, indent=1))
+
+
+def _finish(result: dict[str, Any], name: str, uri: str, started: float, out_path: str) -> dict[str, Any]:
+    _write(result, name, uri, started, out_path)
     first = next(iter(result["benchmarks"].values()))
     return {"accuracy": first["accuracy"], "wall_s": result["wall_s"], "results": result,
             **{f"{n}.accuracy": r["accuracy"] for n, r in result["benchmarks"].items()}}
@@ -59,8 +64,7 @@ def benchmark_shard_step(cfg: RunConfig, *, name: str, model_ptr: str, out_path:
     n = cfg.resources.benchmark_shards
     part, uri = _run(cfg, model_ptr, out_path,
                      lambda engine, sources, names, s: sample_shard(engine, sources, names, s, shard=shard, shards=n))
-    part.update(checkpoint=name, uri=uri, started_at=started, finished_at=time.time())
-    Path(out_path).write_text(json.dumps(part))
+    _write(part, name, uri, started, out_path)
     return {"problems": sum(len(b["outcomes"]) for b in part["benchmarks"].values()), "wall_s": part["wall_s"],
             "shard": shard}
 

@@ -30,7 +30,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from masa.algo.meta import KEYS, META_CLOSE, META_OPEN, MetaPrediction, format_meta_completion, parse_meta, render_meta_prompt
+from masa.algo.meta import (
+    KEYS,
+    META_CLOSE,
+    META_OPEN,
+    MetaPrediction,
+    format_meta_completion,
+    parse_meta,
+    render_meta_prompt,
+)
 from masa.toy import task
 from masa.toy.chain import random_chain
 from masa.toy.model import make_model, n_parameters
