@@ -11,6 +11,8 @@ without a GPU; writes them to bench/results/cost_constants_cpu.json (the model r
 - vLLM engine start-up (CPU build, in-process engine, tiny model): the framework's fixed cost, a
   floor for a GPU engine (which adds weight loading, measured separately as S3 + bytes/param).
 - DeepSpeed start-up: `deepspeed.initialize` with ZeRO-3 on one gloo rank, tiny model, imports included.
+- Bytes per parameter of the resumable training state (ZeRO-3, bf16: what each round publishes
+  beside its model so the next round continues AdamW).
 """
 
 from __future__ import annotations
@@ -99,6 +101,34 @@ def deepspeed_startup(d: Path) -> float:
     return float(r.stdout.strip().splitlines()[-1])
 
 
+def train_state_bytes_per_param(d: Path) -> float:
+    """Bytes per parameter of the resumable DeepSpeed state our train step publishes each round
+    (`masa.train.checkpoint.save_state`: ZeRO-3 with bf16 as the `paper` preset trains: bf16
+    weights, fp32 master weights and AdamW's two fp32 moments, partitioned), one gloo rank, tiny model."""
+    code = (
+        "import os, sys, json, torch, deepspeed; sys.path.insert(0,'tests'); from pathlib import Path;"
+        "from tiny_model import build_tiny_model; from transformers import AutoModelForCausalLM;"
+        "from masa.train.checkpoint import save_state;"
+        f"m=AutoModelForCausalLM.from_pretrained(build_tiny_model('{d}/st', hidden=256, layers=4), dtype=torch.bfloat16);"
+        "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT='29592', RANK='0', LOCAL_RANK='0', WORLD_SIZE='1');"
+        "deepspeed.ops.__compatible_ops__['deepspeed_shm_comm']=False;"
+        "deepspeed.init_distributed(dist_backend='gloo');"
+        "cfg={'train_micro_batch_size_per_gpu':1,'zero_optimization':{'stage':3},'bf16':{'enabled':True}};"
+        "opt=torch.optim.AdamW(m.parameters(), lr=1e-5);"
+        "e,_,_,_=deepspeed.initialize(model=m, optimizer=opt, config=cfg);"
+        "n=sum(p.ds_numel for p in e.module.parameters());"
+        # AdamW creates its moments at the first step: take one, as every round's state has
+        "x=torch.tensor([[1,2,3,4]]); e.backward(e(input_ids=x, labels=x).loss); e.step();"
+        f"save_state(e, Path('{d}/state'), {{}});"
+        f"size=sum(f.stat().st_size for f in Path('{d}/state').rglob('*') if f.is_file());"
+        "print(size/n)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    if r.returncode:
+        raise RuntimeError(r.stderr[-3000:])
+    return float(r.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=256, help="object size for the S3 figures")
@@ -114,6 +144,7 @@ def main() -> None:
             "checkpoint_bytes_per_param_bf16": bytes_per_param(Path(d)),
             "vllm_startup_s_cpu_tiny": vllm_startup(Path(d)),
             "deepspeed_zero3_startup_s_cpu_tiny": deepspeed_startup(Path(d)),
+            "train_state_bytes_per_param_zero3_bf16": train_state_bytes_per_param(Path(d)),
         }
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

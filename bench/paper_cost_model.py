@@ -45,6 +45,9 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
         "s3_down_MBps": Const(s3["down_MBps"], "measured", f"same run, verified download: {cmd}"),
         "ckpt_bytes_per_param": Const(m["checkpoint_bytes_per_param_bf16"], "measured",
                                       f"consolidated bf16 safetensors / parameters: {cmd}"),
+        "state_bytes_per_param": Const(m["train_state_bytes_per_param_zero3_bf16"], "measured",
+                                       "resumable ZeRO-3 bf16 state (fp32 master weights + AdamW's two fp32 "
+                                       f"moments) / parameters, after one step; ZeRO's K = 12: {cmd}"),
         "vllm_start_s": Const(m["vllm_startup_s_cpu_tiny"], "measured",
                               f"vLLM CPU engine start, tiny model (framework floor, weights excluded): {cmd}"),
         "deepspeed_start_s": Const(m["deepspeed_zero3_startup_s_cpu_tiny"], "measured",
@@ -113,24 +116,42 @@ def training_s(c: dict[str, Const], gpus: int = 8) -> float:
     return tokens * flops_per_token / (v["train_mfu"] * v["peak_bf16"] * gpus)
 
 
-def round_parts(c: dict[str, Const], *, s3_downloads: float, s3_uploads: float, tasks_per_round: float,
-                extra_tasks_per_segment: float = 0.0, rounds_per_run: int = 50, vol_reads: float = 0.0,
-                vol_writes: float = 0.0) -> dict[str, float]:
-    """Seconds per round and branch, by part: bf16 checkpoint transfers through S3 and, for the
-    volume design, through a shared volume (at this box's measured local-store rates)."""
+def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_round: float,
+                extra_tasks_per_segment: float = 0.0, rounds_per_run: int = 50, vol_read: float = 0.0,
+                vol_write: float = 0.0, engine_start: bool = True, snapshot: float = 0.0) -> dict[str, float]:
+    """Seconds per round and branch, by part. `s3_*`, `vol_*` and `snapshot` are bytes per round:
+    through S3, through a shared volume (at this box's measured local-store rates), and copied GPU ->
+    host memory over PCIe (each GPU its ZeRO partition, in parallel) for a background S3 upload."""
     v = {k: x.value for k, x in c.items()}
-    ckpt = v["params"] * v["ckpt_bytes_per_param"]
     sched = (tasks_per_round + extra_tasks_per_segment / rounds_per_run) * v["pods_per_task"] * v["pod_start_s"]
+    pcie = v["pcie_GBps"] * GB * v["pcie_efficiency"]
     return {
         "generation": generation_s(c),
         "scoring": 128 * 16 / v["verify_per_s"],
         "training": training_s(c),
-        "engine_start": v["vllm_start_s"] + v["deepspeed_start_s"],
-        "model_load": ckpt / (v["pcie_GBps"] * GB * v["pcie_efficiency"]),  # local copy -> GPU
-        "checkpoint_load": s3_downloads * ckpt / (v["s3_down_MBps"] * 1e6) + vol_reads * ckpt / (v["vol_read_MBps"] * 1e6),
-        "checkpoint_save": s3_uploads * ckpt / (v["s3_up_MBps"] * 1e6) + vol_writes * ckpt / (v["vol_write_MBps"] * 1e6),
+        "engine_start": (v["vllm_start_s"] + v["deepspeed_start_s"]) if engine_start else 0.0,
+        "model_load": weights_bytes(c) / pcie,  # local copy (or the trainer's GPUs) -> the engine's GPU
+        "checkpoint_load": s3_down / (v["s3_down_MBps"] * 1e6) + vol_read / (v["vol_read_MBps"] * 1e6),
+        "checkpoint_save": (s3_up / (v["s3_up_MBps"] * 1e6) + vol_write / (v["vol_write_MBps"] * 1e6)
+                            + snapshot / (pcie * 8)),
         "pipeline_scheduling": sched,
     }
+
+
+def weights_bytes(c: dict[str, Const]) -> float:
+    """The consolidated bf16 checkpoint: what a rollout engine loads."""
+    return c["params"].value * c["ckpt_bytes_per_param"].value
+
+
+def state_bytes(c: dict[str, Const]) -> float:
+    """The resumable training state: what the next train step needs to continue AdamW."""
+    return c["params"].value * c["state_bytes_per_param"].value
+
+
+def background_excess(c: dict[str, Const], parts: dict[str, float], upload_bytes: float) -> float:
+    """Seconds a round waits for a background S3 upload of `upload_bytes` per round: none while the
+    upload fits in the round's own time, the excess when the store is too slow to keep up."""
+    return max(0.0, upload_bytes / (c["s3_up_MBps"].value * 1e6) - sum(parts.values()))
 
 
 USEFUL = ("generation", "scoring", "training")
@@ -147,39 +168,45 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
 
     cfg = load_config("paper")
     k = len(cfg.segments[0])
+    w, st = weights_bytes(c), state_bytes(c)
+    runs = {"runs": len(cfg.segments), "fits_etcd": True}
+    seg = {"extra_tasks_per_segment": 4, "rounds_per_run": k}  # a resume task and 3 cache hits per run
+
+    def kept_up(tasks: float, **kw) -> dict[str, float]:
+        """Engines that stay up: the state stays in GPU memory, the policy reaches vLLM from the
+        trainer's GPUs, and every k rounds weights + state are copied to host memory and uploaded in
+        the background (torch.distributed.checkpoint's async_save pattern)."""
+        parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=tasks, engine_start=False,
+                            snapshot=(w + st) / k, **kw)
+        parts["checkpoint_save"] += background_excess(c, parts, (w + st) / k)
+        return parts
+
     return {
-        # as it stood: 50 rounds unrolled into one run; rollout, score and train each download the
-        # checkpoint (score only needed its tokenizer), train uploads the next one
-        "today": summarize(round_parts(c, s3_downloads=3, s3_uploads=1, tasks_per_round=3),
+        # as it stood: all rounds unrolled into one run; rollout, score and train each download the
+        # weights (score only needed the tokenizer), train the state too; train uploads both
+        "today": summarize(round_parts(c, s3_down=3 * w + st, s3_up=w + st, tasks_per_round=3),
                            runs=1, fits_etcd=False, note="307 tasks in one run: over etcd's limit"),
-        # item 0 alone: runs of K rounds, one resume task per branch and 3 cache hits per run
-        "bounded_runs": summarize(round_parts(c, s3_downloads=3, s3_uploads=1, tasks_per_round=3,
-                                              extra_tasks_per_segment=4, rounds_per_run=k),
-                                  runs=len(cfg.segments), fits_etcd=True),
+        # item 0 alone: runs of k rounds
+        "bounded_runs": summarize(round_parts(c, s3_down=3 * w + st, s3_up=w + st, tasks_per_round=3, **seg),
+                                  **runs),
         # implemented: bounded runs + scoring fetches the tokenizer only
-        "chosen": summarize(round_parts(c, s3_downloads=2, s3_uploads=1, tasks_per_round=3,
-                                        extra_tasks_per_segment=4, rounds_per_run=k),
-                            runs=len(cfg.segments), fits_etcd=True,
-                            note="bounded runs + tokenizer-only scoring (implemented)"),
-        # not implemented: checkpoints handed on through a shared volume (train writes, rollout and
-        # train read it in place), one S3 copy per run of k rounds for durability
-        "local_handoff": summarize(round_parts(c, s3_downloads=0, s3_uploads=1 / k, tasks_per_round=3,
-                                               extra_tasks_per_segment=4, rounds_per_run=k, vol_reads=2,
-                                               vol_writes=1),
-                                   runs=len(cfg.segments), fits_etcd=True,
-                                   note="a shared volume at this box's disk speed (not implemented)"),
+        "chosen": summarize(round_parts(c, s3_down=2 * w + st, s3_up=w + st, tasks_per_round=3, **seg),
+                            **runs, note="bounded runs + tokenizer-only scoring (implemented)"),
+        # not implemented: weights and state handed on through a shared volume (train writes, rollout and
+        # train read in place), one S3 copy per run of k rounds for durability
+        "local_handoff": summarize(round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, vol_read=2 * w + st,
+                                               vol_write=w + st, **seg),
+                                   **runs, note="a shared volume at this box's disk speed (not implemented)"),
         # not implemented: engines that stay up across rounds (one long-lived rollout and train pod)
-        "persistent_engines": summarize({**round_parts(c, s3_downloads=0, s3_uploads=1 / k, tasks_per_round=0),
-                                         "engine_start": 0.0}, runs=len(cfg.segments), fits_etcd=True,
-                                        note="loses per-round visible steps: rejected"),
+        "persistent_engines": summarize(kept_up(0), **runs, note="loses per-round visible steps: rejected"),
         # proposed, not implemented: the same long-lived engines, driven by per-round rollout, score and
-        # train tasks that stay visible in the DAG (thin CPU pods sending requests): the persistent
-        # design plus the scheduling of 3 tasks per round; weights reach the rollout engine in GPU
-        # memory (bounded here by one host bounce over PCIe), an S3 copy once per run of k rounds
-        "engine_services": summarize({**round_parts(c, s3_downloads=0, s3_uploads=1 / k, tasks_per_round=3,
-                                                    extra_tasks_per_segment=4, rounds_per_run=k),
-                                      "engine_start": 0.0}, runs=len(cfg.segments), fits_etcd=True,
+        # train tasks that stay visible in the DAG (thin CPU pods sending requests to them)
+        "engine_services": summarize(kept_up(3, **seg), **runs,
                                      note="persistent engines behind visible steps (proposed, not implemented)"),
+        # the same, but the S3 copy every k rounds waited for: why the copy must run in the background
+        "engine_services_sync_copy": summarize(
+            round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, engine_start=False, **seg),
+            **runs, note="engine services with a blocking S3 copy every run"),
     }
 
 
@@ -223,7 +250,8 @@ def main() -> None:
     args = ap.parse_args()
     c = constants(args.s3_MBps)
     out = {**designs(c), "size": size_model(c),
-           "s3_MBps_for_15pct": {d: breakeven_s3(d) for d in ("today", "chosen", "local_handoff")},
+           "s3_MBps_for_15pct": {d: breakeven_s3(d) for d in ("today", "chosen", "local_handoff",
+                                                            "engine_services_sync_copy")},
            "constants": {k: {"value": x.value, "kind": x.kind, "source": x.source} for k, x in c.items()}}
     if args.json:
         print(json.dumps(out, indent=1))
@@ -231,11 +259,12 @@ def main() -> None:
     names = [k for k in out if k not in ("size", "constants", "s3_MBps_for_15pct")]
     parts = list(out["today"]["parts_s"])
     print("seconds per paper-scale round and branch (bench/paper_cost_model.py)\n")
-    print(f"{'part':<22}" + "".join(f"{n:>20}" for n in names))
+    cols = [(n, max(10, len(n) + 2)) for n in names]
+    print(f"{'part':<22}" + "".join(f"{n:>{w}}" for n, w in cols))
     for p in parts:
-        print(f"{p:<22}" + "".join(f"{out[n]['parts_s'][p]:>20.0f}" for n in names))
-    print(f"{'round':<22}" + "".join(f"{out[n]['round_s']:>20.0f}" for n in names))
-    print(f"{'overhead share':<22}" + "".join(f"{out[n]['overhead_share']:>20.1%}" for n in names))
+        print(f"{p:<22}" + "".join(f"{out[n]['parts_s'][p]:>{w}.0f}" for n, w in cols))
+    print(f"{'round':<22}" + "".join(f"{out[n]['round_s']:>{w}.0f}" for n, w in cols))
+    print(f"{'overhead share':<22}" + "".join(f"{out[n]['overhead_share']:>{w}.1%}" for n, w in cols))
     s = out["size"]
     print(f"\nsize: today {s['today_tasks']} tasks ~ {s['today_workflow_bytes_est'] / MIB:.1f} MiB of Workflow; "
           f"now <= {s['tasks_per_run']} tasks per run, IR {s['ir_bytes'] / 1024:.0f} KiB "
