@@ -37,6 +37,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from masa.engines.service import SERVICES_ENV, stop_all
 from masa.train import launch
 
 # What the steps import (masa.steps.* pull in torch, transformers, pyarrow), and what `vllm.LLM()`
@@ -246,12 +247,15 @@ def warm_tasks(folder: Path, enabled: bool = True):
 
     server = WarmServer(folder)
     cold = handler.run_local_subprocess
+    # the run's engine services (masa.engines.service): warm tasks only; a short path, as for the server
+    engines = Path(tempfile.mkdtemp(prefix="masa-eng-"))
+    services = {SERVICES_ENV: f"{engines}:{os.getpid()}"}
 
     def run_local_subprocess(full_command, env_vars=None):
         parsed = task_argv(list(full_command))
         if parsed is None or not server.is_ready() or not warm_env(env_vars or {}, server.env):
             return cold(full_command, env_vars)
-        return server.run(parsed[0], parsed[1], {**os.environ, **(env_vars or {})})
+        return server.run(parsed[0], parsed[1], {**os.environ, **(env_vars or {}), **services})
 
     handler.run_local_subprocess = run_local_subprocess
     try:
@@ -259,3 +263,5 @@ def warm_tasks(folder: Path, enabled: bool = True):
     finally:
         handler.run_local_subprocess = cold
         server.close()
+        stop_all(engines)
+        shutil.rmtree(engines, ignore_errors=True)

@@ -25,6 +25,7 @@ from masa.engines.base import (
     resolve_model_dir,
 )
 from masa.engines.replicated import ReplicatedEngine
+from masa.engines.service import RemoteEngine, ServiceBusy, enabled_for
 from masa.telemetry.progress import phase
 
 
@@ -32,14 +33,26 @@ def make_engine(config: EngineConfig) -> Engine:
     """Start the backend named by `config.backend` (`auto`: vLLM if installed, else transformers),
     `config.replicas` times over when that is above one."""
     name = backend_name(config)
-    phase(f"starting the {name} engine" + (f" ×{config.replicas}" if config.replicas > 1 else ""))
+    service = enabled_for(config)
+    phase(f"starting the {name} engine" + (f" ×{config.replicas}" if config.replicas > 1 else "")
+          if service is None else f"loading the policy into the run's {name} engine service")
     t0 = time.perf_counter()
     if config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
         engine = ReplicatedEngine(replace(config, backend=name))
     else:
-        engine = start_backend(config)
+        engine = _from_service(config, service) if service is not None else None
+        engine = engine or start_backend(config)
     phase(f"{name} engine ready in {time.perf_counter() - t0:.1f} s; generating")
     return engine
+
+
+def _from_service(config: EngineConfig, service: tuple) -> Engine | None:
+    """`masa run`'s warm mode: the run's engine for this configuration (masa.engines.service); None
+    when it is serving another step."""
+    try:
+        return RemoteEngine(config, *service)
+    except ServiceBusy:
+        return None
 
 
 __all__ = [

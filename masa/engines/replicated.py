@@ -25,6 +25,7 @@ from pathlib import Path
 
 from masa.engines.backends import start_backend
 from masa.engines.base import EngineConfig, GenerationRequest, Sample, resolve_model_dir
+from masa.engines.service import answer
 
 
 def gpu_slices(replicas: int, tensor_parallel_size: int, visible: str | None = None) -> list[str]:
@@ -64,17 +65,8 @@ def _serve(conn, config: EngineConfig) -> None:
     try:
         engine = start_backend(config)
         conn.send(("ok", (engine.startup_s, engine.max_model_len)))
-        while True:
-            op, arg = conn.recv()
-            if op == "generate":
-                conn.send(("ok", engine.generate(arg)))
-            elif op == "load":
-                engine.load_weights(arg)
-                conn.send(("ok", None))
-            else:
-                engine.close()
-                conn.send(("ok", None))
-                return
+        answer(conn, engine)
+        engine.close()
     except BaseException:  # noqa: BLE001 - the parent re-raises it with the replica's traceback
         conn.send(("error", traceback.format_exc()))
 
