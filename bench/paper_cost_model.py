@@ -202,7 +202,7 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         # proposed, not implemented: the same long-lived engines, driven by per-round rollout, score and
         # train tasks that stay visible in the DAG (thin CPU pods sending requests to them)
         "engine_services": summarize(kept_up(3, **seg), **runs,
-                                     note="persistent engines behind visible steps (proposed, not implemented)"),
+                                     note="persistent engines behind visible steps (proposed; only the vLLM half is built, and only for masa run)"),
         # the same, but the S3 copy every k rounds waited for: why the copy must run in the background
         "engine_services_sync_copy": summarize(
             round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, engine_start=False, **seg),
