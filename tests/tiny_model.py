@@ -55,7 +55,8 @@ def build_tokenizer(vocab_size: int = 512):
     return fast
 
 
-def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden: int = 64, layers: int = 2,
+                     tied: bool = False) -> Path:
     """Write a random Qwen2 causal LM (float32 safetensors) and its tokenizer to `out_dir`.
 
     hidden 64 with 2 heads gives head_dim 32 (a size the vLLM CPU attention supports).
@@ -69,7 +70,7 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden: int = 64, la
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=False, torch_dtype="float32",
+        max_position_embeddings=2048, tie_word_embeddings=tied, torch_dtype="float32",
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
