@@ -12,8 +12,9 @@ def add_arguments(p):
                         "verify are still reused, so only missing or corrupt ones (and what depends on them) "
                         "are recomputed")
     p.add_argument("--cold", action="store_true",
-                   help="start every step in a fresh Python interpreter, as a cluster pod does (default: "
-                        "fork each step's process from one that has already imported torch, vLLM and the steps)")
+                   help="start every step in a fresh Python interpreter with its own vLLM engine, as a cluster "
+                        "pod does (default: fork each step's process from one that has already imported torch, "
+                        "vLLM and the steps, and keep one vLLM engine per configuration for the whole run)")
 
 
 def run(args) -> int:
