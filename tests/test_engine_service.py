@@ -12,6 +12,7 @@ import time
 
 import pytest
 from test_engines import _perturbed_copy, _prompt_ids
+from tiny_model import build_tiny_model
 
 from masa.engines import EngineConfig, GenerationRequest, SamplingSpec, make_engine
 from masa.engines.backends import start_backend
@@ -141,3 +142,26 @@ def _alive(pid: int) -> bool:
             return "zombie" not in f.read()
     except FileNotFoundError:
         return False
+
+
+def test_vllm_reload_of_a_tied_embedding_model_gives_a_fresh_engines_samples(tmp_path):
+    # Here, not in test_engines.py: closing an in-process engine tears down vLLM's process groups,
+    # which that module's shared engine needs. Regression: with tie_word_embeddings (Qwen3-0.6B/1.7B,
+    # the toy) vLLM's CPU reload rewrote the embedding but not the LM head's packed GEMM copy of it,
+    # so logits came from the old head
+    # (masa.engines.vllm_engine._repack_tied_head). The reloaded engine must sample exactly as one
+    # started on the new weights: same tokens, same log-probs.
+    base = build_tiny_model(tmp_path / "base", tied=True)
+    new = _perturbed_copy(base, tmp_path / "new")
+    cfg = dict(backend="vllm", max_model_len=256)
+    fresh = start_backend(EngineConfig(model=str(new), **cfg))
+    req = [GenerationRequest(_prompt_ids(fresh.tokenizer, "What is 2 + 3?"), SamplingSpec(n=4, max_tokens=24, seed=7))]
+    want = fresh.generate(req)[0]
+    fresh.close()
+    engine = start_backend(EngineConfig(model=str(base), **cfg))
+    try:
+        engine.load_weights(new)
+        got = engine.generate(req)[0]
+    finally:
+        engine.close()
+    assert [(s.response_token_ids, s.logprobs) for s in got] == [(s.response_token_ids, s.logprobs) for s in want]

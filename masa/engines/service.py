@@ -151,23 +151,37 @@ def _connect(config: EngineConfig, model_dir: Path, folder: Path, owner: int):
     sock = folder / f"{key}.sock"
     with (folder / f"{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per key, whatever runs beside this step
-        wait = _GREETING_S
-        try:
-            conn = Client(str(sock), family="AF_UNIX")
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.unlink(missing_ok=True)  # a service that died left its socket
-            _start(dataclasses.replace(config, model=str(model_dir)), sock, owner)
-            conn = Client(str(sock), family="AF_UNIX")
-            wait = _START_TIMEOUT_S  # ours and idle: only a loaded machine can delay its greeting
-    # the service greets a client when it takes it; one that does not within `wait` is busy
-    if conn.poll(wait):
-        try:
-            if conn.recv() == ("ok", "ready"):
-                return conn
-        except (EOFError, OSError):
-            pass
+        conn = _greeted(sock, _GREETING_S)
+        if conn is not None or _running(sock.with_suffix(".pid")):
+            return conn  # taken, or alive and serving another step
+        # none, or a dead one (whose socket may still accept: a process it forked can hold the fd)
+        sock.unlink(missing_ok=True)
+        _start(dataclasses.replace(config, model=str(model_dir)), sock, owner)
+        return _greeted(sock, _START_TIMEOUT_S)  # ours and idle: only a loaded machine delays it
+
+
+def _greeted(sock: Path, wait: float):
+    """A connection the service at `sock` has taken (it greets when it does), else None."""
+    try:
+        conn = Client(str(sock), family="AF_UNIX")
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    try:
+        if conn.poll(wait) and conn.recv() == ("ok", "ready"):
+            return conn
+    except (EOFError, OSError):
+        pass
     conn.close()
     return None
+
+
+def _running(pid_file: Path) -> bool:
+    """Whether the service that wrote `pid_file` is alive (a zombie is not)."""
+    try:
+        stat = Path(f"/proc/{int(pid_file.read_text())}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _start(config: EngineConfig, sock: Path, owner: int) -> None:
