@@ -40,8 +40,7 @@ def make_engine(config: EngineConfig) -> Engine:
     if config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
         engine = ReplicatedEngine(replace(config, backend=name))
     else:
-        engine = _from_service(config, service) if service is not None else None
-        engine = engine or start_backend(config)
+        engine = (_from_service(config, service) if service else None) or start_backend(config)
     phase(f"{name} engine ready in {time.perf_counter() - t0:.1f} s; generating")
     return engine
 

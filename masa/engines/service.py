@@ -11,9 +11,10 @@ own engine: a service there needs the weight sync in GPU memory and a pod of its
 
 The services' folder and the owner's process id reach the step through `SERVICES_ENV`, which
 masa.pipeline.warm sets for warm tasks only: cold tasks (`masa run --cold`, a cluster pod) never see it.
-A service serves one step at a time (a step that finds it busy starts its own engine), answers the same ("generate" | "load" | "close", arg) messages as
-an engine replica (`answer`), exits with its owner, and exits on any error (the next step starts a
-fresh one), so a failed step cannot leave a half-loaded engine behind.
+A service serves one step at a time (a step that finds it busy starts its own engine), answers the
+same ("generate" | "load" | "close", arg) messages as an engine replica (`answer`), exits with its
+owner, and exits on any error (the next step starts a fresh one), so a failed step cannot leave a
+half-loaded engine behind.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def _repack_tied_head(worker) -> None:
     rewrites the embedding, which is the head's weight, but never repacks the head: the logits kept
     the old policy's head (log-probs 0.02 nats off after one toy round, token choices changed;
     measured 2026-12-02). Repacking it from its current weight gives a fresh engine's numbers exactly
-    (tests/test_engines.py). GPUs do not pack; nothing to do there."""
+    (tests/test_engine_service.py). GPUs do not pack; nothing to do there."""
     from vllm.config import set_current_vllm_config
     from vllm.platforms import current_platform
 
