@@ -72,8 +72,15 @@ def test_second_build_is_a_cache_hit_and_force_rebuilds_identically(smoke, cache
 
 
 def test_same_recipe_same_weights_in_two_caches(smoke, tmp_path, monkeypatch, capfd) -> None:
-    """Reproducible builds: the smoke toy built again from an empty cache has the same bytes, weights,
-    tokenizer and data. Progress lines (no terminal here) name the phases and the time left."""
+    """Reproducible builds: the smoke toy built again from an empty cache, here with one intra-op thread
+    where the default is two, has the same bytes, weights, tokenizer and data (so the thread count fixed
+    by the build, not the machine's core count, is what the bytes depend on). Progress lines (no
+    terminal here) name the phases and the time left."""
+    import importlib
+
+    build_module = importlib.import_module("masa.toy.build")
+    assert build_module.BUILD_THREADS == 2
+    monkeypatch.setattr(build_module, "BUILD_THREADS", 1)
     monkeypatch.setenv("MASA_PROGRESS", "0")
     other = build(SMOKE, cache_dir=tmp_path / "second-cache", progress=True)
     assert not other.cache_hit and other.root != smoke.root

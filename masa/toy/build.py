@@ -10,7 +10,7 @@ Layout of one build (``<cache>/<recipe-hash>/``)::
 A build is written to a temporary sibling and renamed into place, under a file lock, so concurrent
 callers never see (or both make) a half-built directory; an existing directory is a cache hit.
 
-Reproducible: a fixed step count, every seed fixed, one torch thread and deterministic kernels
+Reproducible: a fixed step count, every seed fixed, a fixed torch thread count and deterministic kernels
 (`torch.use_deterministic_algorithms`) during the build, so the same recipe gives the same bytes
 (tests/test_toy_build.py builds the smoke toy in two caches and compares). Progress: one line per
 phase and, during the warm start, a bar on a terminal or a line every ~10% with the time left.
@@ -128,26 +128,36 @@ def build(recipe: ToyRecipe | None = None, *, cache_dir: str | os.PathLike | Non
     return dataclasses.replace(art, cache_hit=False)
 
 
+# Intra-op threads of the build, fixed: a matrix product's partial sums are split by thread count, so
+# the count is part of what the bytes depend on. 1 and 2 (and 4) threads give the same bits here, 3 do
+# not (measured 2026-12-02, AVX2 EPYC, 120 warm-start steps); 2 is 1.6x faster than 1 on 2 idle cores
+# (0.33 against 0.54 s per step) and keeps the same model as the 1-thread builds before it.
+BUILD_THREADS = 2
+
+
 @contextlib.contextmanager
 def _reproducible():
-    """One intra-op thread and deterministic kernels for the build; the caller's settings restored after.
+    """`BUILD_THREADS` intra-op threads and deterministic kernels for the build; the caller's settings
+    restored after.
 
-    One thread: the reductions of a matrix product are then summed in one order whatever the core
-    count (the bit-reproducibility of the build), and on a shared 2-core machine a second OpenMP thread
-    spin-waits, costing ~5x the CPU time per step (measured: 0.3 s vs 1.5 s per warm-start step;
-    bench/bench_toy_threads.py). Deterministic algorithms: torch raises rather than use a kernel with
-    no deterministic variant, so a future change cannot silently lose reproducibility.
+    A fixed thread count, not the machine's: the reductions of a matrix product are then split the same
+    way whatever the core count (tests/test_toy_build.py builds the smoke toy with 1 and 2 threads and
+    compares the bytes). On a machine whose cores are busy with other work, a second OpenMP thread
+    spin-waits (measured on a loaded 2-core box: 1.5 s against 0.3 s CPU per step); `masa run` builds
+    the toy before its pipeline starts, so the build has the machine to itself. Deterministic
+    algorithms: torch raises rather than use a kernel with no deterministic variant, so a future change
+    cannot silently lose reproducibility.
     """
     import torch
 
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
+    saved, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(BUILD_THREADS)
     torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(deterministic)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved)
 
 
 class _Progress:
