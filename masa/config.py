@@ -79,10 +79,15 @@ class RolloutConfig:
     # engine replicas (`engine_parallelism`). 0 = one engine over all of the step's GPUs. A model that
     # fits one GPU is faster as replicas (tensor_parallel_size: 1) than as one TP-8 engine.
     tensor_parallel_size: int = 0
+    # engines of a rollout or benchmark step on a machine without GPUs (`masa run` on a laptop): vLLM's
+    # CPU engine runs its scheduler in one Python thread, so one engine keeps about one core busy; N
+    # engines share the step's requests (the samples do not depend on N) and the cores
+    cpu_engines: int = 1
 
     def __post_init__(self) -> None:
         p: list[str] = []
         check(self.temperature > 0, "temperature", "must be > 0", p)
+        check(self.cpu_engines >= 1, "cpu_engines", "must be >= 1", p)
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]", p)
         check(self.top_k == -1 or self.top_k >= 1, "top_k", "must be -1 (off) or >= 1", p)
         check(self.max_response_tokens >= 1, "max_response_tokens", "must be >= 1", p)

@@ -88,3 +88,28 @@ def test_two_vllm_replicas_give_the_samples_of_one_engine(tiny_model_dir):
     assert [[s.response_token_ids for s in g] for g in got] == [[s.response_token_ids for s in g] for g in want]
     flat = [lp for g in got for s in g for lp in s.logprobs]
     assert flat == pytest.approx([lp for g in want for s in g for lp in s.logprobs], abs=1e-5)
+
+
+def test_a_machine_without_gpus_runs_rollout_cpu_engines(tmp_path, monkeypatch):
+    """Where the step finds no GPU (this machine), `rollout.cpu_engines` replaces the GPU-derived count:
+    the toy preset's two engines for its 2-core machines; the paper preset keeps one (and what its
+    GPU pods receive is unchanged, above)."""
+    from masa.engines import for_this_host
+    from masa.engines.replicated import cpu_threads
+
+    toy = engine_config(load_config("toy"), "rollout", fake_checkpoint(tmp_path), 512)
+    assert (toy.replicas, toy.cpu_replicas) == (1, 2) and for_this_host(toy).replicas == 2
+    paper = engine_config(load_config("paper", ["rollout.tensor_parallel_size=1"]), "rollout",
+                          fake_checkpoint(tmp_path), 1024)
+    assert (paper.replicas, for_this_host(paper).replicas) == (8, 1)
+    plain = EngineConfig(model="m", replicas=2)  # no cpu_replicas: the same count everywhere
+    assert for_this_host(plain) == plain
+    with pytest.raises(ConfigError, match="rollout.cpu_engines: 0 must be >= 1|cpu_engines"):
+        load_config("toy", ["rollout.cpu_engines=0"])
+    # each CPU replica gets its share of the cores as OpenMP threads (two replicas each running a
+    # thread per core spin against each other), unless the user set OMP_NUM_THREADS
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert (cpu_threads(2), cpu_threads(4), cpu_threads(8)) == ("2", "1", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads(2) is None

@@ -165,3 +165,41 @@ def test_vllm_reload_of_a_tied_embedding_model_gives_a_fresh_engines_samples(tmp
     finally:
         engine.close()
     assert [(s.response_token_ids, s.logprobs) for s in got] == [(s.response_token_ids, s.logprobs) for s in want]
+
+
+def test_a_service_holds_cpu_replicas_and_samples_as_one_engine(tiny_model_dir, tmp_path, services):
+    """The toy preset's two CPU engines (`rollout.cpu_engines`) live in the run's service too: a step
+    loads its policy into both, and gets the samples of one fresh engine (token ids exactly, log-probs
+    to float32 rounding: the replicas batch other requests together)."""
+    prompts = ["What is 2 + 3?", "Solve 3x = 9.", "7 * 6 =", "10 - 4 ="]
+    other = _perturbed_copy(tiny_model_dir, tmp_path / "round1")
+    want = _fresh(other, prompts)
+    for model in (tiny_model_dir, other):  # the second step loads new weights into both replicas
+        engine = make_engine(EngineConfig(model=str(model), backend="vllm", max_model_len=256, cpu_replicas=2))
+        assert isinstance(engine, RemoteEngine)
+        got = _samples(engine, prompts)
+        engine.close()
+    assert len(list(services.glob("*.sock"))) == 1
+    assert [[s[0] for s in g] for g in got] == [[s[0] for s in g] for g in want]
+    assert [lp for g in got for s in g for lp in s[1]] == \
+        pytest.approx([lp for g in want for s in g for lp in s[1]], abs=1e-5)
+
+
+def test_the_trainers_use_cache_flag_does_not_split_the_service(tmp_path):
+    """The trainer writes `use_cache: false` into every checkpoint's config.json; vLLM does not read it,
+    so the base model and the trained ones share one service. Any other change to the config is a
+    service of its own."""
+    import json
+
+    from masa.engines.service import service_key
+
+    def model(name, **extra):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"hidden_size": 64, "model_type": "qwen2", **extra}))
+        return d
+
+    config = EngineConfig(model="m", backend="vllm")
+    base, trained = model("base"), model("trained", use_cache=False)
+    wider = model("wider", hidden_size=128)
+    assert service_key(config, base) == service_key(config, trained) != service_key(config, wider)

@@ -31,18 +31,33 @@ from masa.telemetry.progress import phase
 
 def make_engine(config: EngineConfig) -> Engine:
     """Start the backend named by `config.backend` (`auto`: vLLM if installed, else transformers),
-    `config.replicas` times over when that is above one."""
+    `config.replicas` times over when that is above one (`config.cpu_replicas` on a machine without
+    GPUs: `for_this_host`)."""
+    config = for_this_host(config)
     name = backend_name(config)
     service = enabled_for(config)
     phase(f"starting the {name} engine" + (f" ×{config.replicas}" if config.replicas > 1 else "")
           if service is None else f"loading the policy into the run's {name} engine service")
     t0 = time.perf_counter()
-    if config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
+    engine = _from_service(config, service) if service else None  # warm `masa run`: the run's engines
+    if engine is None and config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
         engine = ReplicatedEngine(replace(config, backend=name))
-    else:
-        engine = (_from_service(config, service) if service else None) or start_backend(config)
+    elif engine is None:
+        engine = start_backend(config)
     phase(f"{name} engine ready in {time.perf_counter() - t0:.1f} s; generating")
     return engine
+
+
+def for_this_host(config: EngineConfig) -> EngineConfig:
+    """`config` with the replica count of the machine it starts on: `replicas` (the step's GPUs split
+    into engines, masa.config.engine_parallelism) where CUDA is present, else `cpu_replicas` engines of
+    vLLM's CPU backend, each a process on its share of the cores. Each request carries its own seed, so
+    the samples do not depend on the count (tests/test_engine_parallelism.py)."""
+    if config.cpu_replicas in (None, config.replicas):
+        return config
+    import torch  # the steps that start engines have it loaded; masa.engines itself stays light
+
+    return config if torch.cuda.is_available() else replace(config, replicas=config.cpu_replicas)
 
 
 def _from_service(config: EngineConfig, service: tuple) -> Engine | None:
@@ -56,5 +71,5 @@ def _from_service(config: EngineConfig, service: tuple) -> Engine | None:
 
 __all__ = [
     "BACKENDS", "Engine", "EngineConfig", "FinishReason", "GenerationRequest", "ModelNotFoundError", "Sample",
-    "SamplingSpec", "finish_reason", "make_engine", "resolve_model_dir", "vllm_available",
+    "SamplingSpec", "finish_reason", "for_this_host", "make_engine", "resolve_model_dir", "vllm_available",
 ]

@@ -103,6 +103,10 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.2
     tensor_parallel_size: int = 1
     replicas: int = 1  # > 1: that many engines of tensor_parallel_size GPUs (masa.engines.replicated)
+    # replicas on a machine without GPUs, in place of `replicas` (masa.engines.for_this_host; None: the
+    # same count): vLLM's CPU engine runs its scheduler in one Python thread, so one engine keeps about
+    # one core busy
+    cpu_replicas: int | None = None
     seed: int = 0
     enforce_eager: bool = True  # CUDA graphs / compile cost more than they save for short RL rounds
 
@@ -113,6 +117,7 @@ class EngineConfig:
         check(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "must be in (0, 1]", p)
         check(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1", p)
         check(self.replicas >= 1, "replicas", "must be >= 1", p)
+        check(self.cpu_replicas is None or self.cpu_replicas >= 1, "cpu_replicas", "must be >= 1 or None", p)
         raise_if(p)
 
 

@@ -11,8 +11,9 @@ own engine: a service there needs the weight sync in GPU memory and a pod of its
 
 The services' folder and the owner's process id reach the step through `SERVICES_ENV`, which
 masa.pipeline.warm sets for warm tasks only: cold tasks (`masa run --cold`, a cluster pod) never see it.
-A service serves one step at a time (a step that finds it busy starts its own engine), answers the
-same ("generate" | "load" | "close", arg) messages as an engine replica (`answer`), exits with its
+A service serves one step at a time (a step that finds it busy starts its own engine), holds one engine
+or, for `replicas` > 1, the replicas (masa.engines.replicated: on CPU, one engine per core), answers
+the same ("generate" | "load" | "close", arg) messages as an engine replica (masa.engines.wire), exits with its
 owner, and exits on any error (the next step starts a fresh one), so a failed step cannot leave a
 half-loaded engine behind.
 """
@@ -33,7 +34,9 @@ from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
 from masa.engines.backends import backend_name, start_backend
-from masa.engines.base import Engine, EngineConfig, GenerationRequest, Sample, resolve_model_dir
+from masa.engines.base import EngineConfig, GenerationRequest, Sample, resolve_model_dir
+from masa.engines.replicated import ReplicatedEngine
+from masa.engines.wire import answer
 
 SERVICES_ENV = "MASA_ENGINE_SERVICES"  # "<folder>:<owner pid>", set by masa.pipeline.warm for warm tasks
 _GREETING_S = 5.0  # an idle service greets at once; no greeting by then: it is serving another step
@@ -44,32 +47,11 @@ _IDENTITY_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "ge
                    "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
 
-def answer(conn, engine: Engine, fresh: str | None = None) -> None:
-    """Answer one client's ("generate", requests) / ("load", dir) messages until its ("close", None)
-    or its end of the connection. `fresh`: the directory the engine has just been started from, whose
-    load is skipped once (any later load reloads: a path says nothing of what is in it now). An engine
-    error propagates to the caller."""
-    while True:
-        try:
-            op, arg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if op == "generate":
-            conn.send(("ok", engine.generate(arg)))
-        elif op == "load":
-            if arg != fresh:
-                engine.load_weights(arg)
-            fresh = None
-            conn.send(("ok", engine.max_model_len))
-        else:
-            conn.send(("ok", None))
-            return
-
-
 def enabled_for(config: EngineConfig) -> tuple[Path, int] | None:
-    """(services folder, owner pid) when this step should use a service: warm mode, one vLLM engine."""
+    """(services folder, owner pid) when this step should use a service: warm mode, vLLM (one engine
+    or `config.replicas` of them, all held by the service)."""
     value = os.environ.get(SERVICES_ENV)
-    if not value or config.replicas > 1 or backend_name(config) != "vllm":
+    if not value or backend_name(config) != "vllm":
         return None
     folder, _, owner = value.rpartition(":")
     return Path(folder), int(owner)
@@ -82,8 +64,26 @@ def service_key(config: EngineConfig, model_dir: Path) -> str:
     h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     for name in _IDENTITY_FILES:
         f = model_dir / name
-        h.update(name.encode() + (f.read_bytes() if f.is_file() else b"-"))
+        data = f.read_bytes() if f.is_file() else b"-"
+        if name == "config.json" and f.is_file():
+            data = _served_config(data)
+        h.update(name.encode() + data)
     return h.hexdigest()[:16]
+
+
+# config.json keys that vLLM does not read: the trainer sets `use_cache: false` in every checkpoint it
+# writes, which would otherwise give the base model and the trained ones two engines of one shape
+_UNSERVED_KEYS = ("use_cache",)
+
+
+def _served_config(data: bytes) -> bytes:
+    try:
+        config = json.loads(data)
+    except ValueError:
+        return data
+    if not isinstance(config, dict):
+        return data
+    return json.dumps({k: v for k, v in config.items() if k not in _UNSERVED_KEYS}, sort_keys=True).encode()
 
 
 class ServiceBusy(RuntimeError):
@@ -226,7 +226,7 @@ def _exit_with(owner: int) -> None:
 def serve(config: EngineConfig, sock: Path, owner: int) -> None:
     """The service: start the engine, then answer one client after another until the owner is gone."""
     _exit_with(owner)
-    engine = start_backend(config)
+    engine = ReplicatedEngine(config) if config.replicas > 1 else start_backend(config)
     listener = Listener(str(sock), family="AF_UNIX")  # in a private folder (masa.pipeline.warm: mkdtemp)
     sock.with_suffix(".pid").write_text(str(os.getpid()))
     sock.with_suffix(".ready").write_text(str(engine.startup_s))
