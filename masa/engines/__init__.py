@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from masa.engines.backends import BACKENDS, backend_name, start_backend, vllm_available
+from masa.engines.backends import BACKENDS, backend_name, vllm_available
 from masa.engines.base import (
     Engine,
     EngineConfig,
@@ -24,7 +24,7 @@ from masa.engines.base import (
     finish_reason,
     resolve_model_dir,
 )
-from masa.engines.replicated import ReplicatedEngine
+from masa.engines.replicated import start_engines
 from masa.engines.service import RemoteEngine, ServiceBusy, enabled_for
 from masa.telemetry.progress import phase
 
@@ -39,11 +39,8 @@ def make_engine(config: EngineConfig) -> Engine:
     phase(f"starting the {name} engine" + (f" ×{config.replicas}" if config.replicas > 1 else "")
           if service is None else f"loading the policy into the run's {name} engine service")
     t0 = time.perf_counter()
-    engine = _from_service(config, service) if service else None  # warm `masa run`: the run's engines
-    if engine is None and config.replicas > 1:  # data-parallel replicas, each this backend on its own GPUs
-        engine = ReplicatedEngine(replace(config, backend=name))
-    elif engine is None:
-        engine = start_backend(config)
+    # warm `masa run`: the run's engines; else this step's own (data-parallel replicas when > 1)
+    engine = (_from_service(config, service) if service else None) or start_engines(config)
     phase(f"{name} engine ready in {time.perf_counter() - t0:.1f} s; generating")
     return engine
 

@@ -23,7 +23,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from masa.engines.backends import start_backend
+from masa.engines.backends import backend_name, start_backend
 from masa.engines.base import EngineConfig, GenerationRequest, Sample, resolve_model_dir
 from masa.engines.wire import answer
 
@@ -160,3 +160,11 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def start_engines(config: EngineConfig):
+    """One engine of the configured backend, or `config.replicas` of them behind one `Engine`: what a
+    step starts for itself and what a run's engine service holds (masa.engines.service)."""
+    if config.replicas > 1:
+        return ReplicatedEngine(dataclasses.replace(config, backend=backend_name(config)))
+    return start_backend(config)

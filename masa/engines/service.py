@@ -33,9 +33,9 @@ import traceback
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
-from masa.engines.backends import backend_name, start_backend
+from masa.engines.backends import backend_name
 from masa.engines.base import EngineConfig, GenerationRequest, Sample, resolve_model_dir
-from masa.engines.replicated import ReplicatedEngine
+from masa.engines.replicated import start_engines
 from masa.engines.wire import answer
 
 SERVICES_ENV = "MASA_ENGINE_SERVICES"  # "<folder>:<owner pid>", set by masa.pipeline.warm for warm tasks
@@ -65,7 +65,7 @@ def service_key(config: EngineConfig, model_dir: Path) -> str:
     for name in _IDENTITY_FILES:
         f = model_dir / name
         data = f.read_bytes() if f.is_file() else b"-"
-        if name == "config.json" and f.is_file():
+        if name == "config.json":
             data = _served_config(data)
         h.update(name.encode() + data)
     return h.hexdigest()[:16]
@@ -77,6 +77,7 @@ _UNSERVED_KEYS = ("use_cache",)
 
 
 def _served_config(data: bytes) -> bytes:
+    """config.json without `_UNSERVED_KEYS`, canonical (anything that is not a JSON object: as is)."""
     try:
         config = json.loads(data)
     except ValueError:
@@ -226,7 +227,7 @@ def _exit_with(owner: int) -> None:
 def serve(config: EngineConfig, sock: Path, owner: int) -> None:
     """The service: start the engine, then answer one client after another until the owner is gone."""
     _exit_with(owner)
-    engine = ReplicatedEngine(config) if config.replicas > 1 else start_backend(config)
+    engine = start_engines(config)
     listener = Listener(str(sock), family="AF_UNIX")  # in a private folder (masa.pipeline.warm: mkdtemp)
     sock.with_suffix(".pid").write_text(str(os.getpid()))
     sock.with_suffix(".ready").write_text(str(engine.startup_s))
