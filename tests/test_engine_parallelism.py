@@ -113,3 +113,29 @@ def test_a_machine_without_gpus_runs_rollout_cpu_engines(tmp_path, monkeypatch):
     assert (cpu_threads(2), cpu_threads(4), cpu_threads(8)) == ("2", "1", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cpu_threads(2) is None
+
+
+@pytest.mark.slow
+def test_replicas_may_start_vllms_own_engine_core_process(tiny_model_dir, monkeypatch):
+    """vLLM's V1 default (and on GPU the only mode we run) starts its EngineCore, and tensor-parallel
+    workers, as child processes, which a daemonic replica may not have ("daemonic processes are not
+    allowed to have children", vllm-project/vllm#18308: every GPU pod with replicas failed at start).
+    With multiprocessing on, two replicas answer with the tokens of an in-process engine, and close."""
+    cfg = EngineConfig(model=str(tiny_model_dir), backend="vllm", max_model_len=256)
+    reqs = lambda tok: [GenerationRequest(tuple(tok.encode(q)), SamplingSpec(n=2, max_tokens=8, seed=5 + i))  # noqa: E731
+                        for i, q in enumerate(["2 + 3 =", "7 * 6 =", "10 - 4 ="])]
+    one = make_engine(cfg)
+    try:
+        want = one.generate(reqs(one.tokenizer))
+    finally:
+        one.close()
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the replicas inherit it
+    two = make_engine(dataclasses.replace(cfg, replicas=2))
+    try:
+        got = two.generate(reqs(two.tokenizer))
+        procs = list(two._procs)
+        assert not any(p.daemon for p in procs)
+    finally:
+        two.close()
+    assert [[s.response_token_ids for s in g] for g in got] == [[s.response_token_ids for s in g] for g in want]
+    assert not any(p.is_alive() for p in procs)

