@@ -120,7 +120,8 @@ def test_replicas_may_start_vllms_own_engine_core_process(tiny_model_dir, monkey
     """vLLM's V1 default (and on GPU the only mode we run) starts its EngineCore, and tensor-parallel
     workers, as child processes, which a daemonic replica may not have ("daemonic processes are not
     allowed to have children", vllm-project/vllm#18308: every GPU pod with replicas failed at start).
-    With multiprocessing on, two replicas answer with the tokens of an in-process engine, and close."""
+    With multiprocessing on, two replicas reload their weights, answer with the tokens of an in-process
+    engine, and close."""
     cfg = EngineConfig(model=str(tiny_model_dir), backend="vllm", max_model_len=256)
     reqs = lambda tok: [GenerationRequest(tuple(tok.encode(q)), SamplingSpec(n=2, max_tokens=8, seed=5 + i))  # noqa: E731
                         for i, q in enumerate(["2 + 3 =", "7 * 6 =", "10 - 4 ="])]
@@ -132,6 +133,9 @@ def test_replicas_may_start_vllms_own_engine_core_process(tiny_model_dir, monkey
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # the replicas inherit it
     two = make_engine(dataclasses.replace(cfg, replicas=2))
     try:
+        # the weight reload of a multiprocess engine (the GPU path): a path, not a tensor iterator,
+        # crosses into the EngineCore, and the tied-head repack runs there as a pickled function
+        two.load_weights(str(tiny_model_dir))
         got = two.generate(reqs(two.tokenizer))
         procs = list(two._procs)
         assert not any(p.daemon for p in procs)
