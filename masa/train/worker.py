@@ -214,6 +214,34 @@ def restore(engine, spec: WorkerSpec, world: int) -> tuple[int, int, str]:
     return 0, 0, "none"
 
 
+def run_policy_steps(engine, ref, plans: list[StepPlan], samples: list[TrainSample], spec: WorkerSpec, *,
+                     start: int, global_step: int, gap0, restored: str, rank: int, world: int, pad_id: int,
+                     device, out: Path) -> int:
+    """The round's policy optimizer steps from `start`: a metrics row each (rank 0 writes it), and a
+    resume point every `save_every` steps where the spec names a resume root. Returns the global step."""
+    cfg, work, fault = spec.cfg, Path(spec.work_dir), _fault(rank)
+    for k in range(start, len(plans)):
+        t0 = time.perf_counter()
+        acc = optimizer_step(engine, ref, plans[k], samples, cfg, rank=rank, world=world, pad_id=pad_id,
+                             device=device, fault_micro=fault[1] if fault and fault[0] == k else None)
+        global_step += 1
+        row = acc.reduce(step=global_step, step_in_round=k + 1, seconds=time.perf_counter() - t0,
+                         gap=gap0 if gap0 is not None else (acc.first_gap if k == start else None),
+                         device=device)
+        row["restored_from"] = restored
+        if rank == 0:
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(METRICS_PREFIX + json.dumps(row), flush=True)
+        done = k + 1
+        if cfg.save_every and done % cfg.save_every == 0 and done < len(plans) and spec.resume_root:
+            sdir = work / "resume" / ckpt.step_prefix(global_step)
+            ckpt.save_state(engine, sdir, {"global_step": global_step, "step_in_round": done, "world": world,
+                                           "fingerprint": spec.fingerprint})
+            ckpt.publish_sharded(sdir, spec.resume_root.rstrip("/") + "/" + ckpt.step_prefix(global_step))
+    return global_step
+
+
 def run(spec: WorkerSpec | RoundRequest) -> None:
     import deepspeed
 
@@ -248,28 +276,10 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
                                                  cfg.temperature)
         gap0 = (torch.tensor(g), torch.tensor(float(n)))
 
-    fault = _fault(rank)
     metrics_path = work / "metrics.jsonl"
-    for k in range(start, len(plans)):
-        t0 = time.perf_counter()
-        acc = optimizer_step(engine, ref, plans[k], samples, cfg, rank=rank, world=world, pad_id=pad_id,
-                         device=device, fault_micro=fault[1] if fault and fault[0] == k else None)
-        global_step += 1
-        row = acc.reduce(step=global_step, step_in_round=k + 1, seconds=time.perf_counter() - t0,
-                         gap=gap0 if gap0 is not None else (acc.first_gap if k == start else None),
-                         device=device)
-        row["restored_from"] = restored
-        if rank == 0:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(METRICS_PREFIX + json.dumps(row), flush=True)
-        done = k + 1
-        if cfg.save_every and done % cfg.save_every == 0 and done < len(plans) and spec.resume_root:
-            sdir = work / "resume" / ckpt.step_prefix(global_step)
-            ckpt.save_state(engine, sdir, {"global_step": global_step, "step_in_round": done, "world": world,
-                                           "fingerprint": spec.fingerprint})
-            ckpt.publish_sharded(sdir, spec.resume_root.rstrip("/") + "/" + ckpt.step_prefix(global_step))
-
+    global_step = run_policy_steps(engine, ref, plans, samples, spec, start=start, global_step=global_step,
+                                   gap0=gap0, restored=restored, rank=rank, world=world, pad_id=pad_id,
+                                   device=device, out=metrics_path)
     left = None
     if phased:
         batches, left = phase.fill(phase.load_buffer(spec.init_state_dir), experts, batch=cfg.bc_phase_batch)
