@@ -116,12 +116,12 @@ def test_a_machine_without_gpus_runs_rollout_cpu_engines(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_replicas_may_start_vllms_own_engine_core_process(tiny_model_dir, monkeypatch):
+def test_replicas_may_start_vllms_own_engine_core_process(tiny_model_dir, monkeypatch, tmp_path):
     """vLLM's V1 default (and on GPU the only mode we run) starts its EngineCore, and tensor-parallel
     workers, as child processes, which a daemonic replica may not have ("daemonic processes are not
     allowed to have children", vllm-project/vllm#18308: every GPU pod with replicas failed at start).
     With multiprocessing on, two replicas reload their weights, answer with the tokens of an in-process
-    engine, and close."""
+    engine, report a failed load, and end."""
     cfg = EngineConfig(model=str(tiny_model_dir), backend="vllm", max_model_len=256)
     reqs = lambda tok: [GenerationRequest(tuple(tok.encode(q)), SamplingSpec(n=2, max_tokens=8, seed=5 + i))  # noqa: E731
                         for i, q in enumerate(["2 + 3 =", "7 * 6 =", "10 - 4 ="])]
@@ -139,6 +139,14 @@ def test_replicas_may_start_vllms_own_engine_core_process(tiny_model_dir, monkey
         got = two.generate(reqs(two.tokenizer))
         procs = list(two._procs)
         assert not any(p.daemon for p in procs)
+        # a load that fails inside the replicas is raised here, and the replicas end (a replica whose
+        # engine failed used to stay up, waiting on its EngineCore child, and close() on its answer)
+        empty = tmp_path / "bad-weights"
+        empty.mkdir()
+        (empty / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+        (empty / "model.safetensors").write_bytes(b"not a safetensors file")  # found here, unreadable there
+        with pytest.raises(RuntimeError, match="engine replica failed"):
+            two.load_weights(str(empty))
     finally:
         two.close()
     assert [[s.response_token_ids for s in g] for g in got] == [[s.response_token_ids for s in g] for g in want]

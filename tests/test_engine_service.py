@@ -149,7 +149,7 @@ def test_vllm_reload_of_a_tied_embedding_model_gives_a_fresh_engines_samples(tmp
     # which that module's shared engine needs. Regression: with tie_word_embeddings (Qwen3-0.6B/1.7B,
     # the toy) vLLM's CPU reload rewrote the embedding but not the LM head's packed GEMM copy of it,
     # so logits came from the old head
-    # (masa.engines.vllm_engine._repack_tied_head). The reloaded engine must sample exactly as one
+    # (masa.engines.vllm_worker.MasaWorkerExtension.masa_repack_tied_head). The reloaded engine must sample exactly as one
     # started on the new weights: same tokens, same log-probs.
     base = build_tiny_model(tmp_path / "base", tied=True)
     new = _perturbed_copy(base, tmp_path / "new")

@@ -74,13 +74,17 @@ def _env(key: str, value: str | None):
 
 def _serve(conn, config: EngineConfig) -> None:
     """A replica: one engine, answering ("generate", requests) / ("load", dir) / ("close", None)."""
+    engine = None
     try:
         engine = start_backend(config)
         conn.send(("ok", (engine.startup_s, engine.max_model_len)))
         answer(conn, engine)
-        engine.close()
     except BaseException:  # noqa: BLE001 - the parent re-raises it with the replica's traceback
         conn.send(("error", traceback.format_exc()))
+    finally:
+        # after an error too: vLLM's EngineCore is our child, and this process cannot exit while it runs
+        if engine is not None:
+            engine.close()
 
 
 class ReplicatedEngine:
@@ -155,7 +159,8 @@ class ReplicatedEngine:
             if proc.is_alive():
                 try:
                     conn.send(("close", None))
-                    conn.recv()
+                    if conn.poll(60):  # a replica that failed no longer answers: don't wait on it forever
+                        conn.recv()
                 except (OSError, EOFError):
                     pass
             proc.join(timeout=60)

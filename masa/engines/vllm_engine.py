@@ -90,6 +90,13 @@ def _cpu_scheduler_args(max_model_len: int) -> dict:
             "max_num_seqs": CPU_MAX_NUM_SEQS}
 
 
+# Our calls into vLLM's workers, by name (`collective_rpc("masa_...")`): a function passed to
+# collective_rpc cannot cross into a multiprocess engine (vLLM's msgpack serialization refuses it
+# unless VLLM_ALLOW_INSECURE_SERIALIZATION=1), which is the GPU default; a worker extension is how
+# vLLM lets callers add worker methods (`worker_extension_cls`), in-process or not.
+WORKER_EXTENSION = "masa.engines.vllm_worker.MasaWorkerExtension"
+
+
 def in_process_on_cpu() -> None:
     """Where there is no GPU, vLLM's V1 engine core runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0,
     unless the user set it): a spawned EngineCore re-imports torch and vLLM (seconds on every start) for
@@ -109,7 +116,7 @@ def llm_kwargs(config: EngineConfig, model_dir: Path) -> dict:
         model=str(model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
         max_model_len=max_len, gpu_memory_utilization=config.gpu_memory_utilization,
         tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
-        logprobs_mode="raw_logprobs", **_cpu_scheduler_args(max_len),
+        logprobs_mode="raw_logprobs", worker_extension_cls=WORKER_EXTENSION, **_cpu_scheduler_args(max_len),
     )
 
 
@@ -179,7 +186,7 @@ class VLLMEngine:
         else:
             # A generator cannot cross the process boundary; the worker reads the files itself.
             self._llm.collective_rpc("reload_weights", kwargs={"weights_path": str(local)})
-        self._llm.collective_rpc(_repack_tied_head)
+        self._llm.collective_rpc("masa_repack_tied_head")
         self._llm.reset_prefix_cache()  # cached KV of the old weights must not be reused
         self.model_dir = local
 
@@ -191,26 +198,6 @@ class VLLMEngine:
             if callable(shutdown):
                 shutdown()
             del llm
-
-
-def _repack_tied_head(worker) -> None:
-    """Runs in the engine's worker after `reload_weights`. On CPU vLLM 0.32 packs each linear layer's
-    weight for its GEMM kernel (oneDNN or sgl) when the model loads, the LM head included; with tied
-    embeddings (Qwen3-0.6B/1.7B, our toy) the checkpoint holds no `lm_head.weight`, so the reload
-    rewrites the embedding, which is the head's weight, but never repacks the head: the logits kept
-    the old policy's head (log-probs 0.02 nats off after one toy round, token choices changed;
-    measured 2026-12-02). Repacking it from its current weight gives a fresh engine's numbers exactly
-    (tests/test_engine_service.py). GPUs do not pack; nothing to do there."""
-    from vllm.config import set_current_vllm_config
-    from vllm.platforms import current_platform
-
-    w = getattr(worker, "worker", worker)
-    model = w.model_runner.model
-    head = getattr(model, "lm_head", None)
-    if not current_platform.is_cpu() or head is None or not getattr(model.config, "tie_word_embeddings", False):
-        return
-    with set_current_vllm_config(w.vllm_config):
-        head.quant_method.process_weights_after_loading(head)
 
 
 def _samples(req: GenerationRequest, out, texts: list[str]) -> list[Sample]:
