@@ -3,7 +3,6 @@ PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 PIP := $(VENV)/bin/pip
-export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1

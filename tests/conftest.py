@@ -1,7 +1,9 @@
 # ---- engines (masa/engines): vLLM CPU env + tiny random Qwen2 model; owner: engines ----
 import os
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# Not VLLM_ENABLE_V1_MULTIPROCESSING: the tests run vLLM as a user's `masa run` does, with the engine's
+# own choice (in-process on CPU, masa.engines.vllm_engine.in_process_on_cpu); a setting here hid that
+# replicas could not start vLLM's default multiprocess engine (docs/engines.md).
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from masa.toy import SMOKE, TOY, build  # noqa: E402
