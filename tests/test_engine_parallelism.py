@@ -134,7 +134,7 @@ def test_replicas_may_start_vllms_own_engine_core_process(tiny_model_dir, monkey
     two = make_engine(dataclasses.replace(cfg, replicas=2))
     try:
         # the weight reload of a multiprocess engine (the GPU path): a path, not a tensor iterator,
-        # crosses into the EngineCore, and the tied-head repack runs there as a pickled function
+        # crosses into the EngineCore, and the tied-head repack runs there as a worker-extension method
         two.load_weights(str(tiny_model_dir))
         got = two.generate(reqs(two.tokenizer))
         procs = list(two._procs)

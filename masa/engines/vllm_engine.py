@@ -130,6 +130,8 @@ class VLLMEngine:
         self.model_dir = resolve_model_dir(config.model)  # fails before vLLM starts, naming the path
         t0 = time.perf_counter()
         in_process_on_cpu()  # before vLLM reads its environment
+        # the mode this engine starts in, read once: a later change of the variable does not change it
+        self._in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
         import vllm
 
         self._vllm = vllm
@@ -180,7 +182,7 @@ class VLLMEngine:
 
     def load_weights(self, model_dir: str | Path) -> None:
         local = resolve_model_dir(str(model_dir))
-        if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0":
+        if self._in_process:
             # In-process engine: stream tensors straight from the files (no second copy on disk).
             self._llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter_safetensors(local)})
         else:
