@@ -267,6 +267,28 @@ def test_positive_advantage_raises_logprob_and_next_round_continues(data, tmp_pa
     assert rows[0]["solution/kl_ref"] == pytest.approx(0.0, abs=1e-6) and rows[0]["solution/entropy"] > 0
 
 
+def test_leaving_out_inert_samples_gives_the_weights_of_computing_them(data, tmp_path):
+    # Half the synthetic rows get advantage 0 (zero-variance groups). Their PG term is exactly 0, so a
+    # round that skips their forward/backward (the default) and one that computes them reach the same
+    # weights up to float32 summation order, with the same loss and gradient norm at every step.
+    rows = pq.read_table(data["scored"]).to_pylist()
+    for i, r in enumerate(rows):
+        r["advantage"] = 0.0 if i % 2 else r["advantage"]
+    shard = tmp_path / "half-inert.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), shard)
+    got = {skip: train_round(data["model"], str(shard), data["experts"], str(tmp_path / f"skip{skip}"),
+                             dataclasses.replace(CFG, save_every=0, skip_inert=skip), nproc=2)
+           for skip in (False, True)}
+    # one pass over the round (epochs 1): each inert row is left out once
+    assert sum(r["skipped_samples"] for r in got[True]["steps"]) == len(rows) // 2
+    assert all(r["skipped_samples"] == 0 for r in got[False]["steps"])
+    moved = _max_diff(_weights(data["model"]), _weights(tmp_path / "skipFalse"))
+    assert moved > 1e-4 and _max_diff(_weights(tmp_path / "skipFalse"), _weights(tmp_path / "skipTrue")) < 1e-6
+    for a, b in zip(got[False]["steps"], got[True]["steps"], strict=True):
+        for k in ("loss", "policy_loss", "bc_loss", "grad_norm"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), k
+
+
 def test_cli_reports_bad_inputs(tmp_path, tiny_model_dir, capsys):
     rc = main(["train", "--model", str(tiny_model_dir), "--scored", str(tmp_path / "missing.parquet"),
                "--out", str(tmp_path / "o")])

@@ -131,6 +131,52 @@ def test_plan_is_a_disjoint_cover_with_equal_microbatch_counts(lengths, world, b
     assert sum(p.expert_tokens for p in plans) == 6
 
 
+def test_inert_samples_are_left_out_of_the_microbatches_but_not_the_denominators():
+    # 4 solution samples of 5 tokens (3 response tokens each): #1 has advantage 0 (inert), #3 has
+    # advantage 0 but a non-zero per-token advantage (per-field credit: not inert), plus one expert
+    # (never inert, whatever its advantage field says).
+    s = [TrainSample((1, 1), (5,) * 3, (-1.0,) * 3, a, "solution", token_advantages=ta)
+         for a, ta in ((1.0, None), (0.0, None), (-1.0, None), (0.0, (0.0, 0.5, 0.0)))]
+    s.append(TrainSample((1, 1), (7, 7, 7), None, 0.0, EXPERT))
+    assert [x.inert for x in s] == [False, True, False, False, False]
+    assert TrainSample((1,), (5,), (-1.0,), 0.0, "meta", token_advantages=(0.0,)).inert
+    kw = dict(world=2, steps=1, samples_per_step=None, token_budget=64, seed=0)
+    full, skip = plan_round(s, **kw)[0], plan_round(s, skip_inert=True, **kw)[0]
+    computed = sorted(i for rank in skip.micro for mb in rank for i in mb)
+    assert computed == [0, 2, 3, 4] and skip.skipped == 1 and full.skipped == 0
+    # the loss is normalised by the same whole-step counts: 4 policy sequences, 4 x 3 response tokens
+    assert (skip.policy_seqs, skip.policy_tokens, skip.expert_seqs, skip.expert_tokens) == (4, 12, 1, 3)
+    assert (full.policy_seqs, full.policy_tokens, full.expert_seqs, full.expert_tokens) == (4, 12, 1, 3)
+
+
+def test_an_inert_sample_adds_nothing_to_the_loss_or_its_gradient():
+    # _hand_batch's A, B, C plus D: a solution sample with advantage 0 and ratio 2 (clipped high if A > 0,
+    # but A = 0): its PG term per token is max(-0 * 2, -0 * 1.28) = 0, so its gradient is 0 too. The
+    # batch with D and the batch without it, over the same denominators, give the same loss (0.4 of
+    # test_loss_of_hand_built_batch) and the same gradient on A, B and C.
+    mb, logp = _hand_batch()
+    d = TrainSample((1,), (5, 6), (-1.0, -2.0), 0.0, "solution")
+    with_d = collate([*[TrainSample((1,), (5, 6), (-1.0, -2.0), 1.0, "solution"),
+                        TrainSample((1,), (7,), (-1.0,), -2.0, "meta"),
+                        TrainSample((1,), (8, 9), None, 0.0, EXPERT)], d], pad_id=0)
+    logp_d = torch.cat([logp, torch.tensor([[-1.0 + math.log(2.0), -2.0 + math.log(2.0)]])])
+    den = Denominators(policy_tokens=4, policy_seqs=3, expert_tokens=4, expert_seqs=2)
+    kw = dict(clip_low=0.2, clip_high=0.28, dual_clip=10.0, agg="token-mean", bc_coef=0.5)
+    a, b = logp.clone().requires_grad_(True), logp_d.clone().requires_grad_(True)
+    la, _ = microbatch_loss(a, mb, den, **kw)
+    lb, _ = microbatch_loss(b, with_d, den, **kw)
+    (la + lb).backward()
+    assert la.item() == pytest.approx(0.4, abs=1e-6) and lb.item() == la.item()
+    assert torch.equal(b.grad[:3], a.grad) and b.grad[3].abs().sum().item() == 0.0
+
+
+def test_inert_samples_are_computed_where_kl_or_entropy_gives_them_a_gradient():
+    assert TrainConfig().skips_inert
+    assert not TrainConfig(kl_coef=0.01).skips_inert
+    assert not TrainConfig(entropy_coef=0.01).skips_inert
+    assert not TrainConfig(skip_inert=False).skips_inert
+
+
 def test_plan_refuses_an_empty_round():
     with pytest.raises(ValueError, match="no samples to train on"):
         plan_round([], world=2, steps=1, samples_per_step=None, token_budget=64, seed=0)

@@ -52,6 +52,20 @@ class TrainSample:
     def n_tokens(self) -> int:
         return len(self.prompt) + len(self.response)
 
+    @property
+    def inert(self) -> bool:
+        """A policy sample whose every response token has advantage 0 (a zero-variance group's rollout).
+
+        Its clipped policy-gradient term, -A * min(ratio, clip(ratio)), is 0 at any ratio, so without a
+        KL or entropy term it adds exactly nothing to the step's loss or gradient; it still counts in
+        the step's denominators.
+        """
+        if self.path == EXPERT:
+            return False
+        if self.token_advantages is not None:  # these, not `advantage`, weight the response tokens
+            return not any(self.token_advantages)
+        return self.advantage == 0.0
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -61,6 +75,7 @@ class StepPlan:
     ranks get empty ones) because ZeRO-2/3 reduce gradients in every backward, a collective all ranks
     must join. `policy_tokens`/`policy_seqs` count solution+meta response tokens/sequences of the whole
     step over all ranks; `expert_tokens`/`expert_seqs` the same for the behaviour-cloned samples.
+    `skipped` counts the step's inert samples left out of `micro` (still in the denominators).
     """
 
     micro: tuple[tuple[tuple[int, ...], ...], ...]
@@ -68,6 +83,7 @@ class StepPlan:
     policy_seqs: int
     expert_tokens: int
     expert_seqs: int
+    skipped: int = 0
 
 
 def load_policy_samples(path: str | Path) -> list[TrainSample]:
@@ -203,10 +219,12 @@ def pack_microbatches(indices: list[int], lengths: list[int], budget: int) -> li
 
 
 def plan_round(samples: list[TrainSample], *, world: int, steps: int, samples_per_step: int | None,
-               token_budget: int, seed: int, epochs: int = 1) -> list[StepPlan]:
+               token_budget: int, seed: int, epochs: int = 1, skip_inert: bool = False) -> list[StepPlan]:
     """The full, deterministic plan of a round (every rank computes the same one).
 
-    `samples` lists policy samples first, then experts.
+    `samples` lists policy samples first, then experts. With `skip_inert` (only valid when the loss has
+    no KL and no entropy term) inert samples are not put in any micro-batch: the same steps, the same
+    denominators, the same gradient, without their forward and backward passes.
     """
     if not samples:
         raise ValueError("no samples to train on: the scored shard has no non-empty responses and there "
@@ -218,12 +236,13 @@ def plan_round(samples: list[TrainSample], *, world: int, steps: int, samples_pe
     plans = []
     for idx in split_steps(n_policy, len(samples) - n_policy, steps=steps,
                            samples_per_step=samples_per_step, seed=seed, epochs=epochs):
-        shares = shard_balanced(idx, lengths, world)
+        computed = [i for i in idx if not (skip_inert and samples[i].inert)]
+        shares = shard_balanced(computed, lengths, world)
         micro = [pack_microbatches(sh, lengths, token_budget) for sh in shares]
         n_micro = max(1, max(len(m) for m in micro))
         micro = [tuple(m) + ((),) * (n_micro - len(m)) for m in micro]
         pol = [samples[i] for i in idx if samples[i].path != EXPERT]
         exp = [samples[i] for i in idx if samples[i].path == EXPERT]
         plans.append(StepPlan(tuple(micro), sum(len(s.response) for s in pol), len(pol),
-                              sum(len(s.response) for s in exp), len(exp)))
+                              sum(len(s.response) for s in exp), len(exp), len(idx) - len(computed)))
     return plans

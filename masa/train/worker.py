@@ -229,6 +229,7 @@ def run_policy_steps(engine, ref, plans: list[StepPlan], samples: list[TrainSamp
                          gap=gap0 if gap0 is not None else (acc.first_gap if k == start else None),
                          device=device)
         row["restored_from"] = restored
+        row["skipped_samples"] = plans[k].skipped
         if rank == 0:
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -262,8 +263,8 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
     phased = cfg.bc_mode == "phase"  # experts go to the phase's buffer, not into the policy steps
     samples = load_policy_samples(spec.scored_path) + ([] if phased else experts)
     plans = plan_round(samples, world=world, steps=cfg.steps_per_round, samples_per_step=cfg.samples_per_step,
-                       epochs=cfg.epochs,
-                       token_budget=cfg.max_tokens_per_microbatch, seed=cfg.seed)
+                       epochs=cfg.epochs, token_budget=cfg.max_tokens_per_microbatch, seed=cfg.seed,
+                       skip_inert=cfg.skips_inert)
     engine = build_engine(spec.model_dir, cfg, spec.ds_config, device, dtype)
     pad_id = engine.module.config.pad_token_id or 0
     ref = load_reference(spec.ref_model_dir, device, dtype) if cfg.kl_coef > 0 else None
