@@ -54,6 +54,16 @@ def _epoch(hms: str, day: dt.date) -> float:
     return t.timestamp()  # kfp.local stamps in local time, as datetime.fromtimestamp does
 
 
+def _near(hms: str, ref: float | None, day: dt.date) -> float:
+    """kfp.local's time-of-day stamp as an epoch: on the day (before, of or after `ref`'s local date)
+    that puts it nearest to `ref`, a clock of the step's own; a run that crosses midnight has stamps
+    of two days. Without a clock, on `day`."""
+    if ref is None:
+        return _epoch(hms, day)
+    d = dt.datetime.fromtimestamp(ref).date()
+    return min((_epoch(hms, d + dt.timedelta(days=k)) for k in (-1, 0, 1)), key=lambda t: abs(t - ref))
+
+
 def parse_log(text: str, day: dt.date) -> list[dict]:
     """One dict per finished step task: kfp start/end stamps and its progress line's info."""
     tasks, current = [], None
@@ -61,10 +71,13 @@ def parse_log(text: str, day: dt.date) -> list[dict]:
         line = ANSI.sub("", raw)
         m = STAMP.match(line.strip())
         if m and "Executing task " in m.group(2):
-            current = {"task": m.group(2).split("Executing task ", 1)[1].strip("' "), "t0": _epoch(m.group(1), day)}
+            current = {"task": m.group(2).split("Executing task ", 1)[1].strip("' "), "h0": m.group(1)}
         elif m and "finished with status" in m.group(2) and current is not None:
-            current["t1"] = _epoch(m.group(1), day)
             if "info" in current:
+                clock = current["info"].get("clock", {})
+                printed = clock.get("printed")
+                current["t0"] = _near(current.pop("h0"), clock.get("process_start") or printed, day)
+                current["t1"] = _near(m.group(1), printed, day)
                 tasks.append(current)
             current = None
         elif current is not None and (i := line.find("MASA-PROGRESS ")) >= 0:
