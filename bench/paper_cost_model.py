@@ -82,6 +82,9 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                                       "/ samples gives the real figure"),
         "meta_response_tokens": Const(512, "assumed", "meta path (predictions, no solution)"),
         "prompt_tokens": Const(256, "assumed", "DeepScaleR problem + chat template"),
+        "inert_share": Const(0.3, "assumed", "solution rollouts of zero-variance groups, not computed in training "
+                             "(train.skip_inert; issue 15: 30-60% of groups at a base model, fewer once gating "
+                             "skips predicted ones); the metrics' skipped_samples gives the real figure"),
         "pcie_efficiency": Const(0.5, "assumed", "share of the PCIe rate a host-to-GPU weight load reaches"),
     }
     if s3_override:
@@ -110,10 +113,13 @@ def generation_s(c: dict[str, Const], gpus: int = 8, mem_util: float = 0.85) -> 
 
 def training_s(c: dict[str, Const], gpus: int = 8) -> float:
     v = {k: x.value for k, x in c.items()}
-    seq = v["prompt_tokens"] + (v["mean_response_tokens"] + v["meta_response_tokens"]) / 2
-    tokens = 128 * 32 * seq
-    flops_per_token = 6 * v["params"] + 12 * v["layers"] * v["attn_width"] * seq  # PaLM convention
-    return tokens * flops_per_token / (v["train_mfu"] * v["peak_bf16"] * gpus)
+    def flops(seq: float, n: float) -> float:  # PaLM convention: 6N per token plus attention
+        return n * seq * (6 * v["params"] + 12 * v["layers"] * v["attn_width"] * seq)
+
+    # 128 x 16 solution and 128 x 16 meta sequences; inert solution rollouts (advantage 0) are not computed
+    solution = flops(v["prompt_tokens"] + v["mean_response_tokens"], 128 * 16 * (1 - v["inert_share"]))
+    meta = flops(v["prompt_tokens"] + v["meta_response_tokens"], 128 * 16)
+    return (solution + meta) / (v["train_mfu"] * v["peak_bf16"] * gpus)
 
 
 def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_round: float,
