@@ -47,11 +47,13 @@ from masa.train import launch
 # With DeepSpeed and the training worker (and what deepspeed.initialize and the model's class import
 # lazily) preloaded, the training step forks its ranks from its own warm process
 # (masa.train.launch.forks_ranks): `masa train --preset smoke --nproc 2` 18.8 s -> 1.7 s, same weights.
+# pyarrow.dataset (and pandas with it): what the first `pyarrow.parquet.read_table` of a process imports,
+# 0.3 s, paid by every rollout, score and train task (and each training rank) that reads a shard.
 PRELOAD = ("torch", "transformers", "vllm", "vllm.entrypoints.llm", "kfp.dsl.executor_main",
            "vllm.v1.engine.core", "vllm.v1.executor.uniproc_executor", "vllm.v1.worker.cpu_worker",
            "vllm.v1.worker.cpu_model_runner", "vllm.model_executor.model_loader",
            "vllm.model_executor.models.qwen2", "vllm.model_executor.models.qwen3", "vllm.lora.worker_manager",
-           "compressed_tensors", "boto3", "deepspeed", "deepspeed.runtime.engine",
+           "compressed_tensors", "boto3", "pyarrow.dataset", "deepspeed", "deepspeed.runtime.engine",
            "deepspeed.runtime.zero.muon.muon_optimizer", "transformers.models.qwen2.modeling_qwen2",
            "transformers.models.qwen3.modeling_qwen3", "masa.train.worker",
            "masa.steps.rollout", "masa.steps.score", "masa.steps.train", "masa.steps.benchmark",

@@ -71,3 +71,27 @@ def test_a_task_output_and_exit_status_come_back(tmp_path):
     finally:
         server.close()
     assert server.proc.poll() is not None and not Path(server.sock).exists()
+
+
+_FIRST_READ = """
+import sys
+import pyarrow as pa
+import pyarrow.parquet as pq
+pq.write_table(pa.table({"x": [1, 2]}), sys.argv[1])
+before = set(sys.modules)
+pq.read_table(sys.argv[1])
+print(" ".join(sorted(m for m in set(sys.modules) - before if m.count(".") <= 1)))
+"""
+
+
+def test_the_server_preloads_what_a_tasks_first_parquet_read_imports(tmp_path):
+    # pyarrow.parquet.read_table imports pyarrow.dataset (and pandas) on a process's first call: 0.3 s
+    # that every forked rollout, score and train task (and each training rank) would pay again
+    import subprocess
+    import sys
+
+    from masa.pipeline.warm import PRELOAD
+
+    out = subprocess.run([sys.executable, "-c", _FIRST_READ, str(tmp_path / "t.parquet")], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert "pyarrow.dataset" in out and "pyarrow.dataset" in PRELOAD
