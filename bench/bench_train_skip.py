@@ -71,14 +71,14 @@ def main() -> None:
                                   nproc=args.nproc)
                 wall = time.perf_counter() - t0
                 steps = sum(r["seconds"] for r in res["steps"])
-                skipped = sum(r.get("skipped_samples", 0) for r in res["steps"])
-                print(f"{branch:<15} {str(skip):<5} {rep:>3} {steps:8.1f} {wall:7.1f} {skipped:8d} "
+                n_skipped = sum(r.get("skipped_samples", 0) for r in res["steps"])
+                print(f"{branch:<15} {str(skip):<5} {rep:>3} {steps:8.1f} {wall:7.1f} {n_skipped:8d} "
                       f"{len(res['steps']):9d}", flush=True)
                 totals.setdefault((branch, skip), []).append(steps)
                 outs[skip] = out
-        full, skipped = statistics.median(totals[(branch, False)]), statistics.median(totals[(branch, True)])
-        print(f"{branch}: optimizer steps median {full:.1f} s computing every sample, {skipped:.1f} s skipping "
-              f"inert ones: {skipped / full:.2f}x; max |weight difference| {max_weight_diff(outs[False], outs[True]):.2e}")
+        full, lean = statistics.median(totals[(branch, False)]), statistics.median(totals[(branch, True)])
+        print(f"{branch}: optimizer steps median {full:.1f} s computing every sample, {lean:.1f} s skipping "
+              f"inert ones: {lean / full:.2f}x; max |weight difference| {max_weight_diff(outs[False], outs[True]):.2e}")
 
 
 if __name__ == "__main__":
