@@ -205,10 +205,11 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
                                    **runs, note="a shared volume at this box's disk speed (not implemented)"),
         # not implemented: engines that stay up across rounds (one long-lived rollout and train pod)
         "persistent_engines": summarize(kept_up(0), **runs, note="loses per-round visible steps: rejected"),
-        # proposed, not implemented: the same long-lived engines, driven by per-round rollout, score and
-        # train tasks that stay visible in the DAG (thin CPU pods sending requests to them)
+        # proposed, built only locally (masa.engines.service, masa.train.service): the same long-lived
+        # engines, driven by per-round rollout, score and train tasks that stay visible in the DAG (thin
+        # CPU pods sending requests to them)
         "engine_services": summarize(kept_up(3, **seg), **runs,
-                                     note="persistent engines behind visible steps (proposed; only the vLLM half is built, and only for masa run)"),
+                                     note="persistent engines behind visible steps (proposed; the vLLM and trainer halves are built for masa run only, the state still published every round; no cluster pods)"),
         # the same, but the S3 copy every k rounds waited for: why the copy must run in the background
         "engine_services_sync_copy": summarize(
             round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, engine_start=False, **seg),

@@ -53,3 +53,19 @@ def store_uri(request, tmp_path, monkeypatch):
     server.make_bucket("stores")
     return f"s3://stores/run-{uuid.uuid4().hex[:8]}"
 # ---- end storage ----
+
+
+# ---- train (masa/train): one synthetic round on the tiny model; owner: train ----
+@pytest.fixture(scope="module")
+def train_data(tiny_model_dir, tmp_path_factory):
+    """Scored and experts shards of 3 synthetic prompts for the tiny model: {root, model, scored, experts}."""
+    import json
+    from pathlib import Path
+
+    from masa.train.synthetic import write_synthetic_shards
+
+    root = tmp_path_factory.mktemp("train")
+    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
+    scored, experts = write_synthetic_shards(root / "data", vocab_size=vocab, n_prompts=3, seed=1)
+    return {"root": root, "model": str(tiny_model_dir), "scored": str(scored), "experts": str(experts)}
+# ---- end train ----

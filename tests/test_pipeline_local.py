@@ -144,6 +144,12 @@ def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_
                 [{k: v for k, v in x.items() if k != "logprobs"} for x in want], (branch, r)
             assert [lp for x in got for lp in x["logprobs"]] == \
                 pytest.approx([lp for x in want for lp in x["logprobs"]], abs=1e-5), (branch, r)
+    # the warm run's round 1 continued from the engine its trainer service held (masa.train.service);
+    # the cold run's loaded round 0's published state: the same rows above either way
+    for where, how in ((out, "service:"), (tmp_path / "out", "init_state_dir:")):
+        for branch in cfg.branches:
+            rows = _train_rows(where, branch, 1)
+            assert rows and all(r["restored_from"].startswith(how) for r in rows), (where, branch)
     (run_dir,) = [p for p in (tmp_path / "out" / "store").iterdir() if p.is_dir() and p.name != "models"]
     for k in (0, 1):  # both shards were generated and published on their own
         assert (run_dir / "masa-efficient" / "round-001" / f"rollouts-shard-{k}" / "MANIFEST.json").is_file()
@@ -162,6 +168,12 @@ def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_
     # strict UTF-8: this sharded run's log once held 2 KB of heap bytes, written by two ParallelFor
     # threads at once (cpython#118138; the tee now serializes them, tests/test_progress_phases.py)
     assert "resume" in Path(again["log"]).read_text()
+
+
+def _train_rows(out, branch, r):
+    (run_dir,) = [p for p in (out / "store").iterdir() if p.is_dir() and p.name != "models"]
+    f = run_dir / branch / f"round-{r:03d}" / "checkpoint" / "metrics.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
 
 
 def _rollout_rows(out, branch, r):

@@ -24,7 +24,6 @@ from masa.train import checkpoint as ckpt
 from masa.train import launch
 from masa.train.config import TrainConfig
 from masa.train.launch import TrainingFailed
-from masa.train.synthetic import write_synthetic_shards
 from masa.train.worker import FAULT_ENV
 
 pytestmark = pytest.mark.slow
@@ -47,11 +46,8 @@ def _max_diff(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def data(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
-    scored, experts = write_synthetic_shards(root / "data", vocab_size=vocab, n_prompts=3, seed=1)
-    return {"root": root, "model": str(tiny_model_dir), "scored": str(scored), "experts": str(experts)}
+def data(train_data):
+    return train_data
 
 
 @pytest.fixture(scope="module")

@@ -153,16 +153,16 @@ def _connect(config: EngineConfig, model_dir: Path, folder: Path, owner: int):
     sock = folder / f"{key}.sock"
     with (folder / f"{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter per key, whatever runs beside this step
-        conn = _greeted(sock, _GREETING_S)
-        if conn is not None or _running(sock.with_suffix(".pid")):
+        conn = greeted(sock, _GREETING_S)
+        if conn is not None or running(sock.with_suffix(".pid")):
             return conn  # taken, or alive and serving another step
         # none, or a dead one (whose socket may still accept: a process it forked can hold the fd)
         sock.unlink(missing_ok=True)
         _start(dataclasses.replace(config, model=str(model_dir)), sock, owner)
-        return _greeted(sock, _START_TIMEOUT_S)  # ours and idle: only a loaded machine delays it
+        return greeted(sock, _START_TIMEOUT_S)  # ours and idle: only a loaded machine delays it
 
 
-def _greeted(sock: Path, wait: float):
+def greeted(sock: Path, wait: float):
     """A connection the service at `sock` has taken (it greets when it does), else None."""
     try:
         conn = Client(str(sock), family="AF_UNIX")
@@ -177,7 +177,7 @@ def _greeted(sock: Path, wait: float):
     return None
 
 
-def _running(pid_file: Path) -> bool:
+def running(pid_file: Path) -> bool:
     """Whether the service that wrote `pid_file` is alive (a zombie is not)."""
     try:
         stat = Path(f"/proc/{int(pid_file.read_text())}/stat").read_text()
@@ -212,7 +212,7 @@ def stop_all(folder: Path) -> None:
             pass
 
 
-def _exit_with(owner: int) -> None:
+def exit_with(owner: int) -> None:
     def watch() -> None:
         while True:
             try:
@@ -226,7 +226,7 @@ def _exit_with(owner: int) -> None:
 
 def serve(config: EngineConfig, sock: Path, owner: int) -> None:
     """The service: start the engine, then answer one client after another until the owner is gone."""
-    _exit_with(owner)
+    exit_with(owner)
     engine = start_engines(config)
     listener = Listener(str(sock), family="AF_UNIX")  # in a private folder (masa.pipeline.warm: mkdtemp)
     sock.with_suffix(".pid").write_text(str(os.getpid()))

@@ -12,6 +12,7 @@ published, those resume points are deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from masa.storage import MANIFEST, open_store
+from masa.telemetry.progress import phase
 from masa.train import checkpoint as ckpt
+from masa.train import service as trainer_service
 from masa.train.config import TrainConfig
 from masa.train.inputs import round_request, stage
 from masa.train.launch import METRICS_PREFIX, read_metrics, run_workers
@@ -39,8 +42,13 @@ def train_round(
     work_dir: str | None = None,
     on_step: Callable[[dict], None] | None = None,
     env: dict[str, str] | None = None,
+    chain: str | None = None,
 ) -> dict:
     """Run one round of updates on `nproc` local processes; publish the next checkpoint to `out_uri`.
+
+    With `chain` (the name of the rounds this one continues, a branch) in a warm `masa run` task, the
+    ranks are the run's trainer service for that chain (masa.train.service): when they hold the state
+    `model_uri` was published with, they continue from it without loading it.
 
     Returns {"checkpoint": out_uri, "global_step", "steps": [per-step metrics rows], "resumed_from":
     URI or None, "work_dir"}. `on_step(row)` is called in this process for every optimizer step as the
@@ -56,25 +64,42 @@ def train_round(
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     request = round_request(model_uri, scored_path, experts_path, out_uri, cfg, resume_root=resume_root)
     resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None
-    spec = stage(request, work, resume_uri=resume_uri)
+    trainer = trainer_service.connect(chain, cfg, nproc, env) if chain else None
+    # the identity the service must hold to skip the state: none when a resume point of this round wins
+    expects = ckpt.identity(model_uri) if trainer is not None and resume_uri is None else None
+    held = expects is not None and trainer.held() == expects
+    spec = stage(request, work, resume_uri=resume_uri, with_state=not held)
 
     def line(s: str) -> None:
         if on_step and s.startswith(METRICS_PREFIX):
             on_step(json.loads(s[len(METRICS_PREFIX):]))
 
-    run_workers(spec, nproc, env=env, on_line=line)
-    steps = read_metrics(work)
-    shutil.copy2(work / "metrics.jsonl", work / "out" / "metrics.jsonl") if steps else None
-    state = ckpt.read_train_state(work / "state")
-    # state first, model manifest last: a complete model implies its state is complete too
-    ckpt.publish(work / "state", out_uri.rstrip("/") + "/" + ckpt.STATE_DIR)
-    ckpt.publish(work / "out", out_uri)
+    if trainer is None:
+        run_workers(spec, nproc, env=env, on_line=line)
+        state, steps = _publish(work, out_uri)
+    else:
+        phase("trainer service: " + ("continuing from the engine it holds" if held else "building the engine"))
+        with contextlib.closing(trainer):
+            trainer.train(trainer_service.write_spec(spec, work), expects if held else None, line)
+            state, steps = _publish(work, out_uri)
+            trainer.hold(ckpt.identity(out_uri))
     if resume_root:
         ckpt.drop_resume_points(resume_root)
     if work_dir is None:  # our own scratch (a model copy and optimizer state): gone once published
         shutil.rmtree(work, ignore_errors=True)
     return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
             "resumed_from": resume_uri, "work_dir": work_dir}
+
+
+def _publish(work: Path, out_uri: str) -> tuple[dict, list[dict]]:
+    """Publish the round's state, then its model (manifest last: a complete model implies its state is
+    complete too); (the state's train_state.json, the metrics rows)."""
+    steps = read_metrics(work)
+    shutil.copy2(work / "metrics.jsonl", work / "out" / "metrics.jsonl") if steps else None
+    state = ckpt.read_train_state(work / "state")
+    ckpt.publish(work / "state", out_uri.rstrip("/") + "/" + ckpt.STATE_DIR)
+    ckpt.publish(work / "out", out_uri)
+    return state, steps
 
 
 def train_round_trainjob(

@@ -36,8 +36,10 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
     reads its inputs from the store (so they must be S3 URIs the nodes can reach)."""
     experts = scored / "experts.parquet"
     if cfg.resources.train_nodes == 1:
+        # chain: in a warm `masa run`, a branch's rounds share a trainer service (masa.train.service)
         return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
-                           out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step)
+                           out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step,
+                           chain=branch)
     r = cfg.resources
     layout, store = run_layout(cfg), open_store(cfg.store)
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))

@@ -163,6 +163,19 @@ def is_complete(uri: str) -> bool:
     return _complete(store, prefix)
 
 
+def identity(uri: str) -> str | None:
+    """sha256 of a published checkpoint's manifest (which holds every file's sha256): what a trainer
+    service compares to know that the state it holds is the one this checkpoint was saved from.
+    None for a directory without a manifest (a model never published by a round)."""
+    import hashlib
+
+    try:
+        store, prefix = _store_and_prefix(uri)
+        return hashlib.sha256(store.get_bytes(join_key(prefix, MANIFEST))).hexdigest()
+    except (FileNotFoundError, KeyError, OSError, ValueError):
+        return None
+
+
 def latest_resume_point(resume_root: str) -> str | None:
     """URI of the newest complete step-NNNNNN state under resume_root, or None. Incomplete ones are skipped."""
     prefix = latest_complete(open_store(resume_root), "", pattern=r"step-(\d+)")

@@ -81,10 +81,11 @@ def round_request(model_uri: str, scored: str, experts: str | None, out_uri: str
                         resume_root=resume_root)
 
 
-def stage(request: RoundRequest, work: Path, *, resume_uri: str | None) -> WorkerSpec:
+def stage(request: RoundRequest, work: Path, *, resume_uri: str | None, with_state: bool = True) -> WorkerSpec:
     """Download a round's inputs into `work`; return the workers' spec (local paths only).
 
-    `resume_uri` is the resume point to load (chosen once, by one process). Raises FileNotFoundError
+    `resume_uri` is the resume point to load (chosen once, by one process). Without `with_state` the
+    previous round's DeepSpeed state is not fetched (a trainer service holds it). Raises FileNotFoundError
     for a missing shard and CheckpointError for a damaged checkpoint.
     """
     cfg = request.cfg
@@ -101,5 +102,5 @@ def stage(request: RoundRequest, work: Path, *, resume_uri: str | None) -> Worke
         ref_model_dir=str(verified_model_dir(cfg.ref_model)) if cfg.ref_model else str(model_dir),
         fingerprint=fingerprint(request.model, scored, experts, cfg), resume_root=request.resume_root,
         resume_dir=str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
-        init_state_dir=previous_state(request.model, work),
+        init_state_dir=previous_state(request.model, work) if with_state else None,
     )

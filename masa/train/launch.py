@@ -54,17 +54,23 @@ def rank_env(rank: int, nproc: int, port: int) -> dict[str, str]:
             "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
-def worker_command(spec_path: Path) -> list[str]:
-    return [sys.executable, "-m", "masa.train.worker", str(spec_path)]
+def worker_command(arg: str | Path) -> list[str]:
+    return [sys.executable, "-m", "masa.train.worker", str(arg)]
 
 
-def _start_ranks(spec_path: Path, nproc: int, env: dict[str, str] | None) -> list:
+SERVE = "--serve"  # the worker's argument for a rank of the trainer service (rounds on its stdin)
+
+
+def start_ranks(arg: str | Path, nproc: int, env: dict[str, str] | None) -> list:
+    """`nproc` ranks of `python -m masa.train.worker ARG`, forked where this process allows it. With
+    ARG = `SERVE` each rank also has a `stdin` to send it rounds on (masa.train.service)."""
     port = _free_port()
     envs = [worker_env(nproc, {**rank_env(r, nproc, port), **(env or {})}) for r in range(nproc)]
+    commands = str(arg) == SERVE
     if forks_ranks():
-        return [ForkedRank(spec_path, e) for e in envs]
-    return [subprocess.Popen(worker_command(spec_path), env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, bufsize=1) for e in envs]
+        return [ForkedRank(str(arg), e, commands=commands) for e in envs]
+    return [subprocess.Popen(worker_command(arg), env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             stdin=subprocess.PIPE if commands else None, text=True, bufsize=1) for e in envs]
 
 
 _FORK_SAFE = False
@@ -95,17 +101,26 @@ class ForkedRank:
     (pid, stdout lines, poll, wait, terminate). Fork is safe for the same reason as the warm server's:
     the launching process has imported modules but run no tensor op, engine or process group."""
 
-    def __init__(self, spec_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, arg: str, env: dict[str, str], *, commands: bool = False) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         r, w = os.pipe()
+        cr, cw = os.pipe() if commands else (-1, -1)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its exit status and output are what the tests see
             os.close(r)
-            _rank_child(spec_path, env, w)
+            if commands:
+                os.close(cw)
+                os.dup2(cr, 0)
+                os.close(cr)
+            _rank_child(arg, env, w)
         os.close(w)
         self.pid, self.returncode = pid, None
         self.stdout = os.fdopen(r, "r", buffering=1, errors="replace")
+        self.stdin = None
+        if commands:
+            os.close(cr)
+            self.stdin = os.fdopen(cw, "w", buffering=1)
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -124,7 +139,7 @@ class ForkedRank:
             os.kill(self.pid, signal.SIGTERM)
 
 
-def _rank_child(spec_path: Path, env: dict[str, str], out_fd: int) -> None:
+def _rank_child(arg: str, env: dict[str, str], out_fd: int) -> None:
     """In the forked rank: the rank's environment and output pipe, then the worker; never returns."""
     code = 1
     try:
@@ -135,6 +150,7 @@ def _rank_child(spec_path: Path, env: dict[str, str], out_fd: int) -> None:
         # (a test runner's capture) and a fresh rank's prints arrive as they happen
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives until os._exit
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - a serving rank's rounds (or nothing)
         # signals as a fresh interpreter has them: SIGINT ignored only where it was ignored here
         ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
@@ -146,7 +162,7 @@ def _rank_child(spec_path: Path, env: dict[str, str], out_fd: int) -> None:
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
         from masa.train import worker
 
-        code = worker.main([str(spec_path)])
+        code = worker.main([arg])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:  # noqa: BLE001 - reported as a fresh interpreter would, then a non-zero exit
@@ -190,7 +206,7 @@ def run_workers(spec: WorkerSpec | RoundRequest, nproc: int, *, env: dict[str, s
     spec_path.write_text(json.dumps(data, indent=1))
     tail: deque[str] = deque(maxlen=log_tail)
     phase(f"starting {nproc} DeepSpeed rank{'s' if nproc > 1 else ''}")
-    procs = _start_ranks(spec_path, nproc, env)
+    procs = start_ranks(spec_path, nproc, env)
     lines: queue.Queue = queue.Queue()
     readers = [threading.Thread(target=_relay, args=(p, lines), daemon=True) for p in procs]
     for t in readers:

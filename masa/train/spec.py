@@ -20,6 +20,9 @@ from masa.train.config import TrainConfig
 # prefix, and the launcher reads them; here, with the rest of the workers' contract, so the launching
 # process never imports torch
 METRICS_PREFIX = "MASA_METRICS "
+# a rank of the trainer service prints this line after each round (masa.train.worker.serve), and the
+# service counts them (masa.train.service)
+ROUND_DONE = "MASA_ROUND_DONE"
 
 
 @dataclass(frozen=True)

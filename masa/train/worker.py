@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from masa.train.data import (
 from masa.train.metrics import StepAccumulator
 from masa.train.objective import Denominators, MicroBatch, collate, microbatch_loss, sequence_logprobs
 from masa.train.remote import publish_round, stage_on_nodes
-from masa.train.spec import METRICS_PREFIX, RoundRequest, WorkerSpec, worker_input
+from masa.train.spec import METRICS_PREFIX, ROUND_DONE, RoundRequest, WorkerSpec, worker_input
 
 FAULT_ENV = "MASA_TRAIN_FAULT"  # test hook: "rank=R,step=S,micro=M" -> SIGKILL self after that backward
 
@@ -243,19 +244,38 @@ def run_policy_steps(engine, ref, plans: list[StepPlan], samples: list[TrainSamp
     return global_step
 
 
-def run(spec: WorkerSpec | RoundRequest) -> None:
+@dataclasses.dataclass
+class Held:
+    """What a rank of the trainer service keeps between rounds (masa.train.service): the DeepSpeed
+    engine as the round left it (weights, AdamW moments, LR schedule), its global step and the expert
+    phase's buffer, so the next round need not rebuild it from the published checkpoint and state."""
+
+    engine: object
+    global_step: int
+    buffer: list | None = None
+
+
+def _backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_distributed() -> tuple[int, int]:
     import deepspeed
 
-    cfg = spec.cfg
-    device, dtype = _device_and_dtype(cfg)
     # On CPU DeepSpeed JIT-compiles a shared-memory all-reduce at init (~150 s on a fresh machine, and
     # a C++ toolchain in the image) that only its *inference* all-reduce uses; training collectives
     # go through torch.distributed (gloo). Mark the op unavailable so it is never built.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if isinstance(spec, RoundRequest):  # started by a TrainJob: URIs, each node stages its copy
-        spec = stage_on_nodes(spec)
+    deepspeed.init_distributed(dist_backend=_backend())
+    return dist.get_rank(), dist.get_world_size()
+
+
+def train(spec: WorkerSpec, *, rank: int, world: int, held: Held | None = None) -> Held:
+    """One round on this rank: from `held` (the trainer service's engine, which holds exactly the state
+    the round starts from) or else from the staged checkpoint and state; saves the model and state
+    into the work dir. Returns what a service keeps for the next round."""
+    cfg = spec.cfg
+    device, dtype = _device_and_dtype(cfg)
     torch.manual_seed(cfg.seed)
     work = Path(spec.work_dir)
 
@@ -265,11 +285,13 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
     plans = plan_round(samples, world=world, steps=cfg.steps_per_round, samples_per_step=cfg.samples_per_step,
                        epochs=cfg.epochs, token_budget=cfg.max_tokens_per_microbatch, seed=cfg.seed,
                        skip_inert=cfg.skips_inert)
-    engine = build_engine(spec.model_dir, cfg, spec.ds_config, device, dtype)
+    if held is not None:
+        engine, (start, global_step, restored) = held.engine, (0, held.global_step, f"service:{held.global_step}")
+    else:
+        engine = build_engine(spec.model_dir, cfg, spec.ds_config, device, dtype)
+        start, global_step, restored = restore(engine, spec, world)
     pad_id = engine.module.config.pad_token_id or 0
     ref = load_reference(spec.ref_model_dir, device, dtype) if cfg.kl_coef > 0 else None
-
-    start, global_step, restored = restore(engine, spec, world)
 
     gap0 = None
     if cfg.recompute_logprobs:
@@ -283,7 +305,8 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
                                    device=device, out=metrics_path)
     left = None
     if phased:
-        batches, left = phase.fill(phase.load_buffer(spec.init_state_dir), experts, batch=cfg.bc_phase_batch)
+        buffer = held.buffer if held is not None else phase.load_buffer(spec.init_state_dir)
+        batches, left = phase.fill(buffer, experts, batch=cfg.bc_phase_batch)
         run_phases(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
                    global_step=global_step, first=len(plans), out=metrics_path)
     out = work / "out"
@@ -296,11 +319,47 @@ def run(spec: WorkerSpec | RoundRequest) -> None:
     if spec.publish_to:  # workers started on their own nodes publish themselves (TrainJob)
         publish_round(work, spec.publish_to)
     dist.barrier()
+    return Held(engine, global_step, left)
+
+
+def run(spec: WorkerSpec | RoundRequest) -> None:
+    rank, world = init_distributed()
+    if isinstance(spec, RoundRequest):  # started by a TrainJob: URIs, each node stages its copy
+        spec = stage_on_nodes(spec)
+    train(spec, rank=rank, world=world)
     dist.destroy_process_group()
+
+
+def serve(commands) -> int:
+    """A rank of the trainer service: one JSON line per round on `commands` ({"spec": path, "use_held":
+    bool}), the round trained, then `ROUND_DONE`; the engine stays with the rank between rounds. Any
+    error ends the rank (the service then ends: the next round starts afresh from the store)."""
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the service is gone (even killed): so is this rank
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    rank, world = init_distributed()
+    held: Held | None = None
+    for line in commands:
+        msg = json.loads(line)
+        os.chdir(msg["cwd"])  # the step's directory, which its paths may be relative to
+        spec = worker_input(json.loads(Path(msg["spec"]).read_text()))
+        if not msg["use_held"]:
+            held = None  # the service holds another state than this round starts from: built afresh
+        held = train(spec, rank=rank, world=world, held=held)
+        print(ROUND_DONE, flush=True)
+    dist.destroy_process_group()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--serve"]:  # a rank of the trainer service: rounds come on stdin
+        return serve(sys.stdin)
     if len(argv) != 1:
         print("usage: python -m masa.train.worker SPEC.json|'{...inline JSON...}'", file=sys.stderr)
         return 2
