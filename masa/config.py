@@ -189,6 +189,12 @@ class ResourcesConfig:
     # only (0 = keep all). The next round needs just the previous one; a rerun of an older round then
     # starts its optimizer fresh (masa.train.inputs.previous_state), its model is untouched.
     keep_train_states: int = 0
+    # where a trainer service keeps a branch's engine between rounds (`masa run`, masa.train.service),
+    # when its DeepSpeed state reaches the store: "round" = every round's, before the train step ends
+    # (as without a service); "run" = only the state of each run's last round, uploaded by the service
+    # in the background (the state of the rounds between lives in the service; a rerun after losing it
+    # retrains those rounds from the last published state). Without a service: every round's, always.
+    train_state: Literal["round", "run"] = "round"
     retries: int = 2
     metrics_port: int = 9090  # Prometheus endpoint of long-running steps (0 = off); images expose 9090
     service_account: str = "masa-pipeline"  # manifests/rbac.yaml: may create TrainJobs, read one Secret
@@ -212,6 +218,7 @@ class ResourcesConfig:
         p: list[str] = []
         for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "keep_train_states", "rounds_per_run"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
+        check(self.train_state in ("round", "run"), "train_state", f"must be round or run; got {self.train_state!r}", p)
         check(self.rollout_shards >= 1, "rollout_shards", "must be >= 1", p)
         check(self.benchmark_shards >= 1, "benchmark_shards", "must be >= 1", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)

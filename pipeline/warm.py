@@ -39,6 +39,7 @@ from pathlib import Path
 
 from masa.engines.service import SERVICES_ENV, stop_all
 from masa.train import launch
+from masa.train.service import drain_all
 
 # What the steps import (masa.steps.* pull in torch, transformers, pyarrow), and what `vllm.LLM()`
 # imports lazily when it starts an engine on CPU (its worker, model runner and loader, our models'
@@ -265,5 +266,10 @@ def warm_tasks(folder: Path, enabled: bool = True):
     finally:
         handler.run_local_subprocess = cold
         server.close()
+        # the trainer services' background uploads of kept training state (resources.train_state: run)
+        # finish before they stop; one that failed leaves its rounds to be retrained by a rerun
+        for error in drain_all(engines):
+            print(f"masa: warning: training state not published: {error}; a rerun retrains from the last "
+                  "published state", flush=True)
         stop_all(engines)
         shutil.rmtree(engines, ignore_errors=True)

@@ -3,6 +3,7 @@ report.html in headless Chromium. The same DAG against a real SeaweedFS S3 serve
 (every artifact of both branches, the report's checkpoint URIs, no secret in the log)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    cfg = load_config("smoke")
+    # the trainer services keep round 0's training state and upload the run's last round's in the
+    # background (masa.train.service); the cold run below publishes every round's: the same rows
+    cfg = load_config("smoke", ["resources.train_state=run"])
     result = run_local(cfg, out)
     return cfg, out, result
 
@@ -81,8 +84,10 @@ def test_second_run_reuses_finished_steps(smoke):
         {p: t for p, t in before.items() if p not in report_part}
     promotion = json.loads(Path(again["report_json"]).read_text()).get("promotion")
     assert promotion is None or promotion["decision"] == "unchanged-data"  # None until the report renders it
-    assert json.loads(Path(again["report_json"]).read_text())["eval"] == \
-        json.loads(Path(result["report_json"]).read_text())["eval"]
+    one, two = (json.loads(Path(x["report_json"]).read_text())["eval"] for x in (result, again))
+    timing = ("wall_s", "samples_per_s", "tokens_per_s")
+    assert {ck: {b: {k: v for k, v in r.items() if k not in timing} for b, r in e.items()} for ck, e in two.items()} == \
+        {ck: {b: {k: v for k, v in r.items() if k not in timing} for b, r in e.items()} for ck, e in one.items()}
 
 
 def test_report_html_layout_in_headless_chromium(smoke, tmp_path):
@@ -181,3 +186,24 @@ def _rollout_rows(out, branch, r):
 
     (run_dir,) = [p for p in (out / "store").iterdir() if p.is_dir() and p.name != "models"]
     return pq.read_table(run_dir / branch / f"round-{r:03d}" / "rollouts" / "rollouts.parquet").to_pylist()
+
+
+def test_a_rerun_retrains_the_state_a_gone_trainer_service_kept(smoke):
+    """Round 0's state lived only in the first run's trainer services. A new `masa run` that must
+    train round 1 again (its stats removed, KFP's cache off) has the new service retrain round 0 from
+    the stored inputs first: the same weights, so the same figures. Last in this module: it rewrites
+    the smoke run's round-1 checkpoints."""
+    cfg, out, result = smoke
+    (run_dir,) = [p for p in (out / "store").iterdir() if p.is_dir() and p.name != "models"]
+    for branch in cfg.branches:
+        assert json.loads((run_dir / branch / "round-000" / "checkpoint" / "train_state.json").read_text())["state"] == "keep"
+        assert not (run_dir / branch / "round-000" / "checkpoint" / "train_state").exists()
+        assert (run_dir / branch / "round-001" / "checkpoint" / "train_state" / "MANIFEST.json").is_file()
+        shutil.rmtree(run_dir / branch / "round-001" / "checkpoint-stats")
+    again = run_local(cfg, out, kfp_cache=False)
+    log = Path(again["log"]).read_text()
+    assert log.count("retrained it (the same weights)") == len(cfg.branches), log[-3000:]
+    one, two = (json.loads(Path(x["report_json"]).read_text())["eval"] for x in (result, again))
+    timing = ("wall_s", "samples_per_s", "tokens_per_s")
+    assert {ck: {b: {k: v for k, v in r.items() if k not in timing} for b, r in e.items()} for ck, e in two.items()} == \
+        {ck: {b: {k: v for k, v in r.items() if k not in timing} for b, r in e.items()} for ck, e in one.items()}

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from masa.runner.training import train_round
+from masa.train.checkpoint import StateUnavailableError
 from masa.train.config import TrainConfig
 from masa.train.worker import FAULT_ENV
 
@@ -30,6 +31,7 @@ import deepspeed, transformers  # noqa: F401
 from masa.configbase import from_dict
 from masa.engines.service import SERVICES_ENV
 from masa.runner.training import train_round
+from masa.train.checkpoint import StateUnavailableError
 from masa.train import launch, worker  # noqa: F401
 from masa.train.config import TrainConfig
 launch.allow_forked_ranks()
@@ -37,10 +39,13 @@ a = json.loads(sys.argv[1])
 os.environ[SERVICES_ENV] = a["folder"] + ":" + str(os.getpid())
 for r in a["rounds"]:
     try:
-        out = train_round(*r["args"], from_dict(TrainConfig, a["cfg"]), nproc=2, chain="b", env=r.get("env"))
+        out = train_round(*r["args"], from_dict(TrainConfig, a["cfg"]), nproc=2, chain="b", env=r.get("env"),
+                          state=r.get("state", "publish"))
         print("RESULT " + json.dumps(out, default=str), flush=True)
     except launch.TrainingFailed as e:
         print("FAILED " + json.dumps(str(e)), flush=True)
+from masa.train.service import drain_all
+print("DRAINED " + json.dumps(drain_all(__import__("pathlib").Path(a["folder"]))), flush=True)
 """
 
 
@@ -65,9 +70,10 @@ def _warm(rounds: list[dict], folder: Path) -> list[tuple[str, object]]:
     r = subprocess.run([sys.executable, "-c", _WARM_TASK, json.dumps({"rounds": rounds, "cfg": cfg,
                                                                       "folder": str(folder)})],
                        capture_output=True, text=True, timeout=600)
-    out = [x.split(" ", 1) for x in r.stdout.splitlines() if x.startswith(("RESULT ", "FAILED "))]
-    assert len(out) == len(rounds), f"rc {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
-    return [(kind, json.loads(body)) for kind, body in out]
+    out = [x.split(" ", 1) for x in r.stdout.splitlines() if x.startswith(("RESULT ", "FAILED ", "DRAINED "))]
+    assert len(out) == len(rounds) + 1, f"rc {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    assert out[-1] == ["DRAINED", "[]"], out[-1]  # every background upload published
+    return [(kind, json.loads(body)) for kind, body in out[:-1]]
 
 
 def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, tmp_path):
@@ -116,3 +122,38 @@ def test_a_round_from_another_checkpoint_builds_the_engine_from_the_store(data, 
     assert out[2][1]["steps"][0]["restored_from"] == "init_state_dir:2"
     w2, w2b = _weights(warm / "r2"), _weights(warm / "r2b")
     assert all(torch.equal(w2[k], w2b[k]) for k in w2)
+
+
+def test_state_kept_in_the_service_and_published_in_the_background(data, tmp_path):
+    """resources.train_state: run. Rounds 1-2 keep their DeepSpeed state in the service (their models
+    carry only train_state.json), round 3 (a run's last) has the service upload it after the step: the
+    weights are those of three cold rounds, round 3's state is complete once drained, and a round that
+    starts from round 2 without the service refuses to restart AdamW, naming the step."""
+    d = data
+    args = [d["scored"], d["experts"]]
+    cold, warm = tmp_path / "cold", tmp_path / "warm"
+    prev = d["model"]
+    for r in ("r1", "r2", "r3"):
+        train_round(prev, *args, str(cold / r), CFG, nproc=2)
+        prev = str(cold / r)
+    folder = tmp_path / "services"
+    folder.mkdir()
+    rounds = [{"args": [d["model"], *args, str(warm / "r1")], "state": "keep"},
+              {"args": [str(warm / "r1"), *args, str(warm / "r2")], "state": "keep"},
+              {"args": [str(warm / "r2"), *args, str(warm / "r3")], "state": "background"}]
+    out = _warm(rounds, folder)
+    assert [k for k, _ in out] == ["RESULT"] * 3, out
+    for r in ("r1", "r2", "r3"):
+        wc, ww = _weights(cold / r), _weights(warm / r)
+        assert all(torch.equal(wc[k], ww[k]) for k in wc), r
+    for r, step, how in (("r1", 2, "keep"), ("r2", 4, "keep"), ("r3", 6, "background")):
+        marker = json.loads((warm / r / "train_state.json").read_text())
+        assert (marker["global_step"], marker["state"]) == (step, how)
+    assert not (warm / "r2" / "train_state").exists()
+    assert json.loads((warm / "r3" / "train_state" / "train_state.json").read_text())["global_step"] == 6
+    assert (warm / "r3" / "train_state" / "MANIFEST.json").is_file()
+    with pytest.raises(StateUnavailableError, match=r"global step 4"):
+        train_round(str(warm / "r2"), *args, str(tmp_path / "r3b"), CFG, nproc=2)
+    # round 3's published state is what a cold round 4 starts from
+    r4 = train_round(str(warm / "r3"), *args, str(tmp_path / "r4"), CFG, nproc=2)
+    assert r4["steps"][0]["restored_from"] == "init_state_dir:6"

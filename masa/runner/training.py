@@ -43,12 +43,18 @@ def train_round(
     on_step: Callable[[dict], None] | None = None,
     env: dict[str, str] | None = None,
     chain: str | None = None,
+    state: str = "publish",
+    hold_as: str | None = None,
 ) -> dict:
     """Run one round of updates on `nproc` local processes; publish the next checkpoint to `out_uri`.
 
     With `chain` (the name of the rounds this one continues, a branch) in a warm `masa run` task, the
     ranks are the run's trainer service for that chain (masa.train.service): when they hold the state
-    `model_uri` was published with, they continue from it without loading it.
+    `model_uri` was published with, they continue from it without loading it, and `state` (one of
+    STATE_MODES) says whether the round's DeepSpeed state is published, kept in the service, or
+    uploaded by it in the background; without a service it is always published. `hold_as`: the
+    identity the service is told it holds afterwards, when not `out_uri`'s (a round retrained to rebuild
+    the state of a checkpoint already published: masa.steps.train.rebuild_kept_states).
 
     Returns {"checkpoint": out_uri, "global_step", "steps": [per-step metrics rows], "resumed_from":
     URI or None, "work_dir"}. `on_step(row)` is called in this process for every optimizer step as the
@@ -58,48 +64,68 @@ def train_round(
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
+    if state not in STATE_MODES:
+        raise ValueError(f"unknown state mode {state!r}; valid: {', '.join(STATE_MODES)}")
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="masa-train-"))
     for stale in ("out", "state", "resume", "metrics.jsonl"):  # a rerun in the same work dir starts clean
         p = work / stale
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     request = round_request(model_uri, scored_path, experts_path, out_uri, cfg, resume_root=resume_root)
     resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None
-    trainer = trainer_service.connect(chain, cfg, nproc, env) if chain else None
-    # the identity the service must hold to skip the state: none when a resume point of this round wins
-    expects = ckpt.identity(model_uri) if trainer is not None and resume_uri is None else None
-    held = expects is not None and trainer.held() == expects
-    spec = stage(request, work, resume_uri=resume_uri, with_state=not held)
 
     def line(s: str) -> None:
         if on_step and s.startswith(METRICS_PREFIX):
             on_step(json.loads(s[len(METRICS_PREFIX):]))
 
-    if trainer is None:
-        run_workers(spec, nproc, env=env, on_line=line)
-        state, steps = _publish(work, out_uri)
+    trainer = trainer_service.connect(chain, cfg, nproc, env) if chain else None
+    if trainer is None:  # ranks of this step's own; the state is published whatever `state` asks
+        run_workers(stage(request, work, resume_uri=resume_uri), nproc, env=env, on_line=line)
+        info, steps = _publish(work, out_uri)
     else:
-        phase("trainer service: " + ("continuing from the engine it holds" if held else "building the engine"))
         with contextlib.closing(trainer):
-            trainer.train(trainer_service.write_spec(spec, work), expects if held else None, line)
-            state, steps = _publish(work, out_uri)
-            trainer.hold(ckpt.identity(out_uri))
+            info, steps = _served_round(trainer, request, work, resume_uri, state, line)
+            trainer.hold(hold_as or ckpt.identity(out_uri))
     if resume_root:
         ckpt.drop_resume_points(resume_root)
     if work_dir is None:  # our own scratch (a model copy and optimizer state): gone once published
         shutil.rmtree(work, ignore_errors=True)
-    return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
+    return {"checkpoint": out_uri, "global_step": info["global_step"], "steps": steps,
             "resumed_from": resume_uri, "work_dir": work_dir}
 
 
-def _publish(work: Path, out_uri: str) -> tuple[dict, list[dict]]:
+STATE_MODES = ("publish", "keep", "background")
+
+
+def _served_round(trainer: trainer_service.Trainer, request, work: Path, resume_uri: str | None, state: str,
+                  on_line: Callable[[str], None]) -> tuple[dict, list[dict]]:
+    """The round on the trainer service: from the engine it holds when that is the state the policy was
+    published with (and no resume point of this round wins), else from the store. `state`: "publish"
+    the DeepSpeed state with the model; "keep" it in the service only; "background": the service
+    uploads it after this step (complete once `drain` returns)."""
+    expects = ckpt.identity(request.model) if resume_uri is None else None
+    held = expects is not None and trainer.held() == expects
+    spec = stage(request, work, resume_uri=resume_uri, with_state=not held, save_state=state != "keep")
+    phase("trainer service: " + ("continuing from the engine it holds" if held else "building the engine"))
+    trainer.train(trainer_service.write_spec(spec, work), expects if held else None, on_line)
+    info, steps = _publish(work, request.out, kept=None if state == "publish" else state)
+    if state == "background":
+        trainer.upload(work / "state", request.out.rstrip("/") + "/" + ckpt.STATE_DIR)
+    return info, steps
+
+
+def _publish(work: Path, out_uri: str, *, kept: str | None = None) -> tuple[dict, list[dict]]:
     """Publish the round's state, then its model (manifest last: a complete model implies its state is
-    complete too); (the state's train_state.json, the metrics rows)."""
+    complete too); (the state's train_state.json, the metrics rows). With `kept` the state is not
+    published here: the model carries its train_state.json, marked with how the state was kept."""
     steps = read_metrics(work)
     shutil.copy2(work / "metrics.jsonl", work / "out" / "metrics.jsonl") if steps else None
-    state = ckpt.read_train_state(work / "state")
-    ckpt.publish(work / "state", out_uri.rstrip("/") + "/" + ckpt.STATE_DIR)
+    info = ckpt.read_train_state(work / "state")
+    if kept is None:
+        ckpt.publish(work / "state", out_uri.rstrip("/") + "/" + ckpt.STATE_DIR)
+    else:
+        (work / "out" / ckpt.STATE_FILE).write_text(json.dumps({**info, "state": kept}, indent=1))
     ckpt.publish(work / "out", out_uri)
-    return state, steps
+    return info, steps
 
 
 def train_round_trainjob(

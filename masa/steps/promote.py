@@ -28,6 +28,7 @@ from masa.storage import open_store, put_dir_atomic
 from masa.storage.base import PreconditionFailedError
 from masa.storage.registry import model_prefix, publish, read_latest, read_record, write_record
 from masa.storage.registry import move_latest as _move_latest
+from masa.train.checkpoint import STATE_DIR, STATE_FILE
 
 PROMOTION_KEYS = ("decision", "reason", "model_name", "version", "candidate", "current", "margin")
 
@@ -116,7 +117,9 @@ def _publish_and_move(cfg, store, name, candidate_ptr, results, cand, d: Decisio
     src = local_path_or_fetch(ptr.store, ptr.prefix, work / "cache")
     model = work / "model"
     shutil.rmtree(model, ignore_errors=True)
-    shutil.copytree(src, model, ignore=shutil.ignore_patterns("MANIFEST.json", "toy-*.parquet"))
+    # a registered model is the weights and what serves them: not the training state beside them
+    # (~100 GB at 8B, or a service's upload still in flight: resources.train_state)
+    shutil.copytree(src, model, ignore=shutil.ignore_patterns("MANIFEST.json", "toy-*.parquet", STATE_DIR, STATE_FILE))
     record = {"run_id": run_layout(cfg).run_id, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "data": cfg.data.train, "data_snapshot": cfg.data.snapshot, "base_model": _base_model(cfg, store),
               "candidate": results["uri"], "eval_key": eval_key(cfg), "results": results, "reason": d.reason,

@@ -26,8 +26,20 @@ from masa.runner.layout import (
 )
 from masa.runner.settings import train_settings, trainjob_settings
 from masa.runner.training import prune_train_states, summarize_steps, train_round, train_round_trainjob
-from masa.storage import CorruptArtifactError, open_store, put_dir_atomic
+from masa.storage import CorruptArtifactError, is_complete, open_store, put_dir_atomic
+from masa.train import checkpoint as ckpt
+from masa.train import service as trainer_service
 from masa.train.trainjob import job_name, new_attempt
+
+
+def state_mode(cfg: RunConfig, round_idx: int) -> str:
+    """How the round's DeepSpeed state reaches the store when a trainer service trains it
+    (`resources.train_state`): every round's published by its step, or only the state of a run's last
+    round, uploaded by the service in the background, the rest kept in the service."""
+    if cfg.resources.train_state == "round":
+        return "publish"
+    last = any(round_idx == seg[-1] for seg in cfg.segments)
+    return "background" if last else "keep"
 
 
 def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: Path, out_uri: str,
@@ -39,7 +51,7 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
         # chain: in a warm `masa run`, a branch's rounds share a trainer service (masa.train.service)
         return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
                            out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step,
-                           chain=branch)
+                           chain=branch, state=state_mode(cfg, round_idx))
     r = cfg.resources
     layout, store = run_layout(cfg), open_store(cfg.store)
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
@@ -67,6 +79,7 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
         started = time.time()
         policy_store = open_store(ptr.store)
         with tempfile.TemporaryDirectory(prefix="masa-train-in-") as tmp:
+            rebuild_kept_states(cfg, branch, round_idx, Path(tmp))
             scored = local_path_or_fetch(sptr.store, sptr.prefix, tmp)
             try:
                 result = _train(cfg, branch, round_idx, policy_store.uri(ptr.prefix), scored,
@@ -87,6 +100,46 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
         stats = {**stats, "reused": True}
     write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx))
     return stats
+
+
+def state_available(cfg: RunConfig, branch: str, round_idx: int) -> bool:
+    """Whether a round can start from round `round_idx`'s checkpoint: its DeepSpeed state is in the
+    store, or was never kept apart from it (a TrainJob's, or pruned: then AdamW restarts, as
+    `keep_train_states` says), or the run's trainer service for the branch holds it."""
+    store, prefix = open_store(cfg.store), run_layout(cfg).part(branch, round_idx, "checkpoint")
+    if not store.exists(f"{prefix}/{ckpt.STATE_FILE}") or is_complete(store, f"{prefix}/{ckpt.STATE_DIR}"):
+        return True
+    return trainer_service.holds(branch, train_settings(cfg, branch, round_idx), cfg.train_processes, None,
+                                 ckpt.identity(store.uri(prefix)))
+
+
+def rebuild_kept_states(cfg: RunConfig, branch: str, round_idx: int, tmp: Path) -> list[int]:
+    """Before training round `round_idx` in a warm `masa run`: when the state the round starts from was
+    kept by a trainer service that is gone (a new `masa run` after an interrupt; KFP's cache skips the
+    train steps that made it), retrain on the branch's service the rounds since the last state in the
+    store, from their stored inputs, publishing nothing, so that it holds that state. On CPU the
+    retrained weights equal the stored ones bit for bit (said on the terminal either way). Returns the
+    rounds retrained."""
+    if cfg.resources.train_nodes != 1 or trainer_service.enabled() is None:
+        return []  # no service: the state was published every round (or stage() names what is missing)
+    need, r = [], round_idx - 1
+    while r >= 0 and not state_available(cfg, branch, r):
+        need.append(r)
+        r -= 1
+    layout, store = run_layout(cfg), open_store(cfg.store)
+    for m in reversed(need):
+        policy = layout.part(branch, m - 1, "checkpoint") if m > 0 else layout.base("checkpoint")
+        scored = local_path_or_fetch(cfg.store, layout.part(branch, m, "scored"), tmp / f"scored-{m}")
+        experts = scored / "experts.parquet"
+        stored = store.uri(layout.part(branch, m, "checkpoint"))
+        train_round(store.uri(policy), str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
+                    str(tmp / f"retrained-{m}"), train_settings(cfg, branch, m), nproc=cfg.train_processes,
+                    chain=branch, state="keep", hold_as=ckpt.identity(stored))
+        same = ckpt.same_weights(tmp / f"retrained-{m}", stored)
+        print(f"masa: {branch} round {m + 1}: its training state was kept by a trainer service that is gone; "
+              f"retrained it ({'the same weights' if same else 'weights differ from the stored ones'})",
+              flush=True)
+    return need[::-1]
 
 
 def train_stats_key(prefix: str) -> str:

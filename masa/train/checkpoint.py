@@ -163,6 +163,18 @@ def is_complete(uri: str) -> bool:
     return _complete(store, prefix)
 
 
+class StateUnavailableError(FileNotFoundError):
+    """A round starts from a checkpoint whose DeepSpeed state a trainer service kept (or was uploading)
+    and that is neither in the store nor held any longer."""
+
+
+def kept_state(model_dir: Path) -> dict | None:
+    """The train_state.json a round writes into its model when a trainer service keeps the state
+    ({"global_step", ..., "state": "kept" | "background"}), else None."""
+    f = Path(model_dir) / STATE_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def identity(uri: str) -> str | None:
     """sha256 of a published checkpoint's manifest (which holds every file's sha256): what a trainer
     service compares to know that the state it holds is the one this checkpoint was saved from.
@@ -174,6 +186,15 @@ def identity(uri: str) -> str | None:
         return hashlib.sha256(store.get_bytes(join_key(prefix, MANIFEST))).hexdigest()
     except (FileNotFoundError, KeyError, OSError, ValueError):
         return None
+
+
+def same_weights(a: str | Path, b: str | Path) -> bool:
+    """Whether two published checkpoints hold the same weight files (their manifests' sha256)."""
+    def weights(uri) -> dict[str, str]:
+        store, prefix = _store_and_prefix(str(uri))
+        return {k: v.sha256 for k, v in read_manifest(store, prefix).files.items() if k.endswith(_WEIGHT_SUFFIXES)}
+
+    return weights(a) == weights(b)
 
 
 def latest_resume_point(resume_root: str) -> str | None:

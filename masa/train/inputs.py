@@ -81,11 +81,14 @@ def round_request(model_uri: str, scored: str, experts: str | None, out_uri: str
                         resume_root=resume_root)
 
 
-def stage(request: RoundRequest, work: Path, *, resume_uri: str | None, with_state: bool = True) -> WorkerSpec:
+def stage(request: RoundRequest, work: Path, *, resume_uri: str | None, with_state: bool = True,
+          save_state: bool = True) -> WorkerSpec:
     """Download a round's inputs into `work`; return the workers' spec (local paths only).
 
     `resume_uri` is the resume point to load (chosen once, by one process). Without `with_state` the
-    previous round's DeepSpeed state is not fetched (a trainer service holds it). Raises FileNotFoundError
+    previous round's DeepSpeed state is not fetched (a trainer service holds it); without `save_state`
+    the workers save none (a trainer service keeps it). Raises StateUnavailableError for a policy whose
+    state a service kept and no longer holds, FileNotFoundError
     for a missing shard and CheckpointError for a damaged checkpoint.
     """
     cfg = request.cfg
@@ -96,11 +99,18 @@ def stage(request: RoundRequest, work: Path, *, resume_uri: str | None, with_sta
     for what, path in (("scored shard", scored), ("experts shard", experts)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{what} {path!r} does not exist")
+    init_state = previous_state(request.model, work) if with_state else None
+    kept = ckpt.kept_state(model_dir) if with_state and init_state is None else None
+    if kept:  # starting without it would restart AdamW and the warm-up silently
+        raise ckpt.StateUnavailableError(
+            f"the DeepSpeed state of {request.model} (global step {kept['global_step']}) was kept by the run's "
+            "trainer service and is not in the store: rerun the run; the train step of that round retrains "
+            "it from the last published state (docs/training.md)")
     return WorkerSpec(
         cfg=cfg, model_dir=str(model_dir), scored_path=scored, experts_path=experts, work_dir=str(work),
         ds_config=ds_config_path(cfg.zero_stage),
         ref_model_dir=str(verified_model_dir(cfg.ref_model)) if cfg.ref_model else str(model_dir),
         fingerprint=fingerprint(request.model, scored, experts, cfg), resume_root=request.resume_root,
         resume_dir=str(ckpt.fetch_verified(resume_uri, work / "resume_in")) if resume_uri else None,
-        init_state_dir=previous_state(request.model, work) if with_state else None,
+        init_state_dir=init_state, save_state=save_state,
     )

@@ -2,9 +2,12 @@
 of a branch stay up between rounds and keep their engine (weights, AdamW moments, LR schedule), so the
 next round's train step neither loads the previous round's DeepSpeed state nor builds the engine again.
 The steps stay separate KFP tasks with the same inputs and outputs, and every round still publishes its
-model and its state (so a rerun, a `--cold` run or a pod resumes as before); only where the ranks live
-changes. A round trained from the held engine gives the weights, bit for bit, of one restored from the
-store (tests/test_train_service.py).
+model; only where the ranks live changes. A round trained from the held engine gives the weights, bit
+for bit, of one restored from the store (tests/test_train_service.py). Its DeepSpeed state is published
+by the step every round (`resources.train_state: round`), or, with `run`, only at a run's last round
+and by the service, in the background, after the step (`Trainer.upload`, `drain_all`), the rounds
+between keeping it in the service only (masa.runner.training.train_round's `state`; a rerun that lost
+the service retrains them: masa.steps.train.rebuild_kept_states).
 
 This is the local half of the trainer in docs/deploy.md's "engine services", beside the engine half
 (masa.engines.service), and reached the same way: `SERVICES_ENV`, set by masa.pipeline.warm for warm
@@ -24,16 +27,19 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
 import traceback
+import uuid
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Listener
 from pathlib import Path
 
 from masa.engines.service import SERVICES_ENV, exit_with, greeted, running
+from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
 from masa.train.launch import SERVE, TrainingFailed, forks_ranks, start_ranks
 from masa.train.spec import ROUND_DONE, WorkerSpec
@@ -65,8 +71,8 @@ def service_key(chain: str, cfg: TrainConfig, nproc: int, env: dict[str, str] | 
 class Trainer:
     """A connection to the run's trainer service for one chain of rounds (a branch)."""
 
-    def __init__(self, conn) -> None:
-        self._conn = conn
+    def __init__(self, conn, folder: Path) -> None:
+        self._conn, self._folder = conn, folder
 
     def _call(self, op: str, arg=None):
         self._conn.send((op, arg))
@@ -98,6 +104,14 @@ class Trainer:
             else:
                 raise TrainingFailed(f"training workers failed in the trainer service:\n{value}")
 
+    def upload(self, state_dir: Path, uri: str) -> None:
+        """Hand the round's saved state to the service, which publishes it to `uri` after this step
+        (manifest last), one upload after another; `drain` waits for them."""
+        dest = self._folder / "uploads" / uuid.uuid4().hex
+        dest.parent.mkdir(exist_ok=True)
+        shutil.move(str(state_dir), dest)  # out of the step's scratch, which goes with the step
+        self._call("upload", {"src": str(dest), "uri": uri})
+
     def hold(self, identity: str | None) -> None:
         """Tell the service which published checkpoint its engine now matches."""
         self._call("hold", identity)
@@ -121,7 +135,7 @@ def connect(chain: str, cfg: TrainConfig, nproc: int, env: dict[str, str] | None
             sock.unlink(missing_ok=True)
             _start(sock, owner, nproc, env)
             conn = greeted(sock, _START_TIMEOUT_S)
-    return Trainer(conn) if conn is not None else None
+    return Trainer(conn, folder) if conn is not None else None
 
 
 def _start(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> None:
@@ -206,6 +220,64 @@ class _Ranks:
                 p.terminate()
 
 
+def holds(chain: str, cfg: TrainConfig, nproc: int, env: dict[str, str] | None, identity: str | None) -> bool:
+    """Whether the run's running trainer service for this chain holds the state of checkpoint
+    `identity` (False where there is none, or it is busy: never starts one)."""
+    where = enabled()
+    if where is None or identity is None:
+        return False
+    conn = greeted(where[0] / f"{service_key(chain, cfg, nproc, env)}.sock", _GREETING_S)
+    if conn is None:
+        return False
+    trainer = Trainer(conn, where[0])
+    try:
+        return trainer.held() == identity
+    finally:
+        trainer.close()
+
+
+def drain_all(folder: Path) -> list[str]:
+    """Wait for every trainer service under `folder` to finish its uploads (the owner calls it before
+    stopping them); the uploads that failed, one line each."""
+    errors: list[str] = []
+    for sock in sorted(folder.glob("trainer-*.sock")):
+        conn = greeted(sock, 60.0)
+        if conn is None:
+            continue
+        try:
+            errors += Trainer(conn, folder)._call("drain")
+        except (EOFError, OSError, TrainingFailed) as e:
+            errors.append(f"{sock.stem}: {type(e).__name__}: {e}")
+        finally:
+            conn.close()
+    return errors
+
+
+class _Uploads:
+    """The service's background uploads of kept state, one after another."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            src, uri = self.queue.get()
+            try:
+                ckpt.publish(Path(src), uri)
+            except Exception as e:  # noqa: BLE001 - reported by `drain`; a rerun retrains the rounds
+                self.errors.append(f"{uri}: {type(e).__name__}: {e}")
+            finally:
+                shutil.rmtree(src, ignore_errors=True)
+                self.queue.task_done()
+
+    def drain(self) -> list[str]:
+        self.queue.join()
+        errors, self.errors = self.errors, []
+        return errors
+
+
 def serve(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> None:
     """The service: start the ranks, then serve one train step after another until the owner is gone."""
     exit_with(owner)
@@ -214,6 +286,7 @@ def serve(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> Non
     sock.with_suffix(".pid").write_text(str(os.getpid()))
     sock.with_suffix(".ready").write_text("")
     held: str | None = None
+    uploads = _Uploads()
     while True:
         with listener.accept() as conn:
             try:
@@ -221,7 +294,7 @@ def serve(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> Non
             except OSError:
                 continue
             try:
-                held = _session(conn, ranks, held)
+                held = _session(conn, ranks, uploads, held)
             except BaseException as e:  # noqa: BLE001 - reported to the step, then a clean exit (docstring)
                 traceback.print_exc()
                 ranks.stop()
@@ -232,7 +305,7 @@ def serve(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> Non
                     os._exit(1)
 
 
-def _session(conn, ranks: _Ranks, held: str | None) -> str | None:
+def _session(conn, ranks: _Ranks, uploads: _Uploads, held: str | None) -> str | None:
     """One step's requests; returns the identity held afterwards."""
     while True:
         try:
@@ -249,6 +322,11 @@ def _session(conn, ranks: _Ranks, held: str | None) -> str | None:
         elif op == "hold":
             held = arg
             conn.send(("ok", None))
+        elif op == "upload":
+            uploads.queue.put((arg["src"], arg["uri"]))
+            conn.send(("ok", None))
+        elif op == "drain":
+            conn.send(("ok", uploads.drain()))
         else:
             raise ValueError(f"unknown request {op!r}")
 

@@ -61,6 +61,9 @@ class WorkerSpec:
     resume_dir: str | None  # this round's resume point to load, staged locally
     init_state_dir: str | None  # the previous round's DeepSpeed state, staged locally
     publish_to: str | None = None  # set on a TrainJob's nodes: the workers publish the round themselves
+    # False: the ranks save no DeepSpeed state (a trainer service keeps it; masa.train.service), only
+    # the small train_state.json that names the round's global step
+    save_state: bool = True
     resumed_from: str | None = None  # the resume point's URI, for the report
 
     def to_dict(self) -> dict[str, Any]:

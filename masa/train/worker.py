@@ -311,11 +311,15 @@ def train(spec: WorkerSpec, *, rank: int, world: int, held: Held | None = None) 
                    global_step=global_step, first=len(plans), out=metrics_path)
     out = work / "out"
     ckpt.save_hf(engine, cfg.zero_stage, Path(spec.model_dir), out)
-    ckpt.save_state(engine, work / "state", {"global_step": global_step, "step_in_round": len(plans),
-                                             "world": world, "fingerprint": spec.fingerprint,
-                                             **({"expert_buffer": len(left)} if phased else {})})
-    if phased and rank == 0:
-        phase.save_buffer(left, work / "state")
+    info = {"global_step": global_step, "step_in_round": len(plans), "world": world,
+            "fingerprint": spec.fingerprint, **({"expert_buffer": len(left)} if phased else {})}
+    if spec.save_state:
+        ckpt.save_state(engine, work / "state", info)
+        if phased and rank == 0:
+            phase.save_buffer(left, work / "state")
+    elif rank == 0:  # the trainer service keeps the state: only the step count is written
+        (work / "state").mkdir(parents=True, exist_ok=True)
+        (work / "state" / ckpt.STATE_FILE).write_text(json.dumps(info, indent=1))
     if spec.publish_to:  # workers started on their own nodes publish themselves (TrainJob)
         publish_round(work, spec.publish_to)
     dist.barrier()
