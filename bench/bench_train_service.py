@@ -1,6 +1,6 @@
 """A warm `masa run` train step with and without the trainer service (masa.train.service), side by side.
 
-This process makes itself what masa.pipeline.warm makes a task (the modules a rank imports imported, no
+This process makes itself what masa.pipeline.warm makes a task (the warm server's modules imported, no
 tensor op run, declared fork-safe, a services folder), then trains K consecutive toy rounds of a
 finished `make run` (each from the previous one's output, on the stored scored rows of that round) two
 ways, alternately: ranks forked for each round, restoring the previous round's published state (what
@@ -22,11 +22,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import deepspeed  # noqa: F401 - what a rank imports, before any fork (as the warm server has)
-import transformers  # noqa: F401
-
 from masa.engines.service import SERVICES_ENV
-from masa.train import launch, worker  # noqa: F401
+from masa.pipeline.warm import PRELOAD
+from masa.train import launch
+
+
+def preload() -> None:
+    """Import what the warm server imports before it forks a task (masa.pipeline.warm.PRELOAD): a rank
+    forked without the modules that DeepSpeed and the model's class import lazily pays for them every
+    round (a first version of this bench did, and overstated the service's gain about eightfold)."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def stored(run: Path, branch: str, rnd: int) -> tuple[str, str | None]:
@@ -71,6 +82,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--nproc", type=int, default=2)
     args = ap.parse_args()
+    preload()
     launch.allow_forked_ranks()
     os.environ[SERVICES_ENV] = f"{tempfile.mkdtemp(prefix='bench-svc-')}:{os.getpid()}"
     print(f"{'branch':<15} {'how':<8} {'rep':>3}  seconds per round")

@@ -32,6 +32,14 @@ from masa.train import service as trainer_service
 from masa.train.trainjob import job_name, new_attempt
 
 
+def serves_training(cfg: RunConfig) -> bool:
+    """Whether a warm `masa run` trains through a trainer service: where the ranks run on CPU
+    (`resources.train_gpus: 0`, the toy and smoke presets). On GPUs the service's ranks would keep
+    their memory while the run's vLLM engines start and generate on the same devices (vLLM sizes its
+    cache from the free memory when it starts), which the cluster design gives each its own GPUs for."""
+    return cfg.resources.train_gpus == 0 and cfg.resources.train_nodes == 1
+
+
 def state_mode(cfg: RunConfig, round_idx: int) -> str:
     """How the round's DeepSpeed state reaches the store when a trainer service trains it
     (`resources.train_state`): every round's published by its step, or only the state of a run's last
@@ -51,7 +59,7 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
         # chain: in a warm `masa run`, a branch's rounds share a trainer service (masa.train.service)
         return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
                            out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step,
-                           chain=branch, state=state_mode(cfg, round_idx))
+                           chain=branch if serves_training(cfg) else None, state=state_mode(cfg, round_idx))
     r = cfg.resources
     layout, store = run_layout(cfg), open_store(cfg.store)
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
@@ -120,7 +128,7 @@ def rebuild_kept_states(cfg: RunConfig, branch: str, round_idx: int, tmp: Path) 
     store, from their stored inputs, publishing nothing, so that it holds that state. On CPU the
     retrained weights equal the stored ones bit for bit (said on the terminal either way). Returns the
     rounds retrained."""
-    if cfg.resources.train_nodes != 1 or trainer_service.enabled() is None:
+    if not serves_training(cfg) or trainer_service.enabled() is None:
         return []  # no service: the state was published every round (or stage() names what is missing)
     need, r = [], round_idx - 1
     while r >= 0 and not state_available(cfg, branch, r):

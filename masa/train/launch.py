@@ -7,11 +7,13 @@ imports torch only to start and watch the ranks (7-15 s per round on a loaded 2-
 docs/overhead.md), and we use none of its elasticity (a failed round is rerun by the pipeline). Not
 the `deepspeed` launcher: on CPU it counts NUMA nodes as devices and needs `--bind_cores_to_rank`
 tuning. As torchrun's agent does, when any rank exits non-zero the others are stopped, and we raise
-with the tail of the log (every rank's lines, rank 0's metrics rows among them).
+with the last lines of the rank that failed first (the others' collectives then fail on the missing
+peer, and their tracebacks would bury its error); workers.log keeps every rank's lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -20,7 +22,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -175,21 +176,19 @@ def _rank_child(arg: str, env: dict[str, str], out_fd: int) -> None:
         os._exit(code)
 
 
-def _wait_ranks(procs: list[subprocess.Popen]) -> int:
-    """Every rank's exit status, stopping the others once one fails; the first failure's code."""
-    while True:
-        codes = [p.poll() for p in procs]
-        failed = [c for c in codes if c not in (None, 0)]
-        if failed:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                p.wait()
-            return failed[0]
-        if all(c == 0 for c in codes):
-            return 0
-        time.sleep(0.2)
+def _watch(procs: list, events: queue.Queue) -> None:
+    """A thread per rank that puts ("exit", rank, code) when the rank exits: the events come in the
+    order the ranks exited, so the rank that failed first is known (the others, whose collectives then
+    fail on the missing peer, exit after it)."""
+    for r, p in enumerate(procs):
+        threading.Thread(target=lambda r=r, p=p: events.put(("exit", r, p.wait())), daemon=True).start()
+
+
+def _stop(procs: list, exited: dict[int, int]) -> None:
+    for r, p in enumerate(procs):
+        if r not in exited:
+            with contextlib.suppress(ProcessLookupError):  # it may exit (and be reaped) meanwhile
+                p.terminate()
 
 
 def run_workers(spec: WorkerSpec | RoundRequest, nproc: int, *, env: dict[str, str] | None = None,
@@ -204,34 +203,36 @@ def run_workers(spec: WorkerSpec | RoundRequest, nproc: int, *, env: dict[str, s
     spec_path = work / "spec.json"
     data = spec.to_dict(remote=True) if isinstance(spec, RoundRequest) else spec.to_dict()
     spec_path.write_text(json.dumps(data, indent=1))
-    tail: deque[str] = deque(maxlen=log_tail)
     phase(f"starting {nproc} DeepSpeed rank{'s' if nproc > 1 else ''}")
     procs = start_ranks(spec_path, nproc, env)
-    lines: queue.Queue = queue.Queue()
-    readers = [threading.Thread(target=_relay, args=(p, lines), daemon=True) for p in procs]
-    for t in readers:
-        t.start()
-    waiter = threading.Thread(target=lambda: lines.put(("rc", _wait_ranks(procs))), daemon=True)
-    waiter.start()
-    rc, open_streams = None, len(procs)
+    events: queue.Queue = queue.Queue()
+    for r, p in enumerate(procs):
+        threading.Thread(target=_relay, args=(p, r, events), daemon=True).start()
+    _watch(procs, events)
+    tails: list[deque[str]] = [deque(maxlen=log_tail) for _ in procs]
+    exited: dict[int, int] = {}
+    first, open_streams = None, len(procs)
     with (work / "workers.log").open("a") as log:
-        while rc is None or open_streams:  # every rank's output, in the order it arrives
-            kind, item = lines.get()
-            if kind == "rc":
-                rc = item
+        while len(exited) < len(procs) or open_streams:  # every rank's output, in the order it arrives
+            kind, r, item = events.get()
+            if kind == "exit":
+                exited[r] = item
+                if item != 0 and first is None:  # as torchrun's agent: one rank failed, stop the others
+                    first = r
+                    _stop(procs, exited)
             elif kind == "eof":
                 open_streams -= 1
             else:
-                _line(item, log, tail, on_line)
-    if rc != 0:
-        raise TrainingFailed(f"training workers exited with code {rc}; last lines of {work}/workers.log:\n"
-                             + "\n".join(tail))
+                _line(item, log, tails[r], on_line)
+    if first is not None:
+        raise TrainingFailed(f"training workers exited with code {exited[first]}; rank {first} failed first, its "
+                             f"last lines ({work}/workers.log has every rank's):\n" + "\n".join(tails[first]))
 
 
-def _relay(proc, lines: queue.Queue) -> None:
+def _relay(proc, rank: int, lines: queue.Queue) -> None:
     for line in proc.stdout:
-        lines.put(("line", line))
-    lines.put(("eof", None))
+        lines.put(("line", rank, line))
+    lines.put(("eof", rank, None))
 
 
 def _line(line: str, log, tail: deque, on_line: Callable[[str], None] | None) -> None:
