@@ -21,6 +21,7 @@ engine behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -75,8 +76,12 @@ class Trainer:
         self._conn, self._folder = conn, folder
 
     def _call(self, op: str, arg=None):
-        self._conn.send((op, arg))
-        status, value = self._conn.recv()
+        try:
+            self._conn.send((op, arg))
+            status, value = self._conn.recv()
+        except (EOFError, OSError) as e:
+            raise TrainingFailed(f"the trainer service stopped ({type(e).__name__}); its log is beside "
+                                 f"its socket under ${SERVICES_ENV}") from e
         if status == "error":
             raise TrainingFailed(f"the trainer service failed:\n{value}")
         return value
@@ -113,8 +118,14 @@ class Trainer:
         self._call("upload", {"src": str(dest), "uri": uri})
 
     def hold(self, identity: str | None) -> None:
-        """Tell the service which published checkpoint its engine now matches."""
-        self._call("hold", identity)
+        """Tell the service which published checkpoint its engine now matches. A service gone by now
+        holds nothing: the next round starts from the store (or retrains what only it kept)."""
+        with contextlib.suppress(TrainingFailed):
+            self._call("hold", identity)
+
+    def drain(self) -> list[str]:
+        """Wait for the service's uploads; the ones that failed, a line each."""
+        return self._call("drain")
 
     def close(self) -> None:
         self._conn.close()
@@ -245,8 +256,8 @@ def drain_all(folder: Path) -> list[str]:
         if conn is None:
             continue
         try:
-            errors += Trainer(conn, folder)._call("drain")
-        except (EOFError, OSError, TrainingFailed) as e:
+            errors += Trainer(conn, folder).drain()
+        except TrainingFailed as e:
             errors.append(f"{sock.stem}: {type(e).__name__}: {e}")
         finally:
             conn.close()
