@@ -75,13 +75,26 @@ class Trainer:
     def __init__(self, conn, folder: Path) -> None:
         self._conn, self._folder = conn, folder
 
-    def _call(self, op: str, arg=None):
+    def _send(self, op: str, arg) -> None:
         try:
             self._conn.send((op, arg))
-            status, value = self._conn.recv()
+        except OSError as e:
+            raise self._stopped(e) from e
+
+    def _recv(self) -> tuple[str, object]:
+        try:
+            return self._conn.recv()
         except (EOFError, OSError) as e:
-            raise TrainingFailed(f"the trainer service stopped ({type(e).__name__}); its log is beside "
-                                 f"its socket under ${SERVICES_ENV}") from e
+            raise self._stopped(e) from e
+
+    @staticmethod
+    def _stopped(e: BaseException) -> TrainingFailed:
+        return TrainingFailed(f"the trainer service stopped ({type(e).__name__}); its log is beside its socket "
+                              f"under ${SERVICES_ENV}")
+
+    def _call(self, op: str, arg=None):
+        self._send(op, arg)
+        status, value = self._recv()
         if status == "error":
             raise TrainingFailed(f"the trainer service failed:\n{value}")
         return value
@@ -94,14 +107,9 @@ class Trainer:
         """Train the staged round at `spec_path`; the ranks start from their engine when `expects` is
         the identity they hold. Streams the ranks' lines to `on_line`; returns whether they did."""
         # the step's own directory: its paths may be relative to it (a relative store root)
-        self._conn.send(("train", {"spec": str(Path(spec_path).absolute()), "expects": expects,
-                                   "cwd": os.getcwd()}))
+        self._send("train", {"spec": str(Path(spec_path).absolute()), "expects": expects, "cwd": os.getcwd()})
         while True:
-            try:
-                status, value = self._conn.recv()
-            except (EOFError, OSError) as e:
-                raise TrainingFailed(f"the trainer service stopped ({type(e).__name__}); its log is beside "
-                                     f"its socket under ${SERVICES_ENV}") from e
+            status, value = self._recv()
             if status == "line":
                 on_line(value) if on_line else None
             elif status == "done":
