@@ -102,6 +102,10 @@ class BenchmarkConfig:
 
     datasets: tuple[str, ...] = ("toy",)  # verl parquet / JSONL paths, HF ids, or "toy" (held-out split)
     k: int = 4
+    # meta predictions sampled per problem; None = k. The pass-rate MAE is a mean over problems x meta
+    # samples and its standard error runs over problems, so fewer samples per problem cost little of
+    # its precision, while a meta sample (its prompt and JSON) costs about as much as a solution
+    meta_k: int | None = None
     temperature: float = 0.6
     top_p: float = 1.0
     max_tokens: int = 512
@@ -111,6 +115,7 @@ class BenchmarkConfig:
         p: list[str] = []
         check(len(self.datasets) >= 1, "datasets", "needs at least one benchmark", p)
         check(self.k >= 1, "k", "must be >= 1", p)
+        check(self.meta_k is None or self.meta_k >= 1, "meta_k", "must be >= 1 or null (= k)", p)
         check(self.temperature > 0, "temperature", "must be > 0", p)
         check(self.max_tokens >= 1, "max_tokens", "must be >= 1", p)
         raise_if(p)

@@ -8,6 +8,7 @@ def add_arguments(p):
     p.add_argument("--data", required=True, action="append",
                    help="benchmark: verl .parquet, .jsonl, or HF dataset id (repeatable)")
     p.add_argument("--k", type=int, default=4, help="samples per problem (default: %(default)s)")
+    p.add_argument("--meta-k", type=int, default=None, help="meta predictions per problem (default: --k)")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-tokens", type=int, default=512, help="new tokens per sample")
@@ -42,10 +43,10 @@ def run(args) -> int:
     from masa.engines import ModelNotFoundError
     from masa.runner.evaluate import EvalSettings, run_benchmarks
 
-    if args.k < 1 or args.max_tokens < 1:
-        print("masa benchmark: --k and --max-tokens must be >= 1", file=sys.stderr)
+    if args.k < 1 or args.max_tokens < 1 or (args.meta_k is not None and args.meta_k < 1):
+        print("masa benchmark: --k, --meta-k and --max-tokens must be >= 1", file=sys.stderr)
         return 2
-    s = EvalSettings(k=args.k, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+    s = EvalSettings(k=args.k, meta_k=args.meta_k, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                      max_problems=args.max_problems, n_solution=args.n_solution, seed=args.seed,
                      max_prompt_tokens=args.max_prompt_tokens, meta_max_tokens=args.meta_max_tokens,
                      solution_instruction=args.instruction)

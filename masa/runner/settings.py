@@ -41,6 +41,7 @@ class SamplingSettings:
 @dataclass(frozen=True)
 class EvalSettings:
     k: int = 4
+    meta_k: int | None = None  # meta samples per problem; None = k
     temperature: float = 0.6
     top_p: float = 1.0
     max_tokens: int = 512
@@ -120,7 +121,7 @@ def heldout_eval_settings(cfg: RunConfig) -> EvalSettings:
 def benchmark_eval_settings(cfg: RunConfig) -> EvalSettings:
     """The benchmark step's settings: the held-out sampling plus the meta-awareness figures' budgets."""
     b = cfg.benchmark
-    return dataclasses.replace(heldout_eval_settings(cfg), max_problems=b.max_problems,
+    return dataclasses.replace(heldout_eval_settings(cfg), max_problems=b.max_problems, meta_k=b.meta_k,
                                meta_max_tokens=cfg.rollout.max_response_tokens,
                                min_response_tokens=min(cfg.algorithm.cutoff.min_tokens, b.max_tokens))
 

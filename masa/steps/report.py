@@ -209,7 +209,7 @@ def _load_eval(path: str | None) -> dict[str, Any] | None:
 
 
 def _eval_section(res: dict[str, Any]) -> dict[str, Any]:
-    keep = ("accuracy", "accuracy_stderr", "pass_at_k", "k", "n_problems", "meta", "tokens", "wall_s", "samples_per_s")
+    keep = ("accuracy", "accuracy_stderr", "pass_at_k", "k", "meta_k", "n_problems", "meta", "tokens", "wall_s", "samples_per_s")
     return {name: {k: b.get(k) for k in keep} for name, b in res["benchmarks"].items()}
 
 
@@ -386,7 +386,7 @@ def render_timing(t: dict[str, Any]) -> str:
 
 def render_html(report: dict[str, Any], results: dict[str, Any], svgs: list[str] | None = None) -> str:
     rounds, eff, t = report["rounds"], report["efficiency"], report["timing"]
-    evals = [[ck, bn, _pm(b["accuracy"], b.get("accuracy_stderr")), b["k"], b["n_problems"],
+    evals = [[ck, bn, _pm(b["accuracy"], b.get("accuracy_stderr")), b["k"], b.get("meta_k") or b["k"], b["n_problems"],
               *(b["pass_at_k"].get(str(k)) for k in (1, b["k"])),
               _pm((b.get("meta") or {}).get("pass_rate_mae"), (b.get("meta") or {}).get("pass_rate_mae_stderr")),
               *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae_median", "spearman", "length_in_range", "notion"))]
@@ -409,7 +409,7 @@ Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b
 <b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.
 Intervals are ± 1.96 standard errors (95%) where the evaluation measured them.</p>
 <div class="charts">{''.join(render_charts(report, results) if svgs is None else svgs)}</div>
-<h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
+<h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'meta k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
                          'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
 <h2>Differences between checkpoints</h2>{_table(['benchmark', 'checkpoints', 'Δ avg@k', 'avg@k: the difference is', 'Δ meta MAE', 'meta MAE: the difference is'],
                                                 differences(report["eval"]), "wrap")}
