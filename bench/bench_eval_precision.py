@@ -3,11 +3,12 @@
 Runs `masa.runner.evaluate.evaluate` (the benchmark step's code, real vLLM CPU engine) on the toy's
 held-out split for several (problems, k) settings, side by side from one engine start, and prints
 accuracy +- stderr, meta MAE +- stderr and the seconds each costs, with the ratio to the old setting
-(64 problems x k = 4). Why more problems beats more samples: the standard error of avg@k over problems
+(64 problems x k = 4). A setting PxKxM samples M meta predictions per problem instead of K
+(`benchmark.meta_k`; the toy preset's 700x8x2 against its earlier 1000x8x8). Why more problems beats more samples: the standard error of avg@k over problems
 is sqrt(Var(p_i) + E[p_i (1 - p_i)] / k) / sqrt(P), and the between-problem part Var(p_i) does not
 shrink with k.
 
-    MASA_CACHE_DIR=... .venv/bin/python bench/bench_eval_precision.py [--recipe toy] [--settings 64x4,500x8,1000x8]
+    MASA_CACHE_DIR=... .venv/bin/python bench/bench_eval_precision.py [--recipe toy] [--settings 64x4,500x8,1000x8,700x8x2]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="toy")
     ap.add_argument("--root", default=None, help="a built toy directory (<cache>/<hash>) to measure instead of "
                                                  "building the recipe; read only")
-    ap.add_argument("--settings", default="64x4,64x8,500x8,1000x4,1000x8", help="PROBLEMSxK, comma-separated")
+    ap.add_argument("--settings", default="64x4,64x8,500x8,1000x4,1000x8", help="PROBLEMSxK or PROBLEMSxKxMETA_K, comma-separated")
     args = ap.parse_args()
     recipe = get_recipe(args.recipe)
     root = Path(args.root) if args.root else build(recipe).root
@@ -45,8 +46,8 @@ def main() -> None:
     rows = []
     try:
         for setting in args.settings.split(","):
-            n, k = (int(x) for x in setting.split("x"))
-            s = EvalSettings(k=k, temperature=1.0, max_tokens=recipe.max_response_tokens, n_solution=recipe.n_solution,
+            n, k, *meta_k = (int(x) for x in setting.split("x"))
+            s = EvalSettings(k=k, meta_k=meta_k[0] if meta_k else None, temperature=1.0, max_tokens=recipe.max_response_tokens, n_solution=recipe.n_solution,
                              max_prompt_tokens=256, seed=0, meta_max_tokens=recipe.max_response_tokens)
             t = time.monotonic()
             sol = evaluate(engine, problems[:n], s, meta=False)  # the rounds' held-out measurement
@@ -54,15 +55,15 @@ def main() -> None:
             t = time.monotonic()
             full = evaluate(engine, problems[:n], s, meta=True)  # the benchmark step's
             full_s = time.monotonic() - t
-            rows.append((f"{full['n_problems']}x{k}", sol, sol_s, full, full_s))
+            rows.append((f"{full['n_problems']}x{k}" + (f"x{meta_k[0]}" if meta_k else ""), sol, sol_s, full, full_s))
     finally:
         engine.close()
     base_sol, base_full = rows[0][2], rows[0][4]
-    print(f"{'P x k':>8} {'avg@k':>7} {'stderr':>7} {'meta MAE':>9} {'stderr':>7} {'parse':>6} "
+    print(f"{'P x k':>10} {'avg@k':>7} {'stderr':>7} {'meta MAE':>9} {'stderr':>7} {'parse':>6} "
           f"{'sol s':>7} {'x':>5} {'bench s':>8} {'x':>5}")
     for setting, _sol, sol_s, full, full_s in rows:
         m = full["meta"]
-        print(f"{setting:>8} {full['accuracy']:7.3f} {full['accuracy_stderr']:7.4f} {m['pass_rate_mae']:9.3f} "
+        print(f"{setting:>10} {full['accuracy']:7.3f} {full['accuracy_stderr']:7.4f} {m['pass_rate_mae']:9.3f} "
               f"{m['pass_rate_mae_stderr']:7.4f} {m['parse_rate']:6.3f} {sol_s:7.1f} {sol_s / base_sol:5.1f} "
               f"{full_s:8.1f} {full_s / base_full:5.1f}")
 
