@@ -44,6 +44,13 @@ def test_smoke_report_has_every_key(smoke):
     assert report["rounds"]["masa"][0]["meta"]["parse_rate"] is not None  # MASA samples the meta path
     assert report["rounds"]["grpo"][0]["meta"]["pass_rate_mae"] is None  # GRPO does not
     assert {"speedup_tokens", "speedup_wall", "tokens_saved_gating", "tokens_saved_cutoff"} <= set(report["efficiency"])
+    # the curves end on the rounds' held-out check problems: the base model's final point, read from its
+    # benchmark's per-problem counts, is what round 1's check measured of the same policy (same problems,
+    # same per-problem seeds, other batches)
+    assert {k: p["basis"] for k, p in report["final_points"].items()} == dict.fromkeys(("base", "grpo", "masa"),
+                                                                                     "heldout-check")
+    assert report["final_points"]["base"]["accuracy"] == pytest.approx(report["rounds"]["grpo"][0]["heldout_accuracy"])
+    assert report["efficiency"]["final_accuracy_basis"] == "heldout-check"
     t = report["timing"]
     assert t["total_s"] > 0 and t["overhead_s"] >= 0
     # per step kind: every round part, every benchmark and the report; the kinds add up to the whole

@@ -41,3 +41,19 @@ def test_markdown_states_why_a_speedup_is_null():
            "tokens_saved_gating": 0, "tokens_saved_cutoff": 0}
     md = render_markdown({"run": {"name": "t"}, "efficiency": eff, "eval": {}})
     assert f"(null: {why})" in md  # plain text in Markdown: no HTML entities
+
+
+def test_final_point_is_measured_on_the_rounds_check_problems():
+    # The benchmark holds 4 problems at k = 4: a solved 4/4, b 0/4, c 2/4, d 4/4 (benchmark avg@4 =
+    # 10/16 = 0.625). The rounds' held-out check used b and c: the final point on them is
+    # (0/4 + 2/4) / 2 = 0.25, standard error = sample SD of (0, 0.5) / sqrt(2) = 0.353553 / 1.414214 = 0.25.
+    from masa.steps.report import final_point
+
+    result = {"benchmarks": {"toy": {"accuracy": 0.625, "accuracy_stderr": 0.2, "k": 4,
+                                     "correct_counts": {"a": 4, "b": 0, "c": 2, "d": 4}}}}
+    assert final_point(["b", "c"], result) == (0.25, 0.25, "heldout-check")
+    # a check problem the benchmark lacks (another dataset), or no counts: the benchmark's own figure
+    assert final_point(["b", "x"], result) == (0.625, 0.2, "benchmark")
+    assert final_point(None, result) == (0.625, 0.2, "benchmark")
+    del result["benchmarks"]["toy"]["correct_counts"]
+    assert final_point(["b", "c"], result) == (0.625, 0.2, "benchmark")

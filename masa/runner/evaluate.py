@@ -197,6 +197,9 @@ def figures(outcomes: Sequence[ProblemOutcome], s: EvalSettings, *, meta: bool, 
         "skipped_reason": skipped_reason if n_skipped else None,
         "tokens": int(sum(o.tokens for o in outcomes)),
         "generation_s": round(generation_s, 3), "samples_per_s": round(samples / max(generation_s, 1e-9), 3),
+        # correct samples of each problem: the report measures the final checkpoints on the rounds'
+        # held-out check problems with it (masa.steps.report.final_points)
+        "correct_counts": {o.prompt_id: int(n) for o, n in zip(outcomes, c.tolist(), strict=True)},
     }
     out["spread"] = outcome_spread(c, s.k)  # how many problems give a group-normalised advantage a signal
     if meta:
@@ -286,4 +289,5 @@ def heldout_accuracy(engine: Engine, problems: list[Problem], s: EvalSettings) -
     r = evaluate(engine, problems, s, meta=False)
     # its seconds are work of the step (the report's timing counts them as compute, not overhead)
     return {"accuracy": r["accuracy"], "accuracy_stderr": r["accuracy_stderr"], "n_problems": r["n_problems"],
-            "k": r["k"], "tokens": r["tokens"], "wall_s": round(time.monotonic() - t0, 3)}
+            "k": r["k"], "tokens": r["tokens"], "wall_s": round(time.monotonic() - t0, 3),
+            "prompt_ids": list(r["correct_counts"])}
