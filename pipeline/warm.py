@@ -10,8 +10,12 @@ How it fits kfp.local. `kfp.local.SubprocessRunner` runs a lightweight component
 process's output line by line. `warm_tasks()` replaces that one function for the duration of a run:
 a task whose command has that shape is sent to the fork server, which forks a child that writes the
 source file and runs `kfp.dsl.executor_main` with the same arguments and environment; its output comes
-back through a pipe and is printed exactly as kfp.local prints a subprocess's. Anything else (and
-every task while the server is still importing) takes kfp.local's own path. The DAG, the tasks, their
+back through a pipe and is printed exactly as kfp.local prints a subprocess's. Anything else takes
+kfp.local's own path. A task that comes while the server is still importing waits for it (up to
+`READY_WAIT_S`) rather than starting cold: a cold task imports the same modules beside the server on the
+same cores, and a cold rollout step starts a vLLM engine of its own that the run's engine service then
+starts again (measured 2026-12-03 with a cached toy, where the first tasks come seconds after `masa run`
+starts: two engine starts of 19-23 s each, the first rollout task 57 s instead of ~25). The DAG, the tasks, their
 inputs, outputs and cache are kfp.local's; only the process start differs, so a run gives the same rows
 (tests/test_pipeline_local.py compares a warm run with a cold one row for row). `masa run --cold`
 turns it off (a fresh interpreter per step, as a cluster pod has).
@@ -34,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,6 +65,9 @@ PRELOAD = ("torch", "transformers", "vllm", "vllm.entrypoints.llm", "kfp.dsl.exe
            "masa.steps.rollout", "masa.steps.score", "masa.steps.train", "masa.steps.benchmark",
            "masa.steps.prepare", "masa.steps.report", "masa.steps.resume", "masa.steps.promote")
 _EXECUTOR = "kfp.dsl.executor_main"
+# how long a task waits for the server's imports (~15 s on 2 idle cores, longer beside other work)
+# before it starts cold instead
+READY_WAIT_S = 120.0
 RUNTIME_ENV = frozenset({"MASA_METRICS_PORT"})  # read when the step runs (masa.telemetry), not at import
 
 
@@ -201,6 +209,15 @@ class WarmServer:
     def is_ready(self) -> bool:
         return self.proc.poll() is None and self.ready.exists()
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Whether the server is ready, waiting up to `timeout_s` while it is still importing."""
+        deadline = time.monotonic() + timeout_s
+        while not self.is_ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def run(self, source: str, args: list[str], env: dict[str, str]) -> int:
         """Run one task in a forked child; its output printed line by line, as kfp.local prints."""
         r, w = os.pipe()
@@ -256,7 +273,7 @@ def warm_tasks(folder: Path, enabled: bool = True):
 
     def run_local_subprocess(full_command, env_vars=None):
         parsed = task_argv(list(full_command))
-        if parsed is None or not server.is_ready() or not warm_env(env_vars or {}, server.env):
+        if parsed is None or not warm_env(env_vars or {}, server.env) or not server.wait_ready(READY_WAIT_S):
             return cold(full_command, env_vars)
         return server.run(parsed[0], parsed[1], {**os.environ, **(env_vars or {}), **services})
 

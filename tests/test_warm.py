@@ -95,3 +95,20 @@ def test_the_server_preloads_what_a_tasks_first_parquet_read_imports(tmp_path):
     out = subprocess.run([sys.executable, "-c", _FIRST_READ, str(tmp_path / "t.parquet")], capture_output=True,
                          text=True, check=True).stdout.split()
     assert "pyarrow.dataset" in out and "pyarrow.dataset" in PRELOAD
+
+
+def test_a_task_that_comes_while_the_server_imports_waits_for_it(tmp_path):
+    # kfp.local's handler replaced by warm_tasks: the first task is sent before the server can be ready
+    # (it imports torch), and runs warm, not cold: the server counts it
+    from kfp.local import subprocess_task_handler as handler
+
+    from masa.pipeline.warm import warm_tasks
+
+    spec = next(yaml.safe_load_all(GOLDEN.read_text()))
+    c = next(iter(spec["deploymentSpec"]["executors"].values()))["container"]
+    command = c["command"] + ["--no-such-flag"]  # executor_main rejects it at once: exit status 2
+    with warm_tasks(tmp_path) as server:
+        assert not server.is_ready()
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = handler.run_local_subprocess(command, {})
+        assert code == 2 and server.warm_tasks == 1
