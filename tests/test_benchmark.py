@@ -69,21 +69,22 @@ def test_fewer_meta_samples_than_solutions(tiny_model_dir, tmp_path):
     # benchmark.meta_k = 1 with k = 3: on the real vLLM CPU engine each of the 3 problems gets 3 judged
     # solutions and 1 meta sample, so the parse rate's denominator is 3 (problems x 1), and the solution
     # samples are the ones that meta_k = k draws (each path has its own seed per problem).
+    import dataclasses
+
     from masa.engines import EngineConfig, make_engine
-    from masa.runner.evaluate import load_benchmark, sample_outcomes
+    from masa.runner.evaluate import figures, load_benchmark, sample_outcomes
 
     problems, _ = load_benchmark(str(_verl_file(tmp_path / "b.parquet")), EvalSettings())
     s = EvalSettings(k=3, meta_k=1, temperature=1.0, max_tokens=8, n_solution=4, max_prompt_tokens=512)
     engine = make_engine(EngineConfig(model=str(tiny_model_dir), backend="vllm", max_model_len=520))
     try:
         fewer = sample_outcomes(engine, problems, s).outcomes
-        full = sample_outcomes(engine, problems, EvalSettings(**{**s.__dict__, "meta_k": None})).outcomes
+        full = sample_outcomes(engine, problems, dataclasses.replace(s, meta_k=None)).outcomes
     finally:
         engine.close()
     assert [len(o.correct) for o in fewer] == [3, 3, 3] and [len(o.meta) for o in fewer] == [1, 1, 1]
     assert [len(o.meta) for o in full] == [3, 3, 3]
     assert [o.lengths for o in fewer] == [o.lengths for o in full]
-    from masa.runner.evaluate import figures
     f = figures(fewer, s, meta=True)
     assert f["k"] == 3 and f["meta_k"] == 1 and f["meta"]["parse_rate"] * 3 == pytest.approx(round(f["meta"]["parse_rate"] * 3))
 

@@ -138,7 +138,7 @@ def sample_outcomes(engine: Engine, problems: Sequence[Problem], s: EvalSettings
         kept.append(p)
         # each request may generate only what its prompt leaves of the context
         room = s.max_tokens if context is None else min(s.max_tokens, context - n)
-        for path, ids, n_samples in (("solution", sol, s.k), ("meta", meta_ids, s.meta_k or s.k))[: 2 if meta else 1]:
+        for path, ids, n_samples in (("solution", sol, s.k), ("meta", meta_ids, s.meta_samples))[: 2 if meta else 1]:
             reqs.append(GenerationRequest(ids, SamplingSpec(n=n_samples, temperature=s.temperature, top_p=s.top_p,
                                                             max_tokens=room,
                                                             seed=request_seed(s.seed, 0, p.prompt_id, f"eval-{path}"))))
@@ -188,12 +188,12 @@ def figures(outcomes: Sequence[ProblemOutcome], s: EvalSettings, *, meta: bool, 
     so shards merged in order give the unsharded figures exactly)."""
     correct = torch.tensor([o.correct for o in outcomes], dtype=torch.bool).view(len(outcomes), s.k)
     c = correct.sum(1)
-    samples = len(outcomes) * (s.k + ((s.meta_k or s.k) if meta else 0))
+    samples = len(outcomes) * (s.k + (s.meta_samples if meta else 0))
     out = {
         "accuracy": float(avg_at_k(correct, torch.ones_like(correct))),
         "accuracy_stderr": _finite(accuracy_stderr(correct, torch.ones_like(correct))),
         "pass_at_k": {str(k): float(pass_at_k(torch.full_like(c, s.k), c, k).mean()) for k in _pass_ks(s.k)},
-        "k": s.k, **({"meta_k": s.meta_k or s.k} if meta else {}), "n_problems": len(outcomes), "n_skipped": n_skipped,
+        "k": s.k, **({"meta_k": s.meta_samples} if meta else {}), "n_problems": len(outcomes), "n_skipped": n_skipped,
         "skipped_reason": skipped_reason if n_skipped else None,
         "tokens": int(sum(o.tokens for o in outcomes)),
         "generation_s": round(generation_s, 3), "samples_per_s": round(samples / max(generation_s, 1e-9), 3),

@@ -59,6 +59,11 @@ class EvalSettings:
     # tokens in the model's context
     min_response_tokens: int = 16
 
+    @property
+    def meta_samples(self) -> int:
+        """Meta predictions sampled per problem: `meta_k`, else k."""
+        return self.meta_k or self.k
+
 
 def algorithm_for(cfg: RunConfig, branch: str) -> AlgorithmConfig:
     """The branch's algorithm: the run's settings under the branch's name (grpo, masa, masa-efficient)."""

@@ -139,6 +139,8 @@ def final_point(ids: list[str] | None, result: dict[str, Any]) -> tuple[float | 
     if not ids or not k or any(i not in counts for i in ids):
         return first.get("accuracy"), first.get("accuracy_stderr"), "benchmark"
     rates = [counts[i] / k for i in ids]
+    # masa.algo.evaluation.accuracy_stderr with every problem at k samples, without its torch (the report
+    # step imports none: tests/test_step_imports.py)
     se = statistics.stdev(rates) / math.sqrt(len(rates)) if len(rates) > 1 else None
     return sum(rates) / len(rates), se, "heldout-check"
 
