@@ -14,7 +14,10 @@ cores) and takes about as long as `make run`. Prints per seed, then mean / min /
 - speedup_wall   the same in wall time (>= 1.3); "-" where the report says why it is undefined
 - saved_gating   solution tokens that gating saved (the report's estimate), whole run
 - saved_cutoff   tokens that early cutoff saved, whole run
-- meta_share     meta tokens / all rollout tokens of the MASA-efficient branch (issue 15: <= 0.15)
+- meta_share     meta tokens / all rollout tokens of the MASA-efficient branch, whole run
+- meta_base      the same in its first round, whose policy is the base model (issue 15: <= 0.15)
+- zero_var_base  share of the first GRPO round's prompts whose G solutions are all wrong or all right
+                 (no GRPO signal; issue 15: 0.30-0.60 at the base model)
 - run_s, overhead  the run's wall time (report timing.total_s) and its overhead share
 """
 
@@ -30,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 COLUMNS = ("mae_ratio", "acc_diff", "speedup_tok", "speedup_wall", "saved_gating", "saved_cutoff", "meta_share",
-           "run_s", "overhead")
+           "meta_base", "zero_var_base", "run_s", "overhead")
 
 
 def figures(report: dict) -> dict[str, float | None]:
@@ -42,6 +45,7 @@ def figures(report: dict) -> dict[str, float | None]:
     tokens = sum(r.get("rollout_tokens", 0) for r in rows)
     meta = sum(r.get("meta_tokens", 0) for r in rows)
     total = t.get("total_s")
+    first = rows[0] if rows else {}
     return {
         "mae_ratio": masa["meta"]["pass_rate_mae"] / grpo["meta"]["pass_rate_mae"],
         "acc_diff": 100 * (masa["accuracy"] - grpo["accuracy"]),
@@ -50,6 +54,8 @@ def figures(report: dict) -> dict[str, float | None]:
         "saved_gating": eff.get("tokens_saved_gating"),
         "saved_cutoff": eff.get("tokens_saved_cutoff"),
         "meta_share": meta / tokens if tokens else None,
+        "meta_base": first["meta_tokens"] / first["rollout_tokens"] if first.get("rollout_tokens") else None,
+        "zero_var_base": report["rounds"]["grpo"][0].get("zero_variance_share"),  # None in older reports
         "run_s": total,
         "overhead": t["overhead_s"] / total if total else None,
     }

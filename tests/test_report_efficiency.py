@@ -57,3 +57,15 @@ def test_final_point_is_measured_on_the_rounds_check_problems():
     assert final_point(None, result) == (0.625, 0.2, "benchmark")
     del result["benchmarks"]["toy"]["correct_counts"]
     assert final_point(["b", "c"], result) == (0.625, 0.2, "benchmark")
+
+
+def test_zero_variance_share_of_a_round():
+    from masa.steps.report import _zero_variance_share
+
+    # 3 of 8 solution groups with all-equal rewards
+    assert _zero_variance_share({"zero_variance_solution_groups": 3, "solution_groups": 8}) == 3 / 8
+    # stats from before `solution_groups`: without gating every prompt has one group, 5 of 20
+    assert _zero_variance_share({"zero_variance_solution_groups": 5, "n_prompts": 20, "gated_prompts": 0}) == 0.25
+    # with gated prompts the groups are not the prompts: unknown, not a wrong share
+    assert _zero_variance_share({"zero_variance_solution_groups": 5, "n_prompts": 20, "gated_prompts": 4}) is None
+    assert _zero_variance_share({}) is None

@@ -186,6 +186,8 @@ def test_stats(scored):
     assert stats["meta_reward_notion_mean"] == pytest.approx(0.5 / 3)
     assert (stats["n_experts"], stats["gated_prompts"], stats["cutoff_samples"]) == (2, 1, 1)
     assert (stats["zero_variance_solution_groups"], stats["zero_variance_meta_groups"]) == (1, 1)
+    # prompts 0 and 1 have solution groups (the gated prompt 2 none); prompt 1's 4 of 4 is the zero-variance one
+    assert stats["solution_groups"] == 2
     assert stats["rollout_tokens"] == (3 + 5 + 4 + 8 + 6 + 7) + (4 * 2 + 5 + 5) + (4 + 4)
     assert stats["n_prompts"] == 3 and stats["verifier_errors"] == 0
 

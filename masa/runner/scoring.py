@@ -263,6 +263,8 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         "gated_prompts": len({prompt_of[i] for i, g in enumerate(gated) if g}),
         "cutoff_samples": sum(fr == "cutoff" for fr in cols["finish_reason"]),
         "zero_variance_groups": sum(groups.values()),
+        # the denominator of the share of prompts that give GRPO no signal (a gated prompt has no group)
+        "solution_groups": sum(not is_meta_group(g) for g in groups),
         "zero_variance_solution_groups": sum(z for g, z in groups.items() if not is_meta_group(g)),
         "zero_variance_meta_groups": sum(z for g, z in groups.items() if is_meta_group(g)),
         "rollout_tokens": sum(lengths),

@@ -54,6 +54,7 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
             "generation_s": ro.get("wall_s"), "scoring_s": _span(sc), "training_s": tr.get("wall_s"),
             "gated_prompts": ro.get("gated_prompts"), "cutoff_samples": ro.get("cutoff_samples"),
             "gating_active": ro.get("gating_active"),
+            "zero_variance_share": _zero_variance_share(sc),
             "_heldout_ids": (ro.get("heldout") or {}).get("prompt_ids"),
             "meta": {"pass_rate_mae": sc.get("meta_pass_rate_mae"),
                      "pass_rate_mae_stderr": sc.get("meta_pass_rate_mae_stderr"),
@@ -64,6 +65,16 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
                        (("rollout", ro), ("score", sc), ("train", tr)) if y.get("started_at") and y.get("finished_at")],
         })
     return rows
+
+
+def _zero_variance_share(sc: dict[str, Any]) -> float | None:
+    """Share of the round's solution groups whose rewards are all equal (no GRPO signal). Stats written
+    before `solution_groups` existed: a round without gating has one group per prompt."""
+    groups = sc.get("solution_groups")
+    if groups is None and sc.get("gated_prompts") == 0:
+        groups = sc.get("n_prompts")
+    zero = sc.get("zero_variance_solution_groups")
+    return zero / groups if zero is not None and groups else None
 
 
 def _span(stats: dict[str, Any]) -> float:
