@@ -180,25 +180,6 @@ def test_chain_hand_written_example() -> None:
     assert p.kind == "2-step" and p.level == 3  # 2 steps + 3 columns - 2
 
 
-def test_a_restated_chain_reads_every_number_from_the_line_above() -> None:
-    from masa.toy.chain import ChainProblem
-
-    # 5 + 7 - 3 + 2, worked left to right: 12, then 9, then 11. With restate, steps 2 and 3 open with
-    # the rest of the expression behind the running value: "Now: 12 - 3 + 2." then "Now: 9 + 2."
-    p = ChainProblem((5, 7, 3, 2), ("+", "-", "+"), restate=True)
-    assert p.values == (12, 9, 11)
-    lines = p.solution.split("\n")
-    assert [ln for ln in lines if ln.startswith(("Now", "Step", "So", "Answer"))] == [
-        "Step 1, addition: 5 + 7.", "So 5 + 7 = 12.",
-        "Now: 12 - 3 + 2.", "Step 2, subtraction: 12 - 3.", "So 12 - 3 = 9.",
-        "Now: 9 + 2.", "Step 3, addition: 9 + 2.", "So 9 + 2 = 11.",
-        "Answer: \\boxed{11}"]
-    # the column lines and everything the rewards read are those of the plain chain
-    plain = ChainProblem(p.terms, p.ops)
-    assert [ln for ln in lines if not ln.startswith("Now")] == plain.solution.split("\n")
-    assert (p.answer, p.notions, p.reasoning) == (plain.answer, plain.notions, plain.reasoning)
-
-
 def test_every_chain_is_correct_and_its_notions_are_its_words() -> None:
     import random
 

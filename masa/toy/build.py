@@ -205,8 +205,7 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     show.phase(f"building recipe {recipe.name} ({key}): data, tokenizer, {recipe.steps} warm-start steps, probe")
     torch.manual_seed(recipe.seed)
     (out / "data").mkdir(parents=True)
-    draw = (lambda rng: random_chain(rng, max_ops=recipe.max_ops, max_digits=recipe.max_digits,
-                                           restate=recipe.restate)) \
+    draw = (lambda rng: random_chain(rng, max_ops=recipe.max_ops, max_digits=recipe.max_digits)) \
         if recipe.task == "chain" else None
     train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed,
                                           max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits,

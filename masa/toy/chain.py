@@ -18,11 +18,6 @@ appear in a solution exactly when it uses them, as the meta path's notion reward
     So 432 - 129 = 303.
     Answer: \\boxed{303}
 
-With `restate` (recipe field of the same name), each step after the first opens with the rest of the
-expression, the running value in front ("Now: 432 - 129."): every number a step reads is then on the
-line just above it. Without it, step k's header must fetch the (k+1)-th term of the question, which
-means counting operators back in the prompt; the 2-layer toy model did not learn that (docs/toy.md).
-
 Difficulty grows with the number of steps (an error anywhere is carried to the end) and of columns, so
 a warm-started model solves one-step problems nearly always and three-step ones rarely: the mix of
 all-right and all-wrong groups that predictive gating acts on. The meta reasoning is one short line
@@ -47,7 +42,6 @@ class ChainProblem:
 
     terms: tuple[int, ...]
     ops: tuple[str, ...]
-    restate: bool = False  # a "Now: <running value> <rest>." line before each step after the first
 
     def __post_init__(self) -> None:
         if len(self.terms) != len(self.ops) + 1 or not self.ops:
@@ -89,9 +83,6 @@ class ChainProblem:
     def solution(self) -> str:
         text = []
         for i, (a, op, b, v, lines, _) in enumerate(self._steps()):
-            if self.restate and i:
-                rest = " ".join(f"{o} {t}" for o, t in zip(self.ops[i:], self.terms[i + 1:], strict=True))
-                text.append(f"Now: {a} {rest}.")
             text += [f"Step {i + 1}, {NAMES[op]}: {a} {op} {b}.", *lines, f"So {a} {op} {b} = {v}."]
         return "\n".join([*text, f"Answer: \\boxed{{{self.answer}}}"])
 
@@ -136,7 +127,7 @@ class ChainProblem:
         return ", ".join(parts) + "."
 
 
-def random_chain(rng: random.Random, *, max_ops: int, max_digits: int, restate: bool = False) -> ChainProblem:
+def random_chain(rng: random.Random, *, max_ops: int, max_digits: int) -> ChainProblem:
     """Steps uniform in 1..max_ops; each term's digit count uniform in 1..max_digits, its value uniform."""
     n = rng.randint(1, max_ops)
     terms = [_random_number(rng, rng.randint(1, max_digits))]
@@ -150,4 +141,4 @@ def random_chain(rng: random.Random, *, max_ops: int, max_digits: int, restate: 
         terms.append(t)
         ops.append(op)
     # ToyRecipe keeps max_digits and max_ops <= 4: values stay under 5 * 9999, within masa.toy.task.COLUMNS
-    return ChainProblem(tuple(terms), tuple(ops), restate)
+    return ChainProblem(tuple(terms), tuple(ops))

@@ -26,7 +26,7 @@ CODE_VERSION = 3  # 3: fixed step count, cosine lr decay, deterministic kernels
 TASKS = ("columns", "chain")
 # Fields added after CODE_VERSION 3: they enter the hash only when they differ from these values, so the
 # caches of the recipes that existed before (their hashes are quoted in docs and README) stay valid.
-_LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False, "restate": False}
+_LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False}
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,6 @@ class ToyRecipe:
     # subtractions worked as steps (masa.toy.chain), solutions several times a meta prediction's length
     task: str = "columns"
     max_ops: int = 3
-    # chain task: each step after the first opens with the rest of the expression (masa.toy.chain)
-    restate: bool = False
     # the meta path's fixed strings (<meta>, </meta>, the JSON keys) as one token each: a prediction
     # then costs about its values, not its punctuation (masa.toy.build.META_KEY_TOKENS)
     key_tokens: bool = False
@@ -86,7 +84,6 @@ class ToyRecipe:
         check(1 <= self.max_mul_digits <= 4, "max_mul_digits", "must be in 1..4", p)
         check(self.task in TASKS, "task", f"must be one of {TASKS}", p)
         check(1 <= self.max_ops <= 4, "max_ops", "must be in 1..4", p)
-        check(not self.restate or self.task == "chain", "restate", "applies to task 'chain' only", p)
         check(self.n_probe <= self.n_train, "n_probe", f"must be <= n_train ({self.n_train})", p)
         check(self.max_model_len > self.max_response_tokens, "max_model_len", "must exceed max_response_tokens", p)
         check(self.vocab_size >= 259, "vocab_size", "must be >= 259 (256 bytes + 3 special tokens)", p)
@@ -117,7 +114,7 @@ SMOKE = dataclasses.replace(TOY, name="smoke", n_solution=4, max_response_tokens
 # The chain task (issue 15): solutions of 1-3 steps, ~80-250 tokens, against ~30-token predictions.
 # Longer sequences per example, so half the batch of TOY for about the same seconds per step.
 CHAIN = dataclasses.replace(TOY, name="chain", task="chain", max_ops=3, max_digits=3, key_tokens=True,
-                            restate=True, max_response_tokens=384, max_model_len=640, batch_size=32, steps=900)
+                            max_response_tokens=384, max_model_len=640, batch_size=32, steps=900)
 RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN}
 
 
