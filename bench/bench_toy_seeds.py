@@ -18,6 +18,11 @@ cores) and takes about as long as `make run`. Prints per seed, then mean / min /
 - meta_base      the same in its first round, whose policy is the base model (issue 15: <= 0.15)
 - zero_var_base  share of the first GRPO round's prompts whose G solutions are all wrong or all right
                  (no GRPO signal; issue 15: 0.30-0.60 at the base model)
+- ceiling_tok    the most a first round's costs allow MASA-efficient to save in tokens: its solution
+                 tokens / (those of groups that give GRPO a signal + its meta tokens), i.e. predictive
+                 gating that skips exactly the zero-variance prompts and learning per round equal to
+                 GRPO's (early cutoff left out). Below 1, MASA-efficient cannot reach an accuracy with
+                 fewer rollout tokens than GRPO, however well it predicts; the 1.5x bar needs it >= 1.5
 - run_s, overhead  the run's wall time (report timing.total_s) and its overhead share
 """
 
@@ -33,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 COLUMNS = ("mae_ratio", "acc_diff", "speedup_tok", "speedup_wall", "saved_gating", "saved_cutoff", "meta_share",
-           "meta_base", "zero_var_base", "run_s", "overhead")
+           "meta_base", "zero_var_base", "ceiling_tok", "run_s", "overhead")
 
 
 def figures(report: dict) -> dict[str, float | None]:
@@ -56,9 +61,18 @@ def figures(report: dict) -> dict[str, float | None]:
         "meta_share": meta / tokens if tokens else None,
         "meta_base": first["meta_tokens"] / first["rollout_tokens"] if first.get("rollout_tokens") else None,
         "zero_var_base": report["rounds"]["grpo"][0].get("zero_variance_share"),  # None in older reports
+        "ceiling_tok": speedup_ceiling(first.get("solution_tokens"), first.get("zero_variance_tokens"),
+                                       first.get("meta_tokens")),
         "run_s": total,
         "overhead": t["overhead_s"] / total if total else None,
     }
+
+
+def speedup_ceiling(solution: int | None, zero_variance: int | None, meta: int | None) -> float | None:
+    """GRPO's tokens for a round's learning signal / MASA-efficient's at best (the column above)."""
+    if not solution or zero_variance is None or meta is None:
+        return None
+    return solution / (solution - zero_variance + meta)
 
 
 def run_seed(seed: int, sets: list[str], out: Path) -> Path:

@@ -188,6 +188,7 @@ def test_stats(scored):
     assert (stats["zero_variance_solution_groups"], stats["zero_variance_meta_groups"]) == (1, 1)
     # prompts 0 and 1 have solution groups (the gated prompt 2 none); prompt 1's 4 of 4 is the zero-variance one
     assert stats["solution_groups"] == 2
+    assert stats["zero_variance_solution_tokens"] == G * 2  # prompt 1's G solutions of 2 tokens
     assert stats["rollout_tokens"] == (3 + 5 + 4 + 8 + 6 + 7) + (4 * 2 + 5 + 5) + (4 + 4)
     assert stats["n_prompts"] == 3 and stats["verifier_errors"] == 0
 

@@ -269,6 +269,8 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         "zero_variance_meta_groups": sum(z for g, z in groups.items() if is_meta_group(g)),
         "rollout_tokens": sum(lengths),
         "solution_tokens": sum(lengths[i] for i in sol), "meta_tokens": sum(lengths[i] for i in meta),
+        # the solution tokens that bought no GRPO signal: what perfect predictive gating could save
+        "zero_variance_solution_tokens": sum(lengths[i] for i in sol if zero_var[i]),
         "n_experts": len(experts),
     }
     meta_keys = ("meta_parse_rate", "meta_pass_rate_mae", "meta_pass_rate_mae_median", "meta_reward_mean", "meta_reward_pass_rate_mean",

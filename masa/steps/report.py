@@ -55,6 +55,7 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
             "gated_prompts": ro.get("gated_prompts"), "cutoff_samples": ro.get("cutoff_samples"),
             "gating_active": ro.get("gating_active"),
             "zero_variance_share": _zero_variance_share(sc),
+            "zero_variance_tokens": sc.get("zero_variance_solution_tokens"),
             "_heldout_ids": (ro.get("heldout") or {}).get("prompt_ids"),
             "meta": {"pass_rate_mae": sc.get("meta_pass_rate_mae"),
                      "pass_rate_mae_stderr": sc.get("meta_pass_rate_mae_stderr"),
