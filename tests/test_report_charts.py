@@ -11,7 +11,8 @@ from report_fixture import PROMOTION, report_inputs
 from report_layout import chromium, layout
 
 from masa.runner import charts
-from masa.steps.report import differences, render_html, render_promotion, timing
+from masa.steps.report import timing
+from masa.steps.report_render import differences, render_html, render_promotion
 
 
 def _group(svg: str, gid: str) -> str:

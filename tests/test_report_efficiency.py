@@ -1,6 +1,7 @@
 """Speedup figures of the report, by hand: cost of each branch to reach GRPO's final held-out accuracy."""
 
-from masa.steps.report import cost_to_reach, curves, efficiency
+from masa.steps.report import efficiency
+from masa.steps.report_render import cost_to_reach, curves
 
 
 def _rows(accs, tokens):
@@ -34,7 +35,7 @@ def test_null_speedups_say_why():
 
 
 def test_markdown_states_why_a_speedup_is_null():
-    from masa.steps.report import render_markdown
+    from masa.steps.report_render import render_markdown
 
     why = "the starting policy already had GRPO's final held-out accuracy 0.504"
     eff = {"speedup_tokens": None, "speedup_wall": None, "speedup_tokens_why_null": why,
