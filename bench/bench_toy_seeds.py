@@ -61,18 +61,10 @@ def figures(report: dict) -> dict[str, float | None]:
         "meta_share": meta / tokens if tokens else None,
         "meta_base": first["meta_tokens"] / first["rollout_tokens"] if first.get("rollout_tokens") else None,
         "zero_var_base": report["rounds"]["grpo"][0].get("zero_variance_share"),  # None in older reports
-        "ceiling_tok": speedup_ceiling(first.get("solution_tokens"), first.get("zero_variance_tokens"),
-                                       first.get("meta_tokens")),
+        "ceiling_tok": eff.get("speedup_tokens_ceiling"),  # masa.steps.report.speedup_ceiling
         "run_s": total,
         "overhead": t["overhead_s"] / total if total else None,
     }
-
-
-def speedup_ceiling(solution: int | None, zero_variance: int | None, meta: int | None) -> float | None:
-    """GRPO's tokens for a round's learning signal / MASA-efficient's at best (the column above)."""
-    if not solution or zero_variance is None or meta is None:
-        return None
-    return solution / (solution - zero_variance + meta)
 
 
 def run_seed(seed: int, sets: list[str], out: Path) -> Path:

@@ -70,3 +70,24 @@ def test_zero_variance_share_of_a_round():
     # with gated prompts the groups are not the prompts: unknown, not a wrong share
     assert _zero_variance_share({"zero_variance_solution_groups": 5, "n_prompts": 20, "gated_prompts": 4}) is None
     assert _zero_variance_share({}) is None
+
+
+def test_speedup_ceiling_by_hand():
+    from masa.steps.report import speedup_ceiling
+    from masa.steps.report_render import render_markdown
+
+    # the columns toy's shape: half the solution tokens in zero-variance groups, meta 0.68x the solutions
+    # (meta share 680 / 1680 = 0.40): 1000 / (1000 - 500 + 680) = 1000 / 1180 = 0.847, below 1
+    assert speedup_ceiling(1000, 500, 680) == 1000 / 1180
+    # the paper's shape (512-token predictions, 4,096-token solutions: meta 1/8 of the solutions):
+    # 1000 / (500 + 125) = 1.6, the room the 1.5x bar needs
+    assert speedup_ceiling(1000, 500, 125) == 1.6
+    assert speedup_ceiling(None, 500, 125) is None and speedup_ceiling(1000, None, 125) is None
+    # the report takes it from MASA's first round (the base model's), not from later ones
+    rows = [{**r, "solution_tokens": s, "zero_variance_tokens": z, "meta_tokens": m}
+            for r, (s, z, m) in zip(_rows([0.4, 0.5], [1680, 1000]), [(1000, 500, 680), (500, 0, 500)], strict=True)]
+    eff = efficiency({"grpo": _rows([0.4, 0.45], [1000, 1000]), "masa": rows}, {"grpo": 0.5, "masa": 0.5}, {})
+    assert eff["speedup_tokens_ceiling"] == 1000 / 1180
+    md = render_markdown({"run": {"name": "t"}, "efficiency": {**eff, "tokens_saved_gating": 0, "tokens_saved_cutoff": 0},
+                          "eval": {}})
+    assert "allow at most 0.85× in tokens" in md

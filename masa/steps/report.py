@@ -144,8 +144,22 @@ def final_point(ids: list[str] | None, result: dict[str, Any]) -> tuple[float | 
     return sum(rates) / len(rates), se, "heldout-check"
 
 
+def speedup_ceiling(solution: int | None, zero_variance: int | None, meta: int | None) -> float | None:
+    """The token speedup a MASA round's costs allow at best: GRPO spends `solution` tokens for a round's
+    signal; MASA-efficient, gating exactly the prompts whose groups give no signal (`zero_variance` of
+    those tokens) and learning as much per round, spends solution - zero_variance + meta. Early cutoff
+    is left out. Below 1, no calibration of the meta path can make MASA-efficient cheaper than GRPO."""
+    if not solution or zero_variance is None or meta is None:
+        return None
+    return solution / (solution - zero_variance + meta)
+
+
 def efficiency(rounds: dict[str, list], finals: dict[str, float | None], savings: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"speedup_tokens": None, "speedup_wall": None, **savings}
+    # from MASA's first round: the base model's costs, before gating can act
+    first = (rounds.get("masa") or [{}])[0]
+    out["speedup_tokens_ceiling"] = speedup_ceiling(first.get("solution_tokens"), first.get("zero_variance_tokens"),
+                                                    first.get("meta_tokens"))
     if "grpo" in rounds and "masa" in rounds:
         for key, name in (("rollout_tokens", "speedup_tokens"), ("wall_s", "speedup_wall")):
             g, m = curves(rounds["grpo"], finals.get("grpo"), key), curves(rounds["masa"], finals.get("masa"), key)

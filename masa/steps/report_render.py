@@ -167,7 +167,7 @@ def render_html(report: dict[str, Any], results: dict[str, Any], svgs: list[str]
 <h1>{title}</h1>
 <p>Branches: {escape(' vs '.join(report['run']['branches']))}; {report['run']['rounds']} rounds.
 Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b> in rollout tokens,
-<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}. Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.
+<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}.{escape(_ceiling_note(eff))} Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.
 Intervals are ± 1.96 standard errors (95%) where the evaluation measured them.</p>
 <div class="charts">{''.join(render_charts(report, results) if svgs is None else svgs)}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'meta k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
@@ -190,11 +190,20 @@ def _null_note(eff: dict[str, Any]) -> str:
     return basis + (f" (null: {why})" if why else "")
 
 
+def _ceiling_note(eff: dict[str, Any]) -> str:
+    c = eff.get("speedup_tokens_ceiling")
+    if c is None:
+        return ""
+    return (f" The first round's costs allow at most {c:.2f}× in tokens (gating exactly the prompts without"
+            " GRPO signal, the meta path paid for).")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     eff, lines = report["efficiency"], [f"# MASA run report: {report['run']['name']}", ""]
     lines += [f"Speedup (tokens): {_fmt(eff['speedup_tokens'])}; speedup (wall): {_fmt(eff['speedup_wall'])}"
               f"{_null_note(eff)}; "
-              f"tokens saved by gating {_fmt(eff['tokens_saved_gating'])}, by cutoff {_fmt(eff['tokens_saved_cutoff'])}.",
+              f"tokens saved by gating {_fmt(eff['tokens_saved_gating'])}, by cutoff {_fmt(eff['tokens_saved_cutoff'])}."
+              f"{_ceiling_note(eff)}",
               "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | MAE of median | spearman |",
               "|---|---|---|---|---|---|---|"]
     for ck, bs in report["eval"].items():
