@@ -91,3 +91,25 @@ def test_speedup_ceiling_by_hand():
     md = render_markdown({"run": {"name": "t"}, "efficiency": {**eff, "tokens_saved_gating": 0, "tokens_saved_cutoff": 0},
                           "eval": {}})
     assert "allow at most 0.85× in tokens" in md
+
+
+def test_gating_note_says_what_kept_gating_off():
+    from masa.steps.report import gating_note
+    from masa.steps.report_render import render_markdown
+
+    def row(mae, on=False):
+        return {"gating_active": on, "meta": {"pass_rate_mae_median": mae}}
+
+    # on in one round of three: counted, no reason needed
+    assert gating_note([row(0.4), row(0.2), row(0.1, on=True)], window=2, mae_threshold=0.25) == \
+        {"gating_active_rounds": 1, "gating_why_off": None}
+    # never on: the first, last and best error, and the switch it had to pass
+    note = gating_note([row(0.445), row(None), row(0.297), row(0.314)], window=2, mae_threshold=0.25)
+    assert note["gating_active_rounds"] == 0
+    assert note["gating_why_off"] == ("the meta path's pass-rate error (MAE of the median prediction) went 0.445 -> "
+                                      "0.314 over the rounds (best 0.297); gating switches on once its mean over the "
+                                      "last 2 rounds is below 0.25")
+    assert gating_note([row(None)], window=2, mae_threshold=0.25)["gating_why_off"].startswith("no round measured")
+    md = render_markdown({"run": {"name": "t"}, "eval": {}, "efficiency": {
+        "speedup_tokens": None, "speedup_wall": None, "tokens_saved_gating": 0, "tokens_saved_cutoff": 0, **note}})
+    assert "Predictive gating never switched on: the meta path's" in md

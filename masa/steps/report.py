@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from masa.algo.config import GatingConfig
 from masa.config import RunConfig
 from masa.runner.layout import STATS_FILE, run_layout
 from masa.schemas import REPORT_LENGTH_NEEDS, SOLUTION
@@ -154,6 +155,21 @@ def speedup_ceiling(solution: int | None, zero_variance: int | None, meta: int |
     return solution / (solution - zero_variance + meta)
 
 
+def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float) -> dict[str, Any]:
+    """How many of MASA-efficient's rounds had predictive gating on and, when none did, the figures that
+    kept it off: the error of what gating acts on (the rounds' MAE of the median prediction) against the
+    switch (masa.algo.gating: its mean over the last `window` rounds below `mae_threshold`)."""
+    on = sum(bool(r.get("gating_active")) for r in rows)
+    maes = [m for r in rows if (m := (r.get("meta") or {}).get("pass_rate_mae_median")) is not None]
+    why = None
+    if not on:
+        why = ("no round measured the meta path's pass-rate error" if not maes else
+               f"the meta path's pass-rate error (MAE of the median prediction) went {maes[0]:.3f} -> {maes[-1]:.3f} "
+               f"over the rounds (best {min(maes):.3f}); gating switches on once its mean over the last "
+               f"{window} rounds is below {mae_threshold}")
+    return {"gating_active_rounds": on, "gating_why_off": why}
+
+
 def efficiency(rounds: dict[str, list], finals: dict[str, float | None], savings: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"speedup_tokens": None, "speedup_wall": None, **savings}
     # from MASA's first round: the base model's costs, before gating can act
@@ -257,6 +273,7 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
     # GRPO against algorithm.name; another baseline (plain MASA) is not in the report (its benchmark
     # step's output holds its figures)
     masa_branch = cfg.algorithm.name if cfg.algorithm.name != "grpo" else None
+    gating = cfg.algorithm.gating if cfg.algorithm.name == "masa-efficient" else GatingConfig(enabled=False)
     rounds = {("grpo" if b == "grpo" else "masa"): round_records(cfg, b) for b in cfg.branches
               if b in ("grpo", cfg.algorithm.name)}
     # the final point of each accuracy curve: the final checkpoint on the rounds' held-out check problems
@@ -279,7 +296,9 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
         "eval": {k: _eval_section(r) for k, r in results.items()},
         "rounds": rounds,
         "efficiency": {**efficiency(rounds, finals, savings),
-                       "final_accuracy_basis": points.get("grpo", (None, None, None))[2]},
+                       "final_accuracy_basis": points.get("grpo", (None, None, None))[2],
+                       **(gating_note(rounds["masa"], window=gating.window, mae_threshold=gating.mae_threshold)
+                          if masa_branch and gating.enabled and rounds.get("masa") else {})},
         "final_points": {k: {"accuracy": a, "accuracy_stderr": se, "basis": basis} for k, (a, se, basis) in points.items()},
         "checkpoints": {k: r.get("uri") for k, r in results.items()},
         "promotion": _load_eval(promotion),

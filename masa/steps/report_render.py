@@ -191,11 +191,10 @@ def _null_note(eff: dict[str, Any]) -> str:
 
 
 def _ceiling_note(eff: dict[str, Any]) -> str:
-    c = eff.get("speedup_tokens_ceiling")
-    if c is None:
-        return ""
-    return (f" The first round's costs allow at most {c:.2f}× in tokens (gating exactly the prompts without"
-            " GRPO signal, the meta path paid for).")
+    c, off = eff.get("speedup_tokens_ceiling"), eff.get("gating_why_off")
+    return ((f" The first round's costs allow at most {c:.2f}× in tokens (gating exactly the prompts without"
+             " GRPO signal, the meta path paid for)." if c is not None else "")
+            + (f" Predictive gating never switched on: {off}." if off else ""))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
