@@ -1,5 +1,6 @@
 """The run report: `report.json` (schema in docs/report.md), a self-contained `report.html` with
-inline SVG plots, and a Markdown summary for the Kubeflow UI.
+inline SVG plots, and a Markdown summary for the Kubeflow UI. This module assembles the figures;
+`masa.steps.report_render` draws them.
 
 Sources: the benchmark results of each checkpoint (KFP artifacts) and the per-round stats that every
 step published beside its part in the store (`masa.runner.layout`).
