@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from masa.algo.config import GatingConfig
 from masa.config import RunConfig
 from masa.runner.layout import STATS_FILE, run_layout
 from masa.schemas import REPORT_LENGTH_NEEDS, SOLUTION
 from masa.steps.report_render import (
-    _first,
     cost_to_reach,
     curves,
+    first_benchmark,
     render_charts,
     render_html,
     render_markdown,
@@ -135,7 +134,7 @@ def final_point(ids: list[str] | None, result: dict[str, Any]) -> tuple[float | 
     a few points (toy seed 0: 0.262 against 0.301 for the base model), which, mixed into one curve, made
     "reaches GRPO's final accuracy" a comparison of two problem sets. Otherwise (a benchmark other than
     the held-out split, results without counts) the benchmark's own accuracy, basis "benchmark"."""
-    first = next(iter(result["benchmarks"].values()))
+    first = first_benchmark(result)
     counts, k = first.get("correct_counts") or {}, first.get("k")
     if not ids or not k or any(i not in counts for i in ids):
         return first.get("accuracy"), first.get("accuracy_stderr"), "benchmark"
@@ -274,7 +273,7 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
     # GRPO against algorithm.name; another baseline (plain MASA) is not in the report (its benchmark
     # step's output holds its figures)
     masa_branch = cfg.algorithm.name if cfg.algorithm.name != "grpo" else None
-    gating = cfg.algorithm.gating if cfg.algorithm.name == "masa-efficient" else GatingConfig(enabled=False)
+    gating = cfg.algorithm.gating if cfg.algorithm.name == "masa-efficient" and cfg.algorithm.gating.enabled else None
     rounds = {("grpo" if b == "grpo" else "masa"): round_records(cfg, b) for b in cfg.branches
               if b in ("grpo", cfg.algorithm.name)}
     # the final point of each accuracy curve: the final checkpoint on the rounds' held-out check problems
@@ -299,7 +298,7 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
         "efficiency": {**efficiency(rounds, finals, savings),
                        "final_accuracy_basis": points.get("grpo", (None, None, None))[2],
                        **(gating_note(rounds["masa"], window=gating.window, mae_threshold=gating.mae_threshold)
-                          if masa_branch and gating.enabled and rounds.get("masa") else {})},
+                          if gating and rounds.get("masa") else {})},
         "final_points": {k: {"accuracy": a, "accuracy_stderr": se, "basis": basis} for k, (a, se, basis) in points.items()},
         "checkpoints": {k: r.get("uri") for k, r in results.items()},
         "promotion": _load_eval(promotion),
@@ -313,7 +312,7 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
     e = report["efficiency"]
     return {"speedup_tokens": e["speedup_tokens"], "speedup_wall": e["speedup_wall"],
             "tokens_saved_gating": e["tokens_saved_gating"], "tokens_saved_cutoff": e["tokens_saved_cutoff"],
-            **{f"{k}.accuracy": _first(r)["accuracy"] for k, r in results.items()}}
+            **{f"{k}.accuracy": first_benchmark(r)["accuracy"] for k, r in results.items()}}
 
 
 def report_prefix(cfg: RunConfig) -> str:

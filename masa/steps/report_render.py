@@ -62,7 +62,8 @@ def _points(rows: list[dict], final: tuple[float | None, float | None], key: str
     return [(x, y, se) for (x, y), se in zip(curves(rows, final[0], key), errs, strict=True)]
 
 
-def _first(res: dict[str, Any]) -> dict[str, Any]:
+def first_benchmark(res: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's first benchmark result (the one its curve and headline figures use)."""
     return next(iter(res["benchmarks"].values()))
 
 
@@ -72,7 +73,7 @@ def render_charts(report: dict[str, Any], results: dict[str, Any]) -> list[str]:
     rounds, eff, n = report["rounds"], report["efficiency"], report["run"]["rounds"]
     # the curves' final points (build_report's final_point; a report without them: the benchmarks')
     finals = {k: (p["accuracy"], p["accuracy_stderr"]) for k, p in report["final_points"].items()} \
-        if "final_points" in report else {k: (_first(r).get("accuracy"), _first(r).get("accuracy_stderr"))
+        if "final_points" in report else {k: (first_benchmark(r).get("accuracy"), first_benchmark(r).get("accuracy_stderr"))
                                           for k, r in results.items()}
     out = []
     for key, what, tag, unit in (("rollout_tokens", "cumulative rollout tokens", "tokens", "tokens"),
@@ -83,7 +84,7 @@ def render_charts(report: dict[str, Any], results: dict[str, Any]) -> list[str]:
         out.append(charts.accuracy_vs_cost(pts, target=target, crossings=cross, xlabel=what, unit=unit,
                                             name=f"accuracy-{tag}"))
     meta_final = {k: (0 if k == "base" else n, m.get("pass_rate_mae"), m.get("pass_rate_mae_stderr"))
-                  for k, r in results.items() if (m := _first(r).get("meta") or {})}
+                  for k, r in results.items() if (m := first_benchmark(r).get("meta") or {})}
     out.append(charts.per_round(
         {b: [(r["round"], r["meta"]["pass_rate_mae"], r["meta"].get("pass_rate_mae_stderr")) for r in rows]
          for b, rows in rounds.items()}, suffix=" (training rollouts)", title="Meta pass-rate error per round",
@@ -91,7 +92,7 @@ def render_charts(report: dict[str, Any], results: dict[str, Any]) -> list[str]:
     out.append(charts.per_round(
         {b: [(r["round"], r["train_accuracy"], None) for r in rows] for b, rows in rounds.items()},
         title="Training-rollout accuracy per round", ylabel="pass rate", name="train-accuracy"))
-    out.append(charts.calibration({k: [(c["observed"], c["predicted"]) for c in _first(r).get("calibration", [])]
+    out.append(charts.calibration({k: [(c["observed"], c["predicted"]) for c in first_benchmark(r).get("calibration", [])]
                                    for k, r in results.items()}, name="calibration"))
     out.append(charts.bars({"gating": eff.get("tokens_saved_gating") or 0, "cutoff": eff.get("tokens_saved_cutoff") or 0},
                            title="Solution tokens saved (estimate)", ylabel="tokens", name="tokens-saved"))
