@@ -124,7 +124,8 @@ def training_s(c: dict[str, Const], gpus: int = 8) -> float:
 
 def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_round: float,
                 extra_tasks_per_segment: float = 0.0, rounds_per_run: int = 50, vol_read: float = 0.0,
-                vol_write: float = 0.0, engine_start: bool = True, snapshot: float = 0.0) -> dict[str, float]:
+                vol_write: float = 0.0, engine_start: bool = True, trainer_start: bool = True,
+                snapshot: float = 0.0) -> dict[str, float]:
     """Seconds per round and branch, by part. `s3_*`, `vol_*` and `snapshot` are bytes per round:
     through S3, through a shared volume (at this box's measured local-store rates), and copied GPU ->
     host memory over PCIe (each GPU its ZeRO partition, in parallel) for a background S3 upload."""
@@ -135,7 +136,7 @@ def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_
         "generation": generation_s(c),
         "scoring": 128 * 16 / v["verify_per_s"],
         "training": training_s(c),
-        "engine_start": (v["vllm_start_s"] + v["deepspeed_start_s"]) if engine_start else 0.0,
+        "engine_start": (v["vllm_start_s"] + v["deepspeed_start_s"] * trainer_start) if engine_start else 0.0,
         "model_load": weights_bytes(c) / pcie,  # local copy (or the trainer's GPUs) -> the engine's GPU
         "checkpoint_load": s3_down / (v["s3_down_MBps"] * 1e6) + vol_read / (v["vol_read_MBps"] * 1e6),
         "checkpoint_save": (s3_up / (v["s3_up_MBps"] * 1e6) + vol_write / (v["vol_write_MBps"] * 1e6)
@@ -195,9 +196,17 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         # item 0 alone: runs of k rounds
         "bounded_runs": summarize(round_parts(c, s3_down=3 * w + st, s3_up=w + st, tasks_per_round=3, **seg),
                                   **runs),
-        # implemented: bounded runs + scoring fetches the tokenizer only
-        "chosen": summarize(round_parts(c, s3_down=2 * w + st, s3_up=w + st, tasks_per_round=3, **seg),
-                            **runs, note="bounded runs + tokenizer-only scoring (implemented)"),
+        # implemented before the serving TrainJob: bounded runs + scoring fetches the tokenizer only
+        "bounded_runs_light_scoring": summarize(
+            round_parts(c, s3_down=2 * w + st, s3_up=w + st, tasks_per_round=3, **seg),
+            **runs, note="bounded runs + tokenizer-only scoring (implemented; resources.train_service: false)"),
+        # implemented: the above + a serving TrainJob per branch and run (resources.train_service: true,
+        # train_state: run): the ranks keep the DeepSpeed engine between rounds and fetch no weights or state;
+        # rank 0 still publishes the model every round before the step ends (the next rollout pod downloads
+        # it), and at a run's last round the state is written to the node's disk, then uploaded while the
+        # next run starts
+        "chosen": summarize(train_service_parts(c, w, st, k, seg), **runs,
+                            note="bounded runs + tokenizer-only scoring + serving TrainJob (implemented)"),
         # not implemented: weights and state handed on through a shared volume (train writes, rollout and
         # train read in place), one S3 copy per run of k rounds for durability
         "local_handoff": summarize(round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, vol_read=2 * w + st,
@@ -215,6 +224,15 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
             round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, engine_start=False, **seg),
             **runs, note="engine services with a blocking S3 copy every run"),
     }
+
+
+def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: dict) -> dict[str, float]:
+    """The serving TrainJob as built: per round the model goes up (rank 0, before the step ends) and down
+    (the rollout pod); every k rounds the state is saved to the node's disk (at this box's measured disk
+    rate) and uploaded in the background; vLLM still starts in each rollout pod, DeepSpeed once a run."""
+    parts = round_parts(c, s3_down=w, s3_up=w, tasks_per_round=3, vol_write=st / k, trainer_start=False, **seg)
+    parts["checkpoint_save"] += background_excess(c, parts, st / k)
+    return parts
 
 
 def breakeven_s3(design: str = "chosen", target: float = 0.15) -> float | None:

@@ -200,6 +200,13 @@ class ResourcesConfig:
     # in the background (the state of the rounds between lives in the service; a rerun after losing it
     # retrains those rounds from the last published state). Without a service: every round's, always.
     train_state: Literal["round", "run"] = "round"
+    # on a cluster: a branch's train steps send their rounds to one TrainJob that stays up for the run
+    # (masa.train.listen, masa.train.served) and keeps its DeepSpeed engine between them, instead of
+    # training in their own pod (or a TrainJob per round) from the state in the store; the state reaches
+    # the store as `train_state` says. The train tasks become small pods; the job has the train GPUs.
+    train_service: bool = False
+    train_service_port: int = 29600  # rank 0 of the serving TrainJob listens here (networkpolicy.yaml)
+    train_service_idle_s: int = 1800  # its ranks exit after this long without a round (a failed run)
     retries: int = 2
     metrics_port: int = 9090  # Prometheus endpoint of long-running steps (0 = off); images expose 9090
     service_account: str = "masa-pipeline"  # manifests/rbac.yaml: may create TrainJobs, read one Secret
@@ -227,6 +234,8 @@ class ResourcesConfig:
         check(self.rollout_shards >= 1, "rollout_shards", "must be >= 1", p)
         check(self.benchmark_shards >= 1, "benchmark_shards", "must be >= 1", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)
+        check(0 < self.train_service_port < 65536, "train_service_port", "must be a TCP port", p)
+        check(self.train_service_idle_s >= 60, "train_service_idle_s", "must be >= 60 seconds", p)
         check(self.train_nodes == 1 or self.train_gpus >= 1, "train_nodes",
               "> 1 needs resources.train_gpus >= 1 (the TrainJob's GPUs per node)", p)
         check(self.gpu_timeout_s >= 60, "gpu_timeout_s", "must be >= 60 seconds", p)
@@ -349,6 +358,8 @@ class RunConfig:
         # one DeepSpeed rank per GPU: a second rank on a 1-GPU pod asks for cuda:1 and fails
         check(gpus == 0 or self.train_processes == gpus, "train_processes",
               f"must equal resources.train_gpus ({gpus}): one rank per GPU (or set train_gpus: 0 for CPU ranks)", p)
+        check(not self.resources.train_service or self.store.startswith("s3://"), "resources.train_service",
+              f"needs an s3:// store that the TrainJob's nodes can reach; store is {self.store!r}", p)
         check(not (self.compare and self.algorithm.name == "grpo"), "compare",
               "compare runs GRPO beside algorithm.name; set algorithm.name to masa or masa-efficient", p)
         check(not self.compare or (self.baselines[:1] == ("grpo",) and self.algorithm.name not in self.baselines

@@ -39,7 +39,7 @@ MIN_BACKEND = max(v for v, _, _ in BACKEND_FEATURES.values())  # everything we e
 
 def step_group(cfg: RunConfig, step: str) -> str:
     """'small' | 'cpu' | 'gpu' (see the module docstring)."""
-    if step in SMALL_STEPS or (step == "train" and cfg.resources.train_nodes > 1):
+    if step in SMALL_STEPS or (step == "train" and (cfg.resources.train_nodes > 1 or cfg.resources.train_service)):
         return "small"
     return "gpu" if step in GPU_STEPS else "cpu"  # engine steps: big scratch, /dev/shm, GPUs if any
 
@@ -48,7 +48,7 @@ def step_resources(cfg: RunConfig, step: str) -> tuple[StepResources, int]:
     """(requests + scratch + deadline, GPUs) of one step."""
     r = cfg.resources
     group = step_group(cfg, step)
-    if step == "train" and group == "small":  # follows a TrainJob: small pod, the GPU steps' deadline
+    if step == "train" and group == "small":  # drives a TrainJob: small pod, the GPU steps' deadline
         return StepResources(r.small.cpu, r.small.memory, r.small.scratch, r.gpu_timeout_s), 0
     if group == "small":
         return r.small, 0
@@ -134,6 +134,8 @@ def apply_step(task, cfg: RunConfig, step: str) -> None:
     _placement(task, r.node_selector, r.tolerations)
     kubernetes.set_timeout(task, res.timeout_s)
     kubernetes.add_pod_label(task, "masa.io/metrics", "true")
+    if step == "train" and r.train_service:  # may reach the serving TrainJob's port (networkpolicy.yaml)
+        kubernetes.add_pod_label(task, "masa.io/trainer-client", "true")
     if r.s3_secret:  # by reference to a Secret: no value ever enters the compiled spec
         attach_s3_secret(task, r.s3_secret)
 

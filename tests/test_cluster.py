@@ -209,6 +209,28 @@ def test_trainjob_follower_pod_holds_no_gpu_but_the_gpu_deadline(tmp_path):
     assert all(m["mountPath"] != "/dev/shm" for m in train["emptyDirMounts"])
 
 
+def test_serving_trainjob_train_tasks_are_small_labelled_clients(tmp_path):
+    """resources.train_service: the paper run's train tasks only send requests (the serving TrainJob
+    has the 8 GPUs): no GPU, no /dev/shm, the GPU steps' deadline, and the label that lets them reach
+    the job's port (manifests/networkpolicy.yaml); rollout keeps its GPUs."""
+    spec, execs = _compile(tmp_path, "paper", ["store=s3://b/runs", "resources.train_service=true"])
+    trains = [t for t in spec["root"]["dag"]["tasks"] if t.startswith("train")]
+    assert trains
+    for t in trains:
+        res = _resources(spec, t)
+        assert "accelerator" not in res and res["resourceCpuRequest"] == load_config("paper").resources.small.cpu
+        e = execs[_executor(spec, t)]
+        assert e["podMetadata"]["labels"]["masa.io/trainer-client"] == "true"
+        assert all(m["mountPath"] != "/dev/shm" for m in e["emptyDirMounts"])
+    rollout = next(t for t in spec["root"]["dag"]["tasks"] if t.startswith("rollout"))
+    assert _resources(spec, rollout)["accelerator"]["resourceCount"] == "8"
+    net = yaml.safe_load((ROOT / "manifests" / "networkpolicy.yaml").read_text())
+    rule = next(r for r in net["spec"]["ingress"] if "masa.io/trainer-client" in str(r))
+    assert rule["ports"] == [{"port": load_config("paper").resources.train_service_port, "protocol": "TCP"}]
+    with pytest.raises(ConfigError, match="train_service: needs an s3:// store"):
+        load_config("paper", ["store=/tmp/x", "resources.train_service=true"])
+
+
 def test_trainjob_names_are_unique_per_attempt_and_namespace_is_the_pods_own(tmp_path):
     parts = ("masa-0123456789abcdef-run-with-a-long-name", "masa-efficient", 49)
     a, b = job_name(*parts, attempt="a1b2c3"), job_name(*parts, attempt="d4e5f6")

@@ -132,8 +132,10 @@ def benchmark_eval_settings(cfg: RunConfig) -> EvalSettings:
 
 
 def trainjob_settings(cfg: RunConfig) -> TrainJobSettings:
-    """The TrainJob's size and image for `resources.train_nodes` > 1: one node per pod, a rank per GPU, in
-    this pod's namespace (a profile namespace may forbid others)."""
+    """The TrainJob's size and image for `resources.train_nodes` > 1 or `train_service`: one node per pod,
+    a rank per GPU (`train_processes` CPU ranks where `train_gpus` is 0), in this pod's namespace (a
+    profile namespace may forbid others)."""
     r = cfg.resources
-    return TrainJobSettings(image=cfg.images.deepspeed, num_nodes=r.train_nodes, proc_per_node=r.train_gpus,
-                            namespace=current_namespace(), accelerator=r.accelerator_type, s3_secret=r.s3_secret)
+    return TrainJobSettings(image=cfg.images.deepspeed, num_nodes=r.train_nodes,
+                            proc_per_node=r.train_gpus or cfg.train_processes, namespace=current_namespace(),
+                            accelerator=r.accelerator_type if r.train_gpus else "", s3_secret=r.s3_secret)

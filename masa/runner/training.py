@@ -26,7 +26,9 @@ from masa.train import checkpoint as ckpt
 from masa.train import service as trainer_service
 from masa.train.config import TrainConfig
 from masa.train.inputs import round_request, stage
-from masa.train.launch import METRICS_PREFIX, read_metrics, run_workers
+from masa.train.launch import METRICS_PREFIX, TrainingFailed, read_metrics, run_workers
+from masa.train.served import ServedTrainer, ensure_key, job_address, service_manifest
+from masa.train.spec import STATE_MODES, ListenSpec, TrainCall
 from masa.train.trainjob import TrainJobSettings, follow, trainjob_manifest
 
 
@@ -91,9 +93,6 @@ def train_round(
         shutil.rmtree(work, ignore_errors=True)
     return {"checkpoint": out_uri, "global_step": info["global_step"], "steps": steps,
             "resumed_from": resume_uri, "work_dir": work_dir}
-
-
-STATE_MODES = ("publish", "keep", "background")
 
 
 def _served_round(trainer: trainer_service.Trainer, request, work: Path, resume_uri: str | None, state: str,
@@ -162,6 +161,56 @@ def train_round_trainjob(
     state = json.loads(store.get_bytes(f"{ckpt.STATE_DIR}/{ckpt.STATE_FILE}"))
     return {"checkpoint": out_uri, "global_step": state["global_step"], "steps": steps,
             "resumed_from": resume_uri, "work_dir": None}
+
+
+def train_round_served(
+    model_uri: str,
+    scored_uri: str,
+    experts_uri: str | None,
+    out_uri: str,
+    cfg: TrainConfig,
+    *,
+    settings: TrainJobSettings,
+    name: str,
+    listen: ListenSpec,
+    state: str,
+    last: bool,
+    resume_root: str | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    address: tuple[str, int] | None = None,
+) -> dict:
+    """`train_round` on the run's serving TrainJob for this branch (masa.train.served): created by the
+    branch's first round of the run, continuing from the engine it holds when that is the state
+    `model_uri` was trained to, stopped (its background uploads drained) after the run's `last` round.
+    `address`: rank 0's (host, port) where no Kubernetes API finds it (tests: ranks on loopback).
+    Returns what `train_round_trainjob` returns."""
+    request = round_request(model_uri, scored_uri, experts_uri, out_uri, cfg, resume_root=resume_root)
+    resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None
+    key = ensure_key(listen.key_uri)
+    where = address or job_address(service_manifest(name, listen, settings), listen.port)
+
+    def line(s: str) -> None:
+        if on_step and s.startswith(METRICS_PREFIX):
+            on_step(json.loads(s[len(METRICS_PREFIX):]))
+
+    trainer = ServedTrainer(where, key)
+    try:
+        call = TrainCall(request.to_dict(remote=True), ckpt.identity(model_uri) if resume_uri is None else None,
+                         None, state)
+        held = trainer.train(call, line)
+        phase("serving TrainJob: " + ("continued from the engine it holds" if held else "built the engine from the store"))
+        errors = trainer.stop() if last else []
+    finally:
+        trainer.close()
+    if errors:
+        raise TrainingFailed("the serving TrainJob could not upload the training state: " + "; ".join(errors))
+    if resume_root:
+        ckpt.drop_resume_points(resume_root)
+    store = open_store(out_uri)
+    steps = [json.loads(x) for x in store.get_bytes("metrics.jsonl").decode().splitlines() if x.strip()]
+    info = ckpt.STATE_FILE if state != "publish" else f"{ckpt.STATE_DIR}/{ckpt.STATE_FILE}"  # kept: the marker
+    return {"checkpoint": out_uri, "global_step": json.loads(store.get_bytes(info))["global_step"],
+            "steps": steps, "resumed_from": resume_uri, "work_dir": None}
 
 
 def prune_train_states(store, layout, branch: str, round_idx: int, keep: int) -> list[int]:

@@ -25,10 +25,17 @@ from masa.runner.layout import (
     write_pointer,
 )
 from masa.runner.settings import train_settings, trainjob_settings
-from masa.runner.training import prune_train_states, summarize_steps, train_round, train_round_trainjob
+from masa.runner.training import (
+    prune_train_states,
+    summarize_steps,
+    train_round,
+    train_round_served,
+    train_round_trainjob,
+)
 from masa.storage import CorruptArtifactError, is_complete, open_store, put_dir_atomic
 from masa.train import checkpoint as ckpt
 from masa.train import service as trainer_service
+from masa.train.spec import ListenSpec
 from masa.train.trainjob import job_name, new_attempt
 
 
@@ -53,9 +60,10 @@ def state_mode(cfg: RunConfig, round_idx: int) -> str:
 def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: Path, out_uri: str,
            resume_uri: str, tcfg, on_step) -> dict[str, Any]:
     """One node: DeepSpeed ranks in this pod. Several nodes: a Kubeflow Trainer TrainJob, which
-    reads its inputs from the store (so they must be S3 URIs the nodes can reach)."""
+    reads its inputs from the store (so they must be S3 URIs the nodes can reach). `train_service`: the
+    run's serving TrainJob of the branch (one per run of `cfg.segments`), as a client."""
     experts = scored / "experts.parquet"
-    if cfg.resources.train_nodes == 1:
+    if cfg.resources.train_nodes == 1 and not cfg.resources.train_service:
         # chain: in a warm `masa run`, a branch's rounds share a trainer service (masa.train.service)
         return train_round(model_uri, str(scored / "scored.parquet"), str(experts) if experts.exists() else None,
                            out_uri, tcfg, nproc=cfg.train_processes, resume_root=resume_uri, on_step=on_step,
@@ -64,6 +72,15 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
     layout, store = run_layout(cfg), open_store(cfg.store)
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
     settings = trainjob_settings(cfg)
+    if r.train_service:
+        seg = next(i for i, s in enumerate(cfg.segments) if round_idx in s)
+        listen = ListenSpec(port=r.train_service_port, idle_s=r.train_service_idle_s,
+                            key_uri=store.uri(f"{layout.run_id}/{branch}/trainer-{seg}.key"))
+        return train_round_served(model_uri, f"{scored_uri}/scored.parquet",
+                                  f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
+                                  settings=settings, name=job_name("trainer", layout.run_id, branch, seg),
+                                  listen=listen, state=state_mode(cfg, round_idx),
+                                  last=round_idx == cfg.segments[seg][-1], resume_root=resume_uri, on_step=on_step)
     return train_round_trainjob(model_uri, f"{scored_uri}/scored.parquet",
                                 f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
                                 settings=settings, name=job_name(layout.run_id, branch, round_idx,

@@ -151,6 +151,16 @@ def publish_sharded(local_dir: Path, uri: str) -> None:
     dist.barrier()
 
 
+def fetch_light(uri: str, local_dir: Path) -> Path:
+    """A checkpoint's top-level files but its weights (config, tokenizer, markers), verified against
+    its manifest: what a trainer that holds the weights needs of the policy."""
+    store, prefix = _store_and_prefix(uri)
+    shutil.rmtree(local_dir, ignore_errors=True)
+    get_dir_verified(store, prefix, str(local_dir),
+                     only=lambda rel: "/" not in rel and not rel.endswith(_WEIGHT_SUFFIXES))
+    return Path(local_dir)
+
+
 def fetch_verified(uri: str, local_dir: Path) -> Path:
     """Download a manifest-sealed directory, refusing a missing or altered file (CheckpointError)."""
     store, prefix = _store_and_prefix(uri)

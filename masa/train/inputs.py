@@ -33,6 +33,11 @@ def verified_model_dir(uri: str) -> Path:
     return path
 
 
+def light_model_dir(uri: str, work: Path) -> Path:
+    """The policy's config and tokenizer without its weights (a local directory: as it is)."""
+    return ckpt.fetch_light(uri, work / "policy_light") if _is_uri(uri) else Path(uri)
+
+
 def local_file(path: str | None, work: Path) -> str | None:
     """A local copy of a shard given as a path or a store URI (s3://bucket/dir/scored.parquet)."""
     if path is None or not _is_uri(path):
@@ -82,18 +87,19 @@ def round_request(model_uri: str, scored: str, experts: str | None, out_uri: str
 
 
 def stage(request: RoundRequest, work: Path, *, resume_uri: str | None, with_state: bool = True,
-          save_state: bool = True) -> WorkerSpec:
+          save_state: bool = True, weights: bool = True) -> WorkerSpec:
     """Download a round's inputs into `work`; return the workers' spec (local paths only).
 
     `resume_uri` is the resume point to load (chosen once, by one process). Without `with_state` the
     previous round's DeepSpeed state is not fetched (a trainer service holds it); without `save_state`
-    the workers save none (a trainer service keeps it). Raises StateUnavailableError for a policy whose
+    the workers save none (a trainer service keeps it); without `weights` only the policy's config and
+    tokenizer are fetched (a serving TrainJob's ranks hold its weights: ~16 GB for 8B). Raises StateUnavailableError for a policy whose
     state a service kept and no longer holds, FileNotFoundError
     for a missing shard and CheckpointError for a damaged checkpoint.
     """
     cfg = request.cfg
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = verified_model_dir(request.model)
+    model_dir = verified_model_dir(request.model) if weights else light_model_dir(request.model, work)
     scored = local_file(request.scored, work)
     experts = local_file(request.experts, work)
     for what, path in (("scored shard", scored), ("experts shard", experts)):

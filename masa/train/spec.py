@@ -77,3 +77,53 @@ class WorkerSpec:
 def worker_input(d: dict[str, Any]) -> RoundRequest | WorkerSpec:
     """A worker's JSON argument: a request to stage (`"remote": true`, a TrainJob) or a staged spec."""
     return RoundRequest.from_dict(d) if d.get("remote") else WorkerSpec.from_dict(d)
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """A serving TrainJob's ranks (masa.train.listen): where rank 0 listens, the store object holding
+    the connection key, and when to stop on its own."""
+
+    port: int
+    key_uri: str
+    idle_s: float = 1800.0  # no request for this long: every rank exits (a failed run frees its GPUs)
+    beat_s: float = 30.0  # rank 0 wakes the other ranks this often while it waits
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536 or self.idle_s <= 0 or not 0 < self.beat_s <= self.idle_s:
+            raise ValueError(f"bad ListenSpec: port {self.port}, idle_s {self.idle_s}, beat_s {self.beat_s}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ListenSpec:
+        return cls(**d)
+
+
+STATE_MODES = ("publish", "keep", "background")
+
+
+@dataclass(frozen=True)
+class TrainCall:
+    """One round sent to a serving TrainJob: the request (`RoundRequest.to_dict(remote=True)`), the
+    identity of the checkpoint the round starts from when the ranks may continue from what they hold
+    (None: build from the store), what to tell them they hold afterwards, and how the round's DeepSpeed
+    state reaches the store (one of STATE_MODES: "publish" with the model; "keep" on the ranks only;
+    "background": uploaded after the step)."""
+
+    request: dict[str, Any]
+    expects: str | None
+    hold_as: str | None
+    state: str = "publish"
+
+    def __post_init__(self) -> None:
+        if self.state not in STATE_MODES:
+            raise ValueError(f"unknown state mode {self.state!r}; valid: {', '.join(STATE_MODES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainCall:
+        return cls(**d)

@@ -90,8 +90,11 @@ def current_namespace(path: str = SA_NAMESPACE_FILE) -> str:
         return "default"
 
 
-def trainjob_manifest(name: str, request: RoundRequest, s: TrainJobSettings, *, labels: dict | None = None) -> dict:
-    """The TrainJob object for one round (`request`: masa.train.inputs.round_request)."""
+def trainjob_manifest(name: str, request: RoundRequest | dict, s: TrainJobSettings, *, labels: dict | None = None,
+                      command: list[str] = WORKER_COMMAND) -> dict:
+    """The TrainJob object for one round (`request`: masa.train.inputs.round_request), or, with
+    another `command` and a dict (masa.train.served), a job whose ranks take that JSON argument."""
+    arg = request.to_dict(remote=True) if isinstance(request, RoundRequest) else request
     gpus = {s.accelerator: str(s.proc_per_node)} if s.accelerator else {}
 
     env = [{"name": k, "valueFrom": {"secretKeyRef": {"name": s.s3_secret, "key": k,
@@ -107,8 +110,8 @@ def trainjob_manifest(name: str, request: RoundRequest, s: TrainJobSettings, *, 
             "runtimeRef": {"apiGroup": GROUP, "kind": "TrainingRuntime", "name": s.runtime},
             "trainer": {
                 "image": s.image,
-                "command": list(WORKER_COMMAND),
-                "args": [json.dumps(request.to_dict(remote=True), separators=(",", ":"))],
+                "command": list(command),
+                "args": [json.dumps(arg, separators=(",", ":"))],
                 "numNodes": s.num_nodes,
                 "numProcPerNode": s.proc_per_node,
                 "resourcesPerNode": {"requests": {"cpu": s.cpu, "memory": s.memory, **gpus},
@@ -147,7 +150,7 @@ def _stream_rank0_log(core, name: str, ns: str, on_line: Callable[[str], None], 
         stop.wait(5)
 
 
-def _apis():
+def kube_apis():
     from kubernetes import client, config
 
     try:
@@ -157,7 +160,7 @@ def _apis():
     return client.CustomObjectsApi(), client.CoreV1Api()
 
 
-def _delete(api, name: str, ns: str) -> None:
+def delete_job(api, name: str, ns: str) -> None:
     """Delete the TrainJob (its JobSet and pods follow); already gone is fine."""
     try:
         api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
@@ -189,7 +192,7 @@ def follow(manifest: dict, *, on_line: Callable[[str], None] = print, poll_s: fl
     """Create the TrainJob, stream rank 0's log, return when it completes; raise with its error if not.
     The TrainJob is deleted however this ends (complete, failed, timed out, cancelled), so nothing keeps
     GPUs after the step. `apis`: (CustomObjectsApi, CoreV1Api), default from the pod's service account."""
-    api, core = apis or _apis()
+    api, core = apis or kube_apis()
     name, ns = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     stop = threading.Event()
     with _sigterm_raises():
@@ -210,4 +213,4 @@ def follow(manifest: dict, *, on_line: Callable[[str], None] = print, poll_s: fl
                 time.sleep(poll_s)
         finally:
             stop.set()
-            _delete(api, name, ns)
+            delete_job(api, name, ns)

@@ -1,0 +1,228 @@
+"""The ranks of a serving TrainJob: the cluster half of the trainer service (masa.train.service is the
+`masa run` half). `torchrun -m masa.train.listen '<ListenSpec JSON>'` on every node of a TrainJob that
+the run's first train task of a branch creates (masa.train.served); the job stays up across the run's
+rounds of that branch, and each round's train task, a thin CPU pod, sends it the round's request.
+
+Why: a round that restores the trainer from the store moves the ZeRO-3 state (12 bytes a parameter,
+~98.6 GB for 8B) down and up again; that alone puts a paper-scale round's overhead near 80%
+(bench/paper_cost_model.py). Here the ranks keep their DeepSpeed engine (weights, AdamW moments, LR
+schedule) between rounds, as the local service does, and the state reaches the store only at a run's
+last round, in the background (single node) or before the step ends (several nodes: the partitions are
+on their nodes, and the upload is a collective).
+
+Protocol (rank 0 listens on `port`; `multiprocessing.connection` with the key the creator put in the
+store: only pods that can read the run's store can connect):
+    ("held", None)       -> ("ok", identity of the checkpoint whose state the ranks hold, or None)
+    ("train", TrainCall) -> ("line", metrics line)* then ("done", {"held": bool}) | ("error", text)
+    ("drain", None)      -> ("ok", [failed uploads])
+    ("stop", None)       -> ("ok", [failed uploads]), then every rank exits 0 (the TrainJob completes)
+The other ranks wait in a broadcast for what rank 0 received; while nothing comes rank 0 broadcasts a
+heartbeat every `beat_s`, so no collective waits near its timeout, and after `idle_s` without a
+request it broadcasts a stop: a run that failed between rounds does not hold GPUs. Any error in a round
+ends every rank (rank 0 first sends it to the step): the TrainJob fails, and the step's retry creates a
+fresh one, which starts from the store as a one-shot TrainJob does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+import traceback
+import uuid
+from multiprocessing.connection import Listener
+from pathlib import Path
+
+import torch.distributed as dist
+
+from masa.train import checkpoint as ckpt
+from masa.train.remote import publish_round, stage_on_nodes
+from masa.train.served import read_key
+from masa.train.spec import METRICS_PREFIX, ListenSpec, RoundRequest, TrainCall
+from masa.train.worker import Held, init_distributed, train
+
+
+class _Door:
+    """Rank 0's side: accepts the steps' connections and answers what needs no other rank."""
+
+    def __init__(self, spec: ListenSpec, key: bytes) -> None:
+        self.spec, self.conn, self.last = spec, None, time.monotonic()
+        self.listener = Listener(("0.0.0.0", spec.port), authkey=key)
+        self.waiting: queue.Queue = queue.Queue()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.waiting.put(self.listener.accept())
+            except Exception:  # noqa: BLE001 - a client with the wrong key, or one that went away
+                continue
+
+    def next(self, held: str | None, uploads: _Uploads) -> dict:
+        """The next message for every rank: {"op": "train", ...}, {"op": "beat"} or {"op": "stop"}."""
+        beat_at = time.monotonic() + self.spec.beat_s
+        while True:
+            if time.monotonic() - self.last > self.spec.idle_s:
+                print(f"masa: no request for {self.spec.idle_s:.0f} s: stopping", flush=True)
+                return {"op": "stop"}
+            wait = beat_at - time.monotonic()
+            if wait <= 0:
+                return {"op": "beat"}
+            if self.conn is None:
+                try:
+                    self.conn = self.waiting.get(timeout=wait)
+                except queue.Empty:
+                    continue
+            if not self.conn.poll(wait):
+                continue
+            try:
+                op, arg = self.conn.recv()
+            except (EOFError, OSError):
+                self.conn = None
+                continue
+            self.last = time.monotonic()
+            if op == "held":
+                self.send(("ok", held))
+            elif op == "drain":
+                self.send(("ok", uploads.drain()))
+            elif op == "stop":
+                self.send(("ok", uploads.drain()))
+                return {"op": "stop"}
+            elif op == "train":  # rank 0 alone knows what the ranks hold: it decides for all
+                return {"op": "train", "call": arg, "holds": arg["expects"] is not None and arg["expects"] == held}
+            else:
+                self.send(("error", f"unknown request {op!r}"))
+
+    def send(self, msg) -> None:
+        """To the step, if it is still there: a step that went away (its pod stopped) does not stop the
+        ranks; its retry finds them holding the round it sent."""
+        if self.conn is None:
+            return
+        try:
+            self.conn.send(msg)
+        except OSError:
+            self.conn = None
+
+
+class _Uploads:
+    """Rank 0's background uploads of kept state (one node: all of it is there), one after another."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            src, uri = self.queue.get()
+            try:
+                ckpt.publish(Path(src), uri)
+            except Exception as e:  # noqa: BLE001 - reported by drain/stop; the run's resume finds no state
+                self.errors.append(f"{uri}: {type(e).__name__}: {e}")
+            finally:
+                shutil.rmtree(src, ignore_errors=True)
+                self.queue.task_done()
+
+    def drain(self) -> list[str]:
+        self.queue.join()
+        errors, self.errors = self.errors, []
+        return errors
+
+
+class _Tee:
+    """Rank 0's stdout during a round: every line to the pod's log, metrics rows also to the step."""
+
+    def __init__(self, out, door: _Door) -> None:
+        self.out, self.door, self.buf = out, door, ""
+
+    def write(self, s: str) -> int:
+        self.out.write(s)
+        self.buf += s
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.startswith(METRICS_PREFIX):
+                self.door.send(("line", line))
+        return len(s)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+@dataclasses.dataclass
+class _Kept:
+    """What the ranks keep between rounds: the engine and the identity of the checkpoint it matches."""
+
+    engine: Held | None = None
+    identity: str | None = None
+
+
+def _round(call: TrainCall, holds: bool, kept: _Kept, rank: int, world: int, uploads: _Uploads | None) -> bool:
+    """One round on this rank, from the held engine when `holds` (it is the round's start) and no resume
+    point of the round wins; updates `kept`; returns whether the held engine was used."""
+    request = RoundRequest.from_dict(call.request)
+    holds = holds and kept.engine is not None
+    spec = stage_on_nodes(request, holds=holds, save_state=call.state != "keep")
+    use = holds and spec.resume_dir is None
+    held, kept.engine, kept.identity = (kept.engine if use else None), None, None  # a new engine: the old one freed first
+    one_node = world == int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    background = call.state == "background" and one_node
+    mark = None if call.state == "publish" or (call.state == "background" and not one_node) else call.state
+    spec = dataclasses.replace(spec, publish_to=None)  # published below, as `call.state` asks
+    kept.engine = train(spec, rank=rank, world=world, held=held)
+    work = Path(spec.work_dir)
+    publish_round(work, request.out, kept=mark)
+    if background and rank == 0:
+        pending = work.parent / f"pending-{uuid.uuid4().hex}"
+        shutil.move(str(work / "state"), pending)  # the next round writes a new work/state
+        uploads.queue.put((str(pending), request.out.rstrip("/") + "/" + ckpt.STATE_DIR))
+    dist.barrier()
+    if rank == 0:  # the manifest's digest, as the step computes it for the next round's `expects`
+        kept.identity = call.hold_as or ckpt.identity(request.out)
+    return use
+
+
+def listen(spec: ListenSpec) -> int:
+    """Serve rounds until a stop (from a step, or after `spec.idle_s` without a request)."""
+    rank, world = init_distributed()
+    door = _Door(spec, read_key(spec.key_uri)) if rank == 0 else None
+    uploads = _Uploads() if rank == 0 else None
+    kept = _Kept()
+    if door:
+        print(f"masa: trainer listening on port {spec.port} ({world} ranks)", flush=True)
+    while True:
+        box = [door.next(kept.identity, uploads) if door else None]
+        dist.broadcast_object_list(box, src=0)
+        msg = box[0]
+        if msg["op"] == "beat":
+            continue
+        if msg["op"] == "stop":
+            break
+        call = TrainCall.from_dict(msg["call"])
+        stdout = sys.stdout
+        try:
+            if door:
+                sys.stdout = _Tee(stdout, door)
+            used = _round(call, msg["holds"], kept, rank, world, uploads)
+        except BaseException:
+            if door:
+                door.send(("error", traceback.format_exc()[-4000:]))
+            raise
+        finally:
+            sys.stdout = stdout
+        if door:
+            door.send(("done", {"held": used}))
+    if uploads:
+        for e in uploads.drain():
+            print(f"masa: state upload failed: {e}", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(listen(ListenSpec.from_dict(json.loads(sys.argv[1]))))
