@@ -275,7 +275,7 @@ def main() -> None:
     args = ap.parse_args()
     c = constants(args.s3_MBps)
     out = {**designs(c), "size": size_model(c),
-           "s3_MBps_for_15pct": {d: breakeven_s3(d) for d in ("today", "chosen", "local_handoff",
+           "s3_MBps_for_15pct": {d: breakeven_s3(d) for d in ("today", "bounded_runs_light_scoring", "chosen", "local_handoff",
                                                             "engine_services_sync_copy")},
            "constants": {k: {"value": x.value, "kind": x.kind, "source": x.source} for k, x in c.items()}}
     if args.json:

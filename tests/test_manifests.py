@@ -312,11 +312,17 @@ def test_podmonitor_scrapes_the_pods_that_expose_metrics():
 
 
 def test_network_policy_covers_the_training_pods_and_opens_only_metrics_to_others():
+    """Peers get every port; the run's train tasks (resources.train_service) the serving TrainJob's port
+    only; anyone else the metrics port only."""
+    from masa.config import ResourcesConfig
+
     spec = one("NetworkPolicy", "masa-train")["spec"]
     for pod in pod_specs().values():
         assert spec["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
-    peers, others = spec["ingress"]
+    peers, clients, others = spec["ingress"]
     assert peers["from"] == [{"podSelector": spec["podSelector"]}] and "ports" not in peers
+    assert clients["from"] == [{"podSelector": {"matchLabels": {"masa.io/trainer-client": "true"}}}]
+    assert clients["ports"] == [{"port": ResourcesConfig().train_service_port, "protocol": "TCP"}]
     assert others["ports"] == [{"port": "metrics", "protocol": "TCP"}]
 
 
