@@ -87,6 +87,12 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                              "skips predicted ones); the metrics' skipped_samples gives the real figure"),
         "pcie_efficiency": Const(0.5, "assumed", "share of the PCIe rate a host-to-GPU weight load reaches"),
     }
+    h = json.loads((ROOT / "bench" / "results" / "handover_cpu.json").read_text())
+    c["handover_MBps"] = Const(h["handover_loopback"]["MBps_median"], "measured",
+                               f"serving TrainJob's model hand-over over TCP loopback, receiver writes and "
+                               f"checks sha256 ({h['date']}): {h['command']}")
+    c["sha256_MBps"] = Const(h["sha256_manifest"]["MBps_median"], "measured",
+                             f"local_manifest's sha256, one core ({h['date']}): {h['command']}")
     if s3_override:
         for k in ("s3_up_MBps", "s3_down_MBps"):
             c[k] = Const(s3_override, "assumed", "--s3-MBps what-if")
@@ -202,11 +208,14 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
             **runs, note="bounded runs + tokenizer-only scoring (implemented; resources.train_service: false)"),
         # implemented: the above + a serving TrainJob per branch and run (resources.train_service: true,
         # train_state: run): the ranks keep the DeepSpeed engine between rounds and fetch no weights or state;
-        # rank 0 still publishes the model every round before the step ends (the next rollout pod downloads
-        # it), and at a run's last round the state is written to the node's disk, then uploaded while the
-        # next run starts
+        # on one node rank 0 hands the model to the next steps and uploads it in the background (on several,
+        # before the step ends), and at a run's last round the state is written to the node's disk, then
+        # uploaded in the background
+        "train_service_multinode": summarize(train_service_parts(c, w, st, k, seg, handover=False), **runs,
+                                             note="serving TrainJob of several nodes: no hand-over (implemented)"),
         "chosen": summarize(train_service_parts(c, w, st, k, seg), **runs,
-                            note="bounded runs + tokenizer-only scoring + serving TrainJob (implemented)"),
+                            note="bounded runs + tokenizer-only scoring + serving TrainJob with the model's "
+                                 "hand-over (implemented, one node)"),
         # not implemented: weights and state handed on through a shared volume (train writes, rollout and
         # train read in place), one S3 copy per run of k rounds for durability
         "local_handoff": summarize(round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, vol_read=2 * w + st,
@@ -226,12 +235,23 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
     }
 
 
-def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: dict) -> dict[str, float]:
-    """The serving TrainJob as built: per round the model goes up (rank 0, before the step ends) and down
-    (the rollout pod); every k rounds the state is saved to the node's disk (at this box's measured disk
-    rate) and uploaded in the background; vLLM still starts in each rollout pod, DeepSpeed once a run."""
-    parts = round_parts(c, s3_down=w, s3_up=w, tasks_per_round=3, vol_write=st / k, trainer_start=False, **seg)
-    parts["checkpoint_save"] += background_excess(c, parts, st / k)
+def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: dict, *,
+                        handover: bool = True) -> dict[str, float]:
+    """The serving TrainJob as built (one node): rank 0 names the model by its manifest (sha256 of the
+    weights), hands it to the next rollout pod over the network (at the loopback rate measured here) and
+    uploads it in the background; every k rounds the state is saved to the node's disk (this box's
+    measured disk rate) and uploaded in the background too; vLLM still starts in each rollout pod,
+    DeepSpeed once a run. Without `handover` (several nodes): the model goes up before the step ends
+    and down from S3."""
+    v = {key: x.value for key, x in c.items()}
+    if not handover:
+        parts = round_parts(c, s3_down=w, s3_up=w, tasks_per_round=3, vol_write=st / k, trainer_start=False, **seg)
+        parts["checkpoint_save"] += background_excess(c, parts, st / k)
+        return parts
+    parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=3, vol_write=st / k, trainer_start=False, **seg)
+    parts["checkpoint_load"] += w / (v["handover_MBps"] * 1e6)
+    parts["checkpoint_save"] += w / (v["sha256_MBps"] * 1e6)
+    parts["checkpoint_save"] += background_excess(c, parts, w + st / k)
     return parts
 
 

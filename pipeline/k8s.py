@@ -134,7 +134,9 @@ def apply_step(task, cfg: RunConfig, step: str) -> None:
     _placement(task, r.node_selector, r.tolerations)
     kubernetes.set_timeout(task, res.timeout_s)
     kubernetes.add_pod_label(task, "masa.io/metrics", "true")
-    if step == "train" and r.train_service:  # may reach the serving TrainJob's port (networkpolicy.yaml)
+    # the steps that send rounds to the serving TrainJob or take its model over may reach its port
+    # (networkpolicy.yaml; masa.train.handover)
+    if step in ("rollout", "score", "train", "benchmark") and r.train_service:
         kubernetes.add_pod_label(task, "masa.io/trainer-client", "true")
     if r.s3_secret:  # by reference to a Secret: no value ever enters the compiled spec
         attach_s3_secret(task, r.s3_secret)

@@ -212,7 +212,7 @@ def test_trainjob_follower_pod_holds_no_gpu_but_the_gpu_deadline(tmp_path):
 def test_serving_trainjob_train_tasks_are_small_labelled_clients(tmp_path):
     """resources.train_service: the paper run's train tasks only send requests (the serving TrainJob
     has the 8 GPUs): no GPU, no /dev/shm, the GPU steps' deadline, and the label that lets them reach
-    the job's port (manifests/networkpolicy.yaml); rollout keeps its GPUs."""
+    the job's port (manifests/networkpolicy.yaml); rollout keeps its GPUs and gets the label too."""
     spec, execs = _compile(tmp_path, "paper", ["store=s3://b/runs", "resources.train_service=true"])
     trains = [t for t in spec["root"]["dag"]["tasks"] if t.startswith("train")]
     assert trains
@@ -224,6 +224,10 @@ def test_serving_trainjob_train_tasks_are_small_labelled_clients(tmp_path):
         assert all(m["mountPath"] != "/dev/shm" for m in e["emptyDirMounts"])
     rollout = next(t for t in spec["root"]["dag"]["tasks"] if t.startswith("rollout"))
     assert _resources(spec, rollout)["accelerator"]["resourceCount"] == "8"
+    # rollout and score take the model over from the job while its upload runs (masa.train.handover)
+    for step in ("rollout", "score"):
+        t = next(t for t in spec["root"]["dag"]["tasks"] if t.startswith(step))
+        assert execs[_executor(spec, t)]["podMetadata"]["labels"]["masa.io/trainer-client"] == "true"
     net = yaml.safe_load((ROOT / "manifests" / "networkpolicy.yaml").read_text())
     rule = next(r for r in net["spec"]["ingress"] if "masa.io/trainer-client" in str(r))
     assert rule["ports"] == [{"port": load_config("paper").resources.train_service_port, "protocol": "TCP"}]

@@ -15,7 +15,7 @@ PARTS = {"generation", "scoring", "training", "engine_start", "model_load", "che
 def test_cost_model_json_has_today_chosen_and_labelled_constants():
     out = json.loads(subprocess.run([sys.executable, str(ROOT / "bench" / "paper_cost_model.py"), "--json"],
                                     capture_output=True, text=True, check=True, cwd=ROOT).stdout)
-    for design in ("today", "chosen", "bounded_runs", "bounded_runs_light_scoring", "local_handoff",
+    for design in ("today", "chosen", "bounded_runs", "bounded_runs_light_scoring", "train_service_multinode", "local_handoff",
                    "persistent_engines", "engine_services", "engine_services_sync_copy"):
         d = out[design]
         assert set(d["parts_s"]) == PARTS and 0 <= d["overhead_share"] <= 1
@@ -49,21 +49,26 @@ def test_a_round_moves_the_weights_and_the_optimizer_state_through_s3():
     assert out["engine_services"]["overhead_share"] <= 0.15 < out["chosen"]["overhead_share"]
 
 
-def test_the_serving_trainjob_moves_the_weights_once_each_way_and_the_state_once_a_run():
-    """Hand-derived for `chosen` (resources.train_service, train_state: run): the ranks hold the state,
-    so a round downloads only the weights, once (the rollout pod; the held round fetches config and
-    tokenizer only) and uploads them once (rank 0, before the step ends): load = w / down, save = w / up
-    + (st / k) / disk (the state written to the node's disk at a run's last round, k = 3 rounds a run;
-    its S3 upload runs in the background and fits in the round). DeepSpeed starts once a run: only
-    vLLM's start is paid each round."""
+def test_the_serving_trainjob_hands_the_model_over_and_moves_the_state_once_a_run():
+    """Hand-derived for `chosen` (resources.train_service on one node, train_state: run): the ranks hold
+    the weights and the state, so no round downloads them from S3; rank 0 hashes the model (its
+    manifest's sha256 names it) and the next rollout pod receives it over the network: load = w /
+    hand-over rate, save = w / sha256 rate + (st / k) / disk (the state written to the node's disk at a
+    run's last round, k = 3 rounds a run); the S3 uploads of the model every round and of the state once
+    a run go on in the background and fit in the round. DeepSpeed starts once a run: only vLLM's start
+    is paid each round. Several nodes (no hand-over): the model goes up and down through S3."""
     out = json.loads(subprocess.run([sys.executable, str(ROOT / "bench" / "paper_cost_model.py"), "--json"],
                                     capture_output=True, text=True, check=True, cwd=ROOT).stdout)
     c = {k: v["value"] for k, v in out["constants"].items()}
     w, st, k = c["params"] * c["ckpt_bytes_per_param"], c["params"] * c["state_bytes_per_param"], 3
     p = out["chosen"]["parts_s"]
-    assert abs(p["checkpoint_load"] - w / (c["s3_down_MBps"] * 1e6)) < 1e-6
-    background = st / k / (c["s3_up_MBps"] * 1e6)
-    assert background < sum(p.values())  # hidden: nothing waits for it
-    assert abs(p["checkpoint_save"] - (w / (c["s3_up_MBps"] * 1e6) + st / k / (c["vol_write_MBps"] * 1e6))) < 1e-6
+    assert abs(p["checkpoint_load"] - w / (c["handover_MBps"] * 1e6)) < 1e-6
+    assert (w + st / k) / (c["s3_up_MBps"] * 1e6) < sum(p.values())  # hidden: nothing waits for it
+    disk = st / k / (c["vol_write_MBps"] * 1e6)
+    assert abs(p["checkpoint_save"] - (w / (c["sha256_MBps"] * 1e6) + disk)) < 1e-6
     assert p["engine_start"] == c["vllm_start_s"]
-    assert out["chosen"]["overhead_share"] < out["bounded_runs_light_scoring"]["overhead_share"]
+    multi = out["train_service_multinode"]["parts_s"]
+    assert abs(multi["checkpoint_load"] - w / (c["s3_down_MBps"] * 1e6)) < 1e-6
+    assert abs(multi["checkpoint_save"] - (w / (c["s3_up_MBps"] * 1e6) + disk)) < 1e-6
+    assert out["chosen"]["overhead_share"] < out["train_service_multinode"]["overhead_share"] \
+        < out["bounded_runs_light_scoring"]["overhead_share"]

@@ -17,13 +17,15 @@ import jsonschema
 import pytest
 import torch
 
+from masa.runner import layout
+from masa.runner.layout import Pointer
 from masa.runner.training import train_round, train_round_served
-from masa.storage import open_store, put_dir_atomic
+from masa.storage import CheckpointError, open_store, put_dir_atomic
 from masa.train import checkpoint as ckpt
 from masa.train.config import TrainConfig
 from masa.train.launch import _free_port, rank_env, worker_env
-from masa.train.served import ensure_key, job_address, service_manifest
-from masa.train.spec import ListenSpec
+from masa.train.served import ServedTrainer, ensure_key, job_address, read_key, service_manifest
+from masa.train.spec import HeldBy, ListenSpec
 from masa.train.trainjob import TrainJobSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,15 +72,33 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
     ensure_key(listen.key_uri)  # the step that creates the job writes the key first
     ranks = _start_ranks(listen, env, tmp_path / "ranks.log")
     try:
-        def round_(model: str, out: str, state: str, last: bool) -> dict:
+        def round_(model: str, out: str, state: str, last: bool, expects: str | None = None) -> dict:
             return train_round_served(f"s3://served/{model}", "s3://served/in/scored.parquet",
                                       "s3://served/in/experts.parquet", f"s3://served/{out}", CFG, settings=SETTINGS,
                                       name="trainer-run-b-0", listen=listen, state=state, last=last,
-                                      address=("127.0.0.1", listen.port))
+                                      expects=expects, address=("127.0.0.1", listen.port))
 
         w1 = round_("base", "r1", "keep", False)  # the state stays on the ranks
-        w2 = round_("r1", "r2", "background", True)  # the run's last round: uploaded, then the ranks stop
-        codes = [p.wait(timeout=120) for p in ranks]
+        # the next steps take round 1's model from rank 0 while its upload may still run
+        trainer = ServedTrainer(("127.0.0.1", listen.port), read_key(listen.key_uri))
+        try:
+            handed = trainer.fetch(w1["identity"], tmp_path / "handed")
+            light = trainer.fetch(w1["identity"], tmp_path / "light", light=True)
+            with pytest.raises(RuntimeError, match="cannot hand over"):
+                trainer.fetch("0" * 64, tmp_path / "nothing")
+        finally:
+            trainer.close()
+        # the steps' side (masa.runner.layout): a pointer to a model whose store copy is incomplete, held
+        # by the job; node 0's pod lookup is a STAND-IN returning the loopback address
+        ptr = Pointer(store="s3://served", prefix="uploading/r1", kind="checkpoint", digest=w1["identity"],
+                      held_by=HeldBy("trainer-run-b-0", "masa", listen.port, listen.key_uri))
+        monkeypatch.setattr(layout, "running_address", lambda held: ("127.0.0.1", held.port))
+        stepped = (layout.local_model(ptr, tmp_path / "cache"), layout.policy_tokenizer(ptr, tmp_path / "cache"))
+        monkeypatch.setattr(layout, "running_address", lambda held: None)  # the job is gone
+        with pytest.raises(CheckpointError, match="resubmit the run"):
+            layout.local_model(ptr, tmp_path / "cache2")
+        w2 = round_("r1", "r2", "background", True, expects=w1["identity"])  # the run's last round:
+        codes = [p.wait(timeout=120) for p in ranks]  # uploaded, then the ranks stop
     finally:
         for p in ranks:
             p.kill() if p.poll() is None else None
@@ -90,6 +110,15 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
         got, want = _weights(ckpt.fetch_verified(f"s3://served/{r}", tmp_path / r)), _weights(cold / r)
         assert all(torch.equal(got[k], want[k]) for k in want), r
     assert w2["global_step"] == c2["global_step"] == 4
+    # the hand-over named each model by the digest of the manifest later committed, and gave its bytes
+    assert (w1["identity"], w2["identity"]) == (ckpt.identity("s3://served/r1"), ckpt.identity("s3://served/r2"))
+    stored = ckpt.fetch_verified("s3://served/r1", tmp_path / "stored")
+    files = sorted(f.name for f in stored.iterdir())
+    assert sorted(f.name for f in handed.iterdir()) == files
+    assert all((handed / f).read_bytes() == (stored / f).read_bytes() for f in files)
+    assert sorted(f.name for f in light.iterdir()) == [f for f in files if f != "model.safetensors" and f != "MANIFEST.json"]
+    assert all((stepped[0] / f).read_bytes() == (stored / f).read_bytes() for f in files)
+    assert sorted(f.name for f in stepped[1].iterdir()) == sorted(f.name for f in light.iterdir())
     # round 1's state never left the ranks; round 2's reached the store after the step, complete
     assert not store.list("r1/train_state/")
     assert json.loads((tmp_path / "r1" / "train_state.json").read_text())["state"] == "keep"

@@ -33,6 +33,7 @@ from typing import Any
 from masa.config import RunConfig
 from masa.storage import (
     MANIFEST,
+    CheckpointError,
     CorruptArtifactError,
     get_dir_verified,
     is_complete,
@@ -41,6 +42,8 @@ from masa.storage import (
     uncommit,
     verify_stored,
 )
+from masa.train.served import ServedTrainer, read_key, running_address
+from masa.train.spec import HeldBy
 
 STATS_FILE = "stats.json"
 HEAL = ("rerun `masa run --recheck` with the same --preset/--store/--set (on Kubeflow: rerun the pipeline "
@@ -75,6 +78,10 @@ class Pointer:
     round: int | None = None  # a checkpoint's round index
     shard: int | None = None  # a rollout shard's index (`resources.rollout_shards` > 1)
     uri: str | None = None  # the part's URI when it differs from store/prefix
+    # a checkpoint a serving TrainJob hands over while its upload runs (masa.train.handover): the digest
+    # of the manifest it will commit, and the job that holds it (`policy_dir` fetches from it)
+    digest: str | None = None
+    held_by: HeldBy | None = None
 
     def to_json(self) -> str:
         fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -99,6 +106,8 @@ def read_pointer(path: str | Path) -> Pointer:
     unknown = sorted(set(data) - _POINTER_FIELDS)
     if unknown:
         raise ValueError(f"artifact {path}: unknown pointer fields {unknown} (known: {sorted(_POINTER_FIELDS)})")
+    if data.get("held_by") is not None:
+        data = {**data, "held_by": HeldBy.from_dict(data["held_by"])}
     return Pointer(**data)
 
 
@@ -209,8 +218,46 @@ def run_layout(cfg: RunConfig) -> RunLayout:
 
 
 def local_model(ptr: Pointer, cache_root: str | Path) -> Path:
-    """A verified local copy of the checkpoint behind a Model pointer."""
+    """A verified local copy of the checkpoint behind a Model pointer (from the serving TrainJob that
+    holds it while the store's copy is still uploading)."""
+    if handed_over(ptr):
+        dest = Path(cache_root) / ptr.prefix.replace("/", "__")
+        if not dest.with_name(dest.name + ".verified").exists():
+            _from_trainer(ptr, dest, light=False)
+        return dest
     return local_path_or_fetch(ptr.store, ptr.prefix, cache_root)
+
+
+def policy_tokenizer(ptr: Pointer, cache_root: str | Path) -> Path:
+    """`local_tokenizer` of the checkpoint behind a Model pointer, handed over as `local_model` is."""
+    if handed_over(ptr):
+        dest = Path(cache_root) / (ptr.prefix.replace("/", "__") + "__light")
+        if not dest.with_name(dest.name + ".verified").exists():
+            _from_trainer(ptr, dest, light=True)
+        return dest
+    return local_tokenizer(ptr.store, ptr.prefix, cache_root)
+
+
+def handed_over(ptr: Pointer) -> bool:
+    """Whether the checkpoint is to be taken from the serving TrainJob: it names one, and the store's
+    copy is not complete yet (its background upload runs)."""
+    return ptr.held_by is not None and ptr.digest is not None and not is_complete(open_store(ptr.store), ptr.prefix)
+
+
+def _from_trainer(ptr: Pointer, dest: Path, *, light: bool) -> None:
+    held = ptr.held_by
+    address = running_address(held)
+    if address is None:
+        raise CheckpointError(f"{open_store(ptr.store).uri(ptr.prefix)} is incomplete in the store and the TrainJob "
+                              f"{held.namespace}/{held.job} that held it is gone (its upload did not finish): "
+                              "resubmit the run")
+    shutil.rmtree(dest, ignore_errors=True)
+    trainer = ServedTrainer(address, read_key(held.key_uri), timeout_s=60)
+    try:
+        trainer.fetch(ptr.digest, dest, light=light)
+    finally:
+        trainer.close()
+    dest.with_name(dest.name + ".verified").touch()
 
 
 def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -> str:
@@ -228,7 +275,10 @@ def digest(*parts: Any) -> str:
 
 
 def manifest_digest(ptr: Pointer) -> str:
-    """Hash of the part's manifest (which holds each file's sha256): its content's identity."""
+    """Hash of the part's manifest (which holds each file's sha256): its content's identity (the
+    pointer's `digest`, when it carries the one of a manifest still uploading)."""
+    if ptr.digest:
+        return ptr.digest[:16]
     data = open_store(ptr.store).get_bytes(f"{ptr.prefix}/{MANIFEST}")
     return hashlib.sha256(data).hexdigest()[:16]
 

@@ -177,40 +177,44 @@ def train_round_served(
     last: bool,
     resume_root: str | None = None,
     on_step: Callable[[dict], None] | None = None,
+    expects: str | None = None,
     address: tuple[str, int] | None = None,
 ) -> dict:
     """`train_round` on the run's serving TrainJob for this branch (masa.train.served): created by the
     branch's first round of the run, continuing from the engine it holds when that is the state
-    `model_uri` was trained to, stopped (its background uploads drained) after the run's `last` round.
-    `address`: rank 0's (host, port) where no Kubernetes API finds it (tests: ranks on loopback).
-    Returns what `train_round_trainjob` returns."""
+    `model_uri` was trained to (`expects`: its manifest digest, when the store's copy may still be
+    uploading; else read from the store), stopped (its background uploads drained) after the run's
+    `last` round. On one node the new model is handed over to the next steps from rank 0 and uploaded
+    in the background (masa.train.handover). `address`: rank 0's (host, port) where no Kubernetes API
+    finds it (tests: ranks on loopback). Returns what `train_round_trainjob` returns, and "identity",
+    the new model's manifest digest."""
     request = round_request(model_uri, scored_uri, experts_uri, out_uri, cfg, resume_root=resume_root)
     resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None
     key = ensure_key(listen.key_uri)
     where = address or job_address(service_manifest(name, listen, settings), listen.port)
+    steps: list[dict] = []
 
     def line(s: str) -> None:
-        if on_step and s.startswith(METRICS_PREFIX):
-            on_step(json.loads(s[len(METRICS_PREFIX):]))
+        if s.startswith(METRICS_PREFIX):
+            steps.append(json.loads(s[len(METRICS_PREFIX):]))
+            on_step(steps[-1]) if on_step else None
 
     trainer = ServedTrainer(where, key)
     try:
-        call = TrainCall(request.to_dict(remote=True), ckpt.identity(model_uri) if resume_uri is None else None,
-                         None, state)
-        held = trainer.train(call, line)
-        phase("serving TrainJob: " + ("continued from the engine it holds" if held else "built the engine from the store"))
+        call = TrainCall(request.to_dict(remote=True),
+                         (expects or ckpt.identity(model_uri)) if resume_uri is None else None, None, state)
+        reply = trainer.train(call, line)
+        phase("serving TrainJob: " + ("continued from the engine it holds" if reply["held"]
+                                      else "built the engine from the store"))
         errors = trainer.stop() if last else []
     finally:
         trainer.close()
     if errors:
-        raise TrainingFailed("the serving TrainJob could not upload the training state: " + "; ".join(errors))
+        raise TrainingFailed("the serving TrainJob could not upload the round's model or state: " + "; ".join(errors))
     if resume_root:
         ckpt.drop_resume_points(resume_root)
-    store = open_store(out_uri)
-    steps = [json.loads(x) for x in store.get_bytes("metrics.jsonl").decode().splitlines() if x.strip()]
-    info = ckpt.STATE_FILE if state != "publish" else f"{ckpt.STATE_DIR}/{ckpt.STATE_FILE}"  # kept: the marker
-    return {"checkpoint": out_uri, "global_step": json.loads(store.get_bytes(info))["global_step"],
-            "steps": steps, "resumed_from": resume_uri, "work_dir": None}
+    return {"checkpoint": out_uri, "global_step": reply["global_step"], "steps": steps,
+            "resumed_from": resume_uri, "work_dir": None, "identity": reply["identity"]}
 
 
 def prune_train_states(store, layout, branch: str, round_idx: int, keep: int) -> list[int]:

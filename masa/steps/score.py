@@ -16,8 +16,8 @@ from masa.runner.layout import (
     Pointer,
     digest,
     local_path_or_fetch,
-    local_tokenizer,
     manifest_digest,
+    policy_tokenizer,
     read_history,
     read_pointer,
     run_layout,
@@ -41,7 +41,7 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
         with tempfile.TemporaryDirectory(prefix="masa-score-") as tmp:
             shard = local_path_or_fetch(rptr.store, rptr.prefix, Path(tmp) / "r")
             # the tokenizer re-tokenizes expert targets; the weights are not needed here
-            model_dir = local_tokenizer(ptr.store, ptr.prefix, Path(tmp) / "m")
+            model_dir = policy_tokenizer(ptr, Path(tmp) / "m")
             stats = score_shard(str(shard / "rollouts.parquet"), str(work), tokenizer_path=str(model_dir), algo=algo,
                                 max_response_tokens=cfg.rollout.max_response_tokens)
         # cached with the stats, so a reused part reports the same outcomes

@@ -35,7 +35,7 @@ from masa.runner.training import (
 from masa.storage import CorruptArtifactError, is_complete, open_store, put_dir_atomic
 from masa.train import checkpoint as ckpt
 from masa.train import service as trainer_service
-from masa.train.spec import ListenSpec
+from masa.train.spec import HeldBy, ListenSpec
 from masa.train.trainjob import job_name, new_attempt
 
 
@@ -58,7 +58,7 @@ def state_mode(cfg: RunConfig, round_idx: int) -> str:
 
 
 def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: Path, out_uri: str,
-           resume_uri: str, tcfg, on_step) -> dict[str, Any]:
+           resume_uri: str, tcfg, on_step, expects: str | None = None) -> dict[str, Any]:
     """One node: DeepSpeed ranks in this pod. Several nodes: a Kubeflow Trainer TrainJob, which
     reads its inputs from the store (so they must be S3 URIs the nodes can reach). `train_service`: the
     run's serving TrainJob of the branch (one per run of `cfg.segments`), as a client."""
@@ -73,19 +73,29 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
     settings = trainjob_settings(cfg)
     if r.train_service:
-        seg = next(i for i, s in enumerate(cfg.segments) if round_idx in s)
-        listen = ListenSpec(port=r.train_service_port, idle_s=r.train_service_idle_s,
-                            key_uri=store.uri(f"{layout.run_id}/{branch}/trainer-{seg}.key"))
-        return train_round_served(model_uri, f"{scored_uri}/scored.parquet",
-                                  f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
-                                  settings=settings, name=job_name("trainer", layout.run_id, branch, seg),
-                                  listen=listen, state=state_mode(cfg, round_idx),
-                                  last=round_idx == cfg.segments[seg][-1], resume_root=resume_uri, on_step=on_step)
+        seg, listen, held_by = served_trainer(cfg, branch, round_idx, settings.namespace)
+        result = train_round_served(model_uri, f"{scored_uri}/scored.parquet",
+                                    f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
+                                    settings=settings, name=held_by.job, listen=listen,
+                                    state=state_mode(cfg, round_idx), last=round_idx == cfg.segments[seg][-1],
+                                    resume_root=resume_uri, on_step=on_step, expects=expects)
+        return {**result, "held_by": held_by}
     return train_round_trainjob(model_uri, f"{scored_uri}/scored.parquet",
                                 f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
                                 settings=settings, name=job_name(layout.run_id, branch, round_idx,
                                                                  attempt=new_attempt()),
                                 resume_root=resume_uri, on_step=on_step, timeout_s=max(60, r.gpu_timeout_s - 300))
+
+
+def served_trainer(cfg: RunConfig, branch: str, round_idx: int, namespace: str) -> tuple[int, ListenSpec, HeldBy]:
+    """(segment, the ranks' ListenSpec, the job) of the serving TrainJob that trains `branch`'s rounds of
+    the run (segment) holding `round_idx` (`resources.train_service`)."""
+    r, layout, store = cfg.resources, run_layout(cfg), open_store(cfg.store)
+    seg = next(i for i, s in enumerate(cfg.segments) if round_idx in s)
+    listen = ListenSpec(port=r.train_service_port, idle_s=r.train_service_idle_s,
+                        key_uri=store.uri(f"{layout.run_id}/{branch}/trainer-{seg}.key"))
+    return seg, listen, HeldBy(job=job_name("trainer", layout.run_id, branch, seg), namespace=namespace,
+                               port=listen.port, key_uri=listen.key_uri)
 
 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
@@ -108,7 +118,8 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
             scored = local_path_or_fetch(sptr.store, sptr.prefix, tmp)
             try:
                 result = _train(cfg, branch, round_idx, policy_store.uri(ptr.prefix), scored,
-                                store.uri(prefix), store.uri(layout.part(branch, round_idx, "resume")), tcfg, on_step)
+                                store.uri(prefix), store.uri(layout.part(branch, round_idx, "resume")), tcfg, on_step,
+                                expects=ptr.digest)
             except CorruptArtifactError as e:  # the policy, found corrupt while staging it
                 if e.uri.rstrip("/") != policy_store.uri(ptr.prefix).rstrip("/"):
                     raise
@@ -116,6 +127,8 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
         stats = {**summarize_steps(result["steps"]), "global_step": result["global_step"],
                  "resumed_from": result["resumed_from"], "fingerprint": fp, "started_at": started,
                  "finished_at": time.time()}
+        if "held_by" in result:  # a serving TrainJob hands the model over while it uploads
+            stats |= {"identity": result["identity"], "held_by": result["held_by"].to_dict()}
         with tempfile.TemporaryDirectory(prefix="masa-train-stats-") as tmp:
             Path(tmp, STATS_FILE).write_text(json.dumps(stats, sort_keys=True, indent=1))
             put_dir_atomic(store, tmp, train_stats_key(prefix).rsplit("/", 1)[0])
@@ -123,7 +136,9 @@ def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, 
         prune_train_states(store, layout, branch, round_idx, cfg.resources.keep_train_states)
     else:
         stats = {**stats, "reused": True}
-    write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx))
+    held_by = HeldBy.from_dict(stats["held_by"]) if stats.get("held_by") else None
+    write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="checkpoint", name=branch, round=round_idx,
+                                   digest=stats.get("identity"), held_by=held_by))
     return stats
 
 

@@ -100,11 +100,26 @@ def _local_files(local_dir: Path) -> list[str]:
     return out
 
 
-def put_dir_atomic(store: Store, local_dir: str, key_prefix: str, *, meta: dict | None = None) -> Manifest:
+def local_manifest(local_dir: str | Path, *, meta: dict | None = None) -> Manifest:
+    """The manifest `put_dir_atomic` would write for `local_dir`, computed before any upload: its
+    digest names the artifact while it is still uploading (a serving TrainJob hands the model over
+    from memory and uploads it afterwards, masa.train.listen)."""
+    root = Path(local_dir)
+    files = {}
+    for rel in _local_files(root):
+        sha, size = sha256_file(str(root / rel))
+        files[rel] = FileEntry(size=size, sha256=sha)
+    return Manifest(files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), meta=dict(meta or {}))
+
+
+def put_dir_atomic(store: Store, local_dir: str, key_prefix: str, *, meta: dict | None = None,
+                   manifest: Manifest | None = None) -> Manifest:
     """Upload every file of `local_dir` under `key_prefix/`, then commit it with MANIFEST.json.
 
-    The sha256 recorded is the one computed from the bytes actually sent. Returns the manifest.
-    Raises StorageError (no manifest written: the prefix stays incomplete) if any upload fails.
+    The sha256 recorded is the one computed from the bytes actually sent; with `manifest`
+    (`local_manifest` of the same directory) that manifest is committed, byte for byte, once every
+    file sent matches its entry. Returns the manifest. Raises StorageError (no manifest written: the
+    prefix stays incomplete) if any upload fails, CheckpointError if a file changed since `manifest`.
     """
     root = Path(local_dir)
     if not root.is_dir():
@@ -124,8 +139,11 @@ def put_dir_atomic(store: Store, local_dir: str, key_prefix: str, *, meta: dict 
         info = store.put_file(str(root / rel), join_key(key_prefix, rel))
         sha = info.sha256 or sha256_file(str(root / rel))[0]
         files[rel] = FileEntry(size=info.size, sha256=sha)
-    manifest = Manifest(files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        meta=dict(meta or {}))
+    if manifest is not None and manifest.files != files:
+        changed = min(k for k in manifest.files.keys() | files.keys() if manifest.files.get(k) != files.get(k))
+        raise CheckpointError(f"cannot commit {store.uri(key_prefix)}: {changed} is not what its manifest says")
+    manifest = manifest or Manifest(files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                    meta=dict(meta or {}))
     store.put_bytes(manifest_key, manifest.to_json())
     return manifest
 

@@ -31,6 +31,7 @@ from masa.storage import (
 )
 from masa.storage import is_complete as _complete
 from masa.storage.base import join_key, sha256_file
+from masa.train.handover import is_light
 
 STATE_DIR = "train_state"
 STATE_FILE = "train_state.json"
@@ -115,10 +116,11 @@ def _store_and_prefix(uri: str):
     return open_store(parent), name
 
 
-def publish(local_dir: Path, uri: str) -> None:
-    """Upload local_dir to `uri` atomically (files first, manifest last)."""
+def publish(local_dir: Path, uri: str, manifest: Manifest | None = None) -> None:
+    """Upload local_dir to `uri` atomically (files first, manifest last; `manifest`: the one computed
+    before, whose digest already names it, masa.storage.local_manifest)."""
     store, prefix = _store_and_prefix(uri)
-    put_dir_atomic(store, str(local_dir), prefix)
+    put_dir_atomic(store, str(local_dir), prefix, manifest=manifest)
 
 
 def publish_sharded(local_dir: Path, uri: str) -> None:
@@ -156,8 +158,7 @@ def fetch_light(uri: str, local_dir: Path) -> Path:
     its manifest: what a trainer that holds the weights needs of the policy."""
     store, prefix = _store_and_prefix(uri)
     shutil.rmtree(local_dir, ignore_errors=True)
-    get_dir_verified(store, prefix, str(local_dir),
-                     only=lambda rel: "/" not in rel and not rel.endswith(_WEIGHT_SUFFIXES))
+    get_dir_verified(store, prefix, str(local_dir), only=is_light)
     return Path(local_dir)
 
 

@@ -87,19 +87,21 @@ def round_request(model_uri: str, scored: str, experts: str | None, out_uri: str
 
 
 def stage(request: RoundRequest, work: Path, *, resume_uri: str | None, with_state: bool = True,
-          save_state: bool = True, weights: bool = True) -> WorkerSpec:
+          save_state: bool = True, weights: bool = True, light_dir: Path | None = None) -> WorkerSpec:
     """Download a round's inputs into `work`; return the workers' spec (local paths only).
 
     `resume_uri` is the resume point to load (chosen once, by one process). Without `with_state` the
     previous round's DeepSpeed state is not fetched (a trainer service holds it); without `save_state`
     the workers save none (a trainer service keeps it); without `weights` only the policy's config and
-    tokenizer are fetched (a serving TrainJob's ranks hold its weights: ~16 GB for 8B). Raises StateUnavailableError for a policy whose
+    tokenizer are fetched (a serving TrainJob's ranks hold its weights: ~16 GB for 8B), or taken from
+    `light_dir` (a local copy of that checkpoint, whose fingerprint stays the URI's). Raises StateUnavailableError for a policy whose
     state a service kept and no longer holds, FileNotFoundError
     for a missing shard and CheckpointError for a damaged checkpoint.
     """
     cfg = request.cfg
     work.mkdir(parents=True, exist_ok=True)
-    model_dir = verified_model_dir(request.model) if weights else light_model_dir(request.model, work)
+    model_dir = (verified_model_dir(request.model) if weights
+                 else Path(light_dir) if light_dir else light_model_dir(request.model, work))
     scored = local_file(request.scored, work)
     experts = local_file(request.experts, work)
     for what, path in (("scored shard", scored), ("experts shard", experts)):

@@ -40,7 +40,9 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from masa.storage import Manifest, local_manifest
 from masa.train import checkpoint as ckpt
+from masa.train.handover import digest, send_files
 from masa.train.remote import publish_round, stage_on_nodes
 from masa.train.served import read_key
 from masa.train.spec import METRICS_PREFIX, ListenSpec, RoundRequest, TrainCall
@@ -63,8 +65,9 @@ class _Door:
             except Exception:  # noqa: BLE001 - a client with the wrong key, or one that went away
                 continue
 
-    def next(self, held: str | None, uploads: _Uploads) -> dict:
-        """The next message for every rank: {"op": "train", ...}, {"op": "beat"} or {"op": "stop"}."""
+    def next(self, kept: _Kept, uploads: _Uploads) -> dict:
+        """The next message for every rank: {"op": "train", ...}, {"op": "beat"} or {"op": "stop"}.
+        What needs rank 0 alone (what the ranks hold, a hand-over, the uploads) is answered here."""
         beat_at = time.monotonic() + self.spec.beat_s
         while True:
             if time.monotonic() - self.last > self.spec.idle_s:
@@ -87,16 +90,28 @@ class _Door:
                 continue
             self.last = time.monotonic()
             if op == "held":
-                self.send(("ok", held))
+                self.send(("ok", kept.identity))
+            elif op == "fetch":
+                self._fetch(kept, arg)
             elif op == "drain":
                 self.send(("ok", uploads.drain()))
             elif op == "stop":
                 self.send(("ok", uploads.drain()))
                 return {"op": "stop"}
             elif op == "train":  # rank 0 alone knows what the ranks hold: it decides for all
-                return {"op": "train", "call": arg, "holds": arg["expects"] is not None and arg["expects"] == held}
+                holds = arg["expects"] is not None and arg["expects"] == kept.identity
+                return {"op": "train", "call": arg, "holds": holds}
             else:
                 self.send(("error", f"unknown request {op!r}"))
+
+    def _fetch(self, kept: _Kept, arg: dict) -> None:
+        if kept.model is None or kept.identity != arg["identity"]:
+            self.send(("error", f"holds {(kept.identity or 'nothing')[:16]}, not {arg['identity'][:16]}"))
+            return
+        try:
+            send_files(self.conn, kept.model, kept.manifest, arg["light"])
+        except OSError:  # the step went away mid-transfer: it fails and its retry asks again
+            self.conn = None
 
     def send(self, msg) -> None:
         """To the step, if it is still there: a step that went away (its pod stopped) does not stop the
@@ -110,22 +125,30 @@ class _Door:
 
 
 class _Uploads:
-    """Rank 0's background uploads of kept state (one node: all of it is there), one after another."""
+    """Rank 0's background uploads (one node: every file is there), one after another, in order: a
+    round's model, then its state; a hand-over directory is removed once a newer one has replaced it
+    and its own upload is done."""
 
     def __init__(self) -> None:
         self.queue: queue.Queue = queue.Queue()
         self.errors: list[str] = []
         threading.Thread(target=self._run, daemon=True).start()
 
+    def put(self, src: Path, uri: str | None, manifest: Manifest | None = None, *, remove: bool = True) -> None:
+        """Publish `src` to `uri` (None: only remove it), committing `manifest` when given."""
+        self.queue.put((src, uri, manifest, remove))
+
     def _run(self) -> None:
         while True:
-            src, uri = self.queue.get()
+            src, uri, manifest, remove = self.queue.get()
             try:
-                ckpt.publish(Path(src), uri)
-            except Exception as e:  # noqa: BLE001 - reported by drain/stop; the run's resume finds no state
+                if uri is not None:
+                    ckpt.publish(Path(src), uri, manifest)
+            except Exception as e:  # noqa: BLE001 - reported by drain/stop; the step that stops the job fails
                 self.errors.append(f"{uri}: {type(e).__name__}: {e}")
             finally:
-                shutil.rmtree(src, ignore_errors=True)
+                if remove:
+                    shutil.rmtree(src, ignore_errors=True)
                 self.queue.task_done()
 
     def drain(self) -> list[str]:
@@ -155,35 +178,72 @@ class _Tee:
 
 @dataclasses.dataclass
 class _Kept:
-    """What the ranks keep between rounds: the engine and the identity of the checkpoint it matches."""
+    """What the ranks keep between rounds: the engine and the identity (manifest digest) of the
+    checkpoint it matches; on rank 0 of a one-node job also that checkpoint's directory and manifest,
+    which it hands over (masa.train.handover) and uploads in the background."""
 
     engine: Held | None = None
     identity: str | None = None
+    model: Path | None = None
+    manifest: Manifest | None = None
 
 
-def _round(call: TrainCall, holds: bool, kept: _Kept, rank: int, world: int, uploads: _Uploads | None) -> bool:
+def _round(call: TrainCall, holds: bool, kept: _Kept, rank: int, world: int, uploads: _Uploads | None) -> dict:
     """One round on this rank, from the held engine when `holds` (it is the round's start) and no resume
-    point of the round wins; updates `kept`; returns whether the held engine was used."""
+    point of the round wins; updates `kept`; returns the step's reply (rank 0)."""
     request = RoundRequest.from_dict(call.request)
     holds = holds and kept.engine is not None
-    spec = stage_on_nodes(request, holds=holds, save_state=call.state != "keep")
+    one_node = world == int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if rank == 0 and request.cfg.kl_coef > 0 and not request.cfg.ref_model:
+        uploads.drain()  # the KL reference is the policy itself: every node reads it from the store
+    light = kept.model if holds and one_node else None  # the round's start, as rank 0 holds it
+    spec = stage_on_nodes(request, holds=holds, save_state=call.state != "keep", light_dir=light)
     use = holds and spec.resume_dir is None
     held, kept.engine, kept.identity = (kept.engine if use else None), None, None  # a new engine: the old one freed first
-    one_node = world == int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    background = call.state == "background" and one_node
-    mark = None if call.state == "publish" or (call.state == "background" and not one_node) else call.state
     spec = dataclasses.replace(spec, publish_to=None)  # published below, as `call.state` asks
     kept.engine = train(spec, rank=rank, world=world, held=held)
     work = Path(spec.work_dir)
-    publish_round(work, request.out, kept=mark)
-    if background and rank == 0:
+    info = ckpt.read_train_state(work / "state") if rank == 0 else None
+    if not one_node:  # the partitions are on their nodes: publish before the step ends (collective)
+        publish_round(work, request.out, kept=None if call.state == "publish" else "keep")
+    elif rank == 0:
+        _hand_over(work, request.out, call.state, kept, uploads)
+    dist.barrier()
+    if rank != 0:
+        return {}
+    kept.identity = call.hold_as or kept.identity or ckpt.identity(request.out)
+    return {"held": use, "identity": kept.identity, "global_step": info["global_step"]}
+
+
+def _hand_over(work: Path, out_uri: str, state: str, kept: _Kept, uploads: _Uploads) -> None:
+    """Rank 0 of a one-node job: name the round's model by its manifest's digest, keep it to hand over,
+    and queue its upload (after the state's, when the state is published with it: a complete model
+    then implies a complete state); a kept state is marked in the model, a background one queued after."""
+    out = work / "out"
+    metrics = work / "metrics.jsonl"
+    if metrics.is_file():
+        shutil.copy2(metrics, out / "metrics.jsonl")
+    info = ckpt.read_train_state(work / "state")
+    if state != "publish":
+        (out / ckpt.STATE_FILE).write_text(json.dumps({**info, "state": state}, indent=1))
+    manifest = local_manifest(out)
+    identity = digest(manifest)
+    model = work.parent / f"held-{identity[:16]}"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.move(str(out), model)
+    state_uri = out_uri.rstrip("/") + "/" + ckpt.STATE_DIR
+    if state == "publish":
+        uploads.put(work / "state", state_uri, remove=False)
+    uploads.put(model, out_uri, manifest, remove=False)
+    if state == "background":
         pending = work.parent / f"pending-{uuid.uuid4().hex}"
         shutil.move(str(work / "state"), pending)  # the next round writes a new work/state
-        uploads.queue.put((str(pending), request.out.rstrip("/") + "/" + ckpt.STATE_DIR))
-    dist.barrier()
-    if rank == 0:  # the manifest's digest, as the step computes it for the next round's `expects`
-        kept.identity = call.hold_as or ckpt.identity(request.out)
-    return use
+        uploads.put(pending, state_uri)
+    if state == "publish":
+        uploads.drain()  # the next round overwrites work/state; the model's upload had to follow it anyway
+    if kept.model is not None and kept.model != model:
+        uploads.put(kept.model, None)  # the previous hand-over, once its upload is done
+    kept.model, kept.manifest, kept.identity = model, manifest, identity
 
 
 def listen(spec: ListenSpec) -> int:
@@ -195,7 +255,7 @@ def listen(spec: ListenSpec) -> int:
     if door:
         print(f"masa: trainer listening on port {spec.port} ({world} ranks)", flush=True)
     while True:
-        box = [door.next(kept.identity, uploads) if door else None]
+        box = [door.next(kept, uploads) if door else None]
         dist.broadcast_object_list(box, src=0)
         msg = box[0]
         if msg["op"] == "beat":
@@ -207,7 +267,7 @@ def listen(spec: ListenSpec) -> int:
         try:
             if door:
                 sys.stdout = _Tee(stdout, door)
-            used = _round(call, msg["holds"], kept, rank, world, uploads)
+            reply = _round(call, msg["holds"], kept, rank, world, uploads)
         except BaseException:
             if door:
                 door.send(("error", traceback.format_exc()[-4000:]))
@@ -215,7 +275,7 @@ def listen(spec: ListenSpec) -> int:
         finally:
             sys.stdout = stdout
         if door:
-            door.send(("done", {"held": used}))
+            door.send(("done", reply))
     if uploads:
         for e in uploads.drain():
             print(f"masa: state upload failed: {e}", flush=True)

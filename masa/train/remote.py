@@ -27,11 +27,14 @@ from masa.train.spec import RoundRequest, WorkerSpec
 STAGED = "staged.json"
 
 
-def stage_on_nodes(request: RoundRequest, *, holds: bool = False, save_state: bool = True) -> WorkerSpec:
+def stage_on_nodes(request: RoundRequest, *, holds: bool = False, save_state: bool = True,
+                   light_dir: Path | None = None) -> WorkerSpec:
     """Every rank calls it; returns the local spec (see masa.train.inputs.stage) on every rank.
     `holds`: the ranks hold the engine the round starts from (a serving TrainJob, masa.train.listen),
-    so neither the previous state nor the policy's weights are fetched; a resume point of the round
-    wins over it (the spec then names one, and the caller must build the engine from it)."""
+    so neither the previous state nor the policy's weights are fetched (its config and tokenizer come
+    from `light_dir`, rank 0's copy of that checkpoint, where given, else from the store); a resume
+    point of the round wins over it (the spec then names one, and the caller must build the engine
+    from it)."""
     rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     work = Path(request.work_dir or Path(tempfile.gettempdir()) / "masa-train")
     choice = [ckpt.latest_resume_point(request.resume_root)
@@ -45,7 +48,7 @@ def stage_on_nodes(request: RoundRequest, *, holds: bool = False, save_state: bo
                 p = work / stale
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             spec = stage(request, work, resume_uri=choice[0], with_state=not held, save_state=save_state,
-                         weights=not held or request.cfg.kl_coef > 0)
+                         weights=not held or request.cfg.kl_coef > 0, light_dir=light_dir if held else None)
             (work / STAGED).write_text(json.dumps(spec.to_dict()))
         except Exception as e:  # reported to every rank below, then raised everywhere
             error = f"node of rank {rank}: {type(e).__name__}: {e}"

@@ -22,10 +22,12 @@ import secrets
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Client
+from pathlib import Path
 
 from masa.storage import open_store
+from masa.train.handover import receive_files
 from masa.train.launch import TrainingFailed
-from masa.train.spec import ListenSpec, TrainCall
+from masa.train.spec import HeldBy, ListenSpec, TrainCall
 from masa.train.trainjob import (
     GROUP,
     INDEX_LABEL,
@@ -68,6 +70,15 @@ def service_manifest(name: str, listen: ListenSpec, s: TrainJobSettings) -> dict
                              labels={"app.kubernetes.io/instance": "trainer-service"})
 
 
+def running_address(held_by: HeldBy, *, apis=None) -> tuple[str, int] | None:
+    """(node 0's pod IP, port) of the serving TrainJob `held_by` names, if it is running; None if not."""
+    _, core = apis or kube_apis()
+    selector = f"{JOBSET_LABEL}={held_by.job},{INDEX_LABEL}=0"
+    pods = [p for p in core.list_namespaced_pod(held_by.namespace, label_selector=selector).items
+            if p.status.phase == "Running" and p.status.pod_ip]
+    return (pods[0].status.pod_ip, held_by.port) if pods else None
+
+
 def job_address(manifest: dict, port: int, *, apis=None, poll_s: float = 5.0, timeout_s: float = 1800.0) -> tuple[str, int]:
     """(node 0's pod IP, port) of the serving TrainJob `manifest`, created first where there is none or
     the one there has ended."""
@@ -84,13 +95,11 @@ def job_address(manifest: dict, port: int, *, apis=None, poll_s: float = 5.0, ti
         state = None
     if state is None:
         api.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
-    selector = f"{JOBSET_LABEL}={name},{INDEX_LABEL}=0"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pods = [p for p in core.list_namespaced_pod(ns, label_selector=selector).items
-                if p.status.phase == "Running" and p.status.pod_ip]
-        if pods:
-            return pods[0].status.pod_ip, port
+        address = running_address(HeldBy(job=name, namespace=ns, port=port, key_uri=""), apis=(api, core))
+        if address:
+            return address
         time.sleep(poll_s)
     raise TrainingFailed(f"the trainer TrainJob {ns}/{name} had no running node-0 pod after {timeout_s:.0f} s")
 
@@ -123,9 +132,10 @@ class ServedTrainer:
     def held(self) -> str | None:
         return self._call("held")
 
-    def train(self, call: TrainCall, on_line: Callable[[str], None] | None = None) -> bool:
-        """Send one round; stream its metrics lines to `on_line`; whether it continued from the engine
-        the ranks held. Raises TrainingFailed with the ranks' error."""
+    def train(self, call: TrainCall, on_line: Callable[[str], None] | None = None) -> dict:
+        """Send one round; stream its metrics lines to `on_line`; returns {"held": whether it continued
+        from the engine the ranks held, "identity": the new model's manifest digest, "global_step"}.
+        Raises TrainingFailed with the ranks' error."""
         try:
             self._conn.send(("train", call.to_dict()))
             while True:
@@ -133,12 +143,19 @@ class ServedTrainer:
                 if status == "line":
                     on_line(value) if on_line else None
                 elif status == "done":
-                    return value["held"]
+                    return value
                 else:
                     raise TrainingFailed(f"the serving TrainJob's round failed:\n{value}")
         except (EOFError, OSError) as e:
             raise TrainingFailed(f"the serving TrainJob stopped during the round ({type(e).__name__}); "
                                  "its node-0 pod's log says why") from e
+
+    def fetch(self, identity: str, dest: Path, *, light: bool = False) -> Path:
+        """The checkpoint `identity` as rank 0 holds it (masa.train.handover), verified, under `dest`."""
+        try:
+            return receive_files(self._conn, identity, dest, light)
+        except (EOFError, OSError) as e:
+            raise TrainingFailed(f"the serving TrainJob stopped during a hand-over ({type(e).__name__})") from e
 
     def stop(self) -> list[str]:
         """Wait for its background uploads and end its ranks; the uploads that failed, a line each."""

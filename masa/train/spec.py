@@ -127,3 +127,22 @@ class TrainCall:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainCall:
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class HeldBy:
+    """Which serving TrainJob holds a checkpoint whose upload may still run (masa.train.handover): its
+    name and namespace, rank 0's port, and the store object with the connection key. Carried by the
+    train step's output pointer, so the next steps can take the model from it."""
+
+    job: str
+    namespace: str
+    port: int
+    key_uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeldBy:
+        return cls(**d)
