@@ -15,7 +15,9 @@ and whose files match it, so a rank killed mid-save leaves nothing that can be l
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import threading
 from pathlib import Path
 
 from masa.storage import (
@@ -238,3 +240,37 @@ def verify_local(model_dir: Path) -> None:
         if (sha, size) != (entry.sha256, entry.size):
             raise CorruptArtifactError(f"checkpoint file {rel} failed verification (altered) in {model_dir}",
                                        uri=uri, file=rel)
+
+
+class BackgroundUploads:
+    """Uploads of local directories after the step that made them has ended, one after another, in
+    order (a trainer service's kept state, masa.train.service; a serving TrainJob's model and state,
+    masa.train.listen, whose hand-over directory is removed once a newer one has replaced it and its
+    own upload is done). `drain` waits for them and returns the ones that failed, a line each."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def put(self, src: Path, uri: str | None, manifest: Manifest | None = None, *, remove: bool = True) -> None:
+        """Publish `src` to `uri` (None: only remove it), committing `manifest` when given."""
+        self.queue.put((src, uri, manifest, remove))
+
+    def _run(self) -> None:
+        while True:
+            src, uri, manifest, remove = self.queue.get()
+            try:
+                if uri is not None:
+                    publish(Path(src), uri, manifest)
+            except Exception as e:  # noqa: BLE001 - reported by drain: the caller says what a failure costs
+                self.errors.append(f"{uri}: {type(e).__name__}: {e}")
+            finally:
+                if remove:
+                    shutil.rmtree(src, ignore_errors=True)
+                self.queue.task_done()
+
+    def drain(self) -> list[str]:
+        self.queue.join()
+        errors, self.errors = self.errors, []
+        return errors

@@ -42,6 +42,7 @@ import torch.distributed as dist
 
 from masa.storage import Manifest, local_manifest
 from masa.train import checkpoint as ckpt
+from masa.train.checkpoint import BackgroundUploads
 from masa.train.handover import digest, send_files
 from masa.train.remote import publish_round, stage_on_nodes
 from masa.train.served import read_key
@@ -65,7 +66,7 @@ class _Door:
             except Exception:  # noqa: BLE001 - a client with the wrong key, or one that went away
                 continue
 
-    def next(self, kept: _Kept, uploads: _Uploads) -> dict:
+    def next(self, kept: _Kept, uploads: BackgroundUploads) -> dict:
         """The next message for every rank: {"op": "train", ...}, {"op": "beat"} or {"op": "stop"}.
         What needs rank 0 alone (what the ranks hold, a hand-over, the uploads) is answered here."""
         beat_at = time.monotonic() + self.spec.beat_s
@@ -124,39 +125,6 @@ class _Door:
             self.conn = None
 
 
-class _Uploads:
-    """Rank 0's background uploads (one node: every file is there), one after another, in order: a
-    round's model, then its state; a hand-over directory is removed once a newer one has replaced it
-    and its own upload is done."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.errors: list[str] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def put(self, src: Path, uri: str | None, manifest: Manifest | None = None, *, remove: bool = True) -> None:
-        """Publish `src` to `uri` (None: only remove it), committing `manifest` when given."""
-        self.queue.put((src, uri, manifest, remove))
-
-    def _run(self) -> None:
-        while True:
-            src, uri, manifest, remove = self.queue.get()
-            try:
-                if uri is not None:
-                    ckpt.publish(Path(src), uri, manifest)
-            except Exception as e:  # noqa: BLE001 - reported by drain/stop; the step that stops the job fails
-                self.errors.append(f"{uri}: {type(e).__name__}: {e}")
-            finally:
-                if remove:
-                    shutil.rmtree(src, ignore_errors=True)
-                self.queue.task_done()
-
-    def drain(self) -> list[str]:
-        self.queue.join()
-        errors, self.errors = self.errors, []
-        return errors
-
-
 class _Tee:
     """Rank 0's stdout during a round: every line to the pod's log, metrics rows also to the step."""
 
@@ -188,7 +156,7 @@ class _Kept:
     manifest: Manifest | None = None
 
 
-def _round(call: TrainCall, holds: bool, kept: _Kept, rank: int, world: int, uploads: _Uploads | None) -> dict:
+def _round(call: TrainCall, holds: bool, kept: _Kept, rank: int, world: int, uploads: BackgroundUploads | None) -> dict:
     """One round on this rank, from the held engine when `holds` (it is the round's start) and no resume
     point of the round wins; updates `kept`; returns the step's reply (rank 0)."""
     request = RoundRequest.from_dict(call.request)
@@ -215,7 +183,7 @@ def _round(call: TrainCall, holds: bool, kept: _Kept, rank: int, world: int, upl
     return {"held": use, "identity": kept.identity, "global_step": info["global_step"]}
 
 
-def _hand_over(work: Path, out_uri: str, state: str, kept: _Kept, uploads: _Uploads) -> None:
+def _hand_over(work: Path, out_uri: str, state: str, kept: _Kept, uploads: BackgroundUploads) -> None:
     """Rank 0 of a one-node job: name the round's model by its manifest's digest, keep it to hand over,
     and queue its upload (after the state's, when the state is published with it: a complete model
     then implies a complete state); a kept state is marked in the model, a background one queued after."""
@@ -250,7 +218,7 @@ def listen(spec: ListenSpec) -> int:
     """Serve rounds until a stop (from a step, or after `spec.idle_s` without a request)."""
     rank, world = init_distributed()
     door = _Door(spec, read_key(spec.key_uri)) if rank == 0 else None
-    uploads = _Uploads() if rank == 0 else None
+    uploads = BackgroundUploads() if rank == 0 else None
     kept = _Kept()
     if door:
         print(f"masa: trainer listening on port {spec.port} ({world} ranks)", flush=True)

@@ -40,7 +40,7 @@ from multiprocessing.connection import Listener
 from pathlib import Path
 
 from masa.engines.service import SERVICES_ENV, exit_with, greeted, running
-from masa.train import checkpoint as ckpt
+from masa.train.checkpoint import BackgroundUploads
 from masa.train.config import TrainConfig
 from masa.train.launch import SERVE, TrainingFailed, forks_ranks, start_ranks
 from masa.train.spec import ROUND_DONE, WorkerSpec
@@ -272,31 +272,6 @@ def drain_all(folder: Path) -> list[str]:
     return errors
 
 
-class _Uploads:
-    """The service's background uploads of kept state, one after another."""
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue = queue.Queue()
-        self.errors: list[str] = []
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            src, uri = self.queue.get()
-            try:
-                ckpt.publish(Path(src), uri)
-            except Exception as e:  # noqa: BLE001 - reported by `drain`; a rerun retrains the rounds
-                self.errors.append(f"{uri}: {type(e).__name__}: {e}")
-            finally:
-                shutil.rmtree(src, ignore_errors=True)
-                self.queue.task_done()
-
-    def drain(self) -> list[str]:
-        self.queue.join()
-        errors, self.errors = self.errors, []
-        return errors
-
-
 def serve(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> None:
     """The service: start the ranks, then serve one train step after another until the owner is gone."""
     exit_with(owner)
@@ -305,7 +280,7 @@ def serve(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> Non
     sock.with_suffix(".pid").write_text(str(os.getpid()))
     sock.with_suffix(".ready").write_text("")
     held: str | None = None
-    uploads = _Uploads()
+    uploads = BackgroundUploads()
     while True:
         with listener.accept() as conn:
             try:
@@ -324,7 +299,7 @@ def serve(sock: Path, owner: int, nproc: int, env: dict[str, str] | None) -> Non
                     os._exit(1)
 
 
-def _session(conn, ranks: _Ranks, uploads: _Uploads, held: str | None) -> str | None:
+def _session(conn, ranks: _Ranks, uploads: BackgroundUploads, held: str | None) -> str | None:
     """One step's requests; returns the identity held afterwards."""
     while True:
         try:
@@ -342,7 +317,7 @@ def _session(conn, ranks: _Ranks, uploads: _Uploads, held: str | None) -> str | 
             held = arg
             conn.send(("ok", None))
         elif op == "upload":
-            uploads.queue.put((arg["src"], arg["uri"]))
+            uploads.put(Path(arg["src"]), arg["uri"])
             conn.send(("ok", None))
         elif op == "drain":
             conn.send(("ok", uploads.drain()))
