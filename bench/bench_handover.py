@@ -1,9 +1,11 @@
-"""What the serving TrainJob's model hand-over costs per byte (masa.train.handover), measured here: the
-manifest's sha256 that names the model before its upload (`masa.storage.local_manifest`), and the
+"""What the serving TrainJob's work costs per byte (masa.train.handover, masa.train.listen), measured
+here: the manifest's sha256 that names the model before its upload (`masa.storage.local_manifest`); the
 hand-over itself over TCP loopback (rank 0's `send_files` to a step's `receive_files`, which writes and
 checks every file's sha256), side by side with a verified download from a local-dir store of the same
-bytes (`get_dir_verified`, the floor of any store download on this box). bench/paper_cost_model.py reads
-the rates from bench/results/handover_cpu.json.
+bytes (`get_dir_verified`, the floor of any store download on this box); and one process's `torch.save`
+of fp32 tensors (what each rank's ZeRO partition is) into the memory-backed /dev/shm, where the job
+works, side by side with the same into /tmp and fsync'd. bench/paper_cost_model.py reads the rates
+from bench/results/handover_cpu.json.
 
     .venv/bin/python bench/bench_handover.py [--mib 512] [--reps 3] [--out bench/results/handover_cpu.json]
 """
@@ -33,6 +35,25 @@ def _serve_once(listener: Listener, root: Path, manifest) -> None:
     with listener.accept() as conn:
         conn.recv()  # the fetch request
         send_files(conn, root, manifest, light=False)
+
+
+def save_rates(size: int, reps: int) -> dict[str, list[float]]:
+    """MB/s of one process saving `size` bytes of fp32 tensors, into /dev/shm and into /tmp (fsync'd)."""
+    import torch
+
+    tensors = {f"p{i}": torch.randn(size // 8 // 4) for i in range(8)}
+    rows: dict[str, list[float]] = {"torch_save_shm": [], "torch_save_disk": []}
+    for _ in range(reps):
+        for key, folder in (("torch_save_shm", "/dev/shm"), ("torch_save_disk", tempfile.gettempdir())):
+            path = Path(folder) / f"masa-bench-save-{os.getpid()}.pt"
+            t = time.perf_counter()
+            torch.save(tensors, path)
+            if key == "torch_save_disk":
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+            rows[key].append(size / (time.perf_counter() - t) / 1e6)
+            path.unlink()
+    return rows
 
 
 def main() -> None:
@@ -68,6 +89,7 @@ def main() -> None:
             t = time.perf_counter()
             get_dir_verified(store, "ckpt", str(Path(tmp) / f"dl-{r}"))
             rows["store_download_local"].append(size / (time.perf_counter() - t) / 1e6)
+    rows |= save_rates(size, args.reps)
     out = {k: {"MBps_median": statistics.median(v), "MBps": v} for k, v in rows.items()}
     ratio = out["handover_loopback"]["MBps_median"] / out["store_download_local"]["MBps_median"]
     for k, v in out.items():

@@ -91,6 +91,11 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
     c["handover_MBps"] = Const(h["handover_loopback"]["MBps_median"], "measured",
                                f"serving TrainJob's model hand-over over TCP loopback, receiver writes and "
                                f"checks sha256 ({h['date']}): {h['command']}")
+    c["state_save_shm_MBps"] = Const(h["torch_save_shm"]["MBps_median"], "measured",
+                                     f"one process's torch.save of fp32 tensors into /dev/shm ({h['date']}): "
+                                     f"{h['command']}")
+    c["state_writers"] = Const(8, "assumed", "the paper preset's 8 ranks each save their ZeRO partition at "
+                               "that one-process rate side by side (memory bandwidth is ~100x one writer's)")
     c["sha256_MBps"] = Const(h["sha256_manifest"]["MBps_median"], "measured",
                              f"local_manifest's sha256, one core ({h['date']}): {h['command']}")
     if s3_override:
@@ -212,7 +217,8 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         # before the step ends), and at a run's last round the state is written to the node's disk, then
         # uploaded in the background
         "train_service_multinode": summarize(train_service_parts(c, w, st, k, seg, handover=False), **runs,
-                                             note="serving TrainJob of several nodes: no hand-over (implemented)"),
+                                             note="serving TrainJob of several nodes: no hand-over, state uploaded before the step "
+                                                  "ends (implemented; one node's share of the bytes)"),
         "chosen": summarize(train_service_parts(c, w, st, k, seg), **runs,
                             note="bounded runs + tokenizer-only scoring + serving TrainJob with the model's "
                                  "hand-over (implemented, one node)"),
@@ -239,18 +245,20 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
                         handover: bool = True) -> dict[str, float]:
     """The serving TrainJob as built (one node): rank 0 names the model by its manifest (sha256 of the
     weights), hands it to the next rollout pod over the network (at the loopback rate measured here) and
-    uploads it in the background; every k rounds the state is saved to the node's disk (this box's
-    measured disk rate) and uploaded in the background too; vLLM still starts in each rollout pod,
-    DeepSpeed once a run. Without `handover` (several nodes): the model goes up before the step ends
-    and down from S3."""
+    uploads it in the background; every k rounds the state is saved into the memory-backed /dev/shm (each
+    rank its partition) and uploaded in the background too; vLLM still starts in each rollout pod,
+    DeepSpeed once a run. Without `handover` (several nodes, counted here at one node's share of the
+    bytes): the model goes up before the step ends and down from S3, and the state saved every k
+    rounds is uploaded before the step ends too (a collective over the nodes)."""
     v = {key: x.value for key, x in c.items()}
+    save_state = st / k / (v["state_save_shm_MBps"] * 1e6 * v["state_writers"])
     if not handover:
-        parts = round_parts(c, s3_down=w, s3_up=w, tasks_per_round=3, vol_write=st / k, trainer_start=False, **seg)
-        parts["checkpoint_save"] += background_excess(c, parts, st / k)
+        parts = round_parts(c, s3_down=w, s3_up=w + st / k, tasks_per_round=3, trainer_start=False, **seg)
+        parts["checkpoint_save"] += save_state
         return parts
-    parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=3, vol_write=st / k, trainer_start=False, **seg)
+    parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=3, trainer_start=False, **seg)
     parts["checkpoint_load"] += w / (v["handover_MBps"] * 1e6)
-    parts["checkpoint_save"] += w / (v["sha256_MBps"] * 1e6)
+    parts["checkpoint_save"] += w / (v["sha256_MBps"] * 1e6) + save_state
     parts["checkpoint_save"] += background_excess(c, parts, w + st / k)
     return parts
 

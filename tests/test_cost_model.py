@@ -53,10 +53,11 @@ def test_the_serving_trainjob_hands_the_model_over_and_moves_the_state_once_a_ru
     """Hand-derived for `chosen` (resources.train_service on one node, train_state: run): the ranks hold
     the weights and the state, so no round downloads them from S3; rank 0 hashes the model (its
     manifest's sha256 names it) and the next rollout pod receives it over the network: load = w /
-    hand-over rate, save = w / sha256 rate + (st / k) / disk (the state written to the node's disk at a
-    run's last round, k = 3 rounds a run); the S3 uploads of the model every round and of the state once
-    a run go on in the background and fit in the round. DeepSpeed starts once a run: only vLLM's start
-    is paid each round. Several nodes (no hand-over): the model goes up and down through S3."""
+    hand-over rate, save = w / sha256 rate + (st / k) / (8 ranks x /dev/shm save rate) (the state saved
+    into memory at a run's last round, k = 3 rounds a run); the S3 uploads of the model every round and
+    of the state once a run go on in the background and fit in the round. DeepSpeed starts once a run:
+    only vLLM's start is paid each round. Several nodes (no hand-over): the model goes up and down
+    through S3 and the state up, before the step ends."""
     out = json.loads(subprocess.run([sys.executable, str(ROOT / "bench" / "paper_cost_model.py"), "--json"],
                                     capture_output=True, text=True, check=True, cwd=ROOT).stdout)
     c = {k: v["value"] for k, v in out["constants"].items()}
@@ -64,11 +65,11 @@ def test_the_serving_trainjob_hands_the_model_over_and_moves_the_state_once_a_ru
     p = out["chosen"]["parts_s"]
     assert abs(p["checkpoint_load"] - w / (c["handover_MBps"] * 1e6)) < 1e-6
     assert (w + st / k) / (c["s3_up_MBps"] * 1e6) < sum(p.values())  # hidden: nothing waits for it
-    disk = st / k / (c["vol_write_MBps"] * 1e6)
-    assert abs(p["checkpoint_save"] - (w / (c["sha256_MBps"] * 1e6) + disk)) < 1e-6
+    shm = st / k / (c["state_writers"] * c["state_save_shm_MBps"] * 1e6)
+    assert abs(p["checkpoint_save"] - (w / (c["sha256_MBps"] * 1e6) + shm)) < 1e-6
     assert p["engine_start"] == c["vllm_start_s"]
     multi = out["train_service_multinode"]["parts_s"]
     assert abs(multi["checkpoint_load"] - w / (c["s3_down_MBps"] * 1e6)) < 1e-6
-    assert abs(multi["checkpoint_save"] - (w / (c["s3_up_MBps"] * 1e6) + disk)) < 1e-6
+    assert abs(multi["checkpoint_save"] - ((w + st / k) / (c["s3_up_MBps"] * 1e6) + shm)) < 1e-6
     assert out["chosen"]["overhead_share"] < out["train_service_multinode"]["overhead_share"] \
         < out["bounded_runs_light_scoring"]["overhead_share"]

@@ -68,7 +68,8 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
     put_dir_atomic(store, d["model"], "base")
     store.put_file(d["scored"], "in/scored.parquet")
     store.put_file(d["experts"], "in/experts.parquet")
-    listen = ListenSpec(port=_free_port(), key_uri="s3://served/run/b/trainer-0.key", idle_s=300, beat_s=2)
+    listen = ListenSpec(port=_free_port(), key_uri="s3://served/run/b/trainer-0.key", idle_s=300, beat_s=2,
+                        work_dir=str(tmp_path / "node"))
     ensure_key(listen.key_uri)  # the step that creates the job writes the key first
     ranks = _start_ranks(listen, env, tmp_path / "ranks.log")
     try:
@@ -104,6 +105,7 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
             p.kill() if p.poll() is None else None
     log = (tmp_path / "ranks.log").read_text()
     assert codes == [0, 0], log[-3000:]
+    assert not (tmp_path / "node").exists()  # the ranks gave their scratch back
     assert [r["restored_from"] for r in w2["steps"]] == ["service:2", "service:2"]  # no state loaded
     assert _rows(w1["steps"]) == _rows(c1["steps"]) and _rows(w2["steps"]) == _rows(c2["steps"])
     for r in ("r1", "r2"):

@@ -13,6 +13,7 @@ published, those resume points are deleted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -188,7 +189,8 @@ def train_round_served(
     in the background (masa.train.handover). `address`: rank 0's (host, port) where no Kubernetes API
     finds it (tests: ranks on loopback). Returns what `train_round_trainjob` returns, and "identity",
     the new model's manifest digest."""
-    request = round_request(model_uri, scored_uri, experts_uri, out_uri, cfg, resume_root=resume_root)
+    request = dataclasses.replace(round_request(model_uri, scored_uri, experts_uri, out_uri, cfg,
+                                                resume_root=resume_root), work_dir=listen.work_dir)
     resume_uri = ckpt.latest_resume_point(resume_root) if resume_root else None
     key = ensure_key(listen.key_uri)
     where = address or job_address(service_manifest(name, listen, settings), listen.port)

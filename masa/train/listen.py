@@ -171,6 +171,9 @@ def _round(call: TrainCall, holds: bool, kept: _Kept, rank: int, world: int, upl
     spec = dataclasses.replace(spec, publish_to=None)  # published below, as `call.state` asks
     kept.engine = train(spec, rank=rank, world=world, held=held)
     work = Path(spec.work_dir)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # in the engine now; the scratch is memory-backed
+        for staged in ("init_state", "resume_in", "inputs"):
+            shutil.rmtree(work / staged, ignore_errors=True)
     info = ckpt.read_train_state(work / "state") if rank == 0 else None
     if not one_node:  # the partitions are on their nodes: publish before the step ends (collective)
         publish_round(work, request.out, kept=None if call.state == "publish" else "keep")
@@ -196,7 +199,7 @@ def _hand_over(work: Path, out_uri: str, state: str, kept: _Kept, uploads: Backg
         (out / ckpt.STATE_FILE).write_text(json.dumps({**info, "state": state}, indent=1))
     manifest = local_manifest(out)
     identity = digest(manifest)
-    model = work.parent / f"held-{identity[:16]}"
+    model = work / f"held-{identity[:16]}"  # beside the round's scratch, which the next round clears
     shutil.rmtree(model, ignore_errors=True)
     shutil.move(str(out), model)
     state_uri = out_uri.rstrip("/") + "/" + ckpt.STATE_DIR
@@ -204,7 +207,7 @@ def _hand_over(work: Path, out_uri: str, state: str, kept: _Kept, uploads: Backg
         uploads.put(work / "state", state_uri, remove=False)
     uploads.put(model, out_uri, manifest, remove=False)
     if state == "background":
-        pending = work.parent / f"pending-{uuid.uuid4().hex}"
+        pending = work / f"pending-{uuid.uuid4().hex}"
         shutil.move(str(work / "state"), pending)  # the next round writes a new work/state
         uploads.put(pending, state_uri)
     if state == "publish":
@@ -246,8 +249,10 @@ def listen(spec: ListenSpec) -> int:
             door.send(("done", reply))
     if uploads:
         for e in uploads.drain():
-            print(f"masa: state upload failed: {e}", flush=True)
+            print(f"masa: upload failed: {e}", flush=True)
     dist.barrier()
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # memory-backed: give it back
+        shutil.rmtree(spec.work_dir, ignore_errors=True)
     dist.destroy_process_group()
     return 0
 

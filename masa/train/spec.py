@@ -88,6 +88,10 @@ class ListenSpec:
     key_uri: str
     idle_s: float = 1800.0  # no request for this long: every rank exits (a failed run frees its GPUs)
     beat_s: float = 30.0  # rank 0 wakes the other ranks this often while it waits
+    # each node's scratch: memory-backed (the runtime's /dev/shm), so that the ZeRO state a run's last
+    # round saves, and the models handed over, are written at memory speed, not the disk's
+    # (bench/bench_handover.py); manifests/trainingruntime.yaml sizes it
+    work_dir: str = "/dev/shm/masa-train"
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536 or self.idle_s <= 0 or not 0 < self.beat_s <= self.idle_s:
