@@ -8,12 +8,16 @@ Why: a round that restores the trainer from the store moves the ZeRO-3 state (12
 (bench/paper_cost_model.py). Here the ranks keep their DeepSpeed engine (weights, AdamW moments, LR
 schedule) between rounds, as the local service does, and the state reaches the store only at a run's
 last round, in the background (single node) or before the step ends (several nodes: the partitions are
-on their nodes, and the upload is a collective).
+on their nodes, and the upload is a collective). On one node the model too is uploaded in the
+background while rank 0 hands it to the next steps (masa.train.handover). The ranks work in
+`ListenSpec.work_dir`, memory-backed, so saving the state costs memory bandwidth, not disk.
 
 Protocol (rank 0 listens on `port`; `multiprocessing.connection` with the key the creator put in the
 store: only pods that can read the run's store can connect):
     ("held", None)       -> ("ok", identity of the checkpoint whose state the ranks hold, or None)
-    ("train", TrainCall) -> ("line", metrics line)* then ("done", {"held": bool}) | ("error", text)
+    ("train", TrainCall) -> ("line", metrics line)* then ("done", {"held": bool, "identity": digest,
+                            "global_step": int}) | ("error", text)
+    ("fetch", {...})     -> the model's hand-over (masa.train.handover)
     ("drain", None)      -> ("ok", [failed uploads])
     ("stop", None)       -> ("ok", [failed uploads]), then every rank exits 0 (the TrainJob completes)
 The other ranks wait in a broadcast for what rank 0 received; while nothing comes rank 0 broadcasts a
@@ -247,6 +251,7 @@ def listen(spec: ListenSpec) -> int:
             sys.stdout = stdout
         if door:
             door.send(("done", reply))
+            door.last = time.monotonic()  # idle from the round's end, not from its request
     if uploads:
         for e in uploads.drain():
             print(f"masa: upload failed: {e}", flush=True)
