@@ -90,7 +90,7 @@ def test_speedup_ceiling_by_hand():
     assert eff["speedup_tokens_ceiling"] == 1000 / 1180
     md = render_markdown({"run": {"name": "t"}, "efficiency": {**eff, "tokens_saved_gating": 0, "tokens_saved_cutoff": 0},
                           "eval": {}})
-    assert "allow at most 0.85× in tokens" in md
+    assert "At equal learning per round, the first round's costs allow at most 0.85× in tokens" in md
 
 
 def test_gating_note_says_what_kept_gating_off():

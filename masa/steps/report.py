@@ -149,7 +149,9 @@ def speedup_ceiling(solution: int | None, zero_variance: int | None, meta: int |
     """The token speedup a MASA round's costs allow at best: GRPO spends `solution` tokens for a round's
     signal; MASA-efficient, gating exactly the prompts whose groups give no signal (`zero_variance` of
     those tokens) and learning as much per round, spends solution - zero_variance + meta. Early cutoff
-    is left out. Below 1, no calibration of the meta path can make MASA-efficient cheaper than GRPO."""
+    is left out. Below 1, no calibration of the meta path can make MASA-efficient cheaper than GRPO at
+    equal learning per round (a run can still time it faster: by learning more per round, or by the
+    noise of the held-out check it is timed on)."""
     if not solution or zero_variance is None or meta is None:
         return None
     return solution / (solution - zero_variance + meta)

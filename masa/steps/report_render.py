@@ -193,8 +193,9 @@ def _null_note(eff: dict[str, Any]) -> str:
 
 def _ceiling_note(eff: dict[str, Any]) -> str:
     c, off = eff.get("speedup_tokens_ceiling"), eff.get("gating_why_off")
-    return ((f" The first round's costs allow at most {c:.2f}× in tokens (gating exactly the prompts without"
-             " GRPO signal, the meta path paid for)." if c is not None else "")
+    return ((f" At equal learning per round, the first round's costs allow at most {c:.2f}× in tokens (gating"
+             " exactly the prompts without GRPO signal, the meta path paid for); more means MASA-efficient"
+             " learned more per round, or the held-out check's noise." if c is not None else "")
             + (f" Predictive gating never switched on: {off}." if off else ""))
 
 
