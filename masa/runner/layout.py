@@ -79,7 +79,7 @@ class Pointer:
     shard: int | None = None  # a rollout shard's index (`resources.rollout_shards` > 1)
     uri: str | None = None  # the part's URI when it differs from store/prefix
     # a checkpoint a serving TrainJob hands over while its upload runs (masa.train.handover): the digest
-    # of the manifest it will commit, and the job that holds it (`policy_dir` fetches from it)
+    # of the manifest it will commit, and the job that holds it (`local_model`, `policy_tokenizer`)
     digest: str | None = None
     held_by: HeldBy | None = None
 
@@ -221,20 +221,14 @@ def local_model(ptr: Pointer, cache_root: str | Path) -> Path:
     """A verified local copy of the checkpoint behind a Model pointer (from the serving TrainJob that
     holds it while the store's copy is still uploading)."""
     if handed_over(ptr):
-        dest = Path(cache_root) / ptr.prefix.replace("/", "__")
-        if not dest.with_name(dest.name + ".verified").exists():
-            _from_trainer(ptr, dest, light=False)
-        return dest
+        return _from_trainer(ptr, Path(cache_root) / ptr.prefix.replace("/", "__"), light=False)
     return local_path_or_fetch(ptr.store, ptr.prefix, cache_root)
 
 
 def policy_tokenizer(ptr: Pointer, cache_root: str | Path) -> Path:
     """`local_tokenizer` of the checkpoint behind a Model pointer, handed over as `local_model` is."""
     if handed_over(ptr):
-        dest = Path(cache_root) / (ptr.prefix.replace("/", "__") + "__light")
-        if not dest.with_name(dest.name + ".verified").exists():
-            _from_trainer(ptr, dest, light=True)
-        return dest
+        return _from_trainer(ptr, Path(cache_root) / (ptr.prefix.replace("/", "__") + "__light"), light=True)
     return local_tokenizer(ptr.store, ptr.prefix, cache_root)
 
 
@@ -244,7 +238,11 @@ def handed_over(ptr: Pointer) -> bool:
     return ptr.held_by is not None and ptr.digest is not None and not is_complete(open_store(ptr.store), ptr.prefix)
 
 
-def _from_trainer(ptr: Pointer, dest: Path, *, light: bool) -> None:
+def _from_trainer(ptr: Pointer, dest: Path, *, light: bool) -> Path:
+    """`dest`, the hand-over's verified copy (fetched once; the marker beside it, as local_path_or_fetch)."""
+    done = dest.with_name(dest.name + ".verified")
+    if done.exists():
+        return dest
     held = ptr.held_by
     address = running_address(held)
     if address is None:
@@ -257,7 +255,8 @@ def _from_trainer(ptr: Pointer, dest: Path, *, light: bool) -> None:
         trainer.fetch(ptr.digest, dest, light=light)
     finally:
         trainer.close()
-    dest.with_name(dest.name + ".verified").touch()
+    done.touch()
+    return dest
 
 
 def toy_source(cfg: RunConfig, cache_root: str | Path, split: str = "heldout") -> str:

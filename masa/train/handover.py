@@ -3,7 +3,7 @@ without waiting for the store: rank 0 names the round's model by the digest of t
 commit (`masa.storage.local_manifest`, the same digest `checkpoint.identity` reads back from the store),
 keeps the directory, and uploads it in the background; the next rollout, score and train steps of the
 branch take it from rank 0 (`fetch`, below) while the store's copy is incomplete, and from the store
-once it is complete (masa.runner.layout.policy_dir).
+once it is complete (masa.runner.layout: `local_model`, `policy_tokenizer`).
 
 Why: at 8B the model is 16.4 GB; uploading it before the train step ends and downloading it in the
 next rollout pod costs ~220 s a round at the S3 rates measured here (bench/paper_cost_model.py).
