@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from masa.storage.local import atomic_write
 
 MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = 1
+HASH_WORKERS = 8  # local_manifest: the serving TrainJob's node has cores to spare (resources.cpu_request)
 
 
 class CheckpointError(StorageError):
@@ -100,15 +102,16 @@ def _local_files(local_dir: Path) -> list[str]:
     return out
 
 
-def local_manifest(local_dir: str | Path, *, meta: dict | None = None) -> Manifest:
+def local_manifest(local_dir: str | Path, *, meta: dict | None = None, workers: int = HASH_WORKERS) -> Manifest:
     """The manifest `put_dir_atomic` would write for `local_dir`, computed before any upload: its
     digest names the artifact while it is still uploading (a serving TrainJob hands the model over
-    from memory and uploads it afterwards, masa.train.listen)."""
+    from memory and uploads it afterwards, masa.train.listen). Files are hashed `workers` at a time
+    (hashlib lets go of the GIL): a sharded 8B model in a fraction of one core's time."""
     root = Path(local_dir)
-    files = {}
-    for rel in _local_files(root):
-        sha, size = sha256_file(str(root / rel))
-        files[rel] = FileEntry(size=size, sha256=sha)
+    rels = _local_files(root)
+    with ThreadPoolExecutor(max(1, min(workers, len(rels)))) as pool:
+        hashed = list(pool.map(lambda rel: sha256_file(str(root / rel)), rels))
+    files = {rel: FileEntry(size=size, sha256=sha) for rel, (sha, size) in zip(rels, hashed, strict=True)}
     return Manifest(files=files, created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), meta=dict(meta or {}))
 
 

@@ -33,14 +33,16 @@ from masa.storage import (
 )
 from masa.storage import is_complete as _complete
 from masa.storage.base import join_key, sha256_file
-from masa.train.handover import is_light
+from masa.train.handover import WEIGHT_SUFFIXES, is_light
 
 STATE_DIR = "train_state"
 STATE_FILE = "train_state.json"
 DS_TAG = "ds"
+# shards of the consolidated model (transformers' default is one file up to 50GB): the model's hand-over
+# and its manifest's hashing go file by file, side by side (masa.train.handover.STREAMS), ~9 files at 8B
+SHARD_SIZE = "2GB"
 # files of a HF model directory that the training step rewrites; everything else (tokenizer, chat
 # template, ...) is copied over unchanged from the input model
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _REWRITTEN = {"config.json", "generation_config.json", "model.safetensors.index.json", MANIFEST,
               "metrics.jsonl", STATE_FILE}
 
@@ -52,7 +54,7 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
         # checkpoint holds only its own files, so its manifest stays true wherever it is copied
         if f.name.startswith("."):
             continue
-        if f.is_file() and f.name not in _REWRITTEN and not f.name.endswith(_WEIGHT_SUFFIXES):
+        if f.is_file() and f.name not in _REWRITTEN and not f.name.endswith(WEIGHT_SUFFIXES):
             shutil.copy2(f, Path(dst) / f.name)
 
 
@@ -75,7 +77,7 @@ def save_hf(engine, zero_stage: int, model_src: Path, out_dir: Path) -> None:
     if dist.get_rank() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         sd = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
-        engine.module.save_pretrained(out_dir, state_dict=sd, safe_serialization=True)
+        engine.module.save_pretrained(out_dir, state_dict=sd, safe_serialization=True, max_shard_size=SHARD_SIZE)
         copy_tokenizer_files(model_src, out_dir)
     dist.barrier()
 
@@ -205,7 +207,7 @@ def same_weights(a: str | Path, b: str | Path) -> bool:
     """Whether two published checkpoints hold the same weight files (their manifests' sha256)."""
     def weights(uri) -> dict[str, str]:
         store, prefix = _store_and_prefix(str(uri))
-        return {k: v.sha256 for k, v in read_manifest(store, prefix).files.items() if k.endswith(_WEIGHT_SUFFIXES)}
+        return {k: v.sha256 for k, v in read_manifest(store, prefix).files.items() if k.endswith(WEIGHT_SUFFIXES)}
 
     return weights(a) == weights(b)
 

@@ -1,7 +1,8 @@
 """The ranks of a serving TrainJob: the cluster half of the trainer service (masa.train.service is the
 `masa run` half). `torchrun -m masa.train.listen '<ListenSpec JSON>'` on every node of a TrainJob that
-the run's first train task of a branch creates (masa.train.served); the job stays up across the run's
-rounds of that branch, and each round's train task, a thin CPU pod, sends it the round's request.
+the first train task of a branch creates (masa.train.served); the job stays up across that branch's
+rounds, through the training's bounded runs, and each round's train task, a thin CPU pod, sends it the
+round's request.
 
 Why: a round that restores the trainer from the store moves the ZeRO-3 state (12 bytes a parameter,
 ~98.6 GB for 8B) down and up again; that alone puts a paper-scale round's overhead near 80%
@@ -40,6 +41,7 @@ import time
 import traceback
 import uuid
 from multiprocessing.connection import Listener
+from multiprocessing.connection import wait as connection_wait
 from pathlib import Path
 
 import torch.distributed as dist
@@ -55,12 +57,18 @@ from masa.train.worker import Held, init_distributed, train
 
 
 class _Door:
-    """Rank 0's side: accepts the steps' connections and answers what needs no other rank."""
+    """Rank 0's side: accepts the steps' connections and answers what needs no other rank. Several
+    connections stay open side by side (a step's own, and a hand-over's streams); a hand-over stream is
+    sent from its own thread, and every one ends before a round or a stop changes what rank 0 holds."""
 
     def __init__(self, spec: ListenSpec, key: bytes) -> None:
         self.spec, self.conn, self.last = spec, None, time.monotonic()
-        self.listener = Listener(("0.0.0.0", spec.port), authkey=key)
+        # a hand-over opens its streams at once: multiprocessing's default backlog of 1 makes the kernel drop
+        # all but one, and the rest wait on TCP retransmits (seconds each)
+        self.listener = Listener(("0.0.0.0", spec.port), backlog=64, authkey=key)
         self.waiting: queue.Queue = queue.Queue()
+        self.open: list = []
+        self.sending: list[threading.Thread] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -70,6 +78,23 @@ class _Door:
             except Exception:  # noqa: BLE001 - a client with the wrong key, or one that went away
                 continue
 
+    def _adopt(self, wait: float) -> None:
+        """The connections that arrived (or came back from a hand-over stream); waits up to `wait` for
+        one while none is open."""
+        try:
+            if not self.open:
+                self.open.append(self.waiting.get(timeout=wait))
+            while True:
+                self.open.append(self.waiting.get_nowait())
+        except queue.Empty:
+            pass
+
+    def _settle(self) -> None:
+        """Let every hand-over stream end: a round replaces, and a stop removes, the model they read."""
+        for t in self.sending:
+            t.join()
+        self.sending = []
+
     def next(self, kept: _Kept, uploads: BackgroundUploads) -> dict:
         """The next message for every rank: {"op": "train", ...}, {"op": "beat"} or {"op": "stop"}.
         What needs rank 0 alone (what the ranks hold, a hand-over, the uploads) is answered here."""
@@ -77,46 +102,54 @@ class _Door:
         while True:
             if time.monotonic() - self.last > self.spec.idle_s:
                 print(f"masa: no request for {self.spec.idle_s:.0f} s: stopping", flush=True)
+                self._settle()
                 return {"op": "stop"}
             wait = beat_at - time.monotonic()
             if wait <= 0:
                 return {"op": "beat"}
-            if self.conn is None:
+            self._adopt(wait)
+            # a short wait: a connection that arrives meanwhile is adopted on the next pass
+            for conn in connection_wait(self.open, timeout=min(wait, 0.2)) if self.open else []:
+                self.conn = conn
                 try:
-                    self.conn = self.waiting.get(timeout=wait)
-                except queue.Empty:
+                    op, arg = conn.recv()
+                except (EOFError, OSError):
+                    self.open.remove(conn)
                     continue
-            if not self.conn.poll(wait):
-                continue
-            try:
-                op, arg = self.conn.recv()
-            except (EOFError, OSError):
-                self.conn = None
-                continue
-            self.last = time.monotonic()
-            if op == "held":
-                self.send(("ok", kept.identity))
-            elif op == "fetch":
-                self._fetch(kept, arg)
-            elif op == "drain":
-                self.send(("ok", uploads.drain()))
-            elif op == "stop":
-                self.send(("ok", uploads.drain()))
-                return {"op": "stop"}
-            elif op == "train":  # rank 0 alone knows what the ranks hold: it decides for all
-                holds = arg["expects"] is not None and arg["expects"] == kept.identity
-                return {"op": "train", "call": arg, "holds": holds}
-            else:
-                self.send(("error", f"unknown request {op!r}"))
+                self.last = time.monotonic()
+                if op in ("train", "stop"):
+                    self._settle()
+                if op == "held":
+                    self.send(("ok", kept.identity))
+                elif op == "fetch":
+                    self._fetch(kept, arg)
+                elif op == "drain":
+                    self.send(("ok", uploads.drain()))
+                elif op == "stop":
+                    self.send(("ok", uploads.drain()))
+                    return {"op": "stop"}
+                elif op == "train":  # rank 0 alone knows what the ranks hold: it decides for all
+                    holds = arg["expects"] is not None and arg["expects"] == kept.identity
+                    return {"op": "train", "call": arg, "holds": holds}
+                else:
+                    self.send(("error", f"unknown request {op!r}"))
 
     def _fetch(self, kept: _Kept, arg: dict) -> None:
         if kept.model is None or kept.identity != arg["identity"]:
             self.send(("error", f"holds {(kept.identity or 'nothing')[:16]}, not {arg['identity'][:16]}"))
             return
-        try:
-            send_files(self.conn, kept.model, kept.manifest, arg["light"])
-        except OSError:  # the step went away mid-transfer: it fails and its retry asks again
-            self.conn = None
+        conn, model, manifest = self.conn, kept.model, kept.manifest
+        self.open.remove(conn)  # the stream's thread has it until the files are sent
+
+        def stream() -> None:
+            try:
+                send_files(conn, model, manifest, arg["light"], arg.get("part", 0), arg.get("parts", 1))
+                self.waiting.put(conn)  # the step may ask more on it
+            except OSError:  # the step went away mid-transfer: it fails and its retry asks again
+                conn.close()
+
+        self.sending.append(threading.Thread(target=stream, daemon=True))
+        self.sending[-1].start()
 
     def send(self, msg) -> None:
         """To the step, if it is still there: a step that went away (its pod stopped) does not stop the

@@ -1,6 +1,6 @@
 """The train step's side of a serving TrainJob (`resources.train_service: true`; the ranks are
-masa.train.listen): the first train task of a branch in a run creates the job, every train task of that
-branch sends it its round, and the run's last round stops it.
+masa.train.listen): the first train task of a branch creates the job, every train task of that branch,
+across the training's bounded runs, sends it its round, and the training's last round stops it.
 
 Where the job is: node 0's pod, found by the JobSet labels the Trainer puts on its pods; rank 0 listens
 on `port` of the pod's IP. Who may talk to it: whoever holds the key, a random token that the creating
@@ -112,6 +112,7 @@ class ServedTrainer:
         while True:  # rank 0 listens once its process group is up: the pod may be Running before that
             try:
                 self._conn = Client(address, authkey=key)
+                self._connect = lambda: Client(address, authkey=key)  # a hand-over's further streams
                 return
             except (ConnectionRefusedError, OSError) as e:
                 if time.monotonic() > deadline:
@@ -151,9 +152,10 @@ class ServedTrainer:
                                  "its node-0 pod's log says why") from e
 
     def fetch(self, identity: str, dest: Path, *, light: bool = False) -> Path:
-        """The checkpoint `identity` as rank 0 holds it (masa.train.handover), verified, under `dest`."""
+        """The checkpoint `identity` as rank 0 holds it (masa.train.handover, on streams of their own),
+        verified, under `dest`."""
         try:
-            return receive_files(self._conn, identity, dest, light)
+            return receive_files(self._connect, identity, dest, light)
         except (EOFError, OSError) as e:
             raise TrainingFailed(f"the serving TrainJob stopped during a hand-over ({type(e).__name__})") from e
 
