@@ -98,6 +98,22 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                                "that one-process rate side by side (memory bandwidth is ~100x one writer's)")
     c["sha256_MBps"] = Const(h["sha256_manifest"]["MBps_median"], "measured",
                              f"local_manifest's sha256, one core ({h['date']}): {h['command']}")
+    from masa.storage.artifacts import HASH_WORKERS
+    from masa.train.checkpoint import SHARD_SIZE
+    from masa.train.handover import STREAMS
+
+    c["shard_GB"] = Const(float(SHARD_SIZE.removesuffix("GB")), "cited", "masa.train.checkpoint.SHARD_SIZE: "
+                          "the consolidated model's safetensors shards")
+    c["handover_streams"] = Const(STREAMS, "assumed", "masa.train.handover.STREAMS side by side, each at one "
+                                  "stream's rate while each has a core on both sides (the pods request "
+                                  f"resources.cpu_request, 32); here 2 streams on 2 cores shared by both sides "
+                                  f"gave {h['two_streams_over_one']:.2f}x one stream: {h['command']}")
+    c["hash_workers"] = Const(HASH_WORKERS, "assumed", "masa.storage.artifacts.HASH_WORKERS files hashed side by "
+                              "side at one core's rate each; here 2 workers on 2 cores gave "
+                              f"{h['two_hash_workers_over_one']:.2f}x one: {h['command']}")
+    c["nic_Gbps"] = Const(100, "assumed", "pod network of a GPU node, a quarter of one 400 Gb/s NIC: DGX-class "
+                          "H200 nodes have 10 x 400 Gb NICs, 8 of them the GPUs' fabric (MLCommons Inference "
+                          "v4.1, NVIDIA H200-SXM-141GBx8 system description)")
     if s3_override:
         for k in ("s3_up_MBps", "s3_down_MBps"):
             c[k] = Const(s3_override, "assumed", "--s3-MBps what-if")
@@ -219,9 +235,16 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         "train_service_multinode": summarize(train_service_parts(c, w, st, k, seg, handover=False), **runs,
                                              note="serving TrainJob of several nodes: no hand-over, state uploaded before the step "
                                                   "ends (implemented; one node's share of the bytes)"),
+        "train_service_per_run_one_stream": summarize(
+            train_service_parts(c, w, st, k, seg, streams=False, across_runs=False), **runs,
+            note="the serving TrainJob as first built (2026-12-03): one job per run, whose stop waits for the "
+                 "run's last model and state to reach S3; one unsharded file, one hand-over stream, one hashing core"),
+        "train_service_per_run": summarize(train_service_parts(c, w, st, k, seg, across_runs=False), **runs,
+                                           note="the same with 8 streams and 8 hashing workers"),
         "chosen": summarize(train_service_parts(c, w, st, k, seg), **runs,
-                            note="bounded runs + tokenizer-only scoring + serving TrainJob with the model's "
-                                 "hand-over (implemented, one node)"),
+                            note="bounded runs + tokenizer-only scoring + one serving TrainJob per branch across "
+                                 "the runs, with the model's hand-over in 2 GB shards on 8 streams, hashed 8 at a "
+                                 "time (implemented, one node)"),
         # not implemented: weights and state handed on through a shared volume (train writes, rollout and
         # train read in place), one S3 copy per run of k rounds for durability
         "local_handoff": summarize(round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, vol_read=2 * w + st,
@@ -241,15 +264,34 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
     }
 
 
+def makespan_s(c: dict[str, Const], lanes: int, MBps: float) -> float:
+    """Seconds to move the model's shards on `lanes` side by side at `MBps` each, dealt out as the
+    hand-over deals them (masa.train.handover.plan: largest first, to the lightest lane)."""
+    from masa.storage import FileEntry, Manifest
+    from masa.train.handover import plan
+
+    w, shard = weights_bytes(c), c["shard_GB"].value * GB
+    sizes = [shard] * int(w // shard) + ([w % shard] if w % shard else [])
+    m = Manifest(files={f"model-{i:05d}.safetensors": FileEntry(size=int(n), sha256="") for i, n in enumerate(sizes)},
+                 created_at="", meta={})
+    return max(sum(m.files[r].size for r in part) for part in plan(m, False, lanes)) / (MBps * 1e6)
+
+
 def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: dict, *,
-                        handover: bool = True) -> dict[str, float]:
+                        handover: bool = True, streams: bool = True, across_runs: bool = True) -> dict[str, float]:
     """The serving TrainJob as built (one node): rank 0 names the model by its manifest (sha256 of the
-    weights), hands it to the next rollout pod over the network (at the loopback rate measured here) and
-    uploads it in the background; every k rounds the state is saved into the memory-backed /dev/shm (each
-    rank its partition) and uploaded in the background too; vLLM still starts in each rollout pod,
-    DeepSpeed once a run. Without `handover` (several nodes, counted here at one node's share of the
-    bytes): the model goes up before the step ends and down from S3, and the state saved every k
-    rounds is uploaded before the step ends too (a collective over the nodes)."""
+    weights, `hash_workers` shards at a time), hands it to the next rollout pod over the network
+    (`handover_streams` streams, each at the one-stream loopback rate measured here, up to the NIC) and
+    uploads it in the background; every k rounds the state is saved into the memory-backed /dev/shm
+    (each rank its partition) and uploaded in the background too; vLLM still starts in each rollout
+    pod, DeepSpeed once a training. With `across_runs` (as built) the job outlives each bounded run: the
+    next run's steps take its model over and continue from its engine, and the state's upload stays
+    in the background; without it (as first built) a run's last round stops the job, which first waits
+    for that round's model and the run's state to be in S3 (on the round's path, once a run). Without
+    `streams`: one stream and one hashing core (as first built).
+    Without `handover` (several nodes, counted here at one node's share of the bytes): the model goes
+    up before the step ends and down from S3, and the state saved every k rounds is uploaded before
+    the step ends too (a collective over the nodes)."""
     v = {key: x.value for key, x in c.items()}
     save_state = st / k / (v["state_save_shm_MBps"] * 1e6 * v["state_writers"])
     if not handover:
@@ -257,10 +299,35 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
         parts["checkpoint_save"] += save_state
         return parts
     parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=3, trainer_start=False, **seg)
-    parts["checkpoint_load"] += w / (v["handover_MBps"] * 1e6)
-    parts["checkpoint_save"] += w / (v["sha256_MBps"] * 1e6) + save_state
+    if not across_runs:  # a run's last train step stops the job, and the stop waits for the uploads of
+        # that round's model and the run's state (the next run's resume step needs them complete)
+        parts["checkpoint_save"] += (w + st) / (v["s3_up_MBps"] * 1e6) / k
+    if streams:
+        nic_s = w / (v["nic_Gbps"] * 1e9 / 8)
+        parts["checkpoint_load"] += max(makespan_s(c, int(v["handover_streams"]), v["handover_MBps"]), nic_s)
+        parts["checkpoint_save"] += makespan_s(c, int(v["hash_workers"]), v["sha256_MBps"]) + save_state
+    else:
+        parts["checkpoint_load"] += w / (v["handover_MBps"] * 1e6)
+        parts["checkpoint_save"] += w / (v["sha256_MBps"] * 1e6) + save_state
     parts["checkpoint_save"] += background_excess(c, parts, w + st / k)
     return parts
+
+
+def breakeven(name: str, design: str = "chosen", target: float = 0.15, s3: float | None = None) -> float | None:
+    """The value of the rate constant `name` (a faster one lowers the overhead) at which `design` reaches
+    `target` overhead share; None: not at any value up to 1e5."""
+    def share(x: float) -> float:
+        c = constants(s3)
+        c[name] = Const(x, "assumed", "what-if")
+        return designs(c)[design]["overhead_share"]
+
+    lo, hi = 1.0, 1e5
+    if share(hi) > target:
+        return None
+    for _ in range(40):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if share(mid) > target else (lo, mid)
+    return hi
 
 
 def breakeven_s3(design: str = "chosen", target: float = 0.15) -> float | None:
@@ -303,13 +370,16 @@ def main() -> None:
     args = ap.parse_args()
     c = constants(args.s3_MBps)
     out = {**designs(c), "size": size_model(c),
-           "s3_MBps_for_15pct": {d: breakeven_s3(d) for d in ("today", "bounded_runs_light_scoring", "chosen", "local_handoff",
+           "s3_MBps_for_15pct": {d: breakeven_s3(d) for d in ("today", "bounded_runs_light_scoring",
+                                                            "train_service_per_run", "chosen", "local_handoff",
                                                             "engine_services_sync_copy")},
+           "chosen_at_15pct": {k: breakeven(k, s3=args.s3_MBps)
+                                    for k in ("handover_MBps", "sha256_MBps", "nic_Gbps", "s3_up_MBps")},
            "constants": {k: {"value": x.value, "kind": x.kind, "source": x.source} for k, x in c.items()}}
     if args.json:
         print(json.dumps(out, indent=1))
         return
-    names = [k for k in out if k not in ("size", "constants", "s3_MBps_for_15pct")]
+    names = [k for k in out if k not in ("size", "constants", "s3_MBps_for_15pct", "chosen_at_15pct")]
     parts = list(out["today"]["parts_s"])
     print("seconds per paper-scale round and branch (bench/paper_cost_model.py)\n")
     cols = [(n, max(10, len(n) + 2)) for n in names]
@@ -325,6 +395,9 @@ def main() -> None:
           f"of etcd's {s['etcd_limit_bytes'] / MIB:.1f} MiB (max ~{s['max_tasks_by_etcd']} tasks)")
     print("\nS3 throughput (MB/s, each way) at which the overhead share is 15%: "
           + ", ".join(f"{d} {v:.0f}" if v else f"{d} never" for d, v in out["s3_MBps_for_15pct"].items()))
+    print("chosen at 15%, one constant at a time: "
+          + ", ".join(f"{k} {v:.0f} (now {c[k].value:.0f})" if v else f"{k} never"
+                      for k, v in out["chosen_at_15pct"].items()))
     print("\nconstants:")
     for k, x in c.items():
         print(f"  {k:<26}{x.value:>14.4g}  {x.kind:<9}{x.source}")

@@ -129,3 +129,36 @@ def test_a_missing_rollout_shard_is_named_not_merged(tmp_path):
     with pytest.raises(ValueError, match=r"grpo round 1: got shards \[1\], expected 0\.\.1"):
         merge_rollouts_step(cfg, branch="grpo", round_idx=0, shard_ptrs=[str(tmp_path / "s1.json")],
                             out_ptr=str(tmp_path / "out.json"))
+
+
+def test_resume_points_at_the_serving_trainjob_while_the_last_model_uploads(tmp_path):
+    """A serving TrainJob outlives a run (docs/deploy.md): the previous run's last model may still be
+    uploading when the next run starts; its train step's sealed stats name the job and the identity, and
+    the resume step's pointer carries them, so this run's steps take the model over from the job."""
+    import json
+
+    from masa.runner.layout import HISTORY, read_pointer, run_layout, train_stats_key
+    from masa.steps.resume import resume_step
+    from masa.storage import open_store, put_dir_atomic
+
+    cfg = load_config("smoke", [f"store={tmp_path / 'store'}", "resources.rounds_per_run=1"])
+    layout, store = run_layout(cfg), open_store(cfg.store)
+    prefix, hist = layout.part("grpo", 0, "checkpoint"), layout.part("grpo", 0, "history")
+    held = {"job": "trainer-r-grpo", "namespace": "masa", "port": 29600, "key_uri": "s3://b/r/grpo/trainer.key"}
+    for key, body in ((f"{hist}/{HISTORY}", []), (train_stats_key(prefix), {"identity": "d" * 64, "held_by": held})):
+        src = tmp_path / key.replace("/", "_")
+        src.mkdir()
+        (src / key.rsplit("/", 1)[1]).write_text(json.dumps(body))
+        put_dir_atomic(store, str(src), key.rsplit("/", 1)[0])
+    store.put_bytes(f"{prefix}/config.json", b"{}")  # the model's upload has begun, no manifest yet
+    stats = resume_step(cfg, branch="grpo", round_idx=1, policy_ptr=str(tmp_path / "p"), history_out=str(tmp_path / "h"))
+    ptr = read_pointer(tmp_path / "p")
+    assert (ptr.prefix, ptr.round, ptr.digest, ptr.held_by.job) == (prefix, 0, "d" * 64, "trainer-r-grpo")
+    assert stats == {"rounds_done": 0, "from_trainer": 1}
+    # once the upload is complete the store's copy is the policy: no job in the pointer
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    put_dir_atomic(store, str(src), prefix)
+    resume_step(cfg, branch="grpo", round_idx=1, policy_ptr=str(tmp_path / "p2"), history_out=str(tmp_path / "h2"))
+    assert read_pointer(tmp_path / "p2").held_by is None and read_pointer(tmp_path / "p2").digest is None

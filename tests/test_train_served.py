@@ -68,7 +68,7 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
     put_dir_atomic(store, d["model"], "base")
     store.put_file(d["scored"], "in/scored.parquet")
     store.put_file(d["experts"], "in/experts.parquet")
-    listen = ListenSpec(port=_free_port(), key_uri="s3://served/run/b/trainer-0.key", idle_s=300, beat_s=2,
+    listen = ListenSpec(port=_free_port(), key_uri="s3://served/run/b/trainer.key", idle_s=300, beat_s=2,
                         work_dir=str(tmp_path / "node"))
     ensure_key(listen.key_uri)  # the step that creates the job writes the key first
     ranks = _start_ranks(listen, env, tmp_path / "ranks.log")
@@ -76,7 +76,7 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
         def round_(model: str, out: str, state: str, last: bool, expects: str | None = None) -> dict:
             return train_round_served(f"s3://served/{model}", "s3://served/in/scored.parquet",
                                       "s3://served/in/experts.parquet", f"s3://served/{out}", CFG, settings=SETTINGS,
-                                      name="trainer-run-b-0", listen=listen, state=state, last=last,
+                                      name="trainer-run-b", listen=listen, state=state, last=last,
                                       expects=expects, address=("127.0.0.1", listen.port))
 
         w1 = round_("base", "r1", "keep", False)  # the state stays on the ranks
@@ -92,14 +92,18 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
         # the steps' side (masa.runner.layout): a pointer to a model whose store copy is incomplete, held
         # by the job; node 0's pod lookup is a STAND-IN returning the loopback address
         ptr = Pointer(store="s3://served", prefix="uploading/r1", kind="checkpoint", digest=w1["identity"],
-                      held_by=HeldBy("trainer-run-b-0", "masa", listen.port, listen.key_uri))
+                      held_by=HeldBy("trainer-run-b", "masa", listen.port, listen.key_uri))
         monkeypatch.setattr(layout, "running_address", lambda held: ("127.0.0.1", held.port))
         stepped = (layout.local_model(ptr, tmp_path / "cache"), layout.policy_tokenizer(ptr, tmp_path / "cache"))
         monkeypatch.setattr(layout, "running_address", lambda held: None)  # the job is gone
         with pytest.raises(CheckpointError, match="resubmit the run"):
             layout.local_model(ptr, tmp_path / "cache2")
-        w2 = round_("r1", "r2", "background", True, expects=w1["identity"])  # the run's last round:
-        codes = [p.wait(timeout=120) for p in ranks]  # uploaded, then the ranks stop
+        # a run's last round: its state uploads in the background and the job stays up for the next run
+        w2 = round_("r1", "r2", "background", False, expects=w1["identity"])
+        # the next run's first round, which is the training's last: it continues from the held engine,
+        # then the stop waits for every upload and the ranks exit
+        w3 = round_("r2", "r3", "background", True, expects=w2["identity"])
+        codes = [p.wait(timeout=120) for p in ranks]
     finally:
         for p in ranks:
             p.kill() if p.poll() is None else None
@@ -107,6 +111,7 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
     assert codes == [0, 0], log[-3000:]
     assert not (tmp_path / "node").exists()  # the ranks gave their scratch back
     assert [r["restored_from"] for r in w2["steps"]] == ["service:2", "service:2"]  # no state loaded
+    assert [r["restored_from"] for r in w3["steps"]] == ["service:4", "service:4"]  # across the runs too
     assert _rows(w1["steps"]) == _rows(c1["steps"]) and _rows(w2["steps"]) == _rows(c2["steps"])
     for r in ("r1", "r2"):
         got, want = _weights(ckpt.fetch_verified(f"s3://served/{r}", tmp_path / r)), _weights(cold / r)
@@ -124,14 +129,15 @@ def test_rounds_on_the_serving_trainjob_equal_cold_rounds(train_data, s3_server,
     # round 1's state never left the ranks; round 2's reached the store after the step, complete
     assert not store.list("r1/train_state/")
     assert json.loads((tmp_path / "r1" / "train_state.json").read_text())["state"] == "keep"
-    assert ckpt.is_complete("s3://served/r2/train_state")
-    assert json.loads(store.get_bytes("r2/train_state/train_state.json"))["global_step"] == 4
+    for r, step in (("r2", 4), ("r3", 6)):  # each run's last state reached the store, complete
+        assert ckpt.is_complete(f"s3://served/{r}/train_state")
+        assert json.loads(store.get_bytes(f"{r}/train_state/train_state.json"))["global_step"] == step
 
 
 def test_the_serving_trainjob_is_a_valid_trainjob_running_the_listening_ranks():
     schema = json.loads((ROOT / "manifests" / "schemas" / "trainjob.v1alpha1.json").read_text())
-    listen = ListenSpec(port=29600, key_uri="s3://run/b/trainer-0.key")
-    m = service_manifest("trainer-run-b-0", listen, SETTINGS)
+    listen = ListenSpec(port=29600, key_uri="s3://run/b/trainer.key")
+    m = service_manifest("trainer-run-b", listen, SETTINGS)
     jsonschema.Draft202012Validator(schema).validate(m)
     t = m["spec"]["trainer"]
     assert t["command"] == ["torchrun", "-m", "masa.train.listen"]
@@ -170,7 +176,7 @@ def test_the_step_finds_the_job_or_creates_it(state, calls):
     or failed): deleted and created afresh."""
     pod = SimpleNamespace(status=SimpleNamespace(phase="Running", pod_ip="10.0.0.7"))
     api = _Api(state, [pod])
-    m = service_manifest("trainer-run-b-0", ListenSpec(port=29600, key_uri="s3://x/k"), SETTINGS)
+    m = service_manifest("trainer-run-b", ListenSpec(port=29600, key_uri="s3://x/k"), SETTINGS)
     assert job_address(m, 29600, apis=(api, api), poll_s=0) == ("10.0.0.7", 29600)
     assert api.calls[:-1] == calls
-    assert api.calls[-1] == "jobset.sigs.k8s.io/jobset-name=trainer-run-b-0,batch.kubernetes.io/job-completion-index=0"
+    assert api.calls[-1] == "jobset.sigs.k8s.io/jobset-name=trainer-run-b,batch.kubernetes.io/job-completion-index=0"

@@ -42,6 +42,7 @@ from masa.storage import (
     uncommit,
     verify_stored,
 )
+from masa.train.handover import is_light
 from masa.train.served import ServedTrainer, read_key, running_address
 from masa.train.spec import HeldBy
 
@@ -89,6 +90,12 @@ class Pointer:
 
 
 _POINTER_FIELDS = {f.name for f in dataclasses.fields(Pointer)}
+
+
+def train_stats_key(prefix: str) -> str:
+    """Where the train step's stats live: a sealed part of their own beside the checkpoint (with a
+    serving TrainJob, the model's identity and the job that holds it while it uploads)."""
+    return f"{prefix}-stats/{STATS_FILE}"
 
 
 def write_pointer(path: str | Path, pointer: Pointer) -> None:
@@ -173,14 +180,6 @@ def corrupt_input(store, prefix: str, e: Exception) -> CorruptArtifactError:
     return CorruptArtifactError(msg, uri=store.uri(prefix), file=getattr(e, "file", ""))
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-
-
-def is_light_file(rel: str) -> bool:
-    """A checkpoint's top-level non-weight file: config, tokenizer, chat template, toy parquet."""
-    return "/" not in rel and not rel.endswith(WEIGHT_SUFFIXES)
-
-
 def local_tokenizer(store_uri: str, prefix: str, cache_root: str | Path) -> Path:
     """The checkpoint's tokenizer and config without its weights or optimizer state: the data filter
     and scoring only count and re-tokenize, and an 8B checkpoint is ~16 GB of weights."""
@@ -188,7 +187,7 @@ def local_tokenizer(store_uri: str, prefix: str, cache_root: str | Path) -> Path
     done = dest.with_name(dest.name + ".verified")  # beside the copy, as in local_path_or_fetch
     if not (done.exists() and dest.is_dir()):
         shutil.rmtree(dest, ignore_errors=True)
-        get_dir_verified(open_store(store_uri), prefix, str(dest), only=is_light_file)
+        get_dir_verified(open_store(store_uri), prefix, str(dest), only=is_light)
         done.touch()
     return dest
 
@@ -248,7 +247,7 @@ def _from_trainer(ptr: Pointer, dest: Path, *, light: bool) -> Path:
     if address is None:
         raise CheckpointError(f"{open_store(ptr.store).uri(ptr.prefix)} is incomplete in the store and the TrainJob "
                               f"{held.namespace}/{held.job} that held it is gone (its upload did not finish): "
-                              "resubmit the run")
+                              f"resubmit the run that trained {ptr.name} round {(ptr.round or 0) + 1}")
     shutil.rmtree(dest, ignore_errors=True)
     trainer = ServedTrainer(address, read_key(held.key_uri), timeout_s=60)
     try:

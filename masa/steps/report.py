@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from masa.config import RunConfig
-from masa.runner.layout import STATS_FILE, run_layout
+from masa.runner.layout import STATS_FILE, run_layout, train_stats_key
 from masa.schemas import REPORT_LENGTH_NEEDS, SOLUTION
 from masa.steps.report_render import (
     cost_to_reach,
@@ -41,7 +41,7 @@ PARTS = ("rollouts", "scored", "checkpoint")
 
 
 def _stats(store, prefix: str, part: str) -> dict[str, Any]:
-    key = f"{prefix}-stats/{STATS_FILE}" if part == "checkpoint" else f"{prefix}/{STATS_FILE}"
+    key = train_stats_key(prefix) if part == "checkpoint" else f"{prefix}/{STATS_FILE}"
     return json.loads(store.get_bytes(key)) if store.exists(key) else {}
 
 

@@ -22,6 +22,7 @@ from masa.runner.layout import (
     read_pointer,
     reusable,
     run_layout,
+    train_stats_key,
     write_pointer,
 )
 from masa.runner.settings import train_settings, trainjob_settings
@@ -61,7 +62,7 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
            resume_uri: str, tcfg, on_step, expects: str | None = None) -> dict[str, Any]:
     """One node: DeepSpeed ranks in this pod. Several nodes: a Kubeflow Trainer TrainJob, which
     reads its inputs from the store (so they must be S3 URIs the nodes can reach). `train_service`: the
-    run's serving TrainJob of the branch (one per run of `cfg.segments`), as a client."""
+    serving TrainJob of the branch (one for all runs of `cfg.segments`), as a client."""
     experts = scored / "experts.parquet"
     if cfg.resources.train_nodes == 1 and not cfg.resources.train_service:
         # chain: in a warm `masa run`, a branch's rounds share a trainer service (masa.train.service)
@@ -73,11 +74,11 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
     scored_uri = store.uri(layout.part(branch, round_idx, "scored"))
     settings = trainjob_settings(cfg)
     if r.train_service:
-        seg, listen, held_by = served_trainer(cfg, branch, round_idx, settings.namespace)
+        listen, held_by = served_trainer(cfg, branch, settings.namespace)
         result = train_round_served(model_uri, f"{scored_uri}/scored.parquet",
                                     f"{scored_uri}/experts.parquet" if experts.exists() else None, out_uri, tcfg,
                                     settings=settings, name=held_by.job, listen=listen,
-                                    state=state_mode(cfg, round_idx), last=round_idx == cfg.segments[seg][-1],
+                                    state=state_mode(cfg, round_idx), last=round_idx == cfg.segments[-1][-1],
                                     resume_root=resume_uri, on_step=on_step, expects=expects)
         return {**result, "held_by": held_by}
     return train_round_trainjob(model_uri, f"{scored_uri}/scored.parquet",
@@ -87,15 +88,17 @@ def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: 
                                 resume_root=resume_uri, on_step=on_step, timeout_s=max(60, r.gpu_timeout_s - 300))
 
 
-def served_trainer(cfg: RunConfig, branch: str, round_idx: int, namespace: str) -> tuple[int, ListenSpec, HeldBy]:
-    """(segment, the ranks' ListenSpec, the job) of the serving TrainJob that trains `branch`'s rounds of
-    the run (segment) holding `round_idx` (`resources.train_service`)."""
+def served_trainer(cfg: RunConfig, branch: str, namespace: str) -> tuple[ListenSpec, HeldBy]:
+    """(the ranks' ListenSpec, the job) of the serving TrainJob that trains `branch`'s rounds
+    (`resources.train_service`): one for the whole training, across its bounded runs, so that a run's
+    first round continues from the engine the previous run's last round left (no wait for the state's
+    upload at a run's end: bench/paper_cost_model.py); a job that stopped, idle or failed, is made afresh
+    from the store."""
     r, layout, store = cfg.resources, run_layout(cfg), open_store(cfg.store)
-    seg = next(i for i, s in enumerate(cfg.segments) if round_idx in s)
     listen = ListenSpec(port=r.train_service_port, idle_s=r.train_service_idle_s,
-                        key_uri=store.uri(f"{layout.run_id}/{branch}/trainer-{seg}.key"))
-    return seg, listen, HeldBy(job=job_name("trainer", layout.run_id, branch, seg), namespace=namespace,
-                               port=listen.port, key_uri=listen.key_uri)
+                        key_uri=store.uri(f"{layout.run_id}/{branch}/trainer.key"))
+    return listen, HeldBy(job=job_name("trainer", layout.run_id, branch), namespace=namespace, port=listen.port,
+                          key_uri=listen.key_uri)
 
 
 def train_step(cfg: RunConfig, *, branch: str, round_idx: int, policy_ptr: str, scored_ptr: str,
@@ -182,6 +185,3 @@ def rebuild_kept_states(cfg: RunConfig, branch: str, round_idx: int, tmp: Path) 
     return need[::-1]
 
 
-def train_stats_key(prefix: str) -> str:
-    """Where the train step's stats live: a sealed part of their own beside the checkpoint."""
-    return f"{prefix}-stats/{STATS_FILE}"
