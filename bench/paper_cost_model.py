@@ -313,6 +313,18 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
     return parts
 
 
+def _bisect(share, target: float) -> float | None:
+    """The rate in [1, 1e5] at which `share(rate)`, falling as the rate grows, reaches `target`; None
+    when it stays above it even at 1e5."""
+    lo, hi = 1.0, 1e5
+    if share(hi) > target:
+        return None
+    for _ in range(40):  # geometric: ~1e-11 relative at the end
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if share(mid) > target else (lo, mid)
+    return hi
+
+
 def breakeven(name: str, design: str = "chosen", target: float = 0.15, s3: float | None = None) -> float | None:
     """The value of the rate constant `name` (a faster one lowers the overhead) at which `design` reaches
     `target` overhead share; None: not at any value up to 1e5."""
@@ -321,25 +333,13 @@ def breakeven(name: str, design: str = "chosen", target: float = 0.15, s3: float
         c[name] = Const(x, "assumed", "what-if")
         return designs(c)[design]["overhead_share"]
 
-    lo, hi = 1.0, 1e5
-    if share(hi) > target:
-        return None
-    for _ in range(40):
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if share(mid) > target else (lo, mid)
-    return hi
+    return _bisect(share, target)
 
 
 def breakeven_s3(design: str = "chosen", target: float = 0.15) -> float | None:
     """The S3 throughput (MB/s, up and down) at which `design` reaches `target` overhead share
     (None: not at any S3 speed, e.g. when the design's volume transfers alone exceed it)."""
-    lo, hi = 1.0, 1e5
-    if designs(constants(hi))[design]["overhead_share"] > target:
-        return None
-    for _ in range(60):
-        mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if designs(constants(mid))[design]["overhead_share"] > target else (lo, mid)
-    return hi
+    return _bisect(lambda x: designs(constants(x))[design]["overhead_share"], target)
 
 
 def size_model(c: dict[str, Const]) -> dict:

@@ -184,8 +184,9 @@ def train_round_served(
     """`train_round` on the serving TrainJob for this branch (masa.train.served): created by the
     branch's first round, continuing from the engine it holds when that is the state `model_uri` was
     trained to (`expects`: its manifest digest, when the store's copy may still be uploading; else read
-    from the store), stopped (its background uploads drained) after the training's `last` round. On one node the new model is handed over to the next steps from rank 0 and uploaded
-    in the background (masa.train.handover). `address`: rank 0's (host, port) where no Kubernetes API
+    from the store), stopped (its background uploads drained) after the training's `last` round. On
+    one node the new model is handed over to the next steps from rank 0 and uploaded in the background
+    (masa.train.handover). `address`: rank 0's (host, port) where no Kubernetes API
     finds it (tests: ranks on loopback). Returns what `train_round_trainjob` returns, and "identity",
     the new model's manifest digest."""
     request = dataclasses.replace(round_request(model_uri, scored_uri, experts_uri, out_uri, cfg,

@@ -183,5 +183,3 @@ def rebuild_kept_states(cfg: RunConfig, branch: str, round_idx: int, tmp: Path) 
               f"retrained it ({'the same weights' if same else 'weights differ from the stored ones'})",
               flush=True)
     return need[::-1]
-
-

@@ -12,7 +12,7 @@ Wire (multiprocessing.connection, after the key's handshake), on each of `STREAM
 side: ("fetch", {"identity", "light", "part", "parts"}) -> ("ok", manifest JSON) | ("error", text), then
 per file of that part (`plan`: the files dealt out by size) ("file", relative path, size) and its raw
 bytes on the socket, then ("done", None, 0). Why several: one stream is bound by one core's sha256 and
-copies (~380 MB/s here, bench/bench_handover.py), a node's network is not; each stream hashes on its own
+copies (~400 MB/s here, bench/bench_handover.py), a node's network is not; each stream hashes on its own
 core as its bytes arrive, so a model of several shards (checkpoint.SHARD_SIZE) arrives at up to
 `STREAMS` times one stream's rate. The receiver checks the manifest's
 digest against the identity it asked for and every file's size and sha256 against the manifest, as
@@ -36,8 +36,6 @@ CHUNK = 8 << 20  # the receiver's buffer: hashed and written as it fills
 # connections of a whole-model hand-over: the paper preset's model is ~9 shards of 2 GB, and the pods
 # that receive it request 8 or more cores (resources.cpu_request)
 STREAMS = 8
-
-
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")  # a checkpoint's weight files
 
 
