@@ -76,17 +76,29 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
         "etcd_limit_bytes": Const(1.5 * MIB, "cited", "etcd --max-request-bytes default 1.5 MiB "
                                   "(etcd configuration docs; the error of kubeflow/pipelines#13738)"),
         # --- assumed (no source, no GPU lent): replace with the report's figures of a real run
-        "decode_efficiency": Const(0.5, "assumed", "share of the HBM roofline vLLM decode reaches; replace "
-                                   "with bench/bench_rollout.py on a GPU"),
-        "mean_response_tokens": Const(4096, "assumed", "half the 8,192 cap; the report's rollout_tokens "
-                                      "/ samples gives the real figure"),
-        "meta_response_tokens": Const(512, "assumed", "meta path (predictions, no solution)"),
-        "prompt_tokens": Const(256, "assumed", "DeepScaleR problem + chat template"),
-        "inert_share": Const(0.3, "assumed", "solution rollouts of zero-variance groups, not computed in training "
-                             "(train.skip_inert; issue 15: 30-60% of groups at a base model, fewer once gating "
-                             "skips predicted ones); the metrics' skipped_samples gives the real figure"),
-        "pcie_efficiency": Const(0.5, "assumed", "share of the PCIe rate a host-to-GPU weight load reaches"),
+        "decode_efficiency": Const(0.74, "cited", "share of the HBM roofline vLLM decode reaches: Llama-3.1-8B "
+                                   "bf16 (16.06 GB of weights) on one H100 SXM (3.35 TB/s), vLLM 0.21.0, TPOT p50 "
+                                   "6.48 ms at concurrency 1 = 2.48 TB/s (yobitelcomm.github.io/bench, recipes/"
+                                   "concurrency-sweep, 2026-05-16); 77% on an A100 with vLLM 0.23.0 (johnmusgrave.com, "
+                                   "'vLLM throughput-latency sweep on NVIDIA A100')"),
+        "mean_response_tokens": Const(4500, "cited", "DeepScaleR blog (Luo, Tan et al., 2025-02, 'DeepScaleR: "
+                                      "Surpassing O1-Preview with a 1.5B Model by Scaling RL'): RL on the DeepScaleR "
+                                      "problems at an 8K context, mean response length from 5,500 down to 3,500 "
+                                      "tokens; the middle of that range (a distilled 1.5B model, not Qwen3-8B-Base; "
+                                      "the report's rollout_tokens / samples gives a run's own)"),
+        "meta_response_tokens": Const(512, "assumed", "meta path: reasoning inside <meta>, then the JSON; the released "
+                                      "meta prompt asks for 'comprehensive and detailed reasoning' under the same "
+                                      "8,192-token cap (akatigre/MASA-RL masa_train/masa_rl_dataset.py); no measured "
+                                      "length found; the JSON alone is ~47 tokens"),
+        "inert_share": Const(0.3, "cited", "solution rollouts of zero-variance groups, not computed in training "
+                             "(train.skip_inert): 'zero-variance prompts account for roughly 30% to 99% of each "
+                             "batch' (RL-ZVP, arXiv 2509.21880, sec. 3.1: Qwen3-8B-Base, 16 samples, 8,192-token "
+                             "cap); the low end (more inert samples, less training, a larger overhead share)"),
+        "pcie_efficiency": Const(0.86, "cited", "share of the PCIe rate a host-to-GPU copy reaches: nvbandwidth "
+                                 "host_to_device_memcpy_ce 55.3 GB/s per GPU of 64 on 8 x H800 (PCIe 5.0 x16, "
+                                 "as the H100/H200 SXM); NVIDIA/nvbandwidth#24 for H100's SM copies"),
     }
+    c.update(prompt_constants())
     h = json.loads((ROOT / "bench" / "results" / "handover_cpu.json").read_text())
     c["handover_MBps"] = Const(h["handover_loopback"]["MBps_median"], "measured",
                                f"serving TrainJob's model hand-over over TCP loopback, receiver writes and "
@@ -94,8 +106,10 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
     c["state_save_shm_MBps"] = Const(h["torch_save_shm"]["MBps_median"], "measured",
                                      f"one process's torch.save of fp32 tensors into /dev/shm ({h['date']}): "
                                      f"{h['command']}")
-    c["state_writers"] = Const(8, "assumed", "the paper preset's 8 ranks each save their ZeRO partition at "
-                               "that one-process rate side by side (memory bandwidth is ~100x one writer's)")
+    c["state_writers"] = Const(8, "cited", "the paper preset's train_processes: 8 ranks each save their ZeRO "
+                               "partition at the one-process rate above, side by side: 8 x that is 2% of a DGX "
+                               "H200's host memory bandwidth (2 x Xeon 8480C, 8 channels of DDR5-4800 each: "
+                               "614 GB/s; NVIDIA DGX H200 datasheet, Intel's product page)")
     c["sha256_MBps"] = Const(h["sha256_manifest"]["MBps_median"], "measured",
                              f"local_manifest's sha256, one core ({h['date']}): {h['command']}")
     from masa.storage.artifacts import HASH_WORKERS
@@ -104,20 +118,36 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
 
     c["shard_GB"] = Const(float(SHARD_SIZE.removesuffix("GB")), "cited", "masa.train.checkpoint.SHARD_SIZE: "
                           "the consolidated model's safetensors shards")
-    c["handover_streams"] = Const(STREAMS, "assumed", "masa.train.handover.STREAMS side by side, each at one "
-                                  "stream's rate while each has a core on both sides (the pods request "
+    c["handover_streams"] = Const(STREAMS, "cited", "masa.train.handover.STREAMS side by side, each at the one-"
+                                  "stream rate measured here while each has a core on both sides (the pods request "
                                   f"resources.cpu_request, 32); here 2 streams on 2 cores shared by both sides "
                                   f"gave {h['two_streams_over_one']:.2f}x one stream: {h['command']}")
-    c["hash_workers"] = Const(HASH_WORKERS, "assumed", "masa.storage.artifacts.HASH_WORKERS files hashed side by "
-                              "side at one core's rate each; here 2 workers on 2 cores gave "
+    c["hash_workers"] = Const(HASH_WORKERS, "cited", "masa.storage.artifacts.HASH_WORKERS files hashed side by "
+                              "side at the one-core rate measured here (the pods request 32 cores); here 2 workers on 2 cores gave "
                               f"{h['two_hash_workers_over_one']:.2f}x one: {h['command']}")
-    c["nic_Gbps"] = Const(100, "assumed", "pod network of a GPU node, a quarter of one 400 Gb/s NIC: DGX-class "
-                          "H200 nodes have 10 x 400 Gb NICs, 8 of them the GPUs' fabric (MLCommons Inference "
-                          "v4.1, NVIDIA H200-SXM-141GBx8 system description)")
+    c["nic_Gbps"] = Const(80, "cited", "pod (TCP) network of an 8-GPU node: Azure ND H100 v5, 'Max Bandwidth' "
+                          "80,000 Mbps over 8 NICs (MicrosoftDocs/azure-docs ndh100v5-series.md; InfiniBand "
+                          "apart); Google's A3 Ultra (8 x H200) gives 400 Gb/s to general traffic "
+                          "(cloud.google.com gpu-network-bandwidth): the lower")
     if s3_override:
         for k in ("s3_up_MBps", "s3_down_MBps"):
             c[k] = Const(s3_override, "assumed", "--s3-MBps what-if")
     return c
+
+
+def prompt_constants() -> dict[str, Const]:
+    """Prompt tokens of the solution and meta prompts: their characters measured on real problems,
+    turned into tokens with a cited ratio, plus the chat template's tokens."""
+    p = json.loads((ROOT / "bench" / "results" / "prompt_length.json").read_text())
+    per_char, template = 0.3, 8  # the two cited figures below
+    src = (f"mean characters of the `paper` preset's {{}} prompt over {p['problems']:,} {p['data']} problems, "
+           f"{{:.0f}} ({p['measured']}: {p['command']}), x 0.3 tokens per English character (DeepSeek API "
+           "docs, 'Token & Token Usage'; no Qwen tokenizer here) + 8 tokens of Qwen3's chat template "
+           "(<|im_start|>user\\n ... <|im_end|>\\n<|im_start|>assistant\\n)")
+    return {"prompt_tokens": Const(p["solution_chars_mean"] * per_char + template, "measured",
+                                   src.format("solution", p["solution_chars_mean"])),
+            "meta_prompt_tokens": Const(p["meta_chars_mean"] * per_char + template, "measured",
+                                        src.format("meta", p["meta_chars_mean"]))}
 
 
 def generation_s(c: dict[str, Const], gpus: int = 8, mem_util: float = 0.85) -> float:
@@ -128,7 +158,8 @@ def generation_s(c: dict[str, Const], gpus: int = 8, mem_util: float = 0.85) -> 
     kv_per_token = 2 * v["layers"] * v["kv_heads"] * 128 * 2
     seqs = 128 * 16 * 2
     tokens = 128 * 16 * (v["mean_response_tokens"] + v["meta_response_tokens"])
-    ctx = v["prompt_tokens"] + (v["mean_response_tokens"] + v["meta_response_tokens"]) / 4  # mean context at a step
+    # mean context at a step: the mean of a solution's and a meta sequence's prompt, plus half the mean response
+    ctx = (v["prompt_tokens"] + v["meta_prompt_tokens"]) / 2 + (v["mean_response_tokens"] + v["meta_response_tokens"]) / 4
     kv_budget = v["gpu_mem_GB"] * GB * mem_util - weights
     batch = min(seqs / gpus, kv_budget / (ctx * kv_per_token))
     bw = v["hbm_TBps"] * 1e12 * v["decode_efficiency"]
@@ -145,7 +176,7 @@ def training_s(c: dict[str, Const], gpus: int = 8) -> float:
 
     # 128 x 16 solution and 128 x 16 meta sequences; inert solution rollouts (advantage 0) are not computed
     solution = flops(v["prompt_tokens"] + v["mean_response_tokens"], 128 * 16 * (1 - v["inert_share"]))
-    meta = flops(v["prompt_tokens"] + v["meta_response_tokens"], 128 * 16)
+    meta = flops(v["meta_prompt_tokens"] + v["meta_response_tokens"], 128 * 16)
     return (solution + meta) / (v["train_mfu"] * v["peak_bf16"] * gpus)
 
 
@@ -201,7 +232,7 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
     from masa.config import load_config
 
     cfg = load_config("paper")
-    k = len(cfg.segments[0])
+    k, every = len(cfg.segments[0]), cfg.resources.state_every_runs
     w, st = weights_bytes(c), state_bytes(c)
     runs = {"runs": len(cfg.segments), "fits_etcd": True}
     seg = {"extra_tasks_per_segment": 4, "rounds_per_run": k}  # a resume task and 3 cache hits per run
@@ -241,10 +272,14 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
                  "run's last model and state to reach S3; one unsharded file, one hand-over stream, one hashing core"),
         "train_service_per_run": summarize(train_service_parts(c, w, st, k, seg, across_runs=False), **runs,
                                            note="the same with 8 streams and 8 hashing workers"),
-        "chosen": summarize(train_service_parts(c, w, st, k, seg), **runs,
+        "train_service_state_every_run": summarize(
+            train_service_parts(c, w, st, k, seg), **runs,
+            note="one serving TrainJob per branch across the runs, 8 streams, the state uploaded every run"),
+        "chosen": summarize(train_service_parts(c, w, st, k, seg, state_every=every), **runs,
                             note="bounded runs + tokenizer-only scoring + one serving TrainJob per branch across "
                                  "the runs, with the model's hand-over in 2 GB shards on 8 streams, hashed 8 at a "
-                                 "time (implemented, one node)"),
+                                 f"time, the state uploaded every {every} runs (resources.state_every_runs; "
+                                 "implemented, one node)"),
         # not implemented: weights and state handed on through a shared volume (train writes, rollout and
         # train read in place), one S3 copy per run of k rounds for durability
         "local_handoff": summarize(round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, vol_read=2 * w + st,
@@ -278,7 +313,8 @@ def makespan_s(c: dict[str, Const], lanes: int, MBps: float) -> float:
 
 
 def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: dict, *,
-                        handover: bool = True, streams: bool = True, across_runs: bool = True) -> dict[str, float]:
+                        handover: bool = True, streams: bool = True, across_runs: bool = True,
+                        state_every: int = 1) -> dict[str, float]:
     """The serving TrainJob as built (one node): rank 0 names the model by its manifest (sha256 of the
     weights, `hash_workers` shards at a time), hands it to the next rollout pod over the network
     (`handover_streams` streams, each at the one-stream loopback rate measured here, up to the NIC) and
@@ -288,20 +324,22 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
     next run's steps take its model over and continue from its engine, and the state's upload stays
     in the background; without it (as first built) a run's last round stops the job, which first waits
     for that round's model and the run's state to be in S3 (on the round's path, once a run). Without
-    `streams`: one stream and one hashing core (as first built).
+    `streams`: one stream and one hashing core (as first built). `state_every` (runs): the state is
+    saved and uploaded once every that many runs of k rounds (`resources.state_every_runs`).
     Without `handover` (several nodes, counted here at one node's share of the bytes): the model goes
     up before the step ends and down from S3, and the state saved every k rounds is uploaded before
     the step ends too (a collective over the nodes)."""
     v = {key: x.value for key, x in c.items()}
-    save_state = st / k / (v["state_save_shm_MBps"] * 1e6 * v["state_writers"])
+    period = k * state_every  # rounds between two states in the store
+    save_state = st / period / (v["state_save_shm_MBps"] * 1e6 * v["state_writers"])
     if not handover:
-        parts = round_parts(c, s3_down=w, s3_up=w + st / k, tasks_per_round=3, trainer_start=False, **seg)
+        parts = round_parts(c, s3_down=w, s3_up=w + st / period, tasks_per_round=3, trainer_start=False, **seg)
         parts["checkpoint_save"] += save_state
         return parts
     parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=3, trainer_start=False, **seg)
     if not across_runs:  # a run's last train step stops the job, and the stop waits for the uploads of
         # that round's model and the run's state (the next run's resume step needs them complete)
-        parts["checkpoint_save"] += (w + st) / (v["s3_up_MBps"] * 1e6) / k
+        parts["checkpoint_save"] += (w + st) / (v["s3_up_MBps"] * 1e6) / period
     if streams:
         nic_s = w / (v["nic_Gbps"] * 1e9 / 8)
         parts["checkpoint_load"] += max(makespan_s(c, int(v["handover_streams"]), v["handover_MBps"]), nic_s)
@@ -309,7 +347,7 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
     else:
         parts["checkpoint_load"] += w / (v["handover_MBps"] * 1e6)
         parts["checkpoint_save"] += w / (v["sha256_MBps"] * 1e6) + save_state
-    parts["checkpoint_save"] += background_excess(c, parts, w + st / k)
+    parts["checkpoint_save"] += background_excess(c, parts, w + st / period)
     return parts
 
 
@@ -334,6 +372,24 @@ def breakeven(name: str, design: str = "chosen", target: float = 0.15, s3: float
         return designs(c)[design]["overhead_share"]
 
     return _bisect(share, target)
+
+
+# the ends of the workload constants' cited ranges (and the assumed meta length's floor: the JSON alone)
+RANGES = {"mean_response_tokens": (3500, 5500), "inert_share": (0.3, 0.5), "meta_response_tokens": (47, 512),
+          "train_mfu": (0.186, 0.3)}
+
+
+def chosen_over_ranges(s3: float | None = None) -> dict[str, dict[str, float]]:
+    """`chosen`'s overhead share at each end of RANGES, one constant at a time: how far the claim
+    rests on a constant that no run here can measure."""
+    out = {}
+    for name, ends in RANGES.items():
+        out[name] = {}
+        for x in ends:
+            c = constants(s3)
+            c[name] = Const(x, "assumed", "what-if")
+            out[name][f"{x:g}"] = designs(c)["chosen"]["overhead_share"]
+    return out
 
 
 def breakeven_s3(design: str = "chosen", target: float = 0.15) -> float | None:
@@ -375,11 +431,13 @@ def main() -> None:
                                                             "engine_services_sync_copy")},
            "chosen_at_15pct": {k: breakeven(k, s3=args.s3_MBps)
                                     for k in ("handover_MBps", "sha256_MBps", "nic_Gbps", "s3_up_MBps")},
+           "chosen_over_ranges": chosen_over_ranges(args.s3_MBps),
            "constants": {k: {"value": x.value, "kind": x.kind, "source": x.source} for k, x in c.items()}}
     if args.json:
         print(json.dumps(out, indent=1))
         return
-    names = [k for k in out if k not in ("size", "constants", "s3_MBps_for_15pct", "chosen_at_15pct")]
+    names = [k for k in out if k not in ("size", "constants", "s3_MBps_for_15pct", "chosen_at_15pct",
+                                         "chosen_over_ranges")]
     parts = list(out["today"]["parts_s"])
     print("seconds per paper-scale round and branch (bench/paper_cost_model.py)\n")
     cols = [(n, max(10, len(n) + 2)) for n in names]
@@ -398,6 +456,9 @@ def main() -> None:
     print("chosen at 15%, one constant at a time: "
           + ", ".join(f"{k} {v:.0f} (now {c[k].value:.0f})" if v else f"{k} never"
                       for k, v in out["chosen_at_15pct"].items()))
+    print("chosen at the ends of the workload constants' ranges, one at a time: "
+          + "; ".join(f"{k} " + ", ".join(f"{x} -> {v:.1%}" for x, v in r.items())
+                      for k, r in out["chosen_over_ranges"].items()))
     print("\nconstants:")
     for k, x in c.items():
         print(f"  {k:<26}{x.value:>14.4g}  {x.kind:<9}{x.source}")

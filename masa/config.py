@@ -200,6 +200,10 @@ class ResourcesConfig:
     # in the background (the state of the rounds between lives in the service; a rerun after losing it
     # retrains those rounds from the last published state). Without a service: every round's, always.
     train_state: Literal["round", "run"] = "round"
+    # with `run`: only every Nth run's last state is uploaded (and the training's last), the runs between
+    # keep theirs in the service. Fewer bytes to S3 a round (at 8B the state is ~100 GB, most of a round's
+    # upload); losing the service then costs up to N runs to redo. docs/deploy.md, "Serving TrainJob"
+    state_every_runs: int = 1
     # on a cluster: a branch's train steps send their rounds to one TrainJob that stays up for the run
     # (masa.train.listen, masa.train.served) and keeps its DeepSpeed engine between them, instead of
     # training in their own pod (or a TrainJob per round) from the state in the store; the state reaches
@@ -231,6 +235,7 @@ class ResourcesConfig:
         for k in ("rollout_gpus", "train_gpus", "benchmark_gpus", "retries", "keep_train_states", "rounds_per_run"):
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
         check(self.train_state in ("round", "run"), "train_state", f"must be round or run; got {self.train_state!r}", p)
+        check(self.state_every_runs >= 1, "state_every_runs", "must be >= 1", p)
         check(self.rollout_shards >= 1, "rollout_shards", "must be >= 1", p)
         check(self.benchmark_shards >= 1, "benchmark_shards", "must be >= 1", p)
         check(self.train_nodes >= 1, "train_nodes", "must be >= 1", p)

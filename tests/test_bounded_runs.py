@@ -162,3 +162,22 @@ def test_resume_points_at_the_serving_trainjob_while_the_last_model_uploads(tmp_
     put_dir_atomic(store, str(src), prefix)
     resume_step(cfg, branch="grpo", round_idx=1, policy_ptr=str(tmp_path / "p2"), history_out=str(tmp_path / "h2"))
     assert read_pointer(tmp_path / "p2").held_by is None and read_pointer(tmp_path / "p2").digest is None
+
+
+def test_the_state_reaches_the_store_every_nth_run_and_at_the_trainings_end():
+    """`resources.state_every_runs`: with a serving trainer and `train_state: run`, a run's last round
+    uploads its state in the background only every Nth run; the training's last round always does. The
+    smoke preset with rounds=7, rounds_per_run=2 has runs [0,1] [2,3] [4,5] [6]: with N = 2 the state of
+    round 3 (second run's last) and round 6 (the training's last) goes up, the rest stay in the service."""
+    from masa.steps.train import state_mode
+
+    base = ["rounds=7", "resources.rounds_per_run=2", "resources.train_state=run"]
+    every2 = load_config("smoke", [*base, "resources.state_every_runs=2"])
+    assert [list(s) for s in every2.segments] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert [state_mode(every2, r) for r in range(7)] == ["keep", "keep", "keep", "background", "keep", "keep",
+                                                         "background"]
+    every1 = load_config("smoke", base)
+    assert [state_mode(every1, r) for r in range(7)] == ["keep", "background"] * 3 + ["background"]
+    assert state_mode(load_config("smoke", ["rounds=7", "resources.rounds_per_run=2"]), 3) == "publish"
+    with pytest.raises(ConfigError, match="state_every_runs"):
+        load_config("smoke", [*base, "resources.state_every_runs=0"])

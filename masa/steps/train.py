@@ -51,11 +51,13 @@ def serves_training(cfg: RunConfig) -> bool:
 def state_mode(cfg: RunConfig, round_idx: int) -> str:
     """How the round's DeepSpeed state reaches the store when a trainer service trains it
     (`resources.train_state`): every round's published by its step, or only the state of a run's last
-    round, uploaded by the service in the background, the rest kept in the service."""
+    round, uploaded by the service in the background, the rest kept in the service; with
+    `resources.state_every_runs: N`, only every Nth run's (and the training's last round's)."""
     if cfg.resources.train_state == "round":
         return "publish"
-    last = any(round_idx == seg[-1] for seg in cfg.segments)
-    return "background" if last else "keep"
+    every = cfg.resources.state_every_runs
+    last = any(round_idx == seg[-1] and (j + 1) % every == 0 for j, seg in enumerate(cfg.segments))
+    return "background" if last or round_idx == cfg.segments[-1][-1] else "keep"
 
 
 def _train(cfg: RunConfig, branch: str, round_idx: int, model_uri: str, scored: Path, out_uri: str,
