@@ -77,7 +77,7 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                                   "(etcd configuration docs; the error of kubeflow/pipelines#13738)"),
         # --- assumed (no source, no GPU lent): replace with the report's figures of a real run
         "decode_efficiency": Const(0.74, "cited", "share of the HBM roofline vLLM decode reaches: Llama-3.1-8B "
-                                   "bf16 (16.06 GB of weights) on one H100 SXM (3.35 TB/s), vLLM 0.21.0, TPOT p50 "
+                                   "fp16 (16.06 GB of weights) on one H100 SXM (3.35 TB/s), vLLM 0.21.0, TPOT p50 "
                                    "6.48 ms at concurrency 1 = 2.48 TB/s (yobitelcomm.github.io/bench, recipes/"
                                    "concurrency-sweep, 2026-05-16); 77% on an A100 with vLLM 0.23.0 (johnmusgrave.com, "
                                    "'vLLM throughput-latency sweep on NVIDIA A100')"),
