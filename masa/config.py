@@ -79,6 +79,11 @@ class RolloutConfig:
     # engine replicas (`engine_parallelism`). 0 = one engine over all of the step's GPUs. A model that
     # fits one GPU is faster as replicas (tensor_parallel_size: 1) than as one TP-8 engine.
     tensor_parallel_size: int = 0
+    # how a GPU engine reads the checkpoint (vLLM's `load_format`): `fastsafetensors` copies whole
+    # files to the GPU and builds the tensors there, where the default deserializes tensor by tensor
+    # in host memory: vLLM's start-up on one A100 16.0 -> 6.9 s (arXiv 2505.23072; bench/paper_cost_model.py).
+    # A machine without GPUs always loads the default way (`masa.engines.for_this_host`)
+    load_format: Literal["auto", "fastsafetensors"] = "auto"
     # engines of a rollout or benchmark step on a machine without GPUs (`masa run` on a laptop): vLLM's
     # CPU engine runs its scheduler in one Python thread, so one engine keeps about one core busy; N
     # engines share the step's requests (the samples do not depend on N) and the cores

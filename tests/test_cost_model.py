@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = {"generation", "scoring", "training", "engine_start", "model_load", "checkpoint_load", "checkpoint_save",
          "pipeline_scheduling"}
@@ -15,7 +17,7 @@ PARTS = {"generation", "scoring", "training", "engine_start", "model_load", "che
 def test_cost_model_json_has_today_chosen_and_labelled_constants():
     out = json.loads(subprocess.run([sys.executable, str(ROOT / "bench" / "paper_cost_model.py"), "--json"],
                                     capture_output=True, text=True, check=True, cwd=ROOT).stdout)
-    for design in ("today", "chosen", "bounded_runs", "bounded_runs_light_scoring", "train_service_multinode",
+    for design in ("today", "chosen", "chosen_default_loader", "bounded_runs", "bounded_runs_light_scoring", "train_service_multinode",
                    "train_service_per_run_one_stream", "train_service_per_run", "local_handoff",
                    "persistent_engines", "engine_services", "engine_services_sync_copy"):
         d = out[design]
@@ -92,6 +94,13 @@ def test_the_serving_trainjob_hands_the_model_over_and_uploads_in_the_background
     assert abs(every_run["checkpoint_save"] - (p["checkpoint_save"] + shm / 2)) < 1e-6
     per_run = out["train_service_per_run"]["parts_s"]
     assert abs(per_run["checkpoint_save"] - (every_run["checkpoint_save"] + run_end)) < 1e-6
+    # each rollout pod's vLLM reads the 16.4 GB it received: at the cited 26.0 GB in 6.88 s with
+    # fastsafetensors (the paper preset's rollout.load_format), 16.04 s with the default loader: ~4.3 s
+    # against ~10.1 s a round, which alone moves the chosen design across 15%
+    assert abs(p["model_load"] - w / (26.03e9 / 6.88)) < 1e-6
+    default = out["chosen_default_loader"]
+    assert abs(default["parts_s"]["model_load"] - w / (26.03e9 / 16.04)) < 1e-6
+    assert out["chosen"]["overhead_share"] <= 0.15 < default["overhead_share"]
     multi = out["train_service_multinode"]["parts_s"]
     assert abs(multi["checkpoint_load"] - w / (c["s3_down_MBps"] * 1e6)) < 1e-6
     assert abs(multi["checkpoint_save"] - ((w + st / k) / (c["s3_up_MBps"] * 1e6) + shm)) < 1e-6
@@ -112,3 +121,11 @@ def test_every_constant_but_the_meta_length_is_measured_or_cited():
     assert {k for k, x in c.items() if x.kind == "assumed"} == {"meta_response_tokens"}
     assert all(x.kind in ("measured", "cited", "assumed") and x.source for x in c.values())
     assert all("bench/" in x.source or "docs/" in x.source for x in c.values() if x.kind == "measured")
+
+
+def test_an_unknown_loader_names_the_valid_ones():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import paper_cost_model as m
+
+    with pytest.raises(ValueError, match=r"^unknown loader 'npcache'; valid: default, fast$"):
+        m.round_parts(m.constants(), s3_down=0, s3_up=0, tasks_per_round=3, loader="npcache")

@@ -22,11 +22,11 @@ def fake_checkpoint(tmp_path, positions: int = 32768):
 
 
 @pytest.mark.parametrize(("preset", "overrides", "tp", "replicas"), [
-    ("paper", [], 8, 1),  # as shipped: one engine over the 8 GPUs
-    ("paper", ["rollout.tensor_parallel_size=1"], 1, 8),  # an 8B model fits one H100/H200: 8 replicas
+    ("paper", [], 1, 8),  # as shipped: an 8B model fits one H100/H200, so 8 replicas
+    ("paper", ["rollout.tensor_parallel_size=0"], 8, 1),  # one engine over the 8 GPUs
     ("paper", ["rollout.tensor_parallel_size=2"], 2, 4),
-    ("paper-1.7b", [], 4, 1),  # Qwen3-1.7B-Base on its preset's 4 GPUs
-    ("paper-1.7b", ["rollout.tensor_parallel_size=1"], 1, 4),  # 1.7B fits one GPU: 4 replicas beat TP 4
+    ("paper-1.7b", [], 1, 4),  # Qwen3-1.7B-Base on its preset's 4 GPUs: 4 replicas beat TP 4
+    ("paper-1.7b", ["rollout.tensor_parallel_size=4"], 4, 1),
 ])
 @pytest.mark.parametrize("step", ["rollout", "benchmark"])
 def test_what_reaches_vllm_llm_uses_every_gpu_of_the_step(preset, overrides, tp, replicas, step, tmp_path):
@@ -43,6 +43,7 @@ def test_what_reaches_vllm_llm_uses_every_gpu_of_the_step(preset, overrides, tp,
     assert kwargs["tensor_parallel_size"] == tp
     assert kwargs["dtype"] == "bfloat16" and kwargs["gpu_memory_utilization"] == 0.85
     assert kwargs["max_model_len"] == 17408 and kwargs["logprobs_mode"] == "raw_logprobs"
+    assert kwargs["load_format"] == "fastsafetensors"  # whole files to the GPU (the vLLM image ships it)
     assert set(kwargs) <= {f.name for f in dataclasses.fields(vllm.EngineArgs)}  # all are vLLM's arguments
     # each replica sees its own devices, all of the pod's together, none twice
     slices = gpu_slices(econf.replicas, econf.tensor_parallel_size)
@@ -102,6 +103,10 @@ def test_a_machine_without_gpus_runs_rollout_cpu_engines(tmp_path, monkeypatch):
     paper = engine_config(load_config("paper", ["rollout.tensor_parallel_size=1"]), "rollout",
                           fake_checkpoint(tmp_path), 1024)
     assert (paper.replicas, for_this_host(paper).replicas) == (8, 1)
+    # fastsafetensors builds its tensors on a CUDA device: without one, the default loader
+    assert (paper.load_format, for_this_host(paper).load_format, toy.load_format) == ("fastsafetensors", "auto", "auto")
+    with pytest.raises(ConfigError, match="rollout.load_format"):
+        load_config("paper", ["rollout.load_format=npcache"])
     plain = EngineConfig(model="m", replicas=2)  # no cpu_replicas: the same count everywhere
     assert for_this_host(plain) == plain
     with pytest.raises(ConfigError, match="rollout.cpu_engines: must be >= 1"):

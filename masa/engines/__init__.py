@@ -46,15 +46,17 @@ def make_engine(config: EngineConfig) -> Engine:
 
 
 def for_this_host(config: EngineConfig) -> EngineConfig:
-    """`config` with the replica count of the machine it starts on: `replicas` (the step's GPUs split
-    into engines, masa.config.engine_parallelism) where CUDA is present, else `cpu_replicas` engines of
-    vLLM's CPU backend, each a process on its share of the cores. Each request carries its own seed, so
+    """`config` for the machine it starts on: where CUDA is present, as configured (`replicas`: the
+    step's GPUs split into engines, masa.config.engine_parallelism); else `cpu_replicas` engines of
+    vLLM's CPU backend, each a process on its share of the cores, loading the checkpoint the default
+    way (fastsafetensors builds its tensors on a CUDA device). Each request carries its own seed, so
     the samples do not depend on the count (tests/test_engine_parallelism.py)."""
-    if config.cpu_replicas in (None, config.replicas):
+    cpu = replace(config, replicas=config.cpu_replicas or config.replicas, load_format="auto")
+    if cpu == config:
         return config
     import torch  # the steps that start engines have it loaded; masa.engines itself stays light
 
-    return config if torch.cuda.is_available() else replace(config, replicas=config.cpu_replicas)
+    return config if torch.cuda.is_available() else cpu
 
 
 def _from_service(config: EngineConfig, service: tuple) -> Engine | None:

@@ -109,6 +109,7 @@ class EngineConfig:
     cpu_replicas: int | None = None
     seed: int = 0
     enforce_eager: bool = True  # CUDA graphs / compile cost more than they save for short RL rounds
+    load_format: Literal["auto", "fastsafetensors"] = "auto"  # vLLM's; GPU only (for_this_host)
 
     def __post_init__(self) -> None:
         p: list[str] = []

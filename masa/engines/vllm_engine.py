@@ -116,6 +116,7 @@ def llm_kwargs(config: EngineConfig, model_dir: Path) -> dict:
         model=str(model_dir), dtype=_default_dtype(config.dtype), seed=config.seed,
         max_model_len=max_len, gpu_memory_utilization=config.gpu_memory_utilization,
         tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
+        load_format=config.load_format,
         logprobs_mode="raw_logprobs", worker_extension_cls=WORKER_EXTENSION, **_cpu_scheduler_args(max_len),
     )
 

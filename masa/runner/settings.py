@@ -95,12 +95,12 @@ def engine_config(cfg: RunConfig, step: Literal["rollout", "benchmark"], model_d
                   max_model_len: int) -> EngineConfig:
     """The engine of a rollout or benchmark step: its GPUs split by `masa.config.engine_parallelism`
     (tensor parallel size and replicas; `rollout.cpu_engines` where the step finds no GPU), sampling
-    dtype and memory share from `rollout.*`."""
+    dtype, memory share and checkpoint loader from `rollout.*`."""
     par = engine_parallelism(cfg, step)
     return EngineConfig(model=str(model_dir), backend=cfg.rollout.backend, dtype=cfg.rollout.dtype, seed=cfg.seed,
                         gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, max_model_len=max_model_len,
                         tensor_parallel_size=par.tensor_parallel_size, replicas=par.replicas,
-                        cpu_replicas=cfg.rollout.cpu_engines)
+                        cpu_replicas=cfg.rollout.cpu_engines, load_format=cfg.rollout.load_format)
 
 
 def sampling_settings(cfg: RunConfig) -> SamplingSettings:
