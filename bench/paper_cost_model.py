@@ -119,6 +119,12 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                                "partition at the one-process rate above, side by side: 8 x that is 2% of a DGX "
                                "H200's host memory bandwidth (2 x Xeon 8480C, 8 channels of DDR5-4800 each: "
                                "614 GB/s; NVIDIA DGX H200 datasheet, Intel's product page)")
+    pre = json.loads((ROOT / "bench" / "results" / "prestart_cpu.json").read_text())
+    c["vllm_import_s"] = Const(pre["import_s_median"], "measured",
+                               f"the part of vLLM's start that needs no checkpoint (importing it), which a "
+                               f"rollout pod's replicas do while the policy is handed over ({pre['measured']}; "
+                               f"side by side there, fetch-then-start {pre['wall_s_median']['sequential']:.1f} s, "
+                               f"overlapped {pre['wall_s_median']['overlapped']:.1f} s): {pre['command']}")
     c["sha256_MBps"] = Const(h["sha256_manifest"]["MBps_median"], "measured",
                              f"local_manifest's sha256, one core ({h['date']}): {h['command']}")
     from masa.storage.artifacts import HASH_WORKERS
@@ -292,17 +298,18 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         "train_service_per_run": summarize(train_service_parts(c, w, st, k, seg, across_runs=False), **runs,
                                            note="the same with 8 streams and 8 hashing workers"),
         "train_service_state_every_run": summarize(
-            train_service_parts(c, w, st, k, seg, loader="fast"), **runs,
+            train_service_parts(c, w, st, k, seg, loader="fast", prestart=True), **runs,
             note="one serving TrainJob per branch across the runs, 8 streams, the state uploaded every run"),
         "chosen_default_loader": summarize(
-            train_service_parts(c, w, st, k, seg, state_every=every), **runs,
+            train_service_parts(c, w, st, k, seg, state_every=every, prestart=True), **runs,
             note="chosen, with vLLM's default safetensors loader in the rollout pods (rollout.load_format: auto)"),
-        "chosen": summarize(train_service_parts(c, w, st, k, seg, state_every=every, loader=loader), **runs,
+        "chosen": summarize(train_service_parts(c, w, st, k, seg, state_every=every, loader=loader, prestart=True),
+                            **runs,
                             note="bounded runs + tokenizer-only scoring + one serving TrainJob per branch across "
                                  "the runs, with the model's hand-over in 2 GB shards on 8 streams, hashed 8 at a "
                                  f"time, the state uploaded every {every} runs (resources.state_every_runs), "
                                  f"the rollout pods' vLLM reading it with rollout.load_format {cfg.rollout.load_format} "
-                                 "(implemented, one node)"),
+                                 "and importing itself while it is handed over (implemented, one node)"),
         # not implemented: weights and state handed on through a shared volume (train writes, rollout and
         # train read in place), one S3 copy per run of k rounds for durability
         "local_handoff": summarize(round_parts(c, s3_down=0, s3_up=(w + st) / k, tasks_per_round=3, vol_read=2 * w + st,
@@ -337,7 +344,7 @@ def makespan_s(c: dict[str, Const], lanes: int, MBps: float) -> float:
 
 def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: dict, *,
                         handover: bool = True, streams: bool = True, across_runs: bool = True,
-                        state_every: int = 1, loader: str = "default") -> dict[str, float]:
+                        state_every: int = 1, loader: str = "default", prestart: bool = False) -> dict[str, float]:
     """The serving TrainJob as built (one node): rank 0 names the model by its manifest (sha256 of the
     weights, `hash_workers` shards at a time), hands it to the next rollout pod over the network
     (`handover_streams` streams, each at the one-stream loopback rate measured here, up to the NIC) and
@@ -349,7 +356,9 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
     for that round's model and the run's state to be in S3 (on the round's path, once a run). Without
     `streams`: one stream and one hashing core (as first built). `state_every` (runs): the state is
     saved and uploaded once every that many runs of k rounds (`resources.state_every_runs`). `loader`:
-    how each rollout pod's vLLM reads the weights it received (`round_parts`).
+    how each rollout pod's vLLM reads the weights it received (`round_parts`). `prestart`: the pod's
+    engine replicas import vLLM while the model is handed over (`make_engine(..., fetch=...)`), so
+    that much of their start hides behind the hand-over.
     Without `handover` (several nodes, counted here at one node's share of the bytes): the model goes
     up before the step ends and down from S3, and the state saved every k rounds is uploaded before
     the step ends too (a collective over the nodes)."""
@@ -372,6 +381,8 @@ def train_service_parts(c: dict[str, Const], w: float, st: float, k: int, seg: d
     else:
         parts["checkpoint_load"] += w / (v["handover_MBps"] * 1e6)
         parts["checkpoint_save"] += w / (v["sha256_MBps"] * 1e6) + save_state
+    if prestart:
+        parts["engine_start"] -= min(v["vllm_import_s"], parts["checkpoint_load"])
     parts["checkpoint_save"] += background_excess(c, parts, w + st / period)
     return parts
 

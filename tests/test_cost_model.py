@@ -86,6 +86,8 @@ def test_the_serving_trainjob_hands_the_model_over_and_uploads_in_the_background
     nic_s = w / (c["nic_Gbps"] * 1e9 / 8)
     assert nic_s < lane / (c["handover_MBps"] * 1e6)  # the streams' CPU binds, not the network
     assert abs(p["checkpoint_load"] - lane / (c["handover_MBps"] * 1e6)) < 1e-6
+    # the pod's replicas import vLLM while the model is handed over: that much of their start is hidden
+    assert abs(p["engine_start"] - (c["vllm_start_s"] - min(c["vllm_import_s"], p["checkpoint_load"]))) < 1e-9
     # the paper preset's resources.state_every_runs: 2, so the state is saved (and uploaded) once every
     # 2 runs of k rounds: half the per-run share of the save, and w + st / 2k to upload a round
     assert abs(p["checkpoint_save"] - (lane / (c["sha256_MBps"] * 1e6) + shm / 2)) < 1e-6
@@ -96,11 +98,11 @@ def test_the_serving_trainjob_hands_the_model_over_and_uploads_in_the_background
     assert abs(per_run["checkpoint_save"] - (every_run["checkpoint_save"] + run_end)) < 1e-6
     # each rollout pod's vLLM reads the 16.4 GB it received: at the cited 26.0 GB in 6.88 s with
     # fastsafetensors (the paper preset's rollout.load_format), 16.04 s with the default loader: ~4.3 s
-    # against ~10.1 s a round, which alone moves the chosen design across 15%
+    # against ~10.1 s a round
     assert abs(p["model_load"] - w / (26.03e9 / 6.88)) < 1e-6
     default = out["chosen_default_loader"]
     assert abs(default["parts_s"]["model_load"] - w / (26.03e9 / 16.04)) < 1e-6
-    assert out["chosen"]["overhead_share"] <= 0.15 < default["overhead_share"]
+    assert out["chosen"]["overhead_share"] < default["overhead_share"]
     multi = out["train_service_multinode"]["parts_s"]
     assert abs(multi["checkpoint_load"] - w / (c["s3_down_MBps"] * 1e6)) < 1e-6
     assert abs(multi["checkpoint_save"] - ((w + st / k) / (c["s3_up_MBps"] * 1e6) + shm)) < 1e-6

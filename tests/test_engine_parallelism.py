@@ -5,6 +5,7 @@ runs on the real vLLM CPU engine, two replicas against one."""
 
 import dataclasses
 import json
+import multiprocessing
 
 import pytest
 
@@ -79,8 +80,17 @@ def test_two_vllm_replicas_give_the_samples_of_one_engine(tiny_model_dir):
         want = one.generate(reqs)
     finally:
         one.close()
-    two = make_engine(EngineConfig(model=str(tiny_model_dir), backend="vllm", max_model_len=256, replicas=2))
+    # the replicas start before their checkpoint is there (a rollout step's fetch or hand-over): they
+    # import vLLM while `fetch` runs, then start on the directory it returns
+    seen = []
+
+    def fetch():
+        seen.append(len(multiprocessing.active_children()))
+        return tiny_model_dir
+
+    two = make_engine(EngineConfig(model="the policy", backend="vllm", max_model_len=256, replicas=2), fetch=fetch)
     try:
+        assert seen == [2] and two.model_dir == tiny_model_dir  # both replicas were up before the fetch
         assert two.backend == "vllmx2" and len(two.replica_startup_s) == 2
         assert two.tokenizer.encode("2 + 3 =") == tok.encode("2 + 3 =")
         got = two.generate(reqs)
@@ -89,6 +99,17 @@ def test_two_vllm_replicas_give_the_samples_of_one_engine(tiny_model_dir):
     assert [[s.response_token_ids for s in g] for g in got] == [[s.response_token_ids for s in g] for g in want]
     flat = [lp for g in got for s in g for lp in s.logprobs]
     assert flat == pytest.approx([lp for g in want for s in g for lp in s.logprobs], abs=1e-5)
+
+
+def test_a_failed_fetch_stops_the_started_replicas_and_raises():
+    """The replicas started before the checkpoint came; if it never comes, they are stopped (none is
+    left running) and the fetch's own error reaches the step."""
+    def fetch():
+        raise FileNotFoundError("no checkpoint at s3://bucket/run/policy")
+
+    with pytest.raises(FileNotFoundError, match="no checkpoint at s3://bucket/run/policy"):
+        make_engine(EngineConfig(model="the policy", backend="vllm", max_model_len=256, replicas=2), fetch=fetch)
+    assert multiprocessing.active_children() == []
 
 
 def test_a_machine_without_gpus_runs_rollout_cpu_engines(tmp_path, monkeypatch):

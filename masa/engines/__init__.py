@@ -10,7 +10,9 @@ Backends are registered by name; `auto` picks vLLM where it is importable, else 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from masa.engines.backends import BACKENDS, backend_name, vllm_available
 from masa.engines.base import (
@@ -29,18 +31,22 @@ from masa.engines.service import RemoteEngine, ServiceBusy, enabled_for
 from masa.telemetry.progress import phase
 
 
-def make_engine(config: EngineConfig) -> Engine:
+def make_engine(config: EngineConfig, fetch: Callable[[], str | Path] | None = None) -> Engine:
     """Start the backend named by `config.backend` (`auto`: vLLM if installed, else transformers),
     `config.replicas` times over when that is above one (`config.cpu_replicas` on a machine without
-    GPUs: `for_this_host`)."""
+    GPUs: `for_this_host`). `fetch` (optional): brings the checkpoint and returns its directory
+    (`config.model` then only names it); a step's own engines import their backend meanwhile, so
+    the download or hand-over overlaps their start (masa.engines.replicated)."""
     config = for_this_host(config)
     name = backend_name(config)
     service = enabled_for(config)
     phase(f"starting the {name} engine" + (f" ×{config.replicas}" if config.replicas > 1 else "")
           if service is None else f"loading the policy into the run's {name} engine service")
     t0 = time.perf_counter()
+    if service and fetch:  # the run's engines are up already: nothing to overlap
+        config, fetch = replace(config, model=str(fetch())), None
     # warm `masa run`: the run's engines; else this step's own (data-parallel replicas when > 1)
-    engine = (_from_service(config, service) if service else None) or start_engines(config)
+    engine = (_from_service(config, service) if service else None) or start_engines(config, fetch)
     phase(f"{name} engine ready in {time.perf_counter() - t0:.1f} s; generating")
     return engine
 

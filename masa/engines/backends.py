@@ -6,6 +6,7 @@ processes (`masa.engines.replicated`), so neither imports the other back.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 
 from masa.algo.registry import Registry
@@ -39,6 +40,14 @@ def backend_name(config: EngineConfig) -> str:
     if config.backend == "auto":
         return "vllm" if vllm_available() else "transformers"
     return config.backend
+
+
+def preload_backend(config: EngineConfig) -> None:
+    """Import the backend's libraries (vLLM; or torch + transformers): the part of an engine's start
+    that needs no checkpoint, so it can run while the checkpoint is still being fetched."""
+    name = backend_name(config)
+    importlib.import_module("vllm" if name == "vllm" else "transformers")
+    importlib.import_module(f"masa.engines.{'vllm_engine' if name == 'vllm' else 'hf_engine'}")
 
 
 def start_backend(config: EngineConfig) -> Engine:

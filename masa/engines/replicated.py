@@ -11,6 +11,11 @@ answers concatenated in request order. Every request carries its own seed
 (`masa.runner.rollout.request_seed`), so its samples do not depend on which replica served it, nor
 on how many there are: on CPU the same tokens, log-probs to float32 rounding
 (tests/test_engine_parallelism.py); on GPU up to batch-shape-dependent kernels, as for any change of batch.
+
+A step that still has to fetch its checkpoint passes `fetch` (`start_engines`): the replicas start
+first and import their backend while it runs, then take the directory it returns, so the download or
+the hand-over from the serving TrainJob overlaps the part of their start that needs no weights
+(bench/bench_prestart.py).
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import multiprocessing
 import os
 import time
 import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from masa.engines.backends import backend_name, start_backend
+from masa.engines.backends import backend_name, preload_backend, start_backend
 from masa.engines.base import EngineConfig, GenerationRequest, Sample, resolve_model_dir
 from masa.engines.wire import answer
 
@@ -72,10 +79,19 @@ def _env(key: str, value: str | None):
             os.environ[key] = old
 
 
-def _serve(conn, config: EngineConfig) -> None:
-    """A replica: one engine, answering ("generate", requests) / ("load", dir) / ("close", None)."""
+def _serve(conn, config: EngineConfig, deferred: bool = False) -> None:
+    """A replica: one engine, answering ("generate", requests) / ("load", dir) / ("close", None).
+    `deferred`: import the backend first, then wait for ("model", dir) (or ("close", None): the
+    fetch failed) before starting the engine on it."""
     engine = None
     try:
+        if deferred:
+            preload_backend(config)
+            kind, model = conn.recv()
+            if kind != "model":
+                conn.send(("ok", None))
+                return
+            config = dataclasses.replace(config, model=model)
         engine = start_backend(config)
         conn.send(("ok", (engine.startup_s, engine.max_model_len)))
         answer(conn, engine)
@@ -90,11 +106,13 @@ def _serve(conn, config: EngineConfig) -> None:
 class ReplicatedEngine:
     """`config.replicas` engines of `config.tensor_parallel_size` GPUs each (see the module docstring)."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, fetch: Callable[[], str | Path] | None = None) -> None:
+        """`fetch` (optional): brings the checkpoint and returns its directory, called once the
+        replicas are importing their backend (`config.model` then only names it)."""
         t0 = time.perf_counter()
         self.config = config
-        self.model_dir = resolve_model_dir(config.model)
-        one = dataclasses.replace(config, model=str(self.model_dir), replicas=1)
+        self.model_dir = None if fetch else resolve_model_dir(config.model)
+        one = dataclasses.replace(config, model=str(self.model_dir or config.model), replicas=1)
         ctx = multiprocessing.get_context("spawn")  # no forked CUDA or vLLM state
         slices = gpu_slices(config.replicas, config.tensor_parallel_size, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self._conns, self._procs = [], []
@@ -108,17 +126,34 @@ class ReplicatedEngine:
                 # children ("daemonic processes are not allowed to have children", vllm-project/vllm#18308).
                 # A replica still ends with us: it returns at its pipe's end of file (masa.engines.wire),
                 # and close() runs at interpreter exit before multiprocessing joins its children.
-                proc = ctx.Process(target=_serve, args=(child, one), daemon=False)
+                proc = ctx.Process(target=_serve, args=(child, one, fetch is not None), daemon=False)
                 proc.start()
             self._conns.append(parent)
             self._procs.append(proc)
         atexit.register(self.close)
+        if fetch:
+            self._take_model(fetch)
+            t0 = time.perf_counter()  # the start-up a step waits for beyond its checkpoint's fetch
         started = self._gather()
         self.replica_startup_s = [t for t, _ in started]
         self.max_model_len = min(n for _, n in started)  # the context served, as every replica serves it
         self.backend = f"{config.backend}x{config.replicas}"
         self._tokenizer = None
         self.startup_s = time.perf_counter() - t0
+
+    def _take_model(self, fetch: Callable[[], str | Path]) -> None:
+        """Fetch the checkpoint while the replicas import, then hand them its directory; a failed
+        fetch stops them before it is raised."""
+        try:
+            self.model_dir = resolve_model_dir(str(fetch()))
+        except BaseException:
+            self.close()
+            raise
+        for conn in self._conns:
+            try:
+                conn.send(("model", str(self.model_dir)))
+            except OSError:  # a replica whose import failed has gone: _gather raises its traceback
+                pass
 
     def _gather(self, conns=None) -> list:
         out = []
@@ -175,9 +210,17 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def start_engines(config: EngineConfig):
+def start_engines(config: EngineConfig, fetch: Callable[[], str | Path] | None = None):
     """One engine of the configured backend, or `config.replicas` of them behind one `Engine`: what a
-    step starts for itself and what a run's engine service holds (masa.engines.service)."""
+    step starts for itself and what a run's engine service holds (masa.engines.service). `fetch`
+    (optional): brings the checkpoint and returns its directory, while the backend imports (in the
+    replicas, or in a thread beside it for one engine in this process)."""
     if config.replicas > 1:
-        return ReplicatedEngine(dataclasses.replace(config, backend=backend_name(config)))
-    return start_backend(config)
+        return ReplicatedEngine(dataclasses.replace(config, backend=backend_name(config)), fetch)
+    if fetch is None:
+        return start_backend(config)
+    with ThreadPoolExecutor(1, thread_name_prefix="masa-preload") as pool:
+        imported = pool.submit(preload_backend, config)
+        model = fetch()
+        imported.result()
+    return start_backend(dataclasses.replace(config, model=str(model)))

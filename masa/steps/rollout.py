@@ -65,8 +65,10 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
 
     def produce(work: Path) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="masa-rollout-") as tmp:
-            model_dir = local_model(ptr, tmp)
-            engine = make_engine(engine_config(cfg, "rollout", model_dir, rollout_model_len(cfg)))
+            # the engine starts (imports its backend) while the policy is fetched or handed over
+            engine = make_engine(engine_config(cfg, "rollout", ptr.prefix, rollout_model_len(cfg)),
+                                 fetch=lambda: local_model(ptr, tmp))
+            model_dir = engine.model_dir
             gen = engine if shards == 1 else ShardEngine(engine, own, all_ids, seed=cfg.seed, round_index=round_idx,
                                                          all_meta=algo.efficient)
             try:
