@@ -199,7 +199,8 @@ LOADERS = ("default", "fast")
 
 
 def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_round: float,
-                extra_tasks_per_segment: float = 0.0, rounds_per_run: int = 50, vol_read: float = 0.0,
+                extra_tasks_per_segment: float = 0.0, cache_hits_per_segment: float = 0.0,
+                rounds_per_run: int = 50, vol_read: float = 0.0,
                 vol_write: float = 0.0, engine_start: bool = True, trainer_start: bool = True,
                 snapshot: float = 0.0, loader: str = "default") -> dict[str, float]:
     """Seconds per round and branch, by part. `s3_*`, `vol_*` and `snapshot` are bytes per round:
@@ -210,7 +211,9 @@ def round_parts(c: dict[str, Const], *, s3_down: float, s3_up: float, tasks_per_
     if loader not in LOADERS:
         raise ValueError(f"unknown loader {loader!r}; valid: {', '.join(LOADERS)}")
     v = {k: x.value for k, x in c.items()}
-    sched = (tasks_per_round + extra_tasks_per_segment / rounds_per_run) * v["pods_per_task"] * v["pod_start_s"]
+    # a task runs its driver pod, then its executor pod; a cache hit only the driver
+    sched = ((tasks_per_round + extra_tasks_per_segment / rounds_per_run) * v["pods_per_task"]
+             + cache_hits_per_segment / rounds_per_run) * v["pod_start_s"]
     pcie = v["pcie_GBps"] * GB * v["pcie_efficiency"]
     return {
         "generation": generation_s(c),
@@ -260,7 +263,9 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
     loader = {"auto": "default", "fastsafetensors": "fast"}[cfg.rollout.load_format]
     w, st = weights_bytes(c), state_bytes(c)
     runs = {"runs": len(cfg.segments), "fits_etcd": True}
-    seg = {"extra_tasks_per_segment": 4, "rounds_per_run": k}  # a resume task and 3 cache hits per run
+    # on a run's path before its rounds: configure (never cached) and a branch's resume, which run, and
+    # prepare and the data filter, cache hits after the first run (docs/deploy.md, "Bounded runs")
+    seg = {"extra_tasks_per_segment": 2, "cache_hits_per_segment": 2, "rounds_per_run": k}
 
     def kept_up(tasks: float, **kw) -> dict[str, float]:
         """Engines that stay up: the state stays in GPU memory, the policy reaches vLLM from the

@@ -86,6 +86,11 @@ def test_the_serving_trainjob_hands_the_model_over_and_uploads_in_the_background
     nic_s = w / (c["nic_Gbps"] * 1e9 / 8)
     assert nic_s < lane / (c["handover_MBps"] * 1e6)  # the streams' CPU binds, not the network
     assert abs(p["checkpoint_load"] - lane / (c["handover_MBps"] * 1e6)) < 1e-6
+    # a round's rollout, score and train tasks, a driver and an executor pod each, and a run's configure
+    # and resume tasks (the same) and its two cache hits (prepare, data filter: the driver alone), spread
+    # over the run's k rounds, each pod at the 5 s start-up SLO: (3 x 2 + (2 x 2 + 2) / 3) x 5 = 40 s
+    assert (c["pods_per_task"], c["pod_start_s"]) == (2, 5.0)
+    assert abs(p["pipeline_scheduling"] - (3 * 2 + (2 * 2 + 2) / k) * 5.0) < 1e-9
     # the pod's replicas import vLLM while the model is handed over: that much of their start is hidden
     assert abs(p["engine_start"] - (c["vllm_start_s"] - min(c["vllm_import_s"], p["checkpoint_load"]))) < 1e-9
     # the paper preset's resources.state_every_runs: 2, so the state is saved (and uploaded) once every
