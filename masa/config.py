@@ -81,7 +81,8 @@ class RolloutConfig:
     tensor_parallel_size: int = 0
     # how a GPU engine reads the checkpoint (vLLM's `load_format`): `fastsafetensors` copies whole
     # files to the GPU and builds the tensors there, where the default deserializes tensor by tensor
-    # in host memory: vLLM's start-up on one A100 16.0 -> 6.9 s (arXiv 2505.23072; bench/paper_cost_model.py).
+    # in host memory: Llama-2-13b's weights into one A100 in 16.04 -> 6.88 s (vllm-project/vllm#10647;
+    # bench/paper_cost_model.py).
     # A machine without GPUs always loads the default way (`masa.engines.for_this_host`)
     load_format: Literal["auto", "fastsafetensors"] = "auto"
     # engines of a rollout or benchmark step on a machine without GPUs (`masa run` on a laptop): vLLM's
