@@ -8,8 +8,10 @@ the designs considered; plus the size model of a submitted run (tasks, IR bytes,
 
 Every constant is labelled: MEASURED here (bench/results/cost_constants_cpu.json, written by
 bench/measure_cost_constants.py, with its command; docs/storage.md for the S3 figures of the
-store's own bench), CITED (source given), or ASSUMED (no source and no GPU to measure it; each
-says what would replace it). Time per round is per branch: branches run side by side on their own
+store's own bench), or CITED (source given); ASSUMED marks only the what-ifs (--s3-MBps, the
+break-evens, the ranges). Where no run of the paper's setting gives a figure the model takes the
+end that makes the overhead share larger (the meta response at its parseable floor, the inert share
+at its cited low end). Time per round is per branch: branches run side by side on their own
 GPUs, so a round's wall time is one branch's chain rollout -> score -> train.
 """
 
