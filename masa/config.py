@@ -369,8 +369,10 @@ class RunConfig:
         # one DeepSpeed rank per GPU: a second rank on a 1-GPU pod asks for cuda:1 and fails
         check(gpus == 0 or self.train_processes == gpus, "train_processes",
               f"must equal resources.train_gpus ({gpus}): one rank per GPU (or set train_gpus: 0 for CPU ranks)", p)
-        check(not self.resources.train_service or self.store.startswith("s3://"), "resources.train_service",
-              f"needs an s3:// store that the TrainJob's nodes can reach; store is {self.store!r}", p)
+        # "" is a store not given yet (the paper presets'): `masa preflight`/`submit` require one
+        check(not self.resources.train_service or not self.store or self.store.startswith("s3://"),
+              "resources.train_service", f"needs an s3:// store that the TrainJob's nodes can reach; store is "
+              f"{self.store!r}", p)
         check(not (self.compare and self.algorithm.name == "grpo"), "compare",
               "compare runs GRPO beside algorithm.name; set algorithm.name to masa or masa-efficient", p)
         check(not self.compare or (self.baselines[:1] == ("grpo",) and self.algorithm.name not in self.baselines

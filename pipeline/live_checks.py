@@ -75,7 +75,7 @@ def _service_account(core, ns: str, name: str) -> list[Check]:
 
 
 def _runtime(custom, ns: str, cfg: RunConfig) -> Check:
-    if cfg.resources.train_nodes <= 1:
+    if cfg.resources.train_nodes <= 1 and not cfg.resources.train_service:
         return Check("cluster-trainingruntime", "ok", "not used (single-node training in the step pod)")
     obj = _get(custom.get_namespaced_custom_object, GROUP, VERSION, ns, "trainingruntimes", RUNTIME)
     if obj is None:

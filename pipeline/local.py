@@ -179,11 +179,10 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
     `out`, KeyboardInterrupt on Ctrl-C."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if not cfg.store:
-        cfg = replace(cfg, store=str(out / "store"))
-    # No retries locally: a failure here is deterministic or needs the user; rerunning `masa run`
-    # with the same --out reuses every finished step.
-    cfg = replace(cfg, resources=replace(cfg.resources, retries=0))
+    if cfg.resources.train_service:
+        print("masa run: resources.train_service is off here (no Kubernetes): each train step starts its own "
+              "DeepSpeed ranks, or shares this machine's trainer service (docs/training.md)", flush=True)
+    cfg = local_config(cfg, out)
     with _exclusive(out), warm_tasks(out, enabled=warm) as server:  # it imports while the toy builds
         if cfg.model == "toy":  # built here in the foreground, its progress on the terminal, not silently in a step
             from masa.steps.prepare import toy_artifacts
@@ -191,6 +190,14 @@ def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_ca
             toy_artifacts(cfg, progress=True)
         result = _run_segments(cfg, out, quiet_kfp=quiet_kfp, kfp_cache=kfp_cache)
         return {**result, "warm_tasks": server.warm_tasks if server else 0}
+
+
+def local_config(cfg: RunConfig, out: Path) -> RunConfig:
+    """The configuration `masa run` runs: no retries (a failure here is deterministic or needs the user;
+    rerunning with the same --out reuses every finished step), no serving TrainJob (the `paper` preset's
+    `resources.train_service`: it needs Kubernetes), and the store under `out` unless one is given."""
+    cfg = replace(cfg, resources=replace(cfg.resources, retries=0, train_service=False))
+    return cfg if cfg.store else replace(cfg, store=str(out / "store"))
 
 
 @contextmanager

@@ -213,7 +213,8 @@ def test_serving_trainjob_train_tasks_are_small_labelled_clients(tmp_path):
     """resources.train_service: the paper run's train tasks only send requests (the serving TrainJob
     has the 8 GPUs): no GPU, no /dev/shm, the GPU steps' deadline, and the label that lets them reach
     the job's port (manifests/networkpolicy.yaml); rollout keeps its GPUs and gets the label too."""
-    spec, execs = _compile(tmp_path, "paper", ["store=s3://b/runs", "resources.train_service=true"])
+    assert load_config("paper").resources.train_service  # the preset's design (docs/deploy.md)
+    spec, execs = _compile(tmp_path, "paper", ["store=s3://b/runs"])
     trains = [t for t in spec["root"]["dag"]["tasks"] if t.startswith("train")]
     assert trains
     for t in trains:
@@ -320,7 +321,11 @@ def test_preflight_passes_a_correct_paper_config_and_names_a_local_store():
     r = _masa("preflight", "--preset", "paper", *PAPER_OK)
     assert r.returncode == 0, r.stdout
     assert "FAIL" not in r.stdout and r.stdout.splitlines()[-1].startswith("preflight: ")
-    r = _masa("preflight", "--preset", "paper", *PAPER_OK, "--store", "/data/runs", "--kfp-version", "2.4")
+    # the preset's serving TrainJob needs S3: a local store is a configuration error naming the key
+    r = _masa("preflight", "--preset", "paper", *PAPER_OK, "--store", "/data/runs")
+    assert r.returncode != 0 and "resources.train_service: needs an s3:// store" in r.stderr
+    r = _masa("preflight", "--preset", "paper", *PAPER_OK, "--store", "/data/runs", "--kfp-version", "2.4",
+              "--set", "resources.train_service=false")
     assert "FAIL store: '/data/runs' is a local path" in r.stdout
     assert "FAIL backend: KFP backend 2.4 cannot run this pipeline" in r.stdout
 
@@ -379,3 +384,15 @@ def test_train_states_of_old_rounds_are_pruned_keeping_the_last_k(tmp_path):
     assert states == {3, 4}
     assert all(store.exists(f"{layout.part('masa', r, 'checkpoint')}/model.safetensors") for r in range(5))
     assert prune_train_states(store, layout, "masa", 4, keep=0) == []  # 0 keeps all
+
+
+def test_masa_run_trains_the_paper_preset_without_kubernetes(tmp_path):
+    """`masa run --preset paper` on one GPU machine: no TrainJob (no Kubernetes), the store under --out,
+    no retries; what the preset says of the state (train_state: run) stays, the ranks publishing it."""
+    from masa.pipeline.local import local_config
+
+    cfg = local_config(load_config("paper"), tmp_path)
+    assert not cfg.resources.train_service and cfg.resources.retries == 0
+    assert cfg.store == str(tmp_path / "store") and cfg.resources.train_state == "run"
+    given = local_config(load_config("paper", ["store=s3://b/runs"]), tmp_path)
+    assert given.store == "s3://b/runs"

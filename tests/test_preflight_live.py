@@ -110,8 +110,11 @@ def test_each_missing_object_is_named(api, tmp_path):
     assert found["cluster-pull-secrets"][0] == "FAIL" and "regcred" in found["cluster-pull-secrets"][1]
     assert found["cluster-trainingruntime"][0] == "FAIL" and "manifests/trainingruntime.yaml" in \
         found["cluster-trainingruntime"][1]
-    # single-node training never references the runtime
-    assert _lines(api, tmp_path, load_config("paper"))["cluster-trainingruntime"][0] == "ok"
+    # the paper preset's serving TrainJob needs it on one node too; training in the step pod never does
+    assert _lines(api, tmp_path, load_config("paper", ["resources.train_nodes=1"]))["cluster-trainingruntime"][0] \
+        == "FAIL"
+    off = load_config("paper", ["resources.train_service=false"])
+    assert _lines(api, tmp_path, off)["cluster-trainingruntime"][0] == "ok"
 
 
 def test_preflight_cli_reads_the_cluster_and_fails_in_one_line_when_unreachable(api, tmp_path):
