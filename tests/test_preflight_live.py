@@ -111,8 +111,8 @@ def test_each_missing_object_is_named(api, tmp_path):
     assert found["cluster-trainingruntime"][0] == "FAIL" and "manifests/trainingruntime.yaml" in \
         found["cluster-trainingruntime"][1]
     # the paper preset's serving TrainJob needs it on one node too; training in the step pod never does
-    assert _lines(api, tmp_path, load_config("paper", ["resources.train_nodes=1"]))["cluster-trainingruntime"][0] \
-        == "FAIL"
+    assert load_config("paper").resources.train_nodes == 1
+    assert _lines(api, tmp_path, load_config("paper"))["cluster-trainingruntime"][0] == "FAIL"
     off = load_config("paper", ["resources.train_service=false"])
     assert _lines(api, tmp_path, off)["cluster-trainingruntime"][0] == "ok"
 
