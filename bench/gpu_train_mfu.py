@@ -1,12 +1,13 @@
 """Training throughput and model FLOPs utilisation (MFU) of our policy-gradient step on ONE GPU.
 
-A randomly initialised model of Qwen3-0.6B's shape (config written by hand: nothing is downloaded) in
-bf16, trained with exactly the trainer's objective path: logits -> masa token_logprobs -> policy_loss
+A randomly initialised model of Qwen3-0.6B's or Qwen3-8B-Base's shape (`--shape`; configs written by hand:
+nothing is downloaded) in bf16, trained with exactly the trainer's objective path: logits -> masa token_logprobs -> policy_loss
 (clip-higher, dual clip, token-mean) -> backward -> grad clip -> AdamW. transformers + torch only (no
 vLLM, no DeepSpeed: this measures the single-device compute, which ZeRO does not change).
 
     python bench/gpu_train_mfu.py                     # GPU: Qwen3-0.6B shape, 8 x 2048 tokens per step
     python bench/gpu_train_mfu.py --batch 4 --seq 4096 --no-grad-ckpt
+    python bench/gpu_train_mfu.py --shape 8b --batch 1 --seq 8192   # the paper's model, all 36 layers
     .venv/bin/python bench/gpu_train_mfu.py --tiny    # CPU smoke run (seconds), as the tests do
 
 Time-boxed (--time-box seconds, default 120, model build included); prints one JSON object.
@@ -31,17 +32,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from masa.algo.losses import policy_loss, token_logprobs  # noqa: E402
 
+SHAPE_NAMES = {"0.6b": "Qwen3-0.6B-shape", "8b": "Qwen3-8B-Base-shape"}
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
 
 
-def qwen3_config(tiny: bool):
+def qwen3_config(tiny: bool, shape: str = "0.6b"):
     from transformers import Qwen3Config
 
     if tiny:
         return Qwen3Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                            max_position_embeddings=1024, tie_word_embeddings=True)
+    if shape == "8b":  # Qwen/Qwen3-8B-Base config.json, by hand: 8.19B parameters, untied LM head
+        return Qwen3Config(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                           num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                           max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+                           tie_word_embeddings=False, attention_bias=False)
     # Qwen/Qwen3-0.6B config.json, by hand
     return Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -85,11 +92,15 @@ def run(args) -> dict:
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
-    cfg = qwen3_config(args.tiny)
+    cfg = qwen3_config(args.tiny, args.shape)
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    with torch.device(device):
-        model = Qwen3ForCausalLM(cfg).to(dtype)
+    torch.set_default_dtype(dtype)  # built in bf16 directly: 8B in fp32 first would take 33 GB for nothing
+    try:
+        with torch.device(device):
+            model = Qwen3ForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(torch.float32)
     if args.grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -131,7 +142,7 @@ def run(args) -> dict:
         (v for k, v in PEAK_BF16.items() if k in name), None) if cuda else None
     achieved = fpt * tps if tps else None
     return {
-        "device": name, "dtype": str(dtype).removeprefix("torch."), "model": "tiny" if args.tiny else "Qwen3-0.6B-shape",
+        "device": name, "dtype": str(dtype).removeprefix("torch."), "model": "tiny" if args.tiny else SHAPE_NAMES[args.shape],
         "non_embedding_params": n_nonembed, "batch": batch, "seq": args.seq, "tokens_per_step": batch * args.seq,
         "grad_ckpt": args.grad_ckpt, "steps_measured": len(times), "step_seconds_median": step_s,
         "tokens_per_s": tps, "model_flops_per_token": fpt,
@@ -140,12 +151,20 @@ def run(args) -> dict:
         "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "wall_seconds": time.perf_counter() - t_start, "note": note,
+        "torch": torch.__version__, "transformers": _version("transformers"),
     }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny model, CPU friendly (smoke test)")
+    ap.add_argument("--shape", choices=sorted(SHAPE_NAMES), default="0.6b", help="model shape (default 0.6b)")
     ap.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is present")
     ap.add_argument("--batch", type=int, default=None, help="sequences per step (default 8; tiny 2)")
     ap.add_argument("--seq", type=int, default=None, help="tokens per sequence (default 2048; tiny 64)")

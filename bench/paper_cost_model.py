@@ -8,7 +8,7 @@ the designs considered; plus the size model of a submitted run (tasks, IR bytes,
 
 Every constant is labelled: MEASURED here (bench/results/cost_constants_cpu.json, written by
 bench/measure_cost_constants.py, with its command; docs/storage.md for the S3 figures of the
-store's own bench), or CITED (source given); ASSUMED marks only the what-ifs (--s3-MBps, the
+store's own bench; the training MFU on the one H200 lent, by bench/gpu_mfu_8b.sh), or CITED (source given); ASSUMED marks only the what-ifs (--s3-MBps, the
 break-evens, the ranges). Where no run of the paper's setting gives a figure the model takes the
 end that makes the overhead share larger (the meta response at its parseable floor, the inert share
 at its cited low end). Time per round is per branch: branches run side by side on their own
@@ -34,6 +34,26 @@ class Const:
     value: float
     kind: str  # measured | cited | assumed
     source: str
+
+
+GPU_RUN = "bench/results/gpu_train_8b_b2_s4096_h200_2026-12-04.json"
+
+
+def gpu_constants() -> dict[str, Const]:
+    """Training throughput of the paper's model shape, measured on the one H200 lent (2026-12-04).
+    One GPU, no ZeRO: the 8 ranks' all-gathers and reduce-scatters can only slow a step, so this is
+    the fast end of training, the end that makes the overhead share larger. 2 x 4,096 tokens is the
+    measured setting nearest the paper's mean sequence (~4,600 tokens); RANGES holds 2 x 8,192's."""
+    g = json.loads((ROOT / GPU_RUN).read_text())
+    cmd = f"bash bench/gpu_mfu_8b.sh on one H200 (2026-12-04, torch {g['torch']}): {GPU_RUN}"
+    return {
+        "train_mfu": Const(round(g["mfu"], 4), "measured", f"Qwen3-8B-Base shape, all 36 layers, random init, "
+                           f"bf16, {g['batch']} x {g['seq']} tokens per step, gradient checkpointing: {cmd}"),
+        # the FLOPs that MFU counts (bench/gpu_train_mfu.py): the embedding lookup is no matmul
+        "flop_params": Const(g["non_embedding_params"] + 4096 * 151936, "measured",
+                             f"non-embedding parameters + the LM head (hidden 4,096 x vocab 151,936), the "
+                             f"parameters whose matmuls MFU counts, of the same model: {cmd}"),
+    }
 
 
 def constants(s3_override: float | None = None) -> dict[str, Const]:
@@ -67,8 +87,6 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
         "gpu_mem_GB": Const(141, "cited", "NVIDIA H200 datasheet: 141 GB"),
         "pcie_GBps": Const(64, "cited", "PCI-SIG: PCIe 5.0 x16, 64 GB/s each way (H200 SXM host link)"),
         "peak_bf16": Const(989e12, "cited", "NVIDIA H100/H200 SXM datasheet, dense BF16 (bench/gpu_train_mfu.py)"),
-        "train_mfu": Const(0.186, "cited", "bench/results/gpu_train_mfu_h200.json: this project on one H200, "
-                                           "Qwen3-0.6B shape, 8 x 2048 tokens, gradient checkpointing"),
         "pod_start_s": Const(5.0, "cited", "kubernetes/kubernetes#3954: 99th-percentile pod start-up, "
                                            "images pre-pulled, < 5 s (Kubernetes' SLO)"),
         "pods_per_task": Const(2, "cited", "kubeflow/pipelines#13258: KFP v2 runs a driver pod, then the "
@@ -77,6 +95,7 @@ def constants(s3_override: float | None = None) -> dict[str, Const]:
                                          "pipeline compiled to a 1.95 MiB Workflow (KFP 2.15, Argo 3.7.3)"),
         "etcd_limit_bytes": Const(1.5 * MIB, "cited", "etcd --max-request-bytes default 1.5 MiB "
                                   "(etcd configuration docs; the error of kubeflow/pipelines#13738)"),
+        **gpu_constants(),
         # --- the workload (no GPU lent): replace with the report's figures of a real run
         "decode_efficiency": Const(0.74, "cited", "share of the HBM roofline vLLM decode reaches: Llama-3.1-8B "
                                    "fp16 (16.06 GB of weights) on one H100 SXM (3.35 TB/s), vLLM 0.21.0, TPOT p50 "
@@ -196,7 +215,7 @@ def generation_s(c: dict[str, Const], gpus: int = 8, mem_util: float = 0.85) -> 
 def training_s(c: dict[str, Const], gpus: int = 8) -> float:
     v = {k: x.value for k, x in c.items()}
     def flops(seq: float, n: float) -> float:  # PaLM convention: 6N per token plus attention
-        return n * seq * (6 * v["params"] + 12 * v["layers"] * v["attn_width"] * seq)
+        return n * seq * (6 * v["flop_params"] + 12 * v["layers"] * v["attn_width"] * seq)
 
     # 128 x 16 solution and 128 x 16 meta sequences; inert solution rollouts (advantage 0) are not computed
     solution = flops(v["prompt_tokens"] + v["mean_response_tokens"], 128 * 16 * (1 - v["inert_share"]))
@@ -427,7 +446,7 @@ def breakeven(name: str, design: str = "chosen", target: float = 0.15, s3: float
 # the ends of the workload constants' cited ranges; for the meta response, none (0: no meta path at all, a
 # bound below its measured floor) and the released code's cap (8,192)
 RANGES = {"mean_response_tokens": (3500, 5500), "inert_share": (0.3, 0.5), "meta_response_tokens": (0, 8192),
-          "train_mfu": (0.186, 0.3)}
+          "train_mfu": (0.3, 0.392)}
 
 
 def chosen_over_ranges(s3: float | None = None) -> dict[str, dict[str, float]]:
@@ -440,6 +459,20 @@ def chosen_over_ranges(s3: float | None = None) -> dict[str, dict[str, float]]:
             c = constants(s3)
             c[name] = Const(x, "assumed", "what-if")
             out[name][f"{x:g}"] = designs(c)["chosen"]["overhead_share"]
+    return out
+
+
+def scheduling_floor(c: dict[str, Const]) -> dict[str, float]:
+    """The overhead share of a round whose only overhead were `chosen`'s pipeline scheduling (a driver
+    and an executor pod per KFP task, three visible tasks a round): what no design that keeps those
+    steps can go under, at the pods per task KFP 2.x runs (2) and at one (the driver in the executor
+    pod's init container: kubeflow/pipelines#13258, a draft; or a driver agent per workflow, #12269)."""
+    out = {}
+    for pods in (c["pods_per_task"].value, 1):
+        c2 = dict(c, pods_per_task=Const(pods, "assumed", "what-if"))
+        p = designs(c2)["chosen"]["parts_s"]
+        useful = sum(p[k] for k in USEFUL)
+        out[f"{pods:g}_pods_per_task"] = p["pipeline_scheduling"] / (useful + p["pipeline_scheduling"])
     return out
 
 
@@ -483,12 +516,13 @@ def main() -> None:
            "chosen_at_15pct": {k: breakeven(k, s3=args.s3_MBps)
                                     for k in ("handover_MBps", "sha256_MBps", "nic_Gbps", "s3_up_MBps")},
            "chosen_over_ranges": chosen_over_ranges(args.s3_MBps),
+           "scheduling_floor": scheduling_floor(c),
            "constants": {k: {"value": x.value, "kind": x.kind, "source": x.source} for k, x in c.items()}}
     if args.json:
         print(json.dumps(out, indent=1))
         return
     names = [k for k in out if k not in ("size", "constants", "s3_MBps_for_15pct", "chosen_at_15pct",
-                                         "chosen_over_ranges")]
+                                         "chosen_over_ranges", "scheduling_floor")]
     parts = list(out["today"]["parts_s"])
     print("seconds per paper-scale round and branch (bench/paper_cost_model.py)\n")
     cols = [(n, max(10, len(n) + 2)) for n in names]
@@ -510,6 +544,8 @@ def main() -> None:
     print("chosen at the ends of the workload constants' ranges, one at a time: "
           + "; ".join(f"{k} " + ", ".join(f"{x} -> {v:.1%}" for x, v in r.items())
                       for k, r in out["chosen_over_ranges"].items()))
+    print("the floor of KFP's pods (a round whose only overhead were chosen's pipeline scheduling): "
+          + ", ".join(f"{v:.1%} at {k.split('_')[0]} pod(s) per task" for k, v in out["scheduling_floor"].items()))
     print("\nconstants:")
     for k, x in c.items():
         print(f"  {k:<26}{x.value:>14.4g}  {x.kind:<9}{x.source}")

@@ -37,7 +37,7 @@ def test_a_round_moves_the_weights_and_the_optimizer_state_through_s3():
     state (fp32 master + two AdamW moments: 12 bytes/param) each round, so checkpoint_save =
     params x (2 + 12) / S3 upload rate; rollout, score and train download the weights and train the
     state: checkpoint_load = params x (3 x 2 + 12) / S3 download rate. At 8.2e9 params that is ~115 GB
-    up and ~148 GB down per round, which is why no design that moves them each round reaches 15%."""
+    up and ~148 GB down per round, the largest part of the round as it stood."""
     out = json.loads(subprocess.run([sys.executable, str(ROOT / "bench" / "paper_cost_model.py"), "--json"],
                                     capture_output=True, text=True, check=True, cwd=ROOT).stdout)
     c = {k: v["value"] for k, v in out["constants"].items()}
@@ -49,7 +49,7 @@ def test_a_round_moves_the_weights_and_the_optimizer_state_through_s3():
     light = out["bounded_runs_light_scoring"]["parts_s"]
     assert abs(light["checkpoint_load"] - (2 * w + st) / (c["s3_down_MBps"] * 1e6)) < 1e-6
     # engines that stay up keep the state in GPU memory; the copy every run goes on in the background
-    assert out["engine_services"]["overhead_share"] <= 0.15 < out["bounded_runs_light_scoring"]["overhead_share"]
+    assert out["engine_services"]["overhead_share"] < out["bounded_runs_light_scoring"]["overhead_share"]
 
 
 def test_the_serving_trainjob_hands_the_model_over_and_uploads_in_the_background():
@@ -94,13 +94,18 @@ def test_the_serving_trainjob_hands_the_model_over_and_uploads_in_the_background
     # the pod's replicas import vLLM while the model is handed over: that much of their start is hidden
     assert abs(p["engine_start"] - (c["vllm_start_s"] - min(c["vllm_import_s"], p["checkpoint_load"]))) < 1e-9
     # the paper preset's resources.state_every_runs: 2, so the state is saved (and uploaded) once every
-    # 2 runs of k rounds: half the per-run share of the save, and w + st / 2k to upload a round
-    assert abs(p["checkpoint_save"] - (lane / (c["sha256_MBps"] * 1e6) + shm / 2)) < 1e-6
-    assert (w + st / (2 * k)) / (c["s3_up_MBps"] * 1e6) < sum(p.values())
+    # 2 runs of k rounds: half the per-run share of the save, and w + st / 2k to upload a round in the
+    # background. At the H200's measured training rate the round (~262 s of its own) is shorter than
+    # that upload at the loopback store's 118 MB/s (32.8 GB: ~278 s), so the round waits the excess
+    chosen_save = lane / (c["sha256_MBps"] * 1e6) + shm / 2
+    chosen_own = sum(p.values()) - p["checkpoint_save"] + chosen_save
+    chosen_wait = (w + st / (2 * k)) / (c["s3_up_MBps"] * 1e6) - chosen_own
+    assert 0 < chosen_wait < 30
+    assert abs(p["checkpoint_save"] - (chosen_save + chosen_wait)) < 1e-6
     # the state every run: the whole per-run save, and w + st / k to upload a round, which no longer fits
     # in the round (~49 GB at 118 MB/s, 418 s, against ~400 s of the round's own): it waits the excess
     every_run = out["train_service_state_every_run"]["parts_s"]
-    save = p["checkpoint_save"] + shm / 2
+    save = chosen_save + shm / 2
     own = sum(every_run.values()) - every_run["checkpoint_save"] + save
     wait = (w + st / k) / (c["s3_up_MBps"] * 1e6) - own
     assert wait > 0
@@ -114,11 +119,14 @@ def test_the_serving_trainjob_hands_the_model_over_and_uploads_in_the_background
     assert abs(p["model_load"] - w / (26.03e9 / 6.88)) < 1e-6
     default = out["chosen_default_loader"]
     assert abs(default["parts_s"]["model_load"] - w / (26.03e9 / 16.04)) < 1e-6
-    assert out["chosen"]["overhead_share"] < default["overhead_share"]
+    # the faster load shortens the round's own work, but the round already waits for its background
+    # upload, so it ends no sooner: the loader gains nothing at the loopback store's rate
+    assert out["chosen"]["round_s"] == pytest.approx(default["round_s"])
+    assert out["chosen"]["round_s"] == pytest.approx((w + st / (2 * k)) / (c["s3_up_MBps"] * 1e6))
     multi = out["train_service_multinode"]["parts_s"]
     assert abs(multi["checkpoint_load"] - w / (c["s3_down_MBps"] * 1e6)) < 1e-6
     assert abs(multi["checkpoint_save"] - ((w + st / k) / (c["s3_up_MBps"] * 1e6) + shm)) < 1e-6
-    assert out["chosen"]["overhead_share"] <= 0.15 < out["train_service_state_every_run"]["overhead_share"] \
+    assert out["chosen"]["overhead_share"] < out["train_service_state_every_run"]["overhead_share"] \
         < out["train_service_per_run"]["overhead_share"] \
         < out["train_service_per_run_one_stream"]["overhead_share"] < out["train_service_multinode"]["overhead_share"] \
         < out["bounded_runs_light_scoring"]["overhead_share"]
@@ -140,8 +148,8 @@ def test_the_meta_response_at_its_floor_is_the_conservative_value():
     the shortest response our parser accepts: bench/results/prompt_length.json's mean characters of it x
     0.3 tokens per character + 1 (eos), e.g. 88.5 chars -> 27.5 tokens. That is the conservative value only
     because a longer meta path never raises the overhead share (its tokens are generated and trained:
-    useful work, while the fixed costs stay), which this checks, and 0 tokens (no meta path) still
-    keeps the chosen design within 15%."""
+    useful work, while the fixed costs stay), which this checks, and no meta path at all would raise the
+    chosen design's share by under a point."""
     import json
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -158,7 +166,40 @@ def test_the_meta_response_at_its_floor_is_the_conservative_value():
 
     shares = [share(t) for t in (0, c["meta_response_tokens"].value, 512, 2048, 8192)]
     assert shares == sorted(shares, reverse=True)
-    assert shares[0] <= 0.15
+    assert shares[0] - shares[1] < 0.01
+
+
+def test_training_seconds_come_from_the_8b_shape_measured_on_an_h200():
+    """Hand-derived: bench/gpu_mfu_8b.sh measured the Qwen3-8B-Base shape on one H200 (2 x 4,096 tokens,
+    gradient checkpointing): MFU 0.3494, counting 6 x (non-embedding parameters + the LM head) FLOPs per
+    token. Per layer q 4096^2 + k, v 4096 x 1024 each + o 4096^2 = 41,943,040, MLP 3 x 4096 x 12288 =
+    150,994,944, norms 2 x 4096 + 2 x 128: 192,946,432; x 36 + the final norm 4,096 = 6,946,075,648;
+    + the LM head 4096 x 151,936 = 622,329,856: 7,568,405,504. A round trains 128 x 16 x (1 - 0.3)
+    = 1,433.6 solution sequences of 92.07 + 4,500 = 4,592.07 tokens at 6 x 7.5684e9 + 12 x 36 x 4096 x
+    4,592.07 = 53.53e9 FLOPs a token (3.524e17) and 2,048 meta sequences of 199.17 + 27.54 = 226.71
+    tokens at 45.81e9 (2.127e16): 3.737e17 FLOPs / (0.3494 x 989e12 x 8 GPUs) = 135.2 s."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import paper_cost_model as m
+
+    c = m.constants()
+    g = json.loads((ROOT / m.GPU_RUN).read_text())
+    assert g["model"] == "Qwen3-8B-Base-shape" and (g["batch"], g["seq"], g["grad_ckpt"]) == (2, 4096, True)
+    assert g["non_embedding_params"] == 6_946_075_648
+    assert c["flop_params"].value == 7_568_405_504 and c["train_mfu"].value == round(g["mfu"], 4) == 0.3494
+    assert abs(m.training_s(c) - 135.2) < 0.1
+
+
+def test_no_design_with_three_kfp_tasks_a_round_reaches_15_percent_at_the_measured_mfu():
+    """Hand-derived: chosen's useful work is generation 71.92 + scoring 0.22 + training 135.18 = 207.32 s;
+    its scheduling 3 tasks x 2 pods x 5 s + (2 x 2 + 2) pods / 3 rounds x 5 s = 40 s, so even with no
+    other overhead 40 / 247.32 = 16.2% (over issue 13's 15%); at one pod per task (KFP's driver in the
+    executor pod, a draft) 3 x 5 + (2 + 2) / 3 x 5 = 21.67 s: 21.67 / 228.99 = 9.5%."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import paper_cost_model as m
+
+    floor = m.scheduling_floor(m.constants())
+    assert abs(floor["2_pods_per_task"] - 40 / 247.32) < 1e-3 and floor["2_pods_per_task"] > 0.15
+    assert abs(floor["1_pods_per_task"] - 21.667 / 228.99) < 1e-3
 
 
 def test_an_unknown_loader_names_the_valid_ones():

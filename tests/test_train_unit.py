@@ -373,6 +373,25 @@ def test_gpu_mfu_bench_runs_tiny_on_cpu():
     assert math.isfinite(out["loss_last"])
 
 
+def test_gpu_mfu_bench_builds_the_paper_model_shape():
+    # Qwen3-8B-Base: 36 layers of 192,946,432 (tests/test_cost_model.py derives it) + the final norm 4,096
+    # + the embedding and the untied LM head, 151,936 x 4,096 each: 8,190,735,360 (the card's "8.2B")
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import Qwen3ForCausalLM
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_train_mfu.py"
+    spec = importlib.util.spec_from_file_location("gpu_train_mfu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = mod.qwen3_config(False, "8b")
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(cfg)
+    assert sum(p.numel() for p in model.parameters()) == 36 * 192_946_432 + 4096 + 2 * 151_936 * 4096
+    assert mod.flops_per_token(model, cfg, 4096)[1] == 6_946_075_648
+
+
 def test_the_cli_and_the_pipeline_train_on_the_same_settings(monkeypatch):
     # issue 12 item 3: `masa train` used cfg.train's seed and temperature, the pipeline a seed per round
     # and temperature 1. Both now call train_settings: seed = run seed * 1000 + round index (round 3 of a
