@@ -8,10 +8,11 @@ the designs considered; plus the size model of a submitted run (tasks, IR bytes,
 
 Every constant is labelled: MEASURED here (bench/results/cost_constants_cpu.json, written by
 bench/measure_cost_constants.py, with its command; docs/storage.md for the S3 figures of the
-store's own bench; the training MFU on the one H200 lent, by bench/gpu_mfu_8b.sh), or CITED (source given); ASSUMED marks only the what-ifs (--s3-MBps, the
-break-evens, the ranges). Where no run of the paper's setting gives a figure the model takes the
-end that makes the overhead share larger (the meta response at its parseable floor, the inert share
-at its cited low end). Time per round is per branch: branches run side by side on their own
+store's own bench; the training MFU on the one H200 lent, by bench/gpu_mfu_8b.sh), or CITED (source
+given); ASSUMED marks only the what-ifs (--s3-MBps, the break-evens, the ranges). Where no run of
+the paper's setting gives a figure the model takes the end that makes the overhead share larger (the
+meta response at its parseable floor, the inert share at its cited low end, training at one GPU's
+rate with no ZeRO collectives). Time per round is per branch: branches run side by side on their own
 GPUs, so a round's wall time is one branch's chain rollout -> score -> train.
 """
 
@@ -444,7 +445,8 @@ def breakeven(name: str, design: str = "chosen", target: float = 0.15, s3: float
 
 
 # the ends of the workload constants' cited ranges; for the meta response, none (0: no meta path at all, a
-# bound below its measured floor) and the released code's cap (8,192)
+# bound below its measured floor) and the released code's cap (8,192); for the MFU, 2 x 8,192 tokens' measured
+# 0.392 and 0.3 for 8 ZeRO-3 ranks' collectives taking a share of the step (one GPU measured none)
 RANGES = {"mean_response_tokens": (3500, 5500), "inert_share": (0.3, 0.5), "meta_response_tokens": (0, 8192),
           "train_mfu": (0.3, 0.392)}
 
