@@ -334,6 +334,9 @@ def designs(c: dict[str, Const]) -> dict[str, dict]:
         "train_service_state_every_run": summarize(
             train_service_parts(c, w, st, k, seg, loader="fast", prestart=True), **runs,
             note="one serving TrainJob per branch across the runs, 8 streams, the state uploaded every run"),
+        "chosen_every_2_runs": summarize(
+            train_service_parts(c, w, st, k, seg, state_every=2, loader=loader, prestart=True), **runs,
+            note="chosen, with the state uploaded every 2 runs (the paper preset's value until 2026-12-04's night)"),
         "chosen_default_loader": summarize(
             train_service_parts(c, w, st, k, seg, state_every=every, prestart=True), **runs,
             note="chosen, with vLLM's default safetensors loader in the rollout pods (rollout.load_format: auto)"),
