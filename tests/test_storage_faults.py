@@ -101,7 +101,13 @@ def test_connection_cut_mid_body_is_retried_and_never_stores_a_torn_object(serve
 @pytest.mark.slow
 def test_server_killed_and_restarted_during_multipart_upload_retries_succeed(server, tmp_path):
     """SIGKILL the S3 server as the 2nd part of a 16 MiB multipart upload goes out, restart it
-    0.5 s later (same data): botocore's retries carry the upload through, and it verifies."""
+    0.5 s later (same data): botocore's retries carry the upload through, and it verifies.
+
+    botocore backs off rand(0, 1) x 50 ms x 2^i before retry i of a connection error, so 10 attempts
+    span 0-25.6 s (~13 s on average) while SeaweedFS takes ~3 s to restart here, longer on a loaded
+    machine: left to chance the test failed once in CI (2026-12-04). So a send that would go out
+    while the server is down waits until it is back: the failed attempt and its retry still happen,
+    the race with the restart does not (an outage longer than the window: the next test)."""
     files = make_ckpt(tmp_path / "src", {"model.bin": 16 * MIB, "config.json": 100})
     store = open_store(f"s3://{BUCKET}/restart", multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB,
                        max_concurrency=2, max_attempts=10)
@@ -114,9 +120,11 @@ def test_server_killed_and_restarted_during_multipart_upload_retries_succeed(ser
 
     def kill_on_second_part(**_):
         parts.append(1)
-        if len(parts) == 2:
+        if len(parts) == 2:  # this send goes out to a dead server and fails
             server.kill()
             threading.Thread(target=restart_later, daemon=True).start()
+        elif len(parts) > 2:
+            restarted.wait(120)
 
     store.client.meta.events.register("before-send.s3.UploadPart", kill_on_second_part)
     put_dir_atomic(store, str(tmp_path / "src"), "ckpt/step-3")
