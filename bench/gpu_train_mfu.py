@@ -1,9 +1,10 @@
 """Training throughput and model FLOPs utilisation (MFU) of our policy-gradient step on ONE GPU.
 
-A randomly initialised model of Qwen3-0.6B's or Qwen3-8B-Base's shape (`--shape`; configs written by hand:
-nothing is downloaded) in bf16, trained with exactly the trainer's objective path: logits -> masa token_logprobs -> policy_loss
-(clip-higher, dual clip, token-mean) -> backward -> grad clip -> AdamW. transformers + torch only (no
-vLLM, no DeepSpeed: this measures the single-device compute, which ZeRO does not change).
+A randomly initialised model of Qwen3-0.6B's or Qwen3-8B-Base's shape (`--shape`; configs written by
+hand: nothing is downloaded) in bf16, trained with exactly the trainer's objective path: logits -> masa
+token_logprobs -> policy_loss (clip-higher, dual clip, token-mean) -> backward -> grad clip -> AdamW.
+transformers + torch only (no vLLM, no DeepSpeed: this measures the single-device compute, which ZeRO
+does not change).
 
     python bench/gpu_train_mfu.py                     # GPU: Qwen3-0.6B shape, 8 x 2048 tokens per step
     python bench/gpu_train_mfu.py --batch 4 --seq 4096 --no-grad-ckpt

@@ -358,7 +358,8 @@ def test_accumulator_weights_means_by_tokens():
 # ---------------------------------------------------------------- GPU MFU bench, CPU smoke run
 
 
-def test_gpu_mfu_bench_runs_tiny_on_cpu():
+def _mfu_bench():
+    """bench/gpu_train_mfu.py as a module (bench/ is no package)."""
     import importlib.util
     from pathlib import Path
 
@@ -366,6 +367,11 @@ def test_gpu_mfu_bench_runs_tiny_on_cpu():
     spec = importlib.util.spec_from_file_location("gpu_train_mfu", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_mfu_bench_runs_tiny_on_cpu():
+    mod = _mfu_bench()
     out = mod.run(mod.parse(["--tiny", "--cpu", "--warmup", "1", "--max-steps", "2", "--time-box", "60"]))
     assert out["steps_measured"] == 2 and out["tokens_per_s"] > 0 and out["mfu"] is None
     # 6 x (non-embedding + LM head) + 12 x layers x heads x head_dim x seq, for the tiny shape
@@ -376,15 +382,9 @@ def test_gpu_mfu_bench_runs_tiny_on_cpu():
 def test_gpu_mfu_bench_builds_the_paper_model_shape():
     # Qwen3-8B-Base: 36 layers of 192,946,432 (tests/test_cost_model.py derives it) + the final norm 4,096
     # + the embedding and the untied LM head, 151,936 x 4,096 each: 8,190,735,360 (the card's "8.2B")
-    import importlib.util
-    from pathlib import Path
-
     from transformers import Qwen3ForCausalLM
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_train_mfu.py"
-    spec = importlib.util.spec_from_file_location("gpu_train_mfu", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _mfu_bench()
     cfg = mod.qwen3_config(False, "8b")
     with torch.device("meta"):
         model = Qwen3ForCausalLM(cfg)
