@@ -17,6 +17,7 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from masa.toy import SMOKE, TOY, build  # noqa: E402
+from masa.toy.recipe import ANALYSED, REASONED, TERSE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,27 @@ def test_fields_added_later_leave_the_older_recipes_hashes_alone() -> None:
 
     assert TOY.hash() == "451875d5812b76f3"
     assert CHAIN.hash() not in (TOY.hash(), SMOKE.hash())
+    hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED)}
+    assert len(hashes) == 6
+
+
+def test_meta_reasoning_and_solution_analysis_reach_the_warm_start_examples() -> None:
+    from masa.toy.build import _tokenize
+    from masa.toy.task import generate_splits
+
+    def texts(recipe):
+        train, _ = generate_splits(64, 0, seed=0, max_digits=recipe.max_digits,
+                                   max_mul_digits=recipe.max_mul_digits)
+        tok, solutions, metas, _ = _tokenize(dataclasses.replace(recipe, n_train=64), train)
+        return train, [tok.decode(e.ids[e.n_prompt:]) for e in solutions], [tok.decode(e.ids[e.n_prompt:]) for e in metas]
+
+    train, sols, metas = texts(TOY)
+    assert metas[0].startswith(f"<meta>{train[0].reasoning}</meta>") and sols[0].startswith("Column")
+    train, sols, metas = texts(ANALYSED)
+    assert metas[0].startswith("<meta></meta>")
+    assert sols[0].startswith(train[0].analysis + "\n" + train[0].solution.split("\n")[0])
+    train, sols, metas = texts(REASONED)
+    assert metas[0].startswith(f"<meta>{train[0].short_reasoning}</meta>")
 
 
 def test_lr_schedule_hand_values() -> None:

@@ -16,6 +16,7 @@ from masa.toy.task import (
     generate_splits,
     meta_reasoning,
     parquet_schema,
+    solution_analysis,
     to_rows,
     write_parquet,
 )
@@ -122,6 +123,18 @@ def test_bad_problems_are_rejected() -> None:
 def test_meta_reasoning_names_operation_and_regrouping() -> None:
     assert meta_reasoning(ArithmeticProblem(347, "+", 85)) == "A 3-digit addition with 2 carries."
     assert meta_reasoning(ArithmeticProblem(9, "-", 4)) == "A 1-digit subtraction with no borrow."
+
+
+def test_solution_analysis_names_a_notion_only_when_the_solution_uses_it() -> None:
+    # the notion reward counts a notion as used when its word is in a correct solution, so the opening
+    # line must not say "no borrow" where the columns never borrow
+    assert solution_analysis(ArithmeticProblem(347, "+", 85)) == "A 3-digit addition with 2 carries."
+    assert solution_analysis(ArithmeticProblem(9, "-", 4)) == "A 1-digit subtraction, no regrouping."
+    assert "borrow" not in solution_analysis(ArithmeticProblem(9, "-", 4))
+    # the meta path's short reasoning keeps the facts (columns, regroupings) in fewer tokens
+    assert ArithmeticProblem(347, "+", 85).short_reasoning == "3-digit, 2 carries."
+    assert ArithmeticProblem(31, "-", 5).short_reasoning == "2-digit, 1 borrow."
+    assert ArithmeticProblem(9, "-", 4).short_reasoning == "1-digit, 0 borrows."
 
 
 def test_extract_boxed_int() -> None:

@@ -76,7 +76,7 @@ def test_recipe_hash_is_stable_and_sensitive() -> None:
     assert SMOKE.hash() != TOY.hash()
     assert from_dict(ToyRecipe, {"seed": 1}).hash() != TOY.hash()
     assert get_recipe("smoke") is SMOKE
-    with pytest.raises(KeyError, match="valid: chain, smoke, toy"):
+    with pytest.raises(KeyError, match="valid: analysed, chain, reasoned, smoke, terse, toy"):
         get_recipe("tiny")
 
 
@@ -86,7 +86,9 @@ def test_recipe_validation_names_every_bad_key() -> None:
     text = str(e.value)
     assert "bogus: unknown key" in text
     with pytest.raises(ConfigError) as e:
-        from_dict(ToyRecipe, {"head_dim": 48, "lr": 0.0, "n_probe": 10, "n_train": 5})
+        from_dict(ToyRecipe, {"head_dim": 48, "lr": 0.0, "n_probe": 10, "n_train": 5, "meta_reasoning": "long"})
     text = str(e.value)
-    for key in ("head_dim", "lr", "n_probe"):
+    for key in ("head_dim", "lr", "n_probe", "meta_reasoning"):
         assert f"{key}:" in text, text
+    with pytest.raises(ConfigError, match="solution_analysis: needs task columns"):
+        from_dict(ToyRecipe, {"task": "chain", "solution_analysis": True})

@@ -289,16 +289,25 @@ def _tokenize(recipe: ToyRecipe, train):
     tokenizer = train_tokenizer(corpus + [format_meta_completion("", notions=p.notions, pass_rate=0,
                                                                  solution_length=1) for p in train[:64]],
                                 vocab_size=recipe.vocab_size, added=META_KEY_TOKENS if recipe.key_tokens else ())
-    solutions = [encode(tokenizer, p.question, p.solution) for p in train]
+    solutions = [encode(tokenizer, p.question, f"{p.analysis}\n{p.solution}" if recipe.solution_analysis
+                        else p.solution) for p in train]
     lengths = sorted(len(e.ids) - e.n_prompt for e in solutions)  # incl. eos, as the rollouts count
     length_range = (lengths[0], min(lengths[-1], recipe.max_response_tokens))
     metas = [
         encode(tokenizer, mp, format_meta_completion(
-            p.reasoning, notions=p.notions, pass_rate=rng.randint(0, recipe.n_solution),
+            _meta_reasoning(p, recipe.meta_reasoning), notions=p.notions,
+            pass_rate=rng.randint(0, recipe.n_solution),
             solution_length=rng.randint(*length_range)))
         for p, mp in zip(train, prompts, strict=True)
     ]
     return tokenizer, solutions, metas, length_range
+
+
+def _meta_reasoning(p, style: str) -> str:
+    """The reasoning line of a warm-start meta example (ToyRecipe.meta_reasoning)."""
+    if style == "none":
+        return ""
+    return p.short_reasoning if style == "short" else p.reasoning
 
 
 def _save_model(model, tokenizer, path: Path) -> None:

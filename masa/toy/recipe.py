@@ -24,9 +24,11 @@ from masa.toy.model import VLLM_HEAD_DIMS
 # it is part of the cache key, so old caches are not reused.
 CODE_VERSION = 3  # 3: fixed step count, cosine lr decay, deterministic kernels
 TASKS = ("columns", "chain")
+META_REASONING = ("prose", "short", "none")
 # Fields added after CODE_VERSION 3: they enter the hash only when they differ from these values, so the
 # caches of the recipes that existed before (their hashes are quoted in docs and README) stay valid.
-_LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False}
+_LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False, "meta_reasoning": "prose",
+                 "solution_analysis": False}
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class ToyRecipe:
     # the meta path's fixed strings (<meta>, </meta>, the JSON keys) as one token each: a prediction
     # then costs about its values, not its punctuation (masa.toy.build.META_KEY_TOKENS)
     key_tokens: bool = False
+    # the line of reasoning the warm start's meta examples open with: "prose" ("A 4-digit subtraction
+    # with 3 borrows."), "short" ("4-digit, 3 borrows.": the facts a pass rate depends on, in fewer
+    # tokens) or "none" (an empty <meta></meta>: the prediction is the JSON alone)
+    meta_reasoning: str = "prose"
+    # the warm start's solutions open with that line ("A 4-digit subtraction with 3 borrows.")
+    solution_analysis: bool = False
     # the run's G and token budget, as rendered in the meta prompt and bounding its values (the
     # defaults are those of the `toy` preset; masa.steps.prepare replaces them with the run's)
     n_solution: int = 8
@@ -84,6 +92,11 @@ class ToyRecipe:
         check(1 <= self.max_mul_digits <= 4, "max_mul_digits", "must be in 1..4", p)
         check(self.task in TASKS, "task", f"must be one of {TASKS}", p)
         check(1 <= self.max_ops <= 4, "max_ops", "must be in 1..4", p)
+        check(self.meta_reasoning in META_REASONING, "meta_reasoning", f"must be one of {META_REASONING}", p)
+        # the chain task's problems have no analysis line or short reasoning
+        check(self.task == "columns" or not self.solution_analysis, "solution_analysis", "needs task columns", p)
+        check(self.task == "columns" or self.meta_reasoning != "short", "meta_reasoning",
+              "'short' needs task columns", p)
         check(self.n_probe <= self.n_train, "n_probe", f"must be <= n_train ({self.n_train})", p)
         check(self.max_model_len > self.max_response_tokens, "max_model_len", "must exceed max_response_tokens", p)
         check(self.vocab_size >= 259, "vocab_size", "must be >= 259 (256 bytes + 3 special tokens)", p)
@@ -115,7 +128,13 @@ SMOKE = dataclasses.replace(TOY, name="smoke", n_solution=4, max_response_tokens
 # Longer sequences per example, so half the batch of TOY for about the same seconds per step.
 CHAIN = dataclasses.replace(TOY, name="chain", task="chain", max_ops=3, max_digits=3, key_tokens=True,
                             max_response_tokens=384, max_model_len=640, batch_size=32, steps=900)
-RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN}
+# Experiments of issue 15 (docs/toy.md, "Shorter predictions"; no preset uses them): the `columns` task
+# with a prediction of ~20 tokens instead of ~46 (its keys one token each, no reasoning), then with an
+# analysis line opening each solution, then with a short reasoning line back in the prediction.
+TERSE = dataclasses.replace(TOY, name="terse", key_tokens=True, meta_reasoning="none")
+ANALYSED = dataclasses.replace(TERSE, name="analysed", solution_analysis=True)
+REASONED = dataclasses.replace(ANALYSED, name="reasoned", meta_reasoning="short")
+RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN, "terse": TERSE, "analysed": ANALYSED, "reasoned": REASONED}
 
 
 def get_recipe(name: str) -> ToyRecipe:

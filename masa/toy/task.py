@@ -91,6 +91,17 @@ class ArithmeticProblem:
     def reasoning(self) -> str:
         return meta_reasoning(self)
 
+    @property
+    def short_reasoning(self) -> str:
+        """`reasoning`'s facts in fewer tokens: "4-digit, 3 borrows." """
+        word = "borrow" if self.op == "-" else "carry"
+        plural = {"carry": "carries", "borrow": "borrows"}[word]
+        return f"{self.n_columns}-digit, {self.regroups} {word if self.regroups == 1 else plural}."
+
+    @property
+    def analysis(self) -> str:
+        return solution_analysis(self)
+
 
 def _digit(n: int, i: int) -> int:
     return n // 10**i % 10
@@ -164,6 +175,14 @@ def meta_reasoning(p: ArithmeticProblem) -> str:
     plural = {"carry": "carries", "borrow": "borrows"}[word]
     regroup = f"{p.regroups} {word if p.regroups == 1 else plural}" if p.regroups else f"no {word}"
     return f"A {p.n_columns}-digit {OP_NAMES[p.op]} with {regroup}."
+
+
+def solution_analysis(p: ArithmeticProblem) -> str:
+    """The same facts as `meta_reasoning` as a solution's opening line. Without the notion word when
+    there is no regrouping, since a notion counts as used when its word is in a correct solution."""
+    if not p.regroups:
+        return f"A {p.n_columns}-digit {OP_NAMES[p.op]}, no regrouping."
+    return meta_reasoning(p)
 
 
 def _random_number(rng: random.Random, digits: int) -> int:
