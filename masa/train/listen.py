@@ -296,4 +296,11 @@ def listen(spec: ListenSpec) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(listen(ListenSpec.from_dict(json.loads(sys.argv[1]))))
+    code = listen(ListenSpec.from_dict(json.loads(sys.argv[1])))
+    # Every round has replied, the uploads are drained and the process group is destroyed: exit without
+    # the interpreter's teardown, whose C++ destructors can find a library thread still joinable and
+    # abort ("terminate called without an active exception": rank 0 exited -6 after a finished stop, once,
+    # in a CI run on a loaded 2-core machine, 2026-12-04), which a JobSet reports as a failed job.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
