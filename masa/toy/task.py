@@ -70,8 +70,7 @@ class ArithmeticProblem:
 
     @property
     def notions(self) -> tuple[str, ...]:
-        word = "borrow" if self.op == "-" else "carry"
-        return (OP_NAMES[self.op], word) if self.regroups else (OP_NAMES[self.op],)
+        return (OP_NAMES[self.op], _regroup_word(self)) if self.regroups else (OP_NAMES[self.op],)
 
     @property
     def n_columns(self) -> int:
@@ -94,9 +93,7 @@ class ArithmeticProblem:
     @property
     def short_reasoning(self) -> str:
         """`reasoning`'s facts in fewer tokens: "4-digit, 3 borrows." """
-        word = "borrow" if self.op == "-" else "carry"
-        plural = {"carry": "carries", "borrow": "borrows"}[word]
-        return f"{self.n_columns}-digit, {self.regroups} {word if self.regroups == 1 else plural}."
+        return f"{self.n_columns}-digit, {_regroupings(self)}."
 
     @property
     def analysis(self) -> str:
@@ -171,10 +168,18 @@ def extract_boxed_int(text: str) -> int | None:
 
 def meta_reasoning(p: ArithmeticProblem) -> str:
     """Short meta-path reasoning for the warm start: the operation, its size, whether it regroups."""
-    word = "borrow" if p.op == "-" else "carry"
-    plural = {"carry": "carries", "borrow": "borrows"}[word]
-    regroup = f"{p.regroups} {word if p.regroups == 1 else plural}" if p.regroups else f"no {word}"
+    regroup = _regroupings(p) if p.regroups else f"no {_regroup_word(p)}"
     return f"A {p.n_columns}-digit {OP_NAMES[p.op]} with {regroup}."
+
+
+def _regroup_word(p: ArithmeticProblem) -> str:
+    return "borrow" if p.op == "-" else "carry"
+
+
+def _regroupings(p: ArithmeticProblem) -> str:
+    """The count with its word: "1 carry", "3 borrows", "0 carries"."""
+    word = _regroup_word(p)
+    return f"{p.regroups} {word if p.regroups == 1 else {'carry': 'carries', 'borrow': 'borrows'}[word]}"
 
 
 def solution_analysis(p: ArithmeticProblem) -> str:
