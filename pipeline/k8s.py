@@ -16,7 +16,8 @@ import copy
 import sys
 from contextlib import contextmanager
 
-from masa.config import RunConfig, StepResources
+from masa.clusterconfig import StepResources
+from masa.config import RunConfig
 from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
 
 GPU_STEPS = ("rollout", "train", "benchmark")

@@ -16,12 +16,12 @@ from pathlib import Path
 import yaml
 
 import masa
+from masa.clusterconfig import PLACEHOLDER_REGISTRY
 from masa.config import MAX_TASKS_PER_RUN, RunConfig, engine_parallelism
 from masa.pipeline.compile import compile_pipeline, distinct_segments
 from masa.pipeline.k8s import MIN_BACKEND, for_backend
 from masa.storage.s3 import SECRET_KEYS, SECRET_OPTIONAL_KEYS
 
-PLACEHOLDER_REGISTRY = "ghcr.io/owner"  # images/build.sh's default: nobody's registry
 IMAGE_NAMES = ("cpu", "vllm", "deepspeed")
 # etcd's default --max-request-bytes (1.5 MiB) bounds every Kubernetes object; KFP v2's Argo Workflow
 # is larger than the IR it comes from (kubeflow/pipelines#13738, #9837), so the IR alone must fit.

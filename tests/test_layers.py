@@ -3,7 +3,7 @@
     layer 0  masa (package), masa.configbase, masa.algo            torch + stdlib only
     layer 1  masa.storage, masa.telemetry, masa.schemas             the middle, in four
     layer 2  masa.engines, masa.train, masa.data, masa.toy          ordered levels (1-4)
-    layer 3  masa.config, masa.presets
+    layer 3  masa.config, masa.clusterconfig, masa.presets
     layer 4  masa.runner                                            what the steps run
     layer 5  masa.steps                                             one module per pipeline step
     layer 6  masa.components  (folder components/)
@@ -36,7 +36,7 @@ LAYERS = {
     "masa": 0, "masa.configbase": 0, "masa.algo": 0,
     "masa.storage": 1, "masa.telemetry": 1, "masa.schemas": 1,
     "masa.engines": 2, "masa.train": 2, "masa.toy": 2, "masa.data": 2,
-    "masa.config": 3, "masa.presets": 3,
+    "masa.config": 3, "masa.clusterconfig": 3, "masa.presets": 3,
     "masa.runner": 4,
     "masa.steps": 5,
     "masa.components": 6,

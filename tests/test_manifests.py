@@ -314,7 +314,7 @@ def test_podmonitor_scrapes_the_pods_that_expose_metrics():
 def test_network_policy_covers_the_training_pods_and_opens_only_metrics_to_others():
     """Peers get every port; the run's train tasks (resources.train_service) the serving TrainJob's port
     only; anyone else the metrics port only."""
-    from masa.config import ResourcesConfig
+    from masa.clusterconfig import ResourcesConfig
 
     spec = one("NetworkPolicy", "masa-train")["spec"]
     for pod in pod_specs().values():
