@@ -127,5 +127,17 @@ def test_train_config_carries_the_expert_mode_of_the_run():
     joint = train_config_for(load_config("toy"))
     assert (joint.bc_mode, joint.bc_coef) == ("joint", 0.5)
     phase = train_config_for(load_config("toy", ["algorithm.expert.mode=phase", "algorithm.expert.phase_batch=64",
-                                                 "algorithm.expert.phase_steps=2", "algorithm.expert.phase_lr=3e-5"]))
-    assert (phase.bc_mode, phase.bc_phase_batch, phase.bc_phase_steps, phase.bc_phase_lr) == ("phase", 64, 2, 3e-5)
+                                                 "algorithm.expert.phase_steps=2", "algorithm.expert.phase_lr=3e-5",
+                                                 "algorithm.expert.phase_anchor=1.5"]))
+    assert (phase.bc_mode, phase.bc_phase_batch, phase.bc_phase_steps, phase.bc_phase_lr, phase.bc_phase_anchor) == \
+        ("phase", 64, 2, 3e-5, 1.5)
+    assert joint.bc_phase_anchor == 0.0  # off unless asked for
+
+
+def test_phase_anchor_is_refused_outside_phase_mode_or_below_zero():
+    from masa.algo.config import ExpertConfig
+
+    with pytest.raises(ValueError, match="phase_anchor.*needs mode 'phase'"):
+        ExpertConfig(phase_anchor=1.0)
+    with pytest.raises(ValueError, match="phase_anchor.*must be >= 0"):
+        ExpertConfig(mode="phase", phase_anchor=-1.0)

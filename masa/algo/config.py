@@ -136,6 +136,10 @@ class ExpertConfig:
     phase_batch: int = 256
     phase_steps: int = 4
     phase_lr: float = 1e-5
+    # Phase mode only: coefficient of a per-token KL (k3) on the round's solution rollouts to the policy
+    # as the phase found it, added to each phase step. The meta SFT then cannot buy calibration with
+    # the solutions (docs/toy.md, "Shorter predictions", 5.). 0 = off, as the released code.
+    phase_anchor: float = 0.0
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -147,6 +151,8 @@ class ExpertConfig:
         check(self.phase_batch >= 1, "phase_batch", "must be >= 1", p)
         check(self.phase_steps >= 1, "phase_steps", "must be >= 1", p)
         check(self.phase_lr > 0, "phase_lr", "must be > 0", p)
+        check(self.phase_anchor >= 0, "phase_anchor", "must be >= 0", p)
+        check(self.phase_anchor == 0 or self.mode == "phase", "phase_anchor", "needs mode 'phase'", p)
         raise_if(p)
 
 

@@ -42,6 +42,9 @@ class TrainConfig:
     bc_phase_batch: int = 256
     bc_phase_steps: int = 4
     bc_phase_lr: float = 1e-5
+    # KL (k3) coefficient, in each phase step, on a batch of the round's solution rollouts to the
+    # policy as that phase batch found it (masa.train.phase.anchor_rows); 0 = none
+    bc_phase_anchor: float = 0.0
     # reference model for the KL term; None = the round's input policy. Loaded only when kl_coef > 0.
     ref_model: str | None = None
     # recompute "old" log-probs with the training model before the update (the paper's released code,
@@ -100,6 +103,7 @@ class TrainConfig:
         check(self.bc_phase_batch >= 1, "bc_phase_batch", "must be >= 1", p)
         check(self.bc_phase_steps >= 1, "bc_phase_steps", "must be >= 1", p)
         check(self.bc_phase_lr > 0, "bc_phase_lr", "must be > 0", p)
+        check(self.bc_phase_anchor >= 0, "bc_phase_anchor", "must be >= 0", p)
         check(self.steps_per_round >= 1, "steps_per_round", "must be >= 1", p)
         check(self.samples_per_step is None or self.samples_per_step >= 1, "samples_per_step",
               "must be >= 1 or null", p)

@@ -47,6 +47,9 @@ from masa.train.objective import Denominators, MicroBatch, collate, microbatch_l
 from masa.train.remote import publish_round, stage_on_nodes
 from masa.train.spec import METRICS_PREFIX, ROUND_DONE, RoundRequest, WorkerSpec, worker_input
 
+# `optimizer_step(ref=OLD_LOGP)`: the KL term's reference log-probs are the samples' recorded old_logp
+# (the expert phase's anchor, masa.train.phase) rather than a reference model's forward pass
+OLD_LOGP = object()
 FAULT_ENV = "MASA_TRAIN_FAULT"  # test hook: "rank=R,step=S,micro=M" -> SIGKILL self after that backward
 
 
@@ -142,7 +145,9 @@ def optimizer_step(engine, ref, plan: StepPlan, samples: list[TrainSample], cfg:
         logp, ent = sequence_logprobs(engine, mb, entropy="grad" if cfg.entropy_coef > 0 else "stats",
                                       temperature=cfg.temperature)
         ref_logp = None
-        if ref is not None:
+        if ref is OLD_LOGP:  # the expert phase's anchor: its reference is recorded in old_logp
+            ref_logp = mb.old_logp
+        elif ref is not None:
             with torch.no_grad():
                 ref_logp, _ = sequence_logprobs(ref, mb, temperature=cfg.temperature)
         loss, stats = microbatch_loss(
@@ -164,22 +169,29 @@ def optimizer_step(engine, ref, plan: StepPlan, samples: list[TrainSample], cfg:
 
 
 def run_phases(engine, batches: list[list[TrainSample]], cfg: TrainConfig, *, rank: int, world: int, pad_id: int,
-               device, global_step: int, first: int, out: Path) -> None:
+               device, global_step: int, first: int, out: Path, solutions: list[TrainSample]) -> None:
     """Clone each full batch of the expert buffer: `bc_phase_steps` steps over the whole batch at the
     phase's LR (masa.train.phase). Each step's metrics row has "phase": "expert"; `step` stays the
-    policy's global step (the policy LR schedule does not count these steps)."""
-    bc_cfg = dataclasses.replace(cfg, bc_coef=1.0)  # the phase's own LR scales it, not bc_coef
+    policy's global step (the policy LR schedule does not count these steps). With `bc_phase_anchor`,
+    each batch also anchors as many of `solutions` to the policy as its steps find it."""
+    # the phase's own LR scales the BC, not bc_coef; the anchor is the policy loss's KL term
+    bc_cfg = dataclasses.replace(cfg, bc_coef=1.0, kl_coef=cfg.bc_phase_anchor)
+    anchored = cfg.bc_phase_anchor > 0
     k = first
     with phase.own_lr(engine):
-        for batch in batches:
+        for b, batch in enumerate(batches):
+            if anchored:
+                batch = phase.anchor_rows(solutions, len(batch), seed=cfg.seed * 7919 + b) + batch
             plan = plan_round(batch, world=world, steps=1, samples_per_step=None, seed=cfg.seed,
                               token_budget=cfg.max_tokens_per_microbatch)[0]
+            if anchored:  # the reference: these rows' log-probs before this batch's first step
+                batch, _, _ = recompute_old_logprobs(engine, batch, [plan], rank, pad_id, device, cfg.temperature)
             for s in range(cfg.bc_phase_steps):
                 for g in engine.optimizer.param_groups:
                     g["lr"] = phase_lr(s, steps=cfg.bc_phase_steps, lr=cfg.bc_phase_lr)
                 t0 = time.perf_counter()
-                acc = optimizer_step(engine, None, plan, batch, bc_cfg, rank=rank, world=world, pad_id=pad_id,
-                                     device=device, fault_micro=None)
+                acc = optimizer_step(engine, OLD_LOGP if anchored else None, plan, batch, bc_cfg, rank=rank,
+                                     world=world, pad_id=pad_id, device=device, fault_micro=None)
                 k += 1
                 row = {**acc.reduce(step=global_step, step_in_round=k, seconds=time.perf_counter() - t0,
                                     gap=None, device=device), "phase": "expert"}
@@ -308,7 +320,7 @@ def train(spec: WorkerSpec, *, rank: int, world: int, held: Held | None = None) 
         buffer = held.buffer if held is not None else phase.load_buffer(spec.init_state_dir)
         batches, left = phase.fill(buffer, experts, batch=cfg.bc_phase_batch)
         run_phases(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
-                   global_step=global_step, first=len(plans), out=metrics_path)
+                   global_step=global_step, first=len(plans), out=metrics_path, solutions=samples)
     out = work / "out"
     ckpt.save_hf(engine, cfg.zero_stage, Path(spec.model_dir), out)
     info = {"global_step": global_step, "step_in_round": len(plans), "world": world,
