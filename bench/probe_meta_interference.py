@@ -6,7 +6,7 @@ The toy writes a meta prediction's pass rate as one digit token (0..G), the same
 are written in, and its embeddings are tied (one row per token serves as input and output). On the
 toy runs, pushing the meta readout hard (meta SFT at 15x the policy's learning rate) cost held-out
 accuracy (docs/toy.md). This bench asks whether the shared tokens are the channel. From the built
-toy's base model, the same problems, targets, batches and optimizer, three arms train the readout
+toy's base model, the same problems, targets, batches and optimizer, four arms train the readout
 alone (supervised, the loss on the pass-rate value token only, after the true reasoning and notions):
 
 - digits   the value written as the recipe writes it (`"pass_rate": 5`)
@@ -24,7 +24,8 @@ reward scores against). Printed per arm, before and after, on held-out problems:
 - pass     sampled (T=1) pass rate of G solutions per held-out problem, the same seeds before/after
 
 If `digits` loses solution NLL and pass rate at digit positions where `letters` does not, at a
-comparable readout, the shared tokens carry the damage.
+comparable readout, the shared tokens carry the damage; if `anchored` keeps the pass rate where the
+others lose it, the shared layers do.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ import pandas as pd
 
 
 def spearman(a, b) -> float:
-    """Pearson correlation of the ranks (ties get their mean rank); nan where either side is constant."""
-    a, b = pd.Series(a).rank(), pd.Series(b).rank()
-    return float("nan") if a.std() == 0 or b.std() == 0 else float(np.corrcoef(a, b)[0, 1])
+    """`masa.algo.evaluation.spearman` of two sequences, as a float (nan where either side is constant)."""
+    import torch
+
+    from masa.algo.evaluation import spearman as rank_corr
+
+    return float(rank_corr(torch.as_tensor(np.asarray(a, dtype=float)), torch.as_tensor(np.asarray(b, dtype=float))))
 
 
 def readout(logits, value_ids: list[int]) -> tuple:
@@ -122,9 +126,10 @@ def unused_tokens(tokenizer, solution_ids, n: int) -> list[int]:
     return out[:n]
 
 
-def anchor_kl(model, base, batch) -> "torch.Tensor":
-    """KL(base || model) per completion token, averaged: how far the solutions' next-token
-    distributions have moved. batch = (ids, mask, labels) (B, T) of reference solutions."""
+def anchor_kl(model, base, batch):
+    """KL(base || model) per completion token, averaged (a 0-d tensor with its gradient): how far the
+    solutions' next-token distributions have moved. batch = (ids, mask, labels) (B, T) of reference
+    solutions."""
     import torch
 
     ids, mask, labels = batch
@@ -203,7 +208,9 @@ def setup(recipe_name: str, n_train: int, n_held: int):
     sols = [encode(tok, p.question, f"{p.analysis}\n{p.solution}" if recipe.solution_analysis else p.solution)
             for p in heldout]
     is_digit = torch.tensor([tok.decode([i]).strip().isdigit() for i in range(len(tok))])
+    prefixes = {name: meta_prefixes(tok, recipe, ps, counts[name]) for name, ps in (("train", train), ("held", heldout))}
     return dict(art=art, recipe=recipe, tok=tok, model=model, train=train, heldout=heldout, max_new=max_new,
+                train_prefixes=prefixes["train"], held_prefixes=prefixes["held"],
                 g=g, counts=counts, sol_batch=collate(sols, tok.pad_token_id), is_digit=is_digit,
                 sol_ids=[e.ids[e.n_prompt:] for e in sols],
                 train_sols=[encode(tok, p.question, f"{p.analysis}\n{p.solution}" if recipe.solution_analysis
@@ -218,8 +225,7 @@ def run_arm(s: dict, arm: str, *, seed: int, steps: int, lr: float, batch_size: 
     tok, g = s["tok"], s["g"]
     digit_ids = [tok.convert_tokens_to_ids(str(k)) for k in range(g + 1)]
     value_ids = s["letters"] if arm == "letters" else digit_ids
-    train = meta_prefixes(tok, s["recipe"], s["train"], s["counts"]["train"])
-    held = meta_prefixes(tok, s["recipe"], s["heldout"], s["counts"]["held"])
+    train, held = s["train_prefixes"], s["held_prefixes"]
     model = copy.deepcopy(s["model"])
     rows = []
 

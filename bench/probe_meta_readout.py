@@ -31,8 +31,12 @@ FOLDS = 5
 
 
 def spearman(a, b) -> float:
-    """Pearson correlation of the ranks (ties get their mean rank)."""
-    return float(np.corrcoef(pd.Series(a).rank(), pd.Series(b).rank())[0, 1])
+    """`masa.algo.evaluation.spearman` (tie-averaged ranks) of two sequences, as a float."""
+    import torch
+
+    from masa.algo.evaluation import spearman as rank_corr
+
+    return float(rank_corr(torch.as_tensor(np.asarray(a, dtype=float)), torch.as_tensor(np.asarray(b, dtype=float))))
 
 
 def folds(n: int, seed: int = 0) -> np.ndarray:

@@ -14,9 +14,9 @@ per RL step), the buffer lasts the whole run (released: emptied each epoch), and
 `bc_phase_lr` (released: torch's LambdaLR keeps the `initial_lr` the actor's scheduler set, so its
 cosine starts from the actor's LR whatever `meta_sft.optim.lr` says).
 
-Ours only: an optional anchor (`bc_phase_anchor` > 0). Each phase batch then also holds as many of
-the round's solution rollouts as it has experts, ahead of them (`anchor_rows`: zero advantage, so no policy-gradient
-term), whose log-probs under the policy as the batch's steps find it become their reference; every
+Ours only: an optional anchor (`bc_phase_anchor` > 0). Each phase batch then also holds, ahead of
+its experts, as many of the round's solution rollouts (`anchor_rows`: zero advantage, so no
+policy-gradient term), whose log-probs under the policy as the batch's steps find it become their reference; every
 phase step adds `bc_phase_anchor` x the k3 KL of those tokens to it. Cloning the meta experts hard
 enough to calibrate the meta path otherwise moves the layers the solutions use (docs/toy.md,
 "Shorter predictions", 5.: -20 points of pass rate unanchored, -4 anchored, on the toy).
@@ -24,12 +24,11 @@ enough to calibrate the meta path otherwise moves the layers the solutions use (
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import dataclasses
-import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
