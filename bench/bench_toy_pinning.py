@@ -48,9 +48,16 @@ def child(steps: int) -> None:
                       "step_wall": step_wall, "weights": weights[:16]}))
 
 
+def arm_env(base: dict[str, str], aten: str | None, cbwr: str | None) -> dict[str, str]:
+    """The child's environment: `base` with both pins replaced; None removes a pin the caller had set,
+    so the unpinned arm is unpinned even when the bench itself runs under a pin."""
+    env = {k: v for k, v in base.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+    env.update({k: v for k, v in (("ATEN_CPU_CAPABILITY", aten), ("MKL_CBWR", cbwr)) if v is not None})
+    return env
+
+
 def run_arm(steps: int, aten: str | None, cbwr: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
-    env.update({k: v for k, v in (("ATEN_CPU_CAPABILITY", aten), ("MKL_CBWR", cbwr)) if v})
+    env = arm_env(dict(os.environ), aten, cbwr)
     out = subprocess.run([sys.executable, __file__, "--child", "--steps", str(steps)], env=env,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
