@@ -113,3 +113,30 @@ def test_gating_note_says_what_kept_gating_off():
     md = render_markdown({"run": {"name": "t"}, "eval": {}, "efficiency": {
         "speedup_tokens": None, "speedup_wall": None, "tokens_saved_gating": 0, "tokens_saved_cutoff": 0, **note}})
     assert "Predictive gating never switched on: the meta path's" in md
+
+
+def test_speedup_noise_flags_a_crossing_the_run_did_not_keep():
+    from masa.steps.report import speedup_noise
+
+    # GRPO's final check 0.25 with s.e. 0.05 -> interval 1.96 * 0.05 = 0.098. MASA crossed it (a speedup
+    # exists) and ended at 0.23 < 0.25: the note says so.
+    points = {"grpo": (0.25, 0.05, "heldout-check"), "masa": (0.23, 0.05, "heldout-check")}
+    out = speedup_noise({"speedup_tokens": 2.0, "speedup_wall": None}, points)
+    assert abs(out["speedup_target_interval"] - 0.098) < 1e-12
+    assert "ended at 0.230, below it" in out["speedup_note"] and "(± 0.098)" in out["speedup_note"]
+    # Ending at or above the target, or never crossing it (no speedup), gives no note.
+    kept = {**points, "masa": (0.25, 0.05, "heldout-check")}
+    assert speedup_noise({"speedup_tokens": 2.0, "speedup_wall": None}, kept)["speedup_note"] is None
+    assert speedup_noise({"speedup_tokens": None, "speedup_wall": None}, points)["speedup_note"] is None
+    # Without a standard error the interval is unknown, the note still stands.
+    out = speedup_noise({"speedup_tokens": 2.0}, {"grpo": (0.25, None, "benchmark"), "masa": (0.2, None, "benchmark")})
+    assert out["speedup_target_interval"] is None and "(±" not in out["speedup_note"]
+
+
+def test_markdown_carries_the_speedup_note():
+    from masa.steps.report_render import render_markdown
+
+    note = "MASA-efficient reached GRPO's final held-out accuracy 0.250 (± 0.098) on the way but ended at 0.230"
+    eff = {"speedup_tokens": 2.0, "speedup_wall": 1.1, "speedup_note": note,
+           "tokens_saved_gating": 0, "tokens_saved_cutoff": 0}
+    assert f"({note})" in render_markdown({"run": {"name": "t"}, "efficiency": eff, "eval": {}})

@@ -188,7 +188,7 @@ def _null_note(eff: dict[str, Any]) -> str:
     why = eff.get("speedup_tokens_why_null") or eff.get("speedup_wall_why_null")
     basis = (" (final accuracies on the rounds' held-out check problems, as every point of the curves)"
              if eff.get("final_accuracy_basis") == "heldout-check" else "")
-    return basis + (f" (null: {why})" if why else "")
+    return basis + (f" (null: {why})" if why else "") + (f" ({eff['speedup_note']})" if eff.get("speedup_note") else "")
 
 
 def _ceiling_note(eff: dict[str, Any]) -> str:
