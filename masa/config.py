@@ -44,7 +44,11 @@ class DataConfig:
     # share of a training problem's word 8-grams found in a benchmark; 0.5 also drops MATH's
     # template siblings of test problems (11% of MATH train), 0.8 the near-copies (1.8%)
     overlap_threshold: float = 0.8
-    heldout_size: int = 64  # held-out problems measured per round
+    heldout_size: int = 64  # held-out problems measured per round (drawn from the benchmark's first max_problems)
+    # samples per problem of that per-round check; None = benchmark.k. The check times the speedups
+    # ("MASA reaches GRPO's final accuracy"), so its noise is theirs; between-problem variance dominates
+    # it, so more problems at fewer samples buy more precision per sample (masa/presets/toy.yaml)
+    heldout_k: int | None = None
     # appended to every problem (" " + sentence) in rollouts, the benchmark, the meta prompt and the
     # filter's length check; None = the paper code's sentence for a real model, none for the toy
     # (masa.algo.prompts; `RunConfig.solution_instruction` resolves it); "" = the bare problem
@@ -61,6 +65,7 @@ class DataConfig:
         check(0 < self.overlap_threshold <= 1, "overlap_threshold", "must be in (0, 1]", p)
         check(self.near_dup_n >= 1 and self.overlap_n >= 1, "near_dup_n/overlap_n", "must be >= 1", p)
         check(self.heldout_size >= 1, "heldout_size", "must be >= 1", p)
+        check(self.heldout_k is None or self.heldout_k >= 1, "heldout_k", "must be >= 1 or null (= benchmark.k)", p)
         raise_if(p)
 
 

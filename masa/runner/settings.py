@@ -116,9 +116,10 @@ def rollout_model_len(cfg: RunConfig) -> int:
 
 
 def heldout_eval_settings(cfg: RunConfig) -> EvalSettings:
-    """The held-out accuracy's sampling (measured in the rollout step): the benchmark's, solutions only."""
+    """The held-out accuracy's sampling (measured in the rollout step): the benchmark's, solutions only,
+    at `data.heldout_k` samples per problem where set."""
     b = cfg.benchmark
-    return EvalSettings(k=b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
+    return EvalSettings(k=cfg.data.heldout_k or b.k, temperature=b.temperature, top_p=b.top_p, max_tokens=b.max_tokens,
                         n_solution=cfg.algorithm.n_solution, max_prompt_tokens=cfg.data.max_prompt_tokens,
                         seed=cfg.seed, solution_instruction=cfg.solution_instruction)
 
@@ -126,7 +127,7 @@ def heldout_eval_settings(cfg: RunConfig) -> EvalSettings:
 def benchmark_eval_settings(cfg: RunConfig) -> EvalSettings:
     """The benchmark step's settings: the held-out sampling plus the meta-awareness figures' budgets."""
     b = cfg.benchmark
-    return dataclasses.replace(heldout_eval_settings(cfg), max_problems=b.max_problems, meta_k=b.meta_k,
+    return dataclasses.replace(heldout_eval_settings(cfg), k=b.k, max_problems=b.max_problems, meta_k=b.meta_k,
                                meta_max_tokens=cfg.rollout.max_response_tokens,
                                min_response_tokens=min(cfg.algorithm.cutoff.min_tokens, b.max_tokens))
 
