@@ -12,6 +12,10 @@ cores) and takes about as long as `make run`. Prints per seed, then mean / min /
 - acc_diff       MASA-efficient's held-out avg@k minus GRPO's, in points (issue 15: >= -1)
 - speedup_tok    GRPO's rollout tokens to its final held-out accuracy / MASA-efficient's (>= 1.5)
 - speedup_wall   the same in wall time (>= 1.3); "-" where the report says why it is undefined
+- target_ci      1.96 standard errors of GRPO's final check accuracy, the target both speedups time
+- unkept         1 where MASA-efficient reached that target but its own final check ended below it (the
+                 report's speedup_note: a crossing within the check's noise), 0 where it kept it, "-"
+                 where the speedups are undefined
 - saved_gating   solution tokens that gating saved (the report's estimate), whole run
 - saved_cutoff   tokens that early cutoff saved, whole run
 - meta_share     meta tokens / all rollout tokens of the MASA-efficient branch, whole run
@@ -37,7 +41,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-COLUMNS = ("mae_ratio", "acc_diff", "speedup_tok", "speedup_wall", "saved_gating", "saved_cutoff", "meta_share",
+COLUMNS = ("mae_ratio", "acc_diff", "speedup_tok", "speedup_wall", "target_ci", "unkept", "saved_gating", "saved_cutoff", "meta_share",
            "meta_base", "zero_var_base", "ceiling_tok", "run_s", "overhead")
 
 
@@ -56,6 +60,9 @@ def figures(report: dict) -> dict[str, float | None]:
         "acc_diff": 100 * (masa["accuracy"] - grpo["accuracy"]),
         "speedup_tok": eff.get("speedup_tokens"),
         "speedup_wall": eff.get("speedup_wall"),
+        "target_ci": eff.get("speedup_target_interval"),  # None in reports before 2026-12-05
+        "unkept": (None if eff.get("speedup_tokens") is None and eff.get("speedup_wall") is None
+                   else float(eff.get("speedup_note") is not None)),
         "saved_gating": eff.get("tokens_saved_gating"),
         "saved_cutoff": eff.get("tokens_saved_cutoff"),
         "meta_share": meta / tokens if tokens else None,

@@ -34,3 +34,18 @@ def test_figures_read_the_first_rounds():
     assert f["meta_share"] == pytest.approx(1300 / 2000)
     assert f["zero_var_base"] == 0.5
     assert f["ceiling_tok"] == 0.9  # the report's (masa.steps.report.speedup_ceiling, tested there)
+    assert f["unkept"] is None  # no speedup, so no crossing to keep or not
+
+
+@pytest.mark.parametrize(("eff", "unkept"), [
+    ({"speedup_tokens": 1.2, "speedup_note": "MASA-efficient reached ... ended below it"}, 1.0),
+    ({"speedup_wall": 0.9, "speedup_note": None}, 0.0),
+    ({"speedup_tokens": None, "speedup_wall": None, "speedup_note": None}, None),
+])
+def test_unkept_marks_a_speedup_whose_crossing_the_run_did_not_keep(eff, unkept):
+    ev = {"accuracy": 0.5, "meta": {"pass_rate_mae": 0.4}}
+    report = {"eval": {"base": {"b": ev}, "grpo": {"b": ev}, "masa": {"b": ev}},
+              "efficiency": {**eff, "speedup_target_interval": 0.03}, "timing": {},
+              "rounds": {"grpo": [_round(800, 0)], "masa": [_round(600, 400)]}}
+    f = bench.figures(report)
+    assert f["unkept"] == unkept and f["target_ci"] == 0.03

@@ -266,14 +266,14 @@ def test_benchmark_cli_with_a_preset_uses_the_benchmark_steps_settings(tiny_mode
 
 
 def test_the_rounds_check_samples_heldout_k_per_problem_and_the_benchmark_keeps_its_k():
-    # the toy's check: all 700 benchmark problems x 2 samples (standard error ~1.5 points) instead of
+    # the toy's check: all 700 benchmark problems x 1 sample (standard error ~1.75 points) instead of
     # 64 x 8 (~4.5); the benchmark itself stays at k = 8. Unset, the check samples the benchmark's k.
     from masa.config import ConfigError, load_config
     from masa.runner.settings import benchmark_eval_settings, heldout_eval_settings
 
     toy = load_config("toy")
-    assert (toy.data.heldout_size, toy.data.heldout_k, toy.benchmark.max_problems) == (700, 2, 700)
-    assert heldout_eval_settings(toy).k == 2 and benchmark_eval_settings(toy).k == 8
+    assert (toy.data.heldout_size, toy.data.heldout_k, toy.benchmark.max_problems) == (700, 1, 700)
+    assert heldout_eval_settings(toy).k == 1 and benchmark_eval_settings(toy).k == 8
     smoke = load_config("smoke", ["benchmark.k=3"])
     assert smoke.data.heldout_k is None and heldout_eval_settings(smoke).k == benchmark_eval_settings(smoke).k == 3
     with pytest.raises(ConfigError, match=r"data.heldout_k: must be >= 1 or null \(= benchmark.k\)"):
