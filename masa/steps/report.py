@@ -129,10 +129,11 @@ def timing(steps: list[Step], report_started: float, report_finished: float) -> 
 def final_point(ids: list[str] | None, result: dict[str, Any]) -> tuple[float | None, float | None, str]:
     """(accuracy, standard error, basis) of a final checkpoint for its accuracy curve: on the rounds'
     held-out check problems (`ids`), read from its first benchmark's correct counts, when the benchmark
-    holds them all, so that the curve's last point measures what its other points measure. The check is
-    a sample of 64 of the benchmark's problems, and a sample's difficulty differs from the whole's by
-    a few points (toy seed 0: 0.262 against 0.301 for the base model), which, mixed into one curve, made
-    "reaches GRPO's final accuracy" a comparison of two problem sets. Otherwise (a benchmark other than
+    holds them all, so that the curve's last point measures what its other points measure. A check that
+    samples `data.heldout_size` of the benchmark's problems differs from the whole in difficulty by a
+    few points (toy seed 0's old 64: 0.262 against 0.301 for the base model), which, mixed into one
+    curve, made "reaches GRPO's final accuracy" a comparison of two problem sets. (The toy's check is
+    the whole benchmark since 2026-12-05, so there the last point is the benchmark's avg@k.) Otherwise (a benchmark other than
     the held-out split, results without counts) the benchmark's own accuracy, basis "benchmark"."""
     first = first_benchmark(result)
     counts, k = first.get("correct_counts") or {}, first.get("k")
