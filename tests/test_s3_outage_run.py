@@ -71,6 +71,13 @@ def test_server_killed_during_round2_upload_then_rerun_gives_the_undisturbed_fig
     out, err = rerun.communicate(timeout=900)
     assert rerun.returncode == 0, out[-3000:] + err[-3000:]
     assert "(cached)" in out  # round 1 and everything before the kill is reused
-    assert _figures(tmp / "hit") == undisturbed
+    hit = _figures(tmp / "hit")
+    # the re-executed round-2 train step's gradient norm has differed from the undisturbed run's in the
+    # 5th significant digit (0.0653458 against 0.0653476; 3 of 5 runs on a 2-core VM, 2026-12-05): a float
+    # reduction order, not a lost or repeated sample, which would move it by whole percents and move the
+    # rounds' other figures, compared exactly. Where the order changes is not yet found
+    norms = [[row.pop("grad_norm") for row in f["rounds"]] for f in (hit, undisturbed)]
+    assert norms[0] == pytest.approx(norms[1], rel=1e-4)
+    assert hit == undisturbed
     check = verify_tree(store, deep=True)
     assert check.bad == {} and check.unlisted == [], (check.bad, check.unlisted)
