@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from masa.config import RunConfig
+from masa.runner.charts import Z
 from masa.runner.layout import STATS_FILE, run_layout, train_stats_key
 from masa.schemas import REPORT_LENGTH_NEEDS, SOLUTION
 from masa.steps.report_render import (
@@ -133,8 +134,9 @@ def final_point(ids: list[str] | None, result: dict[str, Any]) -> tuple[float | 
     samples `data.heldout_size` of the benchmark's problems differs from the whole in difficulty by a
     few points (toy seed 0's old 64: 0.262 against 0.301 for the base model), which, mixed into one
     curve, made "reaches GRPO's final accuracy" a comparison of two problem sets. (The toy's check is
-    the whole benchmark since 2026-12-05, so there the last point is the benchmark's avg@k.) Otherwise (a benchmark other than
-    the held-out split, results without counts) the benchmark's own accuracy, basis "benchmark"."""
+    the whole benchmark since 2026-12-05, so there the last point is the benchmark's avg@k.) Otherwise
+    (a benchmark other than the held-out split, results without counts) the benchmark's own accuracy,
+    basis "benchmark"."""
     first = first_benchmark(result)
     counts, k = first.get("correct_counts") or {}, first.get("k")
     if not ids or not k or any(i not in counts for i in ids):
@@ -174,14 +176,14 @@ def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float
 
 
 def speedup_noise(eff: dict[str, Any], points: dict[str, tuple]) -> dict[str, Any]:
-    """How far the speedups can be trusted: the interval (1.96 s.e.) of GRPO's final check accuracy,
+    """How far the speedups can be trusted: the interval (Z = 1.96 s.e.) of GRPO's final check accuracy,
     the target both speedups time, and a note when MASA-efficient reached that target but ended below
     it. Such a speedup times one check's crossing of another within their noise, not a level the run
     kept (toy seed 1, 2026-12-05: 1.98x in tokens from a check of 0.252 against a target of
     0.248 ± 0.088, ending at 0.230)."""
     target, se = (points.get("grpo") or (None, None, None))[:2]
     masa = (points.get("masa") or (None, None, None))[0]
-    interval = 1.96 * se if se is not None else None
+    interval = Z * se if se is not None else None
     crossed = eff.get("speedup_tokens") is not None or eff.get("speedup_wall") is not None
     note = None
     if crossed and target is not None and masa is not None and masa < target:
