@@ -114,6 +114,18 @@ def test_bad_input_errors():
         group_advantages(torch.zeros(2, 2), torch.ones(2, 3, dtype=torch.bool))
 
 
+def test_a_near_tied_group_gets_advantages_of_equal_size():
+    # rewards a < b, 1.6e-4 apart (hypothesis's falsifying example of the sum-to-zero test, seed 112).
+    # population std of two values = d = (b - a) / 2, each deviation is -d, +d, so A = -+ d / (d + eps).
+    # With the stats in float32 the mean's rounding gave -0.9880 / +0.9873 (sum -7e-4).
+    a, b = 0.8939918875694275, 0.8941521644592285  # float32 values
+    d = (b - a) / 2  # 8.0138e-05
+    adv, zv = group_advantages(torch.tensor([[a, b]]), estimator="grpo", unbiased=False, eps=1e-6)
+    assert not zv[0] and adv.dtype == torch.float32
+    assert adv[0, 1].item() == -adv[0, 0].item()
+    assert adv[0, 1].item() == pytest.approx(d / (d + 1e-6), rel=1e-6)  # 0.98767
+
+
 @settings(max_examples=80, deadline=None)
 @given(B=st.integers(1, 6), G=st.integers(1, 10), seed=st.integers(0, 2**31 - 1),
        estimator=st.sampled_from(["grpo", "drgrpo"]), unbiased=st.booleans())

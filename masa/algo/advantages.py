@@ -17,6 +17,10 @@ Choices, and where they differ from verl (which the paper's code uses):
   verl instead uses mean 0 and std 1 for a singleton, which turns the raw reward into the advantage.
 - A group whose rewards are all equal (spread <= 1e-6) is flagged zero-variance and gets exactly 0, not
   the float residue of (r - mean) / eps.
+- The group statistics are taken in float64 (the advantages are returned in float32): in float32 the
+  mean's rounding left a near-tied group's advantages lopsided, rewards 0.893992 / 0.894152 giving
+  -0.9880 / +0.9873, a sum of -7e-4 where the estimator's is 0 (found by tests/test_advantages.py's
+  property test, 2026-12-05).
 
 Per-field credit (``meta_credit="per-field"``, ours; neither the paper nor verl has it): the meta reward
 is a mean of three rewards, each decided by one value of the JSON prediction (pass_rate, solution_length,
@@ -48,11 +52,11 @@ ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator")
 
 
 def _group_stats(rewards: Tensor, mask: Tensor, *, unbiased: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Masked mean, std and zero-variance flag per group: [B, G] -> 3 x [B]."""
-    r = torch.where(mask, rewards.to(torch.float32), torch.zeros((), dtype=torch.float32))
+    """Masked mean, std (float64) and zero-variance flag per group: [B, G] -> 3 x [B]."""
+    r = torch.where(mask, rewards.to(torch.float64), torch.zeros((), dtype=torch.float64))
     n = mask.sum(-1)
     mean = r.sum(-1) / n.clamp(min=1)
-    dev = torch.where(mask, r - mean.unsqueeze(-1), torch.zeros((), dtype=torch.float32))
+    dev = torch.where(mask, r - mean.unsqueeze(-1), torch.zeros((), dtype=torch.float64))
     dof = (n - 1 if unbiased else n).clamp(min=1)
     std = (dev.square().sum(-1) / dof).sqrt()
     hi = torch.where(mask, r, torch.full_like(r, -torch.inf)).amax(-1)
@@ -70,15 +74,15 @@ def _finish(adv: Tensor, mask: Tensor, zero_var: Tensor) -> tuple[Tensor, Tensor
 def grpo(rewards: Tensor, mask: Tensor, *, eps: float, unbiased: bool = True) -> tuple[Tensor, Tensor]:
     """A = (r - mean) / (std + eps) per group.  rewards, mask: [B, G] -> ([B, G] float32, [B] bool)."""
     mean, std, zero_var = _group_stats(rewards, mask, unbiased=unbiased)
-    adv = (rewards.to(torch.float32) - mean.unsqueeze(-1)) / (std.unsqueeze(-1) + eps)
-    return _finish(adv, mask, zero_var)
+    adv = (rewards.to(torch.float64) - mean.unsqueeze(-1)) / (std.unsqueeze(-1) + eps)
+    return _finish(adv.to(torch.float32), mask, zero_var)
 
 
 @ESTIMATORS.register("drgrpo")
 def drgrpo(rewards: Tensor, mask: Tensor, *, eps: float, unbiased: bool = True) -> tuple[Tensor, Tensor]:
     """A = r - mean per group (no std division; eps and unbiased unused, kept for one signature)."""
     mean, _, zero_var = _group_stats(rewards, mask, unbiased=unbiased)
-    return _finish(rewards.to(torch.float32) - mean.unsqueeze(-1), mask, zero_var)
+    return _finish((rewards.to(torch.float64) - mean.unsqueeze(-1)).to(torch.float32), mask, zero_var)
 
 
 def group_advantages(rewards: Tensor, mask: Tensor | None = None, *, estimator: str = "grpo",
