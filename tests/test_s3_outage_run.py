@@ -30,19 +30,6 @@ def _figures(out: Path) -> dict:
     return {"rounds": rounds, "eval": evals}
 
 
-def _max_weight_diff(a, b) -> float:
-    """Largest |difference| between the last round's trained weights in two stores of the same settings."""
-    from safetensors.torch import load
-
-    def last_round(store) -> dict:
-        key = max(k for k in store.list() if k.endswith("/checkpoint/model.safetensors") and "/round-" in k)
-        return load(store.get_bytes(key))
-
-    wa, wb = last_round(a), last_round(b)
-    assert wa.keys() == wb.keys()
-    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
-
-
 def _kill_when_round2_uploads(s3, prefix: str, proc: subprocess.Popen, seen: list[str]) -> None:
     client = s3.client()
     while proc.poll() is None:
@@ -85,15 +72,16 @@ def test_server_killed_during_round2_upload_then_rerun_gives_the_undisturbed_fig
     assert rerun.returncode == 0, out[-3000:] + err[-3000:]
     assert "(cached)" in out  # round 1 and everything before the kill is reused
     hit = _figures(tmp / "hit")
-    # the re-executed round-2 train step's gradient norm has differed from the undisturbed run's in the
-    # 5th significant digit (0.0653476 against 0.0653458: 3 of 5 runs on a 2-core VM, 2026-12-05; 0 of 9
-    # later runs, 3 of them beside two busy processes), a float order, not a repeated or lost update: round 2's
-    # gradient taken at round 2's own output instead of round 1's (a step applied twice) has norm 0.0399
-    # (`masa train` on this run's stored shard, 2026-12-05), and the trained weights below would differ
-    # by a whole step. Where the order changes is not found
+    # the train steps' gradient norms have differed from the undisturbed run's in the 6th significant
+    # digit, from round 1 on, i.e. before the kill: 0.0813085 / 0.0653460 against 0.0813089 / 0.0653458
+    # (a full clean-clone CI, 2026-12-05; also 3 of 5 runs of this test alone that morning, 0 of 9 in the
+    # afternoon). So two `masa run`s of the same settings in one session can differ by a float order,
+    # and AdamW's first steps (lr * g / |g|) turn that into weights differing by up to 1.3e-4 where a
+    # gradient is near 0. A repeated or lost update would show here: round 2's gradient taken at round
+    # 2's own output (a step applied twice) has norm 0.0399, not 0.0653 (`masa train` on this run's
+    # stored shard). Where the order changes is not found
     norms = [[row.pop("grad_norm") for row in f["rounds"]] for f in (hit, undisturbed)]
     assert norms[0] == pytest.approx(norms[1], rel=1e-4)
     assert hit == undisturbed
-    assert _max_weight_diff(store, open_store(calm.store)) < 1e-6  # one step moves each weight ~1e-4 (lr)
     check = verify_tree(store, deep=True)
     assert check.bad == {} and check.unlisted == [], (check.bad, check.unlisted)
