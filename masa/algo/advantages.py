@@ -52,7 +52,8 @@ ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator")
 
 
 def _group_stats(rewards: Tensor, mask: Tensor, *, unbiased: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Masked mean, std (float64) and zero-variance flag per group: [B, G] -> 3 x [B]."""
+    """Deviations from the masked group mean [B, G] (0 at masked entries), std [B] (both float64) and the
+    zero-variance flag [B]."""
     r = torch.where(mask, rewards.to(torch.float64), torch.zeros((), dtype=torch.float64))
     n = mask.sum(-1)
     mean = r.sum(-1) / n.clamp(min=1)
@@ -62,7 +63,7 @@ def _group_stats(rewards: Tensor, mask: Tensor, *, unbiased: bool) -> tuple[Tens
     hi = torch.where(mask, r, torch.full_like(r, -torch.inf)).amax(-1)
     lo = torch.where(mask, r, torch.full_like(r, torch.inf)).amin(-1)
     zero_var = (n < 2) | ((hi - lo) <= _FLAT_SPREAD)
-    return mean, std, zero_var
+    return dev, std, zero_var
 
 
 def _finish(adv: Tensor, mask: Tensor, zero_var: Tensor) -> tuple[Tensor, Tensor]:
@@ -73,16 +74,15 @@ def _finish(adv: Tensor, mask: Tensor, zero_var: Tensor) -> tuple[Tensor, Tensor
 @ESTIMATORS.register("grpo")
 def grpo(rewards: Tensor, mask: Tensor, *, eps: float, unbiased: bool = True) -> tuple[Tensor, Tensor]:
     """A = (r - mean) / (std + eps) per group.  rewards, mask: [B, G] -> ([B, G] float32, [B] bool)."""
-    mean, std, zero_var = _group_stats(rewards, mask, unbiased=unbiased)
-    adv = (rewards.to(torch.float64) - mean.unsqueeze(-1)) / (std.unsqueeze(-1) + eps)
-    return _finish(adv.to(torch.float32), mask, zero_var)
+    dev, std, zero_var = _group_stats(rewards, mask, unbiased=unbiased)
+    return _finish((dev / (std.unsqueeze(-1) + eps)).to(torch.float32), mask, zero_var)
 
 
 @ESTIMATORS.register("drgrpo")
 def drgrpo(rewards: Tensor, mask: Tensor, *, eps: float, unbiased: bool = True) -> tuple[Tensor, Tensor]:
     """A = r - mean per group (no std division; eps and unbiased unused, kept for one signature)."""
-    mean, _, zero_var = _group_stats(rewards, mask, unbiased=unbiased)
-    return _finish((rewards.to(torch.float64) - mean.unsqueeze(-1)).to(torch.float32), mask, zero_var)
+    dev, _, zero_var = _group_stats(rewards, mask, unbiased=unbiased)
+    return _finish(dev.to(torch.float32), mask, zero_var)
 
 
 def group_advantages(rewards: Tensor, mask: Tensor | None = None, *, estimator: str = "grpo",
