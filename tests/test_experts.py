@@ -124,14 +124,18 @@ def test_train_config_carries_the_expert_mode_of_the_run():
     def train_config_for(cfg):
         return train_settings(cfg, "masa-efficient", 0)
 
-    joint = train_config_for(load_config("toy"))
-    assert (joint.bc_mode, joint.bc_coef) == ("joint", 0.5)
-    phase = train_config_for(load_config("toy", ["algorithm.expert.mode=phase", "algorithm.expert.phase_batch=64",
-                                                 "algorithm.expert.phase_steps=2", "algorithm.expert.phase_lr=3e-5",
+    # the toy preset's meta SFT phase (masa/presets/toy.yaml)
+    toy = train_config_for(load_config("toy"))
+    assert (toy.bc_mode, toy.bc_phase_batch, toy.bc_phase_steps, toy.bc_phase_lr, toy.bc_phase_anchor) == \
+        ("phase", 64, 8, 1.5e-4, 10.0)
+    phase = train_config_for(load_config("toy", ["algorithm.expert.phase_steps=2", "algorithm.expert.phase_lr=3e-5",
                                                  "algorithm.expert.phase_anchor=1.5"]))
     assert (phase.bc_mode, phase.bc_phase_batch, phase.bc_phase_steps, phase.bc_phase_lr, phase.bc_phase_anchor) == \
         ("phase", 64, 2, 3e-5, 1.5)
-    assert joint.bc_phase_anchor == 0.0  # off unless asked for
+    joint = train_config_for(load_config("toy", ["algorithm.expert.mode=joint", "algorithm.expert.phase_anchor=0",
+                                                 "algorithm.expert.bc_coef=0.5"]))
+    assert (joint.bc_mode, joint.bc_coef) == ("joint", 0.5)
+    assert train_config_for(load_config("smoke")).bc_phase_anchor == 0.0  # off unless asked for
 
 
 def test_phase_anchor_is_refused_outside_phase_mode_or_below_zero():

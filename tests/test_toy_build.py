@@ -1,7 +1,8 @@
 """The toy build end to end on the smoke recipe: artifacts, cache hits, determinism, transformers/vLLM load.
 
-The full `TOY` recipe is built and measured with vLLM once, in `test_toy_profile_has_learning_signal`
-(slow): that is the profile's promise to the pipeline, so it is checked with the real engine.
+The toy preset's full recipe (the model `make run` trains) is built and measured with vLLM once, in
+`test_toy_profile_has_learning_signal` (slow): that is the profile's promise to the pipeline, so it is
+checked with the real engine.
 """
 
 from __future__ import annotations
@@ -206,17 +207,20 @@ def _toy_eval(capsys, recipe: str, *args: str) -> dict:
 
 @pytest.mark.slow
 def test_toy_profile_has_learning_signal(capsys) -> None:
-    """The promise: T=1, G=8 on a fixed sample of 64 training prompts, measured with vLLM."""
+    """The promise of the model `make run` trains (the toy preset's recipe): T=1, G=8 on a fixed sample
+    of 64 training prompts, measured with vLLM."""
     import os
 
-    from masa.toy import default_cache_dir
+    from masa.config import load_config
+    from masa.toy import default_cache_dir, get_recipe
 
-    # The full build costs ~5-10 min on 2 cores: it is checked where the cache already holds it (after
-    # `make run` or `masa toy build`), or when asked for; CI would otherwise spend half its budget here.
-    if not (default_cache_dir() / TOY.hash()).is_dir() and os.environ.get("MASA_FULL_TOY") != "1":
+    recipe = get_recipe(load_config("toy").toy_recipe)
+    # The full build costs ~3-5 min on 2 cores: it is checked where the cache already holds it (after
+    # `make run` or `masa toy build`), or when asked for; CI would otherwise spend a quarter of its budget.
+    if not (default_cache_dir() / recipe.hash()).is_dir() and os.environ.get("MASA_FULL_TOY") != "1":
         pytest.skip("the full toy is not built here: run `masa toy build` first, or set MASA_FULL_TOY=1")
-    art = build(TOY, progress=True)
-    report = _toy_eval(capsys, "toy", "--split", "train", "--prompts", "64", "--samples", "8")
+    art = build(recipe, progress=True)
+    report = _toy_eval(capsys, recipe.name, "--split", "train", "--prompts", "64", "--samples", "8")
     print(f"toy build {art.build_seconds:.0f}s, warm start {art.warm_start}; vLLM eval {report}")
     assert report["spread"]["mixed"] >= 0.3, report
     assert report["meta"]["parse_rate"] >= 0.9, report

@@ -13,18 +13,22 @@ import dataclasses
 import json
 
 HELP = "build (or find in the cache) the toy model and arithmetic data; evaluate them with vLLM"
+RECIPE_HELP = ("default: the toy preset's (the model `make run` trains); "
+               "others: toy, smoke, reasoned, analysed, terse, chain (docs/toy.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="toy_command", required=True, metavar="ACTION")
     b = sub.add_parser("build", help="build the toy artifacts (a cache hit when the recipe is unchanged)")
-    b.add_argument("--recipe", default="toy", help="toy (default), smoke; experimental (docs/toy.md): chain, terse, analysed, reasoned")
+    b.add_argument("--recipe", default=None,
+                   help=RECIPE_HELP)
     b.add_argument("--out", default=None, help="also copy the artifacts into this directory")
     b.add_argument("--cache-dir", default=None, help="cache root (default $MASA_CACHE_DIR/toy or ~/.cache/masa/toy)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.add_argument("--quiet", action="store_true", help="no progress lines")
     e = sub.add_parser("eval", help="sample the built toy model with the vLLM CPU engine and report its spread")
-    e.add_argument("--recipe", default="toy", help="toy (default), smoke; experimental (docs/toy.md): chain, terse, analysed, reasoned")
+    e.add_argument("--recipe", default=None,
+                   help=RECIPE_HELP)
     e.add_argument("--cache-dir", default=None)
     e.add_argument("--split", default="train", choices=("train", "heldout"))
     e.add_argument("--prompts", type=int, default=64, help="fixed sample: the first N prompts of the split")
@@ -37,9 +41,11 @@ def _jsonable(obj):
 
 
 def run(args: argparse.Namespace) -> int:
+    from masa.config import load_config
     from masa.toy import build, get_recipe
 
-    recipe = get_recipe(args.recipe)
+    # the default is what `make run` builds, so `masa toy build` warms the same cache entry
+    recipe = get_recipe(args.recipe or load_config("toy").toy_recipe)
     if args.toy_command == "build":
         art = build(recipe, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet)
         if args.out:
