@@ -20,15 +20,13 @@ RECIPE_HELP = ("default: the toy preset's (the model `make run` trains); "
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="toy_command", required=True, metavar="ACTION")
     b = sub.add_parser("build", help="build the toy artifacts (a cache hit when the recipe is unchanged)")
-    b.add_argument("--recipe", default=None,
-                   help=RECIPE_HELP)
+    b.add_argument("--recipe", default=None, help=RECIPE_HELP)
     b.add_argument("--out", default=None, help="also copy the artifacts into this directory")
     b.add_argument("--cache-dir", default=None, help="cache root (default $MASA_CACHE_DIR/toy or ~/.cache/masa/toy)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.add_argument("--quiet", action="store_true", help="no progress lines")
     e = sub.add_parser("eval", help="sample the built toy model with the vLLM CPU engine and report its spread")
-    e.add_argument("--recipe", default=None,
-                   help=RECIPE_HELP)
+    e.add_argument("--recipe", default=None, help=RECIPE_HELP)
     e.add_argument("--cache-dir", default=None)
     e.add_argument("--split", default="train", choices=("train", "heldout"))
     e.add_argument("--prompts", type=int, default=64, help="fixed sample: the first N prompts of the split")
