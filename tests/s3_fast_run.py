@@ -9,6 +9,12 @@ interpreters per round (the preset as a user runs it, vLLM and two ranks, is tes
 first run). The smoke policy gets no reward signal in 2 rounds of 4 prompts, so `train.entropy_coef` is
 above 0: every update then changes the weights (grad_norm > 0) and "the same figures" covers the trained
 checkpoints, not only untouched ones.
+
+The runs set `MKL_CBWR=AUTO,STRICT` (MKL's strict conditional numerical reproducibility): without it two
+runs of the same settings can differ in the last bits from round 1 on (MKL's kernels take paths that
+depend on memory alignment, which differs between processes; docs/training.md, "Bit-equal runs"), and
+the comparison would need a tolerance. Their toy cache is their own: STRICT builds other bytes under the
+same recipe hash.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ SETTINGS = ("--preset", "smoke", "--set", "compare=false", "--set", "train.entro
 
 def masa_run(s3, store: str, out: Path, cache: Path, *extra: str) -> subprocess.Popen:
     """`masa run` with SETTINGS (and `extra`) on `store`, started; the caller communicates with it."""
-    env = {**os.environ, **s3.env(), "MASA_MODEL_CACHE": str(cache)}
+    env = {**os.environ, **s3.env(), "MASA_MODEL_CACHE": str(cache), "MASA_CACHE_DIR": str(cache / "masa-cache"),
+           "MKL_CBWR": "AUTO,STRICT"}
     return subprocess.Popen([sys.executable, "-m", "masa.cli", "run", *SETTINGS, "--store", store, "--out", str(out),
                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
