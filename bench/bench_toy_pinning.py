@@ -25,6 +25,9 @@ import sys
 # (label, ATEN_CPU_CAPABILITY, MKL_CBWR); None leaves the variable unset.
 ARMS = (
     ("unpinned", None, None),
+    # strict CNR on the automatic branch: results independent of memory alignment, so a forked rank
+    # trains what a fresh interpreter does (docs/training.md, "Bit-equal runs"); its cost is the question
+    ("MKL AUTO,STRICT", None, "AUTO,STRICT"),
     ("MKL AVX2", None, "AVX2"),
     ("ATen avx2 + MKL AVX2", "avx2", "AVX2"),
     ("ATen avx2 + MKL COMPATIBLE", "avx2", "COMPATIBLE"),
