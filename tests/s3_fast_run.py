@@ -32,7 +32,7 @@ SETTINGS = ("--preset", "smoke", "--set", "compare=false", "--set", "train.entro
 
 def masa_run(s3, store: str, out: Path, cache: Path, *extra: str) -> subprocess.Popen:
     """`masa run` with SETTINGS (and `extra`) on `store`, started; the caller communicates with it."""
-    env = {**os.environ, **s3.env(), "MASA_MODEL_CACHE": str(cache), "MASA_CACHE_DIR": str(cache / "masa-cache"),
+    env = {**os.environ, **s3.env(), "MASA_MODEL_CACHE": str(cache), "MASA_CACHE_DIR": str(cache.parent / "masa-cache"),
            "MKL_CBWR": "AUTO,STRICT"}
     return subprocess.Popen([sys.executable, "-m", "masa.cli", "run", *SETTINGS, "--store", store, "--out", str(out),
                              *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -40,10 +40,12 @@ def _jsonable(obj):
 
 def run(args: argparse.Namespace) -> int:
     from masa.config import load_config
+    from masa.steps.prepare import toy_recipe_for
     from masa.toy import build, get_recipe
 
-    # the default is what `make run` builds, so `masa toy build` warms the same cache entry
-    recipe = get_recipe(args.recipe or load_config("toy").toy_recipe)
+    # the default is the recipe `make run` builds (the pipeline's own derivation), so `masa toy build`
+    # warms the same cache entry
+    recipe = get_recipe(args.recipe) if args.recipe else toy_recipe_for(load_config("toy"))
     if args.toy_command == "build":
         art = build(recipe, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet)
         if args.out:
