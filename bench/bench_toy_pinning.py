@@ -22,12 +22,14 @@ import os
 import subprocess
 import sys
 
-# (label, ATEN_CPU_CAPABILITY, MKL_CBWR); None leaves the variable unset.
+# (label, ATEN_CPU_CAPABILITY, MKL_CBWR); None leaves the variable unset, "" sets it empty: MKL's CNR off
+# (importing masa would otherwise set AUTO,STRICT, masa/__init__.py), the baseline the ratios are to.
 ARMS = (
-    ("unpinned", None, None),
-    # strict CNR on the automatic branch: results independent of memory alignment, so a forked rank
-    # trains what a fresh interpreter does (docs/training.md, "Bit-equal runs"); its cost is the question
-    ("MKL AUTO,STRICT", None, "AUTO,STRICT"),
+    ("unpinned (MKL CNR off)", None, ""),
+    # strict CNR on the automatic branch, masa's default since 2026-12-05: results independent of memory
+    # alignment, so a forked rank trains what a fresh interpreter does (docs/training.md, "Bit-equal
+    # runs"); its cost is the question
+    ("MKL AUTO,STRICT (default)", None, "AUTO,STRICT"),
     ("MKL AVX2", None, "AVX2"),
     ("ATen avx2 + MKL AVX2", "avx2", "AVX2"),
     ("ATen avx2 + MKL COMPATIBLE", "avx2", "COMPATIBLE"),
@@ -52,8 +54,9 @@ def child(steps: int) -> None:
 
 
 def arm_env(base: dict[str, str], aten: str | None, cbwr: str | None) -> dict[str, str]:
-    """The child's environment: `base` with both pins replaced; None removes a pin the caller had set,
-    so the unpinned arm is unpinned even when the bench itself runs under a pin."""
+    """The child's environment: `base` with both pins replaced; None removes a pin the caller had set
+    and "" sets it empty, so the unpinned arm is unpinned even when the bench itself runs under a pin
+    (and MKL's stays empty, off, when the child imports masa)."""
     env = {k: v for k, v in base.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
     env.update({k: v for k, v in (("ATEN_CPU_CAPABILITY", aten), ("MKL_CBWR", cbwr)) if v is not None})
     return env

@@ -10,11 +10,11 @@ first run). The smoke policy gets no reward signal in 2 rounds of 4 prompts, so 
 above 0: every update then changes the weights (grad_norm > 0) and "the same figures" covers the trained
 checkpoints, not only untouched ones.
 
-The runs set `MKL_CBWR=AUTO,STRICT` (MKL's strict conditional numerical reproducibility): without it two
-runs of the same settings can differ in the last bits from round 1 on (MKL's kernels take paths that
-depend on memory alignment, which differs between processes; docs/training.md, "Bit-equal runs"), and
-the comparison would need a tolerance. Their toy cache is their own: STRICT builds other bytes under the
-same recipe hash.
+The runs set `MKL_CBWR=AUTO,STRICT` (MKL's strict conditional numerical reproducibility, masa's default
+since 2026-12-05, set here too so that a caller's `MKL_CBWR=` cannot turn it off): without it two runs of
+the same settings can differ in the last bits from round 1 on (MKL's kernels take paths that depend on
+memory alignment, which differs between processes; docs/training.md, "Bit-equal runs"), and the
+comparison would need a tolerance. Their toy cache is their own, beside their model cache.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ Layout of one build (``<cache>/<recipe-hash>/``)::
 A build is written to a temporary sibling and renamed into place, under a file lock, so concurrent
 callers never see (or both make) a half-built directory; an existing directory is a cache hit.
 
-Reproducible: a fixed step count, every seed fixed, a fixed torch thread count and deterministic kernels
-(`torch.use_deterministic_algorithms`) during the build, so the same recipe gives the same bytes
+Reproducible: a fixed step count, every seed fixed, a fixed torch thread count, deterministic kernels
+(`torch.use_deterministic_algorithms`) and MKL's strict reproducibility mode (set when `masa` is imported,
+recorded in artifacts.json as `mkl_cbwr`) during the build, so the same recipe gives the same bytes
 (tests/test_toy_build.py builds the smoke toy in two caches and compares). Progress: one line per
 phase and, during the warm start, a bar on a terminal or a line every ~10% with the time left.
 """
@@ -135,6 +136,29 @@ def build(recipe: ToyRecipe | None = None, *, cache_dir: str | os.PathLike | Non
 BUILD_THREADS = 2
 
 
+_MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE"}
+
+
+def mkl_cnr() -> str:
+    """MKL's conditional-numerical-reproducibility mode in this process: "AUTO,STRICT" (masa's default,
+    masa/__init__.py), "off", another branch, or "no MKL" where torch's CPU build links none. Read
+    through the MKL that torch's CPU library carries; call it only after MKL has done work (the first
+    call of MKL fixes the mode)."""
+    import ctypes
+
+    import torch
+
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return "no MKL"
+    get.argtypes, get.restype = [ctypes.c_int], ctypes.c_int
+    mode = get(-1)  # MKL_CBWR_ALL: the branch in the low bits, MKL_CBWR_STRICT = 0x10000
+    branch = _MKL_BRANCHES.get(mode & 0xFFFF, f"branch {mode & 0xFFFF}")
+    return branch + (",STRICT" if mode & 0x10000 else "")
+
+
 @contextlib.contextmanager
 def _reproducible():
     """`BUILD_THREADS` intra-op threads and deterministic kernels for the build; the caller's settings
@@ -243,7 +267,13 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
             "warm_start": dataclasses.asdict(summary), "build_seconds": round(time.perf_counter() - start, 2),
             "build_cpu_seconds": round(time.process_time() - cpu_start, 2),
             # where bit-equality is promised: the same torch build on the same kind of CPU kernels
-            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl_cbwr": mkl_cnr()}
+    if info["mkl_cbwr"] not in ("AUTO,STRICT", "no MKL"):
+        # MKL was at work in this process before masa set its mode (or the user chose another): the
+        # weights may differ in the last bits from another build of this recipe
+        print(f"[masa.toy] warning: MKL_CBWR is {info['mkl_cbwr']}, not AUTO,STRICT: this build's bytes may "
+              "differ from another build of the recipe (build it with `masa toy build`)", file=sys.stderr)
     (out / "artifacts.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(progress, f"built in {info['build_seconds']:.0f}s ({info['build_cpu_seconds']:.0f}s CPU)")
 
