@@ -9,7 +9,8 @@ The warm start runs a fixed number of steps (`steps`), not "until a sampled prob
 a sampled stopping rule makes the step count, and so the model, depend on the last bits of every
 kernel's floating-point result, which differ between machines (measured: the same recipe hash stopped
 at probe pass rate 0.547 on one machine and 0.61 on another). A fixed count, fixed seeds, a fixed thread count
-and deterministic kernels give the same weights for the same recipe (docs/toy.md, "Reproducibility").
+and deterministic kernels, under MKL's strict reproducibility mode, give the same weights for the same recipe
+(docs/toy.md, "Reproducibility").
 """
 
 from __future__ import annotations
