@@ -229,3 +229,20 @@ def test_toy_profile_has_learning_signal(capsys) -> None:
     print(f"toy build {art.build_seconds:.0f}s, warm start {art.warm_start}; vLLM eval {report}")
     assert report["spread"]["mixed"] >= 0.3, report
     assert report["meta"]["parse_rate"] >= 0.9, report
+
+
+def test_importing_masa_sets_mkl_strict_mode_unless_the_user_chose() -> None:
+    # MKL reads MKL_CBWR at its first call, so masa sets it at import (masa/__init__.py); a value the
+    # user set, the empty one (off) included, is theirs
+    import os
+    import subprocess
+    import sys
+
+    def mode(**env: str) -> str:
+        base = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+        return subprocess.run([sys.executable, "-c", "import os, masa; print(repr(os.environ.get('MKL_CBWR')))"],
+                              env={**base, **env}, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert mode() == "'AUTO,STRICT'"
+    assert mode(MKL_CBWR="COMPATIBLE") == "'COMPATIBLE'"
+    assert mode(MKL_CBWR="") == "''"
