@@ -233,7 +233,7 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
         if recipe.task == "chain" else None
     train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed,
                                           max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits,
-                                          max_quotient=recipe.max_quotient, draw=draw)
+                                          draw=draw)
     task.write_parquet(train, "train", out / "data" / "train.parquet")
     task.write_parquet(heldout, "heldout", out / "data" / "heldout.parquet")
     show.phase(f"data: {len(train)} train / {len(heldout)} held-out problems; training the tokenizer")

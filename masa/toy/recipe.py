@@ -32,7 +32,7 @@ META_REASONING = ("prose", "short", "none")
 # Fields added after CODE_VERSION 3: they enter the hash only when they differ from these values (the
 # recipes' hashes under CODE_VERSION 3, quoted in docs, stayed the same when the fields came).
 _LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False, "meta_reasoning": "prose",
-                 "solution_analysis": False, "max_quotient": 0}
+                 "solution_analysis": False}
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,6 @@ class ToyRecipe:
     n_heldout: int = 1000
     max_digits: int = 4  # addition / subtraction operands: 1..max_digits digits
     max_mul_digits: int = 3  # multiplication: 1..max_mul_digits digits times one digit
-    # > 0: exact divisions by one digit join the `columns` task's operations, solved by counting up to
-    # the dividend, quotient 1..max_quotient: a search whose failing samples run long (masa.toy.task)
-    max_quotient: int = 0
     # "columns": one operation per problem (masa.toy.task); "chain": 1..max_ops additions and
     # subtractions worked as steps (masa.toy.chain), solutions several times a meta prediction's length
     task: str = "columns"
@@ -99,8 +96,6 @@ class ToyRecipe:
         check(1 <= self.max_mul_digits <= 4, "max_mul_digits", "must be in 1..4", p)
         check(self.task in TASKS, "task", f"must be one of {TASKS}", p)
         check(1 <= self.max_ops <= 4, "max_ops", "must be in 1..4", p)
-        check(0 <= self.max_quotient <= 20, "max_quotient", "must be in 0..20 (0: no divisions)", p)
-        check(self.task == "columns" or not self.max_quotient, "max_quotient", "needs task columns", p)
         check(self.meta_reasoning in META_REASONING, "meta_reasoning", f"must be one of {META_REASONING}", p)
         # the chain task's problems have no analysis line or short reasoning
         check(self.task == "columns" or not self.solution_analysis, "solution_analysis", "needs task columns", p)
@@ -144,10 +139,7 @@ CHAIN = dataclasses.replace(TOY, name="chain", task="chain", max_ops=3, max_digi
 TERSE = dataclasses.replace(TOY, name="terse", key_tokens=True, meta_reasoning="none")
 ANALYSED = dataclasses.replace(TERSE, name="analysed", solution_analysis=True)
 REASONED = dataclasses.replace(ANALYSED, name="reasoned", meta_reasoning="short")
-# `reasoned` with divisions solved by counting up (issue 15's "failing solutions run long"; docs/toy.md)
-COUNTED = dataclasses.replace(REASONED, name="counted", max_quotient=9)
-RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN, "terse": TERSE, "analysed": ANALYSED, "reasoned": REASONED,
-           "counted": COUNTED}
+RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN, "terse": TERSE, "analysed": ANALYSED, "reasoned": REASONED}
 
 
 def get_recipe(name: str) -> ToyRecipe:

@@ -2,12 +2,7 @@
 
 Problems are additions and subtractions of 1-4 digit numbers and multiplications of a 1-3 digit number
 by one digit. Every solution works column by column from the ones, naming each column and saying
-"carry" / "borrow" where they occur, and ends in ``\\boxed{N}``. Recipes with `division` add exact
-divisions of a difference by one digit ("What is (86 - 23) / 7?"), solved as a search with a check:
-count up from 23 in steps of 7 until the count equals 86 ("1: 23+7=30, not 86.", ...,
-"9: 79+7=86, reached.").
-A sample that slips never meets 86 and has no line that stops it, so failing samples tend to run long, as a reasoning model's
-failing samples do (issue 15); the column operations fail as long as they pass. Difficulty varies with the number of
+"carry" / "borrow" where they occur, and ends in ``\\boxed{N}``. Difficulty varies with the number of
 columns and of carries/borrows, so that a warm-started small model solves some prompts always, some
 never and many sometimes: the spread GRPO learns from and MASA's pass-rate predictions must track.
 
@@ -26,10 +21,9 @@ from typing import Literal
 
 from masa.algo.verifier.extract import last_boxed
 
-Op = Literal["+", "-", "*", "/"]
-OPS: tuple[Op, ...] = ("+", "-", "*", "/")
-COLUMN_OPS: tuple[Op, ...] = ("+", "-", "*")  # the operations of every recipe; "/" only with `division`
-OP_NAMES: dict[str, str] = {"+": "addition", "-": "subtraction", "*": "multiplication", "/": "division"}
+Op = Literal["+", "-", "*"]
+OPS: tuple[Op, ...] = ("+", "-", "*")
+OP_NAMES: dict[str, str] = {"+": "addition", "-": "subtraction", "*": "multiplication"}
 COLUMNS = ("ones", "tens", "hundreds", "thousands", "ten-thousands")
 DATA_SOURCE = "masa-toy/arithmetic"
 _INT = re.compile(r"-?\d+")
@@ -37,12 +31,11 @@ _INT = re.compile(r"-?\d+")
 
 @dataclass(frozen=True)
 class ArithmeticProblem:
-    """One arithmetic problem `a op b`, or `(a - start) / b`; everything else is derived from it."""
+    """One arithmetic problem `a op b`; everything else is derived from it."""
 
     a: int
     op: Op
     b: int
-    start: int = 0  # divisions only: taken off a first, "(86 - 2) / 7" (ten times the problems of a / b)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -53,21 +46,13 @@ class ArithmeticProblem:
             raise ValueError(f"subtraction needs a >= b, got {self.a} - {self.b}")
         if self.op == "*" and self.b > 9:
             raise ValueError(f"multiplication takes a one-digit multiplier, got {self.b}")
-        if self.op == "/" and not (2 <= self.b <= 9 and 0 <= self.start < self.a and (self.a - self.start) % self.b == 0):
-            raise ValueError(f"division takes a one-digit divisor >= 2 of a positive multiple of it, got {self.question}")
-        if self.op != "/" and self.start:
-            raise ValueError(f"only a division has a start, got {self.a} {self.op} {self.b} from {self.start}")
 
     @property
     def question(self) -> str:
-        if self.start:
-            return f"What is ({self.a} - {self.start}) / {self.b}?"
         return f"What is {self.a} {self.op} {self.b}?"
 
     @property
     def answer(self) -> int:
-        if self.op == "/":
-            return (self.a - self.start) // self.b
         return {"+": self.a + self.b, "-": self.a - self.b, "*": self.a * self.b}[self.op]
 
     @property
@@ -93,10 +78,7 @@ class ArithmeticProblem:
 
     @property
     def level(self) -> int:
-        """Difficulty 1..5: columns plus regroupings, for a division its count lines in threes (a proxy;
-        the measured pass rate is the truth)."""
-        if self.op == "/":
-            return max(1, min(5, (self.answer + 2) // 3))
+        """Difficulty 1..5: columns plus regroupings (a proxy; the measured pass rate is the truth)."""
         return max(1, min(5, self.n_columns + self.regroups - 1))
 
     @property
@@ -110,9 +92,7 @@ class ArithmeticProblem:
 
     @property
     def short_reasoning(self) -> str:
-        """`reasoning`'s facts in fewer tokens: "4-digit, 3 borrows.", "3-digit, by 7." """
-        if self.op == "/":
-            return f"{self.n_columns}-digit, by {self.b}."
+        """`reasoning`'s facts in fewer tokens: "4-digit, 3 borrows." """
         return f"{self.n_columns}-digit, {_regroupings(self)}."
 
     @property
@@ -170,23 +150,11 @@ def _mul_lines(a: int, b: int) -> tuple[list[str], int]:
     return lines, regroups
 
 
-def _div_lines(a: int, b: int, start: int = 0) -> tuple[list[str], int]:
-    """Count a down in b's to exactly `start`, a line per step: "1: 86-7=79.", ..., "12: 9-7=2, done."
-    The stop is meeting `start`; the counts lie off the multiples of b, so a slip does not fall back onto a
-    memorised ladder, and a count that slips never meets `start`."""
-    q = (a - start) // b
-    return [f"{k}: {a - (k - 1) * b}-{b}={a - k * b}" + (", done." if k == q else ".") for k in range(1, q + 1)], 0
-
-
 def _solve(p: ArithmeticProblem) -> tuple[str, int]:
-    """(solution text, number of carries/borrows; 0 for a division, whose count lines name none)."""
-    if p.op == "/":
-        lines, regroups = _div_lines(p.a, p.b, p.start)
-        head = f"Count down from {p.a} to {p.start} in {p.b}s."
-    else:
-        lines, regroups = {"+": _add_lines, "-": _sub_lines, "*": _mul_lines}[p.op](p.a, p.b)
-        # Short on purpose: every generated token is a chance to err, and a tiny model compounds errors.
-        head = f"Column {OP_NAMES[p.op]}, from the ones."
+    """(solution text, number of carries/borrows)."""
+    lines, regroups = {"+": _add_lines, "-": _sub_lines, "*": _mul_lines}[p.op](p.a, p.b)
+    # Short on purpose: every generated token is a chance to err, and a tiny model compounds errors.
+    head = f"Column {OP_NAMES[p.op]}, from the ones."
     tail = f"Answer: \\boxed{{{p.answer}}}"
     return "\n".join([head, *lines, tail]), regroups
 
@@ -200,8 +168,6 @@ def extract_boxed_int(text: str) -> int | None:
 
 def meta_reasoning(p: ArithmeticProblem) -> str:
     """Short meta-path reasoning for the warm start: the operation, its size, whether it regroups."""
-    if p.op == "/":
-        return f"A {p.n_columns}-digit division by {p.b}."
     regroup = _regroupings(p) if p.regroups else f"no {_regroup_word(p)}"
     return f"A {p.n_columns}-digit {OP_NAMES[p.op]} with {regroup}."
 
@@ -219,8 +185,6 @@ def _regroupings(p: ArithmeticProblem) -> str:
 def solution_analysis(p: ArithmeticProblem) -> str:
     """The same facts as `meta_reasoning` as a solution's opening line. Without the notion word when
     there is no regrouping, since a notion counts as used when its word is in a correct solution."""
-    if p.op == "/":
-        return meta_reasoning(p)
     if not p.regroups:
         return f"A {p.n_columns}-digit {OP_NAMES[p.op]}, no regrouping."
     return meta_reasoning(p)
@@ -230,17 +194,11 @@ def _random_number(rng: random.Random, digits: int) -> int:
     return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
 
-def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int,
-                   max_quotient: int = 0) -> ArithmeticProblem:
+def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int) -> ArithmeticProblem:
     """One problem. The operation is uniform and so is the number of columns (the longer operand's
     digits), the shorter operand's digits uniform up to it: sizes, not values, are spread evenly, so
-    the warm-started model meets every difficulty from always solved to never solved. With
-    `max_quotient` > 0 divisions join the mix: divisor uniform in 2..9, quotient in 1..max_quotient, the
-    amount taken off first 0..9: 8 x max_quotient x 10 problems in all (960 at 12)."""
-    op = rng.choice(OPS if max_quotient else COLUMN_OPS)
-    if op == "/":
-        b, start = rng.randint(2, 9), rng.randint(0, 9)
-        return ArithmeticProblem(start + b * rng.randint(1, max_quotient), "/", b, start)
+    the warm-started model meets every difficulty from always solved to never solved."""
+    op = rng.choice(OPS)
     if op == "*":
         return ArithmeticProblem(_random_number(rng, rng.randint(1, max_mul_digits)), "*", rng.randint(0, 9))
     columns = rng.randint(1, max_digits)
@@ -253,12 +211,11 @@ def random_problem(rng: random.Random, *, max_digits: int, max_mul_digits: int,
 
 
 def generate_splits(n_train: int, n_heldout: int, *, seed: int, max_digits: int = 4,
-                    max_mul_digits: int = 3, max_quotient: int = 0, draw=None) -> tuple[list, list]:
+                    max_mul_digits: int = 3, draw=None) -> tuple[list, list]:
     """Disjoint train and held-out problem lists, deterministic from `seed`. `draw(rng)` draws one
     problem (default: `random_problem` with the digit limits; the chain task passes its own)."""
     rng = random.Random(seed)
-    draw = draw or (lambda r: random_problem(r, max_digits=max_digits, max_mul_digits=max_mul_digits,
-                                             max_quotient=max_quotient))
+    draw = draw or (lambda r: random_problem(r, max_digits=max_digits, max_mul_digits=max_mul_digits))
     seen: set[ArithmeticProblem] = set()
     out: list[ArithmeticProblem] = []
     # The problem space is large (>10^7) for the default digits; the cap only guards tiny settings.
