@@ -9,6 +9,10 @@ finished seed is reused, as `masa run` reuses its steps). Each run builds its ow
 cores) and takes about as long as `make run`. Prints per seed, then mean / min / max:
 
 - mae_ratio      MASA-efficient's held-out meta pass-rate MAE / GRPO's (issue 15: <= 0.5)
+- mae_vs_const   MASA-efficient's meta MAE / the constant's MAE on its benchmark (the observed rates'
+                 median for every problem; below 1: the meta path predicts better than that constant).
+                 An untrained meta path's MAE is the mae_ratio's denominator, so where the model fails most
+                 problems mae_ratio can meet 0.5 with a meta path that does worse than always guessing 0
 - acc_diff       MASA-efficient's held-out avg@k minus GRPO's, in points (issue 15: >= -1)
 - speedup_tok    GRPO's rollout tokens to its final held-out accuracy / MASA-efficient's (>= 1.5)
 - speedup_wall   the same in wall time (>= 1.3); "-" where the report says why it is undefined
@@ -41,7 +45,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-COLUMNS = ("mae_ratio", "acc_diff", "speedup_tok", "speedup_wall", "target_ci", "unkept", "saved_gating", "saved_cutoff", "meta_share",
+COLUMNS = ("mae_ratio", "mae_vs_const", "acc_diff", "speedup_tok", "speedup_wall", "target_ci", "unkept", "saved_gating", "saved_cutoff", "meta_share",
            "meta_base", "zero_var_base", "ceiling_tok", "run_s", "overhead")
 
 
@@ -57,6 +61,9 @@ def figures(report: dict) -> dict[str, float | None]:
     first = rows[0] if rows else {}
     return {
         "mae_ratio": masa["meta"]["pass_rate_mae"] / grpo["meta"]["pass_rate_mae"],
+        # None in reports before 2026-12-05 (masa.runner.evaluate.constant_mae)
+        "mae_vs_const": (masa["meta"]["pass_rate_mae"] / c if (c := masa["meta"].get("pass_rate_mae_constant"))
+                         else None),
         "acc_diff": 100 * (masa["accuracy"] - grpo["accuracy"]),
         "speedup_tok": eff.get("speedup_tokens"),
         "speedup_wall": eff.get("speedup_wall"),

@@ -21,7 +21,8 @@ def _round(solution, meta, zero_share=None, zero_tokens=None):
 def test_figures_read_the_first_rounds():
     ev = {"accuracy": 0.5, "meta": {"pass_rate_mae": 0.4}}
     report = {
-        "eval": {"base": {"b": ev}, "grpo": {"b": ev}, "masa": {"b": {"accuracy": 0.49, "meta": {"pass_rate_mae": 0.2}}}},
+        "eval": {"base": {"b": ev}, "grpo": {"b": ev}, "masa": {"b": {"accuracy": 0.49, "meta": {"pass_rate_mae": 0.2,
+                                                                                           "pass_rate_mae_constant": 0.16}}}},
         "efficiency": {"speedup_tokens_ceiling": 0.9},
         "timing": {"total_s": 100.0, "overhead_s": 10.0},
         # round 0 is the base model's; round 1 (already trained) must not enter the base columns
@@ -30,6 +31,8 @@ def test_figures_read_the_first_rounds():
     }
     f = bench.figures(report)
     assert f["mae_ratio"] == pytest.approx(0.5) and f["acc_diff"] == pytest.approx(-1.0)
+    # half the untrained path's MAE, yet 1.25x what one pass rate for every problem would score
+    assert f["mae_vs_const"] == pytest.approx(0.2 / 0.16)
     assert f["meta_base"] == pytest.approx(400 / 1000)  # not the whole run's (400 + 900) / 2000
     assert f["meta_share"] == pytest.approx(1300 / 2000)
     assert f["zero_var_base"] == 0.5

@@ -120,10 +120,24 @@ def test_meta_awareness_hand_values():
     figures, rows = _meta_awareness([o], s)
     assert figures["pass_rate_mae"] == pytest.approx(0.625 / 3)
     assert figures["pass_rate_mae_median"] == 0.0
+    # one problem: the constant is its own observed rate, so the constant's MAE is 0
+    assert figures["pass_rate_mae_constant"] == 0.0
     assert figures["parse_rate"] == 0.75
     assert rows == [{"prompt_id": "p", "observed": 0.5, "predicted": pytest.approx(13 / 24), "median": 0.5}]
     # length 10 lies in the correct samples' range [10, 11] for all three parsed predictions
     assert figures["length_in_range"] == 1.0
+
+
+def test_constant_mae_hand_values():
+    # observed rates 0, 0, 0, 0.5, 1 (a mostly failed benchmark): median 0, so the constant's MAE is
+    # (0 + 0 + 0 + 0.5 + 1) / 5 = 0.3, the benchmark's accuracy; a meta path at 0.35 is worse than
+    # guessing 0 for every problem although 0.35 may be well under half an untrained path's MAE.
+    # Even count: 0, 0.5, 0.5, 1 -> median 0.5, MAE (0.5 + 0 + 0 + 0.5) / 4 = 0.25
+    from masa.runner.evaluate import constant_mae
+
+    assert constant_mae([0.0, 0.0, 0.0, 0.5, 1.0]) == pytest.approx(0.3)
+    assert constant_mae([0.0, 0.5, 0.5, 1.0]) == pytest.approx(0.25)
+    assert constant_mae([]) is None
 
 
 # ------------------------------------------------------------------ issue 13: benchmark shards

@@ -212,9 +212,21 @@ def _finite(x: torch.Tensor) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def constant_mae(observed: Sequence[float]) -> float | None:
+    """The pass-rate MAE of the best prediction that ignores the problem: the one value (the median of the
+    observed rates) put in place of every prediction. A reference, not a predictor: it is chosen knowing
+    the outcomes. A meta path whose MAE is above it predicts worse than that constant, whatever its
+    ratio to an untrained meta path's MAE (on a benchmark that the model mostly fails, always guessing 0
+    already scores its accuracy)."""
+    if not observed:
+        return None
+    m = statistics.median(observed)
+    return sum(abs(x - m) for x in observed) / len(observed)
+
+
 def _meta_awareness(outcomes: Sequence[ProblemOutcome], s: EvalSettings) -> tuple[dict, list]:
     errs, med_errs, in_range, notions, rows = [], [], [], [], []
-    err_sums, err_counts = [], []  # per problem, for the MAE's standard error over problems
+    err_sums, err_counts, obs = [], [], []  # per problem, for the MAE's standard error over problems
     n_meta = 0
     for o in outcomes:
         preds = [x for x in o.meta if x is not None]
@@ -223,6 +235,7 @@ def _meta_awareness(outcomes: Sequence[ProblemOutcome], s: EvalSettings) -> tupl
         ok_len = [n for n, ok in zip(o.lengths, o.correct, strict=True) if ok]
         err_sums.append(sum(abs(x.pass_rate / s.n_solution - observed) for x in preds))
         err_counts.append(len(preds))
+        obs.append(observed)
         for x in preds:
             errs.append(abs(x.pass_rate / s.n_solution - observed))
             in_range.append(bool(ok_len) and min(ok_len) <= x.solution_length <= max(ok_len))
@@ -243,6 +256,7 @@ def _meta_awareness(outcomes: Sequence[ProblemOutcome], s: EvalSettings) -> tupl
 
     mae_se = _finite(clustered_mean_stderr(torch.tensor(err_sums, dtype=torch.float64), torch.tensor(err_counts)))
     meta = {"pass_rate_mae": mean(errs), "pass_rate_mae_stderr": mae_se, "pass_rate_mae_median": mean(med_errs),
+            "pass_rate_mae_constant": constant_mae([o for o, n in zip(obs, err_counts, strict=True) for _ in range(n)]),
             "spearman": None if math.isnan(rho) else rho,
             "length_in_range": mean([float(b) for b in in_range]), "notion": mean(notions),
             "parse_rate": len(errs) / n_meta if n_meta else None}

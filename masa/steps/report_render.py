@@ -151,7 +151,8 @@ def render_html(report: dict[str, Any], results: dict[str, Any], svgs: list[str]
     evals = [[ck, bn, _pm(b["accuracy"], b.get("accuracy_stderr")), b["k"], b.get("meta_k") or b["k"], b["n_problems"],
               *(b["pass_at_k"].get(str(k)) for k in (1, b["k"])),
               _pm((b.get("meta") or {}).get("pass_rate_mae"), (b.get("meta") or {}).get("pass_rate_mae_stderr")),
-              *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae_median", "spearman", "length_in_range", "notion"))]
+              *((b.get("meta") or {}).get(m) for m in ("pass_rate_mae_constant", "pass_rate_mae_median", "spearman",
+                                                       "length_in_range", "notion"))]
              for ck, bs in report["eval"].items() for bn, b in bs.items()]
     round_rows = [[b, r["round"] + 1, r["train_accuracy"], _pm(r["heldout_accuracy"], r.get("heldout_accuracy_stderr")),
                    r["rollout_tokens"], r["wall_s"], r["gated_prompts"], r["cutoff_samples"],
@@ -172,7 +173,9 @@ Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b
 Intervals are ± 1.96 standard errors (95%) where the evaluation measured them.</p>
 <div class="charts">{''.join(render_charts(report, results) if svgs is None else svgs)}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'meta k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
-                         'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
+                         "constant's MAE", 'MAE of median', 'spearman', 'length in range', 'notion'], evals)}
+<p>The constant's MAE is what one pass rate for every problem (the observed rates' median) would score: a
+meta MAE above it predicts worse than that constant.</p>
 <h2>Differences between checkpoints</h2>{_table(['benchmark', 'checkpoints', 'Δ avg@k', 'avg@k: the difference is', 'Δ meta MAE', 'meta MAE: the difference is'],
                                                 differences(report["eval"]), "wrap")}
 <h2>Rounds</h2>{_table(['algorithm', 'round', 'train acc', 'held-out acc', 'rollout tokens', 'wall s', 'gated',
@@ -205,14 +208,15 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{_null_note(eff)}; "
               f"tokens saved by gating {_fmt(eff['tokens_saved_gating'])}, by cutoff {_fmt(eff['tokens_saved_cutoff'])}."
               f"{_ceiling_note(eff)}",
-              "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | MAE of median | spearman |",
-              "|---|---|---|---|---|---|---|"]
+              "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | constant's MAE | MAE of median | spearman |",
+              "|---|---|---|---|---|---|---|---|"]
     for ck, bs in report["eval"].items():
         for bn, b in bs.items():
             m = b.get("meta") or {}
             lines.append(f"| {ck} | {bn} | {_pm(b['accuracy'], b.get('accuracy_stderr'))} | "
                          f"{_fmt(b['pass_at_k'].get(str(b['k'])))} | "
                          f"{_pm(m.get('pass_rate_mae'), m.get('pass_rate_mae_stderr'))} | "
+                         f"{_fmt(m.get('pass_rate_mae_constant'))} | "
                          f"{_fmt(m.get('pass_rate_mae_median'))} | {_fmt(m.get('spearman'))} |")
     if p := report.get("promotion"):
         lines += ["", f"Promotion of {p.get('model_name')}: **{p.get('decision')}**: {p.get('reason')}"]
