@@ -97,7 +97,8 @@ def _candidate(tmp_path, store_uri, tag: str, accuracy: float, mae: float, *, se
     ptr.write_text(json.dumps({"store": store_uri, "prefix": prefix, "name": "masa"}))
     res.write_text(json.dumps({"uri": f"{store_uri}/{prefix}", "benchmarks": {"toy": {
         "accuracy": accuracy, "accuracy_stderr": se, "k": 4, "n_problems": 64,
-        "meta": {"pass_rate_mae": mae, "pass_rate_mae_stderr": 0.01, "spearman": 0.5}}}}))
+        "meta": {"pass_rate_mae": mae, "pass_rate_mae_stderr": 0.01, "pass_rate_mae_constant": 0.25,
+                 "spearman": 0.5}}}}))
     return str(ptr), str(res)
 
 
@@ -117,6 +118,7 @@ def test_promote_step_moves_the_pointer_only_for_a_better_candidate(store_uri, t
     assert read_latest(store, "m")[0].version == v1
     card = store.get_bytes(f"models/m/{v1}/README.md").decode()
     assert "sha256:aaaa" in card and "0.4000 ± 0.0196" in card and run_layout(cfg).run_id in card
+    assert "| the constant's MAE |" in card and "| 0.250 | 0.500 |" in card  # beside the meta MAE, then Spearman
     assert read_record(store, "m", v1)["eval_key"] == eval_key(cfg)
 
     cfg2 = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, snapshot="sha256:bbbb"))

@@ -23,13 +23,16 @@ def model_card(name: str, record: dict[str, Any], overall: Figures) -> str:
              f"- training data: `{record['data']}` (snapshot `{record['data_snapshot']}`)",
              f"- run: `{record['run_id']}` (configuration `{cfg['name']}`, algorithm `{cfg['algorithm']['name']}`)",
              f"- promoted: {record['date']} — {record['reason']}", "",
-             "## Benchmarks (avg@k, 95% interval)", "", "| benchmark | k | accuracy | pass-rate MAE | Spearman |",
-             "|---|---|---|---|---|"]
+             "## Benchmarks (avg@k, 95% interval)", "",
+             # the constant's MAE: one pass rate (the observed median) for every problem; a meta MAE above
+             # it predicts worse than that constant (masa.runner.evaluate.constant_mae)
+             "| benchmark | k | accuracy | pass-rate MAE | the constant's MAE | Spearman |", "|---|---|---|---|---|---|"]
     for bench, r in record["results"]["benchmarks"].items():
         meta = r.get("meta") or {}
         rho = meta.get("spearman")
         lines.append(f"| {bench} | {r['k']} | {_interval(r['accuracy'], r.get('accuracy_stderr'))} | "
                      f"{_interval(meta.get('pass_rate_mae'), meta.get('pass_rate_mae_stderr'))} | "
+                     f"{'n/a' if (c := meta.get('pass_rate_mae_constant')) is None else f'{c:.3f}'} | "
                      f"{'n/a' if rho is None else f'{rho:.3f}'} |")
     lines += ["", f"Overall: accuracy {_interval(overall.accuracy, overall.accuracy_stderr)}, calibration "
               f"(pass-rate MAE, lower is better) {_interval(overall.pass_rate_mae, overall.pass_rate_mae_stderr)}.",
