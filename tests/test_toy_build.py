@@ -75,6 +75,22 @@ def test_second_build_is_a_cache_hit_and_force_rebuilds_identically(smoke, cache
     assert _digest(rebuilt.train_parquet) == _digest(smoke.train_parquet)
 
 
+def test_a_build_recorded_by_newer_code_is_still_a_cache_hit(smoke, tmp_path) -> None:
+    # A newer version records a recipe field and a warm-start figure this code does not know (a field
+    # added later enters the hash only away from its default, so the hash still matches): the entry is
+    # used, with the caller's recipe, instead of `ToyRecipe(**recorded)` raising a TypeError.
+    root = tmp_path / SMOKE.hash()
+    root.mkdir()
+    info = json.loads((smoke.root / "artifacts.json").read_text())
+    info["recipe"]["max_quotient"] = 0
+    info["warm_start"]["probe_new_figure"] = 0.5
+    (root / "artifacts.json").write_text(json.dumps(info))
+    art = build(SMOKE, cache_dir=tmp_path, progress=False)
+    assert art.cache_hit and art.root == root and art.recipe == SMOKE
+    recorded = {k: v for k, v in info["warm_start"].items() if k != "probe_new_figure"}
+    assert {**dataclasses.asdict(art.warm_start), "meta_length_range": list(art.warm_start.meta_length_range)} == recorded
+
+
 def test_same_recipe_same_weights_in_two_caches(smoke, tmp_path, monkeypatch, capfd) -> None:
     """Reproducible builds: the smoke toy built again from an empty cache, here with one intra-op thread
     where the default is two, has the same bytes, weights, tokenizer and data (so the thread count fixed

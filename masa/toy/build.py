@@ -88,11 +88,16 @@ def _log(progress: bool, msg: str) -> None:
         print(f"[masa.toy] {msg}", file=sys.stderr, flush=True)
 
 
-def _load(root: Path) -> ToyArtifacts:
+def _load(root: Path, recipe: ToyRecipe) -> ToyArtifacts:
+    """The cached build of `recipe` (its hash named the directory). The recipe is the caller's, not the
+    one recorded in artifacts.json: a build written by a newer version of this code records fields this
+    one does not know, and fields added later enter the hash only at non-default values, so a matching
+    hash means they were at their defaults (measured: an entry recording `max_quotient` made
+    `ToyRecipe(**recorded)` raise after that field was reverted)."""
     info = json.loads((root / "artifacts.json").read_text())
-    ws = info["warm_start"]
+    known = {f.name for f in dataclasses.fields(WarmStartSummary)}  # a newer build may record more figures
+    ws = {k: v for k, v in info["warm_start"].items() if k in known}
     ws = WarmStartSummary(**{**ws, "meta_length_range": tuple(ws["meta_length_range"])})
-    recipe = ToyRecipe(**info["recipe"])
     return ToyArtifacts(root=root, model_dir=root / "model", train_parquet=root / "data" / "train.parquet",
                         heldout_parquet=root / "data" / "heldout.parquet", recipe=recipe,
                         recipe_hash=info["recipe_hash"], n_parameters=info["n_parameters"], warm_start=ws,
@@ -115,7 +120,7 @@ def build(recipe: ToyRecipe | None = None, *, cache_dir: str | os.PathLike | Non
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (root / "artifacts.json").exists() and not force:
             _log(progress, f"cache hit: {root}")
-            return _load(root)
+            return _load(root, recipe)
         tmp = base / f"{key}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         with _reproducible():
@@ -125,7 +130,7 @@ def build(recipe: ToyRecipe | None = None, *, cache_dir: str | os.PathLike | Non
                 tmp.rename(root)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    art = _load(root)
+    art = _load(root, recipe)
     return dataclasses.replace(art, cache_hit=False)
 
 
