@@ -30,6 +30,7 @@ from math import comb
 from pathlib import Path
 
 from masa.data.records import load_problems
+from masa.runner.evaluate import constant_mae
 from masa.toy.task import ArithmeticProblem
 
 _QUESTION = re.compile(r"What is (\d+) ([-+*]) (\d+)\?")
@@ -44,7 +45,7 @@ def cell(question: str) -> tuple[str, int, int]:
 def median_mae(groups: dict) -> float:
     """MAE of each group's median over all members: the best one value per group can do."""
     n = sum(len(v) for v in groups.values())
-    return sum(abs(x - statistics.median(v)) for v in groups.values() for x in v) / n
+    return sum(constant_mae(v) * len(v) for v in groups.values()) / n
 
 
 def binomial_noise(rates: list[float], k: int) -> float:
@@ -63,7 +64,7 @@ def floors(results: dict) -> dict[str, float]:
         by_op_cols[c[:2]].append(r)
         by_cell[c].append(r)
     return {"accuracy": b["accuracy"], "meta_mae": b["meta"]["pass_rate_mae"],
-            "constant": median_mae({0: list(rates.values())}), "op+columns": median_mae(by_op_cols),
+            "constant": constant_mae(list(rates.values())), "op+columns": median_mae(by_op_cols),
             "+regroupings": median_mae(by_cell), "binomial": binomial_noise(list(rates.values()), b["k"])}
 
 

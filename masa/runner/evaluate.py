@@ -226,7 +226,8 @@ def constant_mae(observed: Sequence[float]) -> float | None:
 
 def _meta_awareness(outcomes: Sequence[ProblemOutcome], s: EvalSettings) -> tuple[dict, list]:
     errs, med_errs, in_range, notions, rows = [], [], [], [], []
-    err_sums, err_counts, obs = [], [], []  # per problem, for the MAE's standard error over problems
+    err_sums, err_counts = [], []  # per problem, for the MAE's standard error over problems
+    pred_observed = []  # each parsed prediction's observed rate: the constant's MAE weighs problems as errs does
     n_meta = 0
     for o in outcomes:
         preds = [x for x in o.meta if x is not None]
@@ -235,9 +236,9 @@ def _meta_awareness(outcomes: Sequence[ProblemOutcome], s: EvalSettings) -> tupl
         ok_len = [n for n, ok in zip(o.lengths, o.correct, strict=True) if ok]
         err_sums.append(sum(abs(x.pass_rate / s.n_solution - observed) for x in preds))
         err_counts.append(len(preds))
-        obs.append(observed)
         for x in preds:
             errs.append(abs(x.pass_rate / s.n_solution - observed))
+            pred_observed.append(observed)
             in_range.append(bool(ok_len) and min(ok_len) <= x.solution_length <= max(ok_len))
             notions.append(x.notion)
         if preds:
@@ -256,7 +257,7 @@ def _meta_awareness(outcomes: Sequence[ProblemOutcome], s: EvalSettings) -> tupl
 
     mae_se = _finite(clustered_mean_stderr(torch.tensor(err_sums, dtype=torch.float64), torch.tensor(err_counts)))
     meta = {"pass_rate_mae": mean(errs), "pass_rate_mae_stderr": mae_se, "pass_rate_mae_median": mean(med_errs),
-            "pass_rate_mae_constant": constant_mae([o for o, n in zip(obs, err_counts, strict=True) for _ in range(n)]),
+            "pass_rate_mae_constant": constant_mae(pred_observed),
             "spearman": None if math.isnan(rho) else rho,
             "length_in_range": mean([float(b) for b in in_range]), "notion": mean(notions),
             "parse_rate": len(errs) / n_meta if n_meta else None}
