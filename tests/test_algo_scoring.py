@@ -64,6 +64,19 @@ def test_meta_scores_hand_values():
     # median of prompt 0's valid predictions {2, 4} = 3; observed count 2 -> |3 - 2| / 4 = 0.25;
     # prompt 1 was not rolled out, so the MAE covers prompt 0 only
     assert m.median_mae == pytest.approx(0.25)
+    # gating's precision: prompt 0's median 3 is inside (0, 4), not a candidate; prompt 1 was not rolled out
+    assert (m.gate_hits, m.gate_candidates) == (0, 0)
+
+
+def test_meta_scores_gate_precision():
+    # prompt 0 as above but every meta row predicts k = 0 (median 0 <= low 0): a candidate; its observed
+    # count 2 is not <= 0, a miss. With gate_low = 2 it is a candidate and a hit (2 <= 2).
+    pred_k, *rest = _two_prompts()
+    zero = torch.zeros_like(pred_k)
+    m = meta_scores(zero, *rest, n_solution=4, length_strict=False, **EQUAL)
+    assert (m.gate_hits, m.gate_candidates) == (0, 1)
+    m = meta_scores(zero, *rest, n_solution=4, length_strict=False, gate_low=2, **EQUAL)
+    assert (m.gate_hits, m.gate_candidates) == (1, 1)
 
 
 def test_meta_scores_pass_rate_only_and_strict_length():

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from masa.algo.gating import (
     apply_exploration,
     gate_mask,
+    gate_precision,
     gating_active,
     gating_decision,
     median_prediction,
@@ -152,3 +153,51 @@ def test_gating_config_bounds_and_validation():
     assert from_dict(GatingConfig, {"low": 1, "high": 7}).bounds(8) == (1, 7)
     with pytest.raises(ConfigError, match="low: must be < high"):
         from_dict(GatingConfig, {"low": 5, "high": 3})
+
+
+def test_gate_precision_counts_the_skipped_side():
+    # G = 8, defaults low 0 and high 8. Six prompts (median, observed count, rolled out):
+    #   0: median 0, observed 0, rolled -> candidate, hit (all wrong, as predicted)
+    #   1: median 0, observed 3, rolled -> candidate, miss (a mixed group gating would have skipped)
+    #   2: median 8, observed 8, rolled -> candidate, hit (all right)
+    #   3: median 8, observed 0, rolled -> candidate, miss (predicted high, on the other side)
+    #   4: median 4, observed 0, rolled -> not a candidate (gating would roll it out)
+    #   5: median 0, not rolled out (gated, not explored) -> nothing observed, not counted
+    med = torch.tensor([0.0, 0.0, 8.0, 8.0, 4.0, 0.0], dtype=torch.float64)
+    has = torch.ones(6, dtype=torch.bool)
+    obs = torch.tensor([0, 3, 8, 0, 0, 0])
+    rolled = torch.tensor([T, T, T, T, T, F])
+    hits, cands = gate_precision(med, has, obs, rolled, n_solution=8)
+    assert (int(hits), int(cands)) == (2, 4)
+    # low = 1: prompt 1's median 0 is still a candidate and its 3 is above 1 -> still a miss; a prompt with
+    # median 1 and observed 1 is a hit (the side the user chose to skip)
+    hits, cands = gate_precision(torch.tensor([1.0, 0.0]), torch.tensor([T, T]), torch.tensor([1, 3]),
+                                 torch.tensor([T, T]), n_solution=8, low=1)
+    assert (int(hits), int(cands)) == (1, 2)
+    # no prediction -> never a candidate
+    hits, cands = gate_precision(torch.tensor([math.nan]), torch.tensor([F]), torch.tensor([0]),
+                                 torch.tensor([T]), n_solution=8)
+    assert (int(hits), int(cands)) == (0, 0)
+
+
+def test_gating_switch_needs_precision_as_well_as_mae():
+    kw = dict(min_rounds=2, window=2, mae_threshold=0.25, min_precision=0.8)
+    # The toy's seed 1 at round 5 (docs/report.md, "Gating on a constant"): MAE 0.179 and 0.166 pass the
+    # threshold, but of the prompts predicted 0 only 56 of 90 and 12 of 19 were all wrong:
+    # (56 + 12) / (90 + 19) = 0.624 < 0.8 -> off
+    assert not gating_active([0.179, 0.166], precision_history=[(56, 90), (12, 19)], **kw)
+    # pooled over the last 2 rounds only: (9 + 8) / (10 + 10) = 0.85 >= 0.8 -> on (the old 0 of 40 left)
+    assert gating_active([0.2, 0.1, 0.1], precision_history=[(0, 40), (9, 10), (8, 10)], **kw)
+    # exactly at the bar is on: 8 / 10 = 0.8
+    assert gating_active([0.1, 0.1], precision_history=[(4, 5), (4, 5)], **kw)
+    # no candidate in the window: no evidence, off
+    assert not gating_active([0.1, 0.1], precision_history=[(0, 0), (0, 0)], **kw)
+    assert not gating_active([0.1, 0.1], **kw)
+    # precision never overrides the MAE: 1.0 precision with MAE 0.3 stays off
+    assert not gating_active([0.3, 0.3], precision_history=[(5, 5), (5, 5)], **kw)
+    # min_precision 0 is the MAE switch alone
+    assert gating_active([0.1, 0.1], min_rounds=2, window=2, mae_threshold=0.25)
+    with pytest.raises(ValueError, match="hits <= candidates"):
+        gating_active([0.1, 0.1], precision_history=[(3, 2)], **kw)
+    with pytest.raises(ValueError, match="min_precision"):
+        gating_active([0.1], min_rounds=1, window=1, mae_threshold=0.2, min_precision=1.5)

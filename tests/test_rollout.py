@@ -182,7 +182,7 @@ def test_meta_feedin_hint_reaches_the_solution_prompt_only(engine):
         assert all(tuple(r["prompt_token_ids"]) == chat_ids(engine.tokenizer, p.problem) for r in base)
 
 
-def _expected_decision(rows, algorithm, mae_history, *, seed, round_index):
+def _expected_decision(rows, algorithm, mae_history, *, seed, round_index, gate_history=()):
     """The pure gating/cutoff decision recomputed from the meta predictions stored in the shard."""
     meta = sorted((r for r in rows if r["path"] == "meta"), key=lambda r: (r["group_id"], r["sample_idx"]))
     B = len(meta) // GM
@@ -193,6 +193,7 @@ def _expected_decision(rows, algorithm, mae_history, *, seed, round_index):
     low, high = g.bounds(G)
     skip, _, _ = gating_decision(rate, valid, mae_history, n_solution=G, low=low, high=high,
                                  min_rounds=g.min_rounds, window=g.window, mae_threshold=g.mae_threshold,
+                                 precision_history=gate_history, min_precision=g.min_precision,
                                  explore_share=g.explore_share, generator=round_generator(seed, round_index))
     budget = cutoff_budget(length, valid, multiplier=2.0, min_tokens=4, max_tokens=T)
     return skip.tolist(), budget.tolist()
@@ -204,9 +205,11 @@ def test_efficient_gates_and_cuts_off_exactly_as_the_pure_decision(engine, explo
     algo = _algo("masa-efficient", explore_share=explore_share)
     problems = PROBLEMS * 2  # 8 prompts: more medians, more decisions
     problems = [Problem(f"{p.prompt_id}-{i}", p.problem, p.answer) for i, p in enumerate(problems)]
-    res = rollout(problems, engine, algorithm=algo, settings=SETTINGS, round_index=2, seed=5, mae_history=[0.1])
+    # an earlier round's MAE 0.1 and 9 of its 10 would-be-gated prompts on the skipped side: reliable
+    res = rollout(problems, engine, algorithm=algo, settings=SETTINGS, round_index=2, seed=5, mae_history=[0.1],
+                  gate_history=[(9, 10)])
     assert res.stats.gating_active and res.stats.engine_calls in (1, 2)
-    skip, budget = _expected_decision(res.rows, algo, [0.1], seed=5, round_index=2)
+    skip, budget = _expected_decision(res.rows, algo, [0.1], seed=5, round_index=2, gate_history=[(9, 10)])
     assert res.skip == skip and res.budgets == budget
     if explore_share == 0.0:
         assert 0 < sum(skip) < len(skip), "the taught predictions must gate some prompts and keep others"
@@ -231,6 +234,15 @@ def test_efficient_before_gating_is_reliable_only_cuts_off(engine):
                   mae_history=[0.0])  # one round of history < min_rounds: gating stays off
     assert not res.stats.gating_active and res.stats.gated_prompts == 0
     assert res.stats.solution_samples == 4 * G and res.stats.cutoff_samples > 0
+
+
+@pytest.mark.slow
+def test_efficient_with_a_low_mae_but_an_imprecise_gate_only_cuts_off(engine):
+    # MAE 0.1 passes the switch, but of the prompts the meta path would have skipped only 5 of 10 were on the
+    # skipped side (0.5 < min_precision 0.8): gating stays off (a meta path predicting one value everywhere)
+    res = rollout(PROBLEMS, engine, algorithm=_algo("masa-efficient"), settings=SETTINGS, mae_history=[0.1],
+                  gate_history=[(5, 10)])
+    assert not res.stats.gating_active and res.stats.gated_prompts == 0
 
 
 @pytest.mark.slow

@@ -84,6 +84,10 @@ class GatingConfig:
     min_rounds: int = 2
     window: int = 3
     mae_threshold: float = 0.2
+    # ... and once, pooled over the same window, at least this share of the rolled-out prompts it would have
+    # skipped were on the skipped side (all wrong or all right): the MAE alone lets a meta path that predicts
+    # 0 everywhere gate every prompt of a hard dataset (masa.algo.gating). 0 turns the check off.
+    min_precision: float = 0.8
     # Share of gated prompts still rolled out, so the meta path's error keeps being measured.
     explore_share: float = 0.1
 
@@ -92,6 +96,7 @@ class GatingConfig:
         check(self.min_rounds >= 0, "min_rounds", "must be >= 0", p)
         check(self.window >= 1, "window", "must be >= 1", p)
         check(0 < self.mae_threshold <= 1, "mae_threshold", "must be in (0, 1]", p)
+        check(0 <= self.min_precision <= 1, "min_precision", "must be in [0, 1]", p)
         check(0 <= self.explore_share <= 1, "explore_share", "must be in [0, 1]", p)
         check(self.low is None or self.high is None or self.low < self.high, "low", "must be < high", p)
         raise_if(p)

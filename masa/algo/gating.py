@@ -10,10 +10,20 @@ has proven reliable, and a share of the gated prompts is still rolled out so tha
 measured on exactly the prompts gating acts on.
 
     reliable  = rounds >= min_rounds  and  mean(MAE of the last `window` rounds) < mae_threshold
+                and  precision of the last `window` rounds >= min_precision
     skip_b    = reliable and has_pred_b and (median_b <= low or median_b >= high) and not explored_b
     MAE       = mean_b |median_b - observed correct count_b| / G   over rolled-out prompts with a prediction
                 (the scoring step's `meta_pass_rate_mae_median`: the error of what gating acts on, not the
                 larger per-sample error, which also charges the spread of the sampled predictions)
+    precision = hits / candidates, pooled over the window: candidates are the rolled-out prompts that
+                `gate_mask` would skip, hits those whose observed count lay on the skipped side (<= low or
+                >= high: with the defaults, the zero-variance groups that gating exists to skip)
+
+Why precision as well as MAE: a meta path that predicts 0 for every prompt has an MAE equal to the mean
+pass rate, below any fixed threshold on hard data, and it would then gate every prompt, the solvable ones
+with them. Measured on the toy (docs/report.md, "Gating on a constant"): the prompts the meta path would
+have gated were all-wrong at 0.62-0.77 against 0.58-0.64 for all prompts, barely above chance, while its
+MAE had passed the switch.
 
 Vanilla GRPO has no gating (DAPO's dynamic sampling filters all-0/all-G groups *after* rolling them out).
 
@@ -78,22 +88,55 @@ def gate_mask(median: Tensor, has_pred: Tensor, *, n_solution: int, low: float =
     return has_pred.bool() & ((median <= low) | (median >= high))
 
 
-def gating_active(mae_history: Sequence[float], *, min_rounds: int, window: int,
-                  mae_threshold: float) -> bool:
-    """Whether gating is on this round, from the per-round pass-rate MAEs of earlier rounds (oldest first).
+def gating_active(mae_history: Sequence[float], *, min_rounds: int, window: int, mae_threshold: float,
+                  precision_history: Sequence[tuple[int, int]] = (), min_precision: float = 0.0) -> bool:
+    """Whether gating is on this round, from earlier rounds' pass-rate MAEs and gate precision (oldest first).
 
     On once at least max(min_rounds, 1) rounds were measured and the mean of the last `window` of them (all,
     if fewer) is below `mae_threshold`. A round with no measured prompt must not be appended (it has no MAE).
+    With min_precision > 0, also only once the last `window` entries of `precision_history` ((hits,
+    candidates) per round, `gate_precision`), pooled, have at least one candidate and hits / candidates >=
+    min_precision: no evidence of what the gate would skip keeps it off.
     """
     if min_rounds < 0 or window < 1:
         raise ValueError(f"need min_rounds >= 0 and window >= 1; got {min_rounds}, {window}")
+    if not 0 <= min_precision <= 1:
+        raise ValueError(f"min_precision must be in [0, 1], got {min_precision}")
     bad = [i for i, v in enumerate(mae_history) if not (math.isfinite(v) and 0 <= v <= 1)]
     if bad:
         raise ValueError(f"mae_history entries must be finite fractions in [0, 1]; bad at rounds {bad}")
+    bad = [i for i, (h, c) in enumerate(precision_history) if not 0 <= h <= c]
+    if bad:
+        raise ValueError(f"precision_history entries must be (hits, candidates) with 0 <= hits <= candidates; "
+                         f"bad at rounds {bad}")
     if len(mae_history) < max(min_rounds, 1):
         return False
     recent = list(mae_history)[-window:]
-    return sum(recent) / len(recent) < mae_threshold
+    if sum(recent) / len(recent) >= mae_threshold:
+        return False
+    if min_precision <= 0:
+        return True
+    hits, candidates = (sum(x) for x in zip(*list(precision_history)[-window:], strict=True)) \
+        if precision_history else (0, 0)
+    return candidates > 0 and hits / candidates >= min_precision
+
+
+def gate_precision(median: Tensor, has_pred: Tensor, observed: Tensor, rolled_out: Tensor, *, n_solution: int,
+                   low: float = 0, high: float | None = None) -> tuple[Tensor, Tensor]:
+    """How many of the rolled-out prompts that `gate_mask` would skip were on the skipped side: (hits,
+    candidates), long scalars.
+
+    median, has_pred: [B] from `median_prediction`; observed: [B] correct solutions counted out of G (any
+    value where not rolled out); rolled_out: [B] bool. A candidate predicted low (median <= low) is a hit
+    when its observed count is <= low, one predicted high when it is >= high (default 0 and G: the hits are
+    the all-wrong and all-right groups, whose GRPO advantage is 0). While gating is on, the rolled-out
+    candidates are the explored ones.
+    """
+    high = n_solution if high is None else high
+    cand = gate_mask(median, has_pred, n_solution=n_solution, low=low, high=high) & rolled_out.bool()
+    obs = observed.to(torch.float64)
+    hit = cand & (((median <= low) & (obs <= low)) | ((median >= high) & (obs >= high)))
+    return hit.sum(), cand.sum()
 
 
 def pass_rate_mae(median: Tensor, has_pred: Tensor, observed: Tensor, rolled_out: Tensor, *,
@@ -150,7 +193,8 @@ def apply_exploration(skip: Tensor, *, explore_share: float, generator: torch.Ge
 
 def gating_decision(pred_pass: Tensor, valid: Tensor, mae_history: Sequence[float], *, n_solution: int,
                     low: float = 0, high: float | None = None, min_rounds: int, window: int,
-                    mae_threshold: float, explore_share: float, generator: torch.Generator
+                    mae_threshold: float, explore_share: float, generator: torch.Generator,
+                    precision_history: Sequence[tuple[int, int]] = (), min_precision: float = 0.0
                     ) -> tuple[Tensor, Tensor, Tensor]:
     """One round's gating: returns (skip [B] bool, median [B], has_pred [B]) from meta predictions [B, Gm].
 
@@ -158,7 +202,8 @@ def gating_decision(pred_pass: Tensor, valid: Tensor, mae_history: Sequence[floa
     compute this round's `pass_rate_mae` and grow the history that switches gating on.
     """
     median, has = median_prediction(pred_pass, valid)
-    if not gating_active(mae_history, min_rounds=min_rounds, window=window, mae_threshold=mae_threshold):
+    if not gating_active(mae_history, min_rounds=min_rounds, window=window, mae_threshold=mae_threshold,
+                         precision_history=precision_history, min_precision=min_precision):
         return torch.zeros_like(has), median, has
     skip = gate_mask(median, has, n_solution=n_solution, low=low, high=high)
     return apply_exploration(skip, explore_share=explore_share, generator=generator), median, has

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from masa.algo.advantages import pad_groups
-from masa.algo.gating import median_prediction, pass_rate_mae
+from masa.algo.gating import gate_precision, median_prediction, pass_rate_mae
 from masa.algo.meta import meta_field_spans
 from masa.algo.rewards import (
     field_components,
@@ -72,19 +72,23 @@ class MetaScores:
     has_pass_rate: Tensor  # bool, parsed with a valid pass_rate
     abs_err: Tensor  # float, |k/G - observed pass rate|
     median_mae: float | None  # mean over prompts of |median k - observed count| / G; None if no prompt has one
+    gate_hits: int  # rolled-out prompts gating would skip whose observed count was on the skipped side
+    gate_candidates: int  # rolled-out prompts gating would skip (masa.algo.gating.gate_precision)
 
 
 def meta_scores(pred_k: Tensor, pred_len: Tensor, has_k: Tensor, has_len: Tensor, has_notion: Tensor,
                 any_field: Tensor, r_notion: Tensor, prompt: Tensor, sol_ok: Tensor, sol_len: Tensor,
                 sol_mask: Tensor, *, n_solution: int, length_strict: bool, variant: str, weight_pass_rate: float,
-                weight_length: float, weight_notion: float) -> MetaScores:
+                weight_length: float, weight_notion: float, gate_low: float = 0,
+                gate_high: float | None = None) -> MetaScores:
     """Score M meta rows of B prompts against the prompts' G solution rows.
 
     pred_k, pred_len: [M] long predicted correct count and length (any value where the field is invalid);
     has_k, has_len, has_notion: [M] bool field validity; any_field: [M] bool at least one valid field;
     r_notion: [M] float notion reward (text-based, `masa.algo.rewards.notion_rewards`); prompt: [M] long
     prompt index in [0, B), rows of a prompt in slot order; sol_ok, sol_len, sol_mask: [B, G] what each
-    prompt's solution rows did (ok = rewarded 1), their lengths and which slots are real.
+    prompt's solution rows did (ok = rewarded 1), their lengths and which slots are real. gate_low,
+    gate_high: gating's bounds (default 0 and G), for the precision of what it would skip.
     """
     B = sol_ok.shape[0]
     pk, pmask, slot = pad_groups(pred_k, prompt, n_groups=B)
@@ -101,8 +105,10 @@ def meta_scores(pred_k: Tensor, pred_len: Tensor, has_k: Tensor, has_len: Tensor
     pvalid, _, _ = pad_groups(has_k, prompt, n_groups=B)
     median, has = median_prediction(pk, pvalid & pmask)
     mae, count = pass_rate_mae(median, has, observed * n_solution, sol_mask.any(-1), n_solution=n_solution)
+    hits, candidates = gate_precision(median, has, (sol_ok & sol_mask).sum(-1), sol_mask.any(-1),
+                                      n_solution=n_solution, low=gate_low, high=gate_high)
     return MetaScores(reward, r_pass, r_len, r_not, parsed, has_k & parsed, err,
-                      float(mae) if int(count) > 0 else None)
+                      float(mae) if int(count) > 0 else None, int(hits), int(candidates))
 
 
 def credited_fields(*, variant: str, weight_pass_rate: float, weight_length: float,

@@ -23,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the algorithm branch (default: the config's algorithm.name)")
     p.add_argument("--mae-history", default="",
                    help="comma-separated pass-rate MAE of earlier rounds, oldest first (gating switch)")
+    p.add_argument("--gate-history", default="",
+                   help="comma-separated HITS/CANDIDATES of earlier rounds, oldest first: of the rolled-out prompts "
+                        "gating would have skipped, how many were on the skipped side (gating switch, "
+                        "algorithm.gating.min_precision)")
     add_config_arguments(p)
 
 
@@ -31,6 +35,13 @@ def _floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise SystemExit(f"masa rollout: --mae-history must be comma-separated numbers, got {text!r}") from None
+
+
+def _pairs(text: str) -> list[tuple[int, int]]:
+    try:
+        return [(int(h), int(c)) for h, c in (x.split("/") for x in text.split(",") if x.strip())]
+    except ValueError:
+        raise SystemExit(f"masa rollout: --gate-history must be comma-separated HITS/CANDIDATES, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         stats = run_rollout_step(
             args.prompts, args.model, args.out, algorithm=algorithm_for(cfg, args.branch or cfg.algorithm.name),
             settings=sampling_settings(cfg), round_index=args.round, seed=cfg.seed,
-            mae_history=_floats(args.mae_history),
+            mae_history=_floats(args.mae_history), gate_history=_pairs(args.gate_history),
             engine_config=engine_config(cfg, "rollout", args.model, rollout_model_len(cfg)))
     except (DataError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"masa rollout: {e}", file=sys.stderr)

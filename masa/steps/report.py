@@ -67,6 +67,7 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
             "meta": {"pass_rate_mae": sc.get("meta_pass_rate_mae"),
                      "pass_rate_mae_stderr": sc.get("meta_pass_rate_mae_stderr"),
                      "pass_rate_mae_median": sc.get("meta_pass_rate_mae_median"), "parse_rate": sc.get("meta_parse_rate"),
+                     "gate_hits": sc.get("meta_gate_hits"), "gate_candidates": sc.get("meta_gate_candidates"),
                      "reward": sc.get("meta_reward_mean")},
             "policy_loss": tr.get("policy_loss"), "grad_norm": tr.get("grad_norm"),
             "_steps": [(kind, y["started_at"], y["finished_at"], _compute(kind, y)) for kind, y in
@@ -160,10 +161,12 @@ def speedup_ceiling(solution: int | None, zero_variance: int | None, meta: int |
     return solution / (solution - zero_variance + meta)
 
 
-def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float) -> dict[str, Any]:
+def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float,
+                min_precision: float = 0.0) -> dict[str, Any]:
     """How many of MASA-efficient's rounds had predictive gating on and, when none did, the figures that
     kept it off: the error of what gating acts on (the rounds' MAE of the median prediction) against the
-    switch (masa.algo.gating: its mean over the last `window` rounds below `mae_threshold`)."""
+    switch (masa.algo.gating: its mean over the last `window` rounds below `mae_threshold`) and, with
+    `min_precision`, the share of the prompts it would have skipped that were on the skipped side."""
     on = sum(bool(r.get("gating_active")) for r in rows)
     maes = [m for r in rows if (m := (r.get("meta") or {}).get("pass_rate_mae_median")) is not None]
     why = None
@@ -172,6 +175,12 @@ def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float
                f"the meta path's pass-rate error (MAE of the median prediction) went {maes[0]:.3f} -> {maes[-1]:.3f} "
                f"over the rounds (best {min(maes):.3f}); gating switches on once its mean over the last "
                f"{window} rounds is below {mae_threshold}")
+        gates = [(m["gate_hits"], m["gate_candidates"]) for r in rows
+                 if (m := r.get("meta") or {}).get("gate_candidates")]
+        if maes and min_precision > 0 and gates:
+            h, c = (sum(x) for x in zip(*gates, strict=True))
+            why += (f" and, pooled over those rounds, at least {min_precision} of the prompts it would skip were "
+                    f"all wrong or all right: {h} of {c} ({h / c:.2f}) over the run")
     return {"gating_active_rounds": on, "gating_why_off": why}
 
 
@@ -320,7 +329,8 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
         "rounds": rounds,
         "efficiency": {**(eff := efficiency(rounds, finals, savings)), **speedup_noise(eff, points),
                        "final_accuracy_basis": points.get("grpo", (None, None, None))[2],
-                       **(gating_note(rounds["masa"], window=gating.window, mae_threshold=gating.mae_threshold)
+                       **(gating_note(rounds["masa"], window=gating.window, mae_threshold=gating.mae_threshold,
+                                      min_precision=gating.min_precision)
                           if gating and rounds.get("masa") else {})},
         "final_points": {k: {"accuracy": a, "accuracy_stderr": se, "basis": basis} for k, (a, se, basis) in points.items()},
         "checkpoints": {k: r.get("uri") for k, r in results.items()},

@@ -52,12 +52,15 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     prefix = layout.part(branch, round_idx, "rollouts" if shards == 1 else f"rollouts-shard-{shard}")
     problems = round_prompts(prompts_path, round_idx, cfg.prompts_per_round, cfg.seed)
     # gating acts on each prompt's median prediction, so its reliability is the median's error
-    maes = [h["meta_pass_rate_mae_median"] for h in read_history(history_path)
-            if h.get("meta_pass_rate_mae_median") is not None]
+    history = read_history(history_path)
+    maes = [h["meta_pass_rate_mae_median"] for h in history if h.get("meta_pass_rate_mae_median") is not None]
+    # and its precision: of the rolled-out prompts it would have skipped, how many gave no signal
+    gates = [(h["meta_gate_hits"], h["meta_gate_candidates"]) for h in history
+             if h.get("meta_gate_candidates") is not None]
     algo = algorithm_for(cfg, branch)
     settings = sampling_settings(cfg)
     fp = digest(manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
-                 dataclasses.asdict(settings), round_idx, cfg.seed, maes, shard, shards)
+                 dataclasses.asdict(settings), round_idx, cfg.seed, maes, gates, shard, shards)
 
     heldout = read_problems(heldout_path) if heldout_path and shard == 0 else []
     all_ids = [p.prompt_id for p in problems]
@@ -74,7 +77,7 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
             try:
                 stats = dataclasses.asdict(run_rollout_step(
                     problems, str(model_dir), work, algorithm=algo, settings=settings, round_index=round_idx,
-                    seed=cfg.seed, mae_history=maes, engine=gen))
+                    seed=cfg.seed, mae_history=maes, gate_history=gates, engine=gen))
                 if shards > 1:
                     stats = keep_own_rows(work / "rollouts.parquet", own, stats)
                 stats["startup_s"] = engine.startup_s

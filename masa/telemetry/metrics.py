@@ -110,6 +110,10 @@ SCORING = (
     Metric("masa_score_meta_pass_rate_mae_median", "gauge", ROUND,
            "Mean absolute error of each prompt's median meta prediction (what gating acts on and is switched by).",
            one("meta_pass_rate_mae_median")),
+    Metric("masa_score_meta_gate_prompts_total", "counter", (*ROUND, "outcome"),
+           "Rolled-out prompts gating would skip (outcome=candidate) and those of them whose observed count was on "
+           "the skipped side (outcome=hit): gating's precision, which switches it on with the MAE.",
+           {("candidate",): "meta_gate_candidates", ("hit",): "meta_gate_hits"}),
     Metric("masa_score_meta_reward", "gauge", (*ROUND, "component"),
            "Mean meta reward (component=total) and its pass_rate, length and notion components.",
            {("total",): "meta_reward_mean", **{(c,): f"meta_reward_{c}_mean" for c in ("pass_rate", "length", "notion")}}),
