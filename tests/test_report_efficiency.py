@@ -114,8 +114,8 @@ def test_gating_note_says_what_kept_gating_off():
     rows = [{"gating_active": False, "meta": {"pass_rate_mae_median": m, "gate_hits": h, "gate_candidates": c}}
             for m, h, c in ((0.179, 56, 90), (0.166, 12, 19), (0.2, None, None))]
     assert gating_note(rows, window=2, mae_threshold=0.25, min_precision=0.8)["gating_why_off"].endswith(
-        "gating switches on once its mean over the last 2 rounds is below 0.25 and, pooled over those rounds, at "
-        "least 0.8 of the prompts it would skip were all wrong or all right: 68 of 109 (0.62) over the run")
+        "gating switches on once its mean over the last 2 rounds is below 0.25, and once at least 0.8 of the prompts "
+        "it would skip, pooled over the same rounds, were all wrong or all right (over the run: 68 of 109, 0.62)")
     md = render_markdown({"run": {"name": "t"}, "eval": {}, "efficiency": {
         "speedup_tokens": None, "speedup_wall": None, "tokens_saved_gating": 0, "tokens_saved_cutoff": 0, **note}})
     assert "Predictive gating never switched on: the meta path's" in md

@@ -179,8 +179,8 @@ def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float
                  if (m := r.get("meta") or {}).get("gate_candidates")]
         if maes and min_precision > 0 and gates:
             h, c = (sum(x) for x in zip(*gates, strict=True))
-            why += (f" and, pooled over those rounds, at least {min_precision} of the prompts it would skip were "
-                    f"all wrong or all right: {h} of {c} ({h / c:.2f}) over the run")
+            why += (f", and once at least {min_precision} of the prompts it would skip, pooled over the same rounds, "
+                    f"were all wrong or all right (over the run: {h} of {c}, {h / c:.2f})")
     return {"gating_active_rounds": on, "gating_why_off": why}
 
 
