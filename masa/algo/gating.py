@@ -116,8 +116,8 @@ def gating_active(mae_history: Sequence[float], *, min_rounds: int, window: int,
         return False
     if min_precision <= 0:
         return True
-    hits, candidates = (sum(x) for x in zip(*list(precision_history)[-window:], strict=True)) \
-        if precision_history else (0, 0)
+    recent_gates = list(precision_history)[-window:]
+    hits, candidates = sum(h for h, _ in recent_gates), sum(c for _, c in recent_gates)
     return candidates > 0 and hits / candidates >= min_precision
 
 

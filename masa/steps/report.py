@@ -178,7 +178,7 @@ def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float
         gates = [(m["gate_hits"], m["gate_candidates"]) for r in rows
                  if (m := r.get("meta") or {}).get("gate_candidates")]
         if maes and min_precision > 0 and gates:
-            h, c = (sum(x) for x in zip(*gates, strict=True))
+            h, c = sum(h for h, _ in gates), sum(c for _, c in gates)
             why += (f", and once at least {min_precision} of the prompts it would skip, pooled over the same rounds, "
                     f"were all wrong or all right (over the run: {h} of {c}, {h / c:.2f})")
     return {"gating_active_rounds": on, "gating_why_off": why}
