@@ -144,12 +144,10 @@ def test_constant_mae_weighs_problems_by_their_parsed_predictions():
     # As pass_rate_mae does: problem a (observed 0) has two parsed predictions, problem b (observed 1)
     # one. Per prediction the observed rates are 0, 0, 1: median 0, MAE (0 + 0 + 1) / 3 = 1/3. Per
     # problem (0, 1) it would be median 0.5, MAE 0.5.
-    from types import SimpleNamespace
-
-    from masa.runner.evaluate import _meta_awareness
+    from masa.runner.evaluate import MetaOutcome, _meta_awareness
 
     def pred(k):
-        return SimpleNamespace(pass_rate=k, solution_length=10, notion=1.0)
+        return MetaOutcome(pass_rate=k, solution_length=10, notion=1.0)
 
     s = EvalSettings(k=2, n_solution=2, max_tokens=64)
     a = ProblemOutcome("a", correct=(False, False), lengths=(10, 10), meta=(pred(0), pred(1)), tokens=0)
