@@ -79,6 +79,14 @@ def test_meta_scores_gate_precision():
     assert (m.gate_hits, m.gate_candidates) == (1, 1)
 
 
+def test_meta_scores_linear_pass_rate_reward():
+    # "linear": 1 - |p - k/G|. row 0: exact -> 1; row 1: |0.5 - 1| -> 0.5; row 2 invalid -> 0;
+    # row 3: |0 - 1/4| -> 0.75. Reward of row 1: (0.5 + 0 + 1) / 3 = 0.5
+    m = meta_scores(*_two_prompts(), n_solution=4, length_strict=False, pass_rate_variant="linear", **EQUAL)
+    assert m.pass_rate.tolist() == pytest.approx([1.0, 0.5, 0.0, 0.75])
+    assert m.reward.tolist() == pytest.approx([2.5 / 3, 0.5, 0.0, 0.0])
+
+
 def test_meta_scores_pass_rate_only_and_strict_length():
     args = _two_prompts()
     m = meta_scores(*args, n_solution=4, length_strict=True, variant="pass-rate-only", weight_pass_rate=1.0,

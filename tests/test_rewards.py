@@ -8,9 +8,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from masa.algo.rewards import (
     META_REWARDS,
+    PASS_RATE_REWARDS,
     length_reward,
     meta_reward,
     normalize_notions,
@@ -39,6 +41,49 @@ def test_pass_rate_reward_hand_values():
     r = pass_rate_reward(pred, observed, n_solution=8)
     expected = torch.tensor([[1.0, 10 ** -0.5, 10 ** -0.75], [0.01, 1.0, 1.0]])
     torch.testing.assert_close(r, expected)
+
+
+def test_linear_pass_rate_reward_hand_values():
+    # the same rows under "linear" (1 - |p - k/G|):
+    #   p = 0.625: k = 5 -> 1; k = 3 -> 1 - 0.25 = 0.75; k = 8 -> 1 - 0.375 = 0.625
+    #   p = 1: k = 0 -> 1 - 1 = 0; k = 8 -> 1
+    observed = torch.tensor([0.625, 1.0])
+    pred = torch.tensor([[5, 3, 8], [0, 8, 8]])
+    r = pass_rate_reward(pred, observed, n_solution=8, variant="linear")
+    torch.testing.assert_close(r, torch.tensor([[1.0, 0.75, 0.625], [0.0, 1.0, 1.0]]))
+    assert PASS_RATE_REWARDS.names() == ["exponential", "linear"]
+    with pytest.raises(KeyError, match="unknown pass-rate reward 'square'; valid: exponential, linear"):
+        pass_rate_reward(pred, observed, n_solution=8, variant="square")
+
+
+def test_exponential_pays_the_mode_linear_the_median():
+    # A prompt whose observed count (G = 8) is 0 with probability 0.4, 4 with 0.3 and 8 with 0.3:
+    # the mode is 0, the median 4 (cumulative 0.4 at 0, 0.7 at 4). Expected reward of a constant k:
+    #   exponential, k = 0: 0.4 * 1 + 0.3 * 0.01 ** 0.5 + 0.3 * 0.01 = 0.4 + 0.03 + 0.003 = 0.433
+    #                k = 4: 0.4 * 0.1 + 0.3 * 1 + 0.3 * 0.1        = 0.04 + 0.3 + 0.03 = 0.37
+    #   linear,      k = 0: 0.4 * 1 + 0.3 * 0.5 + 0.3 * 0         = 0.55
+    #                k = 4: 0.4 * 0.5 + 0.3 * 1 + 0.3 * 0.5       = 0.65
+    # so the paper's reward pays the mode and "linear" the median, the MAE's minimiser.
+    observed = torch.tensor([0.0, 0.5, 1.0])
+    weight = torch.tensor([0.4, 0.3, 0.3])
+    k = torch.tensor([[0, 4]] * 3)
+
+    def expected(variant: str) -> Tensor:
+        return (weight.unsqueeze(-1) * pass_rate_reward(k, observed, n_solution=8, variant=variant)).sum(0)
+
+    torch.testing.assert_close(expected("exponential"), torch.tensor([0.433, 0.37]))
+    torch.testing.assert_close(expected("linear"), torch.tensor([0.55, 0.65]))
+    best = {v: int(torch.stack([(weight * pass_rate_reward(torch.full((3, 1), c), observed, n_solution=8,
+                                                             variant=v)[:, 0]).sum() for c in range(9)]).argmax())
+            for v in ("exponential", "linear")}
+    assert best == {"exponential": 0, "linear": 4}
+
+
+def test_unknown_pass_rate_reward_names_the_valid_ones():
+    from masa.algo.config import RewardConfig
+
+    with pytest.raises(ValueError, match="unknown pass-rate reward 'square'; valid: exponential, linear"):
+        RewardConfig(pass_rate_reward="square")
 
 
 def test_observed_pass_rate_counts_only_valid_rows():

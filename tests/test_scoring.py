@@ -206,6 +206,17 @@ def test_strict_length_and_drgrpo(scored, tokenizer_dir, tmp_path):
     assert by[(0, "solution", 0)]["advantage"] == pytest.approx(0.5)
 
 
+def test_linear_pass_rate_reward_reaches_the_rows(scored, tokenizer_dir, tmp_path):
+    _, _, _, d = scored
+    algo = AlgorithmConfig(n_solution=G, n_meta=GM, reward=RewardConfig(pass_rate_reward="linear"))
+    score_shard(str(d / "rollouts.parquet"), str(tmp_path), tokenizer_path=tokenizer_dir, algo=algo,
+                max_response_tokens=MAXT, verifier_workers=0)
+    by = {(r["group_id"], r["path"], r["sample_idx"]): r for r in pq.read_table(tmp_path / "scored.parquet").to_pylist()}
+    # prompt 0's exact guess still scores 1; prompt 1's bad row, off by all of G: 1 - 1 = 0 (0.01 by default)
+    assert by[(0, "meta", 0)]["reward_pass_rate"] == 1.0
+    assert by[(5, "meta", 1)]["reward_pass_rate"] == 0.0 and by[(5, "meta", 1)]["reward"] == 0.0
+
+
 def test_per_field_credit_gives_each_value_its_own_advantage(tmp_path, tokenizer_dir):
     # Meta rows re-tokenized so the sampled ids spell their text. Field groups are the parsed meta rows:
     # prompt 0 has one (the other did not parse) -> every field's advantage is 0 (singleton), so its

@@ -28,6 +28,8 @@ class RewardConfig:
     # The reference code uses strict bounds (min < L < max); we default to the inclusive range.
     length_strict: bool = False
     meta_reward: str = "weighted-mean"
+    # "exponential" (paper) pays the mode of the observed count, "linear" its median (the MAE's optimum)
+    pass_rate_reward: str = "exponential"
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -35,10 +37,16 @@ class RewardConfig:
             check(getattr(self, k) >= 0, k, "must be >= 0", p)
         check(self.weight_pass_rate + self.weight_length + self.weight_notion > 0, "weight_*",
               "at least one meta-reward weight must be positive", p)
-        from masa.algo.rewards import META_REWARDS  # lazy: keeps torch out of plain config loading
+        from masa.algo.rewards import (  # lazy: keeps torch out of config loading
+            META_REWARDS,
+            PASS_RATE_REWARDS,
+        )
 
         check(self.meta_reward in META_REWARDS, "meta_reward",
               f"unknown meta reward {self.meta_reward!r}; valid: {', '.join(META_REWARDS.names())}", p)
+        check(self.pass_rate_reward in PASS_RATE_REWARDS, "pass_rate_reward",
+              f"unknown pass-rate reward {self.pass_rate_reward!r}; valid: {', '.join(PASS_RATE_REWARDS.names())}",
+              p)
         raise_if(p)
 
 

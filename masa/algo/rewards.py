@@ -8,7 +8,8 @@ Vanilla GRPO has only the solution reward. MASA (arXiv 2510.03259, Sec. 3, self-
 scores each meta prediction (k = predicted number correct of G, L = predicted length, notions N)
 against what the same prompt's solution rollouts actually did:
 
-    r_pass   = 0.01 ** |p - k / G|                      p = observed fraction correct
+    r_pass   = 0.01 ** |p - k / G|                      p = observed fraction correct ("exponential";
+               "linear": 1 - |p - k / G|, whose expectation peaks at the median, not the mode)
     r_length = 1[min_c <= L <= max_c]                    over the lengths of CORRECT rollouts; 0 if none
     r_notion = |{n in N' : s(n) > 0}| / |N'|             N' = normalised N minus notions in the problem,
                s(n) = #correct rollouts using n - #incorrect rollouts using n;  0 if N' is empty
@@ -29,7 +30,8 @@ How we differ from the paper's released code (akatigre/MASA-RL, `meta_cog.py`):
   in the *problem*, where the reference tested substring membership in the whole meta prompt (whose
   instruction text contains words such as "solution"). Duplicate notions count once, so repeating a
   good notion cannot raise the share.
-- Pass-rate reward uses the run's G instead of a hard-coded 8.
+- Pass-rate reward uses the run's G instead of a hard-coded 8. A "linear" variant (1 - |p - k/G|,
+  `algorithm.reward.pass_rate_reward`) rewards the median instead of the mode (docs/algorithm-losses.md).
 - Solution rows cut off by early cutoff (finish_reason "cutoff") score 0 and count as incorrect in
   the observed statistics the meta path is rewarded against.
 """
@@ -81,13 +83,33 @@ def _correct_length_bounds(lengths: Tensor, correct: Tensor) -> tuple[Tensor, Te
 # ---------------------------------------------------------------- meta reward components
 
 
-def pass_rate_reward(predicted: Tensor, observed: Tensor, *, n_solution: int) -> Tensor:
-    """r_pass = 0.01 ** |p - k/G| (paper Sec. 3): 1 for an exact count, decaying with the error.
+PassRateRewardFn = Callable[[Tensor], Tensor]
+PASS_RATE_REWARDS: Registry[PassRateRewardFn] = Registry("pass-rate reward")
 
-    predicted: [B, Gm] integer k in 0..G; observed: [B] fraction p in [0, 1]  ->  [B, Gm] in [0.01, 1].
+
+@PASS_RATE_REWARDS.register("exponential")
+def exponential_pass_rate(err: Tensor) -> Tensor:
+    """0.01 ** err, the paper's: each count off of G = 8 multiplies the reward by 0.56, so under doubt
+    the expected reward is highest at the likeliest count (the mode of the observed counts)."""
+    return torch.pow(torch.tensor(PASS_RATE_BASE), err)
+
+
+@PASS_RATE_REWARDS.register("linear")
+def linear_pass_rate(err: Tensor) -> Tensor:
+    """1 - err: its expected value is 1 - E|p - k/G|, highest at the median of the observed rate, the
+    prediction that minimises the held-out MAE that the report and issue 15 measure (not the paper's)."""
+    return 1.0 - err
+
+
+def pass_rate_reward(predicted: Tensor, observed: Tensor, *, n_solution: int,
+                     variant: str = "exponential") -> Tensor:
+    """r_pass = f(|p - k/G|), f named by `variant`: "exponential" 0.01 ** err (paper Sec. 3), "linear"
+    1 - err. 1 for an exact count, decaying with the error.
+
+    predicted: [B, Gm] integer k in 0..G; observed: [B] fraction p in [0, 1]  ->  [B, Gm] in [0, 1].
     """
     err = (observed.unsqueeze(-1) - predicted.to(torch.float32) / n_solution).abs()
-    return torch.pow(torch.tensor(PASS_RATE_BASE), err)
+    return PASS_RATE_REWARDS.get(variant)(err)
 
 
 def length_reward(predicted: Tensor, lengths: Tensor, correct: Tensor, *, strict: bool = False) -> Tensor:

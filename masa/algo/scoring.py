@@ -79,8 +79,8 @@ class MetaScores:
 def meta_scores(pred_k: Tensor, pred_len: Tensor, has_k: Tensor, has_len: Tensor, has_notion: Tensor,
                 any_field: Tensor, r_notion: Tensor, prompt: Tensor, sol_ok: Tensor, sol_len: Tensor,
                 sol_mask: Tensor, *, n_solution: int, length_strict: bool, variant: str, weight_pass_rate: float,
-                weight_length: float, weight_notion: float, gate_low: float = 0,
-                gate_high: float | None = None) -> MetaScores:
+                weight_length: float, weight_notion: float, pass_rate_variant: str = "exponential",
+                gate_low: float = 0, gate_high: float | None = None) -> MetaScores:
     """Score M meta rows of B prompts against the prompts' G solution rows.
 
     pred_k, pred_len: [M] long predicted correct count and length (any value where the field is invalid);
@@ -89,12 +89,13 @@ def meta_scores(pred_k: Tensor, pred_len: Tensor, has_k: Tensor, has_len: Tensor
     prompt index in [0, B), rows of a prompt in slot order; sol_ok, sol_len, sol_mask: [B, G] what each
     prompt's solution rows did (ok = rewarded 1), their lengths and which slots are real. gate_low,
     gate_high: gating's bounds (default 0 and G), for the precision of what it would skip.
+    pass_rate_variant: the pass-rate reward's name (masa.algo.rewards.PASS_RATE_REWARDS).
     """
     B = sol_ok.shape[0]
     pk, pmask, slot = pad_groups(pred_k, prompt, n_groups=B)
     pL, _, _ = pad_groups(pred_len, prompt, n_groups=B)
     observed = observed_pass_rate(sol_ok, sol_mask)
-    r_pass = pass_rate_reward(pk, observed, n_solution=n_solution)[prompt, slot]
+    r_pass = pass_rate_reward(pk, observed, n_solution=n_solution, variant=pass_rate_variant)[prompt, slot]
     r_len = length_reward(pL, sol_len, sol_ok, strict=length_strict)[prompt, slot]
     parsed = any_field & sol_mask.any(-1)[prompt]
     # per field: an invalid field scores 0 in its own component only (masa.algo.rewards.field_components)

@@ -126,7 +126,7 @@ def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n
         r_not, torch.tensor([prompt_of[i] for i in meta], dtype=torch.long), obs.ok, obs.length, obs.mask,
         n_solution=algo.n_solution, length_strict=rw.length_strict, variant=rw.meta_reward,
         weight_pass_rate=rw.weight_pass_rate, weight_length=rw.weight_length, weight_notion=rw.weight_notion,
-        gate_low=gate_low, gate_high=gate_high)
+        pass_rate_variant=rw.pass_rate_reward, gate_low=gate_low, gate_high=gate_high)
     return {"reward": m.reward, "pass_rate": m.pass_rate, "length": m.length, "notion": m.notion,
             "parsed": m.parsed, "has_pass_rate": m.has_pass_rate, "abs_err": m.abs_err, "median_mae": m.median_mae,
             "gate_hits": m.gate_hits, "gate_candidates": m.gate_candidates,
