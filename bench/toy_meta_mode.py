@@ -12,8 +12,8 @@ it, on the same problems:
 - median       the MAE of the median of each problem's T = 1 predictions (what gating acts on)
 - low-T        the MAE of the low-temperature prediction, its Spearman over problems and its mean
 - constant     the median observed rate for every problem (the report's "constant's MAE")
-- r_pass       the mean pass-rate reward (0.01 ** |p - k/G|, the meta path's training reward) of the
-               median, of the low-T prediction, of the MAE's constant and of the constant that
+- r_pass       the mean pass-rate reward (the run's own: 0.01 ** |p - k/G| by default, 1 - |p - k/G|
+               under `pass_rate_reward: linear`; the meta path's training reward) of the median, of the low-T prediction, of the MAE's constant and of the constant that
                maximises it (`best_constant`)
 
 Two things this separates. The reward is sharp (each count off costs a factor 0.01 ** (1/G)), so its
@@ -40,16 +40,18 @@ from masa.algo.rewards import pass_rate_reward
 from masa.runner.evaluate import constant_mae
 
 
-def mean_reward(observed: Sequence[float], predicted: Sequence[float], n_solution: int) -> float:
-    """Mean r_pass of predicted pass rates (fractions of G; a median of two counts may fall between) against
-    observed ones."""
+def mean_reward(observed: Sequence[float], predicted: Sequence[float], n_solution: int,
+                variant: str = "exponential") -> float:
+    """Mean r_pass (the run's `pass_rate_reward`) of predicted pass rates (fractions of G; a median of two
+    counts may fall between) against observed ones."""
     counts = torch.tensor([p * n_solution for p in predicted], dtype=torch.float64)[:, None]
-    return float(pass_rate_reward(counts, torch.tensor(observed, dtype=torch.float32), n_solution=n_solution).mean())
+    return float(pass_rate_reward(counts, torch.tensor(observed, dtype=torch.float32), n_solution=n_solution,
+                                  variant=variant).mean())
 
 
-def best_constant(observed: Sequence[float], n_solution: int) -> tuple[float, float]:
+def best_constant(observed: Sequence[float], n_solution: int, variant: str = "exponential") -> tuple[float, float]:
     """The one predicted pass rate (a count of G, as a fraction) with the highest mean r_pass, and that mean."""
-    scores = [(mean_reward(observed, [k / n_solution] * len(observed), n_solution), k / n_solution)
+    scores = [(mean_reward(observed, [k / n_solution] * len(observed), n_solution, variant), k / n_solution)
               for k in range(n_solution + 1)]
     reward, value = max(scores)
     return value, reward
@@ -82,17 +84,18 @@ def low_t_predictions(cfg, checkpoint: str, source: str, temperature: float) -> 
     return {r["prompt_id"]: r["median"] for r in bench["calibration"]}
 
 
-def row(bench: dict, low_t: dict[str, float], n_solution: int) -> dict:
-    """The figures of one checkpoint, over the problems with both a T = 1 and a low-T prediction."""
+def row(bench: dict, low_t: dict[str, float], n_solution: int, variant: str = "exponential") -> dict:
+    """The figures of one checkpoint, over the problems with both a T = 1 and a low-T prediction; r_* in the
+    run's own pass-rate reward (`variant`)."""
     cal = [r for r in bench["calibration"] if r["prompt_id"] in low_t]
     obs, med, low = [r["observed"] for r in cal], [r["median"] for r in cal], [low_t[r["prompt_id"]] for r in cal]
     const = statistics.median(obs)
-    best, best_r = best_constant(obs, n_solution)
+    best, best_r = best_constant(obs, n_solution, variant)
     return {"n": len(cal), "observed": statistics.fmean(obs), "sampled": bench["meta"]["pass_rate_mae"],
             "median": mae(obs, med), "low_t": mae(obs, low), "low_t_rho": rank_corr(obs, low),
             "low_t_mean": statistics.fmean(low), "constant": constant_mae(obs),
-            "r_median": mean_reward(obs, med, n_solution), "r_low_t": mean_reward(obs, low, n_solution),
-            "r_constant": mean_reward(obs, [const] * len(obs), n_solution), "best_constant": best,
+            "r_median": mean_reward(obs, med, n_solution, variant), "r_low_t": mean_reward(obs, low, n_solution, variant),
+            "r_constant": mean_reward(obs, [const] * len(obs), n_solution, variant), "best_constant": best,
             "r_best_constant": best_r}
 
 
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             (bench,) = json.loads(Path(path).read_text())["benchmarks"].values()
             checkpoint = next(x for x in glob.glob(str(Path(path).parent / "*checkpoint")) if Path(x).is_dir())
             low_t = low_t_predictions(cfg, checkpoint, bench["source"], args.temperature)
-            f = row(bench, low_t, cfg.algorithm.n_solution)
+            f = row(bench, low_t, cfg.algorithm.n_solution, cfg.algorithm.reward.pass_rate_reward)
             name = bench["source"].split("__")[1]
             print(f"{Path(d).name:<10}{name:<16}" + "".join(
                 f"{'-' if f[c] is None else (f[c] if isinstance(f[c], int) else round(f[c], 3)):>16}" for c in cols),

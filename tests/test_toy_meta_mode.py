@@ -33,6 +33,14 @@ def test_the_rewards_best_constant_is_the_likeliest_count_not_the_median():
     assert mode.mae(OBSERVED, [0.5] * 5) == pytest.approx(0.35)
 
 
+def test_under_the_linear_reward_the_best_constant_is_the_median():
+    # 1 - |p - k/G| averages to 1 - MAE, so its best constant is the MAE's: 0.5 scores 1 - 0.35 = 0.65,
+    # 0 scores 1 - 0.45 = 0.55
+    value, reward = mode.best_constant(OBSERVED, 4, "linear")
+    assert (value, reward) == (0.5, pytest.approx(0.65))
+    assert mode.mean_reward(OBSERVED, [0.0] * 5, 4, "linear") == pytest.approx(0.55)
+
+
 def test_one_value_everywhere_has_no_rank_correlation():
     assert mode.rank_corr(OBSERVED, [0.0] * 5) is None
     assert mode.rank_corr(OBSERVED, [0.0, 0.1, 0.2, 0.3, 0.4]) == pytest.approx(1.0, abs=0.05)
