@@ -31,7 +31,7 @@ How we differ from the paper's released code (akatigre/MASA-RL, `meta_cog.py`):
   instruction text contains words such as "solution"). Duplicate notions count once, so repeating a
   good notion cannot raise the share.
 - Pass-rate reward uses the run's G instead of a hard-coded 8. A "linear" variant (1 - |p - k/G|,
-  `algorithm.reward.pass_rate_reward`) rewards the median instead of the mode (docs/algorithm-losses.md).
+  `algorithm.reward.pass_rate_reward`) rewards the median instead of the mode (docs/algorithm.md).
 - Solution rows cut off by early cutoff (finish_reason "cutoff") score 0 and count as incorrect in
   the observed statistics the meta path is rewarded against.
 """
