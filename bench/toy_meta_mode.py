@@ -12,8 +12,9 @@ it, on the same problems:
 - median       the MAE of the median of each problem's T = 1 predictions (what gating acts on)
 - low-T        the MAE of the low-temperature prediction, its Spearman over problems and its mean
 - constant     the median observed rate for every problem (the report's "constant's MAE")
-- r_pass       the mean pass-rate reward (the run's own: 0.01 ** |p - k/G| by default, 1 - |p - k/G|
-               under `pass_rate_reward: linear`; the meta path's training reward) of the median, of the low-T prediction, of the MAE's constant and of the constant that
+- r_pass       the mean pass-rate reward (the meta path's training reward, the run's own: 0.01 **
+               |p - k/G| by default, 1 - |p - k/G| under `pass_rate_reward: linear`) of the median, of
+               the low-T prediction, of the MAE's constant and of the constant that
                maximises it (`best_constant`)
 
 Two things this separates. The reward is sharp (each count off costs a factor 0.01 ** (1/G)), so its
