@@ -207,6 +207,7 @@ DERIVED_TRAIN_FIELDS = {
     "seed": "seed", "temperature": None, "bc_coef": "algorithm.expert.bc_coef", "bc_mode": "algorithm.expert.mode",
     "bc_phase_batch": "algorithm.expert.phase_batch", "bc_phase_steps": "algorithm.expert.phase_steps",
     "bc_phase_lr": "algorithm.expert.phase_lr", "bc_phase_anchor": "algorithm.expert.phase_anchor",
+    "bc_phase_moments": "algorithm.expert.phase_moments",
 }
 
 

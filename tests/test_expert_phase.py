@@ -164,3 +164,69 @@ def test_phase_anchor_holds_the_solutions_where_the_phase_found_them(tiny_model_
     # the solutions' log-probs moved less under the anchor than without it: measured 0.20 against 0.42
     # nats a token (2026-12-05), the first of the 8 steps being the same in both
     assert drift[100.0] < 0.6 * drift[0.0]
+
+
+def _policy_adam(state_dir: Path) -> dict:
+    """Rank 0's AdamW state for its (single) partition, as DeepSpeed saved it."""
+    from masa.train import checkpoint as ckpt
+
+    sd = torch.load(state_dir / ckpt.DS_TAG / "zero_pp_rank_0_mp_rank_00_optim_states.pt", map_location="cpu",
+                    weights_only=False)["optimizer_state_dict"]["base_optimizer_state"]
+    (st,) = (sd["state"] if "state" in sd else sd).values() if isinstance(sd, dict) else sd
+    return st
+
+
+def _moved(a: Path, b: Path) -> torch.Tensor:
+    """|weight change| of every element the round moved."""
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    d = torch.cat([(wb[k].float() - wa[k].float()).abs().flatten() for k in wa])
+    return d[d > 0]
+
+
+@pytest.mark.slow
+def test_own_phase_moments_leave_the_policy_moments_alone(tiny_model_dir, tmp_path):
+    from masa.runner.training import train_round
+    from masa.train import checkpoint as ckpt
+    from masa.train.phase import MOMENTS_FILE, load_moments
+    from masa.train.synthetic import write_synthetic_shards
+
+    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
+    scored, experts = write_synthetic_shards(tmp_path / "data", vocab_size=vocab, n_prompts=3, n_experts=2, seed=2)
+    # zero advantages and no weight decay: the policy step's gradient is exactly 0, so its AdamW moments
+    # stay 0 and it moves no weight; every change is the phase's single step (one batch of 2 experts)
+    t = pq.read_table(scored)
+    pq.write_table(t.set_column(t.column_names.index("advantage"), "advantage", [[0.0] * t.num_rows]), scored)
+    lr = 5e-3
+    state, moved = {}, {}
+    for mode in ("shared", "own"):
+        cfg = TrainConfig(lr=1e-3, warmup_steps=2, weight_decay=0.0, steps_per_round=1, bc_mode="phase",
+                          bc_phase_batch=2, bc_phase_steps=1, bc_phase_lr=lr, bc_phase_moments=mode, seed=1)
+        train_round(str(tiny_model_dir), str(scored), str(experts), str(tmp_path / mode), cfg, nproc=1)
+        state[mode] = tmp_path / mode / ckpt.STATE_DIR
+        moved[mode] = _moved(Path(tiny_model_dir), tmp_path / mode)
+    # AdamW's update is lr x m_hat / sqrt(v_hat), elementwise, for the phase's gradient g:
+    # - shared: the phase step is the moments' 2nd (the policy's zero-gradient step was the 1st), so
+    #   m = 0.1 g, v = 0.001 g^2, m_hat = 0.1 g / (1 - 0.9^2), v_hat = 0.001 g^2 / (1 - 0.999^2):
+    #   |update| = lr x (0.1 / 0.19) / sqrt(0.001 / 0.001999) = 0.74413 lr
+    # - own: the phase's fresh moments take their 1st step, m_hat = g, v_hat = g^2: |update| = lr
+    assert moved["shared"].median().item() == pytest.approx(lr * (0.1 / 0.19) / (0.001 / 0.001999) ** 0.5, rel=1e-3)
+    assert moved["own"].median().item() == pytest.approx(lr, rel=1e-3)
+    # what each round leaves for the next policy steps: shared, the phase's gradient in the policy's
+    # moments (2 steps); own, the policy's zero moments (1 step) and the phase's beside them
+    shared, own = _policy_adam(state["shared"]), _policy_adam(state["own"])
+    assert int(shared["step"]) == 2 and shared["exp_avg_sq"].abs().max() > 0
+    assert not (state["shared"] / MOMENTS_FILE.format(rank=0)).exists()
+    assert int(own["step"]) == 1 and own["exp_avg_sq"].abs().max() == 0
+    (kept,) = load_moments(state["own"], 0)
+    assert int(kept["step"]) == 1 and kept["exp_avg_sq"].abs().max() > 0
+
+    # the next round continues the phase's moments from the state: its step is their 2nd, and the
+    # policy's stay zero
+    r2 = tmp_path / "own-r2"
+    train_round(str(tmp_path / "own"), str(scored), str(experts), str(r2), cfg, nproc=1)
+    (kept2,) = load_moments(r2 / ckpt.STATE_DIR, 0)
+    assert int(kept2["step"]) == 2 and not torch.equal(kept2["exp_avg_sq"], kept["exp_avg_sq"])
+    assert int(_policy_adam(r2 / ckpt.STATE_DIR)["step"]) == 2
+    assert _policy_adam(r2 / ckpt.STATE_DIR)["exp_avg_sq"].abs().max() == 0

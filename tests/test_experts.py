@@ -136,6 +136,8 @@ def test_train_config_carries_the_expert_mode_of_the_run():
                                                  "algorithm.expert.bc_coef=0.5"]))
     assert (joint.bc_mode, joint.bc_coef) == ("joint", 0.5)
     assert train_config_for(load_config("smoke")).bc_phase_anchor == 0.0  # off unless asked for
+    own = train_config_for(load_config("toy", ["algorithm.expert.phase_moments=own"]))
+    assert (toy.bc_phase_moments, own.bc_phase_moments) == ("shared", "own")
 
 
 def test_phase_anchor_is_refused_outside_phase_mode_or_below_zero():
@@ -145,3 +147,15 @@ def test_phase_anchor_is_refused_outside_phase_mode_or_below_zero():
         ExpertConfig(phase_anchor=1.0)
     with pytest.raises(ValueError, match="phase_anchor.*must be >= 0"):
         ExpertConfig(mode="phase", phase_anchor=-1.0)
+
+
+def test_phase_moments_are_refused_outside_phase_mode_or_by_an_unknown_name():
+    from masa.algo.config import ExpertConfig
+    from masa.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="phase_moments.*needs mode 'phase'"):
+        ExpertConfig(phase_moments="own")
+    with pytest.raises(ValueError, match="unknown phase moments 'separate'; valid: shared, own"):
+        ExpertConfig(mode="phase", phase_moments="separate")
+    with pytest.raises(ValueError, match="unknown phase moments 'separate'; valid: shared, own"):
+        TrainConfig(bc_mode="phase", bc_phase_moments="separate")

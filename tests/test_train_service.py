@@ -21,6 +21,10 @@ from masa.train.worker import FAULT_ENV
 pytestmark = pytest.mark.slow
 
 CFG = TrainConfig(lr=1e-3, warmup_steps=2, steps_per_round=2, max_tokens_per_microbatch=48, seed=3, bc_coef=0.1)
+# the expert phase with moments of its own: what a rank holds between rounds besides its engine (the
+# phase's buffer and AdamW state) must carry as the published state does (2 experts a round, batches of 2)
+PHASE = dataclasses.replace(CFG, bc_mode="phase", bc_phase_batch=2, bc_phase_steps=2, bc_phase_lr=1e-3,
+                            bc_phase_moments="own")
 
 # A warm `masa run` task (as masa.pipeline.warm makes it: the modules a rank imports imported, no tensor
 # op run, declared fork-safe) with the run's services folder; it trains the rounds it is given in
@@ -65,8 +69,8 @@ def data(train_data):
     return train_data
 
 
-def _warm(rounds: list[dict], folder: Path) -> list[tuple[str, object]]:
-    cfg = json.loads(json.dumps(dataclasses.asdict(CFG)))
+def _warm(rounds: list[dict], folder: Path, train_cfg: TrainConfig = CFG) -> list[tuple[str, object]]:
+    cfg = json.loads(json.dumps(dataclasses.asdict(train_cfg)))
     r = subprocess.run([sys.executable, "-c", _WARM_TASK, json.dumps({"rounds": rounds, "cfg": cfg,
                                                                       "folder": str(folder)})],
                        capture_output=True, text=True, timeout=600)
@@ -79,9 +83,11 @@ def _warm(rounds: list[dict], folder: Path) -> list[tuple[str, object]]:
 def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, tmp_path):
     d = data
     cold = tmp_path / "cold"
-    c1 = train_round(d["model"], d["scored"], d["experts"], str(cold / "r1"), CFG, nproc=2)
-    c2 = train_round(str(cold / "r1"), d["scored"], d["experts"], str(cold / "r2"), CFG, nproc=2)
+    c1 = train_round(d["model"], d["scored"], d["experts"], str(cold / "r1"), PHASE, nproc=2)
+    c2 = train_round(str(cold / "r1"), d["scored"], d["experts"], str(cold / "r2"), PHASE, nproc=2)
     assert c2["steps"][0]["restored_from"] == "init_state_dir:2"  # the cold round loads r1's state
+    # each round cloned its batch in 2 phase steps, round 2 on the phase moments round 1 left
+    assert [sum("phase" in r for r in c["steps"]) for c in (c1, c2)] == [2, 2]
 
     warm = tmp_path / "warm"
     folder = tmp_path / "services"
@@ -92,11 +98,11 @@ def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, 
               {"args": [str(warm / "r1"), d["scored"], d["experts"], str(warm / "bad")],
                "env": {FAULT_ENV: "rank=1,step=oops"}},
               {"args": [str(warm / "r1"), d["scored"], d["experts"], str(warm / "r2")]}]
-    (k1, w1), (kb, bad), (k2, w2) = _warm(rounds, folder)
+    (k1, w1), (kb, bad), (k2, w2) = _warm(rounds, folder, PHASE)
     assert (k1, kb, k2) == ("RESULT", "FAILED", "RESULT"), (w1, bad, w2)
     assert "invalid literal for int" in bad
     # round 2 continued from the engine that trained round 1, without loading its state
-    assert [r["restored_from"] for r in w2["steps"]] == ["service:2", "service:2"]
+    assert [r["restored_from"] for r in w2["steps"] if "phase" not in r] == ["service:2", "service:2"]
     for a, b in (("r1", "r1"), ("r2", "r2")):
         wc, ww = _weights(cold / a), _weights(warm / b)
         assert all(torch.equal(wc[k], ww[k]) for k in wc), a

@@ -16,6 +16,8 @@ Algorithm = Literal["grpo", "masa", "masa-efficient"]
 # how experts are cloned: "joint" adds bc_coef x BC to every optimizer step's loss; "phase" buffers them
 # across rounds and clones each full batch in separate steps at its own LR (the released code's meta SFT)
 EXPERT_MODES = ("joint", "phase")
+# whose AdamW moments the expert phase steps on: "shared" with the policy (the released code), or "own"
+PHASE_MOMENTS = ("shared", "own")
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,12 @@ class ExpertConfig:
     # as the phase found it, added to each phase step. The meta SFT then cannot buy calibration with
     # the solutions (docs/toy.md, "Shorter predictions", 5.). 0 = off, as the released code.
     phase_anchor: float = 0.0
+    # Phase mode only: "shared" (the released code) steps the phase on the policy's AdamW moments, so the
+    # clone's gradients, several times the policy's, stay in the second moment and shrink every later
+    # policy step (measured on the toy: the policy's per-parameter Adam denominator 1.7x GRPO's, median);
+    # "own" keeps a second set of moments for the phase, carried across rounds with the optimizer state
+    # (masa.train.phase, docs/training.md)
+    phase_moments: str = "shared"
 
     def __post_init__(self) -> None:
         p: list[str] = []
@@ -166,6 +174,9 @@ class ExpertConfig:
         check(self.phase_lr > 0, "phase_lr", "must be > 0", p)
         check(self.phase_anchor >= 0, "phase_anchor", "must be >= 0", p)
         check(self.phase_anchor == 0 or self.mode == "phase", "phase_anchor", "needs mode 'phase'", p)
+        check(self.phase_moments in PHASE_MOMENTS, "phase_moments",
+              f"unknown phase moments {self.phase_moments!r}; valid: {', '.join(PHASE_MOMENTS)}", p)
+        check(self.phase_moments == "shared" or self.mode == "phase", "phase_moments", "needs mode 'phase'", p)
         raise_if(p)
 
 

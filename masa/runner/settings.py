@@ -88,7 +88,8 @@ def train_settings(cfg: RunConfig, branch: str, round_idx: int) -> TrainConfig:
     return dataclasses.replace(cfg.train, bc_coef=bc, recompute_logprobs=recompute, temperature=1.0,
                                seed=cfg.seed * 1000 + round_idx, bc_mode=algo.expert.mode,
                                bc_phase_batch=algo.expert.phase_batch, bc_phase_steps=algo.expert.phase_steps,
-                               bc_phase_lr=algo.expert.phase_lr, bc_phase_anchor=algo.expert.phase_anchor)
+                               bc_phase_lr=algo.expert.phase_lr, bc_phase_anchor=algo.expert.phase_anchor,
+                               bc_phase_moments=algo.expert.phase_moments)
 
 
 def engine_config(cfg: RunConfig, step: Literal["rollout", "benchmark"], model_dir: str | Path,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from masa.algo.config import EXPERT_MODES
+from masa.algo.config import EXPERT_MODES, PHASE_MOMENTS
 from masa.configbase import check, raise_if
 
 LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
@@ -45,6 +45,9 @@ class TrainConfig:
     # KL (k3) coefficient, in each phase step, on a batch of the round's solution rollouts to the
     # policy as that phase batch found it (masa.train.phase.anchor_rows); 0 = none
     bc_phase_anchor: float = 0.0
+    # the phase's AdamW moments: "shared" with the policy steps (the released code) or "own" (a second set,
+    # saved beside the optimizer state; masa.train.phase.own_moments)
+    bc_phase_moments: str = "shared"
     # reference model for the KL term; None = the round's input policy. Loaded only when kl_coef > 0.
     ref_model: str | None = None
     # recompute "old" log-probs with the training model before the update (the paper's released code,
@@ -104,6 +107,8 @@ class TrainConfig:
         check(self.bc_phase_steps >= 1, "bc_phase_steps", "must be >= 1", p)
         check(self.bc_phase_lr > 0, "bc_phase_lr", "must be > 0", p)
         check(self.bc_phase_anchor >= 0, "bc_phase_anchor", "must be >= 0", p)
+        check(self.bc_phase_moments in PHASE_MOMENTS, "bc_phase_moments",
+              f"unknown phase moments {self.bc_phase_moments!r}; valid: {', '.join(PHASE_MOMENTS)}", p)
         check(self.steps_per_round >= 1, "steps_per_round", "must be >= 1", p)
         check(self.samples_per_step is None or self.samples_per_step >= 1, "samples_per_step",
               "must be >= 1 or null", p)

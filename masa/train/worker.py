@@ -169,11 +169,26 @@ def optimizer_step(engine, ref, plan: StepPlan, samples: list[TrainSample], cfg:
 
 
 def run_phases(engine, batches: list[list[TrainSample]], cfg: TrainConfig, *, rank: int, world: int, pad_id: int,
-               device, global_step: int, first: int, out: Path, solutions: list[TrainSample]) -> None:
+               device, global_step: int, first: int, out: Path, solutions: list[TrainSample],
+               moments: list[dict] | None = None) -> list[dict] | None:
     """Clone each full batch of the expert buffer: `bc_phase_steps` steps over the whole batch at the
     phase's LR (masa.train.phase). Each step's metrics row has "phase": "expert"; `step` stays the
     policy's global step (the policy LR schedule does not count these steps). With `bc_phase_anchor`,
-    each batch also anchors as many of `solutions` to the policy as its steps find it."""
+    each batch also anchors as many of `solutions` to the policy as its steps find it. With
+    `bc_phase_moments: own` the steps use the phase's AdamW state `moments` (None: fresh); returns the
+    state to carry to the next phase (`moments` unchanged when there was nothing to clone)."""
+    if cfg.bc_phase_moments == "own" and batches:
+        with phase.own_moments(engine, moments) as kept:
+            _phase_steps(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
+                         global_step=global_step, first=first, out=out, solutions=solutions)
+        return kept
+    _phase_steps(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
+                 global_step=global_step, first=first, out=out, solutions=solutions)
+    return moments
+
+
+def _phase_steps(engine, batches: list[list[TrainSample]], cfg: TrainConfig, *, rank: int, world: int, pad_id: int,
+                 device, global_step: int, first: int, out: Path, solutions: list[TrainSample]) -> None:
     # the phase's own LR scales the BC, not bc_coef; the anchor is the policy loss's KL term
     bc_cfg = dataclasses.replace(cfg, bc_coef=1.0, kl_coef=cfg.bc_phase_anchor)
     anchored = cfg.bc_phase_anchor > 0
@@ -265,6 +280,7 @@ class Held:
     engine: object
     global_step: int
     buffer: list | None = None
+    moments: list | None = None  # the expert phase's own AdamW state (`bc_phase_moments: own`)
 
 
 def _backend() -> str:
@@ -315,12 +331,15 @@ def train(spec: WorkerSpec, *, rank: int, world: int, held: Held | None = None) 
     global_step = run_policy_steps(engine, ref, plans, samples, spec, start=start, global_step=global_step,
                                    gap0=gap0, restored=restored, rank=rank, world=world, pad_id=pad_id,
                                    device=device, out=metrics_path)
-    left = None
+    left = moments = None
     if phased:
         buffer = held.buffer if held is not None else phase.load_buffer(spec.init_state_dir)
+        if cfg.bc_phase_moments == "own":
+            moments = held.moments if held is not None else phase.load_moments(spec.init_state_dir, rank)
         batches, left = phase.fill(buffer, experts, batch=cfg.bc_phase_batch)
-        run_phases(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
-                   global_step=global_step, first=len(plans), out=metrics_path, solutions=samples)
+        moments = run_phases(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
+                             global_step=global_step, first=len(plans), out=metrics_path, solutions=samples,
+                             moments=moments)
     out = work / "out"
     ckpt.save_hf(engine, cfg.zero_stage, Path(spec.model_dir), out)
     info = {"global_step": global_step, "step_in_round": len(plans), "world": world,
@@ -329,13 +348,14 @@ def train(spec: WorkerSpec, *, rank: int, world: int, held: Held | None = None) 
         ckpt.save_state(engine, work / "state", info)
         if phased and rank == 0:
             phase.save_buffer(left, work / "state")
+        phase.save_moments(moments, work / "state", rank)
     elif rank == 0:  # the trainer service keeps the state: only the step count is written
         (work / "state").mkdir(parents=True, exist_ok=True)
         (work / "state" / ckpt.STATE_FILE).write_text(json.dumps(info, indent=1))
     if spec.publish_to:  # workers started on their own nodes publish themselves (TrainJob)
         publish_round(work, spec.publish_to)
     dist.barrier()
-    return Held(engine, global_step, left)
+    return Held(engine, global_step, left, moments)
 
 
 def run(spec: WorkerSpec | RoundRequest) -> None:
