@@ -59,6 +59,19 @@ def test_anchor_rows_are_solution_rows_without_advantage():
 # ---------------------------------------------------------------- real DeepSpeed rounds
 
 
+def _shards_without_advantage(model_dir, root: Path, *, n_experts: int) -> tuple[Path, Path]:
+    """Scored and experts shards of 3 synthetic prompts whose advantages are all 0: with no weight decay
+    the policy steps' gradient is exactly 0, so they move no weight and leave AdamW's moments at 0,
+    and every change a round makes is its phase's."""
+    from masa.train.synthetic import write_synthetic_shards
+
+    vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"]
+    scored, experts = write_synthetic_shards(root, vocab_size=vocab, n_prompts=3, n_experts=n_experts, seed=2)
+    t = pq.read_table(scored)
+    pq.write_table(t.set_column(t.column_names.index("advantage"), "advantage", [[0.0] * t.num_rows]), scored)
+    return scored, experts
+
+
 def _nll(model_dir, experts: list[TrainSample]) -> float:
     """Token-mean NLL of the experts' responses under the model: the BC loss of a full-batch step."""
     from transformers import AutoModelForCausalLM
@@ -78,15 +91,9 @@ def _nll(model_dir, experts: list[TrainSample]) -> float:
 def test_phase_mode_clones_buffered_experts_in_their_own_steps(tiny_model_dir, tmp_path):
     from masa.runner.training import train_round
     from masa.train import checkpoint as ckpt
-    from masa.train.synthetic import write_synthetic_shards
 
-    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
-    scored, experts = write_synthetic_shards(tmp_path / "data", vocab_size=vocab, n_prompts=3, n_experts=3, seed=2)
-    # zero advantages and no weight decay: the policy step leaves the weights exactly as they are (AdamW
-    # with a zero gradient moves nothing), so the first phase step's BC loss is the input model's NLL
-    t = pq.read_table(scored)
-    pq.write_table(t.set_column(t.column_names.index("advantage"), "advantage",
-                                [[0.0] * t.num_rows]), scored)
+    # the policy step moves nothing, so the first phase step's BC loss is the input model's NLL
+    scored, experts = _shards_without_advantage(tiny_model_dir, tmp_path / "data", n_experts=3)
     e = load_expert_samples(experts)
     lr = 1e-3
     cfg = TrainConfig(lr=lr, warmup_steps=2, weight_decay=0.0, steps_per_round=1, bc_mode="phase",
@@ -137,13 +144,8 @@ def _logps(model_dir, rows: list[TrainSample]) -> torch.Tensor:
 def test_phase_anchor_holds_the_solutions_where_the_phase_found_them(tiny_model_dir, tmp_path):
     from masa.runner.training import train_round
     from masa.train.data import load_policy_samples
-    from masa.train.synthetic import write_synthetic_shards
 
-    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
-    scored, experts = write_synthetic_shards(tmp_path / "data", vocab_size=vocab, n_prompts=3, n_experts=2, seed=2)
-    # zero advantages, no weight decay: the policy step moves nothing, so any change is the phase's
-    t = pq.read_table(scored)
-    pq.write_table(t.set_column(t.column_names.index("advantage"), "advantage", [[0.0] * t.num_rows]), scored)
+    scored, experts = _shards_without_advantage(tiny_model_dir, tmp_path / "data", n_experts=2)
     sols = [s for s in load_policy_samples(scored) if s.path == "solution"]
     base = _logps(tiny_model_dir, sols)
     drift, rows = {}, {}
@@ -190,14 +192,9 @@ def test_own_phase_moments_leave_the_policy_moments_alone(tiny_model_dir, tmp_pa
     from masa.runner.training import train_round
     from masa.train import checkpoint as ckpt
     from masa.train.phase import MOMENTS_FILE, load_moments
-    from masa.train.synthetic import write_synthetic_shards
 
-    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["vocab_size"]
-    scored, experts = write_synthetic_shards(tmp_path / "data", vocab_size=vocab, n_prompts=3, n_experts=2, seed=2)
-    # zero advantages and no weight decay: the policy step's gradient is exactly 0, so its AdamW moments
-    # stay 0 and it moves no weight; every change is the phase's single step (one batch of 2 experts)
-    t = pq.read_table(scored)
-    pq.write_table(t.set_column(t.column_names.index("advantage"), "advantage", [[0.0] * t.num_rows]), scored)
+    # every change is the phase's single step (one batch of 2 experts)
+    scored, experts = _shards_without_advantage(tiny_model_dir, tmp_path / "data", n_experts=2)
     lr = 5e-3
     state, moved = {}, {}
     for mode in ("shared", "own"):
