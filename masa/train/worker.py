@@ -18,6 +18,7 @@ also stage and publish the round themselves (masa.train.remote).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -177,23 +178,13 @@ def run_phases(engine, batches: list[list[TrainSample]], cfg: TrainConfig, *, ra
     each batch also anchors as many of `solutions` to the policy as its steps find it. With
     `bc_phase_moments: own` the steps use the phase's AdamW state `moments` (None: fresh); returns the
     state to carry to the next phase (`moments` unchanged when there was nothing to clone)."""
-    if cfg.bc_phase_moments == "own" and batches:
-        with phase.own_moments(engine, moments) as kept:
-            _phase_steps(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
-                         global_step=global_step, first=first, out=out, solutions=solutions)
-        return kept
-    _phase_steps(engine, batches, cfg, rank=rank, world=world, pad_id=pad_id, device=device,
-                 global_step=global_step, first=first, out=out, solutions=solutions)
-    return moments
-
-
-def _phase_steps(engine, batches: list[list[TrainSample]], cfg: TrainConfig, *, rank: int, world: int, pad_id: int,
-                 device, global_step: int, first: int, out: Path, solutions: list[TrainSample]) -> None:
     # the phase's own LR scales the BC, not bc_coef; the anchor is the policy loss's KL term
     bc_cfg = dataclasses.replace(cfg, bc_coef=1.0, kl_coef=cfg.bc_phase_anchor)
     anchored = cfg.bc_phase_anchor > 0
     k = first
-    with phase.own_lr(engine):
+    own = cfg.bc_phase_moments == "own" and batches
+    with phase.own_moments(engine, moments) if own else contextlib.nullcontext(moments) as kept, \
+            phase.own_lr(engine):
         for b, batch in enumerate(batches):
             if anchored:
                 batch = phase.anchor_rows(solutions, len(batch), seed=cfg.seed * 7919 + b) + batch
@@ -214,6 +205,7 @@ def _phase_steps(engine, batches: list[list[TrainSample]], cfg: TrainConfig, *, 
                     with out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(METRICS_PREFIX + json.dumps(row), flush=True)
+    return kept
 
 
 def restore(engine, spec: WorkerSpec, world: int) -> tuple[int, int, str]:
