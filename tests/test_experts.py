@@ -159,3 +159,21 @@ def test_phase_moments_are_refused_outside_phase_mode_or_by_an_unknown_name():
         ExpertConfig(mode="phase", phase_moments="separate")
     with pytest.raises(ValueError, match="unknown phase moments 'separate'; valid: shared, own"):
         TrainConfig(bc_mode="phase", bc_phase_moments="separate")
+
+
+def test_expert_rounds_stop_the_picking_and_the_cloning_after_the_first_rounds():
+    from masa.algo.config import ExpertConfig
+    from masa.config import load_config
+    from masa.runner.settings import algorithm_for, train_settings
+
+    with pytest.raises(ValueError, match=r"rounds: must be >= 0 \(0: every round\)"):
+        ExpertConfig(rounds=-1)
+    joint = ["algorithm.expert.mode=joint", "algorithm.expert.phase_anchor=0", "algorithm.expert.bc_coef=0.5"]
+    cfg = load_config("toy", [*joint, "algorithm.expert.rounds=3"])
+    # rounds 0, 1, 2 pick experts (the score step's algorithm) and clone them (the train step's bc_coef);
+    # from round 3 on neither; the rollout step, which asks without a round, keeps the run's settings
+    assert [algorithm_for(cfg, "masa-efficient", r).expert.enabled for r in range(5)] == [True] * 3 + [False] * 2
+    assert [train_settings(cfg, "masa-efficient", r).bc_coef for r in range(5)] == [0.5] * 3 + [0.0] * 2
+    assert algorithm_for(cfg, "masa-efficient").expert.enabled
+    every = load_config("toy", joint)  # the default 0: every round, as released
+    assert all(algorithm_for(every, "masa-efficient", r).expert.enabled for r in (0, 20, 200))

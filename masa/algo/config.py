@@ -161,10 +161,16 @@ class ExpertConfig:
     # "own" keeps a second set of moments for the phase, carried across rounds with the optimizer state
     # (masa.train.phase, docs/training.md)
     phase_moments: str = "shared"
+    # Experts are picked in the first `rounds` rounds only (0: every round, as released); later rounds
+    # train the meta path on its reward alone. On the toy the meta path's calibration comes from the
+    # cloning and levels off after ~10 rounds while its cost to the solutions keeps growing
+    # (docs/report.md, "Three times the rounds"). In phase mode experts still buffered stay uncloned.
+    rounds: int = 0
 
     def __post_init__(self) -> None:
         p: list[str] = []
         check(0 <= self.min_reward <= 1, "min_reward", "must be in [0, 1]", p)
+        check(self.rounds >= 0, "rounds", "must be >= 0 (0: every round)", p)
         check(self.bc_coef >= 0, "bc_coef", "must be >= 0", p)
         check(self.value_weight >= 0, "value_weight", "must be >= 0", p)
         check(self.mode in EXPERT_MODES, "mode",

@@ -65,9 +65,13 @@ class EvalSettings:
         return self.meta_k or self.k
 
 
-def algorithm_for(cfg: RunConfig, branch: str) -> AlgorithmConfig:
-    """The branch's algorithm: the run's settings under the branch's name (grpo, masa, masa-efficient)."""
-    return dataclasses.replace(cfg.algorithm, name=branch)
+def algorithm_for(cfg: RunConfig, branch: str, round_idx: int | None = None) -> AlgorithmConfig:
+    """The branch's algorithm: the run's settings under the branch's name (grpo, masa, masa-efficient);
+    given a round past `expert.rounds` (when set), with experts off, so the round picks and clones none."""
+    algo = dataclasses.replace(cfg.algorithm, name=branch)
+    if round_idx is not None and 0 < algo.expert.rounds <= round_idx:
+        algo = dataclasses.replace(algo, expert=dataclasses.replace(algo.expert, enabled=False))
+    return algo
 
 
 def train_settings(cfg: RunConfig, branch: str, round_idx: int) -> TrainConfig:
@@ -80,7 +84,7 @@ def train_settings(cfg: RunConfig, branch: str, round_idx: int) -> TrainConfig:
     - temperature 1: the engines record raw (T=1) log-probs as the "old" policy (docs/engines.md), so
       the ratio is exactly 1 before the first update whatever the sampling temperature.
     """
-    algo = algorithm_for(cfg, branch)
+    algo = algorithm_for(cfg, branch, round_idx)
     bc = algo.expert.bc_coef if algo.uses_meta and algo.expert.enabled else 0.0
     recompute = cfg.train.recompute_logprobs
     if recompute is None:  # real models: the actor's own log-probs as the old ones, as the released code;

@@ -34,7 +34,7 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
                history_path: str | None, out_ptr: str, history_out: str) -> dict[str, Any]:
     layout, rptr, ptr = run_layout(cfg), read_pointer(rollouts_ptr), read_pointer(policy_ptr)
     prefix = layout.part(branch, round_idx, "scored")
-    algo = algorithm_for(cfg, branch)
+    algo = algorithm_for(cfg, branch, round_idx)
     fp = digest(manifest_digest(rptr), dataclasses.asdict(algo), cfg.rollout.max_response_tokens)
 
     def produce(work: Path) -> dict[str, Any]:
