@@ -360,3 +360,30 @@ def test_cli_twin_scores_as_the_step_does(scored, tokenizer_dir, tmp_path, capsy
     assert pq.read_table(tmp_path / "cli" / "scored.parquet").equals(pq.read_table(tmp_path / "direct" / "scored.parquet"))
     assert main(["score", "--rollouts", str(tmp_path / "missing.parquet"), "--model", tokenizer_dir,
                  "--out", str(tmp_path / "o")]) == 2
+
+
+def test_score_step_picks_no_experts_past_expert_rounds(scored, tokenizer_dir, tmp_path):
+    # `algorithm.expert.rounds` takes effect in the score step (algorithm_for with the round): the shard
+    # above, scored by the step as round 0 and as round 1 of a run with expert.rounds=1, gives its two
+    # experts (test_experts) in round 0 and none in round 1.
+    from masa.config import load_config
+    from masa.runner.layout import Pointer, write_pointer
+    from masa.steps.score import score_step
+    from masa.storage import open_store, put_dir_atomic
+
+    _, _, _, d = scored
+    store = str(tmp_path / "store")
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    (shard / "rollouts.parquet").write_bytes((d / "rollouts.parquet").read_bytes())
+    put_dir_atomic(open_store(store), str(shard), "r/rollouts")
+    put_dir_atomic(open_store(store), tokenizer_dir, "m/checkpoint")
+    write_pointer(tmp_path / "r.json", Pointer(store=store, prefix="r/rollouts", kind="rollouts"))
+    write_pointer(tmp_path / "m.json", Pointer(store=store, prefix="m/checkpoint", kind="checkpoint"))
+    cfg = load_config("toy", [f"algorithm.n_solution={G}", f"algorithm.n_meta={GM}", f"store={store}",
+                              f"rollout.max_response_tokens={MAXT}", "algorithm.expert.rounds=1"])
+    n_experts = [score_step(cfg, branch="masa", round_idx=r, rollouts_ptr=str(tmp_path / "r.json"),
+                            policy_ptr=str(tmp_path / "m.json"), history_path=None,
+                            out_ptr=str(tmp_path / f"s{r}.json"), history_out=str(tmp_path / f"h{r}.json"))["n_experts"]
+                 for r in (0, 1)]
+    assert n_experts == [2, 0]
