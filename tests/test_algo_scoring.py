@@ -66,6 +66,8 @@ def test_meta_scores_hand_values():
     assert m.median_mae == pytest.approx(0.25)
     # gating's precision: prompt 0's median 3 is inside (0, 4), not a candidate; prompt 1 was not rolled out
     assert (m.gate_hits, m.gate_candidates) == (0, 0)
+    # prompt 0's group is mixed (2 of 4 right) and rolled out; not a candidate: (0 mixed candidates, 1 mixed)
+    assert (m.gate_mixed, m.mixed) == (0, 1)
 
 
 def test_meta_scores_gate_precision():
@@ -75,6 +77,8 @@ def test_meta_scores_gate_precision():
     zero = torch.zeros_like(pred_k)
     m = meta_scores(zero, *rest, n_solution=4, length_strict=False, **EQUAL)
     assert (m.gate_hits, m.gate_candidates) == (0, 1)
+    # ... and that miss is a mixed group the gate would throw away: 1 of the 1 mixed
+    assert (m.gate_mixed, m.mixed) == (1, 1)
     m = meta_scores(zero, *rest, n_solution=4, length_strict=False, gate_low=2, **EQUAL)
     assert (m.gate_hits, m.gate_candidates) == (1, 1)
 

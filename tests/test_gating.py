@@ -14,11 +14,13 @@ from masa.algo.gating import (
     apply_exploration,
     gate_mask,
     gate_precision,
+    gate_signal,
     gating_active,
     gating_decision,
     median_prediction,
     pass_rate_mae,
     round_generator,
+    signal_loss,
 )
 
 T, F = True, False
@@ -153,6 +155,8 @@ def test_gating_config_bounds_and_validation():
     assert from_dict(GatingConfig, {"low": 1, "high": 7}).bounds(8) == (1, 7)
     with pytest.raises(ConfigError, match="low: must be < high"):
         from_dict(GatingConfig, {"low": 5, "high": 3})
+    with pytest.raises(ConfigError, match="max_signal_loss: must be in"):
+        from_dict(GatingConfig, {"max_signal_loss": 1.5})
 
 
 def test_gate_precision_counts_the_skipped_side():
@@ -201,3 +205,51 @@ def test_gating_switch_needs_precision_as_well_as_mae():
         gating_active([0.1, 0.1], precision_history=[(3, 2)], **kw)
     with pytest.raises(ValueError, match="min_precision"):
         gating_active([0.1], min_rounds=1, window=1, mae_threshold=0.2, min_precision=1.5)
+
+
+def test_gate_signal_counts_the_mixed_groups_it_would_skip():
+    # G = 8, the six prompts of test_gate_precision_counts_the_skipped_side. Mixed (0 < observed < 8) and
+    # rolled out: prompt 1 only (observed 3), and it is a candidate (median 0) -> (1, 1). Prompt 5 is
+    # not rolled out, so its observed 0 is nothing.
+    med = torch.tensor([0.0, 0.0, 8.0, 8.0, 4.0, 0.0], dtype=torch.float64)
+    has = torch.ones(6, dtype=torch.bool)
+    rolled = torch.tensor([T, T, T, T, T, F])
+    mc, m = gate_signal(med, has, torch.tensor([0, 3, 8, 0, 0, 0]), rolled, n_solution=8)
+    assert (int(mc), int(m)) == (1, 1)
+    # prompt 4 (median 4, not a candidate) mixed at 5: counted in mixed, not in mixed candidates -> (1, 2)
+    mc, m = gate_signal(med, has, torch.tensor([0, 3, 8, 0, 5, 0]), rolled, n_solution=8)
+    assert (int(mc), int(m)) == (1, 2)
+
+
+def test_signal_loss_scales_the_explored_candidates():
+    # gating off (gated 0): 3 of the 12 mixed groups are candidates -> 3 / 12 = 0.25
+    assert signal_loss([(3, 12, 20, 0)]) == pytest.approx(0.25)
+    # gating on: 10 candidates explored, 40 skipped, so the 2 mixed among the explored stand for
+    # 2 * (10 + 40) / 10 = 10 among all 50; the rolled-out non-candidates had 9 - 2 = 7 -> 10 / 17
+    assert signal_loss([(2, 9, 10, 40)]) == pytest.approx(10 / 17)
+    # pooled over rounds: skipped 3 + 10 = 13, kept 9 + 7 = 16 -> 13 / 29
+    assert signal_loss([(3, 12, 20, 0), (2, 9, 10, 40)]) == pytest.approx(13 / 29)
+    # a round that skipped 30 prompts and explored none says nothing about them: left out
+    assert signal_loss([(3, 12, 20, 0), (0, 5, 0, 30)]) == pytest.approx(0.25)
+    # no mixed group anywhere: no evidence
+    assert signal_loss([(0, 0, 4, 0)]) is None and signal_loss([]) is None
+    with pytest.raises(ValueError, match="mixed_candidates <= min"):
+        signal_loss([(5, 3, 10, 0)])
+
+
+def test_gating_switch_needs_the_signal_kept_where_precision_passes_for_a_constant():
+    # A hard dataset: 100 prompts a round, 85 all wrong, 15 mixed; a meta path that predicts 0 for every one
+    # has MAE = the mean pass rate (say 0.05), precision 85 / 100 = 0.85 >= 0.8: both old switches pass.
+    kw = dict(min_rounds=2, window=2, mae_threshold=0.25, min_precision=0.8)
+    history = dict(precision_history=[(85, 100), (85, 100)])
+    assert gating_active([0.05, 0.05], **history, **kw)
+    # but it would skip all 15 mixed groups of each round: loss 30 / 30 = 1 > 0.2 -> off
+    lost = dict(signal_history=[(15, 15, 100, 0), (15, 15, 100, 0)], max_signal_loss=0.2)
+    assert not gating_active([0.05, 0.05], **history, **lost, **kw)
+    # a gate that would skip 2 of each round's 15 mixed groups: 4 / 30 = 0.13 <= 0.2 -> on
+    assert gating_active([0.05, 0.05], **history, signal_history=[(2, 15, 87, 0)] * 2, max_signal_loss=0.2, **kw)
+    # no evidence of the signal: off; max_signal_loss 1 is the check turned off
+    assert not gating_active([0.05, 0.05], **history, max_signal_loss=0.2, **kw)
+    assert gating_active([0.05, 0.05], **history, max_signal_loss=1.0, **kw)
+    with pytest.raises(ValueError, match="max_signal_loss"):
+        gating_active([0.1], min_rounds=1, window=1, mae_threshold=0.2, max_signal_loss=1.5)

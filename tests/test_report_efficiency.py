@@ -116,6 +116,15 @@ def test_gating_note_says_what_kept_gating_off():
     assert gating_note(rows, window=2, mae_threshold=0.25, min_precision=0.8)["gating_why_off"].endswith(
         "gating switches on once its mean over the last 2 rounds is below 0.25, and once at least 0.8 of the prompts "
         "it would skip, pooled over the same rounds, were all wrong or all right (over the run: 68 of 109, 0.62)")
+    # with the signal check: the run's pooled loss. Round 1: 3 of its 12 mixed groups among the would-be-
+    # skipped, gating off; round 2: gating on, 2 mixed among the 10 explored of 50, so 10 skipped, and 7 kept
+    # -> (3 + 10) / (3 + 10 + 9 + 7) = 13 / 29 = 0.45
+    rows = [{"gating_active": False, "gated_prompts": g,
+             "meta": {"pass_rate_mae_median": 0.2, "gate_hits": 1, "gate_candidates": c, "gate_mixed": mc, "mixed": m}}
+            for mc, m, c, g in ((3, 12, 20, 0), (2, 9, 10, 40))]
+    note = gating_note(rows, window=2, mae_threshold=0.25, min_precision=0.8, max_signal_loss=0.2)
+    assert note["gating_why_off"].endswith(", and once it would skip at most 0.2 of the rolled-out prompts' mixed "
+                                           "groups, GRPO's signal (over the run: 0.45)")
     md = render_markdown({"run": {"name": "t"}, "eval": {}, "efficiency": {
         "speedup_tokens": None, "speedup_wall": None, "tokens_saved_gating": 0, "tokens_saved_cutoff": 0, **note}})
     assert "Predictive gating never switched on: the meta path's" in md

@@ -182,7 +182,7 @@ def test_meta_feedin_hint_reaches_the_solution_prompt_only(engine):
         assert all(tuple(r["prompt_token_ids"]) == chat_ids(engine.tokenizer, p.problem) for r in base)
 
 
-def _expected_decision(rows, algorithm, mae_history, *, seed, round_index, gate_history=()):
+def _expected_decision(rows, algorithm, mae_history, *, seed, round_index, gate_history=(), signal_history=()):
     """The pure gating/cutoff decision recomputed from the meta predictions stored in the shard."""
     meta = sorted((r for r in rows if r["path"] == "meta"), key=lambda r: (r["group_id"], r["sample_idx"]))
     B = len(meta) // GM
@@ -194,6 +194,7 @@ def _expected_decision(rows, algorithm, mae_history, *, seed, round_index, gate_
     skip, _, _ = gating_decision(rate, valid, mae_history, n_solution=G, low=low, high=high,
                                  min_rounds=g.min_rounds, window=g.window, mae_threshold=g.mae_threshold,
                                  precision_history=gate_history, min_precision=g.min_precision,
+                                 signal_history=signal_history, max_signal_loss=g.max_signal_loss,
                                  explore_share=g.explore_share, generator=round_generator(seed, round_index))
     budget = cutoff_budget(length, valid, multiplier=2.0, min_tokens=4, max_tokens=T)
     return skip.tolist(), budget.tolist()
@@ -205,11 +206,13 @@ def test_efficient_gates_and_cuts_off_exactly_as_the_pure_decision(engine, explo
     algo = _algo("masa-efficient", explore_share=explore_share)
     problems = PROBLEMS * 2  # 8 prompts: more medians, more decisions
     problems = [Problem(f"{p.prompt_id}-{i}", p.problem, p.answer) for i, p in enumerate(problems)]
-    # an earlier round's MAE 0.1 and 9 of its 10 would-be-gated prompts on the skipped side: reliable
+    # an earlier round's MAE 0.1, 9 of its 10 would-be-gated prompts on the skipped side, and 1 of its 10
+    # mixed groups among them (0.1 <= max_signal_loss 0.2): reliable
     res = rollout(problems, engine, algorithm=algo, settings=SETTINGS, round_index=2, seed=5, mae_history=[0.1],
-                  gate_history=[(9, 10)])
+                  gate_history=[(9, 10)], signal_history=[(1, 10, 10, 0)])
     assert res.stats.gating_active and res.stats.engine_calls in (1, 2)
-    skip, budget = _expected_decision(res.rows, algo, [0.1], seed=5, round_index=2, gate_history=[(9, 10)])
+    skip, budget = _expected_decision(res.rows, algo, [0.1], seed=5, round_index=2, gate_history=[(9, 10)],
+                                      signal_history=[(1, 10, 10, 0)])
     assert res.skip == skip and res.budgets == budget
     if explore_share == 0.0:
         assert 0 < sum(skip) < len(skip), "the taught predictions must gate some prompts and keep others"
@@ -241,7 +244,16 @@ def test_efficient_with_a_low_mae_but_an_imprecise_gate_only_cuts_off(engine):
     # MAE 0.1 passes the switch, but of the prompts the meta path would have skipped only 5 of 10 were on the
     # skipped side (0.5 < min_precision 0.8): gating stays off (a meta path predicting one value everywhere)
     res = rollout(PROBLEMS, engine, algorithm=_algo("masa-efficient"), settings=SETTINGS, mae_history=[0.1],
-                  gate_history=[(5, 10)])
+                  gate_history=[(5, 10)], signal_history=[(1, 10, 10, 0)])
+    assert not res.stats.gating_active and res.stats.gated_prompts == 0
+
+
+@pytest.mark.slow
+def test_efficient_with_a_precise_gate_that_would_drop_the_signal_only_cuts_off(engine):
+    # MAE and precision pass (9 of 10), but 4 of the round's 5 mixed groups were among the would-be-skipped
+    # (0.8 > max_signal_loss 0.2): gating stays off
+    res = rollout(PROBLEMS, engine, algorithm=_algo("masa-efficient"), settings=SETTINGS, mae_history=[0.1],
+                  gate_history=[(9, 10)], signal_history=[(4, 5, 10, 0)])
     assert not res.stats.gating_active and res.stats.gated_prompts == 0
 
 
@@ -294,3 +306,20 @@ def test_cli_rollout_writes_shard(meta_model_dir, tmp_path, capsys):
                  "--set", "rollout.max_response_tokens=16", "--set", "algorithm.n_solution=2"]) == 0
     paths = set(pq.read_table(tmp_path / "grpo" / "rollouts.parquet").column("path").to_pylist())
     assert paths == {"solution"}
+
+
+def test_gate_evidence_from_the_score_steps_history():
+    from masa.steps.rollout import gate_evidence
+
+    history = [
+        # a GRPO round: no meta figures, nothing
+        {"round": 0, "meta_pass_rate_mae_median": None, "meta_gate_hits": None, "meta_gate_candidates": None,
+         "meta_gate_mixed": None, "meta_mixed": None, "gated_prompts": 0},
+        # scored before the mixed counts existed (a resumed older run): MAE and precision, no signal evidence
+        {"round": 1, "meta_pass_rate_mae_median": 0.3, "meta_gate_hits": 5, "meta_gate_candidates": 9,
+         "gated_prompts": 0},
+        # gating on: 10 explored candidates of 50 would-be-skipped, 40 skipped
+        {"round": 2, "meta_pass_rate_mae_median": 0.2, "meta_gate_hits": 8, "meta_gate_candidates": 10,
+         "meta_gate_mixed": 2, "meta_mixed": 9, "gated_prompts": 40},
+    ]
+    assert gate_evidence(history) == ([0.3, 0.2], [(5, 9), (8, 10)], [(2, 9, 10, 40)])

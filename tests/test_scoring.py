@@ -191,6 +191,10 @@ def test_stats(scored):
     assert stats["zero_variance_solution_tokens"] == G * 2  # prompt 1's G solutions of 2 tokens
     assert stats["rollout_tokens"] == (3 + 5 + 4 + 8 + 6 + 7) + (4 * 2 + 5 + 5) + (4 + 4)
     assert stats["n_prompts"] == 3 and stats["verifier_errors"] == 0
+    # gating's evidence: both rolled-out medians are 2, inside (0, 4), so no candidate; prompt 0's 2 of 4 is
+    # the one mixed group (masa.algo.gating.gate_signal)
+    assert (stats["meta_gate_hits"], stats["meta_gate_candidates"]) == (0, 0)
+    assert (stats["meta_gate_mixed"], stats["meta_mixed"]) == (0, 1)
 
 
 def test_strict_length_and_drgrpo(scored, tokenizer_dir, tmp_path):
@@ -387,3 +391,7 @@ def test_score_step_picks_no_experts_past_expert_rounds(scored, tokenizer_dir, t
                             out_ptr=str(tmp_path / f"s{r}.json"), history_out=str(tmp_path / f"h{r}.json"))["n_experts"]
                  for r in (0, 1)]
     assert n_experts == [2, 0]
+    # the step's history record carries what the next rollout step's gating switch reads (steps/rollout.py)
+    import json
+    record = json.loads((tmp_path / "h1.json").read_text())[-1]
+    assert (record["meta_gate_mixed"], record["meta_mixed"], record["gated_prompts"]) == (0, 1, 1)

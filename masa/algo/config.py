@@ -98,6 +98,10 @@ class GatingConfig:
     # skipped were on the skipped side (all wrong or all right): the MAE alone lets a meta path that predicts
     # 0 everywhere gate every prompt of a hard dataset (masa.algo.gating). 0 turns the check off.
     min_precision: float = 0.8
+    # ... and once, pooled over the same window, the gate skipped (or would have skipped) at most this share
+    # of the rolled-out prompts' mixed groups, GRPO's only signal (masa.algo.gating.signal_loss): where most
+    # groups are all wrong (or all right), precision passes for a constant too. 1 turns the check off.
+    max_signal_loss: float = 0.2
     # Share of gated prompts still rolled out, so the meta path's error keeps being measured.
     explore_share: float = 0.1
 
@@ -107,6 +111,7 @@ class GatingConfig:
         check(self.window >= 1, "window", "must be >= 1", p)
         check(0 < self.mae_threshold <= 1, "mae_threshold", "must be in (0, 1]", p)
         check(0 <= self.min_precision <= 1, "min_precision", "must be in [0, 1]", p)
+        check(0 <= self.max_signal_loss <= 1, "max_signal_loss", "must be in [0, 1]", p)
         check(0 <= self.explore_share <= 1, "explore_share", "must be in [0, 1]", p)
         check(self.low is None or self.high is None or self.low < self.high, "low", "must be < high", p)
         raise_if(p)

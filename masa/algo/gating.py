@@ -11,6 +11,7 @@ measured on exactly the prompts gating acts on.
 
     reliable  = rounds >= min_rounds  and  mean(MAE of the last `window` rounds) < mae_threshold
                 and  precision of the last `window` rounds >= min_precision
+                and  signal loss of the last `window` rounds <= max_signal_loss
     skip_b    = reliable and has_pred_b and (median_b <= low or median_b >= high) and not explored_b
     MAE       = mean_b |median_b - observed correct count_b| / G   over rolled-out prompts with a prediction
                 (the scoring step's `meta_pass_rate_mae_median`: the error of what gating acts on, not the
@@ -18,12 +19,20 @@ measured on exactly the prompts gating acts on.
     precision = hits / candidates, pooled over the window: candidates are the rolled-out prompts that
                 `gate_mask` would skip, hits those whose observed count lay on the skipped side (<= low or
                 >= high: with the defaults, the zero-variance groups that gating exists to skip)
+    loss      = the estimated share of the rolled-out prompts' mixed groups (0 < correct < G: GRPO's only
+                signal) that the gate skips or would skip, pooled over the window (`signal_loss`)
 
 Why precision as well as MAE: a meta path that predicts 0 for every prompt has an MAE equal to the mean
 pass rate, below any fixed threshold on hard data, and it would then gate every prompt, the solvable ones
 with them. Measured on the toy (docs/report.md, "Gating on a constant"): the prompts the meta path would
 have gated were all-wrong at 0.62-0.77 against 0.58-0.64 for all prompts, barely above chance, while its
 MAE had passed the switch.
+Why the signal loss as well as precision: precision is read against the share of zero-variance groups,
+and where that share is itself above `min_precision` (a hard dataset, or an easy one late in training) the
+same constant passes it too, skipping every mixed group with the rest. The loss asks what gating exists
+not to do: throw away the groups GRPO learns from. On the toy the meta path's gate would have thrown away
+26-48% of them, a gate that knew each problem's difficulty cell 2-6% (docs/report.md, "What a gate could
+skip").
 
 Vanilla GRPO has no gating (DAPO's dynamic sampling filters all-0/all-G groups *after* rolling them out).
 
@@ -88,20 +97,52 @@ def gate_mask(median: Tensor, has_pred: Tensor, *, n_solution: int, low: float =
     return has_pred.bool() & ((median <= low) | (median >= high))
 
 
+def signal_loss(signal_history: Sequence[tuple[int, int, int, int]]) -> float | None:
+    """The share of the mixed groups that the gate skips, or would skip, pooled over rounds of
+    (mixed_candidates, mixed, candidates, gated) from `gate_signal` and the round's skipped prompts:
+
+        skipped = sum over rounds of  mixed_candidates * (candidates + gated) / candidates
+        kept    = sum over rounds of  mixed - mixed_candidates
+        loss    = skipped / (skipped + kept)
+
+    While gating is off every would-be-skipped prompt is rolled out (gated = 0, the scale is 1). While it
+    is on, the rolled-out candidates are the explored ones, a uniform draw of all it skipped
+    (`apply_exploration`), so their mixed count scaled by (candidates + gated) / candidates estimates the
+    mixed groups among all of them. A round that skipped prompts and explored none says nothing about what
+    it skipped and is left out. None when no round counted a mixed group: no evidence.
+    """
+    bad = [i for i, (mc, m, c, g) in enumerate(signal_history) if not (0 <= mc <= min(m, c) and g >= 0)]
+    if bad:
+        raise ValueError(f"signal_history entries must be (mixed_candidates, mixed, candidates, gated) with "
+                         f"0 <= mixed_candidates <= min(mixed, candidates) and gated >= 0; bad at rounds {bad}")
+    skipped = kept = 0.0
+    for mc, m, c, g in signal_history:
+        if g and not c:
+            continue
+        skipped += mc * (c + g) / c if c else 0.0
+        kept += m - mc
+    return skipped / (skipped + kept) if skipped + kept > 0 else None
+
+
 def gating_active(mae_history: Sequence[float], *, min_rounds: int, window: int, mae_threshold: float,
-                  precision_history: Sequence[tuple[int, int]] = (), min_precision: float = 0.0) -> bool:
+                  precision_history: Sequence[tuple[int, int]] = (), min_precision: float = 0.0,
+                  signal_history: Sequence[tuple[int, int, int, int]] = (), max_signal_loss: float = 1.0) -> bool:
     """Whether gating is on this round, from earlier rounds' pass-rate MAEs and gate precision (oldest first).
 
     On once at least max(min_rounds, 1) rounds were measured and the mean of the last `window` of them (all,
     if fewer) is below `mae_threshold`. A round with no measured prompt must not be appended (it has no MAE).
     With min_precision > 0, also only once the last `window` entries of `precision_history` ((hits,
     candidates) per round, `gate_precision`), pooled, have at least one candidate and hits / candidates >=
-    min_precision: no evidence of what the gate would skip keeps it off.
+    min_precision: no evidence of what the gate would skip keeps it off. With max_signal_loss < 1, also
+    only once the `signal_loss` of the last `window` entries of `signal_history` is known and at most
+    max_signal_loss.
     """
     if min_rounds < 0 or window < 1:
         raise ValueError(f"need min_rounds >= 0 and window >= 1; got {min_rounds}, {window}")
     if not 0 <= min_precision <= 1:
         raise ValueError(f"min_precision must be in [0, 1], got {min_precision}")
+    if not 0 <= max_signal_loss <= 1:
+        raise ValueError(f"max_signal_loss must be in [0, 1], got {max_signal_loss}")
     bad = [i for i, v in enumerate(mae_history) if not (math.isfinite(v) and 0 <= v <= 1)]
     if bad:
         raise ValueError(f"mae_history entries must be finite fractions in [0, 1]; bad at rounds {bad}")
@@ -114,6 +155,10 @@ def gating_active(mae_history: Sequence[float], *, min_rounds: int, window: int,
     recent = list(mae_history)[-window:]
     if sum(recent) / len(recent) >= mae_threshold:
         return False
+    if max_signal_loss < 1:
+        loss = signal_loss(list(signal_history)[-window:])
+        if loss is None or loss > max_signal_loss:
+            return False
     if min_precision <= 0:
         return True
     recent_gates = list(precision_history)[-window:]
@@ -137,6 +182,21 @@ def gate_precision(median: Tensor, has_pred: Tensor, observed: Tensor, rolled_ou
     obs = observed.to(torch.float64)
     hit = cand & (((median <= low) & (obs <= low)) | ((median >= high) & (obs >= high)))
     return hit.sum(), cand.sum()
+
+
+def gate_signal(median: Tensor, has_pred: Tensor, observed: Tensor, rolled_out: Tensor, *, n_solution: int,
+                low: float = 0, high: float | None = None) -> tuple[Tensor, Tensor]:
+    """Of the rolled-out prompts, how many of those `gate_mask` would skip had a mixed group, and how many
+    had one at all: (mixed_candidates, mixed), long scalars, for `signal_loss`.
+
+    Arguments as `gate_precision`. A group is mixed when 0 < observed < G: some solutions right, some
+    wrong, the only groups whose GRPO advantages are not all 0.
+    """
+    cand = gate_mask(median, has_pred, n_solution=n_solution, low=low,
+                     high=n_solution if high is None else high) & rolled_out.bool()
+    obs = observed.to(torch.float64)
+    mixed = rolled_out.bool() & (obs > 0) & (obs < n_solution)
+    return (cand & mixed).sum(), mixed.sum()
 
 
 def pass_rate_mae(median: Tensor, has_pred: Tensor, observed: Tensor, rolled_out: Tensor, *,
@@ -194,7 +254,8 @@ def apply_exploration(skip: Tensor, *, explore_share: float, generator: torch.Ge
 def gating_decision(pred_pass: Tensor, valid: Tensor, mae_history: Sequence[float], *, n_solution: int,
                     low: float = 0, high: float | None = None, min_rounds: int, window: int,
                     mae_threshold: float, explore_share: float, generator: torch.Generator,
-                    precision_history: Sequence[tuple[int, int]] = (), min_precision: float = 0.0
+                    precision_history: Sequence[tuple[int, int]] = (), min_precision: float = 0.0,
+                    signal_history: Sequence[tuple[int, int, int, int]] = (), max_signal_loss: float = 1.0
                     ) -> tuple[Tensor, Tensor, Tensor]:
     """One round's gating: returns (skip [B] bool, median [B], has_pred [B]) from meta predictions [B, Gm].
 
@@ -203,7 +264,8 @@ def gating_decision(pred_pass: Tensor, valid: Tensor, mae_history: Sequence[floa
     """
     median, has = median_prediction(pred_pass, valid)
     if not gating_active(mae_history, min_rounds=min_rounds, window=window, mae_threshold=mae_threshold,
-                         precision_history=precision_history, min_precision=min_precision):
+                         precision_history=precision_history, min_precision=min_precision,
+                         signal_history=signal_history, max_signal_loss=max_signal_loss):
         return torch.zeros_like(has), median, has
     skip = gate_mask(median, has, n_solution=n_solution, low=low, high=high)
     return apply_exploration(skip, explore_share=explore_share, generator=generator), median, has

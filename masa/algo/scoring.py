@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from masa.algo.advantages import pad_groups
-from masa.algo.gating import gate_precision, median_prediction, pass_rate_mae
+from masa.algo.gating import gate_precision, gate_signal, median_prediction, pass_rate_mae
 from masa.algo.meta import meta_field_spans
 from masa.algo.rewards import (
     field_components,
@@ -74,6 +74,8 @@ class MetaScores:
     median_mae: float | None  # mean over prompts of |median k - observed count| / G; None if no prompt has one
     gate_hits: int  # rolled-out prompts gating would skip whose observed count was on the skipped side
     gate_candidates: int  # rolled-out prompts gating would skip (masa.algo.gating.gate_precision)
+    gate_mixed: int = 0  # of those, the ones with a mixed group (masa.algo.gating.gate_signal)
+    mixed: int = 0  # rolled-out prompts with a mixed group (0 < correct < G)
 
 
 def meta_scores(pred_k: Tensor, pred_len: Tensor, has_k: Tensor, has_len: Tensor, has_notion: Tensor,
@@ -106,10 +108,13 @@ def meta_scores(pred_k: Tensor, pred_len: Tensor, has_k: Tensor, has_len: Tensor
     pvalid, _, _ = pad_groups(has_k, prompt, n_groups=B)
     median, has = median_prediction(pk, pvalid & pmask)
     mae, count = pass_rate_mae(median, has, observed * n_solution, sol_mask.any(-1), n_solution=n_solution)
-    hits, candidates = gate_precision(median, has, (sol_ok & sol_mask).sum(-1), sol_mask.any(-1),
-                                      n_solution=n_solution, low=gate_low, high=gate_high)
+    correct, rolled_out = (sol_ok & sol_mask).sum(-1), sol_mask.any(-1)
+    hits, candidates = gate_precision(median, has, correct, rolled_out, n_solution=n_solution, low=gate_low,
+                                      high=gate_high)
+    gate_mixed, mixed = gate_signal(median, has, correct, rolled_out, n_solution=n_solution, low=gate_low,
+                                    high=gate_high)
     return MetaScores(reward, r_pass, r_len, r_not, parsed, has_k & parsed, err,
-                      float(mae) if int(count) > 0 else None, int(hits), int(candidates))
+                      float(mae) if int(count) > 0 else None, int(hits), int(candidates), int(gate_mixed), int(mixed))
 
 
 def credited_fields(*, variant: str, weight_pass_rate: float, weight_length: float,

@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated HITS/CANDIDATES of earlier rounds, oldest first: of the rolled-out prompts "
                         "gating would have skipped, how many were on the skipped side (gating switch, "
                         "algorithm.gating.min_precision)")
+    p.add_argument("--signal-history", default="",
+                   help="comma-separated MIXED_CANDIDATES/MIXED/CANDIDATES/GATED of earlier rounds, oldest first: of "
+                        "the rolled-out prompts' mixed groups, how many gating would have skipped, with the round's "
+                        "rolled-out candidates and skipped prompts (gating switch, algorithm.gating.max_signal_loss)")
     add_config_arguments(p)
 
 
@@ -42,6 +46,17 @@ def _pairs(text: str) -> list[tuple[int, int]]:
         return [(int(h), int(c)) for h, c in (x.split("/") for x in text.split(",") if x.strip())]
     except ValueError:
         raise SystemExit(f"masa rollout: --gate-history must be comma-separated HITS/CANDIDATES, got {text!r}") from None
+
+
+def _quads(text: str) -> list[tuple[int, int, int, int]]:
+    try:
+        out = [tuple(int(v) for v in x.split("/")) for x in text.split(",") if x.strip()]
+        if any(len(q) != 4 for q in out):
+            raise ValueError
+        return out
+    except ValueError:
+        raise SystemExit("masa rollout: --signal-history must be comma-separated MIXED_CANDIDATES/MIXED/CANDIDATES/"
+                         f"GATED, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             args.prompts, args.model, args.out, algorithm=algorithm_for(cfg, args.branch or cfg.algorithm.name),
             settings=sampling_settings(cfg), round_index=args.round, seed=cfg.seed,
             mae_history=_floats(args.mae_history), gate_history=_pairs(args.gate_history),
+            signal_history=_quads(args.signal_history),
             engine_config=engine_config(cfg, "rollout", args.model, rollout_model_len(cfg)))
     except (DataError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"masa rollout: {e}", file=sys.stderr)

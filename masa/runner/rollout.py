@@ -159,7 +159,8 @@ def prediction_tensors(parsed: Sequence[Sequence[object]]) -> tuple[torch.Tensor
 
 def decide(parsed: Sequence[Sequence[object]], algorithm: AlgorithmConfig, *, max_response_tokens: int,
            mae_history: Sequence[float], seed: int, round_index: int,
-           gate_history: Sequence[tuple[int, int]] = ()) -> tuple[list[bool], list[int], bool]:
+           gate_history: Sequence[tuple[int, int]] = (),
+           signal_history: Sequence[tuple[int, int, int, int]] = ()) -> tuple[list[bool], list[int], bool]:
     """MASA-efficient's per-prompt decisions from the meta groups: (skip, solution budget, gating active).
 
     Thin glue over the pure `gating_decision` and `cutoff_budget`; exploration is seeded per round.
@@ -170,7 +171,8 @@ def decide(parsed: Sequence[Sequence[object]], algorithm: AlgorithmConfig, *, ma
     active = False
     if g.enabled and len(parsed):
         switch = dict(min_rounds=g.min_rounds, window=g.window, mae_threshold=g.mae_threshold,
-                      precision_history=gate_history, min_precision=g.min_precision)
+                      precision_history=gate_history, min_precision=g.min_precision,
+                      signal_history=signal_history, max_signal_loss=g.max_signal_loss)
         active = gating_active(mae_history, **switch)
         low, high = g.bounds(algorithm.n_solution)
         skip, _, _ = gating_decision(rate, valid, mae_history, n_solution=algorithm.n_solution, low=low, high=high,
@@ -229,7 +231,8 @@ class _TimedEngine:
 
 def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: AlgorithmConfig,
             settings: SamplingSettings, round_index: int = 0, seed: int = 0,
-            mae_history: Sequence[float] = (), gate_history: Sequence[tuple[int, int]] = ()) -> RolloutResult:
+            mae_history: Sequence[float] = (), gate_history: Sequence[tuple[int, int]] = (),
+            signal_history: Sequence[tuple[int, int, int, int]] = ()) -> RolloutResult:
     """Run the rollout of one batch with a started `engine` (see the module docstring)."""
     t0 = time.perf_counter()
     stats = RolloutStats(prompts=len(problems), engine_startup_s=float(getattr(engine, "startup_s", 0.0)))
@@ -251,7 +254,8 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
         if algorithm.efficient:
             skip, budgets, stats.gating_active = decide(
                 [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
-                max_response_tokens=T, mae_history=mae_history, gate_history=gate_history, **ids)
+                max_response_tokens=T, mae_history=mae_history, gate_history=gate_history,
+                signal_history=signal_history, **ids)
         hinted = [_hinted(p, g, engine.tokenizer, settings, n_solution=G) for p, g in zip(prompts, meta_out, strict=True)]
         kept = [(p, b) for p, b, s in zip(hinted, budgets, skip, strict=True) if not s]
         sol_out = gen.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
@@ -265,7 +269,8 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
             meta_out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids))
             skip, budgets, stats.gating_active = decide(
                 [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
-                max_response_tokens=T, mae_history=mae_history, gate_history=gate_history, **ids)
+                max_response_tokens=T, mae_history=mae_history, gate_history=gate_history,
+                signal_history=signal_history, **ids)
         kept = [(p, b) for p, b, s in zip(prompts, budgets, skip, strict=True) if not s]
         sol_out = gen.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
                                             budgets=[b for _, b in kept])) if kept else []
@@ -328,7 +333,7 @@ def load_batch(prompts: str | Path | Sequence[Problem] | Sequence[dict[str, Any]
 def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: str | Path, *,
                      algorithm: AlgorithmConfig, settings: SamplingSettings, round_index: int = 0, seed: int = 0,
                      mae_history: Sequence[float] = (), gate_history: Sequence[tuple[int, int]] = (),
-                     backend: str = "auto", dtype: str = "auto",
+                     signal_history: Sequence[tuple[int, int, int, int]] = (), backend: str = "auto", dtype: str = "auto",
                      gpu_memory_utilization: float = 0.2, engine: Engine | None = None,
                      engine_config: EngineConfig | None = None) -> RolloutStats:
     """The pipeline step: load prompts and policy, roll out, write `rollouts.parquet` + `rollout_stats.json`.
@@ -350,7 +355,8 @@ def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: s
         reload_s = time.perf_counter() - t0
     try:
         result = rollout(problems, engine, algorithm=algorithm, settings=settings, round_index=round_index,
-                         seed=seed, mae_history=mae_history, gate_history=gate_history)
+                         seed=seed, mae_history=mae_history, gate_history=gate_history,
+                         signal_history=signal_history)
     finally:
         if own:
             engine.close()

@@ -129,7 +129,8 @@ def _meta_components(cols, meta: list[int], preds: list, prompt_of: list[int], n
         pass_rate_variant=rw.pass_rate_reward, gate_low=gate_low, gate_high=gate_high)
     return {"reward": m.reward, "pass_rate": m.pass_rate, "length": m.length, "notion": m.notion,
             "parsed": m.parsed, "has_pass_rate": m.has_pass_rate, "abs_err": m.abs_err, "median_mae": m.median_mae,
-            "gate_hits": m.gate_hits, "gate_candidates": m.gate_candidates,
+            "gate_hits": m.gate_hits, "gate_candidates": m.gate_candidates, "gate_mixed": m.gate_mixed,
+            "mixed": m.mixed,
             "parse_ok": torch.tensor([isinstance(p, MetaFields) and p.complete for p in preds], dtype=torch.bool)}
 
 
@@ -277,7 +278,7 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         "n_experts": len(experts),
     }
     meta_keys = ("meta_parse_rate", "meta_pass_rate_mae", "meta_pass_rate_mae_median", "meta_gate_hits",
-                 "meta_gate_candidates", "meta_reward_mean", "meta_reward_pass_rate_mean",
+                 "meta_gate_candidates", "meta_gate_mixed", "meta_mixed", "meta_reward_mean", "meta_reward_pass_rate_mean",
                  "meta_reward_length_mean", "meta_reward_notion_mean")
     out.update(dict.fromkeys(meta_keys))  # None without meta rows (GRPO), so every round has the same keys
     if m is not None:
@@ -287,6 +288,7 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
         out["meta_pass_rate_mae"] = _mean_or_none(m["abs_err"][m["has_pass_rate"]].tolist())
         out["meta_pass_rate_mae_median"] = m["median_mae"]
         out["meta_gate_hits"], out["meta_gate_candidates"] = m["gate_hits"], m["gate_candidates"]
+        out["meta_gate_mixed"], out["meta_mixed"] = m["gate_mixed"], m["mixed"]
         out["meta_reward_mean"] = _mean_or_none([r for r, s in zip(m["reward"].tolist(), scorable, strict=True) if s])
         for k in ("pass_rate", "length", "notion"):
             out[f"meta_reward_{k}_mean"] = _mean_or_none(m[k][ok].tolist())

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from masa.algo.gating import signal_loss
 from masa.config import RunConfig
 from masa.runner.charts import Z
 from masa.runner.layout import STATS_FILE, run_layout, train_stats_key
@@ -68,6 +69,7 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
                      "pass_rate_mae_stderr": sc.get("meta_pass_rate_mae_stderr"),
                      "pass_rate_mae_median": sc.get("meta_pass_rate_mae_median"), "parse_rate": sc.get("meta_parse_rate"),
                      "gate_hits": sc.get("meta_gate_hits"), "gate_candidates": sc.get("meta_gate_candidates"),
+                     "gate_mixed": sc.get("meta_gate_mixed"), "mixed": sc.get("meta_mixed"),
                      "reward": sc.get("meta_reward_mean")},
             "policy_loss": tr.get("policy_loss"), "grad_norm": tr.get("grad_norm"),
             "_steps": [(kind, y["started_at"], y["finished_at"], _compute(kind, y)) for kind, y in
@@ -162,11 +164,12 @@ def speedup_ceiling(solution: int | None, zero_variance: int | None, meta: int |
 
 
 def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float,
-                min_precision: float = 0.0) -> dict[str, Any]:
+                min_precision: float = 0.0, max_signal_loss: float = 1.0) -> dict[str, Any]:
     """How many of MASA-efficient's rounds had predictive gating on and, when none did, the figures that
     kept it off: the error of what gating acts on (the rounds' MAE of the median prediction) against the
     switch (masa.algo.gating: its mean over the last `window` rounds below `mae_threshold`) and, with
-    `min_precision`, the share of the prompts it would have skipped that were on the skipped side."""
+    `min_precision`, the share of the prompts it would have skipped that were on the skipped side and,
+    with `max_signal_loss` < 1, the share of the mixed groups it would have skipped."""
     on = sum(bool(r.get("gating_active")) for r in rows)
     maes = [m for r in rows if (m := (r.get("meta") or {}).get("pass_rate_mae_median")) is not None]
     why = None
@@ -181,6 +184,11 @@ def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float
             h, c = sum(h for h, _ in gates), sum(c for _, c in gates)
             why += (f", and once at least {min_precision} of the prompts it would skip, pooled over the same rounds, "
                     f"were all wrong or all right (over the run: {h} of {c}, {h / c:.2f})")
+        signal = [(m["gate_mixed"], m["mixed"], m["gate_candidates"] or 0, r.get("gated_prompts") or 0)
+                  for r in rows if (m := r.get("meta") or {}).get("mixed") is not None]
+        if maes and max_signal_loss < 1 and (loss := signal_loss(signal)) is not None:
+            why += (f", and once it would skip at most {max_signal_loss} of the rolled-out prompts' mixed groups, "
+                    f"GRPO's signal (over the run: {loss:.2f})")
     return {"gating_active_rounds": on, "gating_why_off": why}
 
 
@@ -330,7 +338,8 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
         "efficiency": {**(eff := efficiency(rounds, finals, savings)), **speedup_noise(eff, points),
                        "final_accuracy_basis": points.get("grpo", (None, None, None))[2],
                        **(gating_note(rounds["masa"], window=gating.window, mae_threshold=gating.mae_threshold,
-                                      min_precision=gating.min_precision)
+                                      min_precision=gating.min_precision,
+                                      max_signal_loss=gating.max_signal_loss)
                           if gating and rounds.get("masa") else {})},
         "final_points": {k: {"accuracy": a, "accuracy_stderr": se, "basis": basis} for k, (a, se, basis) in points.items()},
         "checkpoints": {k: r.get("uri") for k, r in results.items()},

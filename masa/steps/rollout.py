@@ -41,6 +41,21 @@ from masa.runner.settings import (
 from masa.runner.shards import ShardEngine, keep_own_rows, merge_stats, shard_prompt_ids
 
 
+def gate_evidence(history: list[dict[str, Any]]) -> tuple[list[float], list[tuple[int, int]],
+                                                        list[tuple[int, int, int, int]]]:
+    """The gating switch's evidence from the score steps' history records (oldest first): each round's MAE
+    of the median prediction (gating acts on the median), its (hits, candidates) (of the rolled-out prompts
+    it would have skipped, how many gave no signal) and its (mixed candidates, mixed, candidates, gated) (of
+    the rolled-out mixed groups, how many it skipped or would skip: `masa.algo.gating.signal_loss`).
+    Rounds without meta predictions (GRPO), or scored before a count existed, add nothing to that list."""
+    maes = [h["meta_pass_rate_mae_median"] for h in history if h.get("meta_pass_rate_mae_median") is not None]
+    gates = [(h["meta_gate_hits"], h["meta_gate_candidates"]) for h in history
+             if h.get("meta_gate_candidates") is not None]
+    signal = [(h["meta_gate_mixed"], h["meta_mixed"], h["meta_gate_candidates"], h.get("gated_prompts") or 0)
+              for h in history if h.get("meta_mixed") is not None and h.get("meta_gate_candidates") is not None]
+    return maes, gates, signal
+
+
 def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: str, policy_ptr: str,
                  history_path: str | None, out_ptr: str, heldout_path: str | None = None,
                  shard: int = 0) -> dict[str, Any]:
@@ -51,16 +66,11 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     layout, ptr, shards = run_layout(cfg), read_pointer(policy_ptr), cfg.resources.rollout_shards
     prefix = layout.part(branch, round_idx, "rollouts" if shards == 1 else f"rollouts-shard-{shard}")
     problems = round_prompts(prompts_path, round_idx, cfg.prompts_per_round, cfg.seed)
-    # gating acts on each prompt's median prediction, so its reliability is the median's error
-    history = read_history(history_path)
-    maes = [h["meta_pass_rate_mae_median"] for h in history if h.get("meta_pass_rate_mae_median") is not None]
-    # and its precision: of the rolled-out prompts it would have skipped, how many gave no signal
-    gates = [(h["meta_gate_hits"], h["meta_gate_candidates"]) for h in history
-             if h.get("meta_gate_candidates") is not None]
+    maes, gates, signal = gate_evidence(read_history(history_path))
     algo = algorithm_for(cfg, branch)
     settings = sampling_settings(cfg)
     fp = digest(manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
-                 dataclasses.asdict(settings), round_idx, cfg.seed, maes, gates, shard, shards)
+                 dataclasses.asdict(settings), round_idx, cfg.seed, maes, gates, signal, shard, shards)
 
     heldout = read_problems(heldout_path) if heldout_path and shard == 0 else []
     all_ids = [p.prompt_id for p in problems]
@@ -77,7 +87,7 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
             try:
                 stats = dataclasses.asdict(run_rollout_step(
                     problems, str(model_dir), work, algorithm=algo, settings=settings, round_index=round_idx,
-                    seed=cfg.seed, mae_history=maes, gate_history=gates, engine=gen))
+                    seed=cfg.seed, mae_history=maes, gate_history=gates, signal_history=signal, engine=gen))
                 if shards > 1:
                     stats = keep_own_rows(work / "rollouts.parquet", own, stats)
                 stats["startup_s"] = engine.startup_s

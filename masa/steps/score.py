@@ -52,7 +52,8 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
     write_pointer(out_ptr, Pointer(store=cfg.store, prefix=prefix, kind="scored"))
     record = {"round": round_idx, **{k: stats.get(k) for k in ("train_accuracy", "meta_pass_rate_mae",
                                                               "meta_pass_rate_mae_median", "meta_gate_hits",
-                                                              "meta_gate_candidates", "gated_prompts",
+                                                              "meta_gate_candidates", "meta_gate_mixed",
+                                                              "meta_mixed", "gated_prompts",
                                                               "cutoff_samples")}}
     history = [h for h in read_history(history_path) if h["round"] != round_idx] + [record]
     Path(history_out).write_text(json.dumps(history, indent=1))

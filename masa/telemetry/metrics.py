@@ -112,8 +112,11 @@ SCORING = (
            one("meta_pass_rate_mae_median")),
     Metric("masa_score_meta_gate_prompts_total", "counter", (*ROUND, "outcome"),
            "Rolled-out prompts gating would skip (outcome=candidate) and those of them whose observed count was on "
-           "the skipped side (outcome=hit): gating's precision, which switches it on with the MAE.",
-           {("candidate",): "meta_gate_candidates", ("hit",): "meta_gate_hits"}),
+           "the skipped side (outcome=hit): gating's precision, which switches it on with the MAE; rolled-out "
+           "prompts with a mixed group, GRPO's signal (outcome=mixed), and those of them gating would skip "
+           "(outcome=mixed_candidate): the signal it would throw away, the switch's third check.",
+           {("candidate",): "meta_gate_candidates", ("hit",): "meta_gate_hits", ("mixed",): "meta_mixed",
+            ("mixed_candidate",): "meta_gate_mixed"}),
     Metric("masa_score_meta_reward", "gauge", (*ROUND, "component"),
            "Mean meta reward (component=total) and its pass_rate, length and notion components.",
            {("total",): "meta_reward_mean", **{(c,): f"meta_reward_{c}_mean" for c in ("pass_rate", "length", "notion")}}),
