@@ -323,3 +323,12 @@ def test_gate_evidence_from_the_score_steps_history():
          "meta_gate_mixed": 2, "meta_mixed": 9, "gated_prompts": 40},
     ]
     assert gate_evidence(history) == ([0.3, 0.2], [(5, 9), (8, 10)], [(2, 9, 10, 40)])
+
+
+def test_rollout_cli_reads_the_gating_evidence():
+    from masa.commands.rollout import _pairs, _quads
+
+    assert _pairs("9/10, 5/9") == [(9, 10), (5, 9)]
+    assert _quads("1/10/10/0,2/9/10/40") == [(1, 10, 10, 0), (2, 9, 10, 40)] and _quads("") == []
+    with pytest.raises(SystemExit, match="--signal-history must be comma-separated MIXED_CANDIDATES/MIXED/"):
+        _quads("1/10/10")  # three counts, not four: one line naming the flag, no traceback
