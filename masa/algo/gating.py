@@ -58,6 +58,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from masa.algo.gate_switch import signal_loss  # torch-free, so the report step can pool it too
+
 
 def median_prediction(pred: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """Median over the meta group of the valid predictions.
@@ -95,33 +97,6 @@ def gate_mask(median: Tensor, has_pred: Tensor, *, n_solution: int, low: float =
                          f"{tuple(has_pred.shape)}")
     # NaN medians (no prediction) compare False, and has_pred excludes them explicitly as well.
     return has_pred.bool() & ((median <= low) | (median >= high))
-
-
-def signal_loss(signal_history: Sequence[tuple[int, int, int, int]]) -> float | None:
-    """The share of the mixed groups that the gate skips, or would skip, pooled over rounds of
-    (mixed_candidates, mixed, candidates, gated) from `gate_signal` and the round's skipped prompts:
-
-        skipped = sum over rounds of  mixed_candidates * (candidates + gated) / candidates
-        kept    = sum over rounds of  mixed - mixed_candidates
-        loss    = skipped / (skipped + kept)
-
-    While gating is off every would-be-skipped prompt is rolled out (gated = 0, the scale is 1). While it
-    is on, the rolled-out candidates are the explored ones, a uniform draw of all it skipped
-    (`apply_exploration`), so their mixed count scaled by (candidates + gated) / candidates estimates the
-    mixed groups among all of them. A round that skipped prompts and explored none says nothing about what
-    it skipped and is left out. None when no round counted a mixed group: no evidence.
-    """
-    bad = [i for i, (mc, m, c, g) in enumerate(signal_history) if not (0 <= mc <= min(m, c) and g >= 0)]
-    if bad:
-        raise ValueError(f"signal_history entries must be (mixed_candidates, mixed, candidates, gated) with "
-                         f"0 <= mixed_candidates <= min(mixed, candidates) and gated >= 0; bad at rounds {bad}")
-    skipped = kept = 0.0
-    for mc, m, c, g in signal_history:
-        if g and not c:
-            continue
-        skipped += mc * (c + g) / c if c else 0.0
-        kept += m - mc
-    return skipped / (skipped + kept) if skipped + kept > 0 else None
 
 
 def gating_active(mae_history: Sequence[float], *, min_rounds: int, window: int, mae_threshold: float,

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from masa.algo.gating import signal_loss
+from masa.algo.gate_switch import signal_loss
 from masa.config import RunConfig
 from masa.runner.charts import Z
 from masa.runner.layout import STATS_FILE, run_layout, train_stats_key
