@@ -10,7 +10,8 @@ more, and what would its skipping save? Two parts:
 
 1. The stored rounds of the run's MASA-efficient branch (its newest run in the store): every rolled-out
    prompt with its G solutions and the meta path's predictions, gated by
-   - the gate          the median prediction is 0 or G (`masa.algo.gating.gate_mask`)
+   - the gate          the median prediction is 0 or G (`masa.algo.gating`'s own median_prediction and
+                       gate_mask)
    - unanimous         every parsed prediction is 0, or every one G
    - cell oracle       as many prompts as the gate picks, those whose (operation, columns, regroupings)
                        cell had the highest share of zero-variance groups among the *other* prompts of the
@@ -83,8 +84,15 @@ def figures(gated: np.ndarray, zv: np.ndarray, tokens: np.ndarray, meta_tokens: 
 def rules(preds: list[list[float]], loo: np.ndarray) -> dict[str, np.ndarray]:
     """Part 1's gates over P prompts, from each prompt's parsed predictions (counts 0..G) and its cell's
     leave-one-out zero-variance share."""
-    med = np.array([np.median(p) if p else np.nan for p in preds])
-    gate = (med <= 0) | (med >= G)  # NaN (no prediction) compares False: never gated, as in gate_mask
+    import torch
+
+    from masa.algo.gating import gate_mask, median_prediction
+
+    # the pipeline's own gate: the median of each prompt's parsed predictions (padded to [P, Gm]), 0 or G
+    width = max((len(p) for p in preds), default=0) or 1
+    pred = torch.tensor([list(p) + [0] * (width - len(p)) for p in preds], dtype=torch.float64).view(-1, width)
+    valid = torch.tensor([[i < len(p) for i in range(width)] for p in preds], dtype=torch.bool).view(-1, width)
+    gate = gate_mask(*median_prediction(pred, valid), n_solution=G).numpy()
     oracle = np.zeros(len(preds), bool)
     oracle[np.argsort(-loo, kind="stable")[: gate.sum()]] = True
     return {"the gate (median 0 or G)": gate,

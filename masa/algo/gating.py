@@ -167,8 +167,7 @@ def gate_signal(median: Tensor, has_pred: Tensor, observed: Tensor, rolled_out: 
     Arguments as `gate_precision`. A group is mixed when 0 < observed < G: some solutions right, some
     wrong, the only groups whose GRPO advantages are not all 0.
     """
-    cand = gate_mask(median, has_pred, n_solution=n_solution, low=low,
-                     high=n_solution if high is None else high) & rolled_out.bool()
+    cand = gate_mask(median, has_pred, n_solution=n_solution, low=low, high=high) & rolled_out.bool()
     obs = observed.to(torch.float64)
     mixed = rolled_out.bool() & (obs > 0) & (obs < n_solution)
     return (cand & mixed).sum(), mixed.sum()

@@ -41,22 +41,23 @@ def _floats(text: str) -> list[float]:
         raise SystemExit(f"masa rollout: --mae-history must be comma-separated numbers, got {text!r}") from None
 
 
-def _pairs(text: str) -> list[tuple[int, int]]:
-    try:
-        return [(int(h), int(c)) for h, c in (x.split("/") for x in text.split(",") if x.strip())]
-    except ValueError:
-        raise SystemExit(f"masa rollout: --gate-history must be comma-separated HITS/CANDIDATES, got {text!r}") from None
-
-
-def _quads(text: str) -> list[tuple[int, int, int, int]]:
+def _counts(text: str, flag: str, names: str) -> list[tuple[int, ...]]:
+    """Comma-separated entries of slash-separated integers, one per name in `names` (e.g. HITS/CANDIDATES)."""
     try:
         out = [tuple(int(v) for v in x.split("/")) for x in text.split(",") if x.strip()]
-        if any(len(q) != 4 for q in out):
+        if any(len(t) != names.count("/") + 1 for t in out):
             raise ValueError
         return out
     except ValueError:
-        raise SystemExit("masa rollout: --signal-history must be comma-separated MIXED_CANDIDATES/MIXED/CANDIDATES/"
-                         f"GATED, got {text!r}") from None
+        raise SystemExit(f"masa rollout: {flag} must be comma-separated {names}, got {text!r}") from None
+
+
+def _pairs(text: str) -> list[tuple[int, int]]:
+    return _counts(text, "--gate-history", "HITS/CANDIDATES")
+
+
+def _quads(text: str) -> list[tuple[int, int, int, int]]:
+    return _counts(text, "--signal-history", "MIXED_CANDIDATES/MIXED/CANDIDATES/GATED")
 
 
 def run(args: argparse.Namespace) -> int:

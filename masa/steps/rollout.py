@@ -52,7 +52,7 @@ def gate_evidence(history: list[dict[str, Any]]) -> tuple[list[float], list[tupl
     gates = [(h["meta_gate_hits"], h["meta_gate_candidates"]) for h in history
              if h.get("meta_gate_candidates") is not None]
     signal = [(h["meta_gate_mixed"], h["meta_mixed"], h["meta_gate_candidates"], h.get("gated_prompts") or 0)
-              for h in history if h.get("meta_mixed") is not None and h.get("meta_gate_candidates") is not None]
+              for h in history if h.get("meta_mixed") is not None]
     return maes, gates, signal
 
 
