@@ -49,6 +49,9 @@ class DataConfig:
     # ("MASA reaches GRPO's final accuracy"), so its noise is theirs; between-problem variance dominates
     # it, so more problems at fewer samples buy more precision per sample (masa/presets/toy.yaml)
     heldout_k: int | None = None
+    # check every Nth round's policy (rounds 0, N, 2N, ...; the final checkpoint is the benchmark's), as
+    # verl's test_freq: each check is a generation pass over heldout_size problems, ~8% of a toy round
+    heldout_every: int = 1
     # appended to every problem (" " + sentence) in rollouts, the benchmark, the meta prompt and the
     # filter's length check; None = the paper code's sentence for a real model, none for the toy
     # (masa.algo.prompts; `RunConfig.solution_instruction` resolves it); "" = the bare problem
@@ -66,7 +69,12 @@ class DataConfig:
         check(self.near_dup_n >= 1 and self.overlap_n >= 1, "near_dup_n/overlap_n", "must be >= 1", p)
         check(self.heldout_size >= 1, "heldout_size", "must be >= 1", p)
         check(self.heldout_k is None or self.heldout_k >= 1, "heldout_k", "must be >= 1 or null (= benchmark.k)", p)
+        check(self.heldout_every >= 1, "heldout_every", "must be >= 1", p)
         raise_if(p)
+
+    def checks(self, round_idx: int) -> bool:
+        """Whether the rollout step of round `round_idx` (0-based) measures its policy on the held-out check."""
+        return self.heldout is not None and round_idx % self.heldout_every == 0
 
 
 @dataclass(frozen=True)

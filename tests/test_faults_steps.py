@@ -1,5 +1,6 @@
 """Fault injection at the step level: a rollout step killed mid-way (kill -9) leaves no part behind,
-and its rerun recomputes exactly that step while everything upstream is reused."""
+and its rerun recomputes exactly that step while everything upstream is reused. On the way, the rollout
+step's held-out check runs only in the rounds `data.heldout_every` picks."""
 
 import os
 import signal
@@ -31,7 +32,7 @@ rollout_step(cfg, branch="masa-efficient", round_idx=0, prompts_path=sys.argv[2]
 
 
 def test_killed_rollout_step_leaves_nothing_and_rerun_recomputes_only_it(tmp_path):
-    cfg = load_config("smoke", [f"store={tmp_path / 'store'}", "rounds=1", "compare=false"])
+    cfg = load_config("smoke", [f"store={tmp_path / 'store'}", "rounds=2", "compare=false", "data.heldout_every=2"])
     base, prompts, heldout = tmp_path / "base.json", tmp_path / "prompts", tmp_path / "heldout"
     prepare_base(cfg, model_out=str(base))
     filter_data(cfg, base_model=str(base), prompts_out=str(prompts), heldout_out=str(heldout),
@@ -64,6 +65,10 @@ def test_killed_rollout_step_leaves_nothing_and_rerun_recomputes_only_it(tmp_pat
     again = rollout_step(cfg, branch="masa-efficient", round_idx=0, prompts_path=str(prompts), policy_ptr=str(base),
                          history_path=None, out_ptr=str(out_ptr), heldout_path=str(heldout))
     assert again["reused"] is True and again["samples"] == first["samples"]
+    assert 0 <= first["heldout"]["accuracy"] <= 1 and first["heldout"]["n_problems"] > 0  # round 0: checked
+    unchecked = rollout_step(cfg, branch="masa-efficient", round_idx=1, prompts_path=str(prompts), policy_ptr=str(base),
+                             history_path=None, out_ptr=str(tmp_path / "rollouts-1.json"), heldout_path=str(heldout))
+    assert "heldout" not in unchecked and unchecked["samples"] == first["samples"]  # round 1 of every 2nd: not
     assert base_manifest.stat().st_mtime_ns == base_mtime  # nothing upstream was rewritten
 
     # the next step reads the recomputed part; a corrupted part is refused, naming the file

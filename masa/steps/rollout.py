@@ -72,7 +72,7 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     fp = digest(manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
                  dataclasses.asdict(settings), round_idx, cfg.seed, maes, gates, signal, shard, shards)
 
-    heldout = read_problems(heldout_path) if heldout_path and shard == 0 else []
+    heldout = read_problems(heldout_path) if heldout_path and shard == 0 and cfg.data.checks(round_idx) else []
     all_ids = [p.prompt_id for p in problems]
     own = shard_prompt_ids(all_ids, shard, shards)
 
