@@ -175,5 +175,5 @@ def test_expert_rounds_stop_the_picking_and_the_cloning_after_the_first_rounds()
     assert [algorithm_for(cfg, "masa-efficient", r).expert.enabled for r in range(5)] == [True] * 3 + [False] * 2
     assert [train_settings(cfg, "masa-efficient", r).bc_coef for r in range(5)] == [0.5] * 3 + [0.0] * 2
     assert algorithm_for(cfg, "masa-efficient").expert.enabled
-    every = load_config("toy", joint)  # the default 0: every round, as released
+    every = load_config("toy", [*joint, "algorithm.expert.rounds=0"])  # 0: every round, as released
     assert all(algorithm_for(every, "masa-efficient", r).expert.enabled for r in (0, 20, 200))
