@@ -312,12 +312,12 @@ def test_the_rounds_check_samples_heldout_k_per_problem_and_the_benchmark_keeps_
 
 def test_the_rounds_check_runs_every_heldout_every_rounds():
     # data.heldout_every = N checks rounds 0, N, 2N, ... (verl's test_freq); the final checkpoint is
-    # always measured by the benchmark. The toy preset checks every 3rd of its 21 rounds: 7 checks a branch
+    # always measured by the benchmark. The toy preset checks every 3rd of its 18 rounds: 6 checks a branch
     from masa.config import ConfigError, load_config
 
     toy = load_config("toy")
     assert toy.data.heldout_every == 3
-    assert [r for r in range(toy.rounds) if toy.data.checks(r)] == [0, 3, 6, 9, 12, 15, 18]
+    assert [r for r in range(toy.rounds) if toy.data.checks(r)] == [0, 3, 6, 9, 12, 15]
     smoke = load_config("smoke")
     assert all(smoke.data.checks(r) for r in range(5))  # the default: every round
     assert not load_config("smoke", ["data.heldout=null"]).data.checks(0)
