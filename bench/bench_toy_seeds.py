@@ -9,6 +9,9 @@ finished seed is reused, as `masa run` reuses its steps). Each run builds its ow
 cores) and takes about as long as `make run`. Prints per seed, then mean / min / max:
 
 - mae_ratio      MASA-efficient's held-out meta pass-rate MAE / GRPO's (issue 15: <= 0.5)
+- mae_ci         1.96 standard errors of mae_ratio over the run's held-out problems (delta method from the two
+                 MAEs' standard errors, their covariance left out: wider than the truth when the two
+                 checkpoints err on the same problems); "-" in reports without the standard errors
 - mae_vs_const   MASA-efficient's meta MAE / the constant's MAE on its benchmark (the observed rates'
                  median for every problem; below 1: the meta path predicts better than that constant).
                  An untrained meta path's MAE is the mae_ratio's denominator, so where the model fails most
@@ -32,6 +35,10 @@ cores) and takes about as long as `make run`. Prints per seed, then mean / min /
                  GRPO's (early cutoff left out). Below 1, MASA-efficient cannot reach an accuracy with
                  fewer rollout tokens than GRPO, however well it predicts; the 1.5x bar needs it >= 1.5
 - run_s, overhead  the run's wall time (report timing.total_s) and its overhead share
+
+Below the seeds: mean, min, max, and `sem`, the standard error of the mean over the seeds (their standard
+deviation / sqrt(n)): how far a bar on the mean can be trusted, since seeds differ by more (another toy
+build and task draw) than one run's problems let a figure move.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-COLUMNS = ("mae_ratio", "mae_vs_const", "acc_diff", "speedup_tok", "speedup_wall", "target_ci", "unkept", "saved_gating", "saved_cutoff", "meta_share",
+COLUMNS = ("mae_ratio", "mae_ci", "mae_vs_const", "acc_diff", "speedup_tok", "speedup_wall", "target_ci", "unkept", "saved_gating", "saved_cutoff", "meta_share",
            "meta_base", "zero_var_base", "ceiling_tok", "run_s", "overhead")
 
 
@@ -59,8 +66,10 @@ def figures(report: dict) -> dict[str, float | None]:
     meta = sum(r.get("meta_tokens", 0) for r in rows)
     total = t.get("total_s")
     first = rows[0] if rows else {}
+    ratio = masa["meta"]["pass_rate_mae"] / grpo["meta"]["pass_rate_mae"]
     return {
-        "mae_ratio": masa["meta"]["pass_rate_mae"] / grpo["meta"]["pass_rate_mae"],
+        "mae_ratio": ratio,
+        "mae_ci": ratio_interval(ratio, masa["meta"], grpo["meta"]),
         # None in reports before 2026-12-05 (masa.runner.evaluate.constant_mae)
         "mae_vs_const": (masa["meta"]["pass_rate_mae"] / c if (c := masa["meta"].get("pass_rate_mae_constant"))
                          else None),
@@ -79,6 +88,19 @@ def figures(report: dict) -> dict[str, float | None]:
         "run_s": total,
         "overhead": t["overhead_s"] / total if total else None,
     }
+
+
+def ratio_interval(ratio: float, masa: dict, grpo: dict) -> float | None:
+    """1.96 standard errors of MAE_masa / MAE_grpo: se(R) = R sqrt((se_m / m)^2 + (se_g / g)^2)."""
+    terms = [(m.get("pass_rate_mae_stderr"), m["pass_rate_mae"]) for m in (masa, grpo)]
+    if any(se is None or not mae for se, mae in terms):
+        return None
+    return 1.96 * ratio * sum((se / mae) ** 2 for se, mae in terms) ** 0.5
+
+
+def sem(values: list[float]) -> float | None:
+    """Standard error of the mean over seeds; None for one seed (no spread to measure)."""
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
 
 
 def run_seed(seed: int, sets: list[str], out: Path) -> Path:
@@ -104,7 +126,7 @@ def table(per_seed: dict[str, dict[str, float | None]]) -> str:
     lines = [f"{'run':<8}" + "".join(f"{c:>14}" for c in COLUMNS)]
     for name, f in per_seed.items():
         lines.append(f"{name:<8}" + "".join(f"{_fmt(f[c]):>14}" for c in COLUMNS))
-    for label, agg in (("mean", statistics.fmean), ("min", min), ("max", max)):
+    for label, agg in (("mean", statistics.fmean), ("min", min), ("max", max), ("sem", sem)):
         cells = []
         for c in COLUMNS:
             vals = [f[c] for f in per_seed.values() if f[c] is not None]

@@ -52,3 +52,20 @@ def test_unkept_marks_a_speedup_whose_crossing_the_run_did_not_keep(eff, unkept)
               "rounds": {"grpo": [_round(800, 0)], "masa": [_round(600, 400)]}}
     f = bench.figures(report)
     assert f["unkept"] == unkept and f["target_ci"] == 0.03
+
+
+def test_mae_ratio_interval_by_the_delta_method():
+    # R = 0.27 / 0.40 = 0.675; relative errors 0.009 / 0.27 = 1/30 and 0.008 / 0.40 = 1/50, so
+    # se(R) = 0.675 sqrt(1/900 + 1/2500) = 0.675 * 0.038873 = 0.026239, and 1.96 of them 0.051429
+    masa, grpo = {"pass_rate_mae": 0.27, "pass_rate_mae_stderr": 0.009}, {"pass_rate_mae": 0.40, "pass_rate_mae_stderr": 0.008}
+    assert bench.ratio_interval(0.675, masa, grpo) == pytest.approx(0.051429, abs=1e-6)
+    assert bench.ratio_interval(0.675, {"pass_rate_mae": 0.27}, grpo) is None  # an older report
+
+
+def test_sem_over_seeds():
+    # the preset's three seeds (2026-12-06): 0.669, 0.341, 0.526; mean 0.512, deviations 0.157, -0.171,
+    # 0.014; sample variance (0.024649 + 0.029241 + 0.000196) / 2 = 0.027043; sd 0.164448; / sqrt 3 = 0.094944
+    assert bench.sem([0.669, 0.341, 0.526]) == pytest.approx(0.094944, abs=1e-6)
+    assert bench.sem([0.5]) is None
+    table = bench.table({"0": dict.fromkeys(bench.COLUMNS, 1.0), "1": dict.fromkeys(bench.COLUMNS, 3.0)})
+    assert table.splitlines()[-1].split()[:2] == ["sem", "1"]  # sd sqrt 2 / sqrt 2
