@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from masa.toy import SMOKE, TOY, build  # noqa: E402
-from masa.toy.recipe import ANALYSED, REASONED, TERSE  # noqa: E402
+from masa.toy.recipe import ANALYSED, REASONED, TERSE, WANDERING  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +130,10 @@ def test_fields_added_later_leave_the_older_recipes_hashes_alone() -> None:
 
     assert CODE_VERSION == 4 and TOY.hash() == "397b96eec9d7ed49"
     assert CHAIN.hash() not in (TOY.hash(), SMOKE.hash())
-    hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED)}
-    assert len(hashes) == 6
+    hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED, WANDERING)}
+    assert len(hashes) == 7
+    # `wander` came later too: the preset's `reasoned` keeps the key docs/toy.md measured it under
+    assert REASONED.hash() == "492d1414c4bec16a"
 
 
 def test_meta_reasoning_and_solution_analysis_reach_the_warm_start_examples() -> None:
@@ -151,6 +153,12 @@ def test_meta_reasoning_and_solution_analysis_reach_the_warm_start_examples() ->
     assert sols[0].startswith(train[0].analysis + "\n" + train[0].solution.split("\n")[0])
     train, sols, metas = texts(REASONED)
     assert metas[0].startswith(f"<meta>{train[0].short_reasoning}</meta>")
+    assert not any("Wait, check" in s for s in sols)
+    # `wandering`: the same problems, some of whose solutions take a wrong turn after the analysis line
+    _, turned, _ = texts(WANDERING)
+    wrong = [i for i, s in enumerate(turned) if "Wait, check the" in s]
+    assert 0 < len(wrong) < len(turned) // 4 and all(turned[i].startswith(train[i].analysis + "\n") for i in wrong)
+    assert all(turned[i] == sols[i] for i in range(len(sols)) if i not in wrong)
 
 
 def test_lr_schedule_hand_values() -> None:

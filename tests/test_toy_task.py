@@ -18,6 +18,7 @@ from masa.toy.task import (
     parquet_schema,
     solution_analysis,
     to_rows,
+    wandering,
     write_parquet,
 )
 
@@ -224,3 +225,70 @@ def test_bad_chains_are_rejected() -> None:
         ChainProblem((3,), ())
     with pytest.raises(ValueError, match="operations must be in"):
         ChainProblem((3, 5), ("*",))
+
+
+class _Scripted:
+    """A random.Random stand-in that returns scripted draws, so a wrong turn can be derived by hand."""
+
+    def __init__(self, randoms, choice, checks):
+        self.randoms, self.choice_value, self.checks = list(randoms), choice, checks
+
+    def random(self):
+        return self.randoms.pop(0)
+
+    def choice(self, options):
+        assert self.choice_value in options
+        return self.choice_value
+
+    def randrange(self, start, stop, step):
+        assert (start, step) == (1, 2) and self.checks in range(start, stop, step)
+        return self.checks
+
+
+def test_wandering_hand_written_example() -> None:
+    # 347 + 85 (ones 7+5=12 write 2 carry 1; tens 4+8+1=13 write 3 carry 1; hundreds 3+0+1=4): the ones
+    # carry, and the first draw 0.05 < 0.1 takes the wrong turn there. One up (2 -> 3: 12 -> 13, the carry
+    # stays 1), checked 3 times, wrong / right / wrong, so it settles on 3: the answer 432 + 1 = 433
+    text = wandering(ArithmeticProblem(347, "+", 85), _Scripted([0.05], 1, 3), rate=0.1)
+    assert text == "\n".join([
+        "Column addition, from the ones.",
+        "ones: 7+5=12, write 2, carry 1.",
+        "Wait, check the ones again.", "ones: 7+5=13, write 3, carry 1.",
+        "Wait, check the ones again.", "ones: 7+5=12, write 2, carry 1.",
+        "Wait, check the ones again.", "ones: 7+5=13, write 3, carry 1.",
+        "tens: 4+8+1=13, write 3, carry 1.",
+        "hundreds: 3+0+1=4, write 4.",
+        "Answer: \\boxed{433}"])
+    # 402 - 7: the ones borrow (12-7=5) but the first draw 0.5 passes them by; the tens borrow (10-0-1=9,
+    # the digit 9 can only go down: 8) and the draw 0.0 turns there, once: 395 - 10 = 385
+    text = wandering(ArithmeticProblem(402, "-", 7), _Scripted([0.5, 0.0], -1, 1), rate=0.1)
+    assert "tens: 0-0-1<0, borrow 1: 10-0-1=9, write 9.\nWait, check the tens again.\n" \
+           "tens: 0-0-1<0, borrow 1: 10-0-1=8, write 8.\nhundreds: 4-0-1=3, write 3." in text
+    assert extract_boxed_int(text) == 385
+    # no carry or borrow anywhere, or no draw under the rate: the solution stays correct (None)
+    assert wandering(ArithmeticProblem(12, "+", 3), _Scripted([], 1, 1), rate=0.99) is None
+    assert wandering(ArithmeticProblem(347, "+", 85), _Scripted([0.5, 0.5], 1, 1), rate=0.1) is None
+
+
+def test_every_wrong_turn_ends_wrong_and_longer_and_settles_on_what_it_wrote() -> None:
+    import random
+
+    rng = random.Random(0)
+    train, _ = generate_splits(1000, 0, seed=1)
+    turned = 0
+    for p in train:
+        text = wandering(p, rng, rate=0.5)
+        if text is None:  # no carry or borrow, or every draw at one over 0.5
+            continue
+        turned += 1
+        assert len(text) > len(p.solution) and extract_boxed_int(text) != p.answer
+        # each column's last line is the value it settled on: those digits spell the boxed answer
+        last = {}
+        for line in text.split("\n"):
+            m = _WRITE.search(line)
+            if m and ":" in line:
+                last[line.split(":")[0]] = m.group(1)
+        written = "".join(last[c] for c in reversed(COLUMNS) if c in last).lstrip("0") or "0"
+        assert written == str(extract_boxed_int(text)), text
+        assert all((w in text) == (w in p.solution) for w in ("carry", "borrow"))  # the same notions
+    assert 300 < turned < 700

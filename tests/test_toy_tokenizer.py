@@ -92,3 +92,7 @@ def test_recipe_validation_names_every_bad_key() -> None:
         assert f"{key}:" in text, text
     with pytest.raises(ConfigError, match="solution_analysis: needs task columns"):
         from_dict(ToyRecipe, {"task": "chain", "solution_analysis": True})
+    with pytest.raises(ConfigError, match="wander: needs task columns"):
+        from_dict(ToyRecipe, {"task": "chain", "wander": 0.1})
+    with pytest.raises(ConfigError, match=r"wander: must be in \[0, 1\)"):
+        from_dict(ToyRecipe, {"wander": 1.0})

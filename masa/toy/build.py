@@ -320,12 +320,15 @@ def _tokenize(recipe: ToyRecipe, train):
     # A few meta completions teach the BPE the JSON's punctuation; their values need not vary,
     # since digits are always single tokens.
     rng = random.Random(recipe.seed + 1)
-    corpus = [t for p, mp in zip(train, prompts, strict=True) for t in (p.question, p.solution, mp, p.reasoning)]
+    # the wrong turns draw from their own stream, so that the recipes without them draw what they always drew
+    wander = random.Random(recipe.seed + 2)
+    texts = [(recipe.wander and task.wandering(p, wander, rate=recipe.wander)) or p.solution for p in train]
+    corpus = [t for p, mp, text in zip(train, prompts, texts, strict=True) for t in (p.question, text, mp, p.reasoning)]
     tokenizer = train_tokenizer(corpus + [format_meta_completion("", notions=p.notions, pass_rate=0,
                                                                  solution_length=1) for p in train[:64]],
                                 vocab_size=recipe.vocab_size, added=META_KEY_TOKENS if recipe.key_tokens else ())
-    solutions = [encode(tokenizer, p.question, f"{p.analysis}\n{p.solution}" if recipe.solution_analysis
-                        else p.solution) for p in train]
+    solutions = [encode(tokenizer, p.question, f"{p.analysis}\n{text}" if recipe.solution_analysis else text)
+                 for p, text in zip(train, texts, strict=True)]
     lengths = sorted(len(e.ids) - e.n_prompt for e in solutions)  # incl. eos, as the rollouts count
     length_range = (lengths[0], min(lengths[-1], recipe.max_response_tokens))
     metas = [

@@ -159,6 +159,36 @@ def _solve(p: ArithmeticProblem) -> tuple[str, int]:
     return "\n".join([head, *lines, tail]), regroups
 
 
+_WRITTEN = re.compile(r"=(\d+), write (\d+)")
+
+
+def wandering(p: ArithmeticProblem, rng: random.Random, *, rate: float, max_checks: int = 5) -> str | None:
+    """`p.solution` with a wrong turn, or None: at each column that carries or borrows, with probability
+    `rate`, the solution doubts that column and checks it again, flipping between its value and a value one
+    off ("Wait, check the tens again."), an odd number of times up to `max_checks`, so that it settles on
+    the wrong value; it then goes on and boxes the answer with that column's digit off by one.
+
+    The warm start's stand-in for what a base model has read: text that hedges, re-checks and drifts,
+    more often on harder problems, and ends wrong (docs/toy.md, "Failing samples that run long"). Such a
+    solution is 1.3-2.5x its problem's correct one and always fails, so early cutoff has something to cut.
+    """
+    lines = p.solution.split("\n")
+    for i, line in enumerate(lines[1:-1], start=1):
+        found = list(_WRITTEN.finditer(line))
+        if not found or not ("carry" in line or "borrow" in line) or rng.random() >= rate:
+            continue
+        m = found[-1]
+        value, digit = int(m.group(1)), int(m.group(2))
+        step = 1 if digit == 0 else -1 if digit == 9 else rng.choice((-1, 1))  # the same carry or borrow
+        wrong = line[:m.start()] + f"={value + step}, write {digit + step}" + line[m.end():]
+        column = line.split(":")[0]
+        checks = rng.randrange(1, max_checks + 1, 2)
+        loop = [f"Wait, check the {column} again.\n" + (wrong if k % 2 == 0 else line) for k in range(checks)]
+        answer = p.answer + step * 10 ** (i - 1)  # column i-1 from the ones writes that digit of the answer
+        return "\n".join([*lines[:i + 1], *loop, *lines[i + 1:-1], f"Answer: \\boxed{{{answer}}}"])
+    return None
+
+
 def extract_boxed_int(text: str) -> int | None:
     """The integer in the last ``\\boxed{N}`` of `text` (the verifier's `last_boxed`), or None when the
     last box holds no plain integer (the toy's fast answer check)."""
