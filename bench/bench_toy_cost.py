@@ -14,6 +14,10 @@ prompted as the pipeline prompts them. Prints per recipe:
 - fail/pass_mixed  the same within each prompt that has both, averaged over those prompts (the part of
                  the above that is not harder prompts having longer solutions)
 - at_budget      share of solutions that ran to the token budget
+- cut_saved, cut_correct  what early cutoff at the preset's multiplier (2x) could do with exact length
+                 predictions (each prompt's budget 2x the median length of its own samples): the share of
+                 solution tokens it would not generate, and the share of correct samples it would cut.
+                 The ceiling of cutoff's savings on the recipe, before the meta path has to learn lengths
 - accuracy, meta_parse
 - build_s        the build's wall seconds as recorded in artifacts.json (issue 15: <= ~240 on 2 cores)
 """
@@ -59,12 +63,16 @@ def measure(recipe_name: str, prompts: int, samples: int, seed: int) -> dict[str
     mixed = [statistics.mean(n for n, c in zip(o.lengths, o.correct, strict=True) if not c)
              / statistics.mean(n for n, c in zip(o.lengths, o.correct, strict=True) if c)
              for o in got if 0 < sum(o.correct) < len(o.correct)]
+    budgets = [2 * statistics.median(o.lengths) for o in got]  # masa.algo.cutoff, the median exact
+    cut = [(n - b, ok) for o, b in zip(got, budgets, strict=True) for n, ok in zip(o.lengths, o.correct, strict=True)
+           if n > b]
     info = json.loads((art.root / "artifacts.json").read_text())
     return {"meta_share": meta / (sol + meta), "sol_tok": sol / len(lens), "meta_tok": meta / len(lens),
             "zero_var": right + wrong, "wrong": wrong, "right": right,
             "fail/pass_len": statistics.mean(fail) / statistics.mean(ok) if fail and ok else float("nan"),
             "fail/pass_mixed": statistics.mean(mixed) if mixed else float("nan"),
             "at_budget": sum(n >= recipe.max_response_tokens for n, _ in lens) / len(lens),
+            "cut_saved": sum(n for n, _ in cut) / sol, "cut_correct": sum(c for _, c in cut) / max(1, len(ok)),
             "accuracy": len(ok) / len(lens),
             "meta_parse": sum(m is not None for o in got for m in o.meta) / sum(len(o.meta) for o in got),
             "build_s": info["build_seconds"]}

@@ -159,6 +159,11 @@ def test_meta_reasoning_and_solution_analysis_reach_the_warm_start_examples() ->
     wrong = [i for i, s in enumerate(turned) if "Wait, check the" in s]
     assert 0 < len(wrong) < len(turned) // 4 and all(turned[i].startswith(train[i].analysis + "\n") for i in wrong)
     assert all(turned[i] == sols[i] for i in range(len(sols)) if i not in wrong)
+    # the meta examples' lengths are drawn from the correct solutions' range, not the wrong turns'
+    recipe = dataclasses.replace(WANDERING, n_train=64)
+    tok, examples, _, length_range = _tokenize(recipe, train)
+    correct = [len(e.ids) - e.n_prompt for i, e in enumerate(examples) if i not in wrong]
+    assert length_range == (min(correct), max(correct)) < (min(correct), max(len(e.ids) - e.n_prompt for e in examples))
 
 
 def test_lr_schedule_hand_values() -> None:

@@ -329,7 +329,10 @@ def _tokenize(recipe: ToyRecipe, train):
                                 vocab_size=recipe.vocab_size, added=META_KEY_TOKENS if recipe.key_tokens else ())
     solutions = [encode(tokenizer, p.question, f"{p.analysis}\n{text}" if recipe.solution_analysis else text)
                  for p, text in zip(train, texts, strict=True)]
-    lengths = sorted(len(e.ids) - e.n_prompt for e in solutions)  # incl. eos, as the rollouts count
+    # incl. eos, as the rollouts count; of the correct solutions only: the range a meta example's random
+    # length is drawn from, and the probe's budget, are a correct solution's, wrong turns or not
+    lengths = sorted(len(e.ids) - e.n_prompt for e, p, text in zip(solutions, train, texts, strict=True)
+                     if text == p.solution)
     length_range = (lengths[0], min(lengths[-1], recipe.max_response_tokens))
     metas = [
         encode(tokenizer, mp, format_meta_completion(
