@@ -1,6 +1,6 @@
 """The toy's cost structure at the base model, per recipe (issue 15, item 1): is it the paper's regime?
 
-    .venv/bin/python bench/bench_toy_cost.py [--recipes toy chain] [--prompts 256] [--samples 8]
+    .venv/bin/python bench/bench_toy_cost.py [--recipes toy chain] [--prompts 256] [--samples 8] [--toy-seed 0]
 
 For each recipe (built now, or from the cache), on the real vLLM CPU engine at T=1, the first N train
 prompts x k solution and k meta samples of the warm-started base model (the first round's policy),
@@ -25,6 +25,7 @@ prompted as the pipeline prompts them. Prints per recipe:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -33,13 +34,13 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
 
 
-def measure(recipe_name: str, prompts: int, samples: int, seed: int) -> dict[str, float]:
+def measure(recipe_name: str, prompts: int, samples: int, seed: int, toy_seed: int = 0) -> dict[str, float]:
     from masa.data.records import load_problems
     from masa.engines import EngineConfig, make_engine
     from masa.runner.evaluate import EvalSettings, sample_outcomes
     from masa.toy import build, get_recipe
 
-    recipe = get_recipe(recipe_name)
+    recipe = dataclasses.replace(get_recipe(recipe_name), seed=toy_seed)  # a run's --set toy_seed: its build
     art = build(recipe)
     problems = load_problems(str(art.train_parquet), split="test")[0][:prompts]
     s = EvalSettings(k=samples, temperature=1.0, top_p=1.0, max_tokens=recipe.max_response_tokens,
@@ -83,9 +84,10 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=["toy", "chain"])
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the sampling seed")
+    ap.add_argument("--toy-seed", type=int, default=0, help="the toy build's seed (masa run's toy_seed)")
     args = ap.parse_args()
-    rows = {r: measure(r, args.prompts, args.samples, args.seed) for r in args.recipes}
+    rows = {r: measure(r, args.prompts, args.samples, args.seed, args.toy_seed) for r in args.recipes}
     cols = list(next(iter(rows.values())))
     print(f"{args.prompts} train prompts x {args.samples} solution + {args.samples} meta samples, T=1, vLLM CPU")
     print("recipe".ljust(8) + "".join(c.rjust(17) for c in cols))
