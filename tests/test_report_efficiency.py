@@ -155,3 +155,27 @@ def test_markdown_carries_the_speedup_note():
     eff = {"speedup_tokens": 2.0, "speedup_wall": 1.1, "speedup_note": note,
            "tokens_saved_gating": 0, "tokens_saved_cutoff": 0}
     assert f"({note})" in render_markdown({"run": {"name": "t"}, "efficiency": eff, "eval": {}})
+
+
+def test_cutoff_excess_counts_only_the_samples_that_ran_past_the_budget():
+    from masa.steps.report import cutoff_excess
+
+    # budget 100; GRPO's samples of the prompt: 60, 80 (stopped short: they say nothing of a cut
+    # sample's length), 130 and 170 (past it by 30 and 70): the cut sample is charged (30 + 70) / 2 = 50.
+    # The old estimate, mean(60, 80, 130, 170) - 100 = 10, charged it as if it might have stopped short
+    assert cutoff_excess(100, [60, 80, 130, 170]) == 50
+    assert cutoff_excess(100, [60, 100]) is None  # none ran past it (100 is at it, not past)
+
+
+def test_cutoff_savings_of_a_round_by_hand():
+    from masa.steps.report import cutoff_savings
+
+    reference = {"a": [60, 80, 130, 170], "b": [40, 90], "c": [200]}
+    # a at 100: 50 (above); a at 150: only 170 ran past, 20; c at 120: 80; b at 50: 90 ran past, 40
+    assert cutoff_savings([("a", 100), ("a", 150), ("c", 120), ("b", 50)], reference) == 50 + 20 + 80 + 40
+    # b at 95 (nothing of b's ran past 95) and d (a prompt GRPO did not sample): each charged the round's
+    # other estimates' mean, (50 + 80) / 2 = 65, since a cut sample did run past its budget
+    assert cutoff_savings([("a", 100), ("c", 120), ("b", 95), ("d", 30)], reference) == 50 + 80 + 65 + 65
+    assert cutoff_savings([("b", 95)], reference) == 0  # nothing in the round to estimate from
+    # without a GRPO branch: the round's own uncut lengths, one list for every prompt
+    assert cutoff_savings([("x", 100), ("y", 150)], [60, 130, 170]) == (30 + 70) / 2 + 20

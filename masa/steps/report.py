@@ -10,9 +10,11 @@ accuracy curve is indexed by the *cumulative rollout tokens* (and wall time) spe
 that was measured; the speedup is GRPO's cost to reach its own final held-out accuracy divided by
 MASA's cost to reach the same accuracy (null when MASA never does). Tokens saved by gating and
 cutoff are estimated against the GRPO branch, which sampled the same prompts in the same round:
-a gated prompt saves what GRPO spent on that prompt's solutions, a cut sample saves the mean excess
-of GRPO's samples of that prompt over the cut sample's budget. Without a GRPO branch they are
-estimated from MASA's own round mean length (documented in the JSON as `estimate_basis`).
+a gated prompt saves what GRPO spent on that prompt's solutions, a cut sample saves what GRPO's samples
+of that prompt that ran past the cut sample's budget ran past it, on average (`cutoff_excess`; a cut
+sample is one that would have run past its budget, so the samples that stopped short of it say nothing
+of its length). Without a GRPO branch they are estimated from MASA's own round (documented in the JSON
+as `estimate_basis`).
 """
 
 from __future__ import annotations
@@ -266,6 +268,27 @@ def _solution_lengths(cfg: RunConfig, branch: str, r: int) -> dict[str, list[tup
     return out
 
 
+def cutoff_excess(budget: int, reference: list[int]) -> float | None:
+    """Tokens a sample cut at `budget` would still have generated, estimated from `reference` lengths of
+    samples of the same prompt (or round): E[x - budget | x > budget], the mean over those that ran past
+    the budget. None when none did (the reference says nothing of how far a cut sample would have run).
+    Not E[max(0, x - budget)], which counts the samples that stopped short as saving 0 and so charges a
+    cut sample as if it might have stopped short too."""
+    past = [x - budget for x in reference if x > budget]
+    return sum(past) / len(past) if past else None
+
+
+def cutoff_savings(cut: list[tuple[str, int]], reference: dict[str, list[int]] | list[int]) -> float:
+    """Solution tokens saved by one round's cut samples, (prompt_id, budget) each: `cutoff_excess` against
+    the prompt's reference lengths (a dict: GRPO's same prompts) or the round's (a list). A cut sample
+    whose reference never ran past its budget is charged the mean of the round's other estimates (0 when
+    there are none): it did run past its budget, so 0 would undercount it."""
+    own = [cutoff_excess(b, reference.get(pid, []) if isinstance(reference, dict) else reference) for pid, b in cut]
+    known = [x for x in own if x is not None]
+    fallback = sum(known) / len(known) if known else 0.0
+    return sum(fallback if x is None else x for x in own)
+
+
 def token_savings(cfg: RunConfig, masa_branch: str, gated: list[list[str]]) -> dict[str, Any]:
     """Estimated solution tokens saved by gating and by cutoff in the MASA branch (see module doc)."""
     g_total = c_total = 0.0
@@ -278,12 +301,9 @@ def token_savings(cfg: RunConfig, masa_branch: str, gated: list[list[str]]) -> d
         mean_len = sum(own) / len(own) if own else 0.0
         for pid in gated[r] if r < len(gated) else []:
             g_total += sum(ln for ln, _, _ in ref[pid]) if pid in ref else G * mean_len
-        for pid, samples in masa.items():
-            for ln, fr, budget in samples:
-                if fr != "cutoff":
-                    continue
-                longer = [x for x, _, _ in ref.get(pid, [])] if ref else [x for x in own]
-                c_total += max(0.0, (sum(longer) / len(longer) if longer else ln) - budget)
+        cut = [(pid, budget) for pid, samples in masa.items() for _, fr, budget in samples if fr == "cutoff"]
+        reference = {pid: [ln for ln, _, _ in samples] for pid, samples in ref.items()} if cfg.compare else own
+        c_total += cutoff_savings(cut, reference)
     return {"tokens_saved_gating": round(g_total), "tokens_saved_cutoff": round(c_total),
             "estimate_basis": basis}
 
