@@ -170,12 +170,13 @@ def test_cutoff_excess_counts_only_the_samples_that_ran_past_the_budget():
 def test_cutoff_savings_of_a_round_by_hand():
     from masa.steps.report import cutoff_savings
 
-    reference = {"a": [60, 80, 130, 170], "b": [40, 90], "c": [200]}
+    a, b, c = [60, 80, 130, 170], [40, 90], [200]  # GRPO's samples of prompts a, b and c
     # a at 100: 50 (above); a at 150: only 170 ran past, 20; c at 120: 80; b at 50: 90 ran past, 40
-    assert cutoff_savings([("a", 100), ("a", 150), ("c", 120), ("b", 50)], reference) == 50 + 20 + 80 + 40
-    # b at 95 (nothing of b's ran past 95) and d (a prompt GRPO did not sample): each charged the round's
+    assert cutoff_savings([(100, a), (150, a), (120, c), (50, b)]) == 50 + 20 + 80 + 40
+    # b at 95 (nothing of b's ran past 95) and a prompt GRPO did not sample: each charged the round's
     # other estimates' mean, (50 + 80) / 2 = 65, since a cut sample did run past its budget
-    assert cutoff_savings([("a", 100), ("c", 120), ("b", 95), ("d", 30)], reference) == 50 + 80 + 65 + 65
-    assert cutoff_savings([("b", 95)], reference) == 0  # nothing in the round to estimate from
-    # without a GRPO branch: the round's own uncut lengths, one list for every prompt
-    assert cutoff_savings([("x", 100), ("y", 150)], [60, 130, 170]) == (30 + 70) / 2 + 20
+    assert cutoff_savings([(100, a), (120, c), (95, b), (30, [])]) == 50 + 80 + 65 + 65
+    assert cutoff_savings([(95, b)]) == 0  # nothing in the round to estimate from
+    # without a GRPO branch: the round's own uncut lengths for every cut sample
+    own = [60, 130, 170]
+    assert cutoff_savings([(100, own), (150, own)]) == (30 + 70) / 2 + 20

@@ -278,12 +278,12 @@ def cutoff_excess(budget: int, reference: list[int]) -> float | None:
     return sum(past) / len(past) if past else None
 
 
-def cutoff_savings(cut: list[tuple[str, int]], reference: dict[str, list[int]] | list[int]) -> float:
-    """Solution tokens saved by one round's cut samples, (prompt_id, budget) each: `cutoff_excess` against
-    the prompt's reference lengths (a dict: GRPO's same prompts) or the round's (a list). A cut sample
-    whose reference never ran past its budget is charged the mean of the round's other estimates (0 when
-    there are none): it did run past its budget, so 0 would undercount it."""
-    own = [cutoff_excess(b, reference.get(pid, []) if isinstance(reference, dict) else reference) for pid, b in cut]
+def cutoff_savings(cut: list[tuple[int, list[int]]]) -> float:
+    """Solution tokens saved by one round's cut samples, each (budget, reference lengths): GRPO's samples
+    of its prompt, or the round's own uncut samples. `cutoff_excess` for each; a cut sample whose
+    reference never ran past its budget is charged the mean of the round's other estimates (0 when there
+    are none): it did run past its budget, so 0 would undercount it."""
+    own = [cutoff_excess(budget, reference) for budget, reference in cut]
     known = [x for x in own if x is not None]
     fallback = sum(known) / len(known) if known else 0.0
     return sum(fallback if x is None else x for x in own)
@@ -301,9 +301,8 @@ def token_savings(cfg: RunConfig, masa_branch: str, gated: list[list[str]]) -> d
         mean_len = sum(own) / len(own) if own else 0.0
         for pid in gated[r] if r < len(gated) else []:
             g_total += sum(ln for ln, _, _ in ref[pid]) if pid in ref else G * mean_len
-        cut = [(pid, budget) for pid, samples in masa.items() for _, fr, budget in samples if fr == "cutoff"]
-        reference = {pid: [ln for ln, _, _ in samples] for pid, samples in ref.items()} if cfg.compare else own
-        c_total += cutoff_savings(cut, reference)
+        c_total += cutoff_savings([(budget, [x for x, _, _ in ref.get(pid, [])] if cfg.compare else own)
+                                   for pid, samples in masa.items() for _, fr, budget in samples if fr == "cutoff"])
     return {"tokens_saved_gating": round(g_total), "tokens_saved_cutoff": round(c_total),
             "estimate_basis": basis}
 
