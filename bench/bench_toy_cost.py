@@ -15,7 +15,7 @@ prompted as the pipeline prompts them. Prints per recipe:
                  the above that is not harder prompts having longer solutions)
 - at_budget      share of solutions that ran to the token budget
 - cut_saved, cut_correct  what early cutoff at the preset's multiplier (2x) could do with exact length
-                 predictions (each prompt's budget 2x the median length of its own samples): the share of
+                 predictions (`masa.algo.cutoff.cutoff_budget` on each prompt's own sample lengths: 2x their median): the share of
                  solution tokens it would not generate, and the share of correct samples it would cut.
                  The ceiling of cutoff's savings on the recipe, before the meta path has to learn lengths
 - accuracy, meta_parse
@@ -35,6 +35,9 @@ os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
 
 
 def measure(recipe_name: str, prompts: int, samples: int, seed: int, toy_seed: int = 0) -> dict[str, float]:
+    import torch
+
+    from masa.algo.cutoff import cutoff_budget
     from masa.data.records import load_problems
     from masa.engines import EngineConfig, make_engine
     from masa.runner.evaluate import EvalSettings, sample_outcomes
@@ -64,7 +67,10 @@ def measure(recipe_name: str, prompts: int, samples: int, seed: int, toy_seed: i
     mixed = [statistics.mean(n for n, c in zip(o.lengths, o.correct, strict=True) if not c)
              / statistics.mean(n for n, c in zip(o.lengths, o.correct, strict=True) if c)
              for o in got if 0 < sum(o.correct) < len(o.correct)]
-    budgets = [2 * statistics.median(o.lengths) for o in got]  # masa.algo.cutoff, the median exact
+    # the run's own budget rule, fed each prompt's own sample lengths as its "predictions"
+    budgets = cutoff_budget(torch.tensor([o.lengths for o in got], dtype=torch.float32),
+                            torch.ones(len(got), samples, dtype=torch.bool), multiplier=2.0,
+                            max_tokens=recipe.max_response_tokens).tolist()
     cut = [(n - b, ok) for o, b in zip(got, budgets, strict=True) for n, ok in zip(o.lengths, o.correct, strict=True)
            if n > b]
     info = json.loads((art.root / "artifacts.json").read_text())
