@@ -8,6 +8,7 @@ and other run seeds: prompts, sampling, shuffles), in DIR/seed-S (default a new 
 finished seed is reused, as `masa run` reuses its steps). Each run builds its own toy (~4-8 min on 2
 cores) and takes about as long as `make run`. Prints per seed, then mean / min / max:
 
+- acc_base       the base model's held-out avg@k: how far the toy draw sits from pass rate 0
 - mae_ratio      MASA-efficient's held-out meta pass-rate MAE / GRPO's (issue 15: <= 0.5)
 - mae_ci         1.96 standard errors of mae_ratio over the run's held-out problems (delta method from the two
                  MAEs' standard errors, their covariance left out: wider than the truth when the two
@@ -16,6 +17,9 @@ cores) and takes about as long as `make run`. Prints per seed, then mean / min /
                  median for every problem; below 1: the meta path predicts better than that constant).
                  An untrained meta path's MAE is the mae_ratio's denominator, so where the model fails most
                  problems mae_ratio can meet 0.5 with a meta path that does worse than always guessing 0
+- const_ratio    that constant's MAE / GRPO's: the mae_ratio a meta path would score that learned only the
+                 constant, so mae_ratio = const_ratio x mae_vs_const. The first factor is the toy draw's
+                 (its pass rates' spread against an untrained meta path's), the second what was learnt
 - acc_diff       MASA-efficient's held-out avg@k minus GRPO's, in points (issue 15: >= -1)
 - speedup_tok    GRPO's rollout tokens to its final held-out accuracy / MASA-efficient's (>= 1.5)
 - speedup_wall   the same in wall time (>= 1.3); "-" where the report says why it is undefined
@@ -52,8 +56,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-COLUMNS = ("mae_ratio", "mae_ci", "mae_vs_const", "acc_diff", "speedup_tok", "speedup_wall", "target_ci", "unkept", "saved_gating", "saved_cutoff", "meta_share",
-           "meta_base", "zero_var_base", "ceiling_tok", "run_s", "overhead")
+COLUMNS = ("acc_base", "mae_ratio", "mae_ci", "mae_vs_const", "const_ratio", "acc_diff", "speedup_tok",
+           "speedup_wall", "target_ci", "unkept", "saved_gating", "saved_cutoff", "meta_share", "meta_base",
+           "zero_var_base", "ceiling_tok", "run_s", "overhead")
 
 
 def figures(report: dict) -> dict[str, float | None]:
@@ -67,12 +72,13 @@ def figures(report: dict) -> dict[str, float | None]:
     total = t.get("total_s")
     first = rows[0] if rows else {}
     ratio = masa["meta"]["pass_rate_mae"] / grpo["meta"]["pass_rate_mae"]
+    const = masa["meta"].get("pass_rate_mae_constant")  # None in reports before 2026-12-05
     return {
+        "acc_base": next(iter(ev["base"].values()))["accuracy"] if ev.get("base") else None,
         "mae_ratio": ratio,
         "mae_ci": ratio_interval(ratio, masa["meta"], grpo["meta"]),
-        # None in reports before 2026-12-05 (masa.runner.evaluate.constant_mae)
-        "mae_vs_const": (masa["meta"]["pass_rate_mae"] / c if (c := masa["meta"].get("pass_rate_mae_constant"))
-                         else None),
+        "mae_vs_const": masa["meta"]["pass_rate_mae"] / const if const else None,  # masa.runner.evaluate
+        "const_ratio": const / grpo["meta"]["pass_rate_mae"] if const else None,
         "acc_diff": 100 * (masa["accuracy"] - grpo["accuracy"]),
         "speedup_tok": eff.get("speedup_tokens"),
         "speedup_wall": eff.get("speedup_wall"),

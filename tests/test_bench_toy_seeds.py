@@ -33,6 +33,10 @@ def test_figures_read_the_first_rounds():
     assert f["mae_ratio"] == pytest.approx(0.5) and f["acc_diff"] == pytest.approx(-1.0)
     # half the untrained path's MAE, yet 1.25x what one pass rate for every problem would score
     assert f["mae_vs_const"] == pytest.approx(0.2 / 0.16)
+    # the constant alone would have scored 0.16 / 0.4 = 0.4x; the product gives back mae_ratio
+    assert f["const_ratio"] == pytest.approx(0.4)
+    assert f["const_ratio"] * f["mae_vs_const"] == pytest.approx(f["mae_ratio"])
+    assert f["acc_base"] == 0.5
     assert f["meta_base"] == pytest.approx(400 / 1000)  # not the whole run's (400 + 900) / 2000
     assert f["meta_share"] == pytest.approx(1300 / 2000)
     assert f["zero_var_base"] == 0.5
