@@ -15,8 +15,9 @@ prompted as the pipeline prompts them. Prints per recipe:
                  the above that is not harder prompts having longer solutions)
 - at_budget      share of solutions that ran to the token budget
 - cut_saved, cut_correct  what early cutoff at the preset's multiplier (2x) could do with exact length
-                 predictions (`masa.algo.cutoff.cutoff_budget` on each prompt's own sample lengths: 2x their median): the share of
-                 solution tokens it would not generate, and the share of correct samples it would cut.
+                 predictions (`masa.algo.cutoff.cutoff_budget` on each prompt's own sample lengths: 2x their
+                 median): the share of solution tokens it would not generate, and the share of correct
+                 samples it would cut.
                  The ceiling of cutoff's savings on the recipe, before the meta path has to learn lengths
 - accuracy, meta_parse
 - build_s        the build's wall seconds as recorded in artifacts.json (issue 15: <= ~240 on 2 cores)

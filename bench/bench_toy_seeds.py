@@ -6,7 +6,8 @@
 For each seed S, `masa run --preset toy --set seed=S --set toy_seed=S` (another toy build and task draw,
 and other run seeds: prompts, sampling, shuffles), in DIR/seed-S (default a new temporary directory; a
 finished seed is reused, as `masa run` reuses its steps). Each run builds its own toy (3.4-3.8 min on 2
-cores for the preset, 2026-12-06) and takes about as long as `make run`. Prints per seed, then mean / min / max:
+cores for the preset, 2026-12-06) and takes about as long as `make run`. Prints per seed, then mean /
+min / max:
 
 - acc_base       the base model's held-out avg@k: how far the toy draw sits from pass rate 0
 - mae_ratio      MASA-efficient's held-out meta pass-rate MAE / GRPO's (issue 15: <= 0.5)
