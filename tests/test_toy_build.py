@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from masa.toy import SMOKE, TOY, build  # noqa: E402
-from masa.toy.recipe import ANALYSED, REASONED, TERSE, WANDERING  # noqa: E402
+from masa.toy.recipe import ANALYSED, BROAD, REASONED, TERSE, WANDERING  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +130,32 @@ def test_fields_added_later_leave_the_older_recipes_hashes_alone() -> None:
 
     assert CODE_VERSION == 4 and TOY.hash() == "397b96eec9d7ed49"
     assert CHAIN.hash() not in (TOY.hash(), SMOKE.hash())
-    hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED, WANDERING)}
-    assert len(hashes) == 7
-    # `wander` came later too: the preset's `reasoned` keeps the key docs/toy.md measured it under
+    hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED, WANDERING, BROAD)}
+    assert len(hashes) == 8
+    # `wander` and `n_warm_extra` came later too: the preset's `reasoned` keeps the key docs/toy.md
+    # measured it under
     assert REASONED.hash() == "492d1414c4bec16a"
+
+
+def test_extra_warm_start_problems_leave_the_splits_and_the_train_examples_alone() -> None:
+    """`n_warm_extra` adds practice after the train split's examples: the splits, the tokenizer and the
+    train split's examples (values of the random meta targets included) are the recipe's without it."""
+    from masa.toy.build import _tokenize
+    from masa.toy.task import extra_problems, generate_splits
+
+    train, heldout = generate_splits(64, 16, seed=0)
+    extra = extra_problems(200, seed=3, exclude=train + heldout)
+    assert len(set(extra)) == 200 and not set(extra) & set(train + heldout)
+    assert extra == extra_problems(200, seed=3, exclude=train + heldout)  # deterministic
+    small = dataclasses.replace(BROAD, n_train=64, n_heldout=16)
+    tok, sols, metas, _ = _tokenize(dataclasses.replace(small, n_warm_extra=0), train)
+    tok_x, sols_x, metas_x, _ = _tokenize(small, train, extra)
+    assert tok_x.get_vocab() == tok.get_vocab()
+    assert (sols_x[:64], metas_x[:64]) == (sols, metas) and len(sols_x) == len(metas_x) == 264
+    assert tok_x.decode(sols_x[64].ids[sols_x[64].n_prompt:]).endswith(f"\\boxed{{{extra[0].answer}}}<|im_end|>")
+    # one-digit operands make at most 100 + 55 + 100 distinct problems
+    with pytest.raises(ValueError, match="cannot draw 300 more distinct problems"):
+        extra_problems(300, seed=0, exclude=(), max_digits=1, max_mul_digits=1)
 
 
 def test_meta_reasoning_and_solution_analysis_reach_the_warm_start_examples() -> None:
@@ -275,3 +297,14 @@ def test_importing_masa_sets_mkl_strict_mode_unless_the_user_chose() -> None:
     assert mode() == "'AUTO,STRICT'"
     assert mode(MKL_CBWR="COMPATIBLE") == "'COMPATIBLE'"
     assert mode(MKL_CBWR="") == "''"
+
+
+def test_every_recipe_can_be_named_in_a_run() -> None:
+    # the run's `toy_recipe` lists the names for the UI and validation; a recipe missing there could be
+    # built but never run (`--set toy_recipe=NAME` would be refused)
+    import typing
+
+    from masa.config import RunConfig
+    from masa.toy.recipe import RECIPES
+
+    assert set(typing.get_args(typing.get_type_hints(RunConfig)["toy_recipe"])) == set(RECIPES)

@@ -76,7 +76,7 @@ def test_recipe_hash_is_stable_and_sensitive() -> None:
     assert SMOKE.hash() != TOY.hash()
     assert from_dict(ToyRecipe, {"seed": 1}).hash() != TOY.hash()
     assert get_recipe("smoke") is SMOKE
-    with pytest.raises(KeyError, match="valid: analysed, chain, reasoned, smoke, terse, toy"):
+    with pytest.raises(KeyError, match="valid: analysed, broad, chain, reasoned, smoke, terse, toy"):
         get_recipe("tiny")
 
 

@@ -14,7 +14,7 @@ import json
 
 HELP = "build (or find in the cache) the toy model and arithmetic data; evaluate them with vLLM"
 RECIPE_HELP = ("default: the toy preset's (the model `make run` trains); "
-               "others: toy, smoke, reasoned, analysed, terse, chain, wandering (docs/toy.md)")
+               "others: toy, smoke, reasoned, analysed, terse, chain, wandering, broad (docs/toy.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

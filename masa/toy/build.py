@@ -243,7 +243,10 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     task.write_parquet(heldout, "heldout", out / "data" / "heldout.parquet")
     show.phase(f"data: {len(train)} train / {len(heldout)} held-out problems; training the tokenizer")
 
-    tokenizer, solutions, metas, length_range = _tokenize(recipe, train)
+    # the extra problems' stream is seeded apart from the splits' (seed + 3: +1, +2 are _tokenize's)
+    extra = task.extra_problems(recipe.n_warm_extra, seed=recipe.seed + 3, exclude=train + heldout,
+                                max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits)
+    tokenizer, solutions, metas, length_range = _tokenize(recipe, train, extra)
     model = make_model(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, n_layers=recipe.n_layers,
                        head_dim=recipe.head_dim, intermediate_size=recipe.intermediate_size,
                        max_position_embeddings=recipe.max_model_len, eos_token_id=tokenizer.eos_token_id,
@@ -313,8 +316,9 @@ def _meta_fns(recipe: ToyRecipe):
 META_KEY_TOKENS = (META_OPEN, META_CLOSE, *(f'"{k}": ' for k in KEYS))
 
 
-def _tokenize(recipe: ToyRecipe, train):
-    """Train the tokenizer on the corpus, then encode solution and (random-valued) meta examples."""
+def _tokenize(recipe: ToyRecipe, train, extra=()):
+    """Train the tokenizer on the train split's corpus, then encode solution and (random-valued) meta
+    examples of the train split and the `extra` warm-start problems."""
     _, meta_prompt = _meta_fns(recipe)
     prompts = [meta_prompt(p.question) for p in train]
     # A few meta completions teach the BPE the JSON's punctuation; their values need not vary,
@@ -327,11 +331,18 @@ def _tokenize(recipe: ToyRecipe, train):
     tokenizer = train_tokenizer(corpus + [format_meta_completion("", notions=p.notions, pass_rate=0,
                                                                  solution_length=1) for p in train[:64]],
                                 vocab_size=recipe.vocab_size, added=META_KEY_TOKENS if recipe.key_tokens else ())
+    # the extras after the train split, so that every draw for the train split is what it was without them
+    n_split = len(train)
+    train = [*train, *extra]
+    prompts += [meta_prompt(p.question) for p in extra]
+    texts += [(recipe.wander and task.wandering(p, wander, rate=recipe.wander)) or p.solution for p in extra]
     solutions = [encode(tokenizer, p.question, f"{p.analysis}\n{text}" if recipe.solution_analysis else text)
                  for p, text in zip(train, texts, strict=True)]
-    # incl. eos, as the rollouts count; of the correct solutions only: the range a meta example's random
-    # length is drawn from, and the probe's budget, are a correct solution's, wrong turns or not
-    lengths = sorted(len(e.ids) - e.n_prompt for e, p, text in zip(solutions, train, texts, strict=True)
+    # incl. eos, as the rollouts count; of the train split's correct solutions only: the range a meta
+    # example's random length is drawn from, and the probe's budget, are a correct solution's of the
+    # prompts the run trains on, wrong turns or not
+    lengths = sorted(len(e.ids) - e.n_prompt for e, p, text in zip(solutions[:n_split], train[:n_split],
+                                                                      texts[:n_split], strict=True)
                      if text == p.solution)
     length_range = (lengths[0], min(lengths[-1], recipe.max_response_tokens))
     metas = [

@@ -263,6 +263,23 @@ def generate_splits(n_train: int, n_heldout: int, *, seed: int, max_digits: int 
     return out[:n_train], out[n_train:]
 
 
+def extra_problems(n: int, *, seed: int, exclude, max_digits: int = 4, max_mul_digits: int = 3) -> list:
+    """`n` distinct problems none of which is in `exclude` (the splits), from a stream of their own
+    (`seed`): the warm start's extra practice (ToyRecipe.n_warm_extra), so the splits stay as drawn."""
+    rng = random.Random(seed)
+    seen = set(exclude)
+    out: list[ArithmeticProblem] = []
+    for _ in range(20 * n + 1000):
+        if len(out) == n:
+            return out
+        p = random_problem(rng, max_digits=max_digits, max_mul_digits=max_mul_digits)
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    raise ValueError(f"cannot draw {n} more distinct problems with max_digits={max_digits}, "
+                     f"max_mul_digits={max_mul_digits}")
+
+
 def to_rows(problems: Sequence[ArithmeticProblem], split: str) -> list[dict]:
     """verl rows, the layout of the shared MATH parquet files (plus its `level` and `type` columns)."""
     return [
