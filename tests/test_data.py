@@ -364,7 +364,7 @@ def test_toy_seed_is_another_toy_and_another_fingerprint():
     r0, r3 = toy_recipe_for(c0), toy_recipe_for(c3)
     assert (r0.seed, r3.seed) == (0, 3) and r0.hash() != r3.hash()
     assert dataclasses.replace(r3, seed=0) == r0  # only the seed differs
-    assert (c0.toy_name, c3.toy_name) == (c0.toy_recipe, f"{c0.toy_recipe}@seed3")  # "reasoned", the preset's
+    assert (c0.toy_name, c3.toy_name) == (c0.toy_recipe, f"{c0.toy_recipe}@seed3")  # "broad", the preset's
     assert eval_key(c0) != eval_key(c3)
     with pytest.raises(ValueError, match="toy_seed"):
         load_config("toy", ["toy_seed=-1"])

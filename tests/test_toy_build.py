@@ -132,7 +132,7 @@ def test_fields_added_later_leave_the_older_recipes_hashes_alone() -> None:
     assert CHAIN.hash() not in (TOY.hash(), SMOKE.hash())
     hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED, WANDERING, BROAD)}
     assert len(hashes) == 8
-    # `wander` and `n_warm_extra` came later too: the preset's `reasoned` keeps the key docs/toy.md
+    # `wander` and `n_warm_extra` came later too: `reasoned`, the preset's until 2026-12-07, keeps the key docs/toy.md
     # measured it under
     assert REASONED.hash() == "492d1414c4bec16a"
 
