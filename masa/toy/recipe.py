@@ -1,8 +1,9 @@
 """The toy recipe: every knob of the toy build, frozen and validated; its hash keys the cache.
 
-`REASONED` is the model of the `toy` preset (the pipeline's laptop run, since 2026-12-05): `TOY`'s task
-with a 20-token prediction, so the meta path has the paper's share of a round (docs/toy.md). `TOY`, the
-first recipe and `build()`'s default, is the base the others are derived from. `SMOKE` is a cheaper variant
+`BROAD` is the model of the `toy` preset (the pipeline's laptop run, since 2026-12-07): `REASONED`, the
+preset's from 2026-12-05, with a warm start on more problems. `REASONED` is `TOY`'s task with a 20-token
+prediction, so the meta path has the paper's share of a round (docs/toy.md). `TOY`, the first recipe
+and `build()`'s default, is the base the others are derived from. `SMOKE` is a cheaper variant
 for the `smoke` preset and tests: fewer problems and a short warm start.
 
 The warm start runs a fixed number of steps (`steps`), not "until a sampled probe reaches a target":
@@ -149,7 +150,8 @@ CHAIN = dataclasses.replace(TOY, name="chain", task="chain", max_ops=3, max_digi
 # Issue 15's shorter predictions (docs/toy.md, "Shorter predictions"): the `columns` task with a
 # prediction of ~20 tokens instead of ~46 (its keys one token each, no reasoning), then with an analysis
 # line opening each solution, then with a short reasoning line back in the prediction: `reasoned`, the
-# `toy` preset's model (meta path ~15% of a round at 4 meta samples; `toy`'s was 41% at 8).
+# `toy` preset's model from 2026-12-05 to 2026-12-07 (meta path ~15% of a round at 4 meta samples;
+# `toy`'s was 41% at 8).
 TERSE = dataclasses.replace(TOY, name="terse", key_tokens=True, meta_reasoning="none")
 ANALYSED = dataclasses.replace(TERSE, name="analysed", solution_analysis=True)
 REASONED = dataclasses.replace(ANALYSED, name="reasoned", meta_reasoning="short")
@@ -157,8 +159,9 @@ REASONED = dataclasses.replace(ANALYSED, name="reasoned", meta_reasoning="short"
 # ten such columns) and end wrong: failing samples run long, so early cutoff has work to do (issue 15;
 # docs/toy.md, "Failing samples that run long"). Not the preset's: measured beside it
 WANDERING = dataclasses.replace(REASONED, name="wandering", wander=0.1)
-# `reasoned` whose warm start draws from 20,000 problems instead of the train split's 4,000 (issue 15;
-# docs/toy.md, "The build seed's spread"). Not the preset's: measured beside it
+# `reasoned` whose warm start draws from 20,000 problems instead of the train split's 4,000, so that the
+# build seed no longer decides whether the model learns the long columns (issue 15; docs/toy.md, "The
+# build seed's spread"): the `toy` preset's model since 2026-12-07
 BROAD = dataclasses.replace(REASONED, name="broad", n_warm_extra=16000)
 RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN, "terse": TERSE, "analysed": ANALYSED, "reasoned": REASONED,
            "wandering": WANDERING, "broad": BROAD}
