@@ -245,39 +245,32 @@ def generate_splits(n_train: int, n_heldout: int, *, seed: int, max_digits: int 
                     max_mul_digits: int = 3, draw=None) -> tuple[list, list]:
     """Disjoint train and held-out problem lists, deterministic from `seed`. `draw(rng)` draws one
     problem (default: `random_problem` with the digit limits; the chain task passes its own)."""
-    rng = random.Random(seed)
     draw = draw or (lambda r: random_problem(r, max_digits=max_digits, max_mul_digits=max_mul_digits))
-    seen: set[ArithmeticProblem] = set()
-    out: list[ArithmeticProblem] = []
-    # The problem space is large (>10^7) for the default digits; the cap only guards tiny settings.
-    for _ in range(20 * (n_train + n_heldout) + 1000):
-        if len(out) == n_train + n_heldout:
-            break
+    out = _distinct(draw, random.Random(seed), n_train + n_heldout, set(), what="",
+                    limits=f"max_digits={max_digits}, max_mul_digits={max_mul_digits}")
+    return out[:n_train], out[n_train:]
+
+
+def _distinct(draw, rng: random.Random, n: int, seen: set, *, what: str, limits: str) -> list:
+    """`n` draws of `draw(rng)` not in `seen` (which it extends), in draw order. The problem space is
+    large (>10^7) for the default digits; the cap on tries only guards tiny settings."""
+    out: list = []
+    for _ in range(20 * n + 1000):
+        if len(out) == n:
+            return out
         p = draw(rng)
         if p not in seen:
             seen.add(p)
             out.append(p)
-    else:
-        raise ValueError(f"cannot draw {n_train + n_heldout} distinct problems with max_digits={max_digits}, "
-                         f"max_mul_digits={max_mul_digits}")
-    return out[:n_train], out[n_train:]
+    raise ValueError(f"cannot draw {n} {what}distinct problems with {limits}")
 
 
 def extra_problems(n: int, *, seed: int, exclude, max_digits: int = 4, max_mul_digits: int = 3) -> list:
     """`n` distinct problems none of which is in `exclude` (the splits), from a stream of their own
     (`seed`): the warm start's extra practice (ToyRecipe.n_warm_extra), so the splits stay as drawn."""
-    rng = random.Random(seed)
-    seen = set(exclude)
-    out: list[ArithmeticProblem] = []
-    for _ in range(20 * n + 1000):
-        if len(out) == n:
-            return out
-        p = random_problem(rng, max_digits=max_digits, max_mul_digits=max_mul_digits)
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    raise ValueError(f"cannot draw {n} more distinct problems with max_digits={max_digits}, "
-                     f"max_mul_digits={max_mul_digits}")
+    return _distinct(lambda r: random_problem(r, max_digits=max_digits, max_mul_digits=max_mul_digits),
+                     random.Random(seed), n, set(exclude), what="more ",
+                     limits=f"max_digits={max_digits}, max_mul_digits={max_mul_digits}")
 
 
 def to_rows(problems: Sequence[ArithmeticProblem], split: str) -> list[dict]:
