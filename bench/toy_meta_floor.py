@@ -12,6 +12,19 @@ the pass-rate MAE of predictors that see less and less of the outcome, beside th
                  the toy's difficulty is drawn from, but not the problem's digits
 - binomial       E|c/k - p| with p = c/k: the part of any prediction's error that is the k samples' noise
 
+The meta path is sampled at T = 1 in the rollouts and in the benchmark, and the report's MAE averages
+its samples, so two more columns score a *sampler*: a predictor that draws each prediction from the
+observed rates of the problem's group, the other problems' (leave one out: the problem's own outcome
+is not known to it). That is what a calibrated meta path, for instance one cloned on the observed
+rates by maximum likelihood, scores at T = 1; only a sharper path (one that puts its samples near the
+group's median, as the reward's mode-seeking can teach) gets below it.
+
+- sampler        the draw from all other problems' rates: calibrated, and knowing nothing of the problem
+- cell sampler   the draw from its (operation, columns, regroupings) cell's other problems; a problem
+                 alone in its cell draws from all others
+
+Each run ends with the bar, half GRPO's meta MAE, beside them.
+
 The cell medians are chosen knowing the outcomes, in-sample, so they are floors, not predictors: a meta
 path that read only the difficulty cell could not do better than the third column. Issue 15's bar is half
 GRPO's meta MAE, which is an untrained path's (the warm start's uniform guesses); the table shows where
@@ -48,6 +61,18 @@ def median_mae(groups: dict) -> float:
     return sum(constant_mae(v) * len(v) for v in groups.values()) / n
 
 
+def sampler_mae(groups: dict) -> float:
+    """MAE of drawing each member's prediction from its group's other members (mean |r_j - r_i| over
+    j != i), averaged over all members; a member alone in its group draws from every other group's."""
+    total, n = 0.0, 0
+    for key, v in groups.items():
+        for i, r in enumerate(v):
+            pool = v[:i] + v[i + 1:] or [x for k, w in groups.items() if k != key for x in w]
+            total += statistics.fmean(abs(x - r) for x in pool)
+            n += 1
+    return total / n
+
+
 def binomial_noise(rates: list[float], k: int) -> float:
     def e_abs(p: float) -> float:
         return sum(comb(k, j) * p**j * (1 - p) ** (k - j) * abs(j / k - p) for j in range(k + 1))
@@ -65,18 +90,25 @@ def floors(results: dict) -> dict[str, float]:
         by_cell[c].append(r)
     return {"accuracy": b["accuracy"], "meta_mae": b["meta"]["pass_rate_mae"],
             "constant": constant_mae(list(rates.values())), "op+columns": median_mae(by_op_cols),
-            "+regroupings": median_mae(by_cell), "binomial": binomial_noise(list(rates.values()), b["k"])}
+            "+regroupings": median_mae(by_cell), "binomial": binomial_noise(list(rates.values()), b["k"]),
+            "sampler": sampler_mae({0: list(rates.values())}), "cell sampler": sampler_mae(by_cell)}
 
 
 def main(run_dirs: list[str]) -> None:
-    cols = ("accuracy", "meta_mae", "constant", "op+columns", "+regroupings", "binomial")
+    cols = ("accuracy", "meta_mae", "constant", "op+columns", "+regroupings", "binomial", "sampler",
+            "cell sampler")
     print(f"{'run':<28}{'checkpoint':<16}" + "".join(f"{c:>14}" for c in cols))
     for d in run_dirs:
+        bar = None
         for path in sorted(glob.glob(str(Path(d) / "kfp" / "*" / "benchmark*" / "results"))):
             res = json.loads(Path(path).read_text())
             checkpoint = res["benchmarks"]["toy"]["source"].split("__")[1]
             f = floors(res)
             print(f"{Path(d).name:<28}{checkpoint:<16}" + "".join(f"{f[c]:14.3f}" for c in cols))
+            if checkpoint == "grpo":
+                bar = f["meta_mae"] / 2
+        if bar is not None:
+            print(f"{Path(d).name:<28}{'the bar':<16}{'':>14}{bar:14.3f}")
 
 
 if __name__ == "__main__":

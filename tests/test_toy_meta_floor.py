@@ -28,3 +28,12 @@ def test_cell_reads_operation_columns_and_regroupings():
     # docs/toy.md's example: 6866 - 5969 borrows in the ones, tens and hundreds
     assert floor.cell("What is 6866 - 5969?") == ("-", 4, 3)
     assert floor.cell("What is 95 * 7?") == ("*", 2, 2)
+
+
+def test_sampler_draws_from_the_other_members_of_the_group():
+    # one group 0, 0, 1, leave one out: each 0 draws from {0, 1}, mean error 1/2; the 1 draws from
+    # {0, 0}, error 1. (1/2 + 1/2 + 1) / 3 = 2/3 (drawing from all three, itself included, would give 4/9)
+    assert floor.sampler_mae({0: [0.0, 0.0, 1.0]}) == pytest.approx(2 / 3)
+    # a 1 alone in its cell draws from the other cells' {0, 1}: error 1/2; group a's 0 and 1 draw each
+    # other: errors 1 and 1. (1 + 1 + 1/2) / 3 = 5/6
+    assert floor.sampler_mae({"a": [0.0, 1.0], "b": [1.0]}) == pytest.approx(5 / 6)
