@@ -3,9 +3,9 @@
     .venv/bin/python bench/toy_build_spread.py --recipes reasoned broad --seeds 3 4 5 6 [--cache-dir DIR]
 
 For each recipe and seed: the toy build as `masa run --preset toy --set toy_recipe=R --set toy_seed=S`
-makes it (cached under DIR, default the toy cache: $MASA_CACHE_DIR/toy or ~/.cache/masa/toy), then the base model's benchmark as the toy
-preset's benchmark step runs it (its 700 held-out problems x k = 8, vLLM; one meta prediction each).
-Prints per build:
+makes it (cached under DIR, default the toy cache: $MASA_CACHE_DIR/toy or ~/.cache/masa/toy), then the
+base model's benchmark as the toy preset's benchmark step runs it (its 700 held-out problems x k = 8,
+vLLM; one meta prediction each). Prints per build:
 
 - build_s        the build's wall time (on a cache hit, the time the cached build recorded)
 - loss           the warm start's last batch loss
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", nargs="+", default=["reasoned"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--cache-dir", default=None, help="toy cache (default $MASA_CACHE_DIR/toy or ~/.cache/masa/toy)")
+    ap.add_argument("--cache-dir", default=None,
+                    help="toy cache (default $MASA_CACHE_DIR/toy or ~/.cache/masa/toy)")
     args = ap.parse_args(argv)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print("recipe     seed " + " ".join(f"{c:>8}" for c in COLUMNS), flush=True)

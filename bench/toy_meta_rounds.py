@@ -45,7 +45,8 @@ def count_bin(correct: int, g: int) -> str:
 def round_row(scored, expert_ids: set, g: int) -> dict:
     sol = scored[scored.path == "solution"]
     correct = sol.groupby("prompt_id").correct.sum()
-    meta = scored[(scored.path == "meta") & (scored.meta_parse_error.isna() | (scored.meta_parse_error == ""))]
+    parsed = scored.meta_parse_error.isna() | (scored.meta_parse_error == "")
+    meta = scored[(scored.path == "meta") & parsed]
     preds = {pid: [v / g for v in s] for pid, s in meta.groupby("prompt_id").meta_pass_rate}
     ids = [pid for pid in preds if pid in correct.index]
     mean_pred = torch.tensor([statistics.fmean(preds[p]) for p in ids], dtype=torch.float64)
@@ -53,11 +54,17 @@ def round_row(scored, expert_ids: set, g: int) -> dict:
     spreads = [s for s in (pairwise_spread(preds[p]) for p in ids) if s is not None]
     kept = {b: [0, 0] for b in BINS}
     for pid, c in correct.items():
-        kept[count_bin(int(c), g)][0] += pid in expert_ids
-        kept[count_bin(int(c), g)][1] += 1
+        cell = kept[count_bin(int(c), g)]
+        cell[0] += pid in expert_ids
+        cell[1] += 1
     return {"zero": float((meta.meta_pass_rate == 0).mean()), "rho": float(spearman(mean_pred, obs)),
             "pred": float(mean_pred.mean()), "obs": float(obs.mean()), "spread": statistics.fmean(spreads),
             "experts": kept}
+
+
+def _expert_ids(path: str) -> set:
+    found = glob.glob(path)
+    return set(pq.read_table(found[0], columns=["prompt_id"])["prompt_id"].to_pylist()) if found else set()
 
 
 def main(runs: list[str], every: int) -> None:
@@ -66,9 +73,7 @@ def main(runs: list[str], every: int) -> None:
         for path in rounds[::every]:
             scored = pq.read_table(path).to_pandas()
             g = int(scored[scored.path == "solution"].groupby("prompt_id").size().max())
-            experts = glob.glob(path.replace("scored.parquet", "experts.parquet"))
-            ids = set(pq.read_table(experts[0], columns=["prompt_id"]).column(0).to_pylist()) if experts else set()
-            r = round_row(scored, ids, g)
+            r = round_row(scored, _expert_ids(path.replace("scored.parquet", "experts.parquet")), g)
             cloned = " ".join(f"{b} {k}/{n}" for b, (k, n) in r["experts"].items())
             print(f"{run} round {int(scored['round'].iloc[0]):2d}: zero {r['zero']:.2f} rho {r['rho']:+.2f} "
                   f"pred {r['pred']:.3f} obs {r['obs']:.3f} spread {r['spread']:.3f} | experts {cloned}")

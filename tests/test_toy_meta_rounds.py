@@ -29,7 +29,8 @@ def test_round_row():
             ("b", "meta", None, 0, None), ("b", "meta", None, 1, None)]
     df = pd.DataFrame(rows, columns=["prompt_id", "path", "correct", "meta_pass_rate", "meta_parse_error"])
     r = rounds.round_row(df, {"a"}, 2)
-    assert r["zero"] == pytest.approx(2 / 4)  # 0 in a's second and b's first parsed row (2/5 with the unparsed)
+    # 0 in a's second and b's first parsed row (2/5 with the unparsed)
+    assert r["zero"] == pytest.approx(2 / 4)
     assert r["rho"] == pytest.approx(1.0)  # mean predictions a 0.5 > b 0.25, observed a 1 > b 0
     assert r["pred"] == pytest.approx(0.375) and r["obs"] == pytest.approx(0.5)
     assert r["spread"] == pytest.approx(0.75)  # a: |1 - 0| = 1, b: |0 - 0.5| = 0.5
