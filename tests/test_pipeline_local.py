@@ -140,14 +140,16 @@ def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_
     # - and the process start: the smoke run forks its steps from the warm server (masa.pipeline.warm,
     #   the default), this one starts each in a fresh interpreter (`masa run --cold`).
     # One run covers all four (a run per shape cost a whole smoke run each): a difference in any shows
-    # as a difference in the rows or figures below.
+    # as a difference in the rows or figures below. It trains MASA-efficient alone (compare=false): its
+    # rows are the comparing run's, and a cold GRPO branch would add ~100 s to the suite for no path
+    # that MASA-efficient's does not take.
     cfg, out, result = smoke
     split = load_config("smoke", ["resources.rounds_per_run=1", "resources.rollout_shards=2",
-                                  "resources.benchmark_shards=2"])
-    assert [list(s) for s in split.segments] == [[0], [1]]
+                                  "resources.benchmark_shards=2", "compare=false"])
+    assert [list(s) for s in split.segments] == [[0], [1]] and split.branches == (cfg.branches[-1],)
     again = run_local(split, tmp_path / "out", warm=False)
     assert result["warm_tasks"] >= 12 and again["warm_tasks"] == 0  # at least 2 branches x 2 rounds x 3 steps
-    for branch in cfg.branches:
+    for branch in split.branches:
         for r in range(cfg.rounds):
             got, want = _rollout_rows(tmp_path / "out", branch, r), _rollout_rows(out, branch, r)
             # every field, token ids included, is equal; log-probs to float32 rounding (a different batch
@@ -159,7 +161,7 @@ def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_
     # the warm run's round 1 continued from the engine its trainer service held (masa.train.service);
     # the cold run's loaded round 0's published state: the same rows above either way
     for where, how in ((out, "service:"), (tmp_path / "out", "init_state_dir:")):
-        for branch in cfg.branches:
+        for branch in split.branches:
             rows = _train_rows(where, branch, 1)
             assert rows and all(r["restored_from"].startswith(how) for r in rows), (where, branch)
     (run_dir,) = [p for p in (tmp_path / "out" / "store").iterdir() if p.is_dir() and p.name != "models"]
@@ -172,11 +174,10 @@ def test_two_runs_of_one_round_with_two_rollout_shards_give_the_one_run_figures_
                      for b, r in e.items()}
                 for ck, e in report["eval"].items()}
 
-    assert figures(two) == figures(one)
-    for algo in ("grpo", "masa"):
-        keys = ("round", "train_accuracy", "heldout_accuracy", "rollout_tokens", "gated_prompts")
-        assert [{k: r[k] for k in keys} for r in two["rounds"][algo]] == \
-            [{k: r[k] for k in keys} for r in one["rounds"][algo]]
+    assert figures(two) == {ck: e for ck, e in figures(one).items() if ck != "grpo"}
+    keys = ("round", "train_accuracy", "heldout_accuracy", "rollout_tokens", "gated_prompts")
+    assert [{k: r[k] for k in keys} for r in two["rounds"]["masa"]] == \
+        [{k: r[k] for k in keys} for r in one["rounds"]["masa"]]
     # strict UTF-8: this sharded run's log once held 2 KB of heap bytes, written by two ParallelFor
     # threads at once (cpython#118138; the tee now serializes them, tests/test_progress_phases.py)
     assert "resume" in Path(again["log"]).read_text()
