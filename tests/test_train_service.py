@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,16 @@ def data(train_data):
     return train_data
 
 
+@pytest.fixture
+def services():
+    """The run's services folder, made where `masa run` makes it (pipeline/warm.py: a mkdtemp in TMPDIR):
+    a socket's path has at most 107 bytes, which a pytest-xdist worker's tmp_path plus a trainer's
+    socket name exceeds."""
+    folder = Path(tempfile.mkdtemp(prefix="masa-eng-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _warm(rounds: list[dict], folder: Path, train_cfg: TrainConfig = CFG) -> list[tuple[str, object]]:
     cfg = json.loads(json.dumps(dataclasses.asdict(train_cfg)))
     r = subprocess.run([sys.executable, "-c", _WARM_TASK, json.dumps({"rounds": rounds, "cfg": cfg,
@@ -80,7 +92,7 @@ def _warm(rounds: list[dict], folder: Path, train_cfg: TrainConfig = CFG) -> lis
     return [(kind, json.loads(body)) for kind, body in out[:-1]]
 
 
-def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, tmp_path):
+def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, tmp_path, services):
     d = data
     cold = tmp_path / "cold"
     c1 = train_round(d["model"], d["scored"], d["experts"], str(cold / "r1"), PHASE, nproc=2)
@@ -90,8 +102,7 @@ def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, 
     assert [sum("phase" in r for r in c["steps"]) for c in (c1, c2)] == [2, 2]
 
     warm = tmp_path / "warm"
-    folder = tmp_path / "services"
-    folder.mkdir()
+    folder = services
     rounds = [{"args": [d["model"], d["scored"], d["experts"], str(warm / "r1")]},
               # a round whose ranks fail (a malformed fault spec: rank 1 raises) in a service of its own
               # (its environment differs): the round fails with the rank's error
@@ -112,13 +123,12 @@ def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, 
     assert json.loads((warm / "r2" / "train_state" / "train_state.json").read_text())["global_step"] == 4
 
 
-def test_a_round_from_another_checkpoint_builds_the_engine_from_the_store(data, tmp_path):
+def test_a_round_from_another_checkpoint_builds_the_engine_from_the_store(data, tmp_path, services):
     """The service holds r1's successor; a round starting from r1 again (a rerun of round 2) must not
     continue from the held engine."""
     d = data
     warm = tmp_path / "warm"
-    folder = tmp_path / "services"
-    folder.mkdir()
+    folder = services
     args = [d["scored"], d["experts"]]
     rounds = [{"args": [d["model"], *args, str(warm / "r1")]},
               {"args": [str(warm / "r1"), *args, str(warm / "r2")]},
@@ -130,7 +140,7 @@ def test_a_round_from_another_checkpoint_builds_the_engine_from_the_store(data, 
     assert all(torch.equal(w2[k], w2b[k]) for k in w2)
 
 
-def test_state_kept_in_the_service_and_published_in_the_background(data, tmp_path):
+def test_state_kept_in_the_service_and_published_in_the_background(data, tmp_path, services):
     """resources.train_state: run. Rounds 1-2 keep their DeepSpeed state in the service (their models
     carry only train_state.json), round 3 (a run's last) has the service upload it after the step: the
     weights are those of three cold rounds, round 3's state is complete once drained, and a round that
@@ -142,8 +152,7 @@ def test_state_kept_in_the_service_and_published_in_the_background(data, tmp_pat
     for r in ("r1", "r2", "r3"):
         train_round(prev, *args, str(cold / r), CFG, nproc=2)
         prev = str(cold / r)
-    folder = tmp_path / "services"
-    folder.mkdir()
+    folder = services
     rounds = [{"args": [d["model"], *args, str(warm / "r1")], "state": "keep"},
               {"args": [str(warm / "r1"), *args, str(warm / "r2")], "state": "keep"},
               {"args": [str(warm / "r2"), *args, str(warm / "r3")], "state": "background"}]
