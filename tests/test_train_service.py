@@ -102,14 +102,13 @@ def test_rounds_from_the_held_engine_equal_rounds_restored_from_the_store(data, 
     assert [sum("phase" in r for r in c["steps"]) for c in (c1, c2)] == [2, 2]
 
     warm = tmp_path / "warm"
-    folder = services
     rounds = [{"args": [d["model"], d["scored"], d["experts"], str(warm / "r1")]},
               # a round whose ranks fail (a malformed fault spec: rank 1 raises) in a service of its own
               # (its environment differs): the round fails with the rank's error
               {"args": [str(warm / "r1"), d["scored"], d["experts"], str(warm / "bad")],
                "env": {FAULT_ENV: "rank=1,step=oops"}},
               {"args": [str(warm / "r1"), d["scored"], d["experts"], str(warm / "r2")]}]
-    (k1, w1), (kb, bad), (k2, w2) = _warm(rounds, folder, PHASE)
+    (k1, w1), (kb, bad), (k2, w2) = _warm(rounds, services, PHASE)
     assert (k1, kb, k2) == ("RESULT", "FAILED", "RESULT"), (w1, bad, w2)
     assert "invalid literal for int" in bad
     # round 2 continued from the engine that trained round 1, without loading its state
@@ -128,12 +127,11 @@ def test_a_round_from_another_checkpoint_builds_the_engine_from_the_store(data, 
     continue from the held engine."""
     d = data
     warm = tmp_path / "warm"
-    folder = services
     args = [d["scored"], d["experts"]]
     rounds = [{"args": [d["model"], *args, str(warm / "r1")]},
               {"args": [str(warm / "r1"), *args, str(warm / "r2")]},
               {"args": [str(warm / "r1"), *args, str(warm / "r2b")]}]
-    out = _warm(rounds, folder)
+    out = _warm(rounds, services)
     assert [k for k, _ in out] == ["RESULT"] * 3
     assert out[2][1]["steps"][0]["restored_from"] == "init_state_dir:2"
     w2, w2b = _weights(warm / "r2"), _weights(warm / "r2b")
@@ -152,11 +150,10 @@ def test_state_kept_in_the_service_and_published_in_the_background(data, tmp_pat
     for r in ("r1", "r2", "r3"):
         train_round(prev, *args, str(cold / r), CFG, nproc=2)
         prev = str(cold / r)
-    folder = services
     rounds = [{"args": [d["model"], *args, str(warm / "r1")], "state": "keep"},
               {"args": [str(warm / "r1"), *args, str(warm / "r2")], "state": "keep"},
               {"args": [str(warm / "r2"), *args, str(warm / "r3")], "state": "background"}]
-    out = _warm(rounds, folder)
+    out = _warm(rounds, services)
     assert [k for k, _ in out] == ["RESULT"] * 3, out
     for r in ("r1", "r2", "r3"):
         wc, ww = _weights(cold / r), _weights(warm / r)
