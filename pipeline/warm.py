@@ -65,6 +65,11 @@ PRELOAD = ("torch", "transformers", "vllm", "vllm.entrypoints.llm", "kfp.dsl.exe
            "masa.steps.rollout", "masa.steps.score", "masa.steps.train", "masa.steps.benchmark",
            "masa.steps.prepare", "masa.steps.report", "masa.steps.resume", "masa.steps.promote")
 _EXECUTOR = "kfp.dsl.executor_main"
+# A Unix socket's path holds at most 107 bytes (sun_path, 108 with its NUL). The run's longest is a
+# trainer service's, in the services folder that warm_tasks makes in TMPDIR: with a TMPDIR over ~60
+# characters the first rollout step failed on `OSError: AF_UNIX path too long` (2026-12-07)
+_SUN_PATH_MAX = 107
+_LONGEST_SOCKET = "masa-eng-01234567/trainer-0123456789abcdef.sock"
 # how long a task waits for the server's imports (~15 s on 2 idle cores, longer beside other work)
 # before it starts cold instead
 READY_WAIT_S = 120.0
@@ -154,7 +159,7 @@ def _monitor(conn: socket.socket, req: dict, out_fd: int) -> None:
 
 def _task(req: dict, out_fd: int) -> None:
     """The task's process: the shell script's two lines, then executor_main as `python -m` runs it."""
-    code = 1
+    code, program = 1, None
     try:
         # Ctrl-C as a fresh interpreter started by `masa run` would take it: ignored where masa run
         # ignores it (started in the background without job control), else KeyboardInterrupt
@@ -166,7 +171,7 @@ def _task(req: dict, out_fd: int) -> None:
         os.environ.clear()
         os.environ.update(req["env"])
         os.environ["_KFP_RUNTIME"] = "true"
-        program = Path(tempfile.mkdtemp())
+        program = Path(tempfile.mkdtemp(prefix="masa-task-"))
         (program / "ephemeral_component.py").write_text(req["source"])
         sys.argv = [_EXECUTOR, "--component_module_path", str(program / "ephemeral_component.py"), *req["args"]]
         launch.allow_forked_ranks()  # forked from the import-only server: no OpenMP team to inherit
@@ -186,6 +191,8 @@ def _task(req: dict, out_fd: int) -> None:
                 stream.flush()
             except Exception:  # noqa: BLE001
                 pass
+        if program is not None:  # kfp.local's shell leaves its `mktemp -d` behind; ours goes (~120 a toy run)
+            shutil.rmtree(program, ignore_errors=True)
         os._exit(code)
 
 
@@ -255,12 +262,27 @@ class WarmServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
+def socket_room(tmpdir: str | None = None) -> str | None:
+    """Why the run's Unix sockets cannot live under `tmpdir` (TMPDIR by default), or None if they can."""
+    base = tmpdir or tempfile.gettempdir()
+    longest = len(os.fsencode(os.path.join(base, _LONGEST_SOCKET)))
+    if longest <= _SUN_PATH_MAX:
+        return None
+    room = _SUN_PATH_MAX - len(_LONGEST_SOCKET) - 1
+    return (f"TMPDIR {base} is {len(os.fsencode(base))} bytes long, too long for the run's Unix sockets "
+            f"(at most {room}): every step starts cold, as with --cold; a shorter TMPDIR keeps them warm")
+
+
 @contextmanager
 def warm_tasks(folder: Path, enabled: bool = True):
     """While inside, kfp.local starts tasks from the warm server (see the module docstring). Linux
     only: on macOS, forking a process that has loaded system frameworks is unsafe (why Python's
     multiprocessing spawns there), so tasks start cold."""
     if not enabled or not sys.platform.startswith("linux"):
+        yield None
+        return
+    if (reason := socket_room()) is not None:
+        print(f"masa: {reason}", flush=True)
         yield None
         return
     from kfp.local import subprocess_task_handler as handler

@@ -49,7 +49,10 @@ def _ready(server: WarmServer) -> None:
         time.sleep(0.05)
 
 
-def test_a_task_output_and_exit_status_come_back(tmp_path):
+def test_a_task_output_and_exit_status_come_back(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"  # the server's TMPDIR, where each task writes its component's source
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     server = WarmServer(tmp_path, modules=("json",))
     try:
         _ready(server)
@@ -62,6 +65,7 @@ def test_a_task_output_and_exit_status_come_back(tmp_path):
         with contextlib.redirect_stdout(out):  # the server forks every task afresh: a second one works
             code = server.run("", ["--no-such-flag"], env={})
         assert code == 2 and server.warm_tasks == 2
+        assert not list(scratch.glob("masa-task-*"))  # each task removed its source's folder on its way out
         # a task killed by a signal still reports (its monitor waits for it): -9, as Popen.wait says
         src = "def f():\n    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n"  # as compiled: no decorator
         ex_input = '{"inputs": {}, "outputs": {"outputFile": "%s"}}' % (tmp_path / "out.json")
@@ -112,3 +116,24 @@ def test_a_task_that_comes_while_the_server_imports_waits_for_it(tmp_path):
         with contextlib.redirect_stdout(io.StringIO()):
             code = handler.run_local_subprocess(command, {})
         assert code == 2 and server.warm_tasks == 1
+
+
+def test_a_tmpdir_too_long_for_the_sockets_runs_every_step_cold(tmp_path, monkeypatch):
+    # sun_path holds 107 bytes; the longest socket is a trainer's, "trainer-" + a 16-hex key + ".sock",
+    # in warm_tasks' "masa-eng-XXXXXXXX" folder: 48 bytes with the slash before it, so TMPDIR may be 59
+    from masa.config import TrainConfig
+    from masa.pipeline.warm import socket_room, warm_tasks
+    from masa.train.service import service_key
+
+    assert len(service_key("masa", TrainConfig(), 2, None) + ".sock") == len("trainer-0123456789abcdef.sock")
+    assert socket_room("/" + "t" * 58) is None
+    reason = socket_room("/" + "t" * 59)
+    assert reason == (f"TMPDIR /{'t' * 59} is 60 bytes long, too long for the run's Unix sockets (at most 59): "
+                      "every step starts cold, as with --cold; a shorter TMPDIR keeps them warm")
+    long_dir = tmp_path / ("t" * 90)
+    long_dir.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(long_dir))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warm_tasks(tmp_path) as server:
+        assert server is None  # kfp.local's own handler: every task a fresh interpreter
+    assert out.getvalue() == f"masa: {socket_room(str(long_dir))}\n"
