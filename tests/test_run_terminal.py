@@ -87,6 +87,22 @@ def test_a_second_run_on_the_same_output_refuses_naming_the_first(tmp_path):
     assert f"another masa run (pid {os.getpid()}) is using {out}" in stderr and "Traceback" not in stderr
 
 
+def test_folders_the_run_cannot_write_are_named_before_it_starts(tmp_path):
+    # a file where a folder must go: mkdir fails with ENOTDIR, for root too (permission bits do not stop
+    # root, so they cannot stand in for a read-only place here); every such folder named, nothing made
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "MASA_CACHE_DIR": str(blocker / "cache")}
+    proc = _masa_run(blocker / "run", "--store", str(blocker / "store"), env=env)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stdout + stderr
+    assert stderr == ("masa: cannot start:\n"
+                      f"  - --out: cannot write to {blocker / 'run'}: Not a directory\n"
+                      f"  - store: cannot write to {blocker / 'store'}: Not a directory\n"
+                      f"  - MASA_CACHE_DIR: cannot write to {blocker / 'cache' / 'toy'}: Not a directory\n")
+    assert stdout == ""
+
+
 @pytest.mark.slow
 def test_bad_data_fails_in_one_line_naming_the_step_and_its_reason(tmp_path):
     bad = tmp_path / "train.parquet"

@@ -25,11 +25,11 @@ def run(args) -> int:
     from masa.pipeline.local import PipelineFailed, RunInProgress, run_local, total_steps
 
     cfg = load(args)
-    bad = preflight(cfg)
+    out = Path(args.out or Path("runs") / cfg.name)
+    bad = preflight(cfg) + unwritable(cfg, out)
     if bad:
         print("masa: cannot start:\n  - " + "\n  - ".join(bad), file=sys.stderr)
         return 2
-    out = Path(args.out or Path("runs") / cfg.name)
     print(f"masa run: preset {args.preset}, {' vs '.join(cfg.branches)}, {cfg.rounds} rounds × "
           f"{cfg.prompts_per_round} prompts; {total_steps(cfg)} steps; output in {out}", flush=True)
     try:
@@ -98,4 +98,29 @@ def preflight(cfg) -> list[str]:
         looks_local = cfg.model.startswith((".", "/", "~")) or local.exists()
         if looks_local and not (local / "config.json").is_file():
             problems.append(f"model: {cfg.model} is not a model directory (no config.json)")
+    return problems
+
+
+def unwritable(cfg, out) -> list[str]:
+    """The folders this run writes to (output, a local store, the toy cache) that cannot be made or
+    written, each with the system's reason: before the run, not as a traceback from its first write."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folders = {"--out": Path(out)}
+    if cfg.store and "://" not in cfg.store:
+        folders["store"] = Path(cfg.store)
+    if cfg.model == "toy":
+        from masa.toy.build import default_cache_dir
+
+        folders["MASA_CACHE_DIR" if os.environ.get("MASA_CACHE_DIR") else "toy cache"] = default_cache_dir()
+    problems = []
+    for label, folder in folders.items():
+        try:  # made and written as the run would (access(2) says yes to root on read-only places)
+            folder.expanduser().mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder.expanduser()):
+                pass
+        except OSError as e:
+            problems.append(f"{label}: cannot write to {folder}: {e.strerror or e}")
     return problems
