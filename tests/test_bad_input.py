@@ -5,6 +5,8 @@ runs whose data is entirely invalid, and model paths / URIs that do not hold a m
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -250,3 +252,20 @@ def test_model_s3_missing_bucket_names_the_uri(s3_server, tmp_path, monkeypatch)
     with pytest.raises(ModelNotFoundError, match="s3://masa-models-empty/absent.*no objects"):
         resolve_model("s3://masa-models-empty/absent", cache_dir=str(tmp_path))
 
+
+
+@pytest.mark.parametrize("command, flag", [
+    (["toy", "build", "--recipe", "smoke", "--out"], "--out"),
+    (["compile", "--preset", "smoke", "--image-registry", "reg.example", "--store", "s3://b/p", "--output"],
+     "--output"),
+])
+def test_a_folder_a_command_cannot_write_is_named_before_any_work(tmp_path, command, flag):
+    # a file where a folder must go (ENOTDIR for root too): before a build of minutes, not after it
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "x" / "p.yaml" if flag == "--output" else blocker / "x"
+    r = subprocess.run([sys.executable, "-m", "masa.cli", *command, str(target)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{flag}: cannot write to {target if flag == '--out' else target.parent}: Not a directory" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""

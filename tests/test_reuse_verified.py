@@ -66,6 +66,10 @@ def test_cached_copy_holds_only_the_parts_files_and_tokenizer_copy_skips_dotfile
 
 def test_store_verify_exits_1_naming_the_bad_part(tmp_path, capsys):
     store_uri = str(tmp_path / "store")
+    # nothing published there (or a mistyped URI): exit 2 saying so, not "0 of 0 artifacts verify"
+    assert main(["store", "verify", store_uri]) == 2
+    assert capsys.readouterr().err == (f"masa store verify: no artifacts under {store_uri} (none holds a "
+                                       "MANIFEST.json): not a run's store prefix, or nothing published yet\n")
     for part in ("run/r0/rollouts", "run/r0/scored"):
         run_once(store_uri, part, "fp", _produce([]))
     assert main(["store", "verify", store_uri]) == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
 
 def add_config_arguments(p: argparse.ArgumentParser, default_preset: str = "toy") -> None:
@@ -74,3 +76,19 @@ def load_cluster(args: argparse.Namespace, *, refuse: bool = True):
             print(f"  {c.line()}", file=sys.stderr)
         raise SystemExit(2)
     return cfg, version, found
+
+
+def cannot_write(folders: dict[str, Path]) -> list[str]:
+    """`label: why` for each folder that cannot be made or written, checked before any work rather than
+    met as a traceback from the first write. Made and written as the work would: access(2) says yes to
+    root on places where mkdir fails."""
+    problems = []
+    for label, folder in folders.items():
+        path = folder.expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as e:
+            problems.append(f"{label}: cannot write to {folder}: {e.strerror or e}")
+    return problems

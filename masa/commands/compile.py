@@ -11,15 +11,23 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from masa.commands._common import load_cluster
+    import sys
+    from pathlib import Path
+
+    from masa.commands._common import cannot_write, load_cluster
     from masa.pipeline.compile import compile_pipeline, segment_paths
 
     cfg, version, found = load_cluster(args)
+    paths = segment_paths(cfg, args.output)
+    bad = cannot_write({"--output": Path(paths[0]).parent})
+    if bad:
+        print(f"masa compile: {bad[0]}", file=sys.stderr)
+        return 2
     for c in found:
         if c.status == "warn":
             print(c.line())
     backend = ".".join(map(str, version))
-    for i, (seg, path) in enumerate(zip(cfg.segments, segment_paths(cfg, args.output), strict=True)):
+    for i, (seg, path) in enumerate(zip(cfg.segments, paths, strict=True)):
         compile_pipeline(cfg, path, i, version)
         print(f"wrote {path} (rounds {seg.start + 1}-{seg.stop} of {cfg.rounds}) for KFP backend {backend}+")
     return 0

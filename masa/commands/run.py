@@ -102,11 +102,11 @@ def preflight(cfg) -> list[str]:
 
 
 def unwritable(cfg, out) -> list[str]:
-    """The folders this run writes to (output, a local store, the toy cache) that cannot be made or
-    written, each with the system's reason: before the run, not as a traceback from its first write."""
+    """The folders this run writes to (output, a local store, the toy cache) that cannot be written."""
     import os
-    import tempfile
     from pathlib import Path
+
+    from masa.commands._common import cannot_write
 
     folders = {"--out": Path(out)}
     if cfg.store and "://" not in cfg.store:
@@ -115,12 +115,4 @@ def unwritable(cfg, out) -> list[str]:
         from masa.toy.build import default_cache_dir
 
         folders["MASA_CACHE_DIR" if os.environ.get("MASA_CACHE_DIR") else "toy cache"] = default_cache_dir()
-    problems = []
-    for label, folder in folders.items():
-        try:  # made and written as the run would (access(2) says yes to root on read-only places)
-            folder.expanduser().mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder.expanduser()):
-                pass
-        except OSError as e:
-            problems.append(f"{label}: cannot write to {folder}: {e.strerror or e}")
-    return problems
+    return cannot_write(folders)

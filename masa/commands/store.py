@@ -5,7 +5,7 @@ Each artifact (a prefix holding MANIFEST.json: checkpoints, rollout and scored s
 report) is checked file by file: size and sha256, from the object metadata recorded at upload on S3
 (one HEAD per file, nothing downloaded) or by hashing on local disk; `--deep` downloads and hashes
 everything. Prints one line per bad artifact naming the bad files, the objects no manifest lists,
-and a summary. Exit status: 0 all verify, 1 some artifact is bad, 2 the store cannot be read.
+and a summary. Exit status: 0 all verify, 1 some artifact is bad, 2 the store cannot be read or holds no artifact.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ def run(args) -> int:
     for key in check.unlisted:
         print(f"note {store.uri(key)}: in no manifest (an interrupted step's leftover, or written outside masa)")
     n, bad = len(check.artifacts), len(check.bad)
+    if n == 0:  # a mistyped URI must not pass as "0 of 0 verify" in a script
+        print(f"masa store verify: no artifacts under {args.uri} (none holds a MANIFEST.json): not a run's "
+              "store prefix, or nothing published yet", file=sys.stderr)
+        return 2
     print(f"{n - bad} of {n} artifacts verify{' (deep)' if args.deep else ''}"
           + (f"; {bad} bad: rerun `masa run --recheck` with the run's settings to recompute them" if bad else ""))
     return 1 if bad else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 
 HELP = "build (or find in the cache) the toy model and arithmetic data; evaluate them with vLLM"
 RECIPE_HELP = ("default: the toy preset's (the model `make run` trains); "
@@ -47,6 +48,16 @@ def run(args: argparse.Namespace) -> int:
     # warms the same cache entry
     recipe = get_recipe(args.recipe) if args.recipe else toy_recipe_for(load_config("toy"))
     if args.toy_command == "build":
+        from pathlib import Path
+
+        from masa.commands._common import cannot_write
+        from masa.toy.build import default_cache_dir
+
+        folders = {"--cache-dir": Path(args.cache_dir or default_cache_dir())}
+        bad = cannot_write({**folders, "--out": Path(args.out)} if args.out else folders)
+        if bad:  # before a build of minutes, not after it
+            print("masa toy build: cannot start:\n  - " + "\n  - ".join(bad), file=sys.stderr)
+            return 2
         art = build(recipe, cache_dir=args.cache_dir, force=args.force, progress=not args.quiet)
         if args.out:
             import shutil
