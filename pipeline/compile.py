@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from masa.config import RunConfig
@@ -54,6 +56,33 @@ def retarget(path: Path, backend: tuple[int, int]) -> list[str]:
     return warnings
 
 
+class ClusterError(RuntimeError):
+    """The KFP API could not be reached or refused a call, or a followed run did not succeed: one line."""
+
+
+@contextmanager
+def _endpoint(host: str):
+    """The SDK's failures (urllib3's, and the generated API client's with headers and body) as one
+    ClusterError line naming the host and what it said, not a traceback of thirty frames."""
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as e:
+        raise ClusterError(f"the KFP API at {host} answered {e.status} {e.reason}: {_api_message(e.body)}") from e
+    except HTTPError as e:
+        raise ClusterError(f"cannot reach the KFP API at {host}: {getattr(e, 'reason', None) or e}") from e
+
+
+def _api_message(body) -> str:
+    """A v2beta1 error's `message` (grpc-gateway's status JSON), else the body's first line."""
+    try:
+        return str(json.loads(body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return (str(body or "").strip().splitlines() or ["(no body)"])[0][:300]
+
+
 def _client(host: str, namespace: str | None):
     import kfp
 
@@ -70,20 +99,21 @@ def submit(cfg: RunConfig, *, host: str, experiment: str, namespace: str | None 
 
     cache=False: KFP's cache key is parameters, input artifact names, image and command, so an image
     rebuilt under the same tag or data replaced behind the same URI would be served stale."""
-    client = _client(host, namespace)
     ids: list[str] = []
-    for seg in range(segment, len(cfg.segments) if follow else segment + 1):
-        if ids:  # the next segment starts from what the previous one left in the store
-            state = _final_state(client.wait_for_run_completion(ids[-1], timeout=timeout_s))
-            if state != "SUCCEEDED":
-                raise RuntimeError(f"run {ids[-1]} ended {state}; resubmit with --segment {seg - 1} --follow")
-        with tempfile.TemporaryDirectory() as d:
-            package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", seg, backend)
-            run = client.create_run_from_pipeline_package(
-                str(package), arguments={}, run_name=run_name or pipeline_name(cfg, seg),
-                experiment_name=experiment, namespace=namespace, enable_caching=cache,
-                service_account=cfg.resources.service_account)
-        ids.append(run.run_id)
+    with _endpoint(host):
+        client = _client(host, namespace)
+        for seg in range(segment, len(cfg.segments) if follow else segment + 1):
+            if ids:  # the next segment starts from what the previous one left in the store
+                state = _final_state(client.wait_for_run_completion(ids[-1], timeout=timeout_s))
+                if state != "SUCCEEDED":
+                    raise ClusterError(f"run {ids[-1]} ended {state}; resubmit with --segment {seg - 1} --follow")
+            with tempfile.TemporaryDirectory() as d:
+                package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", seg, backend)
+                run = client.create_run_from_pipeline_package(
+                    str(package), arguments={}, run_name=run_name or pipeline_name(cfg, seg),
+                    experiment_name=experiment, namespace=namespace, enable_caching=cache,
+                    service_account=cfg.resources.service_account)
+            ids.append(run.run_id)
     return ids
 
 
@@ -102,9 +132,9 @@ def schedule(cfg: RunConfig, *, host: str, cron: str, experiment: str, job_name:
     if len(fields) != 6:
         raise ValueError(f"--cron {cron!r}: KFP expects 6 fields (seconds minutes hours day month weekday), "
                          f"e.g. '0 0 3 * * *' for 03:00 daily")
-    client = _client(host, namespace)
-    exp = client.create_experiment(name=experiment, namespace=namespace)
-    with tempfile.TemporaryDirectory() as d:
+    with _endpoint(host), tempfile.TemporaryDirectory() as d:
+        client = _client(host, namespace)
+        exp = client.create_experiment(name=experiment, namespace=namespace)
         package = compile_pipeline(cfg, Path(d) / "pipeline.yaml", 0, backend, scheduled=True)
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=job_name or f"masa-{cfg.name}-retrain",

@@ -38,6 +38,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         self.server.requests.append(("POST", self.path, body))
+        if self.server.refuse:  # as a real API answers a call it refuses: grpc-gateway's status JSON
+            status, message = self.server.refuse
+            data = json.dumps({"code": 7, "message": message, "details": []}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
         if self.path.startswith("/apis/v2beta1/experiments"):
             return self._reply({"experiment_id": "exp-standin", "display_name": body.get("display_name")})
         if self.path.startswith("/apis/v2beta1/runs"):
@@ -48,11 +57,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class KfpStandIn:
-    """`with KfpStandIn() as s: s.host, s.requests`"""
+    """`with KfpStandIn() as s: s.host, s.requests`; `refuse=(403, "why")` answers every POST so."""
+
+    def __init__(self, refuse: tuple[int, str] | None = None) -> None:
+        self.refuse = refuse
 
     def __enter__(self) -> KfpStandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.requests = []
+        self.server.refuse = self.refuse
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.host = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -2,6 +2,7 @@
 API server (tests/kfp_standin.py): no KFP backend or Kubernetes runs here, so these tests check what
 the kfp client would send, not what a cluster would do with it."""
 
+import socket
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from masa.config import load_config
-from masa.pipeline.compile import compile_pipeline, schedule, submit
+from masa.pipeline.compile import ClusterError, compile_pipeline, schedule, submit
 from tests.kfp_standin import KfpStandIn
 
 COMPONENTS = {"configure", "prepare", "data-filter", "rollout", "score", "train", "benchmark", "promote", "report"}
@@ -87,6 +88,29 @@ def test_schedule_sends_cron_concurrency_one_no_catchup():
     assert body["no_catchup"] is True
     assert body["service_account"] == "masa-pipeline"
     assert body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "masa-smoke"
+
+
+def test_an_endpoint_that_refuses_or_cannot_be_reached_is_one_line_naming_it():
+    # the SDK raises the generated client's ApiException (status, headers, body) or urllib3's retry
+    # error, thirty frames deep; the user gets the host and what it said
+    cfg = load_config("smoke", ["rounds=1"])
+    denied = "user system:anonymous cannot create runs in namespace kubeflow"
+    with KfpStandIn(refuse=(403, denied)) as kfp:
+        with pytest.raises(ClusterError) as refused:
+            submit(cfg, host=kfp.host, experiment="masa-tests")
+        with pytest.raises(ClusterError) as refused_schedule:
+            schedule(cfg, host=kfp.host, cron="0 0 3 * * *", experiment="retrain")
+    assert str(refused.value) == f"the KFP API at {kfp.host} answered 403 Forbidden: {denied}"
+    assert str(refused_schedule.value) == str(refused.value)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{s.getsockname()[1]}"
+    r = subprocess.run([sys.executable, "-m", "masa.cli", "submit", "--preset", "smoke", "--set", "rounds=1",
+                        "--image-registry", "reg.example", "--store", "s3://b/p", "--host", host],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1].startswith(f"masa: cannot reach the KFP API at {host}: ")
+    assert "Connection refused" in r.stderr.splitlines()[-1]
 
 
 def test_schedule_rejects_five_field_cron():

@@ -21,7 +21,7 @@ def run(args) -> int:
     import sys
 
     from masa.commands._common import load_cluster
-    from masa.pipeline.compile import schedule
+    from masa.pipeline.compile import ClusterError, schedule
 
     cfg, version, _ = load_cluster(args)
     if args.dry_run:
@@ -39,5 +39,8 @@ def run(args) -> int:
     except ValueError as e:
         print(f"masa: {e}", file=sys.stderr)
         return 2
+    except ClusterError as e:
+        print(f"masa: {e}", file=sys.stderr)
+        return 1
     print(f"recurring run {job} created: cron {args.cron!r}, max concurrency 1, no catch-up")
     return 0

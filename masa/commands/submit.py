@@ -18,14 +18,21 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import sys
+
     from masa.commands._common import load_cluster
-    from masa.pipeline.compile import submit
+    from masa.pipeline.compile import ClusterError, submit
 
     cfg, version, _ = load_cluster(args)
     n = len(cfg.segments)
-    for run_id in submit(cfg, host=args.host, experiment=args.experiment, namespace=args.namespace,
-                         run_name=args.run_name, segment=args.segment, follow=args.follow,
-                         cache=not args.no_cache, backend=version):
+    try:
+        ids = submit(cfg, host=args.host, experiment=args.experiment, namespace=args.namespace,
+                     run_name=args.run_name, segment=args.segment, follow=args.follow,
+                     cache=not args.no_cache, backend=version)
+    except ClusterError as e:
+        print(f"masa: {e}", file=sys.stderr)
+        return 1
+    for run_id in ids:
         print(f"run {run_id} created in experiment {args.experiment!r} at {args.host}", flush=True)
     if n > 1 and not args.follow:
         print(f"this configuration runs in {n} segments; submit the next with --segment {args.segment + 1}")
