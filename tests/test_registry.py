@@ -147,6 +147,13 @@ def test_models_cli_publishes_promotes_shows_and_rolls_back(tmp_path, capsys):
     assert resolve_ref("latest:m", store).endswith(v2)
     assert main(["models", "rollback", "nope", "--store", store]) == 2
     assert "no earlier promoted version" in capsys.readouterr().err
+    # a name or a store mistyped: said, not an empty answer with exit 0
+    assert main(["models", "show", "nope", "--store", store]) == 2
+    models_uri = open_store(store).uri("models")
+    assert capsys.readouterr().err == f"masa models show: no model 'nope' under {models_uri} (models there: m)\n"
+    empty = str(tmp_path / "typo")
+    assert main(["models", "list", "--store", empty]) == 0
+    assert capsys.readouterr().err == f"masa models list: no promoted model under {open_store(empty).uri('models')}\n"
 
 
 def test_store_verify_knows_the_registry_objects(tmp_path):

@@ -49,18 +49,26 @@ def run(args) -> int:
 def _list(store, args) -> int:
     from masa.storage.registry import models, read_latest
 
-    for name in models(store):
+    names = models(store)
+    for name in names:
         p, _ = read_latest(store, name)
         print(f"{name}\t{p.version}\t{p.updated_at}")
+    if not names:  # said, so that a mistyped --store is not read as an empty registry without a word
+        print(f"masa models list: no promoted model under {store.uri('models')}", file=sys.stderr)
     return 0
 
 
 def _show(store, args) -> int:
     import json
 
-    from masa.storage.registry import read_latest, read_record, versions
+    from masa.storage.registry import models, read_latest, read_record, versions
 
     p, _ = read_latest(store, args.name)
+    if p is None and not versions(store, args.name):
+        known = ", ".join(models(store)) or "none"
+        print(f"masa models show: no model {args.name!r} under {store.uri('models')} (models there: {known})",
+              file=sys.stderr)
+        return 2
     print(f"model {args.name}: latest {p.version if p else '(none)'}; history {' -> '.join(p.history) if p else '-'}")
     for v in versions(store, args.name):
         r = read_record(store, args.name, v)
