@@ -269,3 +269,13 @@ def test_a_folder_a_command_cannot_write_is_named_before_any_work(tmp_path, comm
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"{flag}: cannot write to {target if flag == '--out' else target.parent}: Not a directory" in r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_a_missing_shard_given_to_masa_score_is_named_as_missing(tmp_path):
+    # pyarrow's FileNotFoundError carries the bare path as its message: "masa score: /x.parquet" said
+    # which file but not what was wrong with it
+    missing = tmp_path / "rollouts.parquet"
+    r = subprocess.run([sys.executable, "-m", "masa.cli", "score", "--preset", "smoke", "--rollouts", str(missing),
+                        "--model", str(tmp_path), "--out", str(tmp_path / "scored")],
+                       capture_output=True, text=True, timeout=300)
+    assert (r.returncode, r.stderr) == (2, f"masa score: not found: {missing}\n")

@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = score_shard(args.rollouts, args.out, tokenizer_path=args.model, algo=algo,
                             max_response_tokens=cfg.rollout.max_response_tokens)
-    except (FileNotFoundError, OSError, ValueError) as e:
+    except FileNotFoundError as e:  # pyarrow's carries the bare path as its message
+        print(f"masa score: not found: {e.filename or e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
         print(f"masa score: {e}", file=sys.stderr)
         return 2
     print(json.dumps(stats, indent=2, sort_keys=True, default=str))
