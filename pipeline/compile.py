@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,7 +88,12 @@ def _client(host: str, namespace: str | None):
     import kfp
 
     # Credentials come from the environment (KF_PIPELINES_SA_TOKEN_PATH, cookies, ...), never flags.
-    return kfp.Client(host=host, namespace=namespace)
+    with warnings.catch_warnings():
+        # kfp warns on every Client() that it needs a v2 backend; `masa preflight` / `--kfp-version`
+        # check the backend the IR is compiled for, and the warning read as a fault to users
+        warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline",
+                                category=FutureWarning)
+        return kfp.Client(host=host, namespace=namespace)
 
 
 def submit(cfg: RunConfig, *, host: str, experiment: str, namespace: str | None = None,
