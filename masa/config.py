@@ -366,13 +366,24 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError([f"{key}: cannot parse value {raw!r}: {e}"]) from None
+        raise ConfigError([f"{key}: cannot parse value {raw!r}: {yaml_reason(e)}"]) from None
     if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string; users mean the number
         try:
             value = float(value) if _FLOAT.fullmatch(value.strip()) else value
         except ValueError:
             pass
     return key.strip().split("."), value
+
+
+def yaml_reason(e: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: the problem and where (its own text runs to ten lines, with the
+    source line and a caret twice over)."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if problem is None or mark is None:
+        return " ".join(str(e).split())
+    context, at = getattr(e, "context", None), getattr(e, "context_mark", None)
+    opened = f" ({context} at line {at.line + 1}, column {at.column + 1})" if context and at else ""
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}{opened}"
 
 
 def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -396,7 +407,7 @@ def preset_dict(preset: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError([f"preset {preset}: not valid YAML: {e}"]) from None
+        raise ConfigError([f"preset {preset}: not valid YAML: {yaml_reason(e)}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"preset {preset}: top level must be a mapping"])
     return data

@@ -217,6 +217,18 @@ def test_config_unreadable_presets_and_overrides(tmp_path):
         load_config(str(tmp_path / "list.yaml"))
     with pytest.raises(ConfigError, match="overrides look like key.sub=value"):
         load_config("toy", ["rounds"])
+    # broken YAML in one line each: the problem, where, and where the unclosed bracket opened
+    (tmp_path / "broken.yaml").write_text("name: x\nrounds: [1\n")
+    with pytest.raises(ConfigError) as broken:
+        load_config(str(tmp_path / "broken.yaml"))
+    assert broken.value.problems == [f"preset {tmp_path / 'broken.yaml'}: not valid YAML: expected ',' or ']', "
+                                     "but got '<stream end>' at line 3, column 1 (while parsing a flow sequence "
+                                     "at line 2, column 9)"]
+    with pytest.raises(ConfigError) as bad_value:
+        load_config("toy", ["algorithm.expert={bad"])
+    assert bad_value.value.problems == ["algorithm.expert: cannot parse value '{bad': expected ',' or '}', but got "
+                                        "'<stream end>' at line 1, column 5 (while parsing a flow mapping at "
+                                        "line 1, column 1)"]
     with pytest.raises(ConfigError, match="data.train.x: train is not a section"):
         load_config("toy", ["data.train.x=1"])
 
