@@ -264,9 +264,10 @@ def _summary(out: Path, cfg: RunConfig) -> dict[str, Any]:
     folder = out / "report"
     folder.mkdir(exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=1))
-    html = reports[-1].parent / "report_html"
-    if html.exists():
-        (folder / "report.html").write_text(html.read_text())
+    for name, local in (("report_html", "report.html"), ("report_md", "report.md")):
+        if (reports[-1].parent / name).exists():
+            (folder / local).write_text((reports[-1].parent / name).read_text())
     return {"report_json": str(folder / "report.json"), "report_html": str(folder / "report.html"),
+            "report_md": str(folder / "report.md"),
             # the run's identity as its configure step stamped it (data snapshot; masa.steps.configure)
             "report_store": open_store(cfg.store).uri(report_prefix(stamp(cfg))), "checkpoints": report.get("checkpoints", {})}

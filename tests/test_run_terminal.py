@@ -131,3 +131,13 @@ def test_ctrl_c_stops_without_a_traceback_and_says_how_to_go_on(tmp_path):
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted" in stderr and "rerun the same command" in stderr
     assert "Traceback" not in stdout + stderr
+
+
+def test_the_report_summary_wraps_its_prose_for_the_terminal_and_keeps_tables_whole():
+    from masa.commands.run import terminal_text
+
+    prose = " ".join(["word"] * 30)  # 149 characters: two lines at 100
+    table = "| checkpoint | avg@k |\n|---|---|\n| base | 0.211 ± 0.021 |"
+    text = terminal_text(f"{prose}\n\n{table}\n\nPromotion: **first**\n")
+    assert text.split("\n\n") == [" ".join(["word"] * 20) + "\n" + " ".join(["word"] * 10), table,
+                                  "Promotion: **first**"]

@@ -53,7 +53,12 @@ def run(args) -> int:
         print(f"\nmasa: interrupted; finished steps are kept: rerun the same command to go on ({out})",
               file=sys.stderr)
         return 130
+    summary = Path(result.get("report_md") or "")
+    if summary.is_file():  # what the Kubeflow UI shows of a run, for a terminal with no browser near it
+        print("\n" + terminal_text(summary.read_text().split("\n", 2)[-1]))
     print(f"\nreport:     {result.get('report_html', '(none)')}\n            {result.get('report_json', '')}")
+    if summary.is_file():
+        print(f"            {summary}")
     if result.get("report_store"):
         print(f"            {result['report_store']}")
     for name, uri in result.get("checkpoints", {}).items():
@@ -64,6 +69,14 @@ def run(args) -> int:
         print(f"masa: checkpoint {name} {why}; check the run with `masa store verify URI --deep`",
               file=sys.stderr)
     return 1 if bad else 0
+
+
+def terminal_text(markdown: str, width: int = 100) -> str:
+    """The report's Markdown for a terminal: prose paragraphs wrapped, tables as they are."""
+    import textwrap
+
+    blocks = [b for b in markdown.strip().split("\n\n") if b.strip()]
+    return "\n\n".join(b if b.lstrip().startswith("|") else textwrap.fill(b, width) for b in blocks)
 
 
 def unverified(checkpoints: dict[str, str]) -> dict[str, str]:
