@@ -69,7 +69,8 @@ _EXECUTOR = "kfp.dsl.executor_main"
 # trainer service's, in the services folder that warm_tasks makes in TMPDIR: with a TMPDIR over ~60
 # characters the first rollout step failed on `OSError: AF_UNIX path too long` (2026-12-07)
 _SUN_PATH_MAX = 107
-_LONGEST_SOCKET = "masa-eng-01234567/trainer-0123456789abcdef.sock"
+_SERVICES_PREFIX = "masa-eng-"  # the services folder's mkdtemp prefix; mkdtemp adds 8 characters
+_LONGEST_SOCKET = f"{_SERVICES_PREFIX}01234567/trainer-0123456789abcdef.sock"
 # how long a task waits for the server's imports (~15 s on 2 idle cores, longer beside other work)
 # before it starts cold instead
 READY_WAIT_S = 120.0
@@ -290,7 +291,7 @@ def warm_tasks(folder: Path, enabled: bool = True):
     server = WarmServer(folder)
     cold = handler.run_local_subprocess
     # the run's engine services (masa.engines.service): warm tasks only; a short path, as for the server
-    engines = Path(tempfile.mkdtemp(prefix="masa-eng-"))
+    engines = Path(tempfile.mkdtemp(prefix=_SERVICES_PREFIX))
     services = {SERVICES_ENV: f"{engines}:{os.getpid()}"}
 
     def run_local_subprocess(full_command, env_vars=None):

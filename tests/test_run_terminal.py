@@ -101,6 +101,12 @@ def test_folders_the_run_cannot_write_are_named_before_it_starts(tmp_path):
                       f"  - store: cannot write to {blocker / 'store'}: Not a directory\n"
                       f"  - MASA_CACHE_DIR: cannot write to {blocker / 'cache' / 'toy'}: Not a directory\n")
     assert stdout == ""
+    # the store read as the store reads its URI: file:// is a folder too, another scheme is named
+    for uri, why in ((f"file://{blocker / 'store'}", f"cannot write to {blocker / 'store'}: Not a directory"),
+                     ("gs://bucket/run", "unsupported store URI scheme 'gs'")):
+        proc = _masa_run(tmp_path / "run", "--store", uri)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and f"  - store: {why}" in stderr, stderr
 
 
 @pytest.mark.slow

@@ -64,13 +64,14 @@ def _show(store, args) -> int:
     from masa.storage.registry import models, read_latest, read_record, versions
 
     p, _ = read_latest(store, args.name)
-    if p is None and not versions(store, args.name):
+    known_versions = versions(store, args.name)
+    if p is None and not known_versions:
         known = ", ".join(models(store)) or "none"
         print(f"masa models show: no model {args.name!r} under {store.uri('models')} (models there: {known})",
               file=sys.stderr)
         return 2
     print(f"model {args.name}: latest {p.version if p else '(none)'}; history {' -> '.join(p.history) if p else '-'}")
-    for v in versions(store, args.name):
+    for v in known_versions:
         r = read_record(store, args.name, v)
         print(f"{'*' if p and v == p.version else ' '} {v}\trun {r.get('run_id', '?')}\tdata {r.get('data_snapshot', '?')}")
     if p:

@@ -54,11 +54,11 @@ def run(args) -> int:
               file=sys.stderr)
         return 130
     summary = Path(result.get("report_md") or "")
+    paths = [result.get("report_html", "(none)"), result.get("report_json", "")]
     if summary.is_file():  # what the Kubeflow UI shows of a run, for a terminal with no browser near it
         print("\n" + terminal_text(summary.read_text().split("\n", 2)[-1]))
-    print(f"\nreport:     {result.get('report_html', '(none)')}\n            {result.get('report_json', '')}")
-    if summary.is_file():
-        print(f"            {summary}")
+        paths.append(str(summary))
+    print("\nreport:     " + "\n            ".join(paths))
     if result.get("report_store"):
         print(f"            {result['report_store']}")
     for name, uri in result.get("checkpoints", {}).items():
@@ -121,11 +121,19 @@ def unwritable(cfg, out) -> list[str]:
 
     from masa.commands._common import cannot_write
 
-    folders = {"--out": Path(out)}
-    if cfg.store and "://" not in cfg.store:
-        folders["store"] = Path(cfg.store)
+    folders, problems = {"--out": Path(out)}, []
+    if cfg.store:  # a directory or file:// URI, read as the store reads it
+        from masa.storage import open_store
+        from masa.storage.local import LocalStore
+
+        try:
+            store = open_store(cfg.store)
+            if isinstance(store, LocalStore):
+                folders["store"] = store.root
+        except ValueError as e:  # an unsupported scheme, or a file:// URI naming another host
+            problems.append(f"store: {e}")
     if cfg.model == "toy":
         from masa.toy.build import default_cache_dir
 
         folders["MASA_CACHE_DIR" if os.environ.get("MASA_CACHE_DIR") else "toy cache"] = default_cache_dir()
-    return cannot_write(folders)
+    return problems + cannot_write(folders)
