@@ -13,4 +13,4 @@ def benchmark(config_json: str, name: str, model: Input[Model], results: Output[
     with step_telemetry("benchmark", run=cfg.name, grouping_key={"checkpoint": name}) as tel:
         stats = benchmark_step(cfg, name=name, model_ptr=model.path, out_path=results.path)
         tel.observe_benchmark(name, stats.pop("results"))
-    log_metrics(metrics, stats, step="benchmark")
+    log_metrics(metrics, stats, step="benchmark", of=name)

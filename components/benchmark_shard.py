@@ -12,4 +12,4 @@ def benchmark_shard(config_json: str, name: str, model: Input[Model], shard: int
     cfg = config_from_json(config_json)
     with step_telemetry("benchmark", run=cfg.name, grouping_key={"checkpoint": name, "shard": str(shard)}):
         stats = benchmark_shard_step(cfg, name=name, model_ptr=model.path, out_path=outcomes.path, shard=shard)
-    log_metrics(metrics, stats, step="benchmark_shard")
+    log_metrics(metrics, stats, step="benchmark_shard", of=name)

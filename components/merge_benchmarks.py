@@ -13,4 +13,4 @@ def merge_benchmarks(config_json: str, name: str, shards: Input[list[Artifact]],
     with step_telemetry("benchmark", run=cfg.name, grouping_key={"checkpoint": name}) as tel:
         stats = merge_benchmark_step(cfg, name=name, shard_paths=[s.path for s in shards], out_path=results.path)
         tel.observe_benchmark(name, stats.pop("results"))
-    log_metrics(metrics, stats, step="benchmark")
+    log_metrics(metrics, stats, step="benchmark", of=name)

@@ -163,6 +163,8 @@ def format_progress(info: dict[str, Any]) -> str:
     where = info.get("step", "?")
     if "branch" in info:
         where = f"{info['branch']} · round {info['round'] + 1} · {where}"
+    if info.get("of"):  # the benchmark's checkpoint, as the DAG names the task (and its cache hit)
+        where = f"{where} · {info['of']}"
     shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("show", {}).items()]
     return f"{where:<34} {'(reused) ' if info.get('reused') else ''}{' '.join(shown)}"
 

@@ -41,7 +41,25 @@ def test_markdown_states_why_a_speedup_is_null():
     eff = {"speedup_tokens": None, "speedup_wall": None, "speedup_tokens_why_null": why,
            "tokens_saved_gating": 0, "tokens_saved_cutoff": 0}
     md = render_markdown({"run": {"name": "t"}, "efficiency": eff, "eval": {}})
-    assert f"(null: {why})" in md  # plain text in Markdown: no HTML entities
+    # plain text in Markdown: no HTML entities, and no JSON's "null" for a figure that does not exist
+    assert f"Speedup to GRPO's final held-out accuracy: none in rollout tokens, none in wall time ({why})." in md
+
+
+def test_speedup_sentence_gives_each_figure_and_the_basis():
+    from masa.steps.report_render import speedup_sentence
+
+    eff = {"speedup_tokens": 1.2149, "speedup_wall": 0.95, "final_accuracy_basis": "heldout-check",
+           "speedup_note": "MASA-efficient reached it on the way but ended below it"}
+    assert speedup_sentence(eff) == (
+        "Speedup to GRPO's final held-out accuracy on the rounds' held-out check problems (as every point of the "
+        "curves): 1.21× in rollout tokens, 0.95× in wall time (MASA-efficient reached it on the way but ended "
+        "below it).")
+    # one figure without the other: each says which
+    assert "1.21× in rollout tokens, none in wall time (no wall clock)." in speedup_sentence(
+        {"speedup_tokens": 1.2149, "speedup_wall": None, "speedup_wall_why_null": "no wall clock"})
+    # the HTML puts figures in bold and escapes the prose
+    html = speedup_sentence({**eff, "speedup_note": "a < b"}, lambda x: f"<b>{x}</b>", __import__("html").escape)
+    assert "<b>1.21×</b> in rollout tokens" in html and "(a &lt; b)" in html
 
 
 def test_final_point_is_measured_on_the_rounds_check_problems():

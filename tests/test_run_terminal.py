@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,6 +61,22 @@ def test_cached_steps_are_named_as_in_the_dag_and_configure_is_not_counted():
     # more lines than the planned total (3) never read "[4/3]"
     assert lines[0].startswith("[  1/3]")
     assert lines[-1].startswith("[  4/4]")
+
+
+def test_a_benchmark_line_names_its_checkpoint_as_its_cached_line_does():
+    from masa.telemetry.stepmetrics import progress_line
+
+    tee, term = _tee({"benchmark-2": "benchmark · masa"})
+    for name in ("masa", "base"):
+        tee.write(progress_line("benchmark", {"accuracy": 0.241, "n": 700}, of=name) + "\n")
+    tee.write("INFO - Task benchmark-2 cache hit (key=0123456789ab); outputs reused\n")
+    tee.write(progress_line("promote", {"decision": "first", "promoted": 1}) + "\n")
+    lines = [re.sub(r"\s+\(\s*\d+s\)$", "", ln.split("] ", 1)[1]) for ln in term.getvalue().splitlines()]
+    # three benchmarks in a run: each line says which checkpoint, in the DAG's words
+    assert lines[0].split() == ["benchmark", "·", "masa", "accuracy=0.241"]
+    assert lines[1].split() == ["benchmark", "·", "base", "accuracy=0.241"]
+    assert lines[2].split() == ["benchmark", "·", "masa", "(cached)"]
+    assert lines[3].split() == ["promote", "decision=first"]
 
 
 def test_display_names_cover_every_task_of_the_smoke_dag():

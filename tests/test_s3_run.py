@@ -88,7 +88,7 @@ def test_two_rounds_both_branches_finish_and_every_manifest_verifies(s3_server, 
     assert f"{STORE}/{report_prefix}" in r.stdout
     # the report's summary on the terminal (its Markdown, as the Kubeflow UI shows it), before the paths
     table = r.stdout.index("| checkpoint | benchmark | avg@k |")
-    assert r.stdout.index("Speedup (tokens): ") < table < r.stdout.index("report:     ")
+    assert r.stdout.index("Speedup to GRPO's final held-out accuracy") < table < r.stdout.index("report:     ")
     # cache bookkeeping never reaches the store (the marker bug)
     assert not [k for k in _keys(s3_server) if ".masa-complete" in k or ".verified" in k]
     for name in ("grpo", "masa"):

@@ -168,8 +168,7 @@ def render_html(report: dict[str, Any], results: dict[str, Any], svgs: list[str]
 <style>{css}</style></head><body>
 <h1>{title}</h1>
 <p>Branches: {escape(' vs '.join(report['run']['branches']))}; {report['run']['rounds']} rounds.
-Speedup to GRPO's final held-out accuracy: <b>{_fmt(eff['speedup_tokens'])}×</b> in rollout tokens,
-<b>{_fmt(eff['speedup_wall'])}×</b> in wall time{escape(_null_note(eff))}.{escape(_ceiling_note(eff))} Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.
+{speedup_sentence(eff, lambda x: f"<b>{x}</b>", escape)}{escape(_ceiling_note(eff))} Total {_fmt(t['total_s'])} s, of which overhead {_fmt(t['overhead_s'])} s.
 Intervals are ± 1.96 standard errors (95%) where the evaluation measured them.</p>
 <div class="charts">{''.join(render_charts(report, results) if svgs is None else svgs)}</div>
 <h2>Benchmarks</h2>{_table(['checkpoint', 'benchmark', 'avg@k', 'k', 'meta k', 'problems', 'pass@1', 'pass@k', 'meta MAE',
@@ -187,11 +186,16 @@ meta MAE above it predicts worse than that constant.</p>
 </body></html>"""
 
 
-def _null_note(eff: dict[str, Any]) -> str:
-    why = eff.get("speedup_tokens_why_null") or eff.get("speedup_wall_why_null")
-    basis = (" (final accuracies on the rounds' held-out check problems, as every point of the curves)"
+def speedup_sentence(eff: dict[str, Any], bold=lambda x: x, esc=lambda x: x) -> str:
+    """The speedups as one sentence: each figure, or "none" and why (the report's first line, in HTML with
+    `bold`/`esc` set, and in the Markdown the Kubeflow UI and `masa run` show)."""
+    basis = (" on the rounds' held-out check problems (as every point of the curves)"
              if eff.get("final_accuracy_basis") == "heldout-check" else "")
-    return basis + (f" (null: {why})" if why else "") + (f" ({eff['speedup_note']})" if eff.get("speedup_note") else "")
+    figures = ", ".join(bold(f"{v:.2f}×") + f" in {what}" if (v := eff.get(key)) is not None else f"none in {what}"
+                        for key, what in (("speedup_tokens", "rollout tokens"), ("speedup_wall", "wall time")))
+    why = eff.get("speedup_tokens_why_null") or eff.get("speedup_wall_why_null")
+    notes = "".join(f" ({n})" for n in (why, eff.get("speedup_note")) if n)
+    return f"Speedup to GRPO's final held-out accuracy{esc(basis)}: {figures}{esc(notes)}."
 
 
 def _ceiling_note(eff: dict[str, Any]) -> str:
@@ -204,10 +208,8 @@ def _ceiling_note(eff: dict[str, Any]) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     eff, lines = report["efficiency"], [f"# MASA run report: {report['run']['name']}", ""]
-    lines += [f"Speedup (tokens): {_fmt(eff['speedup_tokens'])}; speedup (wall): {_fmt(eff['speedup_wall'])}"
-              f"{_null_note(eff)}; "
-              f"tokens saved by gating {_fmt(eff['tokens_saved_gating'])}, by cutoff {_fmt(eff['tokens_saved_cutoff'])}."
-              f"{_ceiling_note(eff)}",
+    lines += [f"{speedup_sentence(eff, lambda x: f'**{x}**')} Tokens saved by gating: "
+              f"{_fmt(eff['tokens_saved_gating'])}; by cutoff: {_fmt(eff['tokens_saved_cutoff'])}.{_ceiling_note(eff)}",
               "", "| checkpoint | benchmark | avg@k | pass@k | meta MAE | constant's MAE | MAE of median | spearman |",
               "|---|---|---|---|---|---|---|---|"]
     for ck, bs in report["eval"].items():
@@ -219,5 +221,5 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(m.get('pass_rate_mae_constant'))} | "
                          f"{_fmt(m.get('pass_rate_mae_median'))} | {_fmt(m.get('spearman'))} |")
     if p := report.get("promotion"):
-        lines += ["", f"Promotion of {p.get('model_name')}: **{p.get('decision')}**: {p.get('reason')}"]
+        lines += ["", f"Promotion of {p.get('model_name')}: **{p.get('decision')}** ({p.get('reason')})."]
     return "\n".join(lines) + "\n"

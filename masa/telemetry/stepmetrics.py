@@ -29,6 +29,7 @@ SHOWN = {
     "train": ("policy_loss", "grad_norm", "wall_s"),
     "benchmark": ("accuracy",),
     "benchmark_shard": ("problems", "shard"),
+    "promote": ("decision",),
     "report": ("speedup_tokens",),
 }
 
@@ -56,10 +57,13 @@ def process_started_at() -> float | None:
 
 
 def progress_line(step: str, stats: Mapping[str, Any], *, branch: str | None = None,
-                  round_idx: int | None = None, shown: Iterable[str] | None = None) -> str:
+                  round_idx: int | None = None, shown: Iterable[str] | None = None, of: str | None = None) -> str:
+    """`of`: what a step outside the rounds worked on (the benchmark's checkpoint), shown after its name."""
     info: dict[str, Any] = {"step": step, "reused": bool(stats.get("reused"))}
     if branch is not None:
         info.update(branch=branch, round=round_idx)
+    if of is not None:
+        info["of"] = of
     flat = {**flatten(stats), **{k: v for k, v in stats.items() if isinstance(v, str)}}
     info["show"] = {k: flat[k] for k in (shown or SHOWN.get(step, ())) if k in flat}
     info["clock"] = {"process_start": process_started_at(), "printed": time.time(),
@@ -68,7 +72,7 @@ def progress_line(step: str, stats: Mapping[str, Any], *, branch: str | None = N
 
 
 def log_metrics(metrics, stats: Mapping[str, Any], *, step: str, branch: str | None = None,
-                round_idx: int | None = None) -> None:
+                round_idx: int | None = None, of: str | None = None) -> None:
     """Log scalar stats to a KFP Metrics artifact and print the progress line."""
     flat = flatten(stats)
     for key, value in flat.items():
@@ -79,4 +83,4 @@ def log_metrics(metrics, stats: Mapping[str, Any], *, step: str, branch: str | N
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(flat, sort_keys=True))
-    print(progress_line(step, stats, branch=branch, round_idx=round_idx), flush=True)
+    print(progress_line(step, stats, branch=branch, round_idx=round_idx, of=of), flush=True)
