@@ -161,7 +161,8 @@ def render_html(report: dict[str, Any], results: dict[str, Any], svgs: list[str]
     css = ("body{font-family:sans-serif;margin:24px auto;max-width:1180px;padding:0 16px}"
            "table{border-collapse:collapse;margin:8px 0;max-width:100%}"
            "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
-           "table.wrap td,table.kv td{text-align:left;overflow-wrap:anywhere}.charts{display:flex;flex-wrap:wrap;gap:12px}"
+           "table.wrap td,table.kv td{text-align:left;overflow-wrap:anywhere}"
+           "table.kv td:first-child{white-space:nowrap;overflow-wrap:normal}.charts{display:flex;flex-wrap:wrap;gap:12px}"
            "svg.chart{width:570px;max-width:100%;height:auto}")
     title = f"MASA run report: {escape(report['run']['name'])}"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
