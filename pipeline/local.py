@@ -165,8 +165,16 @@ def format_progress(info: dict[str, Any]) -> str:
         where = f"{info['branch']} · round {info['round'] + 1} · {where}"
     if info.get("of"):  # the benchmark's checkpoint, as the DAG names the task (and its cache hit)
         where = f"{where} · {info['of']}"
-    shown = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.get("show", {}).items()]
+    shown = [f"{k}={_figure(v)}" for k, v in info.get("show", {}).items()]
     return f"{where:<34} {'(reused) ' if info.get('reused') else ''}{' '.join(shown)}"
+
+
+def _figure(v: Any) -> str:
+    """A shown figure: counts whole, with thousands separators (metrics arrive as floats: `kept=4e+03`
+    said 4,000), other numbers to 3 significant digits."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def run_local(cfg: RunConfig, out: str | Path, *, quiet_kfp: bool = True, kfp_cache: bool = True,

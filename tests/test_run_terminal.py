@@ -63,7 +63,7 @@ def test_cached_steps_are_named_as_in_the_dag_and_configure_is_not_counted():
     assert lines[-1].startswith("[  4/4]")
 
 
-def test_a_benchmark_line_names_its_checkpoint_as_its_cached_line_does():
+def test_progress_lines_name_the_checkpoint_and_show_counts_whole():
     from masa.telemetry.stepmetrics import progress_line
 
     tee, term = _tee({"benchmark-2": "benchmark · masa"})
@@ -71,12 +71,17 @@ def test_a_benchmark_line_names_its_checkpoint_as_its_cached_line_does():
         tee.write(progress_line("benchmark", {"accuracy": 0.241, "n": 700}, of=name) + "\n")
     tee.write("INFO - Task benchmark-2 cache hit (key=0123456789ab); outputs reused\n")
     tee.write(progress_line("promote", {"decision": "first", "promoted": 1}) + "\n")
+    tee.write(progress_line("data_filter", {"kept": 4000, "heldout": 700}) + "\n")
+    tee.write(progress_line("train", {"policy_loss": 0.0020512, "grad_norm": 0.0, "wall_s": 1.2}) + "\n")
     lines = [re.sub(r"\s+\(\s*\d+s\)$", "", ln.split("] ", 1)[1]) for ln in term.getvalue().splitlines()]
     # three benchmarks in a run: each line says which checkpoint, in the DAG's words
     assert lines[0].split() == ["benchmark", "·", "masa", "accuracy=0.241"]
     assert lines[1].split() == ["benchmark", "·", "base", "accuracy=0.241"]
     assert lines[2].split() == ["benchmark", "·", "masa", "(cached)"]
     assert lines[3].split() == ["promote", "decision=first"]
+    # counts whole (the metrics are floats: 4000.0 read "4e+03"), other figures to 3 digits
+    assert lines[4].split() == ["data_filter", "kept=4,000", "heldout=700"]
+    assert lines[5].split() == ["train", "policy_loss=0.00205", "grad_norm=0", "wall_s=1.2"]
 
 
 def test_display_names_cover_every_task_of_the_smoke_dag():
