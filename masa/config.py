@@ -224,7 +224,8 @@ DERIVED_TRAIN_FIELDS = {
 class RunConfig:
     name: str = "masa"
     model: str = "toy"  # local dir, s3:// URI, HF id, or "toy" (built locally)
-    toy_recipe: Literal["toy", "smoke", "chain", "terse", "analysed", "reasoned", "wandering", "broad"] = "toy"
+    toy_recipe: Literal["toy", "smoke", "chain", "terse", "analysed", "reasoned", "wandering", "broad",
+                        "wandering-broad"] = "toy"
     # the toy build's seed (its data, tokenizer corpus, initialisation, batch order): another seed is
     # another toy model and task draw, built and cached apart (bench/bench_toy_seeds.py varies it)
     toy_seed: int = 0

@@ -130,11 +130,35 @@ def test_fields_added_later_leave_the_older_recipes_hashes_alone() -> None:
 
     assert CODE_VERSION == 4 and TOY.hash() == "397b96eec9d7ed49"
     assert CHAIN.hash() not in (TOY.hash(), SMOKE.hash())
-    hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED, WANDERING, BROAD)}
-    assert len(hashes) == 8
+    from masa.toy.recipe import WANDERING_BROAD
+
+    hashes = {r.hash() for r in (TOY, SMOKE, CHAIN, TERSE, ANALYSED, REASONED, WANDERING, BROAD, WANDERING_BROAD)}
+    assert len(hashes) == 9
     # `wander` and `n_warm_extra` came later too: `reasoned`, the preset's until 2026-12-07, keeps the key docs/toy.md
     # measured it under
     assert REASONED.hash() == "492d1414c4bec16a"
+    # and `length_pool` came after `broad`, the preset's since 2026-12-07: its key (README, docs/toy.md) stays
+    assert BROAD.hash() == "2dc11a778dbf35cd"
+
+
+def test_pooled_batches_group_a_pool_by_length() -> None:
+    import random
+
+    from masa.toy.warmstart import Example, pooled_batches
+
+    # 8 examples of lengths 1..8 in a shuffled order; batches of 2, a pool of 4 batches = all 8 drawn at
+    # once. Sorted by length they cut into {1,2}, {3,4}, {5,6}, {7,8}: each batch pads to at most one
+    # more than its shortest, where a batch drawn alone pads to 6 on average (the mean larger of two of
+    # 1..8: sum over k of k * (k - 1) = 168, over the 28 pairs).
+    examples = [Example(tuple(range(n)), 0) for n in (5, 1, 7, 3, 2, 8, 4, 6)]
+    batches = pooled_batches(random.Random(0), examples, batch_size=2, pool=4)
+    first = [sorted(len(e.ids) for e in next(batches)) for _ in range(4)]
+    assert sorted(first) == [[1, 2], [3, 4], [5, 6], [7, 8]]
+    # the next pool draws all 8 again: every example once per pool, in some batch order
+    second = [sorted(len(e.ids) for e in next(batches)) for _ in range(4)]
+    assert sorted(second) == sorted(first)
+    # the order of the batches is shuffled (seed 0 does not serve them shortest first)
+    assert first != sorted(first) or second != sorted(second)
 
 
 def test_extra_warm_start_problems_leave_the_splits_and_the_train_examples_alone() -> None:

@@ -13,9 +13,11 @@ import dataclasses
 import json
 import sys
 
+from masa.toy.recipe import RECIPES  # the names only: torch loads when a build runs
+
 HELP = "build (or find in the cache) the toy model and arithmetic data; evaluate them with vLLM"
 RECIPE_HELP = ("default: the toy preset's (the model `make run` trains); "
-               "others: toy, smoke, reasoned, analysed, terse, chain, wandering, broad (docs/toy.md)")
+               f"others: {', '.join(RECIPES)} (docs/toy.md)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ META_REASONING = ("prose", "short", "none")
 # Fields added after CODE_VERSION 3: they enter the hash only when they differ from these values (the
 # recipes' hashes under CODE_VERSION 3, quoted in docs, stayed the same when the fields came).
 _LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False, "meta_reasoning": "prose",
-                 "solution_analysis": False, "wander": 0.0, "n_warm_extra": 0}
+                 "solution_analysis": False, "wander": 0.0, "n_warm_extra": 0, "length_pool": 1}
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,10 @@ class ToyRecipe:
     # so the saved model does not depend on whether the last batch was a meta or a solution batch
     final_lr_ratio: float = 0.1
     meta_every: int = 4  # every meta_every-th batch is meta examples (0: none)
+    # solution batches drawn this many at a time and grouped by length (masa.toy.warmstart.pooled_batches),
+    # so that a batch pads to its own kind of length: what keeps `wander`'s long examples from padding
+    # every batch. 1: each batch drawn alone
+    length_pool: int = 1
     # optimizer steps of the warm start, fixed (the earlier stop-on-sampled-probe rule reached a probe
     # pass rate of 0.4 and meta parse 0.9 at step 850-1050; docs/toy.md)
     steps: int = 1000
@@ -124,6 +128,9 @@ class ToyRecipe:
         check(self.lr > 0, "lr", "must be > 0", p)
         check(self.meta_every == 0 or self.meta_every >= 2, "meta_every", "must be 0 (no meta) or >= 2", p)
         check(0 <= self.final_lr_ratio <= 1, "final_lr_ratio", "must be in [0, 1]", p)
+        check(1 <= self.length_pool and self.length_pool * self.batch_size <= self.n_train + self.n_warm_extra,
+              "length_pool", "must be >= 1, and its batches (length_pool x batch_size) at most the warm start's "
+              "solutions (n_train + n_warm_extra)", p)
         raise_if(p)
 
     def to_dict(self) -> dict:
@@ -163,8 +170,12 @@ WANDERING = dataclasses.replace(REASONED, name="wandering", wander=0.1)
 # build seed no longer decides whether the model learns the long columns (issue 15; docs/toy.md, "The
 # build seed's spread"): the `toy` preset's model since 2026-12-07
 BROAD = dataclasses.replace(REASONED, name="broad", n_warm_extra=16000)
+# `broad` with `wandering`'s wrong turns, its solution batches grouped by length so that the long ones do
+# not pad every batch (`wandering` took 320-341 s to build, over issue 15's 4 minutes): a toy with all
+# three of the issue's cost shapes (docs/toy.md, "Wrong turns within the build budget")
+WANDERING_BROAD = dataclasses.replace(BROAD, name="wandering-broad", wander=0.1, length_pool=8)
 RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN, "terse": TERSE, "analysed": ANALYSED, "reasoned": REASONED,
-           "wandering": WANDERING, "broad": BROAD}
+           "wandering": WANDERING, "broad": BROAD, "wandering-broad": WANDERING_BROAD}
 
 
 def get_recipe(name: str) -> ToyRecipe:

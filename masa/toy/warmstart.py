@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from masa.toy.task import ArithmeticProblem, extract_boxed_int
@@ -122,17 +122,33 @@ def lr_at(step: int, *, lr: float, warmup: int, total: int, final_ratio: float) 
     return lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def pooled_batches(rng: random.Random, examples: Sequence[Example], batch_size: int, pool: int) -> Iterator[list[Example]]:
+    """Endless batches of similar length: `pool` batches' worth drawn at once (without replacement),
+    sorted by length, cut into `pool` batches, served in a random order. Each example is as likely to be
+    drawn as with one batch at a time; a batch is padded to its own kind of length, not the pool's longest
+    (a warm start in which one solution in ten takes a wrong turn twice as long pads nearly every batch of
+    64 to it: recipe `wandering`). `pool` 1 draws each batch alone, as `warm_start` does without a pool."""
+    while True:
+        drawn = sorted(rng.sample(examples, batch_size * pool), key=lambda e: len(e.ids))  # stable: ties in draw order
+        batches = [drawn[i * batch_size: (i + 1) * batch_size] for i in range(pool)]
+        rng.shuffle(batches)
+        yield from batches
+
+
 def warm_start(model, tokenizer, solutions: Sequence[Example], metas: Sequence[Example], *, lr: float,
                batch_size: int, meta_every: int, warmup_steps: int, final_lr_ratio: float, steps: int, seed: int,
-               on_step: Callable[[int, float], None] = lambda step, loss: None) -> WarmStartStats:
+               length_pool: int = 1, on_step: Callable[[int, float], None] = lambda step, loss: None) -> WarmStartStats:
     """Train for exactly `steps` optimizer steps; `on_step(step, loss)` after each (progress).
 
     Every `meta_every`-th batch is all meta examples, the others all solutions: meta prompts are about
     twice as long as solution examples, and mixing them would pad every batch to the meta length.
+    `length_pool` > 1 draws the solution batches by `pooled_batches`; 1 draws each batch alone (the
+    recipes before `length_pool` came, bit for bit).
     """
     import torch
 
     rng = random.Random(seed)
+    pooled = pooled_batches(rng, solutions, batch_size, length_pool) if length_pool > 1 else None
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     start = time.perf_counter()
@@ -140,7 +156,7 @@ def warm_start(model, tokenizer, solutions: Sequence[Example], metas: Sequence[E
     model.train()
     for step in range(steps):
         is_meta = bool(metas) and meta_every > 0 and step % meta_every == meta_every - 1
-        batch = rng.sample(metas if is_meta else solutions, batch_size)
+        batch = rng.sample(metas, batch_size) if is_meta else next(pooled) if pooled else rng.sample(solutions, batch_size)
         ids, mask, labels = collate(batch, tokenizer.pad_token_id)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, lr=lr, warmup=warmup_steps, total=steps, final_ratio=final_lr_ratio)
