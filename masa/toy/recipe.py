@@ -89,9 +89,9 @@ class ToyRecipe:
     # so the saved model does not depend on whether the last batch was a meta or a solution batch
     final_lr_ratio: float = 0.1
     meta_every: int = 4  # every meta_every-th batch is meta examples (0: none)
-    # solution batches drawn this many at a time and grouped by length (masa.toy.warmstart.pooled_batches),
-    # so that a batch pads to its own kind of length: what keeps `wander`'s long examples from padding
-    # every batch. 1: each batch drawn alone
+    # solution batches drawn this many at a time, the longest batch's worth of each draw set apart in a
+    # batch of its own (masa.toy.warmstart.pooled_batches): what keeps `wander`'s long examples from
+    # padding every batch. 1: each batch drawn alone
     length_pool: int = 1
     # optimizer steps of the warm start, fixed (the earlier stop-on-sampled-probe rule reached a probe
     # pass rate of 0.4 and meta parse 0.9 at step 850-1050; docs/toy.md)
@@ -170,8 +170,8 @@ WANDERING = dataclasses.replace(REASONED, name="wandering", wander=0.1)
 # build seed no longer decides whether the model learns the long columns (issue 15; docs/toy.md, "The
 # build seed's spread"): the `toy` preset's model since 2026-12-07
 BROAD = dataclasses.replace(REASONED, name="broad", n_warm_extra=16000)
-# `broad` with `wandering`'s wrong turns, its solution batches grouped by length so that the long ones do
-# not pad every batch (`wandering` took 320-341 s to build, over issue 15's 4 minutes): a toy with all
+# `broad` with `wandering`'s wrong turns, the longest solutions of every 8 batches' draw set apart in one
+# batch so that they do not pad every batch (`wandering` took 320-341 s to build, over issue 15's 4 minutes): a toy with all
 # three of the issue's cost shapes (docs/toy.md, "Wrong turns within the build budget")
 WANDERING_BROAD = dataclasses.replace(BROAD, name="wandering-broad", wander=0.1, length_pool=8)
 RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN, "terse": TERSE, "analysed": ANALYSED, "reasoned": REASONED,
