@@ -160,6 +160,10 @@ def test_pooled_batches_set_the_longest_apart() -> None:
     # the other batches are not sorted by length: seed 0 mixes short and long among 1..6 somewhere
     pools = [[sorted(len(e.ids) for e in next(batches)) for _ in range(4)] for _ in range(5)]
     assert any(sorted(b for b in p if b != [7, 8]) != [[1, 2], [3, 4], [5, 6]] for p in pools)
+    # a pool of 1 is one rng.sample per batch, as the warm start drew before pools: the earlier recipes'
+    # weights stay the same
+    one, rng = pooled_batches(random.Random(7), examples, batch_size=3, pool=1), random.Random(7)
+    assert [next(one) for _ in range(5)] == [rng.sample(examples, 3) for _ in range(5)]
 
 
 def test_extra_warm_start_problems_leave_the_splits_and_the_train_examples_alone() -> None:
@@ -333,3 +337,7 @@ def test_every_recipe_can_be_named_in_a_run() -> None:
     from masa.toy.recipe import RECIPES
 
     assert set(typing.get_args(typing.get_type_hints(RunConfig)["toy_recipe"])) == set(RECIPES)
+    # and `masa toy build --help` names them all
+    from masa.commands.toy import RECIPE_HELP
+
+    assert RECIPE_HELP.split("others: ")[1].split(" (")[0].split(", ") == list(RECIPES)

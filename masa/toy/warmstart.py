@@ -137,7 +137,7 @@ def pooled_batches(rng: random.Random, examples: Sequence[Example], batch_size: 
         batches = [[drawn[i] for i in sorted(longest)]]
         rest = [e for i, e in enumerate(drawn) if i not in longest]  # already in random order: rng.sample
         batches += [rest[i * batch_size: (i + 1) * batch_size] for i in range(pool - 1)]
-        rng.shuffle(batches)
+        rng.shuffle(batches)  # of one batch (pool 1): no random call, so one rng.sample per batch as before
         yield from batches
 
 
@@ -148,13 +148,13 @@ def warm_start(model, tokenizer, solutions: Sequence[Example], metas: Sequence[E
 
     Every `meta_every`-th batch is all meta examples, the others all solutions: meta prompts are about
     twice as long as solution examples, and mixing them would pad every batch to the meta length.
-    `length_pool` > 1 draws the solution batches by `pooled_batches`; 1 draws each batch alone (the
-    recipes before `length_pool` came, bit for bit).
+    The solution batches come from `pooled_batches`; at `length_pool` 1 it draws each batch alone, with
+    the same random calls as before `length_pool` came, so the earlier recipes build the same weights.
     """
     import torch
 
     rng = random.Random(seed)
-    pooled = pooled_batches(rng, solutions, batch_size, length_pool) if length_pool > 1 else None
+    pooled = pooled_batches(rng, solutions, batch_size, length_pool)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     start = time.perf_counter()
@@ -162,7 +162,7 @@ def warm_start(model, tokenizer, solutions: Sequence[Example], metas: Sequence[E
     model.train()
     for step in range(steps):
         is_meta = bool(metas) and meta_every > 0 and step % meta_every == meta_every - 1
-        batch = rng.sample(metas, batch_size) if is_meta else next(pooled) if pooled else rng.sample(solutions, batch_size)
+        batch = rng.sample(metas, batch_size) if is_meta else next(pooled)
         ids, mask, labels = collate(batch, tokenizer.pad_token_id)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, lr=lr, warmup=warmup_steps, total=steps, final_ratio=final_lr_ratio)
