@@ -1,9 +1,11 @@
 """How far apart do a toy recipe's builds land over build seeds? (issue 15)
 
     .venv/bin/python bench/toy_build_spread.py --recipes reasoned broad --seeds 3 4 5 6 [--cache-dir DIR]
+        [--recipe-set wander=0.05 ...]
 
 For each recipe and seed: the toy build as `masa run --preset toy --set toy_recipe=R --set toy_seed=S`
-makes it (cached under DIR, default the toy cache: $MASA_CACHE_DIR/toy or ~/.cache/masa/toy), then the
+makes it (cached under DIR, default the toy cache: $MASA_CACHE_DIR/toy or ~/.cache/masa/toy; with
+`--recipe-set`, the recipe's fields so replaced, values read as JSON: another recipe hash), then the
 base model's benchmark as the toy preset's benchmark step runs it (its 700 held-out problems x k = 8,
 vLLM; one meta prediction each). Prints per build:
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 from collections import defaultdict
@@ -52,14 +55,14 @@ def figures(counts: dict[str, int], text: dict[str, str], k: int) -> dict[str, f
     return out
 
 
-def measure(recipe_name: str, seed: int, cache_dir: Path) -> dict[str, float]:
+def measure(recipe_name: str, seed: int, cache_dir: Path, fields: dict | None = None) -> dict[str, float]:
     from masa.data.records import load_problems
     from masa.engines import make_engine
     from masa.runner.evaluate import run_benchmarks
     from masa.runner.settings import benchmark_eval_settings, engine_config
 
     cfg = load_config("toy", [f"toy_recipe={recipe_name}", f"toy_seed={seed}"])
-    art = build(toy_recipe_for(cfg), cache_dir=cache_dir, progress=False)
+    art = build(dataclasses.replace(toy_recipe_for(cfg), **(fields or {})), cache_dir=cache_dir, progress=False)
     s = dataclasses.replace(benchmark_eval_settings(cfg), meta_k=1)  # the meta path is not measured here
     model = str(art.model_dir)
     engine = make_engine(engine_config(cfg, "benchmark", model, s.max_prompt_tokens + s.max_tokens))
@@ -79,13 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--cache-dir", default=None,
                     help="toy cache (default $MASA_CACHE_DIR/toy or ~/.cache/masa/toy)")
+    ap.add_argument("--recipe-set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="replace a field of every recipe (masa.toy.recipe.ToyRecipe), VALUE read as JSON")
     args = ap.parse_args(argv)
+    fields = {k: json.loads(v) for k, _, v in (a.partition("=") for a in args.recipe_set)}
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print("recipe     seed " + " ".join(f"{c:>8}" for c in COLUMNS), flush=True)
     rows: dict[str, list[dict]] = defaultdict(list)
     for name in args.recipes:
         for seed in args.seeds:
-            row = measure(name, seed, cache)
+            row = measure(name, seed, cache, fields)
             rows[name].append(row)
             print(f"{name:<10} {seed:>4} " + " ".join(f"{row[c]:>8.3f}" for c in COLUMNS), flush=True)
     for name, rs in rows.items():

@@ -137,33 +137,46 @@ def test_fields_added_later_leave_the_older_recipes_hashes_alone() -> None:
     # `wander` and `n_warm_extra` came later too: `reasoned`, the preset's until 2026-12-07, keeps the key docs/toy.md
     # measured it under
     assert REASONED.hash() == "492d1414c4bec16a"
-    # and `length_pool` came after `broad`, the preset's since 2026-12-07: its key (README, docs/toy.md) stays
+    # and `micro_batches` came after `broad`, the preset's since 2026-12-07: its key (README, docs/toy.md) stays
     assert BROAD.hash() == "2dc11a778dbf35cd"
 
 
-def test_pooled_batches_set_the_longest_apart() -> None:
-    import random
+def test_a_batch_in_pieces_has_the_padded_batch_loss_and_gradient() -> None:
+    import torch
 
-    from masa.toy.warmstart import Example, pooled_batches
+    from masa.toy.model import make_model
+    from masa.toy.warmstart import Example, backward_in_pieces
 
-    # 8 examples of lengths 1..8 in a shuffled order; batches of 2, a pool of 4 batches = all 8 drawn at
-    # once. The longest two, {7, 8}, make one batch; 1..6 go into the other three at random. A batch of
-    # 1..6 then pads to at most 6, where a batch drawn alone pads to 6 on average (the mean larger of two
-    # of 1..8: sum over k of k * (k - 1) = 168, over the 28 pairs) and to 7 or 8 in 13 of the 28 pairs.
-    examples = [Example(tuple(range(n)), 0) for n in (5, 1, 7, 3, 2, 8, 4, 6)]
-    batches = pooled_batches(random.Random(0), examples, batch_size=2, pool=4)
-    for _ in range(3):  # each pool draws all 8 again
-        pool = [sorted(len(e.ids) for e in next(batches)) for _ in range(4)]
-        assert [7, 8] in pool
-        rest = sorted(n for b in pool if b != [7, 8] for n in b)
-        assert rest == [1, 2, 3, 4, 5, 6]
-    # the other batches are not sorted by length: seed 0 mixes short and long among 1..6 somewhere
-    pools = [[sorted(len(e.ids) for e in next(batches)) for _ in range(4)] for _ in range(5)]
-    assert any(sorted(b for b in p if b != [7, 8]) != [[1, 2], [3, 4], [5, 6]] for p in pools)
-    # a pool of 1 is one rng.sample per batch, as the warm start drew before pools: the earlier recipes'
-    # weights stay the same
-    one, rng = pooled_batches(random.Random(7), examples, batch_size=3, pool=1), random.Random(7)
-    assert [next(one) for _ in range(5)] == [rng.sample(examples, 3) for _ in range(5)]
+    # 7 examples, prompts of 2-4 tokens, one 5x the others' length (a wrong turn): 3 pieces of 3, 3 and
+    # 1 examples sorted by length, each piece's summed token loss over the batch's 4+2+26+2+4+4+4 = 46 label
+    # tokens, add up to the padded batch's mean token loss and its gradient
+    model = make_model(vocab_size=16, hidden_size=32, n_layers=1, head_dim=32, intermediate_size=32,
+                       max_position_embeddings=64, eos_token_id=1, pad_token_id=0, seed=0)
+    lengths = [(6, 2), (5, 3), (30, 4), (4, 2), (7, 3), (6, 2), (8, 4)]  # (ids, prompt)
+    batch = [Example(tuple(2 + (3 * i + j) % 14 for j in range(n)), k) for i, (n, k) in enumerate(lengths)]
+    assert sum(n - k for n, k in lengths) == 46
+
+    def run(pieces: int):
+        model.zero_grad(set_to_none=True)
+        loss = backward_in_pieces(model, batch, 0, pieces)
+        return loss, [p.grad.clone() for p in model.parameters()]
+
+    whole, grads = run(1)
+    for pieces in (3, 7):
+        loss, g = run(pieces)
+        assert abs(loss - whole) < 1e-6
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g, grads, strict=True))
+
+
+def test_micro_batches_leave_the_padded_recipes_alone() -> None:
+    # `micro_batches` 1 is the batch padded whole through the model's own loss, as every recipe before
+    # `wandering-broad`'s was built: left out of the hash at 1
+    from masa.toy.recipe import WANDERING_BROAD
+
+    assert dataclasses.replace(BROAD, micro_batches=1).hash() == BROAD.hash()
+    assert WANDERING_BROAD.micro_batches > 1 and BROAD.micro_batches == 1
+    with pytest.raises(ValueError, match="micro_batches"):
+        dataclasses.replace(BROAD, micro_batches=65)
 
 
 def test_extra_warm_start_problems_leave_the_splits_and_the_train_examples_alone() -> None:

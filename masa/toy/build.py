@@ -257,7 +257,7 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     ws = warm_start(model, tokenizer, solutions, metas, lr=recipe.lr, batch_size=recipe.batch_size,
                     meta_every=recipe.meta_every, warmup_steps=recipe.warmup_steps,
                     final_lr_ratio=recipe.final_lr_ratio, steps=recipe.steps, seed=recipe.seed,
-                    length_pool=recipe.length_pool, on_step=show.step)
+                    micro_batches=recipe.micro_batches, on_step=show.step)
     show.end_steps()
     show.phase(f"warm start done in {ws.seconds:.0f}s (loss {ws.final_loss:.3f}); probing "
                f"{recipe.n_probe} prompts x {recipe.probe_samples} samples at T=1")

@@ -33,7 +33,7 @@ META_REASONING = ("prose", "short", "none")
 # Fields added after CODE_VERSION 3: they enter the hash only when they differ from these values (the
 # recipes' hashes under CODE_VERSION 3, quoted in docs, stayed the same when the fields came).
 _LATER_FIELDS = {"task": "columns", "max_ops": 3, "key_tokens": False, "meta_reasoning": "prose",
-                 "solution_analysis": False, "wander": 0.0, "n_warm_extra": 0, "length_pool": 1}
+                 "solution_analysis": False, "wander": 0.0, "n_warm_extra": 0, "micro_batches": 1}
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,10 @@ class ToyRecipe:
     # so the saved model does not depend on whether the last batch was a meta or a solution batch
     final_lr_ratio: float = 0.1
     meta_every: int = 4  # every meta_every-th batch is meta examples (0: none)
-    # solution batches drawn this many at a time, the longest batch's worth of each draw set apart in a
-    # batch of its own (masa.toy.warmstart.pooled_batches): what keeps `wander`'s long examples from
-    # padding every batch. 1: each batch drawn alone
-    length_pool: int = 1
+    # each warm-start batch run as this many length-sorted pieces, each padded to its own longest
+    # (masa.toy.warmstart.backward_in_pieces): the same gradient, without `wander`'s few long examples
+    # padding the whole batch. 1: the batch padded whole, as the recipes before it were built
+    micro_batches: int = 1
     # optimizer steps of the warm start, fixed (the earlier stop-on-sampled-probe rule reached a probe
     # pass rate of 0.4 and meta parse 0.9 at step 850-1050; docs/toy.md)
     steps: int = 1000
@@ -128,9 +128,7 @@ class ToyRecipe:
         check(self.lr > 0, "lr", "must be > 0", p)
         check(self.meta_every == 0 or self.meta_every >= 2, "meta_every", "must be 0 (no meta) or >= 2", p)
         check(0 <= self.final_lr_ratio <= 1, "final_lr_ratio", "must be in [0, 1]", p)
-        check(1 <= self.length_pool and self.length_pool * self.batch_size <= self.n_train + self.n_warm_extra,
-              "length_pool", "must be >= 1, and its batches (length_pool x batch_size) at most the warm start's "
-              "solutions (n_train + n_warm_extra)", p)
+        check(1 <= self.micro_batches <= self.batch_size, "micro_batches", f"must be in 1..batch_size ({self.batch_size})", p)
         raise_if(p)
 
     def to_dict(self) -> dict:
@@ -170,10 +168,11 @@ WANDERING = dataclasses.replace(REASONED, name="wandering", wander=0.1)
 # build seed no longer decides whether the model learns the long columns (issue 15; docs/toy.md, "The
 # build seed's spread"): the `toy` preset's model since 2026-12-07
 BROAD = dataclasses.replace(REASONED, name="broad", n_warm_extra=16000)
-# `broad` with `wandering`'s wrong turns, the longest solutions of every 8 batches' draw set apart in one
-# batch so that they do not pad every batch (`wandering` took 320-341 s to build, over issue 15's 4 minutes): a toy with all
-# three of the issue's cost shapes (docs/toy.md, "Wrong turns within the build budget")
-WANDERING_BROAD = dataclasses.replace(BROAD, name="wandering-broad", wander=0.1, length_pool=8)
+# `broad` with `wandering`'s wrong turns at half its rate (0.1 cost two build seeds of three half their
+# base accuracy), each batch run in 4 length-sorted pieces so that the few long ones do not pad it whole
+# (`wandering` took 320-341 s to build, over issue 15's 4 minutes): a toy with all three of the issue's
+# cost shapes (docs/toy.md, "Wrong turns within the build budget")
+WANDERING_BROAD = dataclasses.replace(BROAD, name="wandering-broad", wander=0.05, micro_batches=4)
 RECIPES = {"toy": TOY, "smoke": SMOKE, "chain": CHAIN, "terse": TERSE, "analysed": ANALYSED, "reasoned": REASONED,
            "wandering": WANDERING, "broad": BROAD, "wandering-broad": WANDERING_BROAD}
 
