@@ -76,6 +76,23 @@ def measure(recipe_name: str, seed: int, cache_dir: Path, fields: dict | None = 
             **figures(b["correct_counts"], text, b["k"])}
 
 
+def recipe_fields(pairs: list[str]) -> dict:
+    """`--recipe-set` FIELD=VALUE pairs as ToyRecipe fields, VALUE read as JSON (a bare word as a string)."""
+    from masa.toy.recipe import ToyRecipe
+
+    known = {f.name for f in dataclasses.fields(ToyRecipe)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--recipe-set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipes", nargs="+", default=["reasoned"])
@@ -85,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe-set", action="append", default=[], metavar="FIELD=VALUE",
                     help="replace a field of every recipe (masa.toy.recipe.ToyRecipe), VALUE read as JSON")
     args = ap.parse_args(argv)
-    fields = {k: json.loads(v) for k, _, v in (a.partition("=") for a in args.recipe_set)}
+    fields = recipe_fields(args.recipe_set)
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     print("recipe     seed " + " ".join(f"{c:>8}" for c in COLUMNS), flush=True)
     rows: dict[str, list[dict]] = defaultdict(list)

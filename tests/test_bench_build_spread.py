@@ -35,3 +35,13 @@ def test_figures_by_hand():
     # the 2-column addition d: 2/8; no 2-column subtraction: nan (the multiplication enters no cell)
     assert math.isclose(got["+4"], 0.25) and got["-4"] == 1.0 and got["+2"] == 0.25
     assert math.isnan(got["-2"])
+
+
+def test_recipe_set_reads_fields_as_json_and_names_a_bad_one():
+    import pytest
+
+    fields = _load().recipe_fields
+    assert fields(["wander=0.05", "micro_batches=4", "task=chain"]) == {"wander": 0.05, "micro_batches": 4,
+                                                                        "task": "chain"}
+    with pytest.raises(SystemExit, match="'wandr=0.1'.*wander"):
+        fields(["wandr=0.1"])
