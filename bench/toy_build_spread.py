@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 from collections import defaultdict
@@ -78,18 +77,16 @@ def measure(recipe_name: str, seed: int, cache_dir: Path, fields: dict | None = 
 
 def recipe_fields(pairs: list[str]) -> dict:
     """`--recipe-set` FIELD=VALUE pairs as ToyRecipe fields, VALUE read as JSON (a bare word as a string)."""
+    from masa.commands.step import parse_step_args
     from masa.toy.recipe import ToyRecipe
 
+    try:
+        out = parse_step_args(pairs)
+    except ValueError as e:
+        raise SystemExit(str(e).replace("--arg", "--recipe-set")) from None
     known = {f.name for f in dataclasses.fields(ToyRecipe)}
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in known:
-            raise SystemExit(f"--recipe-set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+    for key in sorted(set(out) - known):
+        raise SystemExit(f"--recipe-set {key}: not a toy recipe field; valid: {', '.join(sorted(known))}")
     return out
 
 

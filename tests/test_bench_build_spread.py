@@ -43,5 +43,7 @@ def test_recipe_set_reads_fields_as_json_and_names_a_bad_one():
     fields = _load().recipe_fields
     assert fields(["wander=0.05", "micro_batches=4", "task=chain"]) == {"wander": 0.05, "micro_batches": 4,
                                                                         "task": "chain"}
-    with pytest.raises(SystemExit, match="'wandr=0.1'.*wander"):
+    with pytest.raises(SystemExit, match="wandr: not a toy recipe field; valid: .*wander"):
         fields(["wandr=0.1"])
+    with pytest.raises(SystemExit, match="--recipe-set 'wander'"):
+        fields(["wander"])
