@@ -28,23 +28,12 @@ import time
 
 
 def _setup(recipe):
-    import torch
+    """The build's data, tokenizer and initial model for `recipe` (masa.toy.build), without the warm start."""
+    from masa.toy.build import _new_model, _problems, _tokenize
 
-    from masa.toy import task
-    from masa.toy.build import _tokenize
-    from masa.toy.model import make_model
-
-    train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed, max_digits=recipe.max_digits,
-                                          max_mul_digits=recipe.max_mul_digits)
-    extra = task.extra_problems(recipe.n_warm_extra, seed=recipe.seed + 3, exclude=train + heldout,
-                                max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits)
+    train, _, extra = _problems(recipe)
     tokenizer, solutions, metas, _ = _tokenize(recipe, train, extra)
-    torch.manual_seed(recipe.seed)
-    model = make_model(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, n_layers=recipe.n_layers,
-                       head_dim=recipe.head_dim, intermediate_size=recipe.intermediate_size,
-                       max_position_embeddings=recipe.max_model_len, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, seed=recipe.seed)
-    return tokenizer, solutions, metas, model
+    return tokenizer, solutions, metas, _new_model(recipe, tokenizer)
 
 
 def _grads(model, batch, pad, pieces):

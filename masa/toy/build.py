@@ -234,23 +234,12 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
     show.phase(f"building recipe {recipe.name} ({key}): data, tokenizer, {recipe.steps} warm-start steps, probe")
     torch.manual_seed(recipe.seed)
     (out / "data").mkdir(parents=True)
-    draw = (lambda rng: random_chain(rng, max_ops=recipe.max_ops, max_digits=recipe.max_digits)) \
-        if recipe.task == "chain" else None
-    train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed,
-                                          max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits,
-                                          draw=draw)
+    train, heldout, extra = _problems(recipe)
     task.write_parquet(train, "train", out / "data" / "train.parquet")
     task.write_parquet(heldout, "heldout", out / "data" / "heldout.parquet")
     show.phase(f"data: {len(train)} train / {len(heldout)} held-out problems; training the tokenizer")
-
-    # the extra problems' stream is seeded apart from the splits' (seed + 3: +1, +2 are _tokenize's)
-    extra = task.extra_problems(recipe.n_warm_extra, seed=recipe.seed + 3, exclude=train + heldout,
-                                max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits)
     tokenizer, solutions, metas, length_range = _tokenize(recipe, train, extra)
-    model = make_model(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, n_layers=recipe.n_layers,
-                       head_dim=recipe.head_dim, intermediate_size=recipe.intermediate_size,
-                       max_position_embeddings=recipe.max_model_len, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, seed=recipe.seed)
+    model = _new_model(recipe, tokenizer)
     show.phase(f"model: Qwen2, {n_parameters(model):,} parameters, vocab {len(tokenizer)}; "
                f"warm start of {recipe.steps} steps")
     show.begin_steps()
@@ -285,6 +274,27 @@ def _build_into(out: Path, recipe: ToyRecipe, key: str, progress: bool) -> None:
               "differ from another build of the recipe (build it with `masa toy build`)", file=sys.stderr)
     (out / "artifacts.json").write_text(json.dumps(info, indent=2) + "\n")
     _log(progress, f"built in {info['build_seconds']:.0f}s ({info['build_cpu_seconds']:.0f}s CPU)")
+
+
+def _problems(recipe: ToyRecipe):
+    """The recipe's train and held-out splits, and its extra warm-start problems (`n_warm_extra`)."""
+    draw = (lambda rng: random_chain(rng, max_ops=recipe.max_ops, max_digits=recipe.max_digits)) \
+        if recipe.task == "chain" else None
+    train, heldout = task.generate_splits(recipe.n_train, recipe.n_heldout, seed=recipe.seed,
+                                          max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits,
+                                          draw=draw)
+    # the extra problems' stream is seeded apart from the splits' (seed + 3: +1, +2 are _tokenize's)
+    extra = task.extra_problems(recipe.n_warm_extra, seed=recipe.seed + 3, exclude=train + heldout,
+                                max_digits=recipe.max_digits, max_mul_digits=recipe.max_mul_digits)
+    return train, heldout, extra
+
+
+def _new_model(recipe: ToyRecipe, tokenizer):
+    """The recipe's randomly initialised model for `tokenizer` (before the warm start)."""
+    return make_model(vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, n_layers=recipe.n_layers,
+                      head_dim=recipe.head_dim, intermediate_size=recipe.intermediate_size,
+                      max_position_embeddings=recipe.max_model_len, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, seed=recipe.seed)
 
 
 def _probe(model, tokenizer, recipe: ToyRecipe, problems, length_range: tuple[int, int]):
