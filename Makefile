@@ -54,7 +54,7 @@ run: $(STAMP)
 	$(VENV)/bin/masa run --preset toy $(RUN_ARGS)
 
 test: $(STAMP) $(TOOLS_STAMP)
-	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,7 @@
-"""One undisturbed `masa run` on the SeaweedFS store with the settings the store's fault tests use, shared
-by the session (fixture `s3_fast_run`, tests/conftest.py): tests/test_s3_outage_run.py compares its rerun
-with this run's figures, tests/test_s3_run.py corrupts this run's base checkpoint. One run serves both
-(each had a run of its own: ~2 minutes each on the 2-core machine, 2026-12-02).
+"""One undisturbed `masa run` on the SeaweedFS store with the settings the store's fault tests use
+(tests/test_s3_faults_run.py, fixture `s3_fast_run`): the outage test compares its rerun with this run's
+figures, the corrupt-base test corrupts this run's base checkpoint. One run serves both (each had a run
+of its own: ~2 minutes each on the 2-core machine, 2026-12-02).
 
 Smoke with 2 rounds of one branch. The claims are the store's, so it generates with the transformers
 backend and trains on one rank: that saves a vLLM start per rollout and benchmark and torchrun's

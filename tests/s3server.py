@@ -116,6 +116,22 @@ class SeaweedFS:
             self._buckets.add(name)
         return f"s3://{name}"
 
+    def keys(self, store: str) -> list[str]:
+        """The object keys under `store` (s3://bucket/prefix)."""
+        bucket, _, prefix = store.removeprefix("s3://").partition("/")
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+        return [o["Key"] for p in pages for o in p.get("Contents", [])]
+
+    def flip_byte(self, bucket: str, key: str, *, keep_sha256_claim: bool) -> None:
+        """Same-size corruption of one object: one byte flipped. With `keep_sha256_claim` the object
+        keeps the sha256 metadata of its old content (what bit rot under the S3 server would look like:
+        only a download and hash can tell); without it, the way any other writer (`aws s3 cp`) leaves it."""
+        c = self.client()
+        head = c.head_object(Bucket=bucket, Key=key)
+        data = bytearray(c.get_object(Bucket=bucket, Key=key)["Body"].read())
+        data[len(data) // 2] ^= 0xFF
+        c.put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=head.get("Metadata", {}) if keep_sha256_claim else {})
+
     def _command(self) -> list[str]:
         p, d = self.ports, self.data_dir
         return [

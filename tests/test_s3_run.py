@@ -8,10 +8,8 @@ The round-2 training step is what the model cache's `.masa-complete` marker brok
 inside round 1's checkpoint, rewritten by the next download, and refused by round 2's verification.
 
 The first run is the preset as a user runs it (vLLM, two training ranks); the rerun that recomputes its
-corrupted checkpoint reuses everything else. The corrupt base is found in the undisturbed run that the
-store's fault tests share (tests/s3_fast_run.py, also tests/test_s3_outage_run.py's reference): about the
-store, not the engine or the launcher, it generates with the transformers backend and trains on one rank,
-which skips a vLLM import and start per rollout and benchmark and torchrun's extra interpreters per round.
+corrupted checkpoint reuses everything else. A corrupt base checkpoint, hidden from HEAD, and the server
+killed mid-upload are tests/test_s3_faults_run.py's, on a faster run of one branch.
 """
 
 import json
@@ -21,8 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from s3_fast_run import BUCKET as FAST_BUCKET
-from s3_fast_run import masa_run as fast_masa_run
 
 from masa.storage import open_store, verify_tree
 
@@ -54,13 +50,6 @@ def first_run(s3_server, tmp_path_factory):
     return tmp, r
 
 
-def _keys(s3, store: str = STORE) -> list[str]:
-    """The object keys under `store` (s3://bucket/prefix)."""
-    bucket, _, prefix = store.removeprefix("s3://").partition("/")
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-    return [o["Key"] for p in pages for o in p.get("Contents", [])]
-
-
 def _report(out: Path) -> dict:
     return json.loads((out / "report" / "report.json").read_text())
 
@@ -76,9 +65,9 @@ def test_two_rounds_both_branches_finish_and_every_manifest_verifies(s3_server, 
                 assert any(p.endswith(f"/{branch}/round-{rnd}/{part}") for p in parts), (branch, rnd, part)
     # one run's artifacts under one run prefix
     assert len({p.split("/")[0] for p in parts if "/round-" in p or "/base/" in p}) == 1, parts
-    assert any(k.endswith("base/checkpoint/model.safetensors") for k in _keys(s3_server))
+    assert any(k.endswith("base/checkpoint/model.safetensors") for k in s3_server.keys(STORE))
     # the promote step published the run's candidate as the first version, with its model card
-    assert any("/models/smoke/" in k and k.endswith("/README.md") for k in _keys(s3_server))
+    assert any("/models/smoke/" in k and k.endswith("/README.md") for k in s3_server.keys(STORE))
     assert all(_report(tmp / "out")["checkpoints"][name].startswith(f"{STORE}/") for name in ("grpo", "masa"))
     # the report lives in the store too, sealed like the rest, and is the one `masa run` printed
     report_prefix = next(p for p in parts if p.endswith("/report"))
@@ -90,7 +79,7 @@ def test_two_rounds_both_branches_finish_and_every_manifest_verifies(s3_server, 
     table = r.stdout.index("| checkpoint | benchmark | avg@k |")
     assert r.stdout.index("Speedup to GRPO's final held-out accuracy") < table < r.stdout.index("report:     ")
     # cache bookkeeping never reaches the store (the marker bug)
-    assert not [k for k in _keys(s3_server) if ".masa-complete" in k or ".verified" in k]
+    assert not [k for k in s3_server.keys(STORE) if ".masa-complete" in k or ".verified" in k]
     for name in ("grpo", "masa"):
         assert f"checkpoint: {name:<5} {STORE}/" in r.stdout
         assert [row["round"] for row in _report(tmp / "out")["rounds"][name]] == [0, 1]
@@ -98,23 +87,11 @@ def test_two_rounds_both_branches_finish_and_every_manifest_verifies(s3_server, 
     assert secret not in r.stdout + r.stderr + (tmp / "out" / "pipeline.log").read_text()
 
 
-def _flip_byte(s3, key: str, *, keep_sha256_claim: bool, bucket: str = BUCKET) -> None:
-    """Same-size corruption of one object: one byte flipped. With `keep_sha256_claim` the object
-    keeps the sha256 metadata of its old content (what bit rot under the S3 server would look like:
-    only a download and hash can tell); without it, the way any other writer (`aws s3 cp`) leaves it."""
-    c = s3.client()
-    head = c.head_object(Bucket=bucket, Key=key)
-    data = bytearray(c.get_object(Bucket=bucket, Key=key)["Body"].read())
-    data[len(data) // 2] ^= 0xFF
-    meta = head.get("Metadata", {}) if keep_sha256_claim else {}
-    c.put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=meta)
-
-
 def test_store_verify_names_a_corrupt_checkpoint_and_a_rerun_recomputes_it(s3_server, first_run):
     tmp, _ = first_run
-    key = next(k for k in _keys(s3_server) if k.endswith("masa-efficient/round-001/checkpoint/model.safetensors"))
+    key = next(k for k in s3_server.keys(STORE) if k.endswith("masa-efficient/round-001/checkpoint/model.safetensors"))
     before = _report(tmp / "out")
-    _flip_byte(s3_server, key, keep_sha256_claim=False)
+    s3_server.flip_byte(BUCKET, key, keep_sha256_claim=False)
     run_uri = f"s3://{BUCKET}/{key.split('/masa-efficient/')[0]}"
     v = masa(s3_server, "store", "verify", run_uri, cache=tmp / "models")
     assert v.returncode == 1, v.stdout + v.stderr
@@ -134,28 +111,3 @@ def test_store_verify_names_a_corrupt_checkpoint_and_a_rerun_recomputes_it(s3_se
         return {k: v for k, v in report["eval"]["masa"]["toy"].items() if k not in ("wall_s", "samples_per_s")}
 
     assert figures(after) == figures(before)
-
-
-def test_corrupt_base_checkpoint_is_named_and_healed_by_recheck(s3_server, s3_fast_run, monkeypatch):
-    # on the shared undisturbed run of the store's fault tests (tests/s3_fast_run.py: 2 rounds of one
-    # branch, fewer steps to recompute than this module's first run); nothing reads its store after this
-    base = [k for k in _keys(s3_server, s3_fast_run.store) if k.endswith("/base/checkpoint/model.safetensors")]
-    assert len(base) == 1, base
-    _flip_byte(s3_server, base[0], keep_sha256_claim=True, bucket=FAST_BUCKET)  # invisible to HEAD: found by the first download
-    fresh = s3_fast_run.tmp / "fresh"
-    r = _communicate(fast_masa_run(s3_server, s3_fast_run.store, fresh, s3_fast_run.cache))
-    assert r.returncode != 0
-    shown = r.stdout + r.stderr
-    assert "base/checkpoint is corrupt" in shown and "model.safetensors" in shown, shown[-3000:]
-    assert "masa run --recheck" in shown
-    healed = _communicate(fast_masa_run(s3_server, s3_fast_run.store, fresh, s3_fast_run.cache, "--recheck"))
-    assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
-    for k, v in s3_server.env().items():
-        monkeypatch.setenv(k, v)  # for this process's own check; the CLI gets them per call
-    check = verify_tree(open_store(s3_fast_run.store), deep=True)
-    assert check.bad == {}, check.bad
-
-
-def _communicate(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=900)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

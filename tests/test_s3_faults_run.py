@@ -1,10 +1,15 @@
-"""The S3 server killed while round 2's checkpoint is being uploaded, then restarted (issue 18, item 5):
-the run fails saying which step, nothing partial is trusted, and a rerun with the same `--out`
-finishes with the same figures as an undisturbed run of the same settings.
+"""The store's faults in whole runs on a real SeaweedFS server (issue 18), each against one undisturbed run
+of the same settings (tests/s3_fast_run.py: smoke, one branch, `train.entropy_coef=0.01` so that every
+update changes the weights, transformers backend, one rank; the claims are the store's):
+- the server killed while round 2's checkpoint is being uploaded, then restarted (item 5): the run fails
+  saying which step, nothing partial is trusted, and a rerun with the same `--out` finishes with the
+  undisturbed run's figures and weights;
+- a corrupt base checkpoint whose sha256 claim survived (bit rot, invisible to HEAD): the first step that
+  downloads it names it, uncommits it and says how to heal; `masa run --recheck` heals it.
 
-The settings and the undisturbed run are shared with tests/test_s3_run.py (tests/s3_fast_run.py: smoke,
-one branch, `train.entropy_coef=0.01` so that every update changes the weights, transformers backend, one
-rank): the claim is the store's.
+Both tests share the undisturbed run, so they live in one file: `make test` hands each file to one xdist
+worker, and a session fixture used from two files ran once per worker (twice, ~70 s each, 2026-12-07).
+The outage test comes first: the corrupt-base test leaves that run's store healed but rewritten.
 """
 
 import json
@@ -15,11 +20,17 @@ import time
 from pathlib import Path
 
 import pytest
-from s3_fast_run import BUCKET, masa_run
+from s3_fast_run import BUCKET, fast_run, masa_run
 
 from masa.storage import open_store, verify_tree
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3_fast_run(s3_server, tmp_path_factory):
+    """The undisturbed run both tests compare with (tests/s3_fast_run.py)."""
+    return fast_run(s3_server, tmp_path_factory.mktemp("s3fast"))
 
 
 def _figures(out: Path) -> dict:
@@ -90,3 +101,27 @@ def test_server_killed_during_round2_upload_then_rerun_gives_the_undisturbed_fig
     assert new.keys() == calm_w.keys() and all(bool((new[k] == calm_w[k]).all()) for k in new)
     check = verify_tree(store, deep=True)
     assert check.bad == {} and check.unlisted == [], (check.bad, check.unlisted)
+
+
+def test_corrupt_base_checkpoint_is_named_and_healed_by_recheck(s3_server, s3_fast_run, monkeypatch):
+    # last in this file: nothing reads the undisturbed run's store after this
+    base = [k for k in s3_server.keys(s3_fast_run.store) if k.endswith("/base/checkpoint/model.safetensors")]
+    assert len(base) == 1, base
+    s3_server.flip_byte(BUCKET, base[0], keep_sha256_claim=True)  # invisible to HEAD: found by the first download
+    fresh = s3_fast_run.tmp / "fresh"
+    r = _communicate(masa_run(s3_server, s3_fast_run.store, fresh, s3_fast_run.cache))
+    assert r.returncode != 0
+    shown = r.stdout + r.stderr
+    assert "base/checkpoint is corrupt" in shown and "model.safetensors" in shown, shown[-3000:]
+    assert "masa run --recheck" in shown
+    healed = _communicate(masa_run(s3_server, s3_fast_run.store, fresh, s3_fast_run.cache, "--recheck"))
+    assert healed.returncode == 0, healed.stdout[-3000:] + healed.stderr[-3000:]
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)  # for this process's own check; the CLI gets them per call
+    check = verify_tree(open_store(s3_fast_run.store), deep=True)
+    assert check.bad == {}, check.bad
+
+
+def _communicate(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=900)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
