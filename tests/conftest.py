@@ -71,7 +71,7 @@ def train_data(tiny_model_dir, tmp_path_factory):
 SLOW_FILES = {
     "test_pipeline_local.py": 362, "test_s3_run.py": 195, "test_s3_faults_run.py": 176, "test_train_dist.py": 162,
     "test_engine_service.py": 145, "test_benchmark.py": 135, "test_train_service.py": 130,
-    "test_engine_parallelism.py": 119, "test_toy_build.py": 100, "test_expert_phase.py": 72, "test_cluster.py": 63,
+    "test_engine_parallelism.py": 119, "test_toy_build.py": 70, "test_expert_phase.py": 72, "test_cluster.py": 63,
     "test_run_terminal.py": 49, "test_rollout.py": 41, "test_train_served.py": 37,
 }
 

@@ -64,15 +64,31 @@ def test_parquet_splits(smoke) -> None:
     assert {r["extra_info"]["split"] for r in heldout} == {"heldout"}
 
 
-def test_second_build_is_a_cache_hit_and_force_rebuilds_identically(smoke, cache) -> None:
-    weights = _digest(smoke.model_dir / "model.safetensors")
+def test_second_build_is_a_cache_hit_and_a_forced_rebuild_has_the_same_bytes(smoke, cache, monkeypatch, capfd) -> None:
+    """Reproducible builds: the smoke toy rebuilt (`force`), here with one intra-op thread where the
+    default is two, has the same bytes, weights, tokenizer and data (so the thread count fixed by the
+    build, not the machine's core count, is what the bytes depend on). Progress lines (no terminal
+    here) name the phases and the time left. One rebuild serves both claims: each cost a smoke build."""
+    import importlib
+
     again = build(SMOKE, cache_dir=cache, progress=False)
     assert again.cache_hit and again.root == smoke.root and again.warm_start == smoke.warm_start
-    rebuilt = build(SMOKE, cache_dir=cache, force=True, progress=False)
-    assert not rebuilt.cache_hit
-    # deterministic: same recipe, same bytes (seeded everything, one torch thread)
-    assert _digest(rebuilt.model_dir / "model.safetensors") == weights
-    assert _digest(rebuilt.train_parquet) == _digest(smoke.train_parquet)
+    before = {name: _digest(smoke.root / name) for name in _BYTES}
+    build_module = importlib.import_module("masa.toy.build")
+    assert build_module.BUILD_THREADS == 2
+    monkeypatch.setattr(build_module, "BUILD_THREADS", 1)
+    monkeypatch.setenv("MASA_PROGRESS", "0")
+    rebuilt = build(SMOKE, cache_dir=cache, force=True, progress=True)
+    assert not rebuilt.cache_hit and rebuilt.root == smoke.root
+    assert {name: _digest(rebuilt.root / name) for name in _BYTES} == before
+    assert dataclasses.replace(rebuilt.warm_start, seconds=0, probe_seconds=0) == \
+        dataclasses.replace(smoke.warm_start, seconds=0, probe_seconds=0)
+    err = capfd.readouterr().err
+    assert f"warm start: step {SMOKE.steps}/{SMOKE.steps}" in err and "s left" in err
+    assert "probe: pass rate" in err and "built in" in err
+
+
+_BYTES = ("model/model.safetensors", "model/tokenizer.json", "data/train.parquet", "data/heldout.parquet")
 
 
 def test_a_build_recorded_by_newer_code_is_still_a_cache_hit(smoke, tmp_path) -> None:
@@ -89,28 +105,6 @@ def test_a_build_recorded_by_newer_code_is_still_a_cache_hit(smoke, tmp_path) ->
     assert art.cache_hit and art.root == root and art.recipe == SMOKE
     recorded = {k: v for k, v in info["warm_start"].items() if k != "probe_new_figure"}
     assert {**dataclasses.asdict(art.warm_start), "meta_length_range": list(art.warm_start.meta_length_range)} == recorded
-
-
-def test_same_recipe_same_weights_in_two_caches(smoke, tmp_path, monkeypatch, capfd) -> None:
-    """Reproducible builds: the smoke toy built again from an empty cache, here with one intra-op thread
-    where the default is two, has the same bytes, weights, tokenizer and data (so the thread count fixed
-    by the build, not the machine's core count, is what the bytes depend on). Progress lines (no
-    terminal here) name the phases and the time left."""
-    import importlib
-
-    build_module = importlib.import_module("masa.toy.build")
-    assert build_module.BUILD_THREADS == 2
-    monkeypatch.setattr(build_module, "BUILD_THREADS", 1)
-    monkeypatch.setenv("MASA_PROGRESS", "0")
-    other = build(SMOKE, cache_dir=tmp_path / "second-cache", progress=True)
-    assert not other.cache_hit and other.root != smoke.root
-    for name in ("model/model.safetensors", "model/tokenizer.json", "data/train.parquet", "data/heldout.parquet"):
-        assert _digest(other.root / name) == _digest(smoke.root / name), name
-    assert dataclasses.replace(other.warm_start, seconds=0, probe_seconds=0) == \
-        dataclasses.replace(smoke.warm_start, seconds=0, probe_seconds=0)
-    err = capfd.readouterr().err
-    assert f"warm start: step {SMOKE.steps}/{SMOKE.steps}" in err and "s left" in err
-    assert "probe: pass rate" in err and "built in" in err
 
 
 def test_recipe_hash_follows_the_recipe() -> None:
