@@ -8,8 +8,9 @@ update changes the weights, transformers backend, one rank; the claims are the s
   downloads it names it, uncommits it and says how to heal; `masa run --recheck` heals it.
 
 Both tests share the undisturbed run, so they live in one file: `make test` hands each file to one xdist
-worker, and a session fixture used from two files ran once per worker (twice, ~70 s each, 2026-12-07).
-The outage test comes first: the corrupt-base test leaves that run's store healed but rewritten.
+worker, and the session fixture they shared from two files ran once on each worker that took one (~70 s
+each, twice when the files went to different workers, 2026-12-07). The outage test comes first: the
+corrupt-base test rewrites that run's base checkpoint.
 """
 
 import json
