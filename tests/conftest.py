@@ -64,15 +64,15 @@ def train_data(tiny_model_dir, tmp_path_factory):
 
 # ---- scheduling: the slowest test files start first; owner: tests ----
 # `make test` runs two xdist workers with --dist loadfile, a file per worker at a time. xdist's default
-# order (most tests first) started the few-but-long files last, and one worker ran them alone for
-# minutes while the other had nothing left. Starting the longest first (LPT) leaves the short files to
-# fill in at the end. Seconds of one worker per file, from `pytest --durations=0` (2-core AMD EPYC,
-# 2026-12-07); a file not listed runs after these, in collection order.
+# order (most tests first) started the few-but-long files last, and one worker ran them alone for minutes
+# while the other had nothing left. Starting the longest first (LPT) leaves the short files to fill in at
+# the end. Seconds of one worker per file, summed from `make test PYTEST_ARGS=--durations=0` (2-core AMD
+# EPYC, 2026-12-07, the suite as it is now); a file not listed runs after these, in collection order.
 SLOW_FILES = {
-    "test_pipeline_local.py": 362, "test_s3_run.py": 195, "test_s3_faults_run.py": 176, "test_train_dist.py": 162,
-    "test_engine_service.py": 145, "test_benchmark.py": 135, "test_train_service.py": 130,
-    "test_engine_parallelism.py": 119, "test_toy_build.py": 70, "test_expert_phase.py": 72, "test_cluster.py": 63,
-    "test_run_terminal.py": 49, "test_rollout.py": 41, "test_train_served.py": 37,
+    "test_pipeline_local.py": 376, "test_s3_faults_run.py": 254, "test_s3_run.py": 181, "test_benchmark.py": 180,
+    "test_engine_service.py": 152, "test_train_dist.py": 138, "test_train_service.py": 134,
+    "test_engine_parallelism.py": 100, "test_toy_build.py": 74, "test_expert_phase.py": 71, "test_rollout.py": 58,
+    "test_train_served.py": 48, "test_cluster.py": 48, "test_run_terminal.py": 31,
 }
 
 
