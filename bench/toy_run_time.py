@@ -16,7 +16,8 @@ says so:
                       (`masa.train.data.plan_round` with the branch's per-round settings), so inert
                       samples (zero advantage: prompts whose solutions all pass or all fail) are left out
 - padded              the same with each micro-batch padded to its longest sample, over `trained`
-- zero_var            the share of the first round's prompts with all solutions right or all wrong
+- zero_var            the share of the first round's prompts with all solutions right or all wrong (GRPO's
+                      branch where the run has one)
 - at_cap              the share of the run's solution samples that stopped at `rollout.max_response_tokens`
 
 With --against, the ratios B_i / A_i of run_s, gen_s, train_s, bench_s, tokens and trained, pair by pair
@@ -31,8 +32,10 @@ import json
 import statistics
 from pathlib import Path
 
-# the report names the branches grpo and masa; the store by their algorithm (masa.steps.report.build_report)
-BRANCHES = {"grpo": "grpo", "masa": "masa-efficient"}
+
+def branches(cfg) -> dict[str, str]:
+    """The report's branch names (grpo, masa) -> the store's (the algorithm's: masa.steps.report.build_report)."""
+    return {("grpo" if b == "grpo" else "masa"): b for b in cfg.branches}
 
 
 def run_config(run_dir: Path):
@@ -80,10 +83,10 @@ def figures(run_dir: Path) -> dict[str, float]:
     out = {"run_s": rep["timing"]["total_s"], "overhead_s": rep["timing"]["overhead_s"],
            "bench_s": kinds["benchmark"]["compute_s"],
            "check_s": kinds["rollout"]["compute_s"] - sum(x.get("generation_s") or 0.0
-                                                          for b in BRANCHES for x in rep["rounds"][b]),
-           "zero_var": rep["rounds"]["grpo"][0]["zero_variance_share"]}
+                                                          for b in branches(cfg) for x in rep["rounds"][b]),
+           "zero_var": rep["rounds"][next(iter(branches(cfg)))][0]["zero_variance_share"]}
     solutions = at_cap = 0
-    for short, branch in BRANCHES.items():
+    for short, branch in branches(cfg).items():
         rows = rep["rounds"][short]
         out[f"gen_s.{short}"] = sum(x.get("generation_s") or 0.0 for x in rows)
         out[f"train_s.{short}"] = sum(x.get("training_s") or 0.0 for x in rows)
