@@ -18,7 +18,8 @@ says so:
 - padded              the same with each micro-batch padded to its longest sample, over `trained`
 - zero_var            the share of the first round's prompts with all solutions right or all wrong (GRPO's
                       branch where the run has one)
-- at_cap              the share of the run's solution samples that stopped at `rollout.max_response_tokens`
+- at_cap              the share of the run's solution samples (with a response) that stopped at
+                      `rollout.max_response_tokens`
 
 With --against, the ratios B_i / A_i of run_s, gen_s, train_s, bench_s, tokens and trained, pair by pair
 and on the mean. Run the paired runs in the same hour (alternated), since a 2-core machine's speed moves
@@ -46,9 +47,8 @@ def run_config(run_dir: Path):
 
 
 def trained_tokens(run_dir: Path, cfg, branch: str) -> tuple[int, int, int, int]:
-    """(trained tokens, padded tokens, solution samples, of them at the response cap) over the rounds."""
-    import pyarrow.parquet as pq
-
+    """(trained tokens, padded tokens, solution samples with a response, of them at the response cap)
+    over the rounds."""
     from masa.runner.settings import train_settings
     from masa.train.data import load_policy_samples, plan_round
 
@@ -67,8 +67,7 @@ def trained_tokens(run_dir: Path, cfg, branch: str) -> tuple[int, int, int, int]
             for mb in (m for rank in plan.micro for m in rank if m):
                 real += sum(lengths[i] for i in mb)
                 padded += len(mb) * max(lengths[i] for i in mb)
-        rows = pq.read_table(path, columns=["path", "response_token_ids"]).to_pylist()
-        sol = [len(x["response_token_ids"] or []) for x in rows if x["path"] == "solution"]
+        sol = [len(s.response) for s in samples if s.path == "solution"]  # the shard read once
         solutions += len(sol)
         at_cap += sum(n >= cfg.rollout.max_response_tokens for n in sol)
     return real, padded, solutions, at_cap
@@ -78,15 +77,16 @@ def figures(run_dir: Path) -> dict[str, float]:
     if not (run_dir / "report" / "report.json").is_file():
         raise SystemExit(f"{run_dir}: no report/report.json (not a finished `masa run --out` directory)")
     cfg = run_config(run_dir)
+    names = branches(cfg)
     rep = json.loads((run_dir / "report" / "report.json").read_text())
     kinds = rep["timing"]["by_kind"]
     out = {"run_s": rep["timing"]["total_s"], "overhead_s": rep["timing"]["overhead_s"],
            "bench_s": kinds["benchmark"]["compute_s"],
            "check_s": kinds["rollout"]["compute_s"] - sum(x.get("generation_s") or 0.0
-                                                          for b in branches(cfg) for x in rep["rounds"][b]),
-           "zero_var": rep["rounds"][next(iter(branches(cfg)))][0]["zero_variance_share"]}
+                                                          for b in names for x in rep["rounds"][b]),
+           "zero_var": rep["rounds"][next(iter(names))][0]["zero_variance_share"]}
     solutions = at_cap = 0
-    for short, branch in branches(cfg).items():
+    for short, branch in names.items():
         rows = rep["rounds"][short]
         out[f"gen_s.{short}"] = sum(x.get("generation_s") or 0.0 for x in rows)
         out[f"train_s.{short}"] = sum(x.get("training_s") or 0.0 for x in rows)
