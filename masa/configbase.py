@@ -16,10 +16,16 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """Invalid configuration; `problems` lists every offending key with the reason."""
+    """Invalid configuration; `problems` lists every offending key with the reason.
 
-    def __init__(self, problems: list[str]) -> None:
+    `partial` is the object built from the keys that were valid (None when even those fail its
+    `__post_init__`): the enclosing section's cross-checks then see the values the user gave, not
+    the defaults, and report beside the type error.
+    """
+
+    def __init__(self, problems: list[str], partial: Any = None) -> None:
         self.problems = problems
+        self.partial = partial
         super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
@@ -83,6 +89,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") ->
                     problems.append(f"{prefix}{name}: expected a mapping, got {type(value).__name__}")
             except ConfigError as e:
                 problems.extend(e.problems)
+                if e.partial is not None:
+                    kwargs[name] = e.partial
             continue
         if typing.get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
@@ -94,12 +102,13 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, prefix: str = "") ->
         kwargs[name] = value
     # Build even when some keys were bad, so value checks (`__post_init__`) report too: the user
     # sees every problem in one go.
+    obj = None
     try:
         obj = cls(**kwargs)
     except ValueError as e:
         problems.extend(f"{prefix}{msg}" for msg in str(e).split("\n"))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, partial=obj)
     return obj
 
 
