@@ -9,13 +9,18 @@ the cut sample would have been: how many tokens cutoff saved, and whether the sa
 (its GRPO reward). The report's `tokens_saved_cutoff` is an estimate over all rounds, after which the
 branches' policies differ; this is the one round where nothing needs estimating. Prints per run: samples
 cut, of them the ones that would have passed (and their share of the round's passing samples: signal
-cutoff took from GRPO's groups), tokens saved and their share of the round's solution tokens.
+cutoff took from GRPO's groups), tokens saved and their share of the round's solution tokens, and
+`fail_mixed`: what cutoff had to work with, GRPO's round-0 failing solutions' mean length over their
+passing siblings', within each prompt that has both, averaged over those prompts (as
+`bench/bench_toy_cost.py`'s fail/pass_mixed, here on the run's own base-model samples).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 
@@ -45,14 +50,25 @@ def twins(run_dir: Path) -> dict[str, float]:
     tokens = sum(len(g["response_token_ids"]) for g in grpo.values())
     passing = sum(reward[(g["prompt_id"], tuple(g["response_token_ids"]))] > 0 for g in grpo.values()) or 1
     return {"samples": len(masa), "cut": cut, "cut_passing": passed, "of_passing": passed / passing,
-            "saved": saved, "saved_share": saved / tokens}
+            "saved": saved, "saved_share": saved / tokens, "fail_mixed": fail_mixed(grpo.values(), reward)}
+
+
+def fail_mixed(samples, reward) -> float:
+    """Mean over prompts with passing and failing samples of (failing mean length / passing mean length)."""
+    by_prompt: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+    for g in samples:
+        ids = tuple(g["response_token_ids"])
+        by_prompt[g["prompt_id"]].append((len(ids), reward[(g["prompt_id"], ids)] > 0))
+    ratios = [statistics.mean(n for n, ok in got if not ok) / statistics.mean(n for n, ok in got if ok)
+              for got in by_prompt.values() if 0 < sum(ok for _, ok in got) < len(got)]
+    return statistics.mean(ratios) if ratios else float("nan")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+")
     a = ap.parse_args()
-    cols = ("samples", "cut", "cut_passing", "of_passing", "saved", "saved_share")
+    cols = ("samples", "cut", "cut_passing", "of_passing", "saved", "saved_share", "fail_mixed")
     print(f"{'run':<40}" + "".join(f"{c:>13}" for c in cols))
     for run in a.runs:
         f = twins(run)

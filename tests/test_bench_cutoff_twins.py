@@ -42,9 +42,20 @@ def _run(tmp_path: Path, masa_first: int) -> Path:
 def test_round_zero_cutoff_against_its_twins(tmp_path: Path) -> None:
     f = bench.twins(_run(tmp_path, masa_first=0))
     # cut: samples 0 and 2, both passing in GRPO (2 of its 2 passing samples); saved (10 - 6) + (12 - 5) = 11
-    # of GRPO's 10 + 4 + 12 = 26 solution tokens
+    # of GRPO's 10 + 4 + 12 = 26 solution tokens; the one prompt is mixed: its failing sample's 4 tokens
+    # over its passing ones' mean (10 + 12) / 2 = 11
     assert f == {"samples": 3, "cut": 2, "cut_passing": 2, "of_passing": 1.0, "saved": 11,
-                 "saved_share": pytest.approx(11 / 26)}
+                 "saved_share": pytest.approx(11 / 26), "fail_mixed": pytest.approx(4 / 11)}
+
+
+def test_fail_mixed_averages_over_mixed_prompts_only() -> None:
+    # prompt a: failing 12 and 9 (mean 10.5) over passing 7 -> 1.5; prompt b: failing 4 over passing 8 and
+    # 8 -> 0.5; prompt c, all failing, and d, all passing, give no ratio: (1.5 + 0.5) / 2 = 1.0
+    rows = [("a", 12, 0), ("a", 9, 0), ("a", 7, 1), ("b", 4, 0), ("b", 8, 1), ("b", 8, 1),
+            ("c", 30, 0), ("c", 31, 0), ("d", 2, 1)]
+    samples = [{"prompt_id": p, "response_token_ids": list(range(i, i + n))} for i, (p, n, _) in enumerate(rows)]
+    reward = {(p, tuple(range(i, i + n))): float(r) for i, (p, n, r) in enumerate(rows)}
+    assert bench.fail_mixed(samples, reward) == pytest.approx(1.0)
 
 
 def test_a_sample_that_is_not_its_twins_prefix_is_refused(tmp_path: Path) -> None:
