@@ -9,8 +9,10 @@ the cut sample would have been: how many tokens cutoff saved, and whether the sa
 (its GRPO reward). The report's `tokens_saved_cutoff` is an estimate over all rounds, after which the
 branches' policies differ; this is the one round where nothing needs estimating. Prints per run: samples
 cut, of them the ones that would have passed (and their share of the round's passing samples: signal
-cutoff took from GRPO's groups), tokens saved and their share of the round's solution tokens, and
-`fail_mixed`: what cutoff had to work with, GRPO's round-0 failing solutions' mean length over their
+cutoff took from GRPO's groups), tokens saved and their share of the round's solution tokens, `whole`:
+prompts whose every solution was cut, `lost`: prompts whose GRPO twins had a passing sample and whose
+solutions kept none after cutoff (an all-wrong group: no GRPO signal, and an observed pass rate of 0 for
+the meta path's reward), and `fail_mixed`: what cutoff had to work with, GRPO's round-0 failing solutions' mean length over their
 passing siblings', within each prompt that has both, averaged over those prompts (as
 `bench/bench_toy_cost.py`'s fail/pass_mixed, here on the run's own base-model samples).
 """
@@ -37,20 +39,29 @@ def twins(run_dir: Path) -> dict[str, float]:
     reward = {(r["prompt_id"], tuple(r["response_token_ids"])): r["reward"]
               for r in round0(run_dir, "grpo", "scored", "scored.parquet")}
     cut = saved = passed = 0
+    groups: dict[str, list[tuple[bool, bool]]] = defaultdict(list)  # per prompt: (cut, its twin passed)
     for m in masa:
         g = grpo[(m["prompt_id"], m["sample_idx"])]
         mine, twin = m["response_token_ids"], g["response_token_ids"]
         if list(mine) != list(twin[: len(mine)]):
             raise SystemExit(f"{run_dir}: {m['prompt_id']} sample {m['sample_idx']} differs from its GRPO twin "
                              "before any cut (not a compare run's round 0?)")
+        twin_passed = reward[(g["prompt_id"], tuple(twin))] > 0
+        groups[m["prompt_id"]].append((m["finish_reason"] == "cutoff", twin_passed))
         if m["finish_reason"] == "cutoff":
             cut += 1
             saved += len(twin) - len(mine)
-            passed += reward[(g["prompt_id"], tuple(twin))] > 0
+            passed += twin_passed
+    # a group cut whole has no sample left to observe; a group whose only passes were cut observes pass
+    # rate 0 (no GRPO signal, and the meta path's pass-rate target says 0: docs/report.md, "Cutoff on an
+    # uncalibrated length prediction")
+    whole = sum(all(c for c, _ in got) for got in groups.values())
+    lost = sum(any(ok for _, ok in got) and not any(ok and not c for c, ok in got) for got in groups.values())
     tokens = sum(len(g["response_token_ids"]) for g in grpo.values())
     passing = sum(reward[(g["prompt_id"], tuple(g["response_token_ids"]))] > 0 for g in grpo.values()) or 1
     return {"samples": len(masa), "cut": cut, "cut_passing": passed, "of_passing": passed / passing,
-            "saved": saved, "saved_share": saved / tokens, "fail_mixed": fail_mixed(grpo.values(), reward)}
+            "saved": saved, "saved_share": saved / tokens, "whole": whole, "lost": lost,
+            "fail_mixed": fail_mixed(grpo.values(), reward)}
 
 
 def fail_mixed(samples, reward) -> float:
@@ -68,7 +79,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+")
     a = ap.parse_args()
-    cols = ("samples", "cut", "cut_passing", "of_passing", "saved", "saved_share", "fail_mixed")
+    cols = ("samples", "cut", "cut_passing", "of_passing", "saved", "saved_share", "whole", "lost", "fail_mixed")
     print(f"{'run':<40}" + "".join(f"{c:>13}" for c in cols))
     for run in a.runs:
         f = twins(run)

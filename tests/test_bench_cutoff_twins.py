@@ -43,9 +43,10 @@ def test_round_zero_cutoff_against_its_twins(tmp_path: Path) -> None:
     f = bench.twins(_run(tmp_path, masa_first=0))
     # cut: samples 0 and 2, both passing in GRPO (2 of its 2 passing samples); saved (10 - 6) + (12 - 5) = 11
     # of GRPO's 10 + 4 + 12 = 26 solution tokens; the one prompt is mixed: its failing sample's 4 tokens
-    # over its passing ones' mean (10 + 12) / 2 = 11
+    # over its passing ones' mean (10 + 12) / 2 = 11. Sample 1 was not cut (whole 0), but it fails, so the
+    # prompt kept no pass of GRPO's 2 (lost 1)
     assert f == {"samples": 3, "cut": 2, "cut_passing": 2, "of_passing": 1.0, "saved": 11,
-                 "saved_share": pytest.approx(11 / 26), "fail_mixed": pytest.approx(4 / 11)}
+                 "saved_share": pytest.approx(11 / 26), "whole": 0, "lost": 1, "fail_mixed": pytest.approx(4 / 11)}
 
 
 def test_fail_mixed_averages_over_mixed_prompts_only() -> None:
