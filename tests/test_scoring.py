@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from masa.algo.config import AdvantageConfig, AlgorithmConfig, ExpertConfig, RewardConfig
+from masa.algo.config import AdvantageConfig, AlgorithmConfig, CutoffConfig, ExpertConfig, RewardConfig
 from masa.algo.meta import format_meta_completion, parse_meta
 from masa.runner.scoring import score_shard
 
@@ -35,7 +35,7 @@ def _row(gid, path, idx, problem, answer, text, n_tokens, finish="stop", gated=F
             "meta_parse_error": None, "gated": gated, "max_tokens": MAXT}
 
 
-def build_shard(path):
+def build_shard(path, prompt1_finish="stop"):
     p0, p1, p2 = "What is 2+3?", "What is 10-4?", "What is 7*6?"
     rows = [
         # prompt 0: rewards [1, 1, 0, 0] (s3 is correct but cut off); correct lengths {3, 5}
@@ -46,7 +46,7 @@ def build_shard(path):
         _row(0, "meta", 1, p0, "5", "<meta>hmm</meta> no idea", 6),  # listed out of order on purpose
         _row(0, "meta", 0, p0, "5", P0_META, 7),
         # prompt 1 (group id 5): all correct, all length 2 -> zero-variance solution group
-        *[_row(5, "solution", i, p1, "6", "\\boxed{6}", 2) for i in range(G)],
+        *[_row(5, "solution", i, p1, "6", "\\boxed{6}", 2, finish=prompt1_finish) for i in range(G)],
         _row(5, "meta", 0, p1, "6", P1_META_GOOD, 5),
         _row(5, "meta", 1, p1, "6", P1_META_BAD, 5),
         # prompt 2 (group id 7): gated, meta rows only
@@ -164,6 +164,47 @@ def test_expert_token_weights_stress_the_predicted_values(tmp_path, tokenizer_di
                                                              strict=True) if w == 10.0]
     assert stressed == ["4", "2"]
     assert sorted(set(e1["token_weights"])) == [1.0, 10.0] and e1["token_weights"][-1] == 1.0
+
+
+def _score(tmp_path, tokenizer_dir, meta_targets, prompt1_finish="stop"):
+    tmp_path.mkdir(exist_ok=True)
+    build_shard(tmp_path / "rollouts.parquet", prompt1_finish)
+    algo = AlgorithmConfig(name="masa", n_solution=G, n_meta=GM, cutoff=CutoffConfig(meta_targets=meta_targets))
+    stats = score_shard(str(tmp_path / "rollouts.parquet"), str(tmp_path / "out"), tokenizer_path=tokenizer_dir,
+                        algo=algo, max_response_tokens=MAXT, verifier_workers=0)
+    table = pq.read_table(tmp_path / "out" / "scored.parquet").to_pylist()
+    experts = pq.read_table(tmp_path / "out" / "experts.parquet").to_pylist()
+    return stats, {(r["group_id"], r["path"], r["sample_idx"]): r for r in table}, experts
+
+
+def test_meta_targets_from_the_uncut_solutions(tmp_path, tokenizer_dir):
+    stats, by, experts = _score(tmp_path, tokenizer_dir, "uncut")
+    # the solutions' own rewards do not change: the cut s3 still scores 0
+    assert [by[(0, "solution", i)]["reward"] for i in range(G)] == [1.0, 1.0, 0.0, 0.0]
+    m0 = by[(0, "meta", 0)]
+    # prompt 0 observed over its 3 uncut solutions: 2 of 3. Predicted 2 of 4: r_pass = 0.01 ** |2/4 - 2/3|
+    # = 0.01 ** (1/6) = 0.46416; correct lengths {3, 5}, predicted 4 -> 1; notions: addition +1 (s0) +1 (s1)
+    # (s3 left out) > 0, integers +1 (s1) -1 (s2) = 0 -> 1/2. Reward (0.46416 + 1 + 0.5) / 3 = 0.65472
+    assert m0["reward_pass_rate"] == pytest.approx(0.01 ** (1 / 6), abs=1e-6)
+    assert (m0["reward_length"], m0["reward_notion"]) == (1.0, 0.5)
+    assert m0["reward"] == pytest.approx((0.01 ** (1 / 6) + 1.5) / 3, abs=1e-6)
+    # its expert (0.65472 > min_reward 0.5) states round_half_up(2/3 * 4) = 3 of 4 and length (3 + 5) / 2 = 4
+    assert '"pass_rate": 3, "solution_length": 4' in experts[0]["text"]
+    assert stats["train_accuracy"] == pytest.approx(6 / 8)
+
+
+def test_a_prompt_cut_whole_gives_its_meta_rows_no_target(tmp_path, tokenizer_dir):
+    # prompt 1's four solutions all cut: with "all" it observes 0 of 4, so the prediction "0" (P1_META_BAD)
+    # earns the whole pass-rate reward, 0.01 ** 0 = 1, and the cut makes its own prediction true
+    _, by, _ = _score(tmp_path / "all", tokenizer_dir, "all", prompt1_finish="cutoff")
+    assert by[(5, "meta", 1)]["reward_pass_rate"] == 1.0
+    # with "uncut" the prompt observes nothing: its meta rows are neutral as a gated prompt's, no expert
+    stats, by, experts = _score(tmp_path / "uncut", tokenizer_dir, "uncut", prompt1_finish="cutoff")
+    for i in range(GM):
+        r = by[(5, "meta", i)]
+        assert r["reward"] == 0.0 and r["advantage"] == 0.0 and r["reward_pass_rate"] is None
+    assert [e["prompt_id"] for e in experts] == ["q0"]
+    assert stats["cutoff_samples"] == 1 + G
 
 
 def test_default_expert_token_weights_are_one(scored):

@@ -128,6 +128,12 @@ class CutoffConfig:
     enabled: bool = True
     multiplier: float = 2.0
     min_tokens: int = 16
+    # What the meta path is rewarded against where cutoff stopped solutions. "all" (the paper's reading):
+    # every solution, a cut one counting as failing. "uncut" (ours): the solutions that ran to their end, a
+    # prompt cut whole giving its meta rows no target, as a gated prompt's; so a too-short length
+    # prediction cannot make its own "pass rate 0" true (docs/report.md, "Cutoff on an uncalibrated
+    # length prediction").
+    meta_targets: Literal["all", "uncut"] = "all"
 
     def __post_init__(self) -> None:
         p: list[str] = []

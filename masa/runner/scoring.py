@@ -13,7 +13,9 @@ Decisions (see docs/algorithm.md):
   A bad field zeroes only its own reward component (as the released `meta_cog.compute_score`);
   `meta_parse_rate` counts wholly valid predictions, the pass-rate MAE rows with a valid pass_rate.
 - The meta path is rewarded against the solution rows' *rewards*: a rollout stopped by early cutoff
-  counts as incorrect in the observed pass rate, the correct-length range and the notion counts.
+  counts as incorrect in the observed pass rate, the correct-length range and the notion counts. With
+  `cutoff.meta_targets: uncut` (ours, off in the presets) the cut rows are left out of those statistics
+  instead, and a prompt cut whole gives its meta rows no target, as a gated prompt does.
 - A gated prompt (no solution rows) gives its meta rows reward 0, null components, advantage 0 and
   zero_variance True: with nothing observed there is nothing to align to, and a zero advantage keeps
   them out of the policy gradient (they still cost nothing but their tokens in the batch).
@@ -315,7 +317,11 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
     correct, verr = _verify(cols, sol, verifier_timeout_s, verifier_workers)
     cutoff = torch.tensor([cols["finish_reason"][i] == "cutoff" for i in sol], dtype=torch.bool)
     sol_reward = solution_reward(torch.tensor([bool(correct[i]) for i in sol], dtype=torch.bool), cutoff)
-    obs = _observe(sol, sol_reward, [len(t) for t in cols["response_token_ids"]], prompt_of, n_prompts)
+    # what the meta path is rewarded against (and its experts rewritten with): every solution, or with
+    # cutoff.meta_targets "uncut" those that ran to their end (a prompt cut whole observes nothing)
+    seen = ~cutoff if algo.cutoff.meta_targets == "uncut" else torch.ones_like(cutoff)
+    obs = _observe([i for i, s in zip(sol, seen.tolist(), strict=True) if s], sol_reward[seen],
+                   [len(t) for t in cols["response_token_ids"]], prompt_of, n_prompts)
     preds = [parse_meta_fields(cols["text"][i], n_solution=algo.n_solution, max_response_tokens=max_response_tokens)
              for i in meta]
     m = _meta_components(cols, meta, preds, prompt_of, n_prompts, obs, algo) if meta else None
