@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from masa.algo.cutoff import cutoff_budget
+from masa.algo.cutoff import cut_evidence, cutoff_active, cutoff_budget
 
 T, F = True, False
 
@@ -64,3 +64,34 @@ def test_budget_bounds_and_reference(rows, mult, lo, span):
         med = (vals[(k - 1) // 2] + vals[k // 2]) / 2
         want = min(max(math.ceil(mult * med - 1e-6), lo), hi)
         assert out[i].item() == want
+
+
+def test_cut_evidence_counts_passing_solutions_over_the_budget_where_it_did_not_act():
+    # prompt 0 (budget 20, not applied): passing lengths 15, 25 (over 20: would be cut), 30 failing (not
+    #   counted), one padded slot; prompt 1 (budget 50, applied: its solutions ran under it): left out;
+    # prompt 2 (budget 64 = the response cap, not applied): passing 40 and 64, neither over 64.
+    # would-cut 1 (the 25) of 4 passing: the 15 and 25 of prompt 0, the 40 and 64 of prompt 2
+    budget = torch.tensor([20, 50, 64])
+    applied = torch.tensor([F, T, F])
+    lengths = torch.tensor([[15, 25, 30, 0], [60, 70, 10, 10], [40, 64, 5, 5]])
+    passed = torch.tensor([[T, T, F, T], [T, T, T, T], [T, T, F, F]])
+    valid = torch.tensor([[T, T, T, F], [T, T, T, T], [T, T, T, T]])
+    assert cut_evidence(budget, applied, lengths, passed, valid) == (1, 4)
+
+
+def test_cutoff_switch_pools_the_last_window():
+    # no switch: on from the first round, with no evidence at all
+    assert cutoff_active([], window=2, max_cut_passing=1.0)
+    # fewer than `window` rounds of evidence: off
+    assert not cutoff_active([(0, 10)], window=2, max_cut_passing=0.05)
+    # last two rounds pooled: (3 + 1) / (40 + 60) = 0.04 <= 0.05: on; the first round's 9 of 10 is outside
+    assert cutoff_active([(9, 10), (3, 40), (1, 60)], window=2, max_cut_passing=0.05)
+    # (3 + 3) / (40 + 60) = 0.06 > 0.05: off
+    assert not cutoff_active([(3, 40), (3, 60)], window=2, max_cut_passing=0.05)
+    # no passing solution in the window: no evidence, off
+    assert not cutoff_active([(0, 0), (0, 0)], window=2, max_cut_passing=0.05)
+    with pytest.raises(ValueError, match="bad at rounds \\[1\\]"):
+        cutoff_active([(0, 1), (2, 1)], window=2, max_cut_passing=0.05)
+    with pytest.raises(ValueError, match="max_cut_passing"):
+        cutoff_active([], window=2, max_cut_passing=1.5)
+

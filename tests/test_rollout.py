@@ -7,6 +7,7 @@ vary from prompt to prompt and gating/cutoff have real decisions to make.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pyarrow.parquet as pq
@@ -87,7 +88,7 @@ def test_long_prompts_are_dropped_and_counted_never_truncated(tiny_model_dir):
 def test_solution_instruction_reaches_both_prompts(tiny_model_dir):
     # issue 14 item 1: the rollout's solution prompt is problem + " " + instruction, and the meta prompt
     # shows that same text (as the paper's released code); "" keeps the bare problem (the toy)
-    import dataclasses
+
 
     from transformers import AutoTokenizer
 
@@ -152,8 +153,6 @@ def test_meta_feedin_hint_reaches_the_solution_prompt_only(engine):
     # issue 14 item 8: with meta_feedin the meta path runs first and each prompt's solution prompt gets
     # "\n\n" + the hint of its first meta sample with notions or a length (the taught notions
     # ["arithmetic"] and length); meta rows, seeds and everything else are as without it
-    import dataclasses
-
     from masa.algo.meta import parse_meta_fields
     from masa.algo.prompts import feedin_hint
     from masa.runner.rollout import chat_ids
@@ -325,8 +324,35 @@ def test_gate_evidence_from_the_score_steps_history():
     assert gate_evidence(history) == ([0.3, 0.2], [(5, 9), (8, 10)], [(2, 9, 10, 40)])
 
 
+@pytest.mark.slow
+def test_cutoff_waits_for_its_switch(engine):
+    # max_cut_passing 0.05 over a window of 2: one round of evidence is not enough, every budget is the cap
+    algo = dataclasses.replace(_algo("masa-efficient", min_rounds=5),
+                               cutoff=CutoffConfig(multiplier=2.0, min_tokens=4, max_cut_passing=0.05, window=2))
+    off = rollout(PROBLEMS, engine, algorithm=algo, settings=SETTINGS, cut_history=[(0, 10)])
+    assert not off.stats.cutoff_active and off.budgets == [T] * len(PROBLEMS) and off.stats.cutoff_samples == 0
+    # two rounds, (1 + 0) / (10 + 30) = 0.025 <= 0.05: the budgets are the pure rule's, as without a switch
+    on = rollout(PROBLEMS, engine, algorithm=algo, settings=SETTINGS, cut_history=[(1, 10), (0, 30)])
+    _, budget = _expected_decision(on.rows, algo, [], seed=0, round_index=0)
+    assert on.stats.cutoff_active and on.budgets == budget and on.stats.cutoff_samples > 0
+    # (3 + 0) / 40 = 0.075 > 0.05: off again
+    assert not rollout(PROBLEMS, engine, algorithm=algo, settings=SETTINGS,
+                       cut_history=[(3, 10), (0, 30)]).stats.cutoff_active
+
+
+def test_cut_evidence_from_the_score_steps_history():
+    from masa.steps.rollout import cut_evidence
+
+    history = [{"round": 0, "cutoff_would_cut": None, "cutoff_passing": None},  # GRPO: nothing
+               {"round": 1, "meta_gate_hits": 5},  # scored before the count existed: nothing
+               {"round": 2, "cutoff_would_cut": 3, "cutoff_passing": 40}]
+    assert cut_evidence(history) == [(3, 40)]
+
+
 def test_rollout_cli_reads_the_gating_evidence():
-    from masa.commands.rollout import _pairs, _quads
+    from masa.commands.rollout import _cuts, _pairs, _quads
+
+    assert _cuts("3/40,0/12") == [(3, 40), (0, 12)]
 
     assert _pairs("9/10, 5/9") == [(9, 10), (5, 9)]
     assert _quads("1/10/10/0,2/9/10/40") == [(1, 10, 10, 0), (2, 9, 10, 40)] and _quads("") == []

@@ -436,3 +436,37 @@ def test_score_step_picks_no_experts_past_expert_rounds(scored, tokenizer_dir, t
     import json
     record = json.loads((tmp_path / "h1.json").read_text())[-1]
     assert (record["meta_gate_mixed"], record["meta_mixed"], record["gated_prompts"]) == (0, 1, 1)
+
+
+def test_cutoff_switch_evidence_from_the_rollouts_own_predictions(tmp_path, tokenizer_dir):
+    # The rollout step's parse of the meta rows (their meta_solution_length column) gives each prompt the
+    # budget cutoff would set; here multiplier 1, min_tokens 1. Prompt 0: one valid prediction, 4 -> budget
+    # 4; its passing solutions are 3 and 5 tokens long (s3, correct but cut, scores 0), so 1 of 2 would be
+    # cut. Prompt 1: predictions 2 and 60, median 31 -> budget 31; its 4 passing solutions of 2 tokens: none.
+    # The gated prompt 2 has no solution. Evidence (1, 6).
+    def score(budget_of_prompt1):
+        build_shard(tmp_path / "rollouts.parquet")
+        rows = pq.read_table(tmp_path / "rollouts.parquet").to_pylist()
+        lengths = {(0, 0): 4, (5, 0): 2, (5, 1): 60, (7, 0): 2, (7, 1): 60}
+        for r in rows:
+            if r["path"] == "meta":
+                r["meta_solution_length"] = lengths.get((r["group_id"], r["sample_idx"]))
+            elif r["group_id"] == 5:
+                r["max_tokens"] = budget_of_prompt1
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "rollouts.parquet")
+        algo = AlgorithmConfig(name="masa-efficient", n_solution=G, n_meta=GM,
+                               cutoff=CutoffConfig(multiplier=1.0, min_tokens=1))
+        return score_shard(str(tmp_path / "rollouts.parquet"), str(tmp_path / "out"), tokenizer_path=tokenizer_dir,
+                           algo=algo, max_response_tokens=MAXT, verifier_workers=0)
+
+    stats = score(MAXT)
+    assert (stats["cutoff_would_cut"], stats["cutoff_passing"]) == (1, 6)
+    # prompt 1's solutions ran under its budget (max_tokens 31 < the cap 64): cutoff acted there, so it
+    # says nothing of what cutoff would cut, and only prompt 0 counts: (1, 2)
+    stats = score(31)
+    assert (stats["cutoff_would_cut"], stats["cutoff_passing"]) == (1, 2)
+
+
+def test_no_cutoff_evidence_without_masa_efficient(scored):
+    stats, _, _, _ = scored  # algorithm masa: no cutoff to judge
+    assert (stats["cutoff_would_cut"], stats["cutoff_passing"]) == (None, None)

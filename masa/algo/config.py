@@ -134,11 +134,18 @@ class CutoffConfig:
     # prediction cannot make its own "pass rate 0" true (docs/report.md, "Cutoff on an uncalibrated
     # length prediction").
     meta_targets: Literal["all", "uncut"] = "all"
+    # Reliability switch (ours): cutoff acts once, pooled over the last `window` rounds that ran without
+    # it, its budgets would have cut at most this share of the passing solutions. 1 turns the switch off:
+    # cutoff from the first round, as the paper describes it (masa.algo.cutoff.cutoff_active).
+    max_cut_passing: float = 1.0
+    window: int = 2
 
     def __post_init__(self) -> None:
         p: list[str] = []
         check(self.multiplier > 0, "multiplier", "must be > 0", p)
         check(self.min_tokens >= 1, "min_tokens", "must be >= 1", p)
+        check(0 <= self.max_cut_passing <= 1, "max_cut_passing", "must be in [0, 1]", p)
+        check(self.window >= 1, "window", "must be >= 1", p)
         raise_if(p)
 
 

@@ -19,11 +19,18 @@ prompt as text through `meta_feedin`). We follow the paper's description, with t
 - the ceiling `max_tokens` (the run's max response length) also for prompts without a parsable prediction,
   i.e. an unparsable meta output never shortens a rollout;
 - the ceil is taken after subtracting 1e-6, so float error in multiplier * length (1.1 * 100 =
-  110.00000000000001) does not add a token.
+  110.00000000000001) does not add a token;
+- an optional reliability switch (`cutoff_active`, off with max_cut_passing = 1): cutoff starts only once,
+  on rounds that ran without it, the budgets would have cut at most a given share of the passing
+  solutions (`cut_evidence`). A base model's length predictions can sit far below its solutions'
+  lengths, and a cut solution counts as failing (docs/report.md, "Cutoff on an uncalibrated length
+  prediction"). Evidence comes only from rounds where cutoff did not act, so once on it stays on.
 Pure: torch + stdlib.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -49,3 +56,36 @@ def cutoff_budget(pred_len: Tensor, valid: Tensor, *, multiplier: float = 2.0, m
     scaled = torch.ceil(multiplier * torch.where(has, median, 0.0) - _CEIL_SLACK)
     budget = torch.clamp(scaled, min=min_tokens, max=max_tokens)
     return torch.where(has, budget, float(max_tokens)).to(torch.long)
+
+
+def cut_evidence(budget: Tensor, applied: Tensor, lengths: Tensor, passed: Tensor, valid: Tensor) -> tuple[int, int]:
+    """(passing solutions the budget would have cut, passing solutions) on the prompts it was not applied to.
+
+    budget [B] long (`cutoff_budget`), applied [B] bool (the prompt's solutions ran under it), lengths [B, G]
+    response tokens, passed / valid [B, G] bool. A passing solution longer than its prompt's budget is one
+    that cutoff would have stopped and scored 0.
+    """
+    seen = passed & valid & ~applied.unsqueeze(-1)
+    return int((seen & (lengths > budget.unsqueeze(-1))).sum()), int(seen.sum())
+
+
+def cutoff_active(history: Sequence[tuple[int, int]], *, window: int, max_cut_passing: float) -> bool:
+    """Whether cutoff acts this round, from earlier rounds' `cut_evidence` (oldest first).
+
+    Always with max_cut_passing >= 1 (no switch: the paper's description). Otherwise once at least `window`
+    rounds gave evidence and, pooled over the last `window`, there were passing solutions and at most
+    max_cut_passing of them would have been cut.
+    """
+    if window < 1 or not 0 <= max_cut_passing <= 1:
+        raise ValueError(f"need window >= 1 and 0 <= max_cut_passing <= 1; got {window}, {max_cut_passing}")
+    bad = [i for i, (c, n) in enumerate(history) if not 0 <= c <= n]
+    if bad:
+        raise ValueError(f"history entries must be (would_cut, passing) with 0 <= would_cut <= passing; "
+                         f"bad at rounds {bad}")
+    if max_cut_passing >= 1:
+        return True
+    if len(history) < window:
+        return False
+    recent = list(history)[-window:]
+    cut, passing = sum(c for c, _ in recent), sum(n for _, n in recent)
+    return passing > 0 and cut / passing <= max_cut_passing

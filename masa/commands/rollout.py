@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated MIXED_CANDIDATES/MIXED/CANDIDATES/GATED of earlier rounds, oldest first: of "
                         "the rolled-out prompts' mixed groups, how many gating would have skipped, with the round's "
                         "rolled-out candidates and skipped prompts (gating switch, algorithm.gating.max_signal_loss)")
+    p.add_argument("--cut-history", default="",
+                   help="comma-separated WOULD_CUT/PASSING of earlier rounds, oldest first: of the passing solutions "
+                        "of prompts cutoff did not act on, how many its budgets would have cut (cutoff switch, "
+                        "algorithm.cutoff.max_cut_passing)")
     add_config_arguments(p)
 
 
@@ -60,6 +64,10 @@ def _quads(text: str) -> list[tuple[int, int, int, int]]:
     return _counts(text, "--signal-history", "MIXED_CANDIDATES/MIXED/CANDIDATES/GATED")
 
 
+def _cuts(text: str) -> list[tuple[int, int]]:
+    return _counts(text, "--cut-history", "WOULD_CUT/PASSING")
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -77,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             args.prompts, args.model, args.out, algorithm=algorithm_for(cfg, args.branch or cfg.algorithm.name),
             settings=sampling_settings(cfg), round_index=args.round, seed=cfg.seed,
             mae_history=_floats(args.mae_history), gate_history=_pairs(args.gate_history),
-            signal_history=_quads(args.signal_history),
+            signal_history=_quads(args.signal_history), cut_history=_cuts(args.cut_history),
             engine_config=engine_config(cfg, "rollout", args.model, rollout_model_len(cfg)))
     except (DataError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"masa rollout: {e}", file=sys.stderr)

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import torch
 
 from masa.algo.config import AlgorithmConfig
-from masa.algo.cutoff import cutoff_budget
+from masa.algo.cutoff import cutoff_active, cutoff_budget
 from masa.algo.gating import gating_active, gating_decision, round_generator
 from masa.algo.meta import MetaFields, MetaPrediction, parse_meta, parse_meta_fields, render_meta_prompt
 from masa.algo.prompts import feedin_hint, solution_prompt, with_hint
@@ -48,6 +48,7 @@ class RolloutStats:
     prompts: int = 0  # prompts in the input batch
     prompts_dropped_for_length: int = 0
     gating_active: bool = False
+    cutoff_active: bool = False
     gated_prompts: int = 0
     samples: int = 0
     meta_samples: int = 0
@@ -160,10 +161,13 @@ def prediction_tensors(parsed: Sequence[Sequence[object]]) -> tuple[torch.Tensor
 def decide(parsed: Sequence[Sequence[object]], algorithm: AlgorithmConfig, *, max_response_tokens: int,
            mae_history: Sequence[float], seed: int, round_index: int,
            gate_history: Sequence[tuple[int, int]] = (),
-           signal_history: Sequence[tuple[int, int, int, int]] = ()) -> tuple[list[bool], list[int], bool]:
-    """MASA-efficient's per-prompt decisions from the meta groups: (skip, solution budget, gating active).
+           signal_history: Sequence[tuple[int, int, int, int]] = (),
+           cut_history: Sequence[tuple[int, int]] = ()) -> tuple[list[bool], list[int], bool, bool]:
+    """MASA-efficient's per-prompt decisions from the meta groups: (skip, solution budget, gating active,
+    cutoff active).
 
-    Thin glue over the pure `gating_decision` and `cutoff_budget`; exploration is seeded per round.
+    Thin glue over the pure `gating_decision`, `cutoff_active` and `cutoff_budget`; exploration is seeded
+    per round. While cutoff's switch is off every budget is the response cap.
     """
     g = algorithm.gating
     rate, length, valid = prediction_tensors(parsed)
@@ -180,10 +184,12 @@ def decide(parsed: Sequence[Sequence[object]], algorithm: AlgorithmConfig, *, ma
                                      **switch)
     budget = torch.full((len(parsed),), max_response_tokens, dtype=torch.long)
     c = algorithm.cutoff
-    if c.enabled and len(parsed):
+    cut_on = bool(c.enabled and len(parsed)
+                  and cutoff_active(cut_history, window=c.window, max_cut_passing=c.max_cut_passing))
+    if cut_on:
         budget = cutoff_budget(length, valid, multiplier=c.multiplier, min_tokens=min(c.min_tokens,
                                max_response_tokens), max_tokens=max_response_tokens)
-    return skip.tolist(), budget.tolist(), active
+    return skip.tolist(), budget.tolist(), active, cut_on
 
 
 def _row(p: _Prompt, s: Sample, *, path: str, idx: int, round_index: int, algorithm: str, gated: bool,
@@ -232,7 +238,8 @@ class _TimedEngine:
 def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: AlgorithmConfig,
             settings: SamplingSettings, round_index: int = 0, seed: int = 0,
             mae_history: Sequence[float] = (), gate_history: Sequence[tuple[int, int]] = (),
-            signal_history: Sequence[tuple[int, int, int, int]] = ()) -> RolloutResult:
+            signal_history: Sequence[tuple[int, int, int, int]] = (),
+            cut_history: Sequence[tuple[int, int]] = ()) -> RolloutResult:
     """Run the rollout of one batch with a started `engine` (see the module docstring)."""
     t0 = time.perf_counter()
     stats = RolloutStats(prompts=len(problems), engine_startup_s=float(getattr(engine, "startup_s", 0.0)))
@@ -252,10 +259,10 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
     if algorithm.uses_meta and algorithm.meta_feedin:  # meta first; its predictions reach the solution prompts
         meta_out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids))
         if algorithm.efficient:
-            skip, budgets, stats.gating_active = decide(
+            skip, budgets, stats.gating_active, stats.cutoff_active = decide(
                 [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
                 max_response_tokens=T, mae_history=mae_history, gate_history=gate_history,
-                signal_history=signal_history, **ids)
+                signal_history=signal_history, cut_history=cut_history, **ids)
         hinted = [_hinted(p, g, engine.tokenizer, settings, n_solution=G) for p, g in zip(prompts, meta_out, strict=True)]
         kept = [(p, b) for p, b, s in zip(hinted, budgets, skip, strict=True) if not s]
         sol_out = gen.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
@@ -267,10 +274,10 @@ def rollout(problems: Sequence[Problem], engine: Engine, *, algorithm: Algorithm
     else:
         if algorithm.efficient:
             meta_out = gen.generate(_requests(prompts, "meta", Gm, settings, **ids))
-            skip, budgets, stats.gating_active = decide(
+            skip, budgets, stats.gating_active, stats.cutoff_active = decide(
                 [parse_group(g, n_solution=G, max_response_tokens=T) for g in meta_out], algorithm,
                 max_response_tokens=T, mae_history=mae_history, gate_history=gate_history,
-                signal_history=signal_history, **ids)
+                signal_history=signal_history, cut_history=cut_history, **ids)
         kept = [(p, b) for p, b, s in zip(prompts, budgets, skip, strict=True) if not s]
         sol_out = gen.generate(_requests([p for p, _ in kept], "solution", G, settings, **ids,
                                             budgets=[b for _, b in kept])) if kept else []
@@ -333,7 +340,8 @@ def load_batch(prompts: str | Path | Sequence[Problem] | Sequence[dict[str, Any]
 def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: str | Path, *,
                      algorithm: AlgorithmConfig, settings: SamplingSettings, round_index: int = 0, seed: int = 0,
                      mae_history: Sequence[float] = (), gate_history: Sequence[tuple[int, int]] = (),
-                     signal_history: Sequence[tuple[int, int, int, int]] = (), backend: str = "auto", dtype: str = "auto",
+                     signal_history: Sequence[tuple[int, int, int, int]] = (),
+                     cut_history: Sequence[tuple[int, int]] = (), backend: str = "auto", dtype: str = "auto",
                      gpu_memory_utilization: float = 0.2, engine: Engine | None = None,
                      engine_config: EngineConfig | None = None) -> RolloutStats:
     """The pipeline step: load prompts and policy, roll out, write `rollouts.parquet` + `rollout_stats.json`.
@@ -356,7 +364,7 @@ def run_rollout_step(prompts: str | Path | Sequence[Any], model: str, out_dir: s
     try:
         result = rollout(problems, engine, algorithm=algorithm, settings=settings, round_index=round_index,
                          seed=seed, mae_history=mae_history, gate_history=gate_history,
-                         signal_history=signal_history)
+                         signal_history=signal_history, cut_history=cut_history)
     finally:
         if own:
             engine.close()

@@ -41,6 +41,7 @@ import torch
 
 from masa.algo.advantages import flat_advantages, flat_field_advantages, pad_groups, token_advantages
 from masa.algo.config import AlgorithmConfig
+from masa.algo.cutoff import cut_evidence, cutoff_budget
 from masa.algo.experts import expert_text, observed_targets, select_experts
 from masa.algo.meta import MetaFields, meta_value_spans, parse_meta_fields
 from masa.algo.rewards import notion_rewards, solution_reward
@@ -297,6 +298,30 @@ def _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, o
     return out
 
 
+def _cut_evidence(cols, sol: list[int], meta: list[int], sol_reward: torch.Tensor, prompt_of: list[int],
+                  n_prompts: int, algo: AlgorithmConfig, max_tokens: int) -> tuple[int | None, int | None]:
+    """Early cutoff's switch evidence (`masa.algo.cutoff.cut_evidence`): the budgets the rollout step would
+    set, from its own parse of the meta rows (the shard's meta_solution_length, as `masa.runner.rollout.
+    decide` reads it), against the passing solutions of the prompts it did not act on (their rows' max_tokens
+    is the response cap). (None, None) where the round has no cutoff to judge (GRPO, MASA, cutoff off)."""
+    c = algo.cutoff
+    if not (algo.efficient and c.enabled and meta and sol and "max_tokens" in cols
+            and "meta_solution_length" in cols):
+        return None, None
+    pred = {i: cols["meta_solution_length"][i] for i in meta}
+    length, mask, _ = _padded({i: v or 0 for i, v in pred.items()}, meta, prompt_of, n_prompts, torch.long)
+    valid, _, _ = _padded({i: v is not None for i, v in pred.items()}, meta, prompt_of, n_prompts, torch.bool)
+    budget = cutoff_budget(length, valid & mask, multiplier=c.multiplier, min_tokens=min(c.min_tokens, max_tokens),
+                           max_tokens=max_tokens)
+    applied = torch.zeros(n_prompts, dtype=torch.bool)
+    for i in sol:
+        applied[prompt_of[i]] |= cols["max_tokens"][i] < max_tokens
+    passed = dict(zip(sol, (sol_reward > 0).tolist(), strict=True))
+    ok, sol_mask, _ = _padded(passed, sol, prompt_of, n_prompts, torch.bool)
+    lens, _, _ = _padded({i: len(cols["response_token_ids"][i]) for i in sol}, sol, prompt_of, n_prompts, torch.long)
+    return cut_evidence(budget, applied, lens, ok, sol_mask)
+
+
 def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: AlgorithmConfig,
                 max_response_tokens: int, verifier_timeout_s: float = 5.0,
                 verifier_workers: int | None = None) -> dict[str, Any]:
@@ -359,4 +384,6 @@ def score_shard(rollouts_path: str, out_dir: str, *, tokenizer_path: str, algo: 
     pq.write_table(pa.Table.from_pylist(experts, schema=EXPERT_SCHEMA), out / "experts.parquet")
     stats = _stats(cols, sol, meta, sol_reward, m, prompt_of, zero_var, gidx, experts, obs)
     stats["verifier_errors"] = sum(e is not None for e in verr)
+    stats["cutoff_would_cut"], stats["cutoff_passing"] = _cut_evidence(cols, sol, meta, sol_reward, prompt_of,
+                                                                       n_prompts, algo, max_response_tokens)
     return stats

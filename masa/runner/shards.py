@@ -70,6 +70,7 @@ def merge_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: sum(s.get(k, 0) or 0 for s in stats) for k in COUNTS}
     out.update({k: max(s.get(k, 0.0) or 0.0 for s in stats) for k in SLOWEST})
     out["gating_active"] = any(s.get("gating_active") for s in stats)
+    out["cutoff_active"] = any(s.get("cutoff_active") for s in stats)
     out["samples_per_s"] = out["samples"] / out["wall_s"] if out["wall_s"] > 0 else 0.0
     out["tokens_per_s"] = out["tokens"] / out["wall_s"] if out["wall_s"] > 0 else 0.0
     if stats and "heldout" in stats[0]:

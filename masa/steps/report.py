@@ -63,7 +63,7 @@ def round_records(cfg: RunConfig, branch: str) -> list[dict[str, Any]]:
             "wall_s": sum(x.get("wall_s", 0.0) or 0.0 for x in (ro, tr)) + _span(sc),
             "generation_s": ro.get("wall_s"), "scoring_s": _span(sc), "training_s": tr.get("wall_s"),
             "gated_prompts": ro.get("gated_prompts"), "cutoff_samples": ro.get("cutoff_samples"),
-            "gating_active": ro.get("gating_active"),
+            "gating_active": ro.get("gating_active"), "cutoff_active": ro.get("cutoff_active"),
             "zero_variance_share": _zero_variance_share(sc),
             "zero_variance_tokens": sc.get("zero_variance_solution_tokens"),
             "_heldout_ids": (ro.get("heldout") or {}).get("prompt_ids"),
@@ -192,6 +192,13 @@ def gating_note(rows: list[dict[str, Any]], *, window: int, mae_threshold: float
             why += (f", and once it would skip at most {max_signal_loss} of the rolled-out prompts' mixed groups, "
                     f"GRPO's signal (over the run: {loss:.2f})")
     return {"gating_active_rounds": on, "gating_why_off": why}
+
+
+def cutoff_rounds(rows: list[dict[str, Any]]) -> int | None:
+    """How many of MASA-efficient's rounds had early cutoff acting (`algorithm.cutoff.max_cut_passing`
+    can hold it back; without that switch, every round); None for rounds rolled out before the flag."""
+    flags = [r.get("cutoff_active") for r in rows]
+    return None if any(f is None for f in flags) else sum(map(bool, flags))
 
 
 def speedup_noise(eff: dict[str, Any], points: dict[str, tuple]) -> dict[str, Any]:
@@ -359,7 +366,9 @@ def build_report(cfg: RunConfig, *, evals: dict[str, str | None], histories: dic
                        **(gating_note(rounds["masa"], window=gating.window, mae_threshold=gating.mae_threshold,
                                       min_precision=gating.min_precision,
                                       max_signal_loss=gating.max_signal_loss)
-                          if gating and rounds.get("masa") else {})},
+                          if gating and rounds.get("masa") else {}),
+                       **({"cutoff_active_rounds": cutoff_rounds(rounds["masa"])}
+                          if cfg.algorithm.name == "masa-efficient" and rounds.get("masa") else {})},
         "final_points": {k: {"accuracy": a, "accuracy_stderr": se, "basis": basis} for k, (a, se, basis) in points.items()},
         "checkpoints": {k: r.get("uri") for k, r in results.items()},
         "promotion": _load_eval(promotion),

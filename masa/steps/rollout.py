@@ -56,6 +56,14 @@ def gate_evidence(history: list[dict[str, Any]]) -> tuple[list[float], list[tupl
     return maes, gates, signal
 
 
+def cut_evidence(history: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Early cutoff's switch evidence from the score steps' history records (oldest first): each round's
+    (passing solutions its budgets would have cut, passing solutions) on the prompts it did not act on
+    (`masa.algo.cutoff.cut_evidence`). Rounds scored without it (GRPO, or before the count existed) add
+    nothing."""
+    return [(h["cutoff_would_cut"], h["cutoff_passing"]) for h in history if h.get("cutoff_passing") is not None]
+
+
 def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: str, policy_ptr: str,
                  history_path: str | None, out_ptr: str, heldout_path: str | None = None,
                  shard: int = 0) -> dict[str, Any]:
@@ -66,11 +74,12 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
     layout, ptr, shards = run_layout(cfg), read_pointer(policy_ptr), cfg.resources.rollout_shards
     prefix = layout.part(branch, round_idx, "rollouts" if shards == 1 else f"rollouts-shard-{shard}")
     problems = round_prompts(prompts_path, round_idx, cfg.prompts_per_round, cfg.seed)
-    maes, gates, signal = gate_evidence(read_history(history_path))
+    history = read_history(history_path)
+    (maes, gates, signal), cuts = gate_evidence(history), cut_evidence(history)
     algo = algorithm_for(cfg, branch)
     settings = sampling_settings(cfg)
     fp = digest(manifest_digest(ptr), [p.prompt_id for p in problems], dataclasses.asdict(algo),
-                 dataclasses.asdict(settings), round_idx, cfg.seed, maes, gates, signal, shard, shards)
+                 dataclasses.asdict(settings), round_idx, cfg.seed, maes, gates, signal, shard, shards, cuts)
 
     heldout = read_problems(heldout_path) if heldout_path and shard == 0 and cfg.data.checks(round_idx) else []
     all_ids = [p.prompt_id for p in problems]
@@ -87,7 +96,8 @@ def rollout_step(cfg: RunConfig, *, branch: str, round_idx: int, prompts_path: s
             try:
                 stats = dataclasses.asdict(run_rollout_step(
                     problems, str(model_dir), work, algorithm=algo, settings=settings, round_index=round_idx,
-                    seed=cfg.seed, mae_history=maes, gate_history=gates, signal_history=signal, engine=gen))
+                    seed=cfg.seed, mae_history=maes, gate_history=gates, signal_history=signal,
+                    cut_history=cuts, engine=gen))
                 if shards > 1:
                     stats = keep_own_rows(work / "rollouts.parquet", own, stats)
                 stats["startup_s"] = engine.startup_s

@@ -54,7 +54,8 @@ def score_step(cfg: RunConfig, *, branch: str, round_idx: int, rollouts_ptr: str
                                                               "meta_pass_rate_mae_median", "meta_gate_hits",
                                                               "meta_gate_candidates", "meta_gate_mixed",
                                                               "meta_mixed", "gated_prompts",
-                                                              "cutoff_samples")}}
+                                                              "cutoff_samples", "cutoff_would_cut",
+                                                              "cutoff_passing")}}
     history = [h for h in read_history(history_path) if h["round"] != round_idx] + [record]
     Path(history_out).write_text(json.dumps(history, indent=1))
     # also in the store, where the next segment's `resume` finds it (docs/deploy.md, "Bounded runs"): a part

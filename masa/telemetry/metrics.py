@@ -79,6 +79,8 @@ ROLLOUT = (
     Metric("masa_engine_startup_seconds", "gauge", ROUND, "Inference engine start-up time.", one("engine_startup_s"), "s"),
     Metric("masa_rollout_gating_active", "gauge", ROUND,
            "1 when predictive gating was active this round (after its warm-up), else 0.", one("gating_active")),
+    Metric("masa_rollout_cutoff_active", "gauge", ROUND,
+           "1 when early cutoff acted this round (after its switch, if any), else 0.", one("cutoff_active")),
     Metric("masa_heldout_accuracy_ratio", "gauge", ROUND,
            "Held-out accuracy of the round's policy (measured in the rollout step).", one("heldout.accuracy")),
     Metric("masa_heldout_accuracy_stderr_ratio", "gauge", ROUND,
