@@ -90,6 +90,9 @@ def test_cutoff_switch_pools_the_last_window():
     assert not cutoff_active([(3, 40), (3, 60)], window=2, max_cut_passing=0.05)
     # no passing solution in the window: no evidence, off
     assert not cutoff_active([(0, 0), (0, 0)], window=2, max_cut_passing=0.05)
+    # rounds where cutoff acted on every prompt give (0, 0) and are skipped: the last two rounds with
+    # evidence, (1 + 0) / (10 + 30) = 0.025, keep it on (a run once toggled it off this way, 2026-12-08)
+    assert cutoff_active([(9, 10), (1, 10), (0, 30), (0, 0), (0, 0)], window=2, max_cut_passing=0.05)
     with pytest.raises(ValueError, match="bad at rounds \\[1\\]"):
         cutoff_active([(0, 1), (2, 1)], window=2, max_cut_passing=0.05)
     with pytest.raises(ValueError, match="max_cut_passing"):

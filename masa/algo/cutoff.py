@@ -73,8 +73,9 @@ def cutoff_active(history: Sequence[tuple[int, int]], *, window: int, max_cut_pa
     """Whether cutoff acts this round, from earlier rounds' `cut_evidence` (oldest first).
 
     Always with max_cut_passing >= 1 (no switch: the paper's description). Otherwise once at least `window`
-    rounds gave evidence and, pooled over the last `window`, there were passing solutions and at most
-    max_cut_passing of them would have been cut.
+    rounds gave evidence (a passing solution on a prompt cutoff did not act on) and, pooled over the last
+    `window` of those, at most max_cut_passing of their passing solutions would have been cut. A round
+    where cutoff acted on every prompt gives (0, 0): no evidence, so it does not turn cutoff off again.
     """
     if window < 1 or not 0 <= max_cut_passing <= 1:
         raise ValueError(f"need window >= 1 and 0 <= max_cut_passing <= 1; got {window}, {max_cut_passing}")
@@ -84,8 +85,8 @@ def cutoff_active(history: Sequence[tuple[int, int]], *, window: int, max_cut_pa
                          f"bad at rounds {bad}")
     if max_cut_passing >= 1:
         return True
-    if len(history) < window:
+    evidence = [(c, n) for c, n in history if n > 0]
+    if len(evidence) < window:
         return False
-    recent = list(history)[-window:]
-    cut, passing = sum(c for c, _ in recent), sum(n for _, n in recent)
-    return passing > 0 and cut / passing <= max_cut_passing
+    recent = evidence[-window:]
+    return sum(c for c, _ in recent) / sum(n for _, n in recent) <= max_cut_passing
