@@ -1,6 +1,6 @@
 """Speedup figures of the report, by hand: cost of each branch to reach GRPO's final held-out accuracy."""
 
-from masa.steps.report import efficiency
+from masa.steps.report import cutoff_rounds, efficiency
 from masa.steps.report_render import cost_to_reach, curves
 
 
@@ -198,3 +198,11 @@ def test_cutoff_savings_of_a_round_by_hand():
     # without a GRPO branch: the round's own uncut lengths for every cut sample
     own = [60, 130, 170]
     assert cutoff_savings([(100, own), (150, own)]) == (30 + 70) / 2 + 20
+
+
+def test_cutoff_rounds_counts_the_rounds_it_acted_in():
+    # off for two rounds while its switch waited, then on: 2 of 4; a round rolled out before the flag
+    # existed (None) makes the count unknown rather than 0
+    assert cutoff_rounds([{"cutoff_active": False}, {"cutoff_active": False}, {"cutoff_active": True},
+                          {"cutoff_active": True}]) == 2
+    assert cutoff_rounds([{"cutoff_active": True}, {}]) is None
